@@ -1,0 +1,213 @@
+//! Production backend: glommio `DmaFile` (io_uring, `O_DIRECT`).
+//!
+//! This is one of the three modules allowed to name glommio types (with the
+//! shard runtime and the network loop). Every future here must run on a
+//! glommio executor: the shard that owns the partition.
+
+use std::io;
+use std::ops::{Deref, DerefMut};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
+
+use super::{Backend, SegmentFile};
+use crate::error::{StorageError, StorageResult};
+
+#[derive(Clone, Default)]
+pub struct DmaBackend;
+
+impl DmaBackend {
+    pub fn new() -> Self {
+        DmaBackend
+    }
+}
+
+fn gio(path: &Path, e: glommio::GlommioError<()>) -> StorageError {
+    StorageError::io(path, io::Error::from(e))
+}
+
+pub struct DmaSegment {
+    path: PathBuf,
+    file: DmaFile,
+}
+
+/// A DMA buffer as a plain byte slice.
+pub struct AlignedBuf(DmaBuffer);
+
+impl Deref for AlignedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.0.as_bytes_mut()
+    }
+}
+
+impl Backend for DmaBackend {
+    type File = DmaSegment;
+
+    async fn open_segment(&self, path: &Path, create: bool) -> StorageResult<DmaSegment> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .dma_open(path)
+            .await
+            .map_err(|e| gio(path, e))?;
+        Ok(DmaSegment {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    async fn create_dir_all(&self, dir: &Path) -> StorageResult<()> {
+        // Rare (partition creation); the blocking call is short.
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))
+    }
+
+    async fn list_dir(&self, dir: &Path) -> StorageResult<Vec<String>> {
+        let rd = std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))?;
+        let mut out = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| StorageError::io(dir, e))?;
+            out.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        Ok(out)
+    }
+
+    async fn remove_file(&self, path: &Path) -> StorageResult<()> {
+        match glommio::io::remove(path).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let e = io::Error::from(e);
+                if e.kind() == io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(StorageError::io(path, e))
+                }
+            }
+        }
+    }
+
+    async fn remove_dir_all(&self, dir: &Path) -> StorageResult<()> {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StorageError::io(dir, e)),
+            _ => Ok(()),
+        }
+    }
+
+    async fn read_small(&self, path: &Path) -> StorageResult<Option<Vec<u8>>> {
+        let file = match glommio::io::BufferedFile::open(path).await {
+            Ok(f) => f,
+            Err(e) => {
+                let e = io::Error::from(e);
+                return if e.kind() == io::ErrorKind::NotFound {
+                    Ok(None)
+                } else {
+                    Err(StorageError::io(path, e))
+                };
+            }
+        };
+        let size = file.file_size().await.map_err(|e| gio(path, e))?;
+        let data = file
+            .read_at(0, size as usize)
+            .await
+            .map_err(|e| gio(path, e))?;
+        let out = data.to_vec();
+        file.close().await.map_err(|e| gio(path, e))?;
+        Ok(Some(out))
+    }
+
+    async fn write_small_atomic(&self, path: &Path, data: &[u8]) -> StorageResult<()> {
+        let tmp = path.with_extension("tmp");
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .buffered_open(&tmp)
+            .await
+            .map_err(|e| gio(&tmp, e))?;
+        file.write_at(data.to_vec(), 0)
+            .await
+            .map_err(|e| gio(&tmp, e))?;
+        file.fdatasync().await.map_err(|e| gio(&tmp, e))?;
+        file.close().await.map_err(|e| gio(&tmp, e))?;
+        glommio::io::rename(&tmp, path)
+            .await
+            .map_err(|e| gio(path, e))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        self.sync_dir(dir).await
+    }
+
+    async fn sync_dir(&self, dir: &Path) -> StorageResult<()> {
+        let d = glommio::io::Directory::open(dir)
+            .await
+            .map_err(|e| gio(dir, e))?;
+        d.sync().await.map_err(|e| gio(dir, e))?;
+        d.close().await.map_err(|e| gio(dir, e))
+    }
+}
+
+impl SegmentFile for DmaSegment {
+    type Buf = AlignedBuf;
+
+    fn alloc(&self, len: usize) -> AlignedBuf {
+        let mut b = self.file.alloc_dma_buffer(len);
+        b.as_bytes_mut().fill(0);
+        AlignedBuf(b)
+    }
+
+    async fn write_at(&self, buf: AlignedBuf, pos: u64) -> StorageResult<()> {
+        let want = buf.len();
+        let done = self
+            .file
+            .write_at(buf.0, pos)
+            .await
+            .map_err(|e| gio(&self.path, e))?;
+        // The log only reports data durable after a full write and a sync, so
+        // a short direct write (full disk, quota) must surface as an error.
+        if done < want {
+            return Err(StorageError::io(
+                &self.path,
+                io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    format!("short direct write: {done} of {want} bytes at {pos}"),
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn read_at(&self, pos: u64, len: usize) -> StorageResult<Bytes> {
+        let r = self
+            .file
+            .read_at(pos, len)
+            .await
+            .map_err(|e| gio(&self.path, e))?;
+        Ok(Bytes::copy_from_slice(&r))
+    }
+
+    async fn sync(&self) -> StorageResult<()> {
+        self.file.fdatasync().await.map_err(|e| gio(&self.path, e))
+    }
+
+    async fn truncate(&self, len: u64) -> StorageResult<()> {
+        self.file
+            .truncate(len)
+            .await
+            .map_err(|e| gio(&self.path, e))
+    }
+
+    async fn size(&self) -> StorageResult<u64> {
+        self.file.file_size().await.map_err(|e| gio(&self.path, e))
+    }
+
+    async fn close(self) -> StorageResult<()> {
+        self.file.close().await.map_err(|e| gio(&self.path, e))
+    }
+}

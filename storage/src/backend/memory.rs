@@ -1,0 +1,291 @@
+//! In-memory backend for fast tests, with crash simulation.
+//!
+//! Every file keeps the bytes a reader sees and, separately, the bytes that
+//! survived its last sync. [`MemoryBackend::crash`] throws the unsynced part
+//! away, keeping a seeded random prefix of the unsynced writes, each of which
+//! may itself be torn at a 512-byte sector boundary, which is what a power cut
+//! can leave behind. Directory operations are treated as durable at once.
+//! Single-threaded by design (`Rc`), like the shard that owns a log.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::{Backend, SegmentFile, ALIGN_BYTES};
+use crate::error::{StorageError, StorageResult};
+
+#[derive(Default)]
+struct MemFile {
+    data: Vec<u8>,
+    synced: Vec<u8>,
+    /// Writes since the last sync, in order: (pos, bytes) or a truncate.
+    pending: Vec<Pending>,
+}
+
+enum Pending {
+    Write(u64, Vec<u8>),
+    Truncate(u64),
+}
+
+#[derive(Default)]
+struct Fs {
+    files: BTreeMap<PathBuf, Rc<RefCell<MemFile>>>,
+    dirs: BTreeMap<PathBuf, ()>,
+    /// Fail every operation with an I/O error (a disk that went away).
+    failing: bool,
+    /// Segment file syncs performed (group-commit tests count them).
+    syncs: u64,
+}
+
+#[derive(Clone, Default)]
+pub struct MemoryBackend {
+    fs: Rc<RefCell<Fs>>,
+}
+
+fn xorshift(state: &mut u64) -> u64 {
+    let mut x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    x
+}
+
+fn write_into(data: &mut Vec<u8>, pos: u64, bytes: &[u8]) {
+    let end = pos as usize + bytes.len();
+    if data.len() < end {
+        data.resize(end, 0);
+    }
+    data[pos as usize..end].copy_from_slice(bytes);
+}
+
+impl MemoryBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Simulates a power cut: each file keeps its synced bytes plus a
+    /// random prefix of its later writes, the last of them possibly torn.
+    pub fn crash(&self, seed: u64) {
+        let mut rng = seed | 1;
+        let fs = self.fs.borrow();
+        for f in fs.files.values() {
+            let mut f = f.borrow_mut();
+            let mut data = f.synced.clone();
+            let keep = if f.pending.is_empty() {
+                0
+            } else {
+                (xorshift(&mut rng) % (f.pending.len() as u64 + 1)) as usize
+            };
+            for (i, p) in f.pending.iter().enumerate().take(keep) {
+                match p {
+                    Pending::Write(pos, bytes) => {
+                        let len = if i + 1 == keep && xorshift(&mut rng).is_multiple_of(2) {
+                            let sectors = bytes.len() / 512;
+                            (xorshift(&mut rng) % (sectors as u64 + 1)) as usize * 512
+                        } else {
+                            bytes.len()
+                        };
+                        write_into(&mut data, *pos, &bytes[..len]);
+                    }
+                    Pending::Truncate(len) => data.resize(*len as usize, 0),
+                }
+            }
+            f.data = data.clone();
+            f.synced = data;
+            f.pending.clear();
+        }
+    }
+
+    /// Makes every later operation fail, like a disk that disappeared.
+    pub fn set_failing(&self, failing: bool) {
+        self.fs.borrow_mut().failing = failing;
+    }
+
+    /// How many segment-file syncs (fdatasync) have run.
+    pub fn sync_count(&self) -> u64 {
+        self.fs.borrow().syncs
+    }
+
+    /// Bytes a reader would see in `path` (for assertions).
+    pub fn file_bytes(&self, path: &Path) -> Option<Vec<u8>> {
+        self.fs
+            .borrow()
+            .files
+            .get(path)
+            .map(|f| f.borrow().data.clone())
+    }
+
+    /// Overwrites bytes of a file as if the disk corrupted them (durably).
+    pub fn corrupt(&self, path: &Path, pos: usize, bytes: &[u8]) {
+        if let Some(f) = self.fs.borrow().files.get(path) {
+            let mut f = f.borrow_mut();
+            write_into(&mut f.data, pos as u64, bytes);
+            write_into(&mut f.synced, pos as u64, bytes);
+        }
+    }
+
+    fn check(&self, path: &Path) -> StorageResult<()> {
+        if self.fs.borrow().failing {
+            return Err(StorageError::io(
+                path,
+                io::Error::other("simulated disk failure"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub struct MemSegment {
+    path: PathBuf,
+    file: Rc<RefCell<MemFile>>,
+    backend: MemoryBackend,
+}
+
+impl Backend for MemoryBackend {
+    type File = MemSegment;
+
+    async fn open_segment(&self, path: &Path, create: bool) -> StorageResult<MemSegment> {
+        self.check(path)?;
+        let mut fs = self.fs.borrow_mut();
+        let file = match fs.files.get(path) {
+            Some(f) => f.clone(),
+            None if create => {
+                let f = Rc::new(RefCell::new(MemFile::default()));
+                fs.files.insert(path.to_path_buf(), f.clone());
+                f
+            }
+            None => {
+                return Err(StorageError::io(
+                    path,
+                    io::Error::from(io::ErrorKind::NotFound),
+                ));
+            }
+        };
+        Ok(MemSegment {
+            path: path.to_path_buf(),
+            file,
+            backend: self.clone(),
+        })
+    }
+
+    async fn create_dir_all(&self, dir: &Path) -> StorageResult<()> {
+        self.check(dir)?;
+        self.fs.borrow_mut().dirs.insert(dir.to_path_buf(), ());
+        Ok(())
+    }
+
+    async fn list_dir(&self, dir: &Path) -> StorageResult<Vec<String>> {
+        self.check(dir)?;
+        let fs = self.fs.borrow();
+        Ok(fs
+            .files
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect())
+    }
+
+    async fn remove_file(&self, path: &Path) -> StorageResult<()> {
+        self.check(path)?;
+        self.fs.borrow_mut().files.remove(path);
+        Ok(())
+    }
+
+    async fn remove_dir_all(&self, dir: &Path) -> StorageResult<()> {
+        self.check(dir)?;
+        let mut fs = self.fs.borrow_mut();
+        fs.files.retain(|p, _| !p.starts_with(dir));
+        fs.dirs.retain(|p, _| !p.starts_with(dir));
+        Ok(())
+    }
+
+    async fn read_small(&self, path: &Path) -> StorageResult<Option<Vec<u8>>> {
+        self.check(path)?;
+        Ok(self
+            .fs
+            .borrow()
+            .files
+            .get(path)
+            .map(|f| f.borrow().data.clone()))
+    }
+
+    async fn write_small_atomic(&self, path: &Path, data: &[u8]) -> StorageResult<()> {
+        self.check(path)?;
+        let f = MemFile {
+            data: data.to_vec(),
+            synced: data.to_vec(),
+            pending: Vec::new(),
+        };
+        self.fs
+            .borrow_mut()
+            .files
+            .insert(path.to_path_buf(), Rc::new(RefCell::new(f)));
+        Ok(())
+    }
+
+    async fn sync_dir(&self, dir: &Path) -> StorageResult<()> {
+        self.check(dir)
+    }
+}
+
+impl SegmentFile for MemSegment {
+    type Buf = Vec<u8>;
+
+    fn alloc(&self, len: usize) -> Vec<u8> {
+        vec![0u8; len]
+    }
+
+    async fn write_at(&self, buf: Vec<u8>, pos: u64) -> StorageResult<()> {
+        self.backend.check(&self.path)?;
+        assert!(
+            pos.is_multiple_of(ALIGN_BYTES) && (buf.len() as u64).is_multiple_of(ALIGN_BYTES),
+            "direct I/O write must be aligned: pos {pos}, len {}",
+            buf.len()
+        );
+        let mut f = self.file.borrow_mut();
+        write_into(&mut f.data, pos, &buf);
+        f.pending.push(Pending::Write(pos, buf));
+        Ok(())
+    }
+
+    async fn read_at(&self, pos: u64, len: usize) -> StorageResult<Bytes> {
+        self.backend.check(&self.path)?;
+        let f = self.file.borrow();
+        let start = (pos as usize).min(f.data.len());
+        let end = (start + len).min(f.data.len());
+        Ok(Bytes::copy_from_slice(&f.data[start..end]))
+    }
+
+    async fn sync(&self) -> StorageResult<()> {
+        self.backend.check(&self.path)?;
+        self.backend.fs.borrow_mut().syncs += 1;
+        // Yield once, as a real fdatasync would, so concurrent callers queue.
+        futures_lite::future::yield_now().await;
+        let mut f = self.file.borrow_mut();
+        f.synced = f.data.clone();
+        f.pending.clear();
+        Ok(())
+    }
+
+    async fn truncate(&self, len: u64) -> StorageResult<()> {
+        self.backend.check(&self.path)?;
+        let mut f = self.file.borrow_mut();
+        f.data.resize(len as usize, 0);
+        f.pending.push(Pending::Truncate(len));
+        Ok(())
+    }
+
+    async fn size(&self) -> StorageResult<u64> {
+        self.backend.check(&self.path)?;
+        Ok(self.file.borrow().data.len() as u64)
+    }
+
+    async fn close(self) -> StorageResult<()> {
+        Ok(())
+    }
+}

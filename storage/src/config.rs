@@ -1,0 +1,104 @@
+//! Per-partition log configuration: the storage half of Kafka's topic configs.
+
+use crate::error::{StorageError, StorageResult};
+
+/// When appended data is made durable with fdatasync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// Every append is synced before it is reported durable (`flush.messages=1`).
+    EveryAppend,
+    /// Sync once `messages` appends or `bytes` are unsynced, or `interval_ms`
+    /// after the first unsynced append, whichever comes first. The broker's
+    /// shard drives the interval by calling [`crate::PartitionLog::sync`].
+    Threshold {
+        messages: u64,
+        bytes: u64,
+        interval_ms: u64,
+    },
+}
+
+/// Sizes and ages that shape one partition log. Units are last in each name.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Roll to a new segment once the active one reaches this size.
+    pub segment_bytes: u64,
+    /// Roll to a new segment once the active one is this old (None: never).
+    pub segment_ms: Option<u64>,
+    /// Delete segments whose newest record is older than this (None: keep).
+    pub retention_ms: Option<u64>,
+    /// Delete oldest segments while the log is larger than this (None: keep).
+    pub retention_bytes: Option<u64>,
+    /// One sparse offset/time index entry per this many bytes of log.
+    pub index_interval_bytes: u64,
+    /// Largest batch accepted (`max.message.bytes`).
+    pub batch_bytes_max: usize,
+    /// Unwritten bytes that make an append write them out first (back-pressure).
+    pub write_buffer_bytes_max: usize,
+    /// Largest single write submitted to the disk; a flush larger than this
+    /// is split into concurrent writes of this size.
+    pub write_chunk_bytes: usize,
+    /// Recently appended bytes kept in memory to serve tailing readers.
+    pub tail_cache_bytes_max: usize,
+    /// Bytes read per disk read when serving older data (read-ahead).
+    pub read_ahead_bytes: usize,
+    pub flush: FlushPolicy,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: Some(7 * 24 * 3600 * 1000),
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            retention_bytes: None,
+            index_interval_bytes: 4096,
+            batch_bytes_max: 1_048_588,
+            write_buffer_bytes_max: 4 << 20,
+            write_chunk_bytes: 1 << 20,
+            tail_cache_bytes_max: 1 << 20,
+            read_ahead_bytes: 1 << 20,
+            flush: FlushPolicy::Threshold {
+                messages: u64::MAX,
+                bytes: u64::MAX,
+                interval_ms: u64::MAX,
+            },
+        }
+    }
+}
+
+/// Smallest segment we allow: a segment must hold at least one page.
+pub const SEGMENT_BYTES_MIN: u64 = 4096;
+
+impl LogConfig {
+    /// Checks every field and names the first bad one.
+    pub fn validate(&self) -> StorageResult<()> {
+        let bad = |field, reason: &str| {
+            Err(StorageError::InvalidConfig {
+                field,
+                reason: reason.to_string(),
+            })
+        };
+        if self.segment_bytes < SEGMENT_BYTES_MIN || self.segment_bytes > i32::MAX as u64 {
+            return bad("segment_bytes", "must be between 4096 and 2147483647");
+        }
+        if self.index_interval_bytes == 0 {
+            return bad("index_interval_bytes", "must be positive");
+        }
+        if self.batch_bytes_max < crate::batch::HEADER_BYTES {
+            return bad(
+                "batch_bytes_max",
+                "must hold at least a batch header (61 bytes)",
+            );
+        }
+        if self.write_chunk_bytes < 4096 || !self.write_chunk_bytes.is_multiple_of(4096) {
+            return bad("write_chunk_bytes", "must be a positive multiple of 4096");
+        }
+        if self.write_buffer_bytes_max < self.batch_bytes_max {
+            return bad("write_buffer_bytes_max", "must be at least batch_bytes_max");
+        }
+        if self.read_ahead_bytes < 4096 {
+            return bad("read_ahead_bytes", "must be at least 4096");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1622 @@
+//! One partition's log: segments, tail cache, write-behind, recovery,
+//! retention and truncation.
+//!
+//! Owned by exactly one shard and used from that shard's tasks only (it is
+//! `!Send`). Methods take `&self` so concurrent produce, fetch and flush tasks
+//! can share it through an `Rc`; state lives in a `RefCell` that is borrowed
+//! only between awaits, never across one. Two FIFO async locks order the rest:
+//! `append_lock` keeps offsets in arrival order (pipelined produce requests
+//! of one connection must not overtake each other), `io_lock` lets one task at
+//! a time write the tail, sync, roll or truncate, which is also what turns
+//! concurrent `sync` calls into one fdatasync (group commit).
+//!
+//! Write path: an append copies the batch once (rewriting `baseOffset` and
+//! `partitionLeaderEpoch`) into the tail cache. A flush copies unwritten bytes
+//! into aligned buffers and writes whole pages with direct I/O, split into
+//! concurrent chunks; a sync also writes the partial last page, zero padded,
+//! which the next flush rewrites. Readers of recent offsets are served from the
+//! tail cache without I/O; older data comes from disk in read-ahead chunks.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use tracing::{debug, info, warn};
+
+use crate::backend::{align_down, align_up, Backend, SegmentFile};
+use crate::batch::{self, BatchHeader, BatchWalker};
+use crate::checkpoint::{Checkpoint, CleanShutdown};
+use crate::config::{FlushPolicy, LogConfig};
+use crate::error::{StorageError, StorageResult};
+use crate::index::SegmentIndex;
+
+const CHECKPOINT_FILE: &str = "partition.checkpoint";
+/// Bytes read per step while scanning a segment during recovery.
+const RECOVERY_READ_BYTES: usize = 8 << 20;
+
+fn segment_name(base: i64, ext: &str) -> String {
+    format!("{base:020}.{ext}")
+}
+
+fn system_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Shard-wide limit on open segment files, shared by that shard's logs.
+#[derive(Debug)]
+pub struct FileBudget {
+    open: Cell<usize>,
+    /// Most segment files the shard may hold open (`open_files_max`).
+    pub open_files_max: usize,
+}
+
+impl FileBudget {
+    pub fn new(open_files_max: usize) -> Rc<FileBudget> {
+        Rc::new(FileBudget {
+            open: Cell::new(0),
+            open_files_max,
+        })
+    }
+    pub fn open_files(&self) -> usize {
+        self.open.get()
+    }
+    fn acquire(&self) -> StorageResult<()> {
+        if self.open.get() >= self.open_files_max {
+            return Err(StorageError::TooManyOpenFiles {
+                limit: self.open_files_max,
+            });
+        }
+        self.open.set(self.open.get() + 1);
+        Ok(())
+    }
+    fn release(&self) {
+        self.open.set(self.open.get().saturating_sub(1));
+    }
+}
+
+/// An open file that gives its budget slot back when the last handle drops.
+struct Handle<F> {
+    file: Option<F>,
+    budget: Rc<FileBudget>,
+}
+
+impl<F> Drop for Handle<F> {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            self.budget.release();
+        }
+    }
+}
+
+impl<F> Handle<F> {
+    fn get(&self) -> &F {
+        self.file.as_ref().expect("file handle used after close")
+    }
+}
+
+/// What an append assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub log_start_offset: i64,
+    /// True when the flush policy asks the caller to sync now.
+    pub sync_due: bool,
+}
+
+/// Whole batches read from the log.
+#[derive(Debug, Clone, Default)]
+pub struct LogRead {
+    pub batches: Vec<Bytes>,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+impl LogRead {
+    pub fn bytes(&self) -> usize {
+        self.batches.iter().map(|b| b.len()).sum()
+    }
+    /// One contiguous buffer (copies unless there is a single batch chunk).
+    pub fn concat(&self) -> Bytes {
+        match self.batches.len() {
+            0 => Bytes::new(),
+            1 => self.batches[0].clone(),
+            _ => {
+                let mut out = BytesMut::with_capacity(self.bytes());
+                for b in &self.batches {
+                    out.extend_from_slice(b);
+                }
+                out.freeze()
+            }
+        }
+    }
+}
+
+/// Figures for metrics and the memory benchmark.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogStats {
+    pub segments: usize,
+    pub size_bytes: u64,
+    pub tail_cache_bytes: usize,
+    pub read_cache_bytes: usize,
+    pub index_heap_bytes: usize,
+}
+
+struct Segment {
+    base_offset: i64,
+    /// One past the last offset stored (for the active segment: log end).
+    next_offset: i64,
+    /// Logical bytes, including any not yet written for the active segment.
+    size: u64,
+    /// Largest batch max timestamp; `None` until the index is loaded.
+    max_timestamp: Option<i64>,
+    index: Option<SegmentIndex>,
+}
+
+struct Active<F> {
+    seg: Segment,
+    file: Rc<Handle<F>>,
+    /// Logical bytes on disk (contiguous prefix).
+    written: u64,
+    /// The bytes of the partially filled last page on disk: [align_down(written), written).
+    tail_page: Vec<u8>,
+    created_ms: i64,
+}
+
+struct TailBatch {
+    base_offset: i64,
+    last_offset: i64,
+    position: u64,
+    data: Bytes,
+}
+
+struct ReadCache {
+    segment_base: i64,
+    position: u64,
+    data: Bytes,
+}
+
+struct State<F> {
+    closed: BTreeMap<i64, Segment>,
+    active: Active<F>,
+    log_start_offset: i64,
+    durable_offset: i64,
+    tail: VecDeque<TailBatch>,
+    tail_bytes: usize,
+    read_cache: Option<ReadCache>,
+    unsynced_messages: u64,
+    unsynced_bytes: u64,
+    first_unsynced_ms: Option<i64>,
+    is_closed: bool,
+}
+
+impl<F> State<F> {
+    fn log_end_offset(&self) -> i64 {
+        self.active.seg.next_offset
+    }
+    fn unwritten_bytes(&self) -> u64 {
+        self.active.seg.size - self.active.written
+    }
+}
+
+/// One partition's log.
+pub struct PartitionLog<B: Backend> {
+    backend: B,
+    dir: PathBuf,
+    config: RefCell<LogConfig>,
+    state: RefCell<State<B::File>>,
+    append_lock: async_lock::Mutex<()>,
+    io_lock: async_lock::Mutex<()>,
+    budget: Rc<FileBudget>,
+    clock: Rc<dyn Fn() -> i64>,
+}
+
+impl<B: Backend> PartitionLog<B> {
+    /// Opens (or creates) the log in `dir`, recovering after a crash:
+    /// only the active segment is scanned, every batch's CRC is checked and a
+    /// torn or corrupt tail is truncated.
+    pub async fn open(
+        backend: B,
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+        budget: Rc<FileBudget>,
+    ) -> StorageResult<Self> {
+        Self::open_with_clock(backend, dir, config, budget, Rc::new(system_now_ms)).await
+    }
+
+    /// [`PartitionLog::open`] with an injected wall clock (milliseconds).
+    pub async fn open_with_clock(
+        backend: B,
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+        budget: Rc<FileBudget>,
+        clock: Rc<dyn Fn() -> i64>,
+    ) -> StorageResult<Self> {
+        config.validate()?;
+        let dir = dir.into();
+        backend.create_dir_all(&dir).await?;
+        let names = backend.list_dir(&dir).await?;
+        let mut bases: Vec<i64> = names
+            .iter()
+            .filter_map(|n| n.strip_suffix(".log"))
+            .filter_map(|n| n.parse::<i64>().ok())
+            .collect();
+        bases.sort_unstable();
+        let cp_path = dir.join(CHECKPOINT_FILE);
+        let checkpoint = match backend.read_small(&cp_path).await? {
+            None => None,
+            Some(buf) => match Checkpoint::decode(&buf) {
+                Ok(c) => Some(c),
+                Err(reason) => {
+                    warn!(path = %cp_path.display(), %reason, "partition checkpoint damaged; recovering from the segments");
+                    None
+                }
+            },
+        };
+        let mut log_start_offset = checkpoint
+            .as_ref()
+            .map(|c| c.log_start_offset)
+            .unwrap_or_else(|| bases.first().copied().unwrap_or(0));
+        // Segments wholly below the log start were being deleted when we stopped.
+        while bases.len() > 1 && bases[1] <= log_start_offset {
+            let b = bases.remove(0);
+            remove_segment_files(&backend, &dir, b).await?;
+        }
+        let now = clock();
+        let active_base = match bases.last() {
+            Some(b) => *b,
+            None => {
+                bases.push(log_start_offset);
+                log_start_offset
+            }
+        };
+        log_start_offset = log_start_offset.max(bases[0]);
+        let mut closed = BTreeMap::new();
+        for w in bases.windows(2) {
+            let path = dir.join(segment_name(w[0], "log"));
+            let file = backend.open_segment(&path, false).await?;
+            let size = file.size().await?;
+            file.close().await?;
+            closed.insert(
+                w[0],
+                Segment {
+                    base_offset: w[0],
+                    next_offset: w[1],
+                    size,
+                    max_timestamp: None,
+                    index: None,
+                },
+            );
+        }
+        budget.acquire()?;
+        let path = dir.join(segment_name(active_base, "log"));
+        let file = Rc::new(Handle {
+            file: Some(backend.open_segment(&path, true).await?),
+            budget: budget.clone(),
+        });
+        let file_bytes = file.get().size().await?;
+        let clean = checkpoint
+            .as_ref()
+            .and_then(|c| c.clean_shutdown.clone())
+            .filter(|c| {
+                c.active_base_offset == active_base && c.active_segment_bytes <= file_bytes
+            });
+        let mut recovered = None;
+        if let Some(c) = &clean {
+            let off = backend
+                .read_small(&dir.join(segment_name(active_base, "index")))
+                .await?;
+            let tim = backend
+                .read_small(&dir.join(segment_name(active_base, "timeindex")))
+                .await?;
+            if let (Some(o), Some(t)) = (off, tim) {
+                let next_rel = (c.log_end_offset - active_base) as u64;
+                if let Some(idx) =
+                    SegmentIndex::decode(&o, &t, c.active_segment_bytes, next_rel.max(1))
+                {
+                    recovered = Some((c.active_segment_bytes, c.log_end_offset, idx));
+                }
+            }
+        }
+        let (size, next_offset, index) = match recovered {
+            Some(r) => r,
+            None => {
+                let cfg_interval = config.index_interval_bytes;
+                scan_segment(file.get(), &path, active_base, file_bytes, cfg_interval).await?
+            }
+        };
+        if file_bytes != size {
+            if clean.is_none() {
+                info!(path = %path.display(), truncated_bytes = file_bytes - size, valid_bytes = size,
+                    "recovery truncated the torn or corrupt tail of the active segment");
+            }
+            file.get().truncate(size).await?;
+        }
+        file.get().sync().await?;
+        let tail_page = if size % crate::backend::ALIGN_BYTES != 0 {
+            let start = align_down(size);
+            file.get()
+                .read_at(start, (size - start) as usize)
+                .await?
+                .to_vec()
+        } else {
+            Vec::new()
+        };
+        let max_timestamp = index.times.last().map(|t| t.timestamp_ms).unwrap_or(-1);
+        let log = PartitionLog {
+            backend,
+            dir,
+            config: RefCell::new(config),
+            state: RefCell::new(State {
+                closed,
+                active: Active {
+                    seg: Segment {
+                        base_offset: active_base,
+                        next_offset,
+                        size,
+                        max_timestamp: Some(max_timestamp),
+                        index: Some(index),
+                    },
+                    file,
+                    written: size,
+                    tail_page,
+                    created_ms: now,
+                },
+                log_start_offset: log_start_offset.min(next_offset),
+                durable_offset: next_offset,
+                tail: VecDeque::new(),
+                tail_bytes: 0,
+                read_cache: None,
+                unsynced_messages: 0,
+                unsynced_bytes: 0,
+                first_unsynced_ms: None,
+                is_closed: false,
+            }),
+            append_lock: async_lock::Mutex::new(()),
+            io_lock: async_lock::Mutex::new(()),
+            budget,
+            clock,
+        };
+        // From here on a crash must rescan: drop the clean-shutdown marker.
+        log.write_checkpoint(None).await?;
+        debug!(dir = %log.dir.display(), log_start_offset, next_offset, "partition log opened");
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.state.borrow().log_start_offset
+    }
+
+    /// One past the last offset appended (Kafka's log end offset).
+    pub fn log_end_offset(&self) -> i64 {
+        self.state.borrow().log_end_offset()
+    }
+
+    /// Offsets below this have been synced to disk.
+    pub fn durable_offset(&self) -> i64 {
+        self.state.borrow().durable_offset
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.config.borrow().clone()
+    }
+
+    /// Applies new settings (topic config change); takes effect on the next
+    /// append, flush or retention pass.
+    pub fn set_config(&self, config: LogConfig) -> StorageResult<()> {
+        config.validate()?;
+        *self.config.borrow_mut() = config;
+        Ok(())
+    }
+
+    pub fn stats(&self) -> LogStats {
+        let s = self.state.borrow();
+        let mut index_heap_bytes = s.active.seg.index.as_ref().map_or(0, |i| i.heap_bytes());
+        for seg in s.closed.values() {
+            index_heap_bytes += seg.index.as_ref().map_or(0, |i| i.heap_bytes());
+        }
+        LogStats {
+            segments: s.closed.len() + 1,
+            size_bytes: s.closed.values().map(|g| g.size).sum::<u64>() + s.active.seg.size,
+            tail_cache_bytes: s.tail_bytes,
+            read_cache_bytes: s.read_cache.as_ref().map_or(0, |c| c.data.len()),
+            index_heap_bytes,
+        }
+    }
+
+    fn check_open(&self) -> StorageResult<()> {
+        if self.state.borrow().is_closed {
+            return Err(StorageError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Validates `batch` (header, length, CRC-32C), assigns its offsets and
+    /// adds it to the log. Durable only after [`PartitionLog::sync`] covers it.
+    pub async fn append(&self, batch: Bytes, leader_epoch: i32) -> StorageResult<AppendInfo> {
+        let limit = self.config.borrow().batch_bytes_max;
+        if batch.len() > limit {
+            return Err(StorageError::BatchTooLarge {
+                bytes: batch.len(),
+                limit_bytes: limit,
+            });
+        }
+        let header = batch::validate(&batch)?;
+        let _order = self.append_lock.lock().await;
+        self.check_open()?;
+        let cfg = self.config.borrow().clone();
+        let len = batch.len() as u64;
+        if self.state.borrow().unwritten_bytes() + len > cfg.write_buffer_bytes_max as u64 {
+            let _io = self.io_lock.lock().await;
+            self.write_out(false).await?;
+        }
+        if self.roll_due(len, header.last_offset_delta, &cfg) {
+            let _io = self.io_lock.lock().await;
+            self.roll().await?;
+        }
+        let mut buf = BytesMut::from(&batch[..]);
+        let now = (self.clock)();
+        let mut s = self.state.borrow_mut();
+        let base = s.log_end_offset();
+        batch::set_base_offset(&mut buf, base);
+        batch::set_partition_leader_epoch(&mut buf, leader_epoch);
+        let data = buf.freeze();
+        let last = base + header.last_offset_delta as i64;
+        let active = &mut s.active;
+        let position = active.seg.size;
+        let rel = (base - active.seg.base_offset) as u32;
+        let max_ts = header.max_timestamp;
+        if let Some(idx) = active.seg.index.as_mut() {
+            idx.on_batch(
+                rel,
+                position as u32,
+                len as u32,
+                max_ts,
+                cfg.index_interval_bytes,
+            );
+        }
+        active.seg.size += len;
+        active.seg.next_offset = last + 1;
+        active.seg.max_timestamp = Some(active.seg.max_timestamp.unwrap_or(-1).max(max_ts));
+        s.tail.push_back(TailBatch {
+            base_offset: base,
+            last_offset: last,
+            position,
+            data,
+        });
+        s.tail_bytes += len as usize;
+        s.unsynced_messages += header.record_count.max(1) as u64;
+        s.unsynced_bytes += len;
+        s.first_unsynced_ms.get_or_insert(now);
+        trim_tail(&mut s, cfg.tail_cache_bytes_max);
+        let sync_due = match cfg.flush {
+            FlushPolicy::EveryAppend => true,
+            FlushPolicy::Threshold {
+                messages,
+                bytes,
+                interval_ms,
+            } => {
+                s.unsynced_messages >= messages
+                    || s.unsynced_bytes >= bytes
+                    || s.first_unsynced_ms
+                        .is_some_and(|t| now.saturating_sub(t) as u64 >= interval_ms)
+            }
+        };
+        Ok(AppendInfo {
+            base_offset: base,
+            last_offset: last,
+            log_start_offset: s.log_start_offset,
+            sync_due,
+        })
+    }
+
+    fn roll_due(&self, len: u64, last_delta: i32, cfg: &LogConfig) -> bool {
+        let s = self.state.borrow();
+        let a = &s.active;
+        if a.seg.size == 0 {
+            return false;
+        }
+        let too_big = a.seg.size + len > cfg.segment_bytes;
+        let rel_overflow =
+            (a.seg.next_offset - a.seg.base_offset) + last_delta as i64 >= u32::MAX as i64;
+        let too_old = cfg
+            .segment_ms
+            .is_some_and(|ms| (self.clock)().saturating_sub(a.created_ms) >= ms as i64);
+        too_big || rel_overflow || too_old
+    }
+
+    /// Whether the flush policy wants a sync now (interval elapsed).
+    pub fn sync_due(&self) -> bool {
+        let s = self.state.borrow();
+        if s.durable_offset >= s.log_end_offset() {
+            return false;
+        }
+        match self.config.borrow().flush {
+            FlushPolicy::EveryAppend => true,
+            FlushPolicy::Threshold {
+                messages,
+                bytes,
+                interval_ms,
+            } => {
+                s.unsynced_messages >= messages
+                    || s.unsynced_bytes >= bytes
+                    || s.first_unsynced_ms
+                        .is_some_and(|t| (self.clock)().saturating_sub(t) as u64 >= interval_ms)
+            }
+        }
+    }
+
+    /// Bytes appended but not yet written to disk.
+    pub fn unwritten_bytes(&self) -> u64 {
+        self.state.borrow().unwritten_bytes()
+    }
+
+    /// Writes whole pages of unwritten data (no sync). Lets a shard keep the
+    /// disk busy between syncs.
+    pub async fn flush(&self) -> StorageResult<()> {
+        let _io = self.io_lock.lock().await;
+        self.check_open()?;
+        self.write_out(false).await.map(|_| ())
+    }
+
+    /// Makes everything appended before this call durable and returns the
+    /// durable offset. Calls that arrive while a sync runs are covered by
+    /// the next one together (group commit).
+    pub async fn sync(&self) -> StorageResult<i64> {
+        let target = self.log_end_offset();
+        let _io = self.io_lock.lock().await;
+        self.check_open()?;
+        if self.state.borrow().durable_offset >= target {
+            return Ok(self.durable_offset());
+        }
+        self.sync_locked().await
+    }
+
+    /// The body of [`PartitionLog::sync`]; caller holds `io_lock`.
+    async fn sync_locked(&self) -> StorageResult<i64> {
+        let covered = self.write_out(true).await?;
+        let file = self.state.borrow().active.file.clone();
+        file.get().sync().await?;
+        let mut s = self.state.borrow_mut();
+        s.durable_offset = s.durable_offset.max(covered);
+        if covered >= s.log_end_offset() {
+            s.unsynced_messages = 0;
+            s.unsynced_bytes = 0;
+            s.first_unsynced_ms = None;
+        }
+        Ok(s.durable_offset)
+    }
+
+    /// Writes unwritten bytes of the active segment. With `partial`, also
+    /// the zero-padded last page. Returns the log end offset the written
+    /// bytes cover. Caller holds `io_lock`.
+    async fn write_out(&self, partial: bool) -> StorageResult<i64> {
+        let chunk = self.config.borrow().write_chunk_bytes as u64;
+        let (file, writes, until, covered, new_tail_page) = {
+            let s = self.state.borrow();
+            let a = &s.active;
+            let end = a.seg.size;
+            let until = if partial { end } else { align_down(end) };
+            if until <= a.written {
+                return Ok(if a.written == end {
+                    s.log_end_offset()
+                } else {
+                    s.durable_offset
+                });
+            }
+            let covered = if until == end {
+                s.log_end_offset()
+            } else {
+                // whole batches below `until`
+                s.tail
+                    .iter()
+                    .take_while(|t| t.position + t.data.len() as u64 <= until)
+                    .last()
+                    .map_or(s.durable_offset, |t| t.last_offset + 1)
+            };
+            let start = align_down(a.written);
+            let stop = align_up(until);
+            let mut writes = Vec::new();
+            let mut pos = start;
+            while pos < stop {
+                let len = chunk.min(stop - pos);
+                let mut buf = a.file.get().alloc(len as usize);
+                fill(&mut buf, pos, a, &s.tail, until);
+                writes.push((pos, buf));
+                pos += len;
+            }
+            let page = align_down(until);
+            let mut new_tail_page = vec![0u8; (until - page) as usize];
+            if !new_tail_page.is_empty() {
+                fill(&mut new_tail_page, page, a, &s.tail, until);
+            }
+            (a.file.clone(), writes, until, covered, new_tail_page)
+        };
+        // Non-overlapping chunks may complete in any order; all must finish
+        // before `written` moves, so a reader never sees a hole.
+        let mut futs = Vec::with_capacity(writes.len());
+        for (pos, buf) in writes {
+            futs.push(file.get().write_at(buf, pos));
+        }
+        futures_util::future::try_join_all(futs).await?;
+        let mut s = self.state.borrow_mut();
+        s.active.written = until;
+        s.active.tail_page = new_tail_page;
+        let cache_max = self.config.borrow().tail_cache_bytes_max;
+        trim_tail(&mut s, cache_max);
+        Ok(covered)
+    }
+}
+
+/// Copies the log bytes of file range `[pos, pos + buf.len())` into `buf`:
+/// the on-disk partial page first, then tail batches, zeros past `until`.
+fn fill<F>(buf: &mut [u8], pos: u64, a: &Active<F>, tail: &VecDeque<TailBatch>, until: u64) {
+    let end = (pos + buf.len() as u64).min(until);
+    let page = align_down(a.written);
+    let copy = |buf: &mut [u8], src: &[u8], src_pos: u64| {
+        let lo = src_pos.max(pos);
+        let hi = (src_pos + src.len() as u64).min(end);
+        if lo < hi {
+            buf[(lo - pos) as usize..(hi - pos) as usize]
+                .copy_from_slice(&src[(lo - src_pos) as usize..(hi - src_pos) as usize]);
+        }
+    };
+    copy(buf, &a.tail_page, page);
+    // Tail batches are sorted by position: start at the first one that can overlap.
+    let first = tail.partition_point(|t| t.position + (t.data.len() as u64) <= pos);
+    for t in tail.range(first..) {
+        if t.position >= end {
+            break;
+        }
+        copy(buf, &t.data, t.position);
+    }
+}
+
+/// Drops cached tail batches that are on disk, oldest first, while the
+/// cache is over its limit. Unwritten batches always stay.
+fn trim_tail<F>(s: &mut State<F>, cache_max: usize) {
+    while s.tail_bytes > cache_max {
+        match s.tail.front() {
+            Some(t) if t.position + t.data.len() as u64 <= s.active.written => {
+                s.tail_bytes -= t.data.len();
+                s.tail.pop_front();
+            }
+            _ => break,
+        }
+    }
+}
+
+async fn remove_segment_files<B: Backend>(backend: &B, dir: &Path, base: i64) -> StorageResult<()> {
+    for ext in ["log", "index", "timeindex"] {
+        backend
+            .remove_file(&dir.join(segment_name(base, ext)))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Reads a segment from the start, checking every batch's CRC, and returns
+/// (valid bytes, next offset, rebuilt index). Stops at the first torn,
+/// corrupt or out-of-order batch.
+async fn scan_segment<F: SegmentFile>(
+    file: &F,
+    path: &Path,
+    base_offset: i64,
+    file_bytes: u64,
+    interval_bytes: u64,
+) -> StorageResult<(u64, i64, SegmentIndex)> {
+    let mut index = SegmentIndex::default();
+    let mut pos = 0u64;
+    let mut next_offset = base_offset;
+    let mut carry = BytesMut::new();
+    let mut read_pos = 0u64;
+    loop {
+        if read_pos >= file_bytes {
+            break;
+        }
+        let want = RECOVERY_READ_BYTES.min((file_bytes - read_pos) as usize);
+        let chunk = file.read_at(read_pos, want).await?;
+        if chunk.is_empty() {
+            break;
+        }
+        read_pos += chunk.len() as u64;
+        carry.extend_from_slice(&chunk);
+        let mut walker = BatchWalker::new(&carry, true);
+        let mut bad = false;
+        for (at, h) in walker.by_ref() {
+            if h.base_offset < next_offset {
+                bad = true;
+                warn!(path = %path.display(), position = pos + at as u64, base_offset = h.base_offset,
+                    expected_at_least = next_offset, "batch offsets go backwards; truncating here");
+                pos += at as u64;
+                break;
+            }
+            let rel = (h.base_offset - base_offset) as u32;
+            index.on_batch(
+                rel,
+                (pos + at as u64) as u32,
+                h.total_bytes() as u32,
+                h.max_timestamp,
+                interval_bytes,
+            );
+            next_offset = h.last_offset() + 1;
+        }
+        if bad {
+            return Ok((pos, next_offset, index));
+        }
+        let consumed = walker.position();
+        let stop = walker.stopped_at().map(|e| e.to_string());
+        pos += consumed as u64;
+        let _ = carry.split_to(consumed);
+        if let Some(reason) = stop {
+            let all_zero = carry.iter().all(|b| *b == 0);
+            if !all_zero {
+                warn!(path = %path.display(), position = pos, %reason, "corrupt batch in the active segment; truncating here");
+            }
+            break;
+        }
+        if carry.len() > 64 << 20 {
+            // A "batch" larger than any we accept: the length field is garbage.
+            break;
+        }
+    }
+    Ok((pos, next_offset, index))
+}
+
+impl<B: Backend> PartitionLog<B> {
+    async fn write_checkpoint(&self, clean: Option<CleanShutdown>) -> StorageResult<()> {
+        let cp = {
+            let s = self.state.borrow();
+            Checkpoint {
+                log_start_offset: s.log_start_offset,
+                recovery_point: s.durable_offset,
+                clean_shutdown: clean,
+                leader_epochs: Vec::new(),
+            }
+        };
+        self.backend
+            .write_small_atomic(&self.dir.join(CHECKPOINT_FILE), &cp.encode())
+            .await
+    }
+
+    /// Closes the active segment and starts a new one at the log end.
+    /// Caller holds `io_lock` (and `append_lock` when called from append).
+    async fn roll(&self) -> StorageResult<()> {
+        let covered = self.write_out(true).await?;
+        let (file, size, base, index, next) = {
+            let s = self.state.borrow();
+            let a = &s.active;
+            (
+                a.file.clone(),
+                a.seg.size,
+                a.seg.base_offset,
+                a.seg.index.clone().unwrap_or_default(),
+                a.seg.next_offset,
+            )
+        };
+        // Drop the zero padding of the last page: closed segments are exact.
+        file.get().truncate(size).await?;
+        file.get().sync().await?;
+        self.backend
+            .write_small_atomic(
+                &self.dir.join(segment_name(base, "index")),
+                &index.encode_offsets(),
+            )
+            .await?;
+        self.backend
+            .write_small_atomic(
+                &self.dir.join(segment_name(base, "timeindex")),
+                &index.encode_times(),
+            )
+            .await?;
+        let path = self.dir.join(segment_name(next, "log"));
+        self.budget.acquire()?;
+        let new_file = match self.backend.open_segment(&path, true).await {
+            Ok(f) => f,
+            Err(e) => {
+                self.budget.release();
+                return Err(e);
+            }
+        };
+        let new_file = Rc::new(Handle {
+            file: Some(new_file),
+            budget: self.budget.clone(),
+        });
+        self.backend.sync_dir(&self.dir).await?;
+        let now = (self.clock)();
+        let mut s = self.state.borrow_mut();
+        let mut old_index = index;
+        old_index.shrink();
+        let old = std::mem::replace(
+            &mut s.active,
+            Active {
+                seg: Segment {
+                    base_offset: next,
+                    next_offset: next,
+                    size: 0,
+                    max_timestamp: Some(-1),
+                    index: Some(SegmentIndex::default()),
+                },
+                file: new_file,
+                written: 0,
+                tail_page: Vec::new(),
+                created_ms: now,
+            },
+        );
+        s.closed.insert(
+            base,
+            Segment {
+                base_offset: base,
+                next_offset: next,
+                size,
+                max_timestamp: old.seg.max_timestamp,
+                index: Some(old_index),
+            },
+        );
+        s.durable_offset = s.durable_offset.max(covered);
+        s.tail.clear();
+        s.tail_bytes = 0;
+        info!(dir = %self.dir.display(), segment = next, previous_bytes = size, "segment rolled");
+        Ok(())
+    }
+
+    /// Loads (or rebuilds) the index of closed segment `base` if needed.
+    async fn ensure_index(&self, base: i64) -> StorageResult<()> {
+        let (size, next) = {
+            let s = self.state.borrow();
+            match s.closed.get(&base) {
+                Some(seg) if seg.index.is_none() => (seg.size, seg.next_offset),
+                _ => return Ok(()),
+            }
+        };
+        let o = self
+            .backend
+            .read_small(&self.dir.join(segment_name(base, "index")))
+            .await?;
+        let t = self
+            .backend
+            .read_small(&self.dir.join(segment_name(base, "timeindex")))
+            .await?;
+        let decoded = match (o, t) {
+            (Some(o), Some(t)) => SegmentIndex::decode(&o, &t, size, (next - base) as u64),
+            _ => None,
+        };
+        let index = match decoded {
+            Some(i) => i,
+            None => {
+                let path = self.dir.join(segment_name(base, "log"));
+                warn!(path = %path.display(), "segment index missing or damaged; rebuilding it");
+                let file = self.backend.open_segment(&path, false).await?;
+                let interval = self.config.borrow().index_interval_bytes;
+                let (_, _, idx) = scan_segment(&file, &path, base, size, interval).await?;
+                file.close().await?;
+                self.backend
+                    .write_small_atomic(
+                        &self.dir.join(segment_name(base, "index")),
+                        &idx.encode_offsets(),
+                    )
+                    .await?;
+                self.backend
+                    .write_small_atomic(
+                        &self.dir.join(segment_name(base, "timeindex")),
+                        &idx.encode_times(),
+                    )
+                    .await?;
+                idx
+            }
+        };
+        let mut s = self.state.borrow_mut();
+        if let Some(seg) = s.closed.get_mut(&base) {
+            seg.max_timestamp = Some(index.times.last().map_or(-1, |t| t.timestamp_ms));
+            seg.index = Some(index);
+        }
+        Ok(())
+    }
+
+    /// Reads whole batches starting with the one that holds `offset`, up to
+    /// `max_bytes` (at least one batch, even a larger one, as Kafka does so
+    /// a consumer never gets stuck). Empty at the log end.
+    pub async fn read(&self, offset: i64, max_bytes: usize) -> StorageResult<LogRead> {
+        self.check_open()?;
+        let (lso, leo) = {
+            let s = self.state.borrow();
+            (s.log_start_offset, s.log_end_offset())
+        };
+        if offset < lso || offset > leo {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: lso,
+                log_end_offset: leo,
+            });
+        }
+        let mut out = LogRead {
+            batches: Vec::new(),
+            log_start_offset: lso,
+            log_end_offset: leo,
+        };
+        if offset == leo {
+            return Ok(out);
+        }
+        // Recent data: straight from the tail cache, no I/O, no copy.
+        {
+            let s = self.state.borrow();
+            if s.tail.front().is_some_and(|t| t.base_offset <= offset) {
+                let i = s.tail.partition_point(|t| t.last_offset < offset);
+                let mut total = 0usize;
+                for t in s.tail.range(i..) {
+                    if total > 0 && total + t.data.len() > max_bytes {
+                        break;
+                    }
+                    total += t.data.len();
+                    out.batches.push(t.data.clone());
+                }
+                return Ok(out);
+            }
+        }
+        let seg_base = {
+            let s = self.state.borrow();
+            if offset >= s.active.seg.base_offset {
+                s.active.seg.base_offset
+            } else {
+                match s.closed.range(..=offset).next_back() {
+                    Some((b, _)) => *b,
+                    None => return Ok(out),
+                }
+            }
+        };
+        self.ensure_index(seg_base).await?;
+        let (start_pos, limit, file) = {
+            let s = self.state.borrow();
+            let rel = (offset - seg_base) as u32;
+            if seg_base == s.active.seg.base_offset {
+                let pos = s
+                    .active
+                    .seg
+                    .index
+                    .as_ref()
+                    .map_or(0, |i| i.position_for(rel)) as u64;
+                (pos, s.active.written, Some(s.active.file.clone()))
+            } else {
+                let seg = &s.closed[&seg_base];
+                let pos = seg.index.as_ref().map_or(0, |i| i.position_for(rel)) as u64;
+                (pos, seg.size, None)
+            }
+        };
+        let read_ahead = self.config.borrow().read_ahead_bytes;
+        let mut pos = start_pos;
+        let mut total = 0usize;
+        let mut closed_file: Option<Handle<B::File>> = None;
+        let mut full = false;
+        while pos < limit {
+            let want = read_ahead
+                .max(max_bytes.saturating_sub(total))
+                .min((limit - pos) as usize);
+            let data = match self.cached(seg_base, pos, want) {
+                Some(d) => d,
+                None => {
+                    let d = match &file {
+                        Some(f) => self.read_chunked(f.get(), pos, want).await?,
+                        None => {
+                            if closed_file.is_none() {
+                                let path = self.dir.join(segment_name(seg_base, "log"));
+                                self.budget.acquire()?;
+                                let f = Handle {
+                                    file: self
+                                        .backend
+                                        .open_segment(&path, false)
+                                        .await
+                                        .inspect_err(|_| self.budget.release())
+                                        .ok(),
+                                    budget: self.budget.clone(),
+                                };
+                                if f.file.is_none() {
+                                    return Err(StorageError::io(
+                                        path,
+                                        std::io::Error::from(std::io::ErrorKind::NotFound),
+                                    ));
+                                }
+                                closed_file = Some(f);
+                            }
+                            let f = closed_file.as_ref().map(|h| h.get()).expect("opened above");
+                            self.read_chunked(f, pos, want).await?
+                        }
+                    };
+                    self.state.borrow_mut().read_cache = Some(ReadCache {
+                        segment_base: seg_base,
+                        position: pos,
+                        data: d.clone(),
+                    });
+                    d
+                }
+            };
+            if data.is_empty() {
+                break;
+            }
+            let mut consumed = 0usize;
+            let mut done = false;
+            for (at, h) in BatchWalker::new(&data, false) {
+                consumed = at + h.total_bytes();
+                if h.last_offset() < offset {
+                    continue;
+                }
+                if total > 0 && total + h.total_bytes() > max_bytes {
+                    done = true;
+                    break;
+                }
+                total += h.total_bytes();
+                out.batches.push(data.slice(at..at + h.total_bytes()));
+            }
+            if done || total >= max_bytes {
+                full = true;
+                break;
+            }
+            if consumed == 0 {
+                // Only a piece of a batch is here: it either continues past
+                // what is on disk (then it is in the tail cache) or is larger
+                // than the read: then read it whole.
+                if data.len() < batch::HEADER_BYTES {
+                    break;
+                }
+                let h = BatchHeader::parse(&data)?;
+                if h.total_bytes() <= data.len() || pos + h.total_bytes() as u64 > limit {
+                    break;
+                }
+                let d = match &file {
+                    Some(f) => self.read_chunked(f.get(), pos, h.total_bytes()).await?,
+                    None => {
+                        let f = closed_file.as_ref().map(|h| h.get()).expect("opened above");
+                        self.read_chunked(f, pos, h.total_bytes()).await?
+                    }
+                };
+                if d.len() < h.total_bytes() {
+                    break;
+                }
+                if h.last_offset() >= offset {
+                    total += d.len();
+                    out.batches.push(d);
+                    full = true;
+                    break;
+                }
+                pos += h.total_bytes() as u64;
+                continue;
+            }
+            pos += consumed as u64;
+        }
+        if let Some(h) = closed_file {
+            if let Some(f) = Handle::into_inner(h) {
+                f.close().await?;
+            }
+        }
+        // Reached what is on disk of the active segment: go on from the tail.
+        if file.is_some() && !full {
+            let s = self.state.borrow();
+            let next = match out.batches.last() {
+                Some(b) => BatchHeader::parse(b)?.last_offset() + 1,
+                None => offset,
+            };
+            let i = s.tail.partition_point(|t| t.last_offset < next);
+            for t in s.tail.range(i..) {
+                if t.base_offset > next && !out.batches.is_empty() {
+                    break; // not contiguous with what we read: let the next fetch ask
+                }
+                if total > 0 && total + t.data.len() > max_bytes {
+                    break;
+                }
+                total += t.data.len();
+                out.batches.push(t.data.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    fn cached(&self, seg_base: i64, pos: u64, want: usize) -> Option<Bytes> {
+        let s = self.state.borrow();
+        let c = s.read_cache.as_ref()?;
+        if c.segment_base != seg_base || pos < c.position || pos >= c.position + c.data.len() as u64
+        {
+            return None;
+        }
+        let from = (pos - c.position) as usize;
+        let to = (from + want).min(c.data.len());
+        // Serve from cache only if it holds a useful amount.
+        if to - from < want.min(64 * 1024) {
+            return None;
+        }
+        Some(c.data.slice(from..to))
+    }
+
+    /// Reads `len` bytes at `pos` as concurrent chunks (keeps the device
+    /// queue deep for large sequential reads).
+    async fn read_chunked(&self, file: &B::File, pos: u64, len: usize) -> StorageResult<Bytes> {
+        let chunk = self.config.borrow().write_chunk_bytes;
+        if len <= chunk {
+            return file.read_at(pos, len).await;
+        }
+        let mut futs = Vec::new();
+        let mut at = 0usize;
+        while at < len {
+            let n = chunk.min(len - at);
+            futs.push(file.read_at(pos + at as u64, n));
+            at += n;
+        }
+        let parts = futures_util::future::try_join_all(futs).await?;
+        let mut out = BytesMut::with_capacity(len);
+        for p in parts {
+            let short = p.len() < chunk;
+            out.extend_from_slice(&p);
+            if short {
+                break;
+            }
+        }
+        Ok(out.freeze())
+    }
+}
+
+impl<F> Handle<F> {
+    fn into_inner(mut h: Handle<F>) -> Option<F> {
+        let f = h.file.take();
+        if f.is_some() {
+            h.budget.release();
+        }
+        f
+    }
+}
+
+/// What a retention pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionOutcome {
+    pub segments_deleted: usize,
+    pub bytes_deleted: u64,
+    pub log_start_offset: i64,
+}
+
+impl<B: Backend> PartitionLog<B> {
+    /// Deletes whole segments past `retention.ms` (by their newest batch
+    /// timestamp) or beyond `retention.bytes`, oldest first, and moves the
+    /// log start offset. An expired active segment is rolled first.
+    pub async fn enforce_retention(&self) -> StorageResult<RetentionOutcome> {
+        let _order = self.append_lock.lock().await;
+        let _io = self.io_lock.lock().await;
+        self.check_open()?;
+        let cfg = self.config.borrow().clone();
+        let now = (self.clock)();
+        let expired = |ts: i64| {
+            cfg.retention_ms
+                .is_some_and(|ms| ts < now.saturating_sub(ms as i64))
+        };
+        // An active segment that has expired as a whole is rolled so it can go.
+        let roll_active = {
+            let s = self.state.borrow();
+            s.active.seg.size > 0 && expired(s.active.seg.max_timestamp.unwrap_or(i64::MAX))
+        };
+        if roll_active {
+            self.roll().await?;
+        }
+        let mut victims = Vec::new();
+        let bases: Vec<i64> = self.state.borrow().closed.keys().copied().collect();
+        let mut total: u64 = {
+            let s = self.state.borrow();
+            s.closed.values().map(|g| g.size).sum::<u64>() + s.active.seg.size
+        };
+        for base in bases {
+            self.ensure_index(base).await?;
+            let (size, max_ts) = {
+                let s = self.state.borrow();
+                let g = &s.closed[&base];
+                (g.size, g.max_timestamp.unwrap_or(i64::MAX))
+            };
+            let by_time = expired(max_ts);
+            let by_size = cfg.retention_bytes.is_some_and(|max| total - size >= max);
+            if !(by_time || by_size) {
+                break;
+            }
+            total -= size;
+            victims.push(base);
+        }
+        self.delete_segments(&victims).await
+    }
+
+    /// Removes closed segments `bases` (oldest first), checkpointing the new
+    /// log start offset before the files go, so a crash in between only
+    /// leaves files that the next open deletes.
+    async fn delete_segments(&self, bases: &[i64]) -> StorageResult<RetentionOutcome> {
+        let mut outcome = RetentionOutcome::default();
+        if bases.is_empty() {
+            outcome.log_start_offset = self.log_start_offset();
+            return Ok(outcome);
+        }
+        {
+            let mut s = self.state.borrow_mut();
+            for b in bases {
+                if let Some(g) = s.closed.remove(b) {
+                    outcome.segments_deleted += 1;
+                    outcome.bytes_deleted += g.size;
+                }
+                if s.read_cache.as_ref().is_some_and(|c| c.segment_base == *b) {
+                    s.read_cache = None;
+                }
+            }
+            let first = s
+                .closed
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(s.active.seg.base_offset);
+            s.log_start_offset = s.log_start_offset.max(first);
+            outcome.log_start_offset = s.log_start_offset;
+        }
+        self.write_checkpoint(None).await?;
+        for b in bases {
+            remove_segment_files(&self.backend, &self.dir, *b).await?;
+        }
+        self.backend.sync_dir(&self.dir).await?;
+        info!(dir = %self.dir.display(), segments = outcome.segments_deleted, bytes = outcome.bytes_deleted,
+            log_start_offset = outcome.log_start_offset, "retention deleted segments");
+        Ok(outcome)
+    }
+
+    /// DeleteRecords: moves the log start offset up to `offset` (at most the
+    /// log end) and deletes segments wholly below it.
+    pub async fn delete_records(&self, offset: i64) -> StorageResult<i64> {
+        let _order = self.append_lock.lock().await;
+        let _io = self.io_lock.lock().await;
+        self.check_open()?;
+        // The checkpoint must never name a log start past durable data, or a
+        // crash could leave the start beyond the recovered end.
+        self.sync_locked().await?;
+        let victims: Vec<i64> = {
+            let mut s = self.state.borrow_mut();
+            let leo = s.log_end_offset();
+            if offset > leo || offset < 0 {
+                return Err(StorageError::OffsetOutOfRange {
+                    offset,
+                    log_start_offset: s.log_start_offset,
+                    log_end_offset: leo,
+                });
+            }
+            s.log_start_offset = s.log_start_offset.max(offset);
+            let lso = s.log_start_offset;
+            s.closed
+                .values()
+                .filter(|g| g.next_offset <= lso)
+                .map(|g| g.base_offset)
+                .collect()
+        };
+        self.delete_segments(&victims).await?;
+        self.write_checkpoint(None).await?;
+        Ok(self.log_start_offset())
+    }
+
+    /// Removes every batch whose last offset is at or past `offset` (a
+    /// replication follower truncating to the leader's epoch boundary).
+    /// Returns the new log end offset.
+    pub async fn truncate_to(&self, offset: i64) -> StorageResult<i64> {
+        let _order = self.append_lock.lock().await;
+        let _io = self.io_lock.lock().await;
+        self.check_open()?;
+        if offset >= self.log_end_offset() {
+            return Ok(self.log_end_offset());
+        }
+        // Put everything on disk first so truncation works on files only.
+        self.write_out(true).await?;
+        let active_base = self.state.borrow().active.seg.base_offset;
+        let doomed: Vec<i64> = {
+            let s = self.state.borrow();
+            s.closed.keys().copied().filter(|b| *b >= offset).collect()
+        };
+        // Find the segment that keeps data: the last one starting below `offset`.
+        let keep_base = {
+            let s = self.state.borrow();
+            if active_base < offset {
+                Some(active_base)
+            } else {
+                s.closed.range(..offset).next_back().map(|(b, _)| *b)
+            }
+        };
+        let new_active_base = keep_base.unwrap_or(offset);
+        if new_active_base != active_base {
+            // The active segment goes; the kept one (if any) becomes active.
+            {
+                let mut s = self.state.borrow_mut();
+                s.tail.clear();
+                s.tail_bytes = 0;
+            }
+            for b in &doomed {
+                self.state.borrow_mut().closed.remove(b);
+                remove_segment_files(&self.backend, &self.dir, *b).await?;
+            }
+            let path = self.dir.join(segment_name(new_active_base, "log"));
+            self.budget.acquire()?;
+            let f = match self.backend.open_segment(&path, true).await {
+                Ok(f) => f,
+                Err(e) => {
+                    self.budget.release();
+                    return Err(e);
+                }
+            };
+            let handle = Rc::new(Handle {
+                file: Some(f),
+                budget: self.budget.clone(),
+            });
+            if keep_base.is_some() {
+                self.ensure_index(new_active_base).await?;
+            }
+            let (size, next, index) = {
+                let mut s = self.state.borrow_mut();
+                match s.closed.remove(&new_active_base) {
+                    Some(g) => (g.size, g.next_offset, g.index.unwrap_or_default()),
+                    None => (0, new_active_base, SegmentIndex::default()),
+                }
+            };
+            remove_segment_files(&self.backend, &self.dir, active_base).await?;
+            // The kept segment's index files now describe an active segment: drop them.
+            self.backend
+                .remove_file(&self.dir.join(segment_name(new_active_base, "index")))
+                .await?;
+            self.backend
+                .remove_file(&self.dir.join(segment_name(new_active_base, "timeindex")))
+                .await?;
+            let now = (self.clock)();
+            {
+                let mut s = self.state.borrow_mut();
+                let max_ts = index.times.last().map_or(-1, |t| t.timestamp_ms);
+                s.active = Active {
+                    seg: Segment {
+                        base_offset: new_active_base,
+                        next_offset: next,
+                        size,
+                        max_timestamp: Some(max_ts),
+                        index: Some(index),
+                    },
+                    file: handle,
+                    written: size,
+                    tail_page: Vec::new(),
+                    created_ms: now,
+                };
+                if keep_base.is_none() {
+                    s.log_start_offset = offset;
+                }
+            }
+            self.backend.sync_dir(&self.dir).await?;
+        }
+        // Now cut the active segment at the first batch reaching `offset`.
+        let (file, base, start_pos, size) = {
+            let s = self.state.borrow();
+            let a = &s.active;
+            let rel = (offset.max(a.seg.base_offset) - a.seg.base_offset) as u32;
+            let pos = a.seg.index.as_ref().map_or(0, |i| i.position_for(rel)) as u64;
+            (a.file.clone(), a.seg.base_offset, pos, a.seg.size)
+        };
+        let data = file
+            .get()
+            .read_at(start_pos, (size - start_pos) as usize)
+            .await?;
+        let mut cut = size;
+        let mut new_next = self.log_end_offset();
+        for (at, h) in BatchWalker::new(&data, false) {
+            if h.last_offset() >= offset {
+                cut = start_pos + at as u64;
+                new_next = h.base_offset;
+                break;
+            }
+        }
+        if cut == size && new_next >= offset {
+            new_next = offset.max(base);
+        }
+        file.get().truncate(cut).await?;
+        file.get().sync().await?;
+        let tail_page = if cut % crate::backend::ALIGN_BYTES != 0 {
+            let p = align_down(cut);
+            file.get().read_at(p, (cut - p) as usize).await?.to_vec()
+        } else {
+            Vec::new()
+        };
+        {
+            let mut s = self.state.borrow_mut();
+            let rel = (new_next - base).max(0) as u32;
+            let a = &mut s.active;
+            a.seg.size = cut;
+            a.seg.next_offset = new_next.max(base);
+            if let Some(i) = a.seg.index.as_mut() {
+                i.truncate(rel, cut as u32);
+                a.seg.max_timestamp = Some(i.times.last().map_or(-1, |t| t.timestamp_ms));
+            }
+            a.written = cut;
+            a.tail_page = tail_page;
+            s.tail.clear();
+            s.tail_bytes = 0;
+            s.read_cache = None;
+            let leo = s.log_end_offset();
+            s.durable_offset = leo;
+            s.log_start_offset = s.log_start_offset.min(leo);
+        }
+        self.write_checkpoint(None).await?;
+        info!(dir = %self.dir.display(), offset, log_end_offset = self.log_end_offset(), "log truncated");
+        Ok(self.log_end_offset())
+    }
+
+    /// ListOffsets by timestamp: the first record whose timestamp is at least
+    /// `timestamp_ms`, as (offset, timestamp). Exact for uncompressed batches;
+    /// for a compressed batch, its base offset and max timestamp.
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> StorageResult<Option<(i64, i64)>> {
+        self.check_open()?;
+        let bases: Vec<i64> = self.state.borrow().closed.keys().copied().collect();
+        let mut start: Option<i64> = None;
+        for b in bases {
+            self.ensure_index(b).await?;
+            let s = self.state.borrow();
+            let g = &s.closed[&b];
+            if g.max_timestamp.unwrap_or(-1) >= timestamp_ms {
+                let rel = g
+                    .index
+                    .as_ref()
+                    .map_or(0, |i| i.relative_offset_for_time(timestamp_ms));
+                start = Some(b + rel as i64);
+                break;
+            }
+        }
+        if start.is_none() {
+            let s = self.state.borrow();
+            let a = &s.active.seg;
+            if a.max_timestamp.unwrap_or(-1) >= timestamp_ms {
+                let rel = a
+                    .index
+                    .as_ref()
+                    .map_or(0, |i| i.relative_offset_for_time(timestamp_ms));
+                start = Some(a.base_offset + rel as i64);
+            }
+        }
+        let Some(mut at) = start else { return Ok(None) };
+        at = at.max(self.log_start_offset());
+        loop {
+            let r = self.read(at, 1 << 20).await?;
+            if r.batches.is_empty() {
+                return Ok(None);
+            }
+            for b in &r.batches {
+                let h = BatchHeader::parse(b)?;
+                if h.max_timestamp >= timestamp_ms && h.last_offset() >= at {
+                    let found = batch::first_record_at_or_after(b, timestamp_ms)
+                        .unwrap_or((h.base_offset, h.max_timestamp));
+                    return Ok(Some((found.0.max(self.log_start_offset()), found.1)));
+                }
+                at = h.last_offset() + 1;
+            }
+        }
+    }
+
+    /// ListOffsets MAX_TIMESTAMP: the record with the largest timestamp.
+    pub async fn max_timestamp_offset(&self) -> StorageResult<Option<(i64, i64)>> {
+        self.check_open()?;
+        let bases: Vec<i64> = self.state.borrow().closed.keys().copied().collect();
+        let mut best: Option<(i64, i64)> = None; // (ts, segment base)
+        for b in bases {
+            self.ensure_index(b).await?;
+            let ts = self.state.borrow().closed[&b].max_timestamp.unwrap_or(-1);
+            if ts >= 0 && best.is_none_or(|(t, _)| ts > t) {
+                best = Some((ts, b));
+            }
+        }
+        {
+            let s = self.state.borrow();
+            let ts = s.active.seg.max_timestamp.unwrap_or(-1);
+            if s.active.seg.size > 0 && ts >= 0 && best.is_none_or(|(t, _)| ts > t) {
+                best = Some((ts, s.active.seg.base_offset));
+            }
+        }
+        let Some((ts, _)) = best else { return Ok(None) };
+        // The first batch whose max timestamp equals the maximum.
+        Ok(match self.offset_for_timestamp(ts).await? {
+            Some((_, _)) => {
+                let mut at = self.offset_for_timestamp(ts).await?.map_or(0, |f| f.0);
+                let mut result = None;
+                'outer: loop {
+                    let r = self.read(at, 1 << 20).await?;
+                    if r.batches.is_empty() {
+                        break;
+                    }
+                    for b in &r.batches {
+                        let h = BatchHeader::parse(b)?;
+                        if h.max_timestamp == ts {
+                            result = Some(
+                                batch::max_timestamp_record(b).unwrap_or((h.last_offset(), ts)),
+                            );
+                            break 'outer;
+                        }
+                        at = h.last_offset() + 1;
+                    }
+                }
+                result
+            }
+            None => None,
+        })
+    }
+
+    /// Clean shutdown: syncs, trims the padding, writes the active index and
+    /// a checkpoint that lets the next open skip the recovery scan.
+    pub async fn close(&self) -> StorageResult<()> {
+        let _order = self.append_lock.lock().await;
+        let _io = self.io_lock.lock().await;
+        if self.state.borrow().is_closed {
+            return Ok(());
+        }
+        self.write_out(true).await?;
+        let (file, size, base, index, leo) = {
+            let s = self.state.borrow();
+            let a = &s.active;
+            (
+                a.file.clone(),
+                a.seg.size,
+                a.seg.base_offset,
+                a.seg.index.clone().unwrap_or_default(),
+                s.log_end_offset(),
+            )
+        };
+        file.get().truncate(size).await?;
+        file.get().sync().await?;
+        self.backend
+            .write_small_atomic(
+                &self.dir.join(segment_name(base, "index")),
+                &index.encode_offsets(),
+            )
+            .await?;
+        self.backend
+            .write_small_atomic(
+                &self.dir.join(segment_name(base, "timeindex")),
+                &index.encode_times(),
+            )
+            .await?;
+        self.state.borrow_mut().durable_offset = leo;
+        self.write_checkpoint(Some(CleanShutdown {
+            log_end_offset: leo,
+            active_base_offset: base,
+            active_segment_bytes: size,
+        }))
+        .await?;
+        let mut s = self.state.borrow_mut();
+        s.is_closed = true;
+        s.tail.clear();
+        s.tail_bytes = 0;
+        s.read_cache = None;
+        Ok(())
+    }
+
+    /// Drops in-memory caches (tail cache beyond unwritten data, read-ahead,
+    /// closed-segment indexes) of an idle partition to bound shard memory.
+    pub fn trim_caches(&self) {
+        let mut s = self.state.borrow_mut();
+        trim_tail(&mut s, 0);
+        s.tail.shrink_to_fit();
+        s.read_cache = None;
+        for g in s.closed.values_mut() {
+            g.index = None;
+            // max_timestamp stays: it is small and retention needs it.
+        }
+    }
+
+    /// Deletes the partition: closes it and removes its directory.
+    pub async fn delete(&self) -> StorageResult<()> {
+        {
+            let _order = self.append_lock.lock().await;
+            let _io = self.io_lock.lock().await;
+            let mut s = self.state.borrow_mut();
+            s.is_closed = true;
+            s.tail.clear();
+            s.read_cache = None;
+        }
+        self.backend.remove_dir_all(&self.dir).await
+    }
+}
