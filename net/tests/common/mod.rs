@@ -1,0 +1,132 @@
+//! Sample requests shared by the integration tests (not a test binary itself).
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{encode_request_header_into_buffer, StrBytes};
+use rill_net::codec::Request;
+
+/// A request frame payload (header + body, no length prefix) as a client would send it.
+pub fn frame(request: &Request, version: i16, correlation_id: i32) -> Bytes {
+    let header = RequestHeader::default()
+        .with_request_api_key(request.api_key() as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("roundtrip")));
+    let mut buf = BytesMut::new();
+    encode_request_header_into_buffer(&mut buf, &header).unwrap();
+    request.encode_body(&mut buf, version).unwrap();
+    buf.freeze()
+}
+
+pub fn name(s: &'static str) -> TopicName {
+    TopicName(StrBytes::from_static_str(s))
+}
+
+/// One default instance of every api Rill serves.
+pub fn defaults() -> Vec<Request> {
+    vec![
+        ProduceRequest::default().into(),
+        FetchRequest::default().into(),
+        ListOffsetsRequest::default().into(),
+        MetadataRequest::default().into(),
+        OffsetCommitRequest::default().into(),
+        OffsetFetchRequest::default().into(),
+        FindCoordinatorRequest::default().into(),
+        JoinGroupRequest::default().into(),
+        HeartbeatRequest::default().into(),
+        LeaveGroupRequest::default().into(),
+        SyncGroupRequest::default().into(),
+        DescribeGroupsRequest::default().into(),
+        ListGroupsRequest::default().into(),
+        ApiVersionsRequest::default().into(),
+        CreateTopicsRequest::default().into(),
+        DeleteTopicsRequest::default().into(),
+        DeleteRecordsRequest::default().into(),
+        InitProducerIdRequest::default().into(),
+        DescribeConfigsRequest::default().into(),
+        AlterConfigsRequest::default().into(),
+        CreatePartitionsRequest::default().into(),
+        DeleteGroupsRequest::default().into(),
+        IncrementalAlterConfigsRequest::default().into(),
+        OffsetDeleteRequest::default().into(),
+        DescribeClusterRequest::default().into(),
+    ]
+}
+
+/// Requests with nested arrays filled in, using only fields every supported version has.
+pub fn populated() -> Vec<Request> {
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    vec![
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(name("orders"))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(Bytes::from(vec![0xab; 300]))),
+                    PartitionProduceData::default()
+                        .with_index(1)
+                        .with_records(None),
+                ])])
+            .into(),
+        FetchRequest::default()
+            .with_max_wait_ms(500)
+            .with_min_bytes(1)
+            .with_max_bytes(52_428_800)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(name("orders"))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(3)
+                    .with_fetch_offset(42)
+                    .with_partition_max_bytes(1_048_576)])])
+            .into(),
+        MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name("a"))),
+                MetadataRequestTopic::default().with_name(Some(name("b"))),
+            ]))
+            .into(),
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_session_timeout_ms(10_000)
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(Bytes::from_static(b"\x00\x01subscription"))])
+            .into(),
+        CreateTopicsRequest::default()
+            .with_timeout_ms(5000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(name("new"))
+                .with_num_partitions(3)
+                .with_replication_factor(1)
+                .with_configs(vec![CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.ms"))
+                    .with_value(Some(StrBytes::from_static_str("1000")))])])
+            .into(),
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_generation_id_or_member_epoch(4)
+            .with_member_id(StrBytes::from_static_str("m-1"))
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(name("orders"))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(99)
+                    .with_committed_metadata(Some(StrBytes::from_static_str(
+                        "meta",
+                    )))])])
+            .into(),
+    ]
+}
