@@ -725,7 +725,7 @@ async fn scan_segment<F: SegmentFile>(
             break;
         }
         let want = RECOVERY_READ_BYTES.min((file_bytes - read_pos) as usize);
-        let chunk = file.read_at(read_pos, want).await?;
+        let chunk = read_concurrent(file, read_pos, want, 1 << 20).await?;
         if chunk.is_empty() {
             break;
         }
@@ -1135,31 +1135,40 @@ impl<B: Backend> PartitionLog<B> {
         Some(c.data.slice(from..to))
     }
 
-    /// Reads `len` bytes at `pos` as concurrent chunks (keeps the device
-    /// queue deep for large sequential reads).
     async fn read_chunked(&self, file: &B::File, pos: u64, len: usize) -> StorageResult<Bytes> {
         let chunk = self.config.borrow().write_chunk_bytes;
-        if len <= chunk {
-            return file.read_at(pos, len).await;
-        }
-        let mut futs = Vec::new();
-        let mut at = 0usize;
-        while at < len {
-            let n = chunk.min(len - at);
-            futs.push(file.read_at(pos + at as u64, n));
-            at += n;
-        }
-        let parts = futures_util::future::try_join_all(futs).await?;
-        let mut out = BytesMut::with_capacity(len);
-        for p in parts {
-            let short = p.len() < chunk;
-            out.extend_from_slice(&p);
-            if short {
-                break;
-            }
-        }
-        Ok(out.freeze())
+        read_concurrent(file, pos, len, chunk).await
     }
+}
+
+/// Reads `len` bytes at `pos` as concurrent `chunk`-sized reads, which keeps
+/// the device queue deep for large sequential reads. Short at end of file.
+async fn read_concurrent<F: SegmentFile>(
+    file: &F,
+    pos: u64,
+    len: usize,
+    chunk: usize,
+) -> StorageResult<Bytes> {
+    if len <= chunk {
+        return file.read_at(pos, len).await;
+    }
+    let mut futs = Vec::new();
+    let mut at = 0usize;
+    while at < len {
+        let n = chunk.min(len - at);
+        futs.push(file.read_at(pos + at as u64, n));
+        at += n;
+    }
+    let parts = futures_util::future::try_join_all(futs).await?;
+    let mut out = BytesMut::with_capacity(len);
+    for p in parts {
+        let short = p.len() < chunk;
+        out.extend_from_slice(&p);
+        if short {
+            break;
+        }
+    }
+    Ok(out.freeze())
 }
 
 impl<F> Handle<F> {

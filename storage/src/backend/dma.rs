@@ -145,6 +145,8 @@ impl Backend for DmaBackend {
     }
 
     async fn sync_dir(&self, dir: &Path) -> StorageResult<()> {
+        // glommio fails to open a directory by a relative path (EBADF).
+        let dir = &std::path::absolute(dir).map_err(|e| StorageError::io(dir, e))?;
         let d = glommio::io::Directory::open(dir)
             .await
             .map_err(|e| gio(dir, e))?;

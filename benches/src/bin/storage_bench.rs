@@ -1,0 +1,272 @@
+//! Partition-log benchmark: the workloads of `benches/storage.sh`.
+//!
+//! Each workload prints one line `RESULT name value unit` that the script
+//! turns into ratios against fio figures measured in the same run.
+//!
+//! usage: storage_bench WORKLOAD DIR
+//!   append-1m          1 GiB of 1 MiB batches into one partition, then sync
+//!   append-16k-1000p   1 GiB of 16 KiB batches round-robin over 1,000 partitions
+//!   sync-16k-8p        8 partitions, each appending 16 KiB and syncing every append
+//!   read-cold          sequential read of the 1 GiB partition written by `fill`
+//!   fill               write 1 GiB in 128 MiB segments, sync, then SIGKILL itself
+//!   reopen             time to open the partition left by `fill` (crash recovery)
+//!   idle-memory        heap per idle open partition (1,000 partitions)
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rill_benches::{live_heap_bytes, CountingAlloc};
+use rill_storage::batch::build;
+use rill_storage::{DmaBackend, FileBudget, FlushPolicy, LogConfig, PartitionLog};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+const GIB: u64 = 1 << 30;
+
+fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(1))
+        .name("bench")
+        .make()
+        .expect("glommio executor (needs io_uring)")
+        .run(f)
+}
+
+fn cfg() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1 << 30,
+        batch_bytes_max: 2 << 20,
+        write_buffer_bytes_max: 8 << 20,
+        write_chunk_bytes: 1 << 20,
+        read_ahead_bytes: 8 << 20,
+        flush: FlushPolicy::Threshold {
+            messages: u64::MAX,
+            bytes: u64::MAX,
+            interval_ms: u64::MAX,
+        },
+        ..LogConfig::default()
+    }
+}
+
+fn result(name: &str, value: f64, unit: &str) {
+    println!("RESULT {name} {value:.3} {unit}");
+}
+
+async fn open(dir: &Path, c: LogConfig, budget: &Rc<FileBudget>) -> PartitionLog<DmaBackend> {
+    PartitionLog::open(DmaBackend::new(), dir, c, budget.clone())
+        .await
+        .unwrap_or_else(|e| panic!("open {}: {e}", dir.display()))
+}
+
+fn append_1m(dir: PathBuf) {
+    run(async move {
+        let budget = FileBudget::new(16);
+        let log = open(&dir.join("p-0"), cfg(), &budget).await;
+        let batch = Bytes::from(build::sized(1 << 20, 16, 1));
+        let n = GIB / batch.len() as u64;
+        let t = Instant::now();
+        for _ in 0..n {
+            log.append(batch.clone(), 0).await.expect("append");
+        }
+        log.sync().await.expect("sync");
+        let secs = t.elapsed().as_secs_f64();
+        result(
+            "append_1m_MBps",
+            (n * batch.len() as u64) as f64 / secs / 1e6,
+            "MB/s",
+        );
+    });
+}
+
+fn append_16k_1000p(dir: PathBuf) {
+    run(async move {
+        let budget = FileBudget::new(4096);
+        let mut logs = Vec::new();
+        let c = LogConfig {
+            write_buffer_bytes_max: 2 << 20,
+            tail_cache_bytes_max: 64 << 10,
+            ..cfg()
+        };
+        for p in 0..1000 {
+            logs.push(open(&dir.join(format!("p-{p}")), c.clone(), &budget).await);
+        }
+        let batch = Bytes::from(build::sized(16 << 10, 8, 1));
+        let rounds = GIB / (batch.len() as u64 * 1000);
+        let t = Instant::now();
+        for _ in 0..rounds {
+            for log in &logs {
+                log.append(batch.clone(), 0).await.expect("append");
+            }
+            // The shard's flusher: write every dirty partition concurrently.
+            futures_util::future::try_join_all(logs.iter().map(|l| l.flush()))
+                .await
+                .expect("flush");
+        }
+        futures_util::future::try_join_all(logs.iter().map(|l| l.sync()))
+            .await
+            .expect("sync");
+        let secs = t.elapsed().as_secs_f64();
+        let bytes = rounds * 1000 * batch.len() as u64;
+        result("append_16k_1000p_MBps", bytes as f64 / secs / 1e6, "MB/s");
+    });
+}
+
+fn sync_16k_8p(dir: PathBuf) {
+    run(async move {
+        let budget = FileBudget::new(64);
+        let c = LogConfig {
+            flush: FlushPolicy::EveryAppend,
+            ..cfg()
+        };
+        let mut logs = Vec::new();
+        for p in 0..8 {
+            logs.push(Rc::new(
+                open(&dir.join(format!("s-{p}")), c.clone(), &budget).await,
+            ));
+        }
+        let batch = Bytes::from(build::sized(16 << 10, 8, 1));
+        let run_for = Duration::from_secs(10);
+        let t = Instant::now();
+        let tasks = logs.iter().map(|log| {
+            let log = log.clone();
+            let batch = batch.clone();
+            async move {
+                let mut n = 0u64;
+                while t.elapsed() < run_for {
+                    let info = log.append(batch.clone(), 0).await.expect("append");
+                    let durable = log.sync().await.expect("sync");
+                    assert!(durable > info.last_offset);
+                    n += 1;
+                }
+                n
+            }
+        });
+        let counts = futures_util::future::join_all(tasks).await;
+        let secs = t.elapsed().as_secs_f64();
+        let appends: u64 = counts.iter().sum();
+        result(
+            "sync_16k_8p_MBps",
+            (appends * batch.len() as u64) as f64 / secs / 1e6,
+            "MB/s",
+        );
+        result(
+            "sync_16k_8p_appends_per_s",
+            appends as f64 / secs,
+            "appends/s",
+        );
+    });
+}
+
+fn fill(dir: PathBuf) {
+    run(async move {
+        let budget = FileBudget::new(64);
+        let c = LogConfig {
+            segment_bytes: 128 << 20,
+            ..cfg()
+        };
+        let log = open(&dir.join("r-0"), c, &budget).await;
+        let batch = Bytes::from(build::sized(1 << 20, 16, 1));
+        // a bit under 1 GiB so the last segment is nearly full, the worst case
+        let n = GIB / batch.len() as u64 - 2;
+        for _ in 0..n {
+            log.append(batch.clone(), 0).await.expect("append");
+        }
+        log.sync().await.expect("sync");
+        println!("filled {} bytes", n * batch.len() as u64);
+        // Die like kill -9: no clean shutdown marker, nothing flushed after.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    });
+}
+
+fn read_cold(dir: PathBuf) {
+    run(async move {
+        let budget = FileBudget::new(64);
+        let c = LogConfig {
+            segment_bytes: 128 << 20,
+            ..cfg()
+        };
+        let log = open(&dir.join("r-0"), c, &budget).await;
+        let end = log.log_end_offset();
+        let mut at = log.log_start_offset();
+        let mut bytes = 0u64;
+        let t = Instant::now();
+        while at < end {
+            let r = log.read(at, 8 << 20).await.expect("read");
+            for b in &r.batches {
+                bytes += b.len() as u64;
+                let h = rill_storage::batch::BatchHeader::parse(b).expect("header");
+                at = h.last_offset() + 1;
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        result("read_cold_MBps", bytes as f64 / secs / 1e6, "MB/s");
+        log.close().await.expect("close");
+    });
+}
+
+fn reopen(dir: PathBuf) {
+    run(async move {
+        let budget = FileBudget::new(64);
+        let c = LogConfig {
+            segment_bytes: 128 << 20,
+            ..cfg()
+        };
+        let t = Instant::now();
+        let log = open(&dir.join("r-0"), c, &budget).await;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        assert!(log.log_end_offset() > 0, "fill left no data");
+        result("reopen_after_kill_ms", ms, "ms");
+        // no close: the next reopen must scan again, like after kill -9
+        std::mem::forget(log);
+    });
+}
+
+fn idle_memory(dir: PathBuf) {
+    run(async move {
+        let budget = FileBudget::new(4096);
+        let c = LogConfig::default();
+        let before = live_heap_bytes();
+        let mut logs = Vec::new();
+        for p in 0..1000 {
+            let log = open(&dir.join(format!("m-{p}")), c.clone(), &budget).await;
+            log.append(Bytes::from(build::sized(1000, 4, 1)), 0)
+                .await
+                .expect("append");
+            log.sync().await.expect("sync");
+            log.trim_caches();
+            logs.push(log);
+        }
+        let after = live_heap_bytes();
+        result(
+            "idle_partition_heap_bytes",
+            (after.saturating_sub(before)) as f64 / 1000.0,
+            "bytes",
+        );
+        drop(logs);
+    });
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 3 {
+        eprintln!("usage: storage_bench WORKLOAD DIR (see the source header for workloads)");
+        std::process::exit(2);
+    }
+    let dir = PathBuf::from(&args[2]);
+    std::fs::create_dir_all(&dir).expect("create bench dir");
+    match args[1].as_str() {
+        "append-1m" => append_1m(dir),
+        "append-16k-1000p" => append_16k_1000p(dir),
+        "sync-16k-8p" => sync_16k_8p(dir),
+        "fill" => fill(dir),
+        "read-cold" => read_cold(dir),
+        "reopen" => reopen(dir),
+        "idle-memory" => idle_memory(dir),
+        other => {
+            eprintln!("unknown workload {other}");
+            std::process::exit(2);
+        }
+    }
+}
