@@ -17,7 +17,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::error::{DecodeError, EncodeError};
 use crate::frame::FRAME_PREFIX_BYTES;
-use crate::header::{decode_request_header, encode_response_header, peek_fixed_header};
+use crate::header::{decode_request_header, encode_response_header};
 use crate::header::{response_header_bytes, response_header_version};
 use crate::precheck::{check_request_body, PrecheckError};
 
@@ -244,14 +244,7 @@ pub fn decode_request_with(
     mut frame: Bytes,
     table: &[ApiVersionRange],
 ) -> Result<(RequestHeader, Request), DecodeError> {
-    let fixed = peek_fixed_header(&frame).ok_or(DecodeError::TruncatedHeader {
-        frame_bytes: frame.len(),
-    })?;
-    let api_key = ApiKey::try_from(fixed.api_key).map_err(|_| DecodeError::UnknownApiKey {
-        api_key: fixed.api_key,
-        api_version: fixed.api_version,
-        correlation_id: fixed.correlation_id,
-    })?;
+    let (fixed, api_key) = crate::header::peek_known_header(&frame)?;
     let unsupported = DecodeError::UnsupportedVersion {
         api_key,
         api_version: fixed.api_version,

@@ -52,8 +52,9 @@ pub fn response_header_version(api_key: ApiKey, api_version: i16) -> i16 {
 
 /// Decodes the full request header from the front of `frame`, advancing it to the body.
 ///
-/// Errors carry the correlation id whenever the fixed prefix was present.
-pub fn decode_request_header(frame: &mut Bytes) -> Result<(ApiKey, RequestHeader), DecodeError> {
+/// The fixed prefix and its api key, or the error naming what is wrong
+/// (with the correlation id whenever the prefix was present).
+pub fn peek_known_header(frame: &[u8]) -> Result<(FixedHeader, ApiKey), DecodeError> {
     let fixed = peek_fixed_header(frame).ok_or(DecodeError::TruncatedHeader {
         frame_bytes: frame.len(),
     })?;
@@ -62,6 +63,12 @@ pub fn decode_request_header(frame: &mut Bytes) -> Result<(ApiKey, RequestHeader
         api_version: fixed.api_version,
         correlation_id: fixed.correlation_id,
     })?;
+    Ok((fixed, api_key))
+}
+
+/// Errors carry the correlation id whenever the fixed prefix was present.
+pub fn decode_request_header(frame: &mut Bytes) -> Result<(ApiKey, RequestHeader), DecodeError> {
+    let (fixed, api_key) = peek_known_header(frame)?;
     let header_version = request_header_version(api_key, fixed.api_version);
     let header =
         RequestHeader::decode(frame, header_version).map_err(|e| DecodeError::Malformed {

@@ -19,7 +19,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -176,10 +178,32 @@ struct TailBatch {
     data: Bytes,
 }
 
-struct ReadCache {
+type PendingRead = Pin<Box<dyn Future<Output = StorageResult<Bytes>>>>;
+
+/// A sequential reader's read-ahead: up to `read_ahead_bytes` of disk reads
+/// kept in flight ahead of the consumer, so the device queue never drains
+/// while the shard copies and walks what already arrived.
+struct ReadStream<F> {
     segment_base: i64,
-    position: u64,
-    data: Bytes,
+    /// File for closed segments (kept open while the stream lives).
+    file: Rc<Handle<F>>,
+    /// Position of the first byte of `leftover`.
+    pos: u64,
+    /// First offset not yet returned from the stream.
+    next_offset: i64,
+    /// Bytes at `pos` already read but not returned (a partial batch or
+    /// batches beyond the last `max_bytes`).
+    leftover: Bytes,
+    /// Reads in flight, contiguous, starting at `pos + leftover.len()`.
+    parts: VecDeque<PendingRead>,
+    /// Where the next read starts.
+    next_pos: u64,
+}
+
+impl<F> ReadStream<F> {
+    fn buffered_bytes(&self) -> usize {
+        self.leftover.len()
+    }
 }
 
 struct State<F> {
@@ -189,7 +213,7 @@ struct State<F> {
     durable_offset: i64,
     tail: VecDeque<TailBatch>,
     tail_bytes: usize,
-    read_cache: Option<ReadCache>,
+    stream: Option<ReadStream<F>>,
     unsynced_messages: u64,
     unsynced_bytes: u64,
     first_unsynced_ms: Option<i64>,
@@ -294,12 +318,8 @@ impl<B: Backend> PartitionLog<B> {
                 },
             );
         }
-        budget.acquire()?;
         let path = dir.join(segment_name(active_base, "log"));
-        let file = Rc::new(Handle {
-            file: Some(backend.open_segment(&path, true).await?),
-            budget: budget.clone(),
-        });
+        let file = open_budgeted(&backend, &budget, &path, true).await?;
         let file_bytes = file.get().size().await?;
         let clean = checkpoint
             .as_ref()
@@ -372,7 +392,7 @@ impl<B: Backend> PartitionLog<B> {
                 durable_offset: next_offset,
                 tail: VecDeque::new(),
                 tail_bytes: 0,
-                read_cache: None,
+                stream: None,
                 unsynced_messages: 0,
                 unsynced_bytes: 0,
                 first_unsynced_ms: None,
@@ -429,7 +449,7 @@ impl<B: Backend> PartitionLog<B> {
             segments: s.closed.len() + 1,
             size_bytes: s.closed.values().map(|g| g.size).sum::<u64>() + s.active.seg.size,
             tail_cache_bytes: s.tail_bytes,
-            read_cache_bytes: s.read_cache.as_ref().map_or(0, |c| c.data.len()),
+            read_cache_bytes: s.stream.as_ref().map_or(0, |c| c.buffered_bytes()),
             index_heap_bytes,
         }
     }
@@ -696,6 +716,25 @@ fn trim_tail<F>(s: &mut State<F>, cache_max: usize) {
     }
 }
 
+async fn open_budgeted<B: Backend>(
+    backend: &B,
+    budget: &Rc<FileBudget>,
+    path: &Path,
+    create: bool,
+) -> StorageResult<Rc<Handle<B::File>>> {
+    budget.acquire()?;
+    match backend.open_segment(path, create).await {
+        Ok(f) => Ok(Rc::new(Handle {
+            file: Some(f),
+            budget: budget.clone(),
+        })),
+        Err(e) => {
+            budget.release();
+            Err(e)
+        }
+    }
+}
+
 async fn remove_segment_files<B: Backend>(backend: &B, dir: &Path, base: i64) -> StorageResult<()> {
     for ext in ["log", "index", "timeindex"] {
         backend
@@ -774,6 +813,40 @@ async fn scan_segment<F: SegmentFile>(
 }
 
 impl<B: Backend> PartitionLog<B> {
+    /// Opens a segment file against the shard's open-file budget.
+    async fn open_budgeted(&self, path: &Path, create: bool) -> StorageResult<Rc<Handle<B::File>>> {
+        open_budgeted(&self.backend, &self.budget, path, create).await
+    }
+
+    async fn write_index_files(&self, base: i64, index: &SegmentIndex) -> StorageResult<()> {
+        self.backend
+            .write_small_atomic(
+                &self.dir.join(segment_name(base, "index")),
+                &index.encode_offsets(),
+            )
+            .await?;
+        self.backend
+            .write_small_atomic(
+                &self.dir.join(segment_name(base, "timeindex")),
+                &index.encode_times(),
+            )
+            .await
+    }
+
+    /// Makes a segment file exact and durable (drops the zero padding of the
+    /// last page) and writes its index files.
+    async fn seal_segment(
+        &self,
+        file: &Handle<B::File>,
+        size: u64,
+        base: i64,
+        index: &SegmentIndex,
+    ) -> StorageResult<()> {
+        file.get().truncate(size).await?;
+        file.get().sync().await?;
+        self.write_index_files(base, index).await
+    }
+
     async fn write_checkpoint(&self, clean: Option<CleanShutdown>) -> StorageResult<()> {
         let cp = {
             let s = self.state.borrow();
@@ -805,33 +878,9 @@ impl<B: Backend> PartitionLog<B> {
             )
         };
         // Drop the zero padding of the last page: closed segments are exact.
-        file.get().truncate(size).await?;
-        file.get().sync().await?;
-        self.backend
-            .write_small_atomic(
-                &self.dir.join(segment_name(base, "index")),
-                &index.encode_offsets(),
-            )
-            .await?;
-        self.backend
-            .write_small_atomic(
-                &self.dir.join(segment_name(base, "timeindex")),
-                &index.encode_times(),
-            )
-            .await?;
+        self.seal_segment(&file, size, base, &index).await?;
         let path = self.dir.join(segment_name(next, "log"));
-        self.budget.acquire()?;
-        let new_file = match self.backend.open_segment(&path, true).await {
-            Ok(f) => f,
-            Err(e) => {
-                self.budget.release();
-                return Err(e);
-            }
-        };
-        let new_file = Rc::new(Handle {
-            file: Some(new_file),
-            budget: self.budget.clone(),
-        });
+        let new_file = self.open_budgeted(&path, true).await?;
         self.backend.sync_dir(&self.dir).await?;
         let now = (self.clock)();
         let mut s = self.state.borrow_mut();
@@ -900,18 +949,7 @@ impl<B: Backend> PartitionLog<B> {
                 let interval = self.config.borrow().index_interval_bytes;
                 let (_, _, idx) = scan_segment(&file, &path, base, size, interval).await?;
                 file.close().await?;
-                self.backend
-                    .write_small_atomic(
-                        &self.dir.join(segment_name(base, "index")),
-                        &idx.encode_offsets(),
-                    )
-                    .await?;
-                self.backend
-                    .write_small_atomic(
-                        &self.dir.join(segment_name(base, "timeindex")),
-                        &idx.encode_times(),
-                    )
-                    .await?;
+                self.write_index_files(base, &idx).await?;
                 idx
             }
         };
@@ -975,7 +1013,7 @@ impl<B: Backend> PartitionLog<B> {
             }
         };
         self.ensure_index(seg_base).await?;
-        let (start_pos, limit, file) = {
+        let (start_pos, limit, active) = {
             let s = self.state.borrow();
             let rel = (offset - seg_base) as u32;
             if seg_base == s.active.seg.base_offset {
@@ -985,159 +1023,160 @@ impl<B: Backend> PartitionLog<B> {
                     .index
                     .as_ref()
                     .map_or(0, |i| i.position_for(rel)) as u64;
-                (pos, s.active.written, Some(s.active.file.clone()))
+                (pos, s.active.written, true)
             } else {
                 let seg = &s.closed[&seg_base];
                 let pos = seg.index.as_ref().map_or(0, |i| i.position_for(rel)) as u64;
-                (pos, seg.size, None)
+                (pos, seg.size, false)
             }
         };
-        let read_ahead = self.config.borrow().read_ahead_bytes;
-        let mut pos = start_pos;
-        let mut total = 0usize;
-        let mut closed_file: Option<Handle<B::File>> = None;
-        let mut full = false;
-        while pos < limit {
-            let want = read_ahead
-                .max(max_bytes.saturating_sub(total))
-                .min((limit - pos) as usize);
-            let data = match self.cached(seg_base, pos, want) {
-                Some(d) => d,
-                None => {
-                    let d = match &file {
-                        Some(f) => self.read_chunked(f.get(), pos, want).await?,
-                        None => {
-                            if closed_file.is_none() {
-                                let path = self.dir.join(segment_name(seg_base, "log"));
-                                self.budget.acquire()?;
-                                let f = Handle {
-                                    file: self
-                                        .backend
-                                        .open_segment(&path, false)
-                                        .await
-                                        .inspect_err(|_| self.budget.release())
-                                        .ok(),
-                                    budget: self.budget.clone(),
-                                };
-                                if f.file.is_none() {
-                                    return Err(StorageError::io(
-                                        path,
-                                        std::io::Error::from(std::io::ErrorKind::NotFound),
-                                    ));
-                                }
-                                closed_file = Some(f);
-                            }
-                            let f = closed_file.as_ref().map(|h| h.get()).expect("opened above");
-                            self.read_chunked(f, pos, want).await?
-                        }
-                    };
-                    self.state.borrow_mut().read_cache = Some(ReadCache {
-                        segment_base: seg_base,
-                        position: pos,
-                        data: d.clone(),
-                    });
-                    d
-                }
+        // Continue the sequential stream if this read picks up where it
+        // stopped; otherwise start a new one at the indexed position.
+        let reuse = {
+            let s = self.state.borrow();
+            s.stream.as_ref().is_some_and(|st| {
+                st.segment_base == seg_base && st.pos >= start_pos && offset >= st.next_offset
+            })
+        };
+        let mut st = if reuse {
+            self.state
+                .borrow_mut()
+                .stream
+                .take()
+                .expect("checked above")
+        } else {
+            self.state.borrow_mut().stream = None;
+            let file = if active {
+                self.state.borrow().active.file.clone()
+            } else {
+                let path = self.dir.join(segment_name(seg_base, "log"));
+                self.open_budgeted(&path, false).await?
             };
-            if data.is_empty() {
-                break;
+            ReadStream {
+                segment_base: seg_base,
+                file,
+                pos: start_pos,
+                next_offset: offset,
+                leftover: Bytes::new(),
+                parts: VecDeque::new(),
+                next_pos: start_pos,
             }
+        };
+        let (part_bytes, read_ahead) = {
+            let c = self.config.borrow();
+            (c.write_chunk_bytes as u64, c.read_ahead_bytes as u64)
+        };
+        let depth = (read_ahead / part_bytes).max(1) as usize;
+        let mut total = 0usize;
+        let mut full = false;
+        let mut buf = std::mem::take(&mut st.leftover);
+        loop {
             let mut consumed = 0usize;
-            let mut done = false;
-            for (at, h) in BatchWalker::new(&data, false) {
-                consumed = at + h.total_bytes();
+            for (at, h) in BatchWalker::new(&buf, false) {
+                let len = h.total_bytes();
                 if h.last_offset() < offset {
+                    consumed = at + len;
                     continue;
                 }
-                if total > 0 && total + h.total_bytes() > max_bytes {
-                    done = true;
-                    break;
-                }
-                total += h.total_bytes();
-                out.batches.push(data.slice(at..at + h.total_bytes()));
-            }
-            if done || total >= max_bytes {
-                full = true;
-                break;
-            }
-            if consumed == 0 {
-                // Only a piece of a batch is here: it either continues past
-                // what is on disk (then it is in the tail cache) or is larger
-                // than the read: then read it whole.
-                if data.len() < batch::HEADER_BYTES {
-                    break;
-                }
-                let h = BatchHeader::parse(&data)?;
-                if h.total_bytes() <= data.len() || pos + h.total_bytes() as u64 > limit {
-                    break;
-                }
-                let d = match &file {
-                    Some(f) => self.read_chunked(f.get(), pos, h.total_bytes()).await?,
-                    None => {
-                        let f = closed_file.as_ref().map(|h| h.get()).expect("opened above");
-                        self.read_chunked(f, pos, h.total_bytes()).await?
-                    }
-                };
-                if d.len() < h.total_bytes() {
-                    break;
-                }
-                if h.last_offset() >= offset {
-                    total += d.len();
-                    out.batches.push(d);
+                if total > 0 && total + len > max_bytes {
                     full = true;
                     break;
                 }
-                pos += h.total_bytes() as u64;
-                continue;
-            }
-            pos += consumed as u64;
-        }
-        if let Some(h) = closed_file {
-            if let Some(f) = Handle::into_inner(h) {
-                f.close().await?;
-            }
-        }
-        // Reached what is on disk of the active segment: go on from the tail.
-        if file.is_some() && !full {
-            let s = self.state.borrow();
-            let next = match out.batches.last() {
-                Some(b) => BatchHeader::parse(b)?.last_offset() + 1,
-                None => offset,
-            };
-            let i = s.tail.partition_point(|t| t.last_offset < next);
-            for t in s.tail.range(i..) {
-                if t.base_offset > next && !out.batches.is_empty() {
-                    break; // not contiguous with what we read: let the next fetch ask
-                }
-                if total > 0 && total + t.data.len() > max_bytes {
+                out.batches.push(buf.slice(at..at + len));
+                total += len;
+                consumed = at + len;
+                st.next_offset = h.last_offset() + 1;
+                if total >= max_bytes {
+                    full = true;
                     break;
                 }
-                total += t.data.len();
-                out.batches.push(t.data.clone());
             }
+            buf = buf.slice(consumed..);
+            st.pos += consumed as u64;
+            if full || st.pos + buf.len() as u64 >= limit {
+                break;
+            }
+            // Keep `depth` reads in flight; part ends fall on indexed batch
+            // starts where possible so batches rarely straddle two parts.
+            while st.parts.len() < depth && st.next_pos < limit {
+                let end = self.part_end(seg_base, st.next_pos, part_bytes, limit);
+                let (pos, len) = (st.next_pos, (end - st.next_pos) as usize);
+                let file = st.file.clone();
+                let mut fut: PendingRead =
+                    Box::pin(async move { file.get().read_at(pos, len).await });
+                // Poll once so the read is queued to the device now.
+                if let Some(r) = futures_lite::future::poll_once(&mut fut).await {
+                    let r = r?;
+                    fut = Box::pin(async move { Ok(r) });
+                }
+                st.parts.push_back(fut);
+                st.next_pos = end;
+            }
+            let Some(part) = st.parts.pop_front() else {
+                break;
+            };
+            let data = part.await?;
+            if data.is_empty() {
+                break;
+            }
+            buf = if buf.is_empty() {
+                data
+            } else {
+                let mut joined = BytesMut::with_capacity(buf.len() + data.len());
+                joined.extend_from_slice(&buf);
+                joined.extend_from_slice(&data);
+                joined.freeze()
+            };
+        }
+        st.leftover = buf;
+        if active {
+            self.state.borrow_mut().stream = Some(st);
+            // Reached what is on disk of the active segment: go on from the tail.
+            if !full {
+                let s = self.state.borrow();
+                let next = match out.batches.last() {
+                    Some(b) => BatchHeader::parse(b)?.last_offset() + 1,
+                    None => offset,
+                };
+                let i = s.tail.partition_point(|t| t.last_offset < next);
+                for t in s.tail.range(i..) {
+                    if t.base_offset > next && !out.batches.is_empty() {
+                        break; // not contiguous with what we read: let the next fetch ask
+                    }
+                    if total > 0 && total + t.data.len() > max_bytes {
+                        break;
+                    }
+                    total += t.data.len();
+                    out.batches.push(t.data.clone());
+                }
+            }
+        } else {
+            self.state.borrow_mut().stream = Some(st);
         }
         Ok(out)
     }
 
-    fn cached(&self, seg_base: i64, pos: u64, want: usize) -> Option<Bytes> {
+    /// End of a read-ahead part starting at `pos`: the last indexed batch
+    /// start within `part_bytes`, else `pos + part_bytes`, at most `limit`.
+    fn part_end(&self, seg_base: i64, pos: u64, part_bytes: u64, limit: u64) -> u64 {
         let s = self.state.borrow();
-        let c = s.read_cache.as_ref()?;
-        if c.segment_base != seg_base || pos < c.position || pos >= c.position + c.data.len() as u64
-        {
-            return None;
+        let index = if seg_base == s.active.seg.base_offset {
+            s.active.seg.index.as_ref()
+        } else {
+            s.closed.get(&seg_base).and_then(|g| g.index.as_ref())
+        };
+        let want = pos + part_bytes;
+        let mut end = want;
+        if let Some(idx) = index {
+            let i = idx.offsets.partition_point(|e| (e.position as u64) <= want);
+            if i > 0 {
+                let p = idx.offsets[i - 1].position as u64;
+                if p > pos + part_bytes / 2 {
+                    end = p;
+                }
+            }
         }
-        let from = (pos - c.position) as usize;
-        let to = (from + want).min(c.data.len());
-        // Serve from cache only if it holds a useful amount.
-        if to - from < want.min(64 * 1024) {
-            return None;
-        }
-        Some(c.data.slice(from..to))
-    }
-
-    async fn read_chunked(&self, file: &B::File, pos: u64, len: usize) -> StorageResult<Bytes> {
-        let chunk = self.config.borrow().write_chunk_bytes;
-        read_concurrent(file, pos, len, chunk).await
+        end.min(limit)
     }
 }
 
@@ -1169,16 +1208,6 @@ async fn read_concurrent<F: SegmentFile>(
         }
     }
     Ok(out.freeze())
-}
-
-impl<F> Handle<F> {
-    fn into_inner(mut h: Handle<F>) -> Option<F> {
-        let f = h.file.take();
-        if f.is_some() {
-            h.budget.release();
-        }
-        f
-    }
 }
 
 /// What a retention pass removed.
@@ -1251,8 +1280,8 @@ impl<B: Backend> PartitionLog<B> {
                     outcome.segments_deleted += 1;
                     outcome.bytes_deleted += g.size;
                 }
-                if s.read_cache.as_ref().is_some_and(|c| c.segment_base == *b) {
-                    s.read_cache = None;
+                if s.stream.as_ref().is_some_and(|c| c.segment_base == *b) {
+                    s.stream = None;
                 }
             }
             let first = s
@@ -1345,18 +1374,7 @@ impl<B: Backend> PartitionLog<B> {
                 remove_segment_files(&self.backend, &self.dir, *b).await?;
             }
             let path = self.dir.join(segment_name(new_active_base, "log"));
-            self.budget.acquire()?;
-            let f = match self.backend.open_segment(&path, true).await {
-                Ok(f) => f,
-                Err(e) => {
-                    self.budget.release();
-                    return Err(e);
-                }
-            };
-            let handle = Rc::new(Handle {
-                file: Some(f),
-                budget: self.budget.clone(),
-            });
+            let handle = self.open_budgeted(&path, true).await?;
             if keep_base.is_some() {
                 self.ensure_index(new_active_base).await?;
             }
@@ -1444,7 +1462,7 @@ impl<B: Backend> PartitionLog<B> {
             a.tail_page = tail_page;
             s.tail.clear();
             s.tail_bytes = 0;
-            s.read_cache = None;
+            s.stream = None;
             let leo = s.log_end_offset();
             s.durable_offset = leo;
             s.log_start_offset = s.log_start_offset.min(leo);
@@ -1574,20 +1592,7 @@ impl<B: Backend> PartitionLog<B> {
                 s.log_end_offset(),
             )
         };
-        file.get().truncate(size).await?;
-        file.get().sync().await?;
-        self.backend
-            .write_small_atomic(
-                &self.dir.join(segment_name(base, "index")),
-                &index.encode_offsets(),
-            )
-            .await?;
-        self.backend
-            .write_small_atomic(
-                &self.dir.join(segment_name(base, "timeindex")),
-                &index.encode_times(),
-            )
-            .await?;
+        self.seal_segment(&file, size, base, &index).await?;
         self.state.borrow_mut().durable_offset = leo;
         self.write_checkpoint(Some(CleanShutdown {
             log_end_offset: leo,
@@ -1599,7 +1604,7 @@ impl<B: Backend> PartitionLog<B> {
         s.is_closed = true;
         s.tail.clear();
         s.tail_bytes = 0;
-        s.read_cache = None;
+        s.stream = None;
         Ok(())
     }
 
@@ -1609,7 +1614,7 @@ impl<B: Backend> PartitionLog<B> {
         let mut s = self.state.borrow_mut();
         trim_tail(&mut s, 0);
         s.tail.shrink_to_fit();
-        s.read_cache = None;
+        s.stream = None;
         for g in s.closed.values_mut() {
             g.index = None;
             // max_timestamp stays: it is small and retention needs it.
@@ -1624,7 +1629,7 @@ impl<B: Backend> PartitionLog<B> {
             let mut s = self.state.borrow_mut();
             s.is_closed = true;
             s.tail.clear();
-            s.read_cache = None;
+            s.stream = None;
         }
         self.backend.remove_dir_all(&self.dir).await
     }

@@ -25,6 +25,8 @@ use rill_storage::{DmaBackend, FileBudget, FlushPolicy, LogConfig, PartitionLog}
 static ALLOC: CountingAlloc = CountingAlloc;
 
 const GIB: u64 = 1 << 30;
+/// Per-partition unwritten bytes that make the 1,000-partition flusher write.
+const FLUSH_MIN_BYTES: u64 = 256 << 10;
 
 fn run<T>(f: impl std::future::Future<Output = T>) -> T {
     glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(1))
@@ -99,10 +101,16 @@ fn append_16k_1000p(dir: PathBuf) {
             for log in &logs {
                 log.append(batch.clone(), 0).await.expect("append");
             }
-            // The shard's flusher: write every dirty partition concurrently.
-            futures_util::future::try_join_all(logs.iter().map(|l| l.flush()))
-                .await
-                .expect("flush");
+            // The shard's flusher: write every partition holding at least
+            // FLUSH_MIN_BYTES concurrently, so each write is large enough for
+            // the device to stream (Kafka leaves this to the page cache).
+            futures_util::future::try_join_all(
+                logs.iter()
+                    .filter(|l| l.unwritten_bytes() >= FLUSH_MIN_BYTES)
+                    .map(|l| l.flush()),
+            )
+            .await
+            .expect("flush");
         }
         futures_util::future::try_join_all(logs.iter().map(|l| l.sync()))
             .await
