@@ -52,6 +52,14 @@ fn cfg() -> LogConfig {
     }
 }
 
+/// The 1 GiB partition of fill / reopen / read-cold: 128 MiB segments.
+fn recovery_cfg() -> LogConfig {
+    LogConfig {
+        segment_bytes: 128 << 20,
+        ..cfg()
+    }
+}
+
 fn result(name: &str, value: f64, unit: &str) {
     println!("RESULT {name} {value:.3} {unit}");
 }
@@ -170,10 +178,7 @@ fn sync_16k_8p(dir: PathBuf) {
 fn fill(dir: PathBuf) {
     run(async move {
         let budget = FileBudget::new(64);
-        let c = LogConfig {
-            segment_bytes: 128 << 20,
-            ..cfg()
-        };
+        let c = recovery_cfg();
         let log = open(&dir.join("r-0"), c, &budget).await;
         let batch = Bytes::from(build::sized(1 << 20, 16, 1));
         // a bit under 1 GiB so the last segment is nearly full, the worst case
@@ -191,10 +196,7 @@ fn fill(dir: PathBuf) {
 fn read_cold(dir: PathBuf) {
     run(async move {
         let budget = FileBudget::new(64);
-        let c = LogConfig {
-            segment_bytes: 128 << 20,
-            ..cfg()
-        };
+        let c = recovery_cfg();
         let log = open(&dir.join("r-0"), c, &budget).await;
         let end = log.log_end_offset();
         let mut at = log.log_start_offset();
@@ -217,10 +219,7 @@ fn read_cold(dir: PathBuf) {
 fn reopen(dir: PathBuf) {
     run(async move {
         let budget = FileBudget::new(64);
-        let c = LogConfig {
-            segment_bytes: 128 << 20,
-            ..cfg()
-        };
+        let c = recovery_cfg();
         let t = Instant::now();
         let log = open(&dir.join("r-0"), c, &budget).await;
         let ms = t.elapsed().as_secs_f64() * 1e3;
