@@ -33,32 +33,46 @@ impl Checkpoint {
     pub fn encode(&self) -> Vec<u8> {
         let payload = rkyv::to_bytes::<rkyv::rancor::Error>(self)
             .expect("serializing a checkpoint into memory cannot fail");
-        let mut out = Vec::with_capacity(PREFIX_BYTES + payload.len());
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-        out.extend_from_slice(&payload);
-        out
+        seal(MAGIC, VERSION, &payload)
     }
 
     /// Decodes and validates; the error says what is wrong.
     pub fn decode(buf: &[u8]) -> Result<Checkpoint, String> {
-        if buf.len() < PREFIX_BYTES || &buf[0..4] != MAGIC {
-            return Err("missing RILC header".into());
-        }
-        let version = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
-        if version != VERSION {
-            return Err(format!("unknown checkpoint version {version}"));
-        }
-        let crc = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]);
-        let payload = &buf[PREFIX_BYTES..];
-        if crc32c::crc32c(payload) != crc {
-            return Err("checksum mismatch".into());
-        }
+        let payload = unseal(MAGIC, VERSION, buf)?;
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
         aligned.extend_from_slice(payload);
         rkyv::from_bytes::<Checkpoint, rkyv::rancor::Error>(&aligned).map_err(|e| e.to_string())
     }
+}
+
+/// Wraps a small metadata payload: `magic`, format `version` (u32 LE), CRC-32C of the
+/// payload (u32 LE), then the payload. Shared by every small rkyv file Rill writes (partition
+/// checkpoints here, the broker's topic registry).
+pub fn seal(magic: &[u8; 4], version: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(PREFIX_BYTES + payload.len());
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Checks what [`seal`] wrote and returns the payload; the error says what is wrong.
+pub fn unseal<'a>(magic: &[u8; 4], version: u32, buf: &'a [u8]) -> Result<&'a [u8], String> {
+    let name = String::from_utf8_lossy(magic);
+    if buf.len() < PREFIX_BYTES || &buf[0..4] != magic {
+        return Err(format!("missing {name} header"));
+    }
+    let found = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    if found != version {
+        return Err(format!("unknown {name} format version {found}"));
+    }
+    let crc = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]);
+    let payload = &buf[PREFIX_BYTES..];
+    if crc32c::crc32c(payload) != crc {
+        return Err("checksum mismatch".into());
+    }
+    Ok(payload)
 }
 
 #[cfg(test)]

@@ -589,6 +589,20 @@ impl<B: Backend> PartitionLog<B> {
         self.write_out(false).await.map(|_| ())
     }
 
+    /// Writes everything appended before this call to the segment file, the
+    /// partial last page included, without fdatasync: what was written
+    /// survives a crash of the process (kill -9), not a power loss. This is
+    /// what `acks=1` waits for. Calls that arrive while a write runs are
+    /// covered by the next one together, like [`PartitionLog::sync`].
+    pub async fn write_through(&self) -> StorageResult<()> {
+        let _io = self.io_lock.lock().await;
+        self.check_open()?;
+        if self.state.borrow().unwritten_bytes() == 0 {
+            return Ok(());
+        }
+        self.write_out(true).await.map(|_| ())
+    }
+
     /// Makes everything appended before this call durable and returns the
     /// durable offset. Calls that arrive while a sync runs are covered by
     /// the next one together (group commit).

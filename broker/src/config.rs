@@ -1,0 +1,333 @@
+//! The broker's configuration: one TOML file (`rill.toml`), every field with a default that
+//! works on a laptop, overridden by command-line flags. [`BrokerConfig::validate`] names the
+//! first bad field. Read once at start, then shared read-only by every shard.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::topic_config;
+
+/// Everything `rill broker` reads from `rill.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// This broker's id in Metadata responses.
+    pub node_id: i32,
+    /// Where partitions and metadata live.
+    pub data_dir: PathBuf,
+    /// Address every shard listens on (SO_REUSEPORT).
+    pub listen: SocketAddr,
+    /// `host:port` clients are told to connect to; empty means `listen`.
+    pub advertise: String,
+    /// Executors (one per core); 0 means one per available core.
+    pub shards: usize,
+    /// Create a topic when a client asks Metadata for one that does not exist (Kafka's
+    /// `auto.create.topics.enable`).
+    pub auto_create_topics: bool,
+    /// Partitions of auto-created topics and of CreateTopics with `num_partitions = -1`.
+    pub default_partitions: i32,
+    /// Seconds between retention passes over every partition.
+    pub retention_check_interval_ms: u64,
+    /// Broker-wide defaults for topic configs, by their Kafka names
+    /// (e.g. `"retention.ms" = 604800000`). Topics override them one by one.
+    pub topic_defaults: BTreeMap<String, toml::Value>,
+    pub limits: Limits,
+    pub storage: StorageSettings,
+}
+
+/// Bounds on everything a client can make the broker hold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request frame accepted (Kafka's `socket.request.max.bytes`).
+    pub frame_bytes_max: usize,
+    /// Open client connections, whole broker (split evenly between shards).
+    pub connections_max: usize,
+    /// Requests read but not yet answered, per connection (pipelining depth).
+    pub inflight_requests_max: usize,
+    /// Bytes of request frames read but not yet answered, per shard.
+    pub inflight_request_bytes_max: usize,
+    /// Messages queued from one shard to another before the sender waits.
+    pub shard_queue_depth: usize,
+    /// Incremental fetch sessions kept per shard (KIP-227); the least recently used goes.
+    pub fetch_sessions_max: usize,
+    /// Fetch requests parked on one shard waiting for data (long polls).
+    pub fetch_waiters_max: usize,
+    /// Longest `max_wait_ms` honoured for a fetch long poll.
+    pub fetch_wait_ms_max: u64,
+    /// Largest response a single Fetch may return.
+    pub fetch_response_bytes_max: usize,
+    /// Topics, whole broker.
+    pub topics_max: usize,
+    /// Partitions, whole broker.
+    pub partitions_max: usize,
+    /// Segment files open at once, per shard.
+    pub open_files_max: usize,
+    /// Idempotent producers remembered per partition (least recently used forgotten).
+    pub producers_per_partition_max: usize,
+}
+
+/// Memory and I/O sizes of each partition log (see `rill_storage::LogConfig`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Unwritten bytes per partition that make an append write them out first.
+    pub write_buffer_bytes_max: usize,
+    /// Largest single disk write.
+    pub write_chunk_bytes: usize,
+    /// Recently appended bytes per partition kept in memory for tailing consumers.
+    pub tail_cache_bytes_max: usize,
+    /// Bytes in flight per sequential reader when serving older data.
+    pub read_ahead_bytes: usize,
+    /// One sparse index entry per this many bytes of log.
+    pub index_interval_bytes: u64,
+    /// How often each shard writes out buffered data and runs due syncs.
+    pub flush_tick_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            node_id: 0,
+            data_dir: PathBuf::from("./rill-data"),
+            listen: "127.0.0.1:9092".parse().expect("literal address"),
+            advertise: String::new(),
+            shards: 0,
+            auto_create_topics: true,
+            default_partitions: 1,
+            retention_check_interval_ms: 30_000,
+            topic_defaults: BTreeMap::new(),
+            limits: Limits::default(),
+            storage: StorageSettings::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            frame_bytes_max: 100 << 20,
+            connections_max: 10_000,
+            inflight_requests_max: 64,
+            inflight_request_bytes_max: 256 << 20,
+            shard_queue_depth: 1024,
+            fetch_sessions_max: 1000,
+            fetch_waiters_max: 10_000,
+            fetch_wait_ms_max: 30_000,
+            fetch_response_bytes_max: 64 << 20,
+            topics_max: 10_000,
+            partitions_max: 100_000,
+            open_files_max: 10_000,
+            producers_per_partition_max: 1000,
+        }
+    }
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        StorageSettings {
+            write_buffer_bytes_max: 4 << 20,
+            write_chunk_bytes: 1 << 20,
+            tail_cache_bytes_max: 1 << 20,
+            read_ahead_bytes: 1 << 20,
+            index_interval_bytes: 4096,
+            flush_tick_ms: 5,
+        }
+    }
+}
+
+/// A configuration problem, naming the field and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("invalid config field `{field}`: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+impl BrokerConfig {
+    /// Reads and parses `path` (fields left out keep their defaults).
+    pub fn load(path: &Path) -> Result<BrokerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The effective config as TOML, for `--print-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print config: {e}"))
+    }
+
+    /// Topic defaults as Kafka config strings.
+    pub fn topic_default_strings(&self) -> BTreeMap<String, String> {
+        self.topic_defaults
+            .iter()
+            .map(|(k, v)| {
+                let s = match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), s)
+            })
+            .collect()
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, reason: &str| {
+            Err(ConfigError::Invalid {
+                field: field.to_string(),
+                reason: reason.to_string(),
+            })
+        };
+        if self.node_id < 0 {
+            return bad("node_id", "must be 0 or more");
+        }
+        if !self.advertise.is_empty() && parse_host_port(&self.advertise).is_none() {
+            return bad("advertise", "must be HOST:PORT");
+        }
+        if self.shards > 1024 {
+            return bad("shards", "must be at most 1024");
+        }
+        if self.default_partitions < 1 {
+            return bad("default_partitions", "must be at least 1");
+        }
+        if self.retention_check_interval_ms == 0 {
+            return bad("retention_check_interval_ms", "must be positive");
+        }
+        for (key, value) in self.topic_default_strings() {
+            if let Err(reason) = topic_config::validate_entry(&key, &value) {
+                return Err(ConfigError::Invalid {
+                    field: format!("topic_defaults.\"{key}\""),
+                    reason,
+                });
+            }
+        }
+        let l = &self.limits;
+        let positive = [
+            ("limits.connections_max", l.connections_max),
+            ("limits.inflight_requests_max", l.inflight_requests_max),
+            ("limits.shard_queue_depth", l.shard_queue_depth),
+            ("limits.fetch_sessions_max", l.fetch_sessions_max),
+            ("limits.topics_max", l.topics_max),
+            ("limits.partitions_max", l.partitions_max),
+            ("limits.open_files_max", l.open_files_max),
+            (
+                "limits.producers_per_partition_max",
+                l.producers_per_partition_max,
+            ),
+        ];
+        for (field, v) in positive {
+            if v == 0 {
+                return bad(field, "must be positive");
+            }
+        }
+        if l.frame_bytes_max < 1024 || l.frame_bytes_max > i32::MAX as usize {
+            return bad(
+                "limits.frame_bytes_max",
+                "must be between 1024 and 2147483647",
+            );
+        }
+        if l.inflight_request_bytes_max < l.frame_bytes_max {
+            return bad(
+                "limits.inflight_request_bytes_max",
+                "must be at least limits.frame_bytes_max",
+            );
+        }
+        if l.fetch_response_bytes_max < 1024 {
+            return bad("limits.fetch_response_bytes_max", "must be at least 1024");
+        }
+        let s = &self.storage;
+        if s.flush_tick_ms == 0 {
+            return bad("storage.flush_tick_ms", "must be positive");
+        }
+        // The storage crate checks its own sizes; run it on the defaults so a bad value is
+        // reported at start, with the field named.
+        let probe = topic_config::TopicSettings::resolve(&self.topic_default_strings(), &[])
+            .map_err(|reason| ConfigError::Invalid {
+                field: "topic_defaults".into(),
+                reason,
+            })?;
+        if let Err(e) = probe.log_config(s).validate() {
+            return Err(ConfigError::Invalid {
+                field: "storage".into(),
+                reason: e.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The address clients are told to use.
+    pub fn advertised(&self) -> (String, i32) {
+        if let Some((host, port)) = parse_host_port(&self.advertise) {
+            return (host, port);
+        }
+        (self.listen.ip().to_string(), self.listen.port() as i32)
+    }
+}
+
+fn parse_host_port(s: &str) -> Option<(String, i32)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    if host.is_empty() {
+        return None;
+    }
+    Some((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port as i32,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_round_trip_through_toml() {
+        let c = BrokerConfig::default();
+        c.validate().unwrap();
+        let text = c.to_toml();
+        let back: BrokerConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back.listen, c.listen);
+        assert_eq!(back.limits.frame_bytes_max, c.limits.frame_bytes_max);
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let mut c = BrokerConfig::default();
+        c.limits.connections_max = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("limits.connections_max"), "{e}");
+
+        let c: BrokerConfig =
+            toml::from_str("[topic_defaults]\n\"retention.ms\" = \"soon\"\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("retention.ms"), "{e}");
+
+        let e = toml::from_str::<BrokerConfig>("listen_port = 3\n").unwrap_err();
+        assert!(e.to_string().contains("listen_port"), "{e}");
+    }
+
+    #[test]
+    fn advertise_falls_back_to_listen() {
+        let mut c = BrokerConfig::default();
+        assert_eq!(c.advertised(), ("127.0.0.1".to_string(), 9092));
+        c.advertise = "broker-1.example:19092".into();
+        assert_eq!(c.advertised(), ("broker-1.example".to_string(), 19092));
+    }
+}

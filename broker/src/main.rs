@@ -1,0 +1,150 @@
+//! `rill`: the Rill broker binary.
+//!
+//! `rill broker` starts a single-node, Kafka-compatible broker: one glommio executor (shard)
+//! per core, each owning a share of the partitions and serving its own connections
+//! ([`runtime`]). Requests are decoded by `rill-net`, handled in [`handlers`] and [`fetch`],
+//! and reach partitions on their owner shard ([`shard`]); topics and their configs live in
+//! the registry kept by shard 0 ([`metadata`], [`topic_config`]).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use tracing::{error, info};
+
+mod config;
+mod errors;
+mod fetch;
+mod handlers;
+mod metadata;
+mod producer;
+mod runtime;
+mod shard;
+mod topic_config;
+
+use config::BrokerConfig;
+use metadata::{RegistryFile, Snapshot};
+
+#[derive(Parser)]
+#[command(
+    name = "rill",
+    version,
+    about = "Rill: a Kafka-compatible event streaming broker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker (single node).
+    Broker(BrokerArgs),
+}
+
+#[derive(Args)]
+struct BrokerArgs {
+    /// TOML config file (every field optional; see deploy/rill.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./rill-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:9092].
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// HOST:PORT clients are told to connect to [default: the listen address].
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Shards (executors, one per core) [default: one per available core].
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RILL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match cli.command {
+        Command::Broker(args) => match broker(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                error!("{e}");
+                eprintln!("rill broker: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn broker(args: BrokerArgs) -> Result<(), String> {
+    let mut config = match &args.config {
+        Some(path) => BrokerConfig::load(path).map_err(|e| e.to_string())?,
+        None => BrokerConfig::default(),
+    };
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(a) = args.advertise {
+        config.advertise = a;
+    }
+    if let Some(n) = args.shards {
+        config.shards = n;
+    }
+    if config.shards == 0 {
+        config.shards = std::thread::available_parallelism().map_or(1, |n| n.get());
+    }
+    config.validate().map_err(|e| e.to_string())?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    let meta_dir = config.data_dir.join("meta");
+    std::fs::create_dir_all(&meta_dir).map_err(|e| {
+        format!(
+            "cannot create data directory {}: {e}; check the path and its permissions",
+            meta_dir.display()
+        )
+    })?;
+    // One broker per data directory: a second one would corrupt the logs.
+    let lock_path = meta_dir.join("lock");
+    let lock = std::fs::File::create(&lock_path)
+        .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
+    lock.try_lock().map_err(|_| {
+        format!(
+            "data directory {} is in use by another rill broker; stop it or pick another --data-dir",
+            config.data_dir.display()
+        )
+    })?;
+    let registry = RegistryFile::load(&config.data_dir)?;
+    let snapshot = Snapshot::build(0, &registry, &config.topic_default_strings())?;
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        cluster_id = %registry.cluster_id,
+        topics = registry.topics.len(),
+        shards = config.shards,
+        "starting rill broker"
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone())
+            .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    }
+    runtime::run(config, registry, snapshot, stop)?;
+    info!("rill broker stopped cleanly");
+    drop(lock);
+    Ok(())
+}

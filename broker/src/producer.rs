@@ -1,0 +1,242 @@
+//! Idempotent producers (KIP-98): per partition, the last batches of each producer id, so a
+//! retried batch is answered with its original offset instead of being appended twice, and a
+//! gap in the sequence is refused. Owned by the partition's shard.
+//!
+//! The table lives in memory and is bounded (`limits.producers_per_partition_max`, least
+//! recently used evicted). After a restart it starts empty, so a retry that crosses a broker
+//! restart is not recognised (Kafka rebuilds the table from producer snapshots; Rill does not
+//! yet).
+
+use std::collections::{HashMap, VecDeque};
+
+use rill_net::ErrorCode;
+use rill_storage::batch::BatchHeader;
+
+use crate::errors::KafkaError;
+
+/// Batches remembered per producer, as Kafka does (a producer has at most 5 in flight).
+const RECENT_BATCHES: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Recent {
+    first_seq: i32,
+    last_seq: i32,
+    base_offset: i64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    epoch: i16,
+    recent: VecDeque<Recent>,
+    last_used: u64,
+}
+
+/// What to do with a batch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Not a duplicate and in sequence: append it.
+    Append,
+    /// Already stored: answer with its original base offset.
+    Duplicate { base_offset: i64 },
+}
+
+/// The producer states of one partition.
+#[derive(Debug)]
+pub struct ProducerTable {
+    max: usize,
+    entries: HashMap<i64, Entry>,
+    clock: u64,
+}
+
+fn last_seq(h: &BatchHeader) -> i32 {
+    // Sequences wrap at i32::MAX back to 0.
+    ((h.base_sequence as i64 + h.last_offset_delta as i64) % (i32::MAX as i64 + 1)) as i32
+}
+
+fn next_seq(seq: i32) -> i32 {
+    if seq == i32::MAX {
+        0
+    } else {
+        seq + 1
+    }
+}
+
+impl ProducerTable {
+    pub fn new(max: usize) -> ProducerTable {
+        ProducerTable {
+            max,
+            entries: HashMap::new(),
+            clock: 0,
+        }
+    }
+
+    /// Decides what to do with a batch (batches without a producer id always append).
+    pub fn check(&self, h: &BatchHeader) -> Result<Check, KafkaError> {
+        if h.producer_id < 0 {
+            return Ok(Check::Append);
+        }
+        let Some(e) = self.entries.get(&h.producer_id) else {
+            return Ok(Check::Append);
+        };
+        if h.producer_epoch < e.epoch {
+            return Err(KafkaError::new(
+                ErrorCode::InvalidProducerEpoch,
+                format!(
+                    "producer {} epoch {} is older than the current epoch {}",
+                    h.producer_id, h.producer_epoch, e.epoch
+                ),
+            ));
+        }
+        if h.producer_epoch > e.epoch {
+            return if h.base_sequence == 0 {
+                Ok(Check::Append)
+            } else {
+                Err(out_of_order(h, 0))
+            };
+        }
+        let last = last_seq(h);
+        if let Some(r) = e
+            .recent
+            .iter()
+            .find(|r| r.first_seq == h.base_sequence && r.last_seq == last)
+        {
+            return Ok(Check::Duplicate {
+                base_offset: r.base_offset,
+            });
+        }
+        let expected = e.recent.back().map_or(0, |r| next_seq(r.last_seq));
+        if h.base_sequence == expected {
+            return Ok(Check::Append);
+        }
+        if e.recent
+            .iter()
+            .any(|r| r.first_seq <= h.base_sequence && h.base_sequence <= r.last_seq)
+        {
+            return Err(KafkaError::new(
+                ErrorCode::DuplicateSequenceNumber,
+                format!(
+                    "producer {} sequence {} overlaps a stored batch with other bounds",
+                    h.producer_id, h.base_sequence
+                ),
+            ));
+        }
+        Err(out_of_order(h, expected))
+    }
+
+    /// Remembers an appended batch.
+    pub fn record(&mut self, h: &BatchHeader, base_offset: i64) {
+        if h.producer_id < 0 {
+            return;
+        }
+        self.clock += 1;
+        if !self.entries.contains_key(&h.producer_id) && self.entries.len() >= self.max {
+            if let Some((&oldest, _)) = self.entries.iter().min_by_key(|(_, e)| e.last_used) {
+                self.entries.remove(&oldest);
+            }
+        }
+        let e = self.entries.entry(h.producer_id).or_insert_with(|| Entry {
+            epoch: h.producer_epoch,
+            recent: VecDeque::with_capacity(RECENT_BATCHES),
+            last_used: 0,
+        });
+        if h.producer_epoch > e.epoch {
+            e.epoch = h.producer_epoch;
+            e.recent.clear();
+        }
+        if e.recent.len() == RECENT_BATCHES {
+            e.recent.pop_front();
+        }
+        e.recent.push_back(Recent {
+            first_seq: h.base_sequence,
+            last_seq: last_seq(h),
+            base_offset,
+        });
+        e.last_used = self.clock;
+    }
+}
+
+fn out_of_order(h: &BatchHeader, expected: i32) -> KafkaError {
+    KafkaError::new(
+        ErrorCode::OutOfOrderSequenceNumber,
+        format!(
+            "producer {} sent sequence {} but {} was expected",
+            h.producer_id, h.base_sequence, expected
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(producer_id: i64, epoch: i16, base_sequence: i32, count: i32) -> BatchHeader {
+        BatchHeader {
+            base_offset: 0,
+            batch_length: 0,
+            partition_leader_epoch: 0,
+            magic: 2,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: count - 1,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            producer_id,
+            producer_epoch: epoch,
+            base_sequence,
+            record_count: count,
+        }
+    }
+
+    #[test]
+    fn retries_are_answered_with_the_original_offset() {
+        let mut t = ProducerTable::new(10);
+        let a = header(7, 0, 0, 3);
+        assert_eq!(t.check(&a).unwrap(), Check::Append);
+        t.record(&a, 100);
+        let b = header(7, 0, 3, 2);
+        assert_eq!(t.check(&b).unwrap(), Check::Append);
+        t.record(&b, 103);
+        assert_eq!(t.check(&a).unwrap(), Check::Duplicate { base_offset: 100 });
+        assert_eq!(t.check(&b).unwrap(), Check::Duplicate { base_offset: 103 });
+    }
+
+    #[test]
+    fn gaps_old_epochs_and_overlaps_are_refused() {
+        let mut t = ProducerTable::new(10);
+        let a = header(7, 1, 0, 3);
+        t.record(&a, 0);
+        assert_eq!(
+            t.check(&header(7, 1, 5, 1)).unwrap_err().code,
+            ErrorCode::OutOfOrderSequenceNumber
+        );
+        assert_eq!(
+            t.check(&header(7, 0, 3, 1)).unwrap_err().code,
+            ErrorCode::InvalidProducerEpoch
+        );
+        assert_eq!(
+            t.check(&header(7, 1, 1, 1)).unwrap_err().code,
+            ErrorCode::DuplicateSequenceNumber
+        );
+        // A new epoch starts again at 0.
+        assert_eq!(t.check(&header(7, 2, 0, 1)).unwrap(), Check::Append);
+        assert!(t.check(&header(7, 2, 4, 1)).is_err());
+        // Unknown producers and plain batches append.
+        assert_eq!(t.check(&header(8, 0, 42, 1)).unwrap(), Check::Append);
+        assert_eq!(t.check(&header(-1, -1, -1, 1)).unwrap(), Check::Append);
+    }
+
+    #[test]
+    fn sequences_wrap_and_the_table_is_bounded() {
+        let mut t = ProducerTable::new(2);
+        let a = header(1, 0, i32::MAX - 1, 2);
+        t.record(&a, 0);
+        assert_eq!(t.check(&header(1, 0, 0, 1)).unwrap(), Check::Append);
+        t.record(&header(2, 0, 0, 1), 2);
+        t.record(&header(3, 0, 0, 1), 3);
+        assert_eq!(t.entries.len(), 2);
+        assert!(
+            !t.entries.contains_key(&1),
+            "least recently used producer evicted"
+        );
+    }
+}
