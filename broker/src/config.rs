@@ -324,6 +324,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_in_deploy_states_every_default() {
+        let example: BrokerConfig = toml::from_str(include_str!("../../deploy/rill.toml")).unwrap();
+        example.validate().unwrap();
+        assert_eq!(example.to_toml(), BrokerConfig::default().to_toml());
+    }
+
+    #[test]
     fn advertise_falls_back_to_listen() {
         let mut c = BrokerConfig::default();
         assert_eq!(c.advertised(), ("127.0.0.1".to_string(), 9092));
