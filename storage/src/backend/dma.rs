@@ -7,6 +7,7 @@
 use std::io;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
@@ -48,10 +49,33 @@ impl DerefMut for AlignedBuf {
     }
 }
 
+/// Set once the process has opened its first `DmaFile` through [`probe_iopoll`].
+static IOPOLL_PROBED: AtomicBool = AtomicBool::new(false);
+
+/// glommio decides, once per device and process, whether reads may use the io_uring poll
+/// ring, by reading the first block of the first `DmaFile` opened on it. When that file is
+/// empty the read "succeeds" at end of file, the device is taken for iopoll-capable, and
+/// every later read fails with EOPNOTSUPP on devices without polled I/O (virtio disks, most
+/// cloud volumes). So before the first real open, open a file that holds a block of data
+/// next to it: the probe then sees the device's real answer.
+async fn probe_iopoll(near: &Path) -> StorageResult<()> {
+    if IOPOLL_PROBED.swap(true, Ordering::SeqCst) {
+        return Ok(());
+    }
+    let dir = near.parent().unwrap_or(Path::new("."));
+    let probe = dir.join(".rill-iopoll-probe");
+    std::fs::write(&probe, [0x5au8; 4096]).map_err(|e| StorageError::io(&probe, e))?;
+    let opened = OpenOptions::new().read(true).dma_open(&probe).await;
+    let _ = std::fs::remove_file(&probe);
+    let file = opened.map_err(|e| gio(&probe, e))?;
+    file.close().await.map_err(|e| gio(&probe, e))
+}
+
 impl Backend for DmaBackend {
     type File = DmaSegment;
 
     async fn open_segment(&self, path: &Path, create: bool) -> StorageResult<DmaSegment> {
+        probe_iopoll(path).await?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
