@@ -102,3 +102,38 @@ impl LogConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        LogConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases: Vec<(&str, fn(&mut LogConfig))> = vec![
+            ("segment_bytes", |c| c.segment_bytes = 100),
+            ("segment_bytes", |c| c.segment_bytes = 1 << 40),
+            ("index_interval_bytes", |c| c.index_interval_bytes = 0),
+            ("batch_bytes_max", |c| c.batch_bytes_max = 10),
+            ("write_chunk_bytes", |c| c.write_chunk_bytes = 5000),
+            ("write_buffer_bytes_max", |c| {
+                c.write_buffer_bytes_max = c.batch_bytes_max - 1
+            }),
+            ("read_ahead_bytes", |c| c.read_ahead_bytes = 1),
+        ];
+        for (field, breaks) in cases {
+            let mut c = LogConfig::default();
+            breaks(&mut c);
+            match c.validate() {
+                Err(StorageError::InvalidConfig { field: named, .. }) => {
+                    assert_eq!(named, field)
+                }
+                other => panic!("{field}: expected InvalidConfig, got {other:?}"),
+            }
+        }
+    }
+}

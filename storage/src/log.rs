@@ -1648,3 +1648,97 @@ impl<B: Backend> PartitionLog<B> {
         self.backend.remove_dir_all(&self.dir).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+    use crate::batch::build;
+    use futures_lite::future::block_on;
+
+    fn open(be: &MemoryBackend, cfg: LogConfig) -> PartitionLog<MemoryBackend> {
+        block_on(PartitionLog::open(
+            be.clone(),
+            PathBuf::from("/mem/t-0"),
+            cfg,
+            FileBudget::new(16),
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn write_through_reaches_the_file_without_a_sync() {
+        let be = MemoryBackend::new();
+        let log = open(&be, LogConfig::default());
+        block_on(async {
+            let batch = build::sized(300, 2, 5);
+            log.append(Bytes::from(batch.clone()), 0).await.unwrap();
+            let syncs = be.sync_count();
+            log.write_through().await.unwrap();
+            assert_eq!(be.sync_count(), syncs, "write_through must not fdatasync");
+            assert_eq!(log.unwritten_bytes(), 0);
+            let file = be
+                .file_bytes(Path::new("/mem/t-0/00000000000000000000.log"))
+                .unwrap();
+            // Only baseOffset and the leader epoch differ from what was appended.
+            assert_eq!(&file[16..batch.len()], &batch[16..]);
+        });
+    }
+
+    #[test]
+    fn a_read_returns_at_least_one_batch_whatever_the_limit() {
+        let be = MemoryBackend::new();
+        let log = open(&be, LogConfig::default());
+        block_on(async {
+            for i in 0..3 {
+                log.append(Bytes::from(build::sized(1000, 1, i)), 0)
+                    .await
+                    .unwrap();
+            }
+            let r = log.read(1, 10).await.unwrap();
+            assert_eq!(r.batches.len(), 1);
+            assert_eq!(BatchHeader::parse(&r.batches[0]).unwrap().base_offset, 1);
+            assert_eq!(r.log_end_offset, 3);
+            assert!(log.read(3, 10).await.unwrap().batches.is_empty());
+            assert!(matches!(
+                log.read(4, 10).await,
+                Err(StorageError::OffsetOutOfRange { .. })
+            ));
+        });
+    }
+
+    #[test]
+    fn retention_by_bytes_and_delete_records_move_the_log_start() {
+        let be = MemoryBackend::new();
+        let cfg = LogConfig {
+            segment_bytes: 8192,
+            retention_bytes: Some(16384),
+            retention_ms: None,
+            ..LogConfig::default()
+        };
+        let log = open(&be, cfg);
+        block_on(async {
+            for i in 0..40 {
+                log.append(Bytes::from(build::sized(1000, 1, i)), 0)
+                    .await
+                    .unwrap();
+            }
+            let out = log.enforce_retention().await.unwrap();
+            assert!(out.segments_deleted > 0);
+            assert!(log.stats().size_bytes <= 16384 + 8192);
+            let start = log.log_start_offset();
+            assert!(start > 0 && start == out.log_start_offset);
+            let low = log.delete_records(start + 2).await.unwrap();
+            assert_eq!(low, start + 2);
+            assert!(matches!(
+                log.read(start, 1 << 20).await,
+                Err(StorageError::OffsetOutOfRange { .. })
+            ));
+            let r = log.read(start + 2, 1 << 20).await.unwrap();
+            assert_eq!(
+                BatchHeader::parse(&r.batches[0]).unwrap().base_offset,
+                start + 2
+            );
+        });
+    }
+}
