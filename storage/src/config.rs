@@ -114,7 +114,8 @@ mod tests {
 
     #[test]
     fn each_bad_field_is_named() {
-        let cases: Vec<(&str, fn(&mut LogConfig))> = vec![
+        type Break = fn(&mut LogConfig);
+        let cases: Vec<(&str, Break)> = vec![
             ("segment_bytes", |c| c.segment_bytes = 100),
             ("segment_bytes", |c| c.segment_bytes = 1 << 40),
             ("index_interval_bytes", |c| c.index_interval_bytes = 0),
