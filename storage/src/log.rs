@@ -347,6 +347,10 @@ impl<B: Backend> PartitionLog<B> {
         let (size, next_offset, index) = match recovered {
             Some(r) => r,
             None => {
+                if file_bytes > 0 {
+                    info!(path = %path.display(), bytes = file_bytes,
+                        "partition was not closed cleanly; recovering: checking every batch of the active segment");
+                }
                 let cfg_interval = config.index_interval_bytes;
                 scan_segment(file.get(), &path, active_base, file_bytes, cfg_interval).await?
             }

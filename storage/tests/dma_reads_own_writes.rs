@@ -17,10 +17,18 @@ fn test_dir() -> PathBuf {
     tempfile::tempdir_in(base).unwrap().keep()
 }
 
+/// Two executors (as a broker's shards do) each create a log at the same moment: neither
+/// may open its empty segment before the probe has finished.
 #[test]
-fn fresh_log_reads_its_own_writes_from_disk() {
-    let dir = test_dir();
-    let handle = glommio::LocalExecutorBuilder::default()
+fn fresh_logs_on_two_executors_read_their_own_writes_from_disk() {
+    let handles: Vec<_> = (0..2).map(|_| spawn_writer_reader(test_dir())).collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+fn spawn_writer_reader(dir: PathBuf) -> glommio::ExecutorJoinHandle<()> {
+    glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
             let cfg = LogConfig {
                 tail_cache_bytes_max: 4096,
@@ -54,6 +62,5 @@ fn fresh_log_reads_its_own_writes_from_disk() {
             log.close().await.unwrap();
             std::fs::remove_dir_all(dir).unwrap();
         })
-        .unwrap();
-    handle.join().unwrap();
+        .unwrap()
 }

@@ -4,10 +4,10 @@
 //! shard runtime and the network loop). Every future here must run on a
 //! glommio executor: the shard that owns the partition.
 
+use std::cell::Cell;
 use std::io;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
@@ -49,21 +49,49 @@ impl DerefMut for AlignedBuf {
     }
 }
 
-/// Set once the process has opened its first `DmaFile` through [`probe_iopoll`].
-static IOPOLL_PROBED: AtomicBool = AtomicBool::new(false);
+thread_local! {
+    /// [`probe_iopoll`]'s progress on this executor thread: not started, running, done.
+    static IOPOLL_PROBE: Cell<u8> = const { Cell::new(PROBE_NOT_STARTED) };
+}
+const PROBE_NOT_STARTED: u8 = 0;
+const PROBE_RUNNING: u8 = 1;
+const PROBE_DONE: u8 = 2;
 
-/// glommio decides, once per device and process, whether reads may use the io_uring poll
+/// glommio decides, once per device and executor thread, whether reads may use the io_uring poll
 /// ring, by reading the first block of the first `DmaFile` opened on it. When that file is
 /// empty the read "succeeds" at end of file, the device is taken for iopoll-capable, and
 /// every later read fails with EOPNOTSUPP on devices without polled I/O (virtio disks, most
 /// cloud volumes). So before the first real open, open a file that holds a block of data
-/// next to it: the probe then sees the device's real answer.
+/// next to it: the probe then sees the device's real answer. glommio keeps that answer per
+/// thread, so every executor probes once, and its other tasks wait until it has.
 async fn probe_iopoll(near: &Path) -> StorageResult<()> {
-    if IOPOLL_PROBED.swap(true, Ordering::SeqCst) {
-        return Ok(());
+    loop {
+        match IOPOLL_PROBE.with(Cell::get) {
+            PROBE_DONE => return Ok(()),
+            PROBE_NOT_STARTED => {
+                IOPOLL_PROBE.with(|p| p.set(PROBE_RUNNING));
+                let result = open_probe_file(near).await;
+                let next = if result.is_ok() {
+                    PROBE_DONE
+                } else {
+                    PROBE_NOT_STARTED
+                };
+                IOPOLL_PROBE.with(|p| p.set(next));
+                return result;
+            }
+            // Another task of this executor is probing: wait without blocking the thread.
+            _ => glommio::timer::sleep(std::time::Duration::from_millis(1)).await,
+        }
     }
+}
+
+async fn open_probe_file(near: &Path) -> StorageResult<()> {
     let dir = near.parent().unwrap_or(Path::new("."));
-    let probe = dir.join(".rill-iopoll-probe");
+    // Named per thread: executors probe at the same time, possibly in the same directory.
+    let probe = dir.join(format!(
+        ".rill-iopoll-probe-{:?}",
+        std::thread::current().id()
+    ));
     std::fs::write(&probe, [0x5au8; 4096]).map_err(|e| StorageError::io(&probe, e))?;
     let opened = OpenOptions::new().read(true).dma_open(&probe).await;
     let _ = std::fs::remove_file(&probe);
