@@ -33,11 +33,11 @@ pub enum Reply {
 }
 
 /// Apis not served yet (consumer groups); they are not advertised, so clients
-/// do not try them.
+/// do not try them. FindCoordinator is served (this broker coordinates every group):
+/// librdkafka only compresses with lz4 for brokers that advertise it.
 const NOT_SERVED: &[ApiKey] = &[
     ApiKey::OffsetCommit,
     ApiKey::OffsetFetch,
-    ApiKey::FindCoordinator,
     ApiKey::JoinGroup,
     ApiKey::Heartbeat,
     ApiKey::LeaveGroup,
@@ -132,6 +132,7 @@ pub async fn handle(shard: Rc<Shard>, header: RequestHeader, request: Request) -
         Request::DeleteRecords(r) => frame(cid, v, &delete_records(&shard, r).await),
         Request::DescribeCluster(r) => frame(cid, v, &describe_cluster(&shard, r)),
         Request::InitProducerId(r) => frame(cid, v, &init_producer_id(&shard, r).await),
+        Request::FindCoordinator(r) => frame(cid, v, &find_coordinator(&shard, r, v)),
         other => {
             // Not in the advertised table, so decoding already refused it.
             warn!(
@@ -889,5 +890,49 @@ async fn init_producer_id(shard: &Rc<Shard>, r: InitProducerIdRequest) -> InitPr
             .with_producer_epoch(0),
         Ok(_) => failed(ErrorCode::UnknownServerError),
         Err(e) => failed(e.code),
+    }
+}
+
+/// Key type 0 in FindCoordinator: a consumer group (1 is a transactional id).
+const COORDINATOR_GROUP: i8 = 0;
+
+/// On a single node this broker coordinates every consumer group. Transactions have no
+/// coordinator yet, which the answer says.
+fn find_coordinator(
+    shard: &Rc<Shard>,
+    r: FindCoordinatorRequest,
+    v: i16,
+) -> FindCoordinatorResponse {
+    use find_coordinator_response::Coordinator;
+    let c = &shard.config;
+    let (host, port) = c.advertised();
+    let answer = |key: StrBytes| {
+        let coordinator = Coordinator::default().with_key(key);
+        if r.key_type == COORDINATOR_GROUP {
+            coordinator
+                .with_node_id(BrokerId(c.node_id))
+                .with_host(s(host.clone()))
+                .with_port(port)
+        } else {
+            coordinator
+                .with_node_id(BrokerId(-1))
+                .with_error_code(ErrorCode::CoordinatorNotAvailable.code())
+                .with_error_message(Some(s("transactions are not supported yet")))
+        }
+    };
+    if v >= 4 {
+        return FindCoordinatorResponse::default()
+            .with_coordinators(r.coordinator_keys.iter().cloned().map(answer).collect());
+    }
+    let one = answer(r.key);
+    let response = FindCoordinatorResponse::default()
+        .with_error_code(one.error_code)
+        .with_node_id(one.node_id)
+        .with_host(one.host)
+        .with_port(one.port);
+    if v >= 1 {
+        response.with_error_message(one.error_message)
+    } else {
+        response
     }
 }

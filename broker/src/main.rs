@@ -14,6 +14,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use tracing::{error, info};
 
+mod cli;
 mod config;
 mod errors;
 mod fetch;
@@ -42,6 +43,19 @@ struct Cli {
 enum Command {
     /// Run a broker (single node).
     Broker(BrokerArgs),
+    /// Create, list, describe, alter and delete topics.
+    #[command(subcommand)]
+    Topic(cli::TopicCmd),
+    /// Read and change topic and broker configs.
+    #[command(subcommand)]
+    Config(cli::ConfigCmd),
+    /// Produce lines from stdin as records.
+    Produce(cli::ProduceArgs),
+    /// Print records of a topic.
+    Consume(cli::ConsumeArgs),
+    /// Cluster id, controller and brokers.
+    #[command(subcommand)]
+    Cluster(cli::ClusterCmd),
 }
 
 #[derive(Args)]
@@ -68,6 +82,27 @@ struct BrokerArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let client = match cli.command {
+        Command::Broker(args) => return run_broker(args),
+        Command::Topic(cmd) => cli::topic(cmd),
+        Command::Config(cmd) => cli::config(cmd),
+        Command::Produce(args) => cli::produce(args),
+        Command::Consume(args) => cli::consume(args),
+        Command::Cluster(cmd) => cli::cluster(cmd),
+    };
+    match client {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if let Some(hint) = e.hint() {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn run_broker(args: BrokerArgs) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RILL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -75,15 +110,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match cli.command {
-        Command::Broker(args) => match broker(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                error!("{e}");
-                eprintln!("rill broker: {e}");
-                ExitCode::FAILURE
-            }
-        },
+    match broker(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("rill broker: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -64,6 +64,47 @@ pub struct Inflight {
     pub api_version: i16,
 }
 
+/// A blocking `std` TCP stream presented as a futures-lite stream, for tools that drive a
+/// [`Connection`] with `futures_lite::future::block_on` on their own thread (the CLI, tests):
+/// every poll makes the blocking call, so set read and write timeouts on the socket to bound
+/// each one (a timeout surfaces as an error, never a hang).
+#[derive(Debug)]
+pub struct BlockingStream(pub std::net::TcpStream);
+
+impl AsyncRead for BlockingStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(std::io::Read::read(&mut self.get_mut().0, buf))
+    }
+}
+
+impl AsyncWrite for BlockingStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(std::io::Write::write(&mut self.get_mut().0, buf))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(std::io::Write::flush(&mut self.get_mut().0))
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(self.get_mut().0.shutdown(std::net::Shutdown::Write))
+    }
+}
+
 /// One client connection to a broker.
 #[derive(Debug)]
 pub struct Connection<S> {

@@ -1,0 +1,153 @@
+//! The CLI's connection to a broker: a blocking socket driving `rill_net`'s client, with
+//! versions negotiated once, and the errors every subcommand shares (each with an exit code
+//! scripts can use).
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use futures_lite::future::block_on;
+use rill_net::client::{ApiVersions, BlockingStream, Connection, ConnectionOptions};
+use rill_net::kafka_protocol::messages::ApiKey;
+use rill_net::kafka_protocol::protocol::Request as KafkaRequest;
+use rill_net::ErrorCode;
+
+/// Why a subcommand failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot reach a broker at {bootstrap}: {reason}; is `rill broker` running there? (--bootstrap)")]
+    Unreachable { bootstrap: String, reason: String },
+    #[error("{what}: {} ({}){}", code.name(), code.code(), message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Kafka {
+        what: String,
+        code: ErrorCode,
+        message: Option<String>,
+    },
+    #[error("{what}: unknown Kafka error code {code}")]
+    UnknownCode { what: String, code: i16 },
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl CliError {
+    /// 1: the broker refused (a Kafka error), 2: bad usage, 3: no broker, 4: protocol or I/O.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Kafka { .. } | CliError::UnknownCode { .. } => 1,
+            CliError::Usage(_) => 2,
+            CliError::Unreachable { .. } => 3,
+            CliError::Protocol(_) => 4,
+        }
+    }
+
+    /// What to do about it, when there is something to say.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            CliError::Kafka { code, .. } => Some(match code {
+                ErrorCode::UnknownTopicOrPartition => "check the name with `rill topic list`",
+                ErrorCode::TopicAlreadyExists => "pick another name, or delete the topic first",
+                ErrorCode::InvalidConfig => {
+                    "see `rill config get topic NAME` for the accepted keys"
+                }
+                ErrorCode::InvalidReplicationFactor => {
+                    "the replication factor cannot exceed the number of brokers"
+                }
+                ErrorCode::InvalidPartitions => "the partition count can only grow",
+                ErrorCode::UnsupportedVersion => "the broker is older than this client",
+                _ => return None,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Turns a response error code into a result.
+pub fn check(what: impl Into<String>, code: i16, message: Option<&str>) -> Result<(), CliError> {
+    if code == 0 {
+        return Ok(());
+    }
+    let what = what.into();
+    match ErrorCode::from_code(code) {
+        Some(code) => Err(CliError::Kafka {
+            what,
+            code,
+            message: message.map(str::to_string),
+        }),
+        None => Err(CliError::UnknownCode { what, code }),
+    }
+}
+
+/// One connection to the bootstrap broker.
+pub struct Client {
+    conn: Connection<BlockingStream>,
+    versions: ApiVersions,
+}
+
+/// Bound on connecting and on each request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Client {
+    pub fn connect(bootstrap: &str) -> Result<Client, CliError> {
+        let unreachable = |reason: String| CliError::Unreachable {
+            bootstrap: bootstrap.to_string(),
+            reason,
+        };
+        let addrs: Vec<_> = bootstrap
+            .to_socket_addrs()
+            .map_err(|e| unreachable(format!("cannot resolve: {e}")))?
+            .collect();
+        let mut last = String::from("no address");
+        let mut stream = None;
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        let stream = stream.ok_or_else(|| unreachable(last))?;
+        stream
+            .set_read_timeout(Some(REQUEST_TIMEOUT))
+            .and_then(|_| stream.set_write_timeout(Some(REQUEST_TIMEOUT)))
+            .and_then(|_| stream.set_nodelay(true))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let options = ConnectionOptions {
+            client_id: "rill-cli".into(),
+            response_frame_bytes_max: 256 << 20,
+            ..Default::default()
+        };
+        let mut conn = Connection::with_options(BlockingStream(stream), options);
+        let versions = block_on(conn.api_versions()).map_err(|e| unreachable(e.to_string()))?;
+        Ok(Client { conn, versions })
+    }
+
+    /// The negotiated version of `key`.
+    pub fn version(&self, key: ApiKey) -> Result<i16, CliError> {
+        self.versions.version(key).ok_or_else(|| {
+            CliError::Protocol(format!(
+                "the broker does not serve {key:?} at a version this client speaks"
+            ))
+        })
+    }
+
+    /// One round trip at the negotiated version.
+    pub fn send<R: KafkaRequest>(&mut self, request: &R) -> Result<R::Response, CliError> {
+        let key = ApiKey::try_from(R::KEY)
+            .map_err(|_| CliError::Protocol(format!("unknown api key {}", R::KEY)))?;
+        let version = self.version(key)?;
+        block_on(self.conn.send(version, request))
+            .map_err(|e| CliError::Protocol(format!("{key:?} request failed: {e}")))
+    }
+
+    /// Sends a request the broker does not answer (Produce with acks=0).
+    pub fn send_no_response<R: KafkaRequest>(&mut self, request: &R) -> Result<(), CliError> {
+        let key = ApiKey::try_from(R::KEY)
+            .map_err(|_| CliError::Protocol(format!("unknown api key {}", R::KEY)))?;
+        let version = self.version(key)?;
+        block_on(self.conn.send_no_response(version, request))
+            .map_err(|e| CliError::Protocol(format!("{key:?} request failed: {e}")))
+    }
+}

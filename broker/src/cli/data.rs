@@ -1,0 +1,413 @@
+//! `rill produce` (lines from stdin) and `rill consume` (records to stdout).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rill_net::client::{decode_record_batches, encode_record_batch, BatchOptions, ProduceRecord};
+use rill_net::kafka_protocol::messages::*;
+use rill_net::kafka_protocol::protocol::StrBytes;
+use rill_net::kafka_protocol::records::Compression;
+use rill_net::ErrorCode;
+use serde_json::json;
+
+use super::client::{check, CliError, Client};
+use super::{pair, ConsumeArgs, Format, ProduceArgs};
+
+/// Records per produce batch, and bytes per partition batch, before it is sent.
+const BATCH_RECORDS_MAX: usize = 1000;
+const BATCH_BYTES_MAX: usize = 256 << 10;
+
+fn topic_name(v: &str) -> TopicName {
+    TopicName(StrBytes::from_string(v.to_string()))
+}
+
+/// The partitions of `topic`; `create` lets the broker auto-create it (producing does, as
+/// Kafka's tools do; consuming does not).
+fn partitions_of(c: &mut Client, topic: &str, create: bool) -> Result<Vec<i32>, CliError> {
+    let r = c.send(
+        &MetadataRequest::default()
+            .with_allow_auto_topic_creation(create)
+            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+            )
+            .with_name(Some(topic_name(topic)))])),
+    )?;
+    let t = r
+        .topics
+        .first()
+        .ok_or_else(|| CliError::Protocol("empty Metadata response".into()))?;
+    check(format!("topic {topic}"), t.error_code, None)?;
+    let mut parts: Vec<i32> = t.partitions.iter().map(|p| p.partition_index).collect();
+    parts.sort_unstable();
+    if parts.is_empty() {
+        return Err(CliError::Protocol(format!(
+            "topic {topic} has no partitions"
+        )));
+    }
+    Ok(parts)
+}
+
+/// Kafka's murmur2, as its default partitioner hashes keys (so keyed records land on the
+/// same partitions as with the Java client).
+pub fn murmur2(data: &[u8]) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let len = data.len();
+    let mut h: u32 = 0x9747_b28c ^ (len as u32);
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= (rest[2] as u32) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= (rest[1] as u32) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= rest[0] as u32;
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+fn parse_acks(s: &str) -> Result<i16, CliError> {
+    match s {
+        "all" | "-1" => Ok(-1),
+        "1" => Ok(1),
+        "0" => Ok(0),
+        other => Err(CliError::Usage(format!("--acks {other}: use all, 1 or 0"))),
+    }
+}
+
+fn parse_compression(s: &str) -> Result<Compression, CliError> {
+    Ok(match s {
+        "none" => Compression::None,
+        "gzip" => Compression::Gzip,
+        "snappy" => Compression::Snappy,
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        other => {
+            return Err(CliError::Usage(format!(
+                "--compression {other}: use none, gzip, snappy, lz4 or zstd"
+            )))
+        }
+    })
+}
+
+pub fn produce(args: ProduceArgs) -> Result<(), CliError> {
+    let acks = parse_acks(&args.acks)?;
+    let compression = parse_compression(&args.compression)?;
+    let mut headers = Vec::new();
+    for h in &args.headers {
+        let (k, v) = pair(h)?;
+        headers.push((k, Some(Bytes::from(v.into_bytes()))));
+    }
+    let mut c = Client::connect(&args.common.bootstrap)?;
+    let partitions = partitions_of(&mut c, &args.topic, true)?;
+    if let Some(p) = args.partition {
+        if !partitions.contains(&p) {
+            return Err(CliError::Usage(format!(
+                "topic {} has no partition {p} (it has {})",
+                args.topic,
+                partitions.len()
+            )));
+        }
+    }
+    let interactive = std::io::stdin().is_terminal();
+    let mut pending: BTreeMap<i32, (Vec<ProduceRecord>, usize)> = BTreeMap::new();
+    let mut pending_records = 0usize;
+    let mut round_robin = 0usize;
+    let mut produced = 0u64;
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let line = line.map_err(|e| CliError::Protocol(format!("reading stdin: {e}")))?;
+        let (key, value) = match &args.key_separator {
+            Some(sep) => match line.split_once(sep.as_str()) {
+                Some((k, v)) => (Some(k.to_string()), v.to_string()),
+                None => (None, line.clone()),
+            },
+            None => (None, line.clone()),
+        };
+        let partition = match (args.partition, &key) {
+            (Some(p), _) => p,
+            (None, Some(k)) => {
+                let h = murmur2(k.as_bytes()) & 0x7fff_ffff;
+                partitions[h as usize % partitions.len()]
+            }
+            (None, None) => {
+                round_robin += 1;
+                partitions[round_robin % partitions.len()]
+            }
+        };
+        let size = value.len() + key.as_ref().map_or(0, String::len);
+        let entry = pending.entry(partition).or_default();
+        entry.0.push(ProduceRecord {
+            key: key.map(|k| Bytes::from(k.into_bytes())),
+            value: Some(Bytes::from(value.into_bytes())),
+            headers: headers.clone(),
+            timestamp_ms: crate::runtime::now_ms(),
+        });
+        entry.1 += size;
+        pending_records += 1;
+        let full = entry.1 >= BATCH_BYTES_MAX;
+        if interactive || full || pending_records >= BATCH_RECORDS_MAX {
+            produced += send_batches(&mut c, &args.topic, &mut pending, acks, compression)?;
+            pending_records = 0;
+        }
+    }
+    produced += send_batches(&mut c, &args.topic, &mut pending, acks, compression)?;
+    match args.common.output {
+        super::Output::Json => eprintln!("{}", json!({"topic": args.topic, "produced": produced})),
+        super::Output::Table => eprintln!("produced {produced} records to {}", args.topic),
+    }
+    Ok(())
+}
+
+fn send_batches(
+    c: &mut Client,
+    topic: &str,
+    pending: &mut BTreeMap<i32, (Vec<ProduceRecord>, usize)>,
+    acks: i16,
+    compression: Compression,
+) -> Result<u64, CliError> {
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let options = BatchOptions {
+        compression,
+        ..BatchOptions::default()
+    };
+    let mut data = Vec::new();
+    let mut count = 0u64;
+    for (p, (records, _)) in std::mem::take(pending) {
+        count += records.len() as u64;
+        let batch = encode_record_batch(&records, &options)
+            .map_err(|e| CliError::Protocol(format!("encoding records: {e}")))?;
+        data.push(
+            produce_request::PartitionProduceData::default()
+                .with_index(p)
+                .with_records(Some(batch)),
+        );
+    }
+    let request = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![produce_request::TopicProduceData::default()
+            .with_name(topic_name(topic))
+            .with_partition_data(data)]);
+    if acks == 0 {
+        c.send_no_response(&request)?;
+        return Ok(count);
+    }
+    let r = c.send(&request)?;
+    for t in &r.responses {
+        for p in &t.partition_responses {
+            check(
+                format!("produce to {topic}-{}", p.index),
+                p.error_code,
+                p.error_message.as_deref(),
+            )?;
+        }
+    }
+    Ok(count)
+}
+
+pub fn consume(args: ConsumeArgs) -> Result<(), CliError> {
+    if let Some(g) = &args.group {
+        return Err(CliError::Usage(format!(
+            "--group {g}: consumer groups are not available in this rill yet; read with \
+             --partition/--offset or --from-beginning"
+        )));
+    }
+    let mut c = Client::connect(&args.common.bootstrap)?;
+    let all = partitions_of(&mut c, &args.topic, false)?;
+    let partitions = match args.partition {
+        Some(p) if all.contains(&p) => vec![p],
+        Some(p) => {
+            return Err(CliError::Usage(format!(
+                "topic {} has no partition {p}",
+                args.topic
+            )))
+        }
+        None => all,
+    };
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    let start = if args.from_beginning { -2 } else { -1 };
+    for p in &partitions {
+        let offset = match args.offset {
+            Some(o) => o,
+            None => list_offset(&mut c, &args.topic, *p, start)?,
+        };
+        next.insert(*p, offset);
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut printed = 0u64;
+    let mut last_record = Instant::now();
+    loop {
+        if args.max_messages.is_some_and(|m| printed >= m) {
+            break;
+        }
+        if let Some(idle) = args.idle_timeout_ms {
+            if last_record.elapsed() >= Duration::from_millis(idle) {
+                break;
+            }
+        }
+        let wait = args.idle_timeout_ms.map_or(500, |idle| idle.min(500)) as i32;
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(wait)
+            .with_min_bytes(1)
+            .with_max_bytes(8 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![fetch_request::FetchTopic::default()
+                .with_topic(topic_name(&args.topic))
+                .with_partitions(
+                    next.iter()
+                        .map(|(p, o)| {
+                            fetch_request::FetchPartition::default()
+                                .with_partition(*p)
+                                .with_fetch_offset(*o)
+                                .with_partition_max_bytes(1 << 20)
+                        })
+                        .collect(),
+                )]);
+        let r = c.send(&request)?;
+        check("fetch", r.error_code, None)?;
+        for t in &r.responses {
+            for p in &t.partitions {
+                if p.error_code == ErrorCode::OffsetOutOfRange.code() {
+                    return Err(CliError::Kafka {
+                        what: format!("consume {}-{}", args.topic, p.partition_index),
+                        code: ErrorCode::OffsetOutOfRange,
+                        message: Some(format!(
+                            "offset {} is outside [{}, {}]",
+                            next.get(&p.partition_index).copied().unwrap_or(-1),
+                            p.log_start_offset,
+                            p.high_watermark
+                        )),
+                    });
+                }
+                check(
+                    format!("consume {}-{}", args.topic, p.partition_index),
+                    p.error_code,
+                    None,
+                )?;
+                let Some(records) = &p.records else { continue };
+                let decoded = decode_record_batches(records)
+                    .map_err(|e| CliError::Protocol(format!("decoding records: {e}")))?;
+                let from = next.get(&p.partition_index).copied().unwrap_or(0);
+                for rec in decoded.into_iter().filter(|r| r.offset >= from) {
+                    if args.max_messages.is_some_and(|m| printed >= m) {
+                        break;
+                    }
+                    print_record(&mut out, args.format, p.partition_index, &rec)
+                        .map_err(|e| CliError::Protocol(format!("writing stdout: {e}")))?;
+                    printed += 1;
+                    last_record = Instant::now();
+                    next.insert(p.partition_index, rec.offset + 1);
+                }
+            }
+        }
+        let _ = out.flush();
+    }
+    Ok(())
+}
+
+fn list_offset(
+    c: &mut Client,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+) -> Result<i64, CliError> {
+    let r = c.send(
+        &ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+                .with_name(topic_name(topic))
+                .with_partitions(vec![
+                    list_offsets_request::ListOffsetsPartition::default()
+                        .with_partition_index(partition)
+                        .with_timestamp(timestamp),
+                ])]),
+    )?;
+    let p = r
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .next()
+        .ok_or_else(|| CliError::Protocol("empty ListOffsets response".into()))?;
+    check(
+        format!("offsets of {topic}-{partition}"),
+        p.error_code,
+        None,
+    )?;
+    Ok(p.offset)
+}
+
+fn text(b: &Option<Bytes>) -> String {
+    b.as_ref()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
+}
+
+fn print_record(
+    out: &mut impl Write,
+    format: Format,
+    partition: i32,
+    rec: &rill_net::client::FetchedRecord,
+) -> std::io::Result<()> {
+    match format {
+        Format::Value => writeln!(out, "{}", text(&rec.value)),
+        Format::Kv => writeln!(out, "{}\t{}", text(&rec.key), text(&rec.value)),
+        Format::Json => {
+            let headers: serde_json::Map<String, serde_json::Value> = rec
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(text(v))))
+                .collect();
+            writeln!(
+                out,
+                "{}",
+                json!({
+                    "partition": partition,
+                    "offset": rec.offset,
+                    "timestamp": rec.timestamp_ms,
+                    "key": rec.key.as_ref().map(|_| text(&rec.key)),
+                    "value": rec.value.as_ref().map(|_| text(&rec.value)),
+                    "headers": headers,
+                })
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafkas_partitioner() {
+        // Values from Kafka's UtilsTest.testMurmur2.
+        assert_eq!(murmur2(b"21"), -973932308);
+        assert_eq!(murmur2(b"foobar"), -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1486304829);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"),
+            -58897971
+        );
+        assert_eq!(murmur2(b"abc"), 479470107);
+    }
+}

@@ -1,0 +1,179 @@
+//! Clients other than librdkafka-through-Rust: kafka-python (a pure-Python protocol
+//! implementation, `tests/python/kafka_python_check.py`) produces and consumes with assign,
+//! and kcat (Debian's, with an older librdkafka) produces lines and reads them back. What each
+//! wrote is then read with rdkafka too, so the clients agree with each other.
+//!
+//! When kafka-python or kcat is missing the test fails under CI (env CI set) with the install
+//! command, and otherwise prints a loud notice and passes without checking.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{lines_containing, read_all, run_bounded, Broker};
+
+const INSTALL_HINT: &str = "apt-get install -y kcat python3-pip && pip install kafka-python";
+
+/// Whether `tool` can be used; if not, fails under CI and returns false otherwise.
+fn available(tool: &str, probe: &mut Command) -> bool {
+    let ok = probe
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if ok {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{tool} is not installed, and CI is set: install it ({INSTALL_HINT})");
+    }
+    eprintln!();
+    eprintln!("################################################################");
+    eprintln!("## SKIPPED: {tool} is not installed; this test checked nothing.");
+    eprintln!("## Install it with: {INSTALL_HINT}");
+    eprintln!("################################################################");
+    eprintln!();
+    false
+}
+
+#[test]
+fn kafka_python_produces_and_consumes() {
+    if !available(
+        "kafka-python",
+        Command::new("python3").args(["-c", "import kafka"]),
+    ) {
+        return;
+    }
+    let mut broker = Broker::start("kafka-python");
+    let topic = "kafka-python";
+    let count = 300;
+    broker.create_topic(topic, 2, &[]);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/kafka_python_check.py"
+    );
+    let out = run_bounded(
+        Command::new("python3").args([script, &broker.bootstrap(), topic, "2", &count.to_string()]),
+        Duration::from_secs(90),
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains(&format!("kafka-python ok: {count} records")),
+        "kafka-python check failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}\n{}",
+        out.status,
+        broker.log_tail(broker.starts())
+    );
+
+    // rdkafka reads what kafka-python wrote.
+    let recs = read_all(&broker, topic, &[0, 1], count);
+    for i in [0usize, 1, 150, 299] {
+        let p = (i % 2) as i32;
+        let o = (i / 2) as i64;
+        let r = recs
+            .get(&(p, o))
+            .unwrap_or_else(|| panic!("record {i} not at {p}/{o}"));
+        assert_eq!(r.key.as_deref(), Some(format!("py-key-{i}").as_bytes()));
+        assert_eq!(
+            r.value.as_deref(),
+            Some(format!("py-value-{i}-").repeat(1 + i % 7).as_bytes())
+        );
+        assert_eq!(
+            r.headers,
+            vec![
+                ("seq".to_string(), Some(i.to_string().into_bytes())),
+                ("lang".to_string(), Some(b"python".to_vec())),
+            ]
+        );
+    }
+    broker.assert_alive();
+}
+
+#[test]
+fn kcat_produces_and_consumes() {
+    if !available("kcat", Command::new("kcat").arg("-V")) {
+        return;
+    }
+    let mut broker = Broker::start("kcat");
+    let topic = "kcat-lines";
+    broker.create_topic(topic, 1, &[]);
+    let bootstrap = broker.bootstrap();
+
+    // Metadata: the topic is listed with its one partition.
+    let out = run_bounded(
+        Command::new("kcat").args(["-b", &bootstrap, "-L", "-t", topic, "-m", "20"]),
+        Duration::from_secs(30),
+        None,
+    );
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && listing.contains(&format!("topic \"{topic}\" with 1 partitions")),
+        "kcat -L:\n{listing}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let lines: Vec<String> = (0..50).map(|i| format!("key{i}:kcat line {i}")).collect();
+    let input = lines.join("\n") + "\n";
+    let out = run_bounded(
+        Command::new("kcat").args([
+            "-b", &bootstrap, "-P", "-t", topic, "-p", "0", "-K:", "-X", "acks=all", "-m", "20",
+        ]),
+        Duration::from_secs(45),
+        Some(input.as_bytes()),
+    );
+    assert!(
+        out.status.success(),
+        "kcat -P failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = run_bounded(
+        Command::new("kcat").args([
+            "-b",
+            &bootstrap,
+            "-C",
+            "-t",
+            topic,
+            "-p",
+            "0",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-f",
+            "%o %k=%s\n",
+            "-m",
+            "20",
+        ]),
+        Duration::from_secs(45),
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "kcat -C failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<&str> = stdout.lines().collect();
+    let want: Vec<String> = (0..50)
+        .map(|i| format!("{i} key{i}=kcat line {i}"))
+        .collect();
+    assert_eq!(got, want, "kcat -C read back");
+    assert!(
+        lines_containing(&String::from_utf8_lossy(&out.stderr), "error").is_empty(),
+        "kcat -C reported errors:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // rdkafka reads what kcat wrote.
+    let recs = read_all(&broker, topic, &[0], 50);
+    let r = &recs[&(0, 49)];
+    assert_eq!(r.key.as_deref(), Some(&b"key49"[..]));
+    assert_eq!(r.value.as_deref(), Some(&b"kcat line 49"[..]));
+    broker.assert_alive();
+}
