@@ -1,0 +1,372 @@
+//! The `rill` admin and data subcommands against the real broker: every subcommand's output
+//! (tables and `--output json`) and exit codes, including the error paths (unknown topic,
+//! existing topic, bad config key, broker down, bad usage). Records produced with the CLI
+//! are read back by rdkafka, so the CLI is checked against an independent client.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::*;
+use rdkafka::Offset;
+
+const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn rill(broker_addr: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rill"));
+    cmd.args(args).args(["--bootstrap", broker_addr]);
+    run_bounded(&mut cmd, CLI_TIMEOUT, stdin)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(o: Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what} failed with {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+fn fails(o: Output, code: i32, needle: &str, what: &str) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "{what}: exit code\nstdout: {}\nstderr: {}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains(needle),
+        "{what}: stderr lacks `{needle}`: {}",
+        stderr(&o)
+    );
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn every_subcommand_against_the_real_broker() {
+    let broker = Broker::start("cli");
+    let addr = broker.bootstrap();
+    let b = addr.as_str();
+
+    // topic create / list / describe
+    let out = ok(
+        rill(
+            b,
+            &[
+                "topic",
+                "create",
+                "orders",
+                "--partitions",
+                "3",
+                "--config",
+                "retention.ms=300000",
+            ],
+            None,
+        ),
+        "topic create",
+    );
+    assert!(out.contains("created topic orders"), "{out}");
+    fails(
+        rill(b, &["topic", "create", "orders", "--partitions", "3"], None),
+        1,
+        "TOPIC_ALREADY_EXISTS",
+        "create twice",
+    );
+    fails(
+        rill(b, &["topic", "create", "bad/name"], None),
+        1,
+        "INVALID_TOPIC_EXCEPTION",
+        "invalid name",
+    );
+    fails(
+        rill(
+            b,
+            &["topic", "create", "rf3", "--replication-factor", "3"],
+            None,
+        ),
+        1,
+        "INVALID_REPLICATION_FACTOR",
+        "replication factor",
+    );
+    let list = ok(rill(b, &["topic", "list"], None), "topic list");
+    assert!(
+        list.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["orders", "3"]),
+        "{list}"
+    );
+    let list = json(&ok(
+        rill(b, &["topic", "list", "--output", "json"], None),
+        "topic list json",
+    ));
+    assert_eq!(
+        list,
+        serde_json::json!([{"name": "orders", "partitions": 3}])
+    );
+
+    // produce (keyed, with a header) and consume back, then through rdkafka
+    let lines = b"k1:one\nk2:two\nk3:three\nk1:four\n";
+    let out = rill(
+        b,
+        &[
+            "produce",
+            "orders",
+            "--key-separator",
+            ":",
+            "--header",
+            "src=cli",
+            "--compression",
+            "zstd",
+        ],
+        Some(lines),
+    );
+    assert!(out.status.success(), "produce: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("produced 4 records"),
+        "{}",
+        stderr(&out)
+    );
+    let consumed = ok(
+        rill(
+            b,
+            &[
+                "consume",
+                "orders",
+                "--from-beginning",
+                "--max-messages",
+                "4",
+                "--format",
+                "json",
+                "--idle-timeout-ms",
+                "20000",
+            ],
+            None,
+        ),
+        "consume",
+    );
+    let recs: Vec<serde_json::Value> = consumed.lines().map(json).collect();
+    assert_eq!(recs.len(), 4, "{consumed}");
+    let mut pairs: Vec<(String, String)> = recs
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap().to_string(),
+                r["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    pairs.sort();
+    assert_eq!(
+        pairs,
+        [
+            ("k1", "four"),
+            ("k1", "one"),
+            ("k2", "two"),
+            ("k3", "three")
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+    );
+    assert!(
+        recs.iter().all(|r| r["headers"]["src"] == "cli"),
+        "{consumed}"
+    );
+    // Same key, same partition (murmur2 partitioning).
+    let k1: Vec<_> = recs
+        .iter()
+        .filter(|r| r["key"] == "k1")
+        .map(|r| r["partition"].clone())
+        .collect();
+    assert_eq!(
+        k1[0], k1[1],
+        "records with one key landed on two partitions"
+    );
+    let consumer = broker.consumer(&[]);
+    assign(&consumer, "orders", &[0, 1, 2], Offset::Beginning);
+    let seen = consume_exactly(&consumer, 4, Duration::from_secs(30));
+    assert!(seen
+        .iter()
+        .all(|r| r.headers == vec![("src".to_string(), Some(b"cli".to_vec()))]));
+
+    // describe: offsets add up to what was produced, configs show the override
+    let d = json(&ok(
+        rill(
+            b,
+            &["topic", "describe", "orders", "--output", "json"],
+            None,
+        ),
+        "describe",
+    ));
+    let total: i64 = d["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["latest_offset"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 4, "{d}");
+    assert_eq!(d["configs"]["retention.ms"]["value"], "300000");
+    assert_eq!(d["configs"]["retention.ms"]["source"], "topic");
+    let table = ok(
+        rill(b, &["topic", "describe", "orders"], None),
+        "describe table",
+    );
+    assert!(
+        table.contains("PARTITION") && table.contains("ISR") && table.contains("retention.ms"),
+        "{table}"
+    );
+    fails(
+        rill(b, &["topic", "describe", "missing"], None),
+        1,
+        "UNKNOWN_TOPIC_OR_PARTITION",
+        "describe unknown",
+    );
+    let list = json(&ok(
+        rill(b, &["topic", "list", "--output", "json"], None),
+        "list after describe",
+    ));
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        1,
+        "describing an unknown topic created it: {list}"
+    );
+
+    // config set / get / delete, broker configs, and the bad key path
+    ok(
+        rill(
+            b,
+            &[
+                "config",
+                "set",
+                "topic",
+                "orders",
+                "retention.ms=600000",
+                "segment.ms=3600000",
+            ],
+            None,
+        ),
+        "config set",
+    );
+    let cfg = json(&ok(
+        rill(
+            b,
+            &["config", "get", "topic", "orders", "--output", "json"],
+            None,
+        ),
+        "config get",
+    ));
+    assert_eq!(cfg["retention.ms"]["value"], "600000");
+    assert_eq!(cfg["segment.ms"]["value"], "3600000");
+    ok(
+        rill(
+            b,
+            &["config", "delete", "topic", "orders", "segment.ms"],
+            None,
+        ),
+        "config delete",
+    );
+    let cfg = json(&ok(
+        rill(
+            b,
+            &["config", "get", "topic", "orders", "--output", "json"],
+            None,
+        ),
+        "config get 2",
+    ));
+    assert_eq!(cfg["segment.ms"]["source"], "default");
+    fails(
+        rill(
+            b,
+            &["config", "set", "topic", "orders", "retention.mss=1"],
+            None,
+        ),
+        1,
+        "INVALID_CONFIG",
+        "bad key",
+    );
+    fails(
+        rill(b, &["config", "set", "topic", "orders", "novalue"], None),
+        2,
+        "KEY=VALUE",
+        "bad pair",
+    );
+    let cfg = json(&ok(
+        rill(
+            b,
+            &["config", "get", "broker", "0", "--output", "json"],
+            None,
+        ),
+        "broker configs",
+    ));
+    assert_eq!(cfg["log.retention.ms"]["value"], "604800000");
+    fails(
+        rill(
+            b,
+            &["config", "set", "broker", "0", "log.retention.ms=1"],
+            None,
+        ),
+        1,
+        "INVALID_REQUEST",
+        "broker set",
+    );
+
+    // alter, cluster info, consume --group (not yet), delete
+    ok(
+        rill(b, &["topic", "alter", "orders", "--partitions", "5"], None),
+        "alter",
+    );
+    fails(
+        rill(b, &["topic", "alter", "orders", "--partitions", "2"], None),
+        1,
+        "INVALID_PARTITIONS",
+        "shrink",
+    );
+    let info = json(&ok(
+        rill(b, &["cluster", "info", "--output", "json"], None),
+        "cluster info",
+    ));
+    assert_eq!(info["partitions"], 5);
+    assert_eq!(info["brokers"][0]["port"], broker.port() as i64);
+    fails(
+        rill(b, &["consume", "orders", "--group", "g"], None),
+        2,
+        "consumer groups",
+        "group",
+    );
+    ok(rill(b, &["topic", "delete", "orders"], None), "delete");
+    fails(
+        rill(b, &["topic", "delete", "orders"], None),
+        1,
+        "UNKNOWN_TOPIC_OR_PARTITION",
+        "delete twice",
+    );
+}
+
+#[test]
+fn a_missing_broker_is_exit_code_3() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    fails(
+        rill(&addr, &["topic", "list"], None),
+        3,
+        "cannot reach a broker",
+        "no broker",
+    );
+    fails(
+        rill(&addr, &["cluster", "info"], None),
+        3,
+        "is `rill broker` running",
+        "no broker",
+    );
+}
