@@ -24,6 +24,8 @@ pub struct BrokerConfig {
     pub advertise: String,
     /// Executors (one per core); 0 means one per available core.
     pub shards: usize,
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`); empty turns it off.
+    pub metrics_listen: String,
     /// Create a topic when a client asks Metadata for one that does not exist (Kafka's
     /// `auto.create.topics.enable`).
     pub auto_create_topics: bool,
@@ -96,6 +98,7 @@ impl Default for BrokerConfig {
             listen: "127.0.0.1:9092".parse().expect("literal address"),
             advertise: String::new(),
             shards: 0,
+            metrics_listen: "127.0.0.1:9644".into(),
             auto_create_topics: true,
             default_partitions: 1,
             retention_check_interval_ms: 30_000,
@@ -199,6 +202,12 @@ impl BrokerConfig {
         if !self.advertise.is_empty() && parse_host_port(&self.advertise).is_none() {
             return bad("advertise", "must be HOST:PORT");
         }
+        if !self.metrics_listen.is_empty() && self.metrics_listen.parse::<SocketAddr>().is_err() {
+            return bad(
+                "metrics_listen",
+                "must be IP:PORT, or empty to turn metrics off",
+            );
+        }
         if self.shards > 1024 {
             return bad("shards", "must be at most 1024");
         }
@@ -268,6 +277,11 @@ impl BrokerConfig {
             });
         }
         Ok(())
+    }
+
+    /// Where to serve metrics, if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listen.parse().ok()
     }
 
     /// The address clients are told to use.

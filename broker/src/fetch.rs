@@ -79,8 +79,7 @@ impl FetchSessions {
         }
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.sessions.len()
     }
 
@@ -239,6 +238,7 @@ pub async fn fetch(shard: &Rc<Shard>, r: FetchRequest, version: i16) -> FetchRes
     let (wants, mode) = match resolved {
         Ok(x) => x,
         Err(code) => {
+            shard.metrics.error("Fetch", code);
             return FetchResponse::default()
                 .with_error_code(code.code())
                 .with_session_id(0);
@@ -270,6 +270,11 @@ pub async fn fetch(shard: &Rc<Shard>, r: FetchRequest, version: i16) -> FetchRes
     let read_committed = r.isolation_level == 1;
     let mut responses: Vec<FetchableTopicResponse> = Vec::new();
     for (want, g) in answered {
+        if g.error == ErrorCode::None {
+            shard.metrics.fetched(&want.topic, g.records.len() as u64);
+        } else {
+            shard.metrics.error("Fetch", g.error);
+        }
         let data = PartitionData::default()
             .with_partition_index(want.partition)
             .with_error_code(g.error.code())

@@ -256,6 +256,7 @@ async fn produce(shard: &Rc<Shard>, r: ProduceRequest) -> ProduceResponse {
             let topic = topic.clone();
             let index = p.index;
             let records = p.records.clone();
+            let (bytes, count) = records.as_deref().map_or((0, 0), batch_stats);
             let refuse = refuse.clone();
             let shard = shard.clone();
             let acks = r.acks;
@@ -273,13 +274,17 @@ async fn produce(shard: &Rc<Shard>, r: ProduceRequest) -> ProduceResponse {
                         reply.result.map(|ok| (ok, reply.offsets.log_start_offset))
                     }
                 };
-                (topic, index, result)
+                (topic, index, result, bytes, count)
             });
         }
     }
     let results = futures_util::future::join_all(work).await;
     let mut responses: Vec<TopicProduceResponse> = Vec::new();
-    for (topic, index, result) in results {
+    for (topic, index, result, bytes, records) in results {
+        match &result {
+            Ok(_) => shard.metrics.produced(&topic, bytes, records),
+            Err(e) => shard.metrics.error("Produce", e.code),
+        }
         let mut part = PartitionProduceResponse::default().with_index(index);
         match result {
             Ok((
@@ -314,6 +319,24 @@ async fn produce(shard: &Rc<Shard>, r: ProduceRequest) -> ProduceResponse {
     ProduceResponse::default().with_responses(responses)
 }
 
+/// Bytes and records of the record batches in a produce partition (records counted from
+/// each batch header; a malformed tail counts as bytes only).
+fn batch_stats(data: &[u8]) -> (u64, u64) {
+    let mut records = 0u64;
+    let mut at = 0usize;
+    while data.len() >= at + 61 {
+        let len = i32::from_be_bytes([data[at + 8], data[at + 9], data[at + 10], data[at + 11]]);
+        let count =
+            i32::from_be_bytes([data[at + 57], data[at + 58], data[at + 59], data[at + 60]]);
+        if len <= 0 || count < 0 {
+            break;
+        }
+        records += count as u64;
+        at += 12 + len as usize;
+    }
+    (data.len() as u64, records)
+}
+
 async fn list_offsets(shard: &Rc<Shard>, r: ListOffsetsRequest, v: i16) -> ListOffsetsResponse {
     use rill_net::kafka_protocol::messages::list_offsets_response::*;
     let mut topics = Vec::new();
@@ -342,10 +365,12 @@ async fn list_offsets(shard: &Rc<Shard>, r: ListOffsetsRequest, v: i16) -> ListO
                         part.with_offset(offset).with_timestamp(timestamp)
                     }
                     Ok(_) => part,
-                    Err(e) => part
-                        .with_error_code(e.code.code())
-                        .with_offset(-1)
-                        .with_timestamp(-1),
+                    Err(e) => {
+                        shard.metrics.error("ListOffsets", e.code);
+                        part.with_error_code(e.code.code())
+                            .with_offset(-1)
+                            .with_timestamp(-1)
+                    }
                 }
             })
             .collect();

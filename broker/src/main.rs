@@ -20,6 +20,7 @@ mod errors;
 mod fetch;
 mod handlers;
 mod metadata;
+mod metrics;
 mod producer;
 mod runtime;
 mod shard;
@@ -75,6 +76,9 @@ struct BrokerArgs {
     /// Shards (executors, one per core) [default: one per available core].
     #[arg(long)]
     shards: Option<usize>,
+    /// Prometheus metrics address (GET /metrics) [default: 127.0.0.1:9644]; "" turns it off.
+    #[arg(long)]
+    metrics_listen: Option<String>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -136,6 +140,9 @@ fn broker(args: BrokerArgs) -> Result<(), String> {
     }
     if let Some(n) = args.shards {
         config.shards = n;
+    }
+    if let Some(m) = args.metrics_listen {
+        config.metrics_listen = m;
     }
     if config.shards == 0 {
         config.shards = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -56,6 +56,14 @@ pub async fn sleep(d: Duration) {
     glommio::timer::sleep(d).await;
 }
 
+/// CPU time this shard's executor has spent running tasks and polling I/O.
+pub fn busy_seconds() -> f64 {
+    glommio::executor()
+        .executor_stats()
+        .total_runtime()
+        .as_secs_f64()
+}
+
 /// Wall-clock milliseconds (record timestamps, LogAppendTime).
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -79,6 +87,10 @@ impl ByteBudget {
             used: Cell::new(0),
             freed: Event::new(),
         }
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.get()
     }
 
     pub async fn acquire(self: &Rc<Self>, bytes: usize) -> BudgetGuard {
@@ -261,6 +273,15 @@ async fn shard_main(
         }
     };
     spawn(ticker);
+    if id == 0 {
+        if let Some(addr) = config.metrics_addr() {
+            let listener = TcpListener::bind(addr).map_err(|e| {
+                format!("cannot serve metrics on {addr}: {e}; set metrics_listen to a free address or \"\" to turn metrics off")
+            })?;
+            info!(metrics = %addr, "serving Prometheus metrics at /metrics");
+            spawn(serve_metrics(shard.clone(), listener));
+        }
+    }
     let stopped = async {
         while !stop.load(Ordering::SeqCst) {
             sleep(Duration::from_millis(50)).await;
@@ -272,6 +293,7 @@ async fn shard_main(
             match listener.accept().await {
                 Ok(stream) => {
                     if shard.connections.get() >= connections_max {
+                        shard.metrics.connection_refused();
                         warn!(
                             shard = id,
                             connections_max, "connection refused: limits.connections_max reached"
@@ -361,7 +383,10 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 Ok((header, request)) => {
                     let shard = shard.clone();
                     let task = glommio::spawn_local(async move {
-                        let reply = handlers::handle(shard, header, request).await;
+                        let api = request.api_name();
+                        let started = std::time::Instant::now();
+                        let reply = handlers::handle(shard.clone(), header, request).await;
+                        shard.metrics.request(api, started.elapsed());
                         drop(guard);
                         reply
                     })
@@ -371,6 +396,7 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                     }
                 }
                 Err(e) => {
+                    shard.metrics.error("malformed", e.error_code());
                     let reply = handlers::decode_error_reply(&e);
                     let close = !matches!(reply, Reply::Frame(_));
                     match &e {
@@ -398,6 +424,68 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     futures_lite::future::or(read, writer_gone).await;
     write.await;
     debug!(%peer, "connection closed");
+}
+
+/// Scrapes allowed at once; more wait for their turn.
+const METRICS_SCRAPES_MAX: usize = 4;
+/// Largest scrape request read.
+const METRICS_REQUEST_BYTES_MAX: usize = 8 << 10;
+
+/// A minimal HTTP/1.1 server for `GET /metrics`, on shard 0.
+async fn serve_metrics(shard: Rc<Shard>, listener: TcpListener) {
+    let slots = Arc::new(async_lock::Semaphore::new(METRICS_SCRAPES_MAX));
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "metrics accept failed");
+                sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let slot = slots.acquire_arc().await;
+        let shard = shard.clone();
+        spawn(async move {
+            if let Err(e) = answer_scrape(&shard, stream).await {
+                debug!(error = %e, "metrics request failed");
+            }
+            drop(slot);
+        });
+    }
+}
+
+async fn answer_scrape(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<()> {
+    use futures_lite::io::AsyncReadExt;
+    let mut req = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        if req.len() > METRICS_REQUEST_BYTES_MAX {
+            return Err(std::io::Error::other("metrics request too large"));
+        }
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        req.extend_from_slice(&buf[..n]);
+    }
+    let line =
+        String::from_utf8_lossy(req.split(|b| *b == b'\n').next().unwrap_or_default()).to_string();
+    let (status, body) = if line.starts_with("GET /metrics ") || line.starts_with("GET / ") {
+        ("200 OK", shard.scrape().await)
+    } else {
+        (
+            "404 Not Found",
+            "only GET /metrics is served here\n".to_string(),
+        )
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.flush().await?;
+    stream.close().await
 }
 
 struct ConnectionCount(Rc<Shard>);

@@ -32,6 +32,7 @@ use crate::metadata::{
     self, check_topic_name, owner_shard, partition_dir, RegistryFile, Snapshot, TopicInfo,
     TopicRecord,
 };
+use crate::metrics::{HostSample, MetricsSnapshot, PartitionSample, ShardMetrics};
 use crate::producer::{Check, ProducerTable};
 use crate::runtime::{self, Peers};
 use crate::topic_config::{self, TimestampType, TopicSettings};
@@ -167,6 +168,10 @@ pub enum ShardMsg {
         snapshot: Arc<Snapshot>,
         reply: oneshot::Sender<()>,
     },
+    /// A metrics scrape asks each shard for its figures.
+    Metrics {
+        reply: oneshot::Sender<MetricsSnapshot>,
+    },
 }
 
 /// One partition, on its owner shard.
@@ -220,6 +225,9 @@ pub struct Shard {
     pub inflight_bytes: Rc<crate::runtime::ByteBudget>,
     /// Open client connections on this shard.
     pub connections: Cell<usize>,
+    pub metrics: ShardMetrics,
+    /// Host figures for scrapes (used on the scraping shard only).
+    host: RefCell<Option<sysinfo::System>>,
 }
 
 impl Shard {
@@ -254,6 +262,8 @@ impl Shard {
             waiters: Cell::new(0),
             inflight_bytes,
             connections: Cell::new(0),
+            metrics: ShardMetrics::default(),
+            host: RefCell::new(None),
             config,
         }
     }
@@ -418,7 +428,9 @@ impl Shard {
         // acks=all on a single node means durable; flush.messages / flush.ms can ask for it
         // too. acks=1 waits until the bytes are in the file, which survives kill -9.
         if acks == -1 || sync_due {
+            let started = Instant::now();
             p.log.sync().await.map_err(KafkaError::from)?;
+            self.metrics.synced(started.elapsed());
         } else if acks == 1 {
             p.log.write_through().await.map_err(KafkaError::from)?;
         }
@@ -548,6 +560,9 @@ impl Shard {
             ShardMsg::Apply { snapshot, reply } => {
                 self.apply(snapshot).await;
                 let _ = reply.send(());
+            }
+            ShardMsg::Metrics { reply } => {
+                let _ = reply.send(self.metrics_snapshot());
             }
         }
     }
@@ -851,9 +866,13 @@ impl Shard {
                 continue;
             }
             p.io_running.set(true);
+            let me = self.clone();
             runtime::spawn(async move {
                 let r = if sync {
-                    p.log.sync().await.map(|_| ())
+                    let started = Instant::now();
+                    let r = p.log.sync().await.map(|_| ());
+                    me.metrics.synced(started.elapsed());
+                    r
                 } else {
                     p.log.write_through().await
                 };
@@ -864,6 +883,75 @@ impl Shard {
                 }
                 p.io_running.set(false);
             });
+        }
+    }
+
+    /// This shard's counters and gauges, for a scrape.
+    pub fn metrics_snapshot(&self) -> MetricsSnapshot {
+        let mut snap = self.metrics.snapshot(self.id);
+        snap.partitions = self
+            .owned()
+            .into_iter()
+            .map(|((topic, partition), p)| {
+                let stats = p.log.stats();
+                PartitionSample {
+                    topic: topic.to_string(),
+                    partition,
+                    size_bytes: stats.size_bytes,
+                    segments: stats.segments,
+                    log_start_offset: p.log.log_start_offset(),
+                    log_end_offset: p.log.log_end_offset(),
+                }
+            })
+            .collect();
+        snap.connections = self.connections.get();
+        snap.inflight_request_bytes = self.inflight_bytes.used();
+        snap.fetch_waiters = self.waiters.get();
+        snap.fetch_sessions = self.fetch_sessions.borrow().len();
+        snap.busy_seconds = runtime::busy_seconds();
+        snap
+    }
+
+    /// Gathers every shard's figures and renders the Prometheus text.
+    pub async fn scrape(self: &Rc<Self>) -> String {
+        let mut waits = Vec::new();
+        for to in (0..self.shards).filter(|&to| to != self.id) {
+            let (tx, rx) = oneshot::channel();
+            if self
+                .peers
+                .send(to, ShardMsg::Metrics { reply: tx })
+                .await
+                .is_ok()
+            {
+                waits.push(rx);
+            }
+        }
+        let mut snaps = vec![self.metrics_snapshot()];
+        for rx in waits {
+            if let Ok(s) = rx.await {
+                snaps.push(s);
+            }
+        }
+        snaps.sort_by_key(|s| s.shard);
+        crate::metrics::render(&snaps, &self.host_sample())
+    }
+
+    fn host_sample(&self) -> HostSample {
+        use sysinfo::{ProcessesToUpdate, System};
+        let mut host = self.host.borrow_mut();
+        let sys = host.get_or_insert_with(System::new);
+        sys.refresh_cpu_usage();
+        sys.refresh_memory();
+        let pid = sysinfo::get_current_pid().ok();
+        if let Some(pid) = pid {
+            sys.refresh_processes(ProcessesToUpdate::Some(&[pid]), true);
+        }
+        HostSample {
+            cpu_usage_percent: sys.global_cpu_usage() as f64,
+            memory_total_bytes: sys.total_memory(),
+            memory_used_bytes: sys.used_memory(),
+            process_memory_bytes: pid.and_then(|p| sys.process(p)).map_or(0, |p| p.memory()),
+            load_average_1m: System::load_average().one,
         }
     }
 
