@@ -31,8 +31,15 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     /// Partitions of auto-created topics and of CreateTopics with `num_partitions = -1`.
     pub default_partitions: i32,
-    /// Seconds between retention passes over every partition.
+    /// Milliseconds between retention passes over every partition.
     pub retention_check_interval_ms: u64,
+    /// Partitions of the internal `__consumer_offsets` topic (fixed once it exists).
+    pub offsets_topic_partitions: i32,
+    /// Shortest and longest session timeout a group member may ask for.
+    pub group_min_session_timeout_ms: u64,
+    pub group_max_session_timeout_ms: u64,
+    /// How long a new group waits for more members before its first assignment.
+    pub group_initial_rebalance_delay_ms: u64,
     /// Broker-wide defaults for topic configs, by their Kafka names
     /// (e.g. `"retention.ms" = 604800000`). Topics override them one by one.
     pub topic_defaults: BTreeMap<String, toml::Value>,
@@ -70,6 +77,8 @@ pub struct Limits {
     pub open_files_max: usize,
     /// Idempotent producers remembered per partition (least recently used forgotten).
     pub producers_per_partition_max: usize,
+    /// Members of one consumer group (and member ids handed out awaiting their join).
+    pub group_members_max: usize,
 }
 
 /// Memory and I/O sizes of each partition log (see `rill_storage::LogConfig`).
@@ -102,6 +111,10 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             default_partitions: 1,
             retention_check_interval_ms: 30_000,
+            offsets_topic_partitions: 50,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_initial_rebalance_delay_ms: 100,
             topic_defaults: BTreeMap::new(),
             limits: Limits::default(),
             storage: StorageSettings::default(),
@@ -125,6 +138,7 @@ impl Default for Limits {
             partitions_max: 100_000,
             open_files_max: 10_000,
             producers_per_partition_max: 1000,
+            group_members_max: 10_000,
         }
     }
 }
@@ -214,6 +228,15 @@ impl BrokerConfig {
         if self.default_partitions < 1 {
             return bad("default_partitions", "must be at least 1");
         }
+        if !(1..=1000).contains(&self.offsets_topic_partitions) {
+            return bad("offsets_topic_partitions", "must be between 1 and 1000");
+        }
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
+            return bad(
+                "group_min_session_timeout_ms",
+                "must not exceed group_max_session_timeout_ms",
+            );
+        }
         if self.retention_check_interval_ms == 0 {
             return bad("retention_check_interval_ms", "must be positive");
         }
@@ -234,6 +257,7 @@ impl BrokerConfig {
             ("limits.topics_max", l.topics_max),
             ("limits.partitions_max", l.partitions_max),
             ("limits.open_files_max", l.open_files_max),
+            ("limits.group_members_max", l.group_members_max),
             (
                 "limits.producers_per_partition_max",
                 l.producers_per_partition_max,

@@ -17,6 +17,8 @@ use tracing::{error, warn};
 
 use crate::errors::KafkaError;
 use crate::fetch;
+use crate::group::OFFSETS_TOPIC;
+use crate::groups;
 use crate::metadata::{check_topic_name, TopicInfo};
 use crate::shard::{AdminOk, AdminOp, ConfigChange, OpOk, PartitionOp, Shard};
 use crate::topic_config::{self, Source, TOPIC_CONFIGS};
@@ -32,21 +34,9 @@ pub enum Reply {
     Close,
 }
 
-/// Apis not served yet (consumer groups); they are not advertised, so clients
-/// do not try them. FindCoordinator is served (this broker coordinates every group):
-/// librdkafka only compresses with lz4 for brokers that advertise it.
-const NOT_SERVED: &[ApiKey] = &[
-    ApiKey::OffsetCommit,
-    ApiKey::OffsetFetch,
-    ApiKey::JoinGroup,
-    ApiKey::Heartbeat,
-    ApiKey::LeaveGroup,
-    ApiKey::SyncGroup,
-    ApiKey::DescribeGroups,
-    ApiKey::ListGroups,
-    ApiKey::DeleteGroups,
-    ApiKey::OffsetDelete,
-];
+/// Apis in the codec table that the broker does not serve; they are not advertised, so
+/// clients do not try them.
+const NOT_SERVED: &[ApiKey] = &[];
 
 /// The apis and versions this broker advertises and accepts.
 pub fn api_table() -> Vec<ApiVersionRange> {
@@ -96,9 +86,15 @@ fn topic_name(name: &str) -> TopicName {
 }
 
 /// Serves one decoded request.
-pub async fn handle(shard: Rc<Shard>, header: RequestHeader, request: Request) -> Reply {
+pub async fn handle(
+    shard: Rc<Shard>,
+    header: RequestHeader,
+    request: Request,
+    peer: &str,
+) -> Reply {
     let v = header.request_api_version;
     let cid = header.correlation_id;
+    let client_id = header.client_id.as_deref().unwrap_or("").to_string();
     match request {
         Request::ApiVersions(_) => frame(cid, v, &api_versions_response(&api_table())),
         Request::Metadata(r) => frame(cid, v, &metadata(&shard, r, v).await),
@@ -132,15 +128,20 @@ pub async fn handle(shard: Rc<Shard>, header: RequestHeader, request: Request) -
         Request::DeleteRecords(r) => frame(cid, v, &delete_records(&shard, r).await),
         Request::DescribeCluster(r) => frame(cid, v, &describe_cluster(&shard, r)),
         Request::InitProducerId(r) => frame(cid, v, &init_producer_id(&shard, r).await),
-        Request::FindCoordinator(r) => frame(cid, v, &find_coordinator(&shard, r, v)),
-        other => {
-            // Not in the advertised table, so decoding already refused it.
-            warn!(
-                api = other.api_name(),
-                "request for an api that is not served"
-            );
-            Reply::Close
+        Request::FindCoordinator(r) => frame(cid, v, &find_coordinator(&shard, r, v).await),
+        Request::JoinGroup(r) => {
+            let host = format!("/{}", peer.rsplit_once(':').map_or(peer, |(h, _)| h));
+            frame(cid, v, &groups::join(&shard, r, v, client_id, host).await)
         }
+        Request::SyncGroup(r) => frame(cid, v, &groups::sync(&shard, r).await),
+        Request::Heartbeat(r) => frame(cid, v, &groups::heartbeat(&shard, r).await),
+        Request::LeaveGroup(r) => frame(cid, v, &groups::leave(&shard, r, v).await),
+        Request::OffsetCommit(r) => frame(cid, v, &groups::commit(&shard, r).await),
+        Request::OffsetFetch(r) => frame(cid, v, &groups::fetch(&shard, r, v).await),
+        Request::ListGroups(r) => frame(cid, v, &groups::list(&shard, r).await),
+        Request::DescribeGroups(r) => frame(cid, v, &groups::describe(&shard, r).await),
+        Request::DeleteGroups(r) => frame(cid, v, &groups::delete(&shard, r).await),
+        Request::OffsetDelete(r) => frame(cid, v, &groups::offset_delete(&shard, r).await),
     }
 }
 
@@ -221,6 +222,7 @@ fn metadata_topic(t: &TopicInfo, node_id: i32) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&t.name)))
         .with_topic_id(t.id)
+        .with_is_internal(&*t.name == OFFSETS_TOPIC)
         .with_partitions(
             (0..t.partitions)
                 .map(|p| {
@@ -252,12 +254,18 @@ async fn produce(shard: &Rc<Shard>, r: ProduceRequest) -> ProduceResponse {
     let mut work = Vec::new();
     for t in &r.topic_data {
         let topic: Arc<str> = Arc::from(&*t.name.0);
+        let internal = (&*topic == OFFSETS_TOPIC).then(|| {
+            KafkaError::new(
+                ErrorCode::InvalidTopicException,
+                format!("{OFFSETS_TOPIC} is internal: only the group coordinator writes it"),
+            )
+        });
         for p in &t.partition_data {
             let topic = topic.clone();
             let index = p.index;
             let records = p.records.clone();
             let (bytes, count) = records.as_deref().map_or((0, 0), batch_stats);
-            let refuse = refuse.clone();
+            let refuse = refuse.clone().or_else(|| internal.clone());
             let shard = shard.clone();
             let acks = r.acks;
             work.push(async move {
@@ -923,11 +931,23 @@ const COORDINATOR_GROUP: i8 = 0;
 
 /// On a single node this broker coordinates every consumer group. Transactions have no
 /// coordinator yet, which the answer says.
-fn find_coordinator(
+async fn find_coordinator(
     shard: &Rc<Shard>,
     r: FindCoordinatorRequest,
     v: i16,
 ) -> FindCoordinatorResponse {
+    if r.key_type == COORDINATOR_GROUP {
+        // Creates __consumer_offsets on first use, as Kafka does, so the coordinator is
+        // ready when the client's JoinGroup arrives.
+        let key = r
+            .coordinator_keys
+            .first()
+            .cloned()
+            .unwrap_or_else(|| r.key.clone());
+        if let Err(code) = shard.coordinator_of(&key).await {
+            warn!(error = ?code, "no group coordinator available");
+        }
+    }
     use find_coordinator_response::Coordinator;
     let c = &shard.config;
     let (host, port) = c.advertised();

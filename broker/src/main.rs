@@ -18,6 +18,8 @@ mod cli;
 mod config;
 mod errors;
 mod fetch;
+mod group;
+mod groups;
 mod handlers;
 mod metadata;
 mod metrics;

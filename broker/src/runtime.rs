@@ -262,9 +262,14 @@ async fn shard_main(
         let retention_every = Duration::from_millis(config.retention_check_interval_ms);
         async move {
             let mut last_retention = std::time::Instant::now();
+            let mut last_sessions = std::time::Instant::now();
             loop {
                 sleep(tick).await;
                 shard.tick();
+                if last_sessions.elapsed() >= GROUP_SESSION_CHECK {
+                    last_sessions = std::time::Instant::now();
+                    shard.expire_group_members();
+                }
                 if last_retention.elapsed() >= retention_every {
                     last_retention = std::time::Instant::now();
                     shard.enforce_retention().await;
@@ -382,10 +387,11 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             match rill_net::decode_request_with(frame, &table) {
                 Ok((header, request)) => {
                     let shard = shard.clone();
+                    let peer = peer.clone();
                     let task = glommio::spawn_local(async move {
                         let api = request.api_name();
                         let started = std::time::Instant::now();
-                        let reply = handlers::handle(shard.clone(), header, request).await;
+                        let reply = handlers::handle(shard.clone(), header, request, &peer).await;
                         shard.metrics.request(api, started.elapsed());
                         drop(guard);
                         reply
@@ -425,6 +431,9 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     write.await;
     debug!(%peer, "connection closed");
 }
+
+/// How often group member sessions are checked for expiry.
+const GROUP_SESSION_CHECK: Duration = Duration::from_millis(100);
 
 /// Scrapes allowed at once; more wait for their turn.
 const METRICS_SCRAPES_MAX: usize = 4;

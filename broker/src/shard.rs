@@ -168,6 +168,13 @@ pub enum ShardMsg {
         snapshot: Arc<Snapshot>,
         reply: oneshot::Sender<()>,
     },
+    /// Consumer group work for the coordinator of `__consumer_offsets` partition
+    /// `partition` (-1 for ListGroups, which every shard answers).
+    Group {
+        partition: i32,
+        op: Box<crate::group::GroupOp>,
+        reply: oneshot::Sender<Result<crate::group::GroupReply, ErrorCode>>,
+    },
     /// A metrics scrape asks each shard for its figures.
     Metrics {
         reply: oneshot::Sender<MetricsSnapshot>,
@@ -226,6 +233,8 @@ pub struct Shard {
     /// Open client connections on this shard.
     pub connections: Cell<usize>,
     pub metrics: ShardMetrics,
+    /// Consumer groups this shard coordinates.
+    pub groups: crate::group::Coordinator,
     /// Host figures for scrapes (used on the scraping shard only).
     host: RefCell<Option<sysinfo::System>>,
 }
@@ -263,6 +272,7 @@ impl Shard {
             inflight_bytes,
             connections: Cell::new(0),
             metrics: ShardMetrics::default(),
+            groups: crate::group::Coordinator::default(),
             host: RefCell::new(None),
             config,
         }
@@ -332,7 +342,12 @@ impl Shard {
             .unwrap_or_else(|_| PartitionReply::err(shutting_down()))
     }
 
-    async fn execute(&self, topic: &str, partition: i32, op: PartitionOp) -> PartitionReply {
+    pub(crate) async fn execute(
+        &self,
+        topic: &str,
+        partition: i32,
+        op: PartitionOp,
+    ) -> PartitionReply {
         let Some(p) = self.partition(topic, partition) else {
             return PartitionReply::err(KafkaError::new(
                 ErrorCode::UnknownTopicOrPartition,
@@ -528,6 +543,11 @@ impl Shard {
         }
     }
 
+    /// Sends to another shard over the bounded mesh.
+    pub(crate) async fn peers_send(&self, to: usize, msg: ShardMsg) -> Result<(), ()> {
+        self.peers.send(to, msg).await
+    }
+
     /// Handles one message from another shard.
     pub async fn handle_msg(self: Rc<Self>, msg: ShardMsg) {
         match msg {
@@ -560,6 +580,14 @@ impl Shard {
             ShardMsg::Apply { snapshot, reply } => {
                 self.apply(snapshot).await;
                 let _ = reply.send(());
+            }
+            ShardMsg::Group {
+                partition,
+                op,
+                reply,
+            } => {
+                let r = self.run_group_op(partition, *op).await;
+                let _ = reply.send(r);
             }
             ShardMsg::Metrics { reply } => {
                 let _ = reply.send(self.metrics_snapshot());

@@ -65,12 +65,16 @@ pub fn topic(cmd: TopicCmd) -> Result<(), CliError> {
             }
             Ok(())
         }
-        TopicCmd::List { common } => {
+        TopicCmd::List {
+            include_internal,
+            common,
+        } => {
             let mut c = Client::connect(&common.bootstrap)?;
             let r = c.send(&MetadataRequest::default().with_topics(None))?;
             let mut topics: Vec<(String, usize)> = r
                 .topics
                 .iter()
+                .filter(|t| include_internal || !t.is_internal)
                 .filter_map(|t| {
                     t.name
                         .as_ref()
@@ -432,7 +436,9 @@ pub fn cluster(cmd: ClusterCmd) -> Result<(), CliError> {
     let d = c.send(&DescribeClusterRequest::default())?;
     check("describe cluster", d.error_code, msg(&d.error_message))?;
     let m = c.send(&MetadataRequest::default().with_topics(None))?;
-    let partitions: usize = m.topics.iter().map(|t| t.partitions.len()).sum();
+    // User topics only: internal ones (__consumer_offsets) appear with the first group.
+    let user: Vec<_> = m.topics.iter().filter(|t| !t.is_internal).collect();
+    let partitions: usize = user.iter().map(|t| t.partitions.len()).sum();
     match common.output {
         Output::Json => println!(
             "{}",
@@ -440,14 +446,14 @@ pub fn cluster(cmd: ClusterCmd) -> Result<(), CliError> {
                 "cluster_id": d.cluster_id.to_string(),
                 "controller": d.controller_id.0,
                 "brokers": d.brokers.iter().map(|b| json!({"id": b.broker_id.0, "host": b.host.to_string(), "port": b.port})).collect::<Vec<_>>(),
-                "topics": m.topics.len(),
+                "topics": user.len(),
                 "partitions": partitions,
             })
         ),
         Output::Table => {
             println!("cluster id  {}", &*d.cluster_id);
             println!("controller  {}", d.controller_id.0);
-            println!("topics      {}", m.topics.len());
+            println!("topics      {}", user.len());
             println!("partitions  {partitions}");
             println!();
             let rows: Vec<Vec<String>> = d

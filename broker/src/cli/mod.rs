@@ -44,8 +44,10 @@ pub enum TopicCmd {
         #[command(flatten)]
         common: Common,
     },
-    /// List topics.
+    /// List topics (internal ones such as __consumer_offsets with --include-internal).
     List {
+        #[arg(long)]
+        include_internal: bool,
         #[command(flatten)]
         common: Common,
     },

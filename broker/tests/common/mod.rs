@@ -878,7 +878,12 @@ pub fn partition_checkpoints(
         };
         for e in entries.map_while(Result::ok) {
             let path = e.path();
-            if path.is_dir() {
+            // Internal topics (__consumer_offsets, created when a client looks for a group
+            // coordinator) are not the test's partitions.
+            let internal = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("__"));
+            if path.is_dir() && !internal {
                 walk(&path, out);
             } else if path.file_name().is_some_and(|n| n == CHECKPOINT_FILE) {
                 out.push(path);

@@ -1,0 +1,265 @@
+//! Handlers for the consumer group apis, on the connection's shard: each request goes to
+//! its group's coordinator shard ([`crate::group`]) and its answer comes back here.
+
+use std::rc::Rc;
+
+use rill_net::kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use rill_net::kafka_protocol::messages::offset_fetch_response::*;
+use rill_net::kafka_protocol::messages::*;
+use rill_net::kafka_protocol::protocol::StrBytes;
+use rill_net::ErrorCode;
+
+use crate::group::{Committed, GroupOp, GroupReply};
+use crate::shard::Shard;
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+pub async fn join(
+    shard: &Rc<Shard>,
+    r: JoinGroupRequest,
+    v: i16,
+    client_id: String,
+    host: String,
+) -> JoinGroupResponse {
+    let group = r.group_id.0.to_string();
+    let member = r.member_id.clone();
+    match shard
+        .group_op(&group, GroupOp::Join(r, v, client_id, host))
+        .await
+    {
+        Ok(GroupReply::Join(resp)) => resp,
+        other => JoinGroupResponse::default()
+            .with_error_code(failed(other).code())
+            .with_generation_id(-1)
+            .with_member_id(member),
+    }
+}
+
+/// The code to answer when the coordinator could not run the op.
+fn failed(r: Result<GroupReply, ErrorCode>) -> ErrorCode {
+    match r {
+        Err(code) => code,
+        Ok(_) => ErrorCode::UnknownServerError,
+    }
+}
+
+pub async fn sync(shard: &Rc<Shard>, r: SyncGroupRequest) -> SyncGroupResponse {
+    let group = r.group_id.0.to_string();
+    match shard.group_op(&group, GroupOp::Sync(r)).await {
+        Ok(GroupReply::Sync(resp)) => resp,
+        other => SyncGroupResponse::default().with_error_code(failed(other).code()),
+    }
+}
+
+pub async fn heartbeat(shard: &Rc<Shard>, r: HeartbeatRequest) -> HeartbeatResponse {
+    let group = r.group_id.0.to_string();
+    match shard.group_op(&group, GroupOp::Heartbeat(r)).await {
+        Ok(GroupReply::Heartbeat(resp)) => resp,
+        other => HeartbeatResponse::default().with_error_code(failed(other).code()),
+    }
+}
+
+pub async fn leave(shard: &Rc<Shard>, r: LeaveGroupRequest, v: i16) -> LeaveGroupResponse {
+    let group = r.group_id.0.to_string();
+    match shard.group_op(&group, GroupOp::Leave(r, v)).await {
+        Ok(GroupReply::Leave(resp)) => resp,
+        other => LeaveGroupResponse::default().with_error_code(failed(other).code()),
+    }
+}
+
+pub async fn commit(shard: &Rc<Shard>, r: OffsetCommitRequest) -> OffsetCommitResponse {
+    use offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+    let group = r.group_id.0.to_string();
+    let topics = r.topics.clone();
+    match shard.group_op(&group, GroupOp::Commit(r)).await {
+        Ok(GroupReply::Commit(resp)) => resp,
+        other => {
+            let code = failed(other).code();
+            OffsetCommitResponse::default().with_topics(
+                topics
+                    .into_iter()
+                    .map(|t| {
+                        OffsetCommitResponseTopic::default()
+                            .with_name(t.name)
+                            .with_partitions(
+                                t.partitions
+                                    .iter()
+                                    .map(|p| {
+                                        OffsetCommitResponsePartition::default()
+                                            .with_partition_index(p.partition_index)
+                                            .with_error_code(code)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            )
+        }
+    }
+}
+
+/// Committed offsets of one group, by topic.
+async fn offsets_of(
+    shard: &Rc<Shard>,
+    group: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<Vec<(String, Vec<(i32, Committed)>)>, ErrorCode> {
+    let reply = shard
+        .group_op(
+            group,
+            GroupOp::Fetch {
+                group: group.to_string(),
+                topics,
+            },
+        )
+        .await;
+    let flat = match reply {
+        Ok(GroupReply::Fetch(r)) => r?,
+        other => return Err(failed(other)),
+    };
+    let mut out: Vec<(String, Vec<(i32, Committed)>)> = Vec::new();
+    for (t, p, c) in flat {
+        match out.last_mut() {
+            Some((name, parts)) if *name == t => parts.push((p, c)),
+            _ => out.push((t, vec![(p, c)])),
+        }
+    }
+    Ok(out)
+}
+
+pub async fn fetch(shard: &Rc<Shard>, r: OffsetFetchRequest, v: i16) -> OffsetFetchResponse {
+    if v >= 8 {
+        let mut groups = Vec::with_capacity(r.groups.len());
+        for g in &r.groups {
+            let topics = g.topics.as_ref().map(|ts| {
+                ts.iter()
+                    .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                    .collect()
+            });
+            let result = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+            groups.push(match offsets_of(shard, &g.group_id.0, topics).await {
+                Ok(found) => result.with_topics(
+                    found
+                        .into_iter()
+                        .map(|(t, parts)| {
+                            OffsetFetchResponseTopics::default()
+                                .with_name(TopicName(s(&t)))
+                                .with_partitions(
+                                    parts
+                                        .into_iter()
+                                        .map(|(p, c)| {
+                                            OffsetFetchResponsePartitions::default()
+                                                .with_partition_index(p)
+                                                .with_committed_offset(c.offset)
+                                                .with_committed_leader_epoch(c.leader_epoch)
+                                                .with_metadata(Some(s(&c.metadata)))
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                ),
+                Err(code) => result.with_error_code(code.code()),
+            });
+        }
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let topics = r.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+            .collect()
+    });
+    match offsets_of(shard, &r.group_id.0, topics).await {
+        Ok(found) => OffsetFetchResponse::default().with_topics(
+            found
+                .into_iter()
+                .map(|(t, parts)| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(TopicName(s(&t)))
+                        .with_partitions(
+                            parts
+                                .into_iter()
+                                .map(|(p, c)| {
+                                    let part = OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(c.offset)
+                                        .with_metadata(Some(s(&c.metadata)));
+                                    if v >= 5 {
+                                        part.with_committed_leader_epoch(c.leader_epoch)
+                                    } else {
+                                        part
+                                    }
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        ),
+        Err(code) => OffsetFetchResponse::default().with_error_code(code.code()),
+    }
+}
+
+pub async fn list(shard: &Rc<Shard>, r: ListGroupsRequest) -> ListGroupsResponse {
+    let mut groups = shard.list_groups().await;
+    if !r.states_filter.is_empty() {
+        groups.retain(|g| {
+            r.states_filter
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(&g.group_state))
+        });
+    }
+    if !r.types_filter.is_empty() {
+        groups.retain(|g| {
+            r.types_filter
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(&g.group_type))
+        });
+    }
+    groups.sort_by(|a, b| a.group_id.0.cmp(&b.group_id.0));
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+pub async fn describe(shard: &Rc<Shard>, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    use describe_groups_response::DescribedGroup;
+    let mut out = Vec::with_capacity(r.groups.len());
+    for g in &r.groups {
+        out.push(
+            match shard
+                .group_op(&g.0, GroupOp::Describe(g.0.to_string()))
+                .await
+            {
+                Ok(GroupReply::Describe(d)) => d,
+                other => DescribedGroup::default()
+                    .with_group_id(g.clone())
+                    .with_error_code(failed(other).code()),
+            },
+        );
+    }
+    DescribeGroupsResponse::default().with_groups(out)
+}
+
+pub async fn delete(shard: &Rc<Shard>, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let mut results = Vec::with_capacity(r.groups_names.len());
+    for g in &r.groups_names {
+        let code = match shard.group_op(&g.0, GroupOp::Delete(g.0.to_string())).await {
+            Ok(GroupReply::Delete(code)) => code,
+            other => failed(other),
+        };
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(g.clone())
+                .with_error_code(code.code()),
+        );
+    }
+    DeleteGroupsResponse::default().with_results(results)
+}
+
+pub async fn offset_delete(shard: &Rc<Shard>, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let group = r.group_id.0.to_string();
+    match shard.group_op(&group, GroupOp::OffsetDelete(r)).await {
+        Ok(GroupReply::OffsetDelete(resp)) => resp,
+        other => OffsetDeleteResponse::default().with_error_code(failed(other).code()),
+    }
+}
