@@ -56,6 +56,9 @@ enum Command {
     Produce(cli::ProduceArgs),
     /// Print records of a topic.
     Consume(cli::ConsumeArgs),
+    /// List, describe (with lag), reset offsets of and delete consumer groups.
+    #[command(subcommand)]
+    Group(cli::GroupCmd),
     /// Cluster id, controller and brokers.
     #[command(subcommand)]
     Cluster(cli::ClusterCmd),
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
         Command::Produce(args) => cli::produce(args),
         Command::Consume(args) => cli::consume(args),
         Command::Cluster(cmd) => cli::cluster(cmd),
+        Command::Group(cmd) => cli::group(cmd),
     };
     match client {
         Ok(()) => ExitCode::SUCCESS,

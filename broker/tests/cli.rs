@@ -370,3 +370,126 @@ fn a_missing_broker_is_exit_code_3() {
         "no broker",
     );
 }
+
+#[test]
+fn group_subcommands_show_lag_reset_and_delete() {
+    use rdkafka::consumer::{CommitMode, Consumer};
+    let broker = Broker::start_with(
+        "cli-groups",
+        BrokerOptions::with_config("offsets_topic_partitions = 4\n"),
+    );
+    let addr = broker.bootstrap();
+    let b = addr.as_str();
+    ok(
+        rill(
+            b,
+            &["topic", "create", "lagging", "--partitions", "2"],
+            None,
+        ),
+        "create",
+    );
+    let lines: Vec<u8> = (0..20)
+        .flat_map(|i| format!("v{i}\n").into_bytes())
+        .collect();
+    let out = rill(b, &["produce", "lagging", "--partition", "0"], Some(&lines));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A group member reads 5 records of partition 0 and commits after them.
+    let consumer = broker.consumer(&[("group.id", "readers"), ("enable.auto.commit", "false")]);
+    assign(&consumer, "lagging", &[0], Offset::Beginning);
+    let got = consume_at_least(&consumer, 5, Duration::from_secs(30));
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("lagging", 0, Offset::Offset(got[4].offset + 1))
+        .unwrap();
+    consumer.commit(&tpl, CommitMode::Sync).expect("commit");
+    drop(consumer);
+
+    let list = json(&ok(
+        rill(b, &["group", "list", "--output", "json"], None),
+        "group list",
+    ));
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["group"] == "readers"),
+        "{list}"
+    );
+    let d = json(&ok(
+        rill(
+            b,
+            &["group", "describe", "readers", "--output", "json"],
+            None,
+        ),
+        "describe",
+    ));
+    let p0 = d["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["partition"] == 0)
+        .cloned()
+        .expect("partition 0");
+    assert_eq!(p0["committed_offset"], 5, "{d}");
+    assert_eq!(p0["log_end_offset"], 20, "{d}");
+    assert_eq!(p0["lag"], 15, "{d}");
+    let table = ok(
+        rill(b, &["group", "describe", "readers"], None),
+        "describe table",
+    );
+    assert!(table.contains("LAG"), "{table}");
+
+    ok(
+        rill(
+            b,
+            &[
+                "group",
+                "reset-offsets",
+                "readers",
+                "--topic",
+                "lagging",
+                "--to-latest",
+            ],
+            None,
+        ),
+        "reset",
+    );
+    let d = json(&ok(
+        rill(
+            b,
+            &["group", "describe", "readers", "--output", "json"],
+            None,
+        ),
+        "describe 2",
+    ));
+    let lags: Vec<i64> = d["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["lag"].as_i64().unwrap())
+        .collect();
+    assert!(lags.iter().all(|l| *l == 0), "{d}");
+    fails(
+        rill(
+            b,
+            &["group", "reset-offsets", "readers", "--topic", "lagging"],
+            None,
+        ),
+        2,
+        "exactly one of",
+        "reset without a target",
+    );
+    ok(rill(b, &["group", "delete", "readers"], None), "delete");
+    fails(
+        rill(b, &["group", "describe", "readers"], None),
+        1,
+        "GROUP_ID_NOT_FOUND",
+        "describe deleted",
+    );
+    fails(
+        rill(b, &["group", "delete", "readers"], None),
+        1,
+        "GROUP_ID_NOT_FOUND",
+        "delete twice",
+    );
+}

@@ -55,6 +55,10 @@ impl CliError {
                 }
                 ErrorCode::InvalidPartitions => "the partition count can only grow",
                 ErrorCode::UnsupportedVersion => "the broker is older than this client",
+                ErrorCode::UnknownMemberId | ErrorCode::NonEmptyGroup => {
+                    "stop the group's consumers first (see `rill group describe GROUP`)"
+                }
+                ErrorCode::GroupIdNotFound => "check the name with `rill group list`",
                 _ => return None,
             }),
             _ => None,

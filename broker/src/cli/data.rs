@@ -226,8 +226,8 @@ fn send_batches(
 pub fn consume(args: ConsumeArgs) -> Result<(), CliError> {
     if let Some(g) = &args.group {
         return Err(CliError::Usage(format!(
-            "--group {g}: consumer groups are not available in this rill yet; read with \
-             --partition/--offset or --from-beginning"
+            "--group {g}: `rill consume` does not join consumer groups yet; read with \
+             --partition/--offset or --from-beginning, and see `rill group describe {g}`"
         )));
     }
     let mut c = Client::connect(&args.common.bootstrap)?;

@@ -7,6 +7,7 @@
 mod admin;
 pub mod client;
 mod data;
+mod group;
 
 use clap::{Args, Subcommand, ValueEnum};
 
@@ -160,11 +161,49 @@ pub struct ConsumeArgs {
     pub idle_timeout_ms: Option<u64>,
     #[arg(long, value_enum, default_value_t = Format::Value)]
     pub format: Format,
-    /// Consume as a member of this consumer group (not available yet).
+    /// Consume as a member of this consumer group (not available in the CLI yet).
     #[arg(long)]
     pub group: Option<String>,
     #[command(flatten)]
     pub common: Common,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCmd {
+    /// List consumer groups and their states.
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Members, assignments, committed offsets and lag of a group.
+    Describe {
+        group: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Move a group's committed offsets on a topic (the group must have no members).
+    ResetOffsets {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        to_earliest: bool,
+        #[arg(long)]
+        to_latest: bool,
+        #[arg(long)]
+        to_offset: Option<i64>,
+        /// Show the new offsets without committing them.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Delete a group with no members, and its committed offsets.
+    Delete {
+        group: String,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -186,6 +225,10 @@ pub fn config(cmd: ConfigCmd) -> Result<(), CliError> {
 
 pub fn cluster(cmd: ClusterCmd) -> Result<(), CliError> {
     admin::cluster(cmd)
+}
+
+pub fn group(cmd: GroupCmd) -> Result<(), CliError> {
+    group::group(cmd)
 }
 
 pub fn produce(args: ProduceArgs) -> Result<(), CliError> {
