@@ -408,6 +408,18 @@ impl Shard {
         out
     }
 
+    /// Every committed offset of the groups this shard coordinates, for metrics.
+    pub fn group_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        let groups = self.groups.groups.borrow();
+        let mut out = Vec::new();
+        for (g, group) in groups.iter() {
+            for ((t, p), c) in &group.offsets {
+                out.push((g.clone(), t.clone(), *p, c.offset));
+            }
+        }
+        out
+    }
+
     fn listed_groups(&self) -> Vec<ListedGroup> {
         self.groups
             .groups

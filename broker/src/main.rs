@@ -130,6 +130,27 @@ fn run_broker(args: BrokerArgs) -> ExitCode {
     }
 }
 
+/// When something aborts the process (glibc's heap checks, a failed allocation), print a
+/// backtrace to stderr first, so the log says where. Diagnostics only: the process is
+/// about to die either way.
+fn print_backtrace_on_abort() {
+    // SAFETY: the handler runs on the aborting thread just before the process dies. Taking
+    // a backtrace and writing to stderr are not async-signal-safe; the worst outcome is a
+    // lost or garbled diagnostic, never a changed result, since abort() ends the process
+    // once the handler returns.
+    let registered = unsafe {
+        signal_hook::low_level::register(signal_hook::consts::SIGABRT, || {
+            eprintln!(
+                "rill: aborting; backtrace of the aborting thread:\n{}",
+                std::backtrace::Backtrace::force_capture()
+            );
+        })
+    };
+    if let Err(e) = registered {
+        tracing::warn!(error = %e, "cannot install the abort diagnostics handler");
+    }
+}
+
 fn broker(args: BrokerArgs) -> Result<(), String> {
     let mut config = match &args.config {
         Some(path) => BrokerConfig::load(path).map_err(|e| e.to_string())?,
@@ -184,6 +205,7 @@ fn broker(args: BrokerArgs) -> Result<(), String> {
         shards = config.shards,
         "starting rill broker"
     );
+    print_backtrace_on_abort();
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, stop.clone())

@@ -188,6 +188,9 @@ pub struct MetricsSnapshot {
     pub fetch_waiters: usize,
     pub fetch_sessions: usize,
     pub busy_seconds: f64,
+    /// Committed offsets of the groups this shard coordinates: (group, topic, partition,
+    /// offset).
+    pub group_offsets: Vec<(String, String, i32, i64)>,
 }
 
 /// Host figures (from sysinfo), taken on the scraping shard.
@@ -340,6 +343,46 @@ pub fn render(shards: &[MetricsSnapshot], host: &HostSample) -> String {
                 escape(&p.topic),
                 p.partition
             );
+        }
+    }
+    // Consumer groups: committed offsets and lag (log end offset minus committed offset).
+    let ends: HashMap<(&str, i32), i64> = parts
+        .iter()
+        .map(|p| ((p.topic.as_str(), p.partition), p.log_end_offset))
+        .collect();
+    header(
+        &mut out,
+        "rill_consumer_group_committed_offset",
+        "gauge",
+        "Committed offset, by group, topic and partition.",
+    );
+    for s in shards {
+        for (g, t, p, o) in &s.group_offsets {
+            let _ = writeln!(
+                out,
+                "rill_consumer_group_committed_offset{{group=\"{}\",topic=\"{}\",partition=\"{p}\"}} {o}",
+                escape(g),
+                escape(t)
+            );
+        }
+    }
+    header(
+        &mut out,
+        "rill_consumer_group_lag",
+        "gauge",
+        "Records not yet consumed: log end offset minus committed offset, by group, topic and partition.",
+    );
+    for s in shards {
+        for (g, t, p, o) in &s.group_offsets {
+            if let Some(end) = ends.get(&(t.as_str(), *p)) {
+                let _ = writeln!(
+                    out,
+                    "rill_consumer_group_lag{{group=\"{}\",topic=\"{}\",partition=\"{p}\"}} {}",
+                    escape(g),
+                    escape(t),
+                    (end - o).max(0)
+                );
+            }
         }
     }
     // Disk: time for a sync (write of the last page plus fdatasync), merged.

@@ -937,6 +937,7 @@ impl Shard {
         snap.fetch_waiters = self.waiters.get();
         snap.fetch_sessions = self.fetch_sessions.borrow().len();
         snap.busy_seconds = runtime::busy_seconds();
+        snap.group_offsets = self.group_offsets();
         snap
     }
 
