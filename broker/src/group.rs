@@ -805,6 +805,21 @@ impl Shard {
             let Some(g) = groups.get_mut(group_id) else {
                 return;
             };
+            if g.members.is_empty() {
+                // The last member left or expired: nothing to rebalance.
+                if g.state != GroupState::Empty {
+                    g.state = GroupState::Empty;
+                    g.generation += 1;
+                    g.rebalance_id += 1;
+                    g.leader.clear();
+                    info!(
+                        group = group_id,
+                        generation = g.generation,
+                        "group is empty"
+                    );
+                }
+                return;
+            }
             if g.state == GroupState::PreparingRebalance && !force {
                 return;
             }
@@ -1281,9 +1296,10 @@ impl Shard {
             } else {
                 Self::check_member(g, &member_id, generation, r.group_instance_id.as_deref())
                     .and_then(|_| {
-                        if g.state == GroupState::CompletingRebalance
-                            || g.state == GroupState::PreparingRebalance
-                        {
+                        // Members of the current generation may still commit while the
+                        // group prepares a rebalance (consumers commit as they give up
+                        // partitions); only the window between join and sync is closed.
+                        if g.state == GroupState::CompletingRebalance {
                             Err(ErrorCode::RebalanceInProgress)
                         } else {
                             Ok(())

@@ -340,10 +340,10 @@ fn every_subcommand_against_the_real_broker() {
     assert_eq!(info["partitions"], 5);
     assert_eq!(info["brokers"][0]["port"], broker.port() as i64);
     fails(
-        rill(b, &["consume", "orders", "--group", "g"], None),
+        rill(b, &["consume", "orders", "--group", "g", "--partition", "0"], None),
         2,
-        "consumer groups",
-        "group",
+        "--group assigns partitions",
+        "group with a partition",
     );
     ok(rill(b, &["topic", "delete", "orders"], None), "delete");
     fails(
@@ -491,5 +491,106 @@ fn group_subcommands_show_lag_reset_and_delete() {
         1,
         "GROUP_ID_NOT_FOUND",
         "delete twice",
+    );
+}
+
+#[test]
+fn consume_with_group_shares_partitions_and_resumes() {
+    let broker = Broker::start_with(
+        "cli-consume-group",
+        BrokerOptions::with_config("offsets_topic_partitions = 4\n"),
+    );
+    let addr = broker.bootstrap();
+    let b = addr.as_str();
+    ok(
+        rill(b, &["topic", "create", "shared", "--partitions", "4"], None),
+        "create",
+    );
+    let lines: Vec<u8> = (0..40)
+        .flat_map(|i| format!("r{i}\n").into_bytes())
+        .collect();
+    assert!(rill(b, &["produce", "shared"], Some(&lines))
+        .status
+        .success());
+
+    // Two members at once: together they read every record once, on disjoint partitions.
+    let consume = |b: String| {
+        std::thread::spawn(move || {
+            rill(
+                &b,
+                &[
+                    "consume",
+                    "shared",
+                    "--group",
+                    "pair",
+                    "--from-beginning",
+                    "--idle-timeout-ms",
+                    "4000",
+                    "--format",
+                    "json",
+                ],
+                None,
+            )
+        })
+    };
+    let (x, y) = (consume(addr.clone()), consume(addr.clone()));
+    let outs = [x.join().unwrap(), y.join().unwrap()];
+    let mut seen = std::collections::BTreeSet::new();
+    let mut partitions: Vec<std::collections::BTreeSet<i64>> = Vec::new();
+    for o in &outs {
+        let text = ok(o.clone(), "group consume");
+        let mut mine = std::collections::BTreeSet::new();
+        for r in text.lines().map(json) {
+            assert!(
+                seen.insert((
+                    r["partition"].as_i64().unwrap(),
+                    r["offset"].as_i64().unwrap()
+                )),
+                "read twice: {r}"
+            );
+            mine.insert(r["partition"].as_i64().unwrap());
+        }
+        partitions.push(mine);
+    }
+    assert_eq!(seen.len(), 40, "every record once across the group");
+    assert!(partitions[0].is_disjoint(&partitions[1]), "{partitions:?}");
+
+    // A later member resumes from the committed offsets: only the new records.
+    let more: Vec<u8> = (40..44)
+        .flat_map(|i| format!("r{i}\n").into_bytes())
+        .collect();
+    assert!(rill(b, &["produce", "shared"], Some(&more))
+        .status
+        .success());
+    let text = ok(
+        rill(
+            b,
+            &[
+                "consume",
+                "shared",
+                "--group",
+                "pair",
+                "--idle-timeout-ms",
+                "3000",
+            ],
+            None,
+        ),
+        "resume",
+    );
+    let mut values: Vec<&str> = text.lines().collect();
+    values.sort();
+    assert_eq!(values, ["r40", "r41", "r42", "r43"]);
+    let d = json(&ok(
+        rill(b, &["group", "describe", "pair", "--output", "json"], None),
+        "describe",
+    ));
+    assert_eq!(d["state"], "Empty", "{d}");
+    assert!(
+        d["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["lag"] == 0),
+        "{d}"
     );
 }

@@ -13,6 +13,7 @@ use rill_net::ErrorCode;
 use serde_json::json;
 
 use super::client::{check, CliError, Client};
+use super::member::{Beat, GroupMember};
 use super::{pair, ConsumeArgs, Format, ProduceArgs};
 
 /// Records per produce batch, and bytes per partition batch, before it is sent.
@@ -224,38 +225,43 @@ fn send_batches(
 }
 
 pub fn consume(args: ConsumeArgs) -> Result<(), CliError> {
-    if let Some(g) = &args.group {
-        return Err(CliError::Usage(format!(
-            "--group {g}: `rill consume` does not join consumer groups yet; read with \
-             --partition/--offset or --from-beginning, and see `rill group describe {g}`"
-        )));
+    if args.group.is_some() && (args.partition.is_some() || args.offset.is_some()) {
+        return Err(CliError::Usage(
+            "--group assigns partitions and resumes from committed offsets; drop --partition/--offset".into(),
+        ));
     }
     let mut c = Client::connect(&args.common.bootstrap)?;
     let all = partitions_of(&mut c, &args.topic, false)?;
-    let partitions = match args.partition {
-        Some(p) if all.contains(&p) => vec![p],
-        Some(p) => {
+    let mut member = match &args.group {
+        Some(g) => Some(GroupMember::join(&mut c, g, &args.topic, &all)?),
+        None => None,
+    };
+    let partitions = match (&member, args.partition) {
+        (Some(m), _) => m.assigned.clone(),
+        (None, Some(p)) if all.contains(&p) => vec![p],
+        (None, Some(p)) => {
             return Err(CliError::Usage(format!(
                 "topic {} has no partition {p}",
                 args.topic
             )))
         }
-        None => all,
+        (None, None) => all.clone(),
     };
-    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-    let start = if args.from_beginning { -2 } else { -1 };
-    for p in &partitions {
-        let offset = match args.offset {
-            Some(o) => o,
-            None => list_offset(&mut c, &args.topic, *p, start)?,
-        };
-        next.insert(*p, offset);
-    }
+    let mut next = start_offsets(&mut c, &args, member.as_ref(), &partitions)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut printed = 0u64;
     let mut last_record = Instant::now();
     loop {
+        if let Some(m) = member.as_mut() {
+            if let Beat::Rejoin = m.maybe_heartbeat(&mut c)? {
+                m.commit(&mut c, &next, true)?;
+                m.rejoin(&mut c, &all)?;
+                let assigned = m.assigned.clone();
+                next = start_offsets(&mut c, &args, Some(m), &assigned)?;
+            }
+            m.commit(&mut c, &next, false)?;
+        }
         if args.max_messages.is_some_and(|m| printed >= m) {
             break;
         }
@@ -283,6 +289,11 @@ pub fn consume(args: ConsumeArgs) -> Result<(), CliError> {
                         })
                         .collect(),
                 )]);
+        if next.is_empty() {
+            // A group member with no partitions (more members than partitions) waits.
+            std::thread::sleep(Duration::from_millis(wait.max(0) as u64));
+            continue;
+        }
         let r = c.send(&request)?;
         check("fetch", r.error_code, None)?;
         for t in &r.responses {
@@ -322,7 +333,36 @@ pub fn consume(args: ConsumeArgs) -> Result<(), CliError> {
         }
         let _ = out.flush();
     }
+    if let Some(m) = member.as_mut() {
+        m.commit(&mut c, &next, true)?;
+        m.leave(&mut c)?;
+    }
     Ok(())
+}
+
+/// Where to start reading each partition: the group's committed offset, else --offset,
+/// else the beginning (--from-beginning) or the end.
+fn start_offsets(
+    c: &mut Client,
+    args: &ConsumeArgs,
+    member: Option<&GroupMember>,
+    partitions: &[i32],
+) -> Result<BTreeMap<i32, i64>, CliError> {
+    let committed = match member {
+        Some(m) => m.committed(c)?,
+        None => BTreeMap::new(),
+    };
+    let start = if args.from_beginning { -2 } else { -1 };
+    let mut next = BTreeMap::new();
+    for p in partitions {
+        let offset = match (committed.get(p), args.offset) {
+            (Some(o), _) => *o,
+            (None, Some(o)) => o,
+            (None, None) => list_offset(c, &args.topic, *p, start)?,
+        };
+        next.insert(*p, offset);
+    }
+    Ok(next)
 }
 
 fn list_offset(

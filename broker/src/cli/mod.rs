@@ -8,6 +8,7 @@ mod admin;
 pub mod client;
 mod data;
 mod group;
+mod member;
 
 use clap::{Args, Subcommand, ValueEnum};
 
@@ -161,7 +162,8 @@ pub struct ConsumeArgs {
     pub idle_timeout_ms: Option<u64>,
     #[arg(long, value_enum, default_value_t = Format::Value)]
     pub format: Format,
-    /// Consume as a member of this consumer group (not available in the CLI yet).
+    /// Consume as a member of this consumer group: partitions are shared with the other
+    /// members and reading resumes from the group's committed offsets.
     #[arg(long)]
     pub group: Option<String>,
     #[command(flatten)]
