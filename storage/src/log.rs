@@ -358,7 +358,7 @@ impl<B: Backend> PartitionLog<B> {
         if file_bytes != size {
             if clean.is_none() {
                 info!(path = %path.display(), truncated_bytes = file_bytes - size, valid_bytes = size,
-                    "recovery truncated the torn or corrupt tail of the active segment");
+                    "recovery cut the active segment after its last whole batch (zero padding, a torn write, or the corrupt batch reported above)");
             }
             file.get().truncate(size).await?;
         }
