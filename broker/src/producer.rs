@@ -3,9 +3,9 @@
 //! gap in the sequence is refused. Owned by the partition's shard.
 //!
 //! The table lives in memory and is bounded (`limits.producers_per_partition_max`, least
-//! recently used evicted). After a restart it starts empty, so a retry that crosses a broker
-//! restart is not recognised (Kafka rebuilds the table from producer snapshots; Rill does not
-//! yet).
+//! recently used evicted). After a restart the shard refills it from the last batches of the
+//! log the first time an idempotent producer writes (Kafka keeps producer snapshot files
+//! instead), so a retry that crosses a restart is still answered with its first offset.
 
 use std::collections::{HashMap, VecDeque};
 

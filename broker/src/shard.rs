@@ -193,6 +193,8 @@ pub struct Partition {
     /// Idempotent producers' recent batches; checked and updated under `produce_lock`.
     producers: RefCell<ProducerTable>,
     produce_lock: async_lock::Mutex<()>,
+    /// Whether `producers` was rebuilt from the log since this partition opened.
+    producers_rebuilt: Cell<bool>,
 }
 
 impl Partition {
@@ -419,6 +421,9 @@ impl Shard {
                 let len = batch_len(&rest)?;
                 let mut one = rest.split_to(len);
                 let header = batch::BatchHeader::parse(&one).map_err(KafkaError::from)?;
+                if header.producer_id >= 0 && !p.producers_rebuilt.get() {
+                    rebuild_producers(p).await;
+                }
                 let check = p.producers.borrow().check(&header)?;
                 if let Check::Duplicate { base_offset } = check {
                     first_offset.get_or_insert(base_offset);
@@ -873,6 +878,7 @@ impl Shard {
                     self.config.limits.producers_per_partition_max,
                 )),
                 produce_lock: async_lock::Mutex::new(()),
+                producers_rebuilt: Cell::new(false),
             }),
             Err(e) => {
                 error!(topic = %t.name, partition, dir = %dir.display(), error = %e,
@@ -1061,6 +1067,45 @@ fn batch_len(data: &[u8]) -> Result<usize, KafkaError> {
         ));
     }
     Ok(total as usize)
+}
+
+/// Records (counted back from the log end) scanned to rebuild idempotent producer state.
+const PRODUCER_REBUILD_RECORDS: i64 = 50_000;
+
+/// Refills a partition's producer table from the batches at the end of its log, the first
+/// time an idempotent producer writes after the partition opened (a restart or a crash), so
+/// a retry of a batch appended before the restart is still recognised. Caller holds
+/// `produce_lock`.
+async fn rebuild_producers(p: &Partition) {
+    let end = p.log.log_end_offset();
+    let mut at = (end - PRODUCER_REBUILD_RECORDS).max(p.log.log_start_offset());
+    let mut batches = 0u64;
+    while at < end {
+        let read = match p.log.read(at, 1 << 20).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(dir = %p.log.dir().display(), error = %e, "cannot rebuild idempotent producer state");
+                break;
+            }
+        };
+        if read.batches.is_empty() {
+            break;
+        }
+        for b in &read.batches {
+            let Ok(h) = batch::BatchHeader::parse(b) else {
+                continue;
+            };
+            if h.producer_id >= 0 {
+                p.producers.borrow_mut().record(&h, h.base_offset);
+                batches += 1;
+            }
+            at = at.max(h.last_offset() + 1);
+        }
+    }
+    p.producers_rebuilt.set(true);
+    if batches > 0 {
+        info!(dir = %p.log.dir().display(), batches, "idempotent producer state rebuilt from the log");
+    }
 }
 
 async fn list_offsets(p: &Partition, timestamp: i64) -> Result<OpOk, KafkaError> {

@@ -12,6 +12,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod groups;
+
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -664,15 +666,28 @@ pub struct NetClient {
 
 impl NetClient {
     pub fn connect(addr: SocketAddr) -> NetClient {
-        let stream = BlockingStream(tcp_connect(addr, OP_TIMEOUT));
-        let options = ConnectionOptions {
-            client_id: "rill-broker-tests".into(),
-            ..Default::default()
-        };
-        let mut conn = Connection::with_options(stream, options);
-        let versions = block_on(conn.api_versions())
-            .unwrap_or_else(|e| panic!("ApiVersions against {addr}: {e}"));
-        NetClient { conn, versions }
+        // Right after a kill -9 the dead broker's listening socket can outlive the process
+        // for a moment (io_uring tears its ring down asynchronously, and an accept in
+        // flight holds the socket), still in the port's SO_REUSEPORT group: a connection
+        // hashed to it is reset. Real clients reconnect; so does this one, a few times.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let stream = BlockingStream(tcp_connect(addr, OP_TIMEOUT));
+            let options = ConnectionOptions {
+                client_id: "rill-broker-tests".into(),
+                ..Default::default()
+            };
+            let mut conn = Connection::with_options(stream, options);
+            match block_on(conn.api_versions()) {
+                Ok(versions) => return NetClient { conn, versions },
+                Err(e) if attempt < 20 => {
+                    eprintln!("ApiVersions against {addr} failed ({e}); reconnecting");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("ApiVersions against {addr}: {e}"),
+            }
+        }
     }
 
     /// The negotiated version of `key` (fails the test if there is none).
