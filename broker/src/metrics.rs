@@ -92,6 +92,9 @@ pub struct ShardMetrics {
     api: RefCell<BTreeMap<&'static str, ApiStats>>,
     topics: RefCell<HashMap<Arc<str>, TopicBytes>>,
     sync_latency: RefCell<Hist>,
+    read_latency: RefCell<Hist>,
+    /// Messages from other shards being handled here now.
+    pub cross_shard_inflight: std::cell::Cell<usize>,
     connections_refused: RefCell<u64>,
 }
 
@@ -136,6 +139,10 @@ impl ShardMetrics {
         self.sync_latency.borrow_mut().record(latency);
     }
 
+    pub fn read(&self, latency: Duration) {
+        self.read_latency.borrow_mut().record(latency);
+    }
+
     pub fn connection_refused(&self) {
         *self.connections_refused.borrow_mut() += 1;
     }
@@ -157,6 +164,8 @@ impl ShardMetrics {
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
             sync_latency: self.sync_latency.borrow().clone(),
+            read_latency: self.read_latency.borrow().clone(),
+            cross_shard_inflight: self.cross_shard_inflight.get(),
             connections_refused: *self.connections_refused.borrow(),
             ..MetricsSnapshot::default()
         }
@@ -181,6 +190,8 @@ pub struct MetricsSnapshot {
     pub api: Vec<(&'static str, ApiStats)>,
     pub topics: Vec<(String, TopicBytes)>,
     pub sync_latency: Hist,
+    pub read_latency: Hist,
+    pub cross_shard_inflight: usize,
     pub connections_refused: u64,
     pub partitions: Vec<PartitionSample>,
     pub connections: usize,
@@ -397,9 +408,21 @@ pub fn render(shards: &[MetricsSnapshot], host: &HostSample) -> String {
         "Time to make a partition's appended data durable (write out and fdatasync).",
     );
     sync.render(&mut out, "rill_log_sync_duration_seconds", "");
+    let mut read = Hist::default();
+    for s in shards {
+        read.merge(&s.read_latency);
+    }
+    header(
+        &mut out,
+        "rill_log_read_duration_seconds",
+        "histogram",
+        "Time to read a fetch's batches from a partition (tail cache or disk).",
+    );
+    read.render(&mut out, "rill_log_read_duration_seconds", "");
     // Per shard.
     type Gauge = fn(&MetricsSnapshot) -> f64;
-    let per_shard: [(&str, &str, &str, Gauge); 7] = [
+    let per_shard: [(&str, &str, &str, Gauge); 8] = [
+        ("rill_shard_cross_shard_inflight", "gauge", "Messages from other shards being handled by the shard (each waits for a slot of limits.shard_queue_depth).", |s| s.cross_shard_inflight as f64),
         (
             "rill_shard_busy_seconds_total",
             "counter",

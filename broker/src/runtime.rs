@@ -226,8 +226,12 @@ async fn shard_main(
                 let shard = shard.clone();
                 if matches!(msg, ShardMsg::Partition { .. }) {
                     let slot = slots.acquire_arc().await;
+                    let inflight = &shard.metrics.cross_shard_inflight;
+                    inflight.set(inflight.get() + 1);
                     spawn(async move {
-                        shard.handle_msg(msg).await;
+                        shard.clone().handle_msg(msg).await;
+                        let inflight = &shard.metrics.cross_shard_inflight;
+                        inflight.set(inflight.get() - 1);
                         drop(slot);
                     });
                 } else {

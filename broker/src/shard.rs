@@ -358,18 +358,19 @@ impl Shard {
         };
         let result = match op {
             PartitionOp::Produce { batch, acks } => self.produce(&p, batch, acks).await,
-            PartitionOp::Fetch { offset, max_bytes } => p
-                .log
-                .read(offset, max_bytes)
-                .await
-                .map(|r| OpOk::Fetched {
+            PartitionOp::Fetch { offset, max_bytes } => {
+                let started = Instant::now();
+                let read = p.log.read(offset, max_bytes).await;
+                self.metrics.read(started.elapsed());
+                read.map(|r| OpOk::Fetched {
                     records: if r.batches.len() == 1 {
                         r.batches[0].clone()
                     } else {
                         r.concat()
                     },
                 })
-                .map_err(KafkaError::from),
+                .map_err(KafkaError::from)
+            }
             PartitionOp::ListOffsets { timestamp } => list_offsets(&p, timestamp).await,
             PartitionOp::Peek => Ok(OpOk::Fetched {
                 records: Bytes::new(),

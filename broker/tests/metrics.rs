@@ -194,6 +194,14 @@ fn metrics_move_as_records_flow() {
         value(&after, "rill_log_sync_duration_seconds", &[]) >= 1.0,
         "acks=all syncs are timed"
     );
+    assert!(
+        value(&after, "rill_log_read_duration_seconds", &[]) >= 1.0,
+        "fetch reads are timed"
+    );
+    assert!(after
+        .samples
+        .iter()
+        .any(|s| s.metric == "rill_shard_cross_shard_inflight"));
     assert!(value(&after, "rill_shard_busy_seconds_total", &[]) > 0.0);
     assert!(value(&after, "rill_process_resident_memory_bytes", &[]) > 1e6);
     assert!(value(&after, "rill_host_memory_total_bytes", &[]) > 0.0);
