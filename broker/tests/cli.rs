@@ -340,7 +340,11 @@ fn every_subcommand_against_the_real_broker() {
     assert_eq!(info["partitions"], 5);
     assert_eq!(info["brokers"][0]["port"], broker.port() as i64);
     fails(
-        rill(b, &["consume", "orders", "--group", "g", "--partition", "0"], None),
+        rill(
+            b,
+            &["consume", "orders", "--group", "g", "--partition", "0"],
+            None,
+        ),
         2,
         "--group assigns partitions",
         "group with a partition",

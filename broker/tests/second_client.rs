@@ -1,7 +1,9 @@
 //! Clients other than librdkafka-through-Rust: kafka-python (a pure-Python protocol
 //! implementation, `tests/python/kafka_python_check.py`) produces and consumes with assign,
-//! and kcat (Debian's, with an older librdkafka) produces lines and reads them back. What each
-//! wrote is then read with rdkafka too, so the clients agree with each other.
+//! and runs a consumer group of two members that split the topic, commit and resume
+//! (`tests/python/kafka_python_group_check.py`); kcat (Debian's, with an older librdkafka)
+//! produces lines and reads them back. What each wrote is then read with rdkafka (or the
+//! raw protocol client) too, so the clients agree with each other.
 //!
 //! When kafka-python or kcat is missing the test fails under CI (env CI set) with the install
 //! command, and otherwise prints a loud notice and passes without checking.
@@ -11,6 +13,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use common::groups::{committed_offsets, describe_group, group_options};
 use common::{lines_containing, read_all, run_bounded, Broker};
 
 const INSTALL_HINT: &str = "apt-get install -y kcat python3-pip && pip install kafka-python";
@@ -89,6 +92,68 @@ fn kafka_python_produces_and_consumes() {
             ]
         );
     }
+    broker.assert_alive();
+}
+
+#[test]
+fn kafka_python_runs_a_consumer_group() {
+    if !available(
+        "kafka-python",
+        Command::new("python3").args(["-c", "import kafka"]),
+    ) {
+        return;
+    }
+    let mut broker = Broker::start_with("kafka-python-group", group_options(""));
+    let topic = "kafka-python-group";
+    let group = "kafka-python-group";
+    let partitions = 4;
+    let count = 400;
+    broker.create_topic(topic, partitions, &[]);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/kafka_python_group_check.py"
+    );
+    let out = run_bounded(
+        Command::new("python3").args([
+            script,
+            &broker.bootstrap(),
+            topic,
+            &partitions.to_string(),
+            &count.to_string(),
+            group,
+        ]),
+        Duration::from_secs(150),
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains(&format!("kafka-python group ok: {count} records")),
+        "kafka-python group check failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}\n{}",
+        out.status,
+        broker.log_tail(broker.starts())
+    );
+
+    // The broker agrees: every member left, and the committed offsets are the end of each
+    // partition (the script produced count + 50 records round robin).
+    let mut net = broker.net();
+    let described = describe_group(&mut net, group);
+    assert_eq!(described.group_state.as_str(), "Empty", "{described:?}");
+    assert_eq!(described.protocol_type.as_str(), "consumer");
+    let committed = committed_offsets(&mut net, group, topic, partitions);
+    for p in 0..partitions {
+        let (_, high) = broker.watermarks(topic, p);
+        assert_eq!(
+            committed.get(&p),
+            Some(&high),
+            "committed offset of {topic}/{p} after the kafka-python group"
+        );
+    }
+    assert_eq!(
+        committed.values().sum::<i64>(),
+        count as i64 + 50,
+        "{committed:?}"
+    );
     broker.assert_alive();
 }
 

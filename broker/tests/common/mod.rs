@@ -205,6 +205,23 @@ impl Broker {
         }
         child.kill().expect("SIGKILL the broker");
         child.wait().expect("reap the killed broker");
+        self.wait_port_closed();
+    }
+
+    /// Waits (bounded) until nothing accepts connections on the broker's port. A stopped
+    /// broker's listening socket can outlive the reaped process by a few milliseconds (its
+    /// io_uring is torn down asynchronously, after kill -9 and even after a clean exit), and
+    /// a restart that connected to it would think the new process was already serving.
+    fn wait_port_closed(&self) {
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "port {} still accepts connections {STOP_TIMEOUT:?} after the broker was killed",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// SIGTERM, wait (bounded) and assert a clean exit (code 0).
@@ -223,6 +240,7 @@ impl Broker {
                         "broker exited with {status} after SIGTERM (expected code 0)\n{}",
                         self.log_tail(self.starts)
                     );
+                    self.wait_port_closed();
                     return;
                 }
                 None if Instant::now() > deadline => {
