@@ -315,27 +315,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let api_key = api_key_of::<R>(ApiKey::ApiVersions)?;
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(api_version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(self.client_id.clone()));
-        let mut buf = BytesMut::with_capacity(128);
-        buf.extend_from_slice(&[0; 4]);
-        let encode_err = |what: &'static str, e: String| crate::error::EncodeError {
-            what,
-            api_version,
-            reason: e,
-        };
-        header
-            .encode(&mut buf, request_header_version(api_key, api_version))
-            .map_err(|e| encode_err("request header", format!("{e:#}")))?;
-        request
-            .encode(&mut buf, api_version)
-            .map_err(|e| encode_err("request", format!("{e:#}")))?;
-        let prefix = frame_prefix(buf.len() - 4)?;
-        buf[..4].copy_from_slice(&prefix);
-        let mut pieces = [buf.freeze()];
+        let frame =
+            encode_request_frame(api_version, correlation_id, &self.client_id, request, 128)?;
+        let mut pieces = [frame];
         let stream = self.io.get_mut();
         write_pieces(stream, &mut pieces)
             .await
@@ -648,5 +630,95 @@ mod tests {
         let mut evil = BytesMut::from(&batch[..]);
         evil[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
         assert!(decode_record_batches(&evil.freeze()).is_err());
+    }
+}
+
+/// Encodes `request` with its request header (v1 or v2, as the api and version require)
+/// as one length-prefixed frame. `size_hint` sizes the buffer (add the records' bytes).
+pub fn encode_request_frame<R: KafkaRequest>(
+    api_version: i16,
+    correlation_id: i32,
+    client_id: &StrBytes,
+    request: &R,
+    size_hint: usize,
+) -> Result<Bytes, NetError> {
+    let api_key = api_key_of::<R>(ApiKey::ApiVersions)?;
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(api_version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(client_id.clone()));
+    let mut buf = BytesMut::with_capacity(size_hint + 64);
+    buf.extend_from_slice(&[0; 4]);
+    let encode_err = |what: &'static str, e: String| crate::error::EncodeError {
+        what,
+        api_version,
+        reason: e,
+    };
+    header
+        .encode(&mut buf, request_header_version(api_key, api_version))
+        .map_err(|e| encode_err("request header", format!("{e:#}")))?;
+    request
+        .encode(&mut buf, api_version)
+        .map_err(|e| encode_err("request", format!("{e:#}")))?;
+    let prefix = frame_prefix(buf.len() - 4)?;
+    buf[..4].copy_from_slice(&prefix);
+    Ok(buf.freeze())
+}
+
+/// Kafka's murmur2 (the Java client's `Utils.murmur2`), so keyed records land on the
+/// partitions Kafka's default partitioner picks.
+pub fn murmur2(data: &[u8]) -> i32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h: u32 = SEED ^ (data.len() as u32);
+    let chunks = data.chunks_exact(4);
+    let tail = chunks.remainder();
+    for c in chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    if tail.len() >= 3 {
+        h ^= (tail[2] as u32) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= (tail[1] as u32) << 8;
+    }
+    if !tail.is_empty() {
+        h ^= tail[0] as u32;
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// The partition Kafka's default partitioner picks for a key.
+pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
+    ((murmur2(key) & 0x7fff_ffff) as u32) % partitions.max(1)
+}
+
+#[cfg(test)]
+mod murmur2_tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafkas_partitioner() {
+        // Kafka's UtilsTest vectors.
+        assert_eq!(murmur2(b"21"), -973932308);
+        assert_eq!(murmur2(b"foobar"), -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1486304829);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"),
+            -58897971
+        );
+        assert_eq!(murmur2(b"abc"), 479470107);
     }
 }

@@ -5,7 +5,9 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rill_net::client::{decode_record_batches, encode_record_batch, BatchOptions, ProduceRecord};
+use rill_net::client::{
+    decode_record_batches, encode_record_batch, partition_for_key, BatchOptions, ProduceRecord,
+};
 use rill_net::kafka_protocol::messages::*;
 use rill_net::kafka_protocol::protocol::StrBytes;
 use rill_net::kafka_protocol::records::Compression;
@@ -47,39 +49,6 @@ fn partitions_of(c: &mut Client, topic: &str, create: bool) -> Result<Vec<i32>, 
         )));
     }
     Ok(parts)
-}
-
-/// Kafka's murmur2, as its default partitioner hashes keys (so keyed records land on the
-/// same partitions as with the Java client).
-pub fn murmur2(data: &[u8]) -> i32 {
-    const M: u32 = 0x5bd1_e995;
-    const R: u32 = 24;
-    let len = data.len();
-    let mut h: u32 = 0x9747_b28c ^ (len as u32);
-    let mut chunks = data.chunks_exact(4);
-    for c in &mut chunks {
-        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> R;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
-    }
-    let rest = chunks.remainder();
-    if rest.len() >= 3 {
-        h ^= (rest[2] as u32) << 16;
-    }
-    if rest.len() >= 2 {
-        h ^= (rest[1] as u32) << 8;
-    }
-    if !rest.is_empty() {
-        h ^= rest[0] as u32;
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h as i32
 }
 
 fn parse_acks(s: &str) -> Result<i16, CliError> {
@@ -143,8 +112,7 @@ pub fn produce(args: ProduceArgs) -> Result<(), CliError> {
         let partition = match (args.partition, &key) {
             (Some(p), _) => p,
             (None, Some(k)) => {
-                let h = murmur2(k.as_bytes()) & 0x7fff_ffff;
-                partitions[h as usize % partitions.len()]
+                partitions[partition_for_key(k.as_bytes(), partitions.len() as u32) as usize]
             }
             (None, None) => {
                 round_robin += 1;
@@ -430,24 +398,5 @@ fn print_record(
                 })
             )
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn murmur2_matches_kafkas_partitioner() {
-        // Values from Kafka's UtilsTest.testMurmur2.
-        assert_eq!(murmur2(b"21"), -973932308);
-        assert_eq!(murmur2(b"foobar"), -790332482);
-        assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
-        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1486304829);
-        assert_eq!(
-            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"),
-            -58897971
-        );
-        assert_eq!(murmur2(b"abc"), 479470107);
     }
 }

@@ -1,0 +1,692 @@
+//! What runs on each executor: its producers' and consumers' tasks on their own
+//! connections, the interval ticker, and the report back to the main thread.
+//!
+//! Per executor: one [`Recorder`] (`Rc<RefCell<_>>`, borrowed only between awaits), and
+//! for every producer a writer task plus one reader task per broker connection (so a request
+//! is written while answers to earlier ones arrive), and for every consumer one fetch loop
+//! per broker it reads from. Executors connect first, wait for each other at a barrier, and
+//! then all start at the same run time, so the schedule is the same for everyone.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use bytes::Bytes;
+use event_listener::Event;
+use futures_lite::future;
+use futures_lite::io::{split, AsyncWriteExt, ReadHalf, WriteHalf};
+use rill_net::client::{Connection, ConnectionOptions};
+use rill_net::frame::{FrameLimits, FrameReader};
+use rill_net::kafka_protocol::messages::{ApiKey, ProduceResponse, TopicName};
+use rill_net::kafka_protocol::protocol::StrBytes;
+
+use crate::admin::Cluster;
+use crate::config::{Acks, Workload};
+use crate::consumer::{ConsumerCore, FetchSettings};
+use crate::payload::{GeneratorShared, RecordGenerator};
+use crate::producer::{
+    ProducerCore, ProducerSettings, REQUEST_BYTES_MAX_DEFAULT, WAKE_GRANULARITY_NS_DEFAULT,
+};
+use crate::runtime::{self, Stream};
+use crate::schedule::{Nanos, RunClock, Schedule, NANOS_PER_S};
+use crate::stats::{
+    Counts, ErrorCounts, ErrorKind, IntervalStats, Latency, PartitionCounters, Recorder,
+};
+use crate::wire::{decode_body, decode_response_header, encode_produce, ProduceParams, CLIENT_ID};
+
+/// Reports queued from executors to the main thread before intervals are dropped (the main
+/// thread drains continuously; a drop is counted and reported).
+pub const REPORT_QUEUE_MAX: usize = 4096;
+/// Longest a producer or consumer goes without checking the stop flag.
+pub const STOP_POLL_NS: Nanos = 100_000_000;
+/// Pause after a fetch answer that carried errors, before fetching again.
+pub const FETCH_ERROR_BACKOFF_MS: u64 = 100;
+/// Bytes allowed in a fetch response frame beyond the records asked for (headers).
+pub const FETCH_FRAME_SLACK_BYTES: usize = 1 << 20;
+/// Delay between the start barrier and the first scheduled record, so every executor is
+/// waiting on its timer when the schedule begins.
+pub const START_DELAY_NS: Nanos = 20_000_000;
+
+/// One producer's place in the run.
+#[derive(Debug, Clone)]
+pub struct ProducerPlan {
+    /// Producer index.
+    pub index: usize,
+    /// Executor it runs on.
+    pub executor: usize,
+}
+
+/// One consumer's place in the run.
+#[derive(Debug, Clone)]
+pub struct ConsumerPlan {
+    /// Consumer index.
+    pub index: usize,
+    /// Executor it runs on.
+    pub executor: usize,
+    /// Its partitions.
+    pub partitions: Vec<i32>,
+}
+
+/// Run-wide coordination between executors and the main thread.
+#[derive(Debug)]
+pub struct Control {
+    /// Set by Ctrl-C: producers stop generating and everyone drains.
+    pub stop: Arc<AtomicBool>,
+    /// Set when an executor could not connect: nobody starts.
+    pub abort: AtomicBool,
+    /// Executors wait here after connecting.
+    pub barrier: Barrier,
+    /// The run time the schedule starts at (0 until the first executor passes the barrier).
+    pub start_ns: AtomicU64,
+    /// Producers finished.
+    pub producers_done: AtomicUsize,
+    /// When the last producer finished.
+    pub producers_done_ns: AtomicU64,
+}
+
+/// Everything executors need, shared read-only.
+#[derive(Debug)]
+pub struct RunPlan {
+    /// The workload.
+    pub workload: Workload,
+    /// The topic's layout.
+    pub cluster: Cluster,
+    /// Time base.
+    pub clock: RunClock,
+    /// Tag stamped into this run's records.
+    pub run_tag: u32,
+    /// Executors.
+    pub executors: usize,
+    /// Producers.
+    pub producers: Vec<ProducerPlan>,
+    /// Consumers.
+    pub consumers: Vec<ConsumerPlan>,
+    /// Record generation shared parts.
+    pub generator: GeneratorShared,
+    /// Target rate, whole run (`None`: max).
+    pub records_per_s: Option<f64>,
+    /// Interval length.
+    pub interval_ns: Nanos,
+    /// Warm-up, a whole number of intervals.
+    pub warmup_ns: Nanos,
+    /// Measured duration (`None`: until `records`).
+    pub duration_ns: Option<Nanos>,
+    /// Per-partition progress.
+    pub counters: Arc<PartitionCounters>,
+    /// Coordination.
+    pub control: Control,
+}
+
+impl RunPlan {
+    fn drain_timeout_ns(&self) -> Nanos {
+        (self.workload.drain_timeout * NANOS_PER_S as f64) as Nanos
+    }
+}
+
+/// What an executor sends the main thread.
+#[derive(Debug)]
+pub enum Report {
+    /// One finished interval.
+    Interval {
+        /// Sender.
+        executor: usize,
+        /// Its figures.
+        stats: Box<IntervalStats>,
+    },
+    /// The executor is done.
+    Finished {
+        /// Sender.
+        executor: usize,
+        /// Its results.
+        result: Box<ExecutorResult>,
+    },
+}
+
+/// An executor's results for the whole run.
+#[derive(Debug)]
+pub struct ExecutorResult {
+    /// Run totals.
+    pub totals: Counts,
+    /// Inside the measurement window.
+    pub window: Counts,
+    /// Errors by label.
+    pub errors: ErrorCounts,
+    /// Measured ack latency.
+    pub ack: Latency,
+    /// Measured end-to-end latency.
+    pub e2e: Latency,
+    /// Last ack in the window.
+    pub last_ack_ns: Nanos,
+    /// Last consume in the window.
+    pub last_consume_ns: Nanos,
+    /// Largest schedule lag.
+    pub lag_ns_max: Nanos,
+    /// When the schedule started.
+    pub start_ns: Nanos,
+    /// Interval reports that could not be queued.
+    pub intervals_dropped: u64,
+    /// Why producers or consumers gave up.
+    pub failures: Vec<String>,
+}
+
+/// Runs executor `executor`'s share of the plan and reports to `tx`.
+pub async fn executor_main(plan: Arc<RunPlan>, executor: usize, tx: SyncSender<Report>) {
+    let mut failures = Vec::new();
+    let connect_timeout = Duration::from_millis(plan.workload.connect_timeout_ms);
+    let mut producer_conns: Vec<(usize, Vec<Stream>)> = Vec::new();
+    let mut consumer_conns: Vec<(usize, Vec<(usize, Stream)>)> = Vec::new();
+    if !plan.workload.dry_run {
+        'connect: for p in plan.producers.iter().filter(|p| p.executor == executor) {
+            let mut streams = Vec::new();
+            for b in &plan.cluster.brokers {
+                match runtime::connect(&b.addr, connect_timeout).await {
+                    Ok(s) => streams.push(s),
+                    Err(e) => {
+                        failures.push(format!(
+                            "producer {} cannot connect to {}: {e}",
+                            p.index, b.addr
+                        ));
+                        break 'connect;
+                    }
+                }
+            }
+            producer_conns.push((p.index, streams));
+        }
+        'connect_c: for c in plan.consumers.iter().filter(|c| c.executor == executor) {
+            let mut streams = Vec::new();
+            for (bi, b) in plan.cluster.brokers.iter().enumerate() {
+                if !c
+                    .partitions
+                    .iter()
+                    .any(|&p| plan.cluster.leaders[p as usize] == bi)
+                {
+                    continue;
+                }
+                match runtime::connect(&b.addr, connect_timeout).await {
+                    Ok(s) => streams.push((bi, s)),
+                    Err(e) => {
+                        failures.push(format!(
+                            "consumer {} cannot connect to {}: {e}",
+                            c.index, b.addr
+                        ));
+                        break 'connect_c;
+                    }
+                }
+            }
+            consumer_conns.push((c.index, streams));
+        }
+    }
+    if !failures.is_empty() {
+        plan.control.abort.store(true, Ordering::SeqCst);
+    }
+    plan.control.barrier.wait();
+    let start_ns = {
+        let mine = plan.clock.now_ns() + START_DELAY_NS;
+        match plan
+            .control
+            .start_ns
+            .compare_exchange(0, mine, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => mine,
+            Err(theirs) => theirs,
+        }
+    };
+    let warmup_end = start_ns + plan.warmup_ns;
+    let window_end = plan.duration_ns.map_or(Nanos::MAX, |d| warmup_end + d);
+    let recorder = Rc::new(RefCell::new(Recorder::new(
+        warmup_end,
+        window_end,
+        plan.counters.clone(),
+    )));
+    let dropped = Rc::new(Cell::new(0u64));
+    // The interval being accumulated (the ticker advances it at each boundary).
+    let current = Rc::new(Cell::new(0u64));
+    if plan.control.abort.load(Ordering::SeqCst) {
+        drop(producer_conns);
+        drop(consumer_conns);
+        // Count this executor's producers as done so nobody waits for them.
+        let mine = plan
+            .producers
+            .iter()
+            .filter(|p| p.executor == executor)
+            .count();
+        plan.control
+            .producers_done
+            .fetch_add(mine, Ordering::SeqCst);
+    } else {
+        let ticker = runtime::spawn(ticker(
+            plan.clone(),
+            executor,
+            start_ns,
+            recorder.clone(),
+            tx.clone(),
+            dropped.clone(),
+            current.clone(),
+        ));
+        let mut tasks = Vec::new();
+        if plan.workload.dry_run {
+            for p in plan.producers.iter().filter(|p| p.executor == executor) {
+                tasks.push(runtime::spawn(producer_task(
+                    plan.clone(),
+                    p.index,
+                    Vec::new(),
+                    start_ns,
+                    recorder.clone(),
+                )));
+            }
+        }
+        for (index, streams) in producer_conns {
+            tasks.push(runtime::spawn(producer_task(
+                plan.clone(),
+                index,
+                streams,
+                start_ns,
+                recorder.clone(),
+            )));
+        }
+        for (index, streams) in consumer_conns {
+            for (broker, stream) in streams {
+                tasks.push(runtime::spawn(consumer_task(
+                    plan.clone(),
+                    index,
+                    broker,
+                    stream,
+                    recorder.clone(),
+                )));
+            }
+        }
+        for t in tasks {
+            if let Err(e) = t.await {
+                failures.push(e);
+            }
+        }
+        drop(ticker);
+        let last = recorder.borrow_mut().take_interval(current.get());
+        send_interval(&tx, executor, last, &dropped);
+    }
+    // Tasks may still hold the recorder until the executor drops them: copy, don't unwrap.
+    let r = recorder.borrow();
+    let result = ExecutorResult {
+        totals: r.totals,
+        window: r.window,
+        errors: r.errors.clone(),
+        ack: r.ack.clone(),
+        e2e: r.e2e.clone(),
+        last_ack_ns: r.last_ack_ns,
+        last_consume_ns: r.last_consume_ns,
+        lag_ns_max: r.lag_ns_max,
+        start_ns,
+        intervals_dropped: dropped.get(),
+        failures,
+    };
+    drop(r);
+    // The final report must arrive: wait for room rather than drop it.
+    let _ = tx.send(Report::Finished {
+        executor,
+        result: Box::new(result),
+    });
+}
+
+fn send_interval(
+    tx: &SyncSender<Report>,
+    executor: usize,
+    stats: IntervalStats,
+    dropped: &Cell<u64>,
+) {
+    let stats = Box::new(stats);
+    match tx.try_send(Report::Interval { executor, stats }) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+            dropped.set(dropped.get() + 1)
+        }
+    }
+}
+
+async fn ticker(
+    plan: Arc<RunPlan>,
+    executor: usize,
+    start_ns: Nanos,
+    recorder: Rc<RefCell<Recorder>>,
+    tx: SyncSender<Report>,
+    dropped: Rc<Cell<u64>>,
+    current: Rc<Cell<u64>>,
+) {
+    loop {
+        let index = current.get();
+        let boundary = start_ns + (index + 1) * plan.interval_ns;
+        runtime::sleep_until(plan.clock.instant(boundary)).await;
+        let stats = recorder.borrow_mut().take_interval(index);
+        current.set(index + 1);
+        send_interval(&tx, executor, stats, &dropped);
+    }
+}
+
+fn producer_schedule(plan: &RunPlan, index: usize, start_ns: Nanos) -> Schedule {
+    let n = plan.producers.len() as u64;
+    let records_max = (plan.workload.records > 0).then(|| {
+        let base = plan.workload.records / n;
+        base + u64::from((index as u64) < plan.workload.records % n)
+    });
+    let end_ns = plan.duration_ns.map(|d| start_ns + plan.warmup_ns + d);
+    match plan.records_per_s {
+        Some(rate) => Schedule::fixed(
+            start_ns,
+            rate / n as f64,
+            index,
+            plan.producers.len(),
+            records_max,
+            end_ns,
+        ),
+        None => Schedule::max(start_ns, records_max, end_ns),
+    }
+}
+
+async fn producer_task(
+    plan: Arc<RunPlan>,
+    index: usize,
+    streams: Vec<Stream>,
+    start_ns: Nanos,
+    recorder: Rc<RefCell<Recorder>>,
+) -> Result<(), String> {
+    let w = &plan.workload;
+    let dry = w.dry_run;
+    let settings = ProducerSettings {
+        // A dry run has nobody to answer: records count once encoded.
+        acks: if dry { Acks::None } else { w.acks },
+        batch_bytes: w.batch_bytes,
+        linger_ns: w.linger_ms * 1_000_000,
+        inflight_requests_max: w.max_inflight,
+        buffer_bytes_max: w.buffer_bytes,
+        request_bytes_max: REQUEST_BYTES_MAX_DEFAULT
+            .max(w.batch_bytes + w.record_bytes.max() + 1024),
+        wake_granularity_ns: WAKE_GRANULARITY_NS_DEFAULT,
+        compression: w.compression.kafka(),
+        epoch_unix_ms: plan.clock.unix_ms(0),
+    };
+    let generator = RecordGenerator::new(
+        &plan.generator,
+        index as u32,
+        plan.cluster.leaders.len() as u32,
+    );
+    let schedule = producer_schedule(&plan, index, start_ns);
+    let core = Rc::new(RefCell::new(ProducerCore::new(
+        settings,
+        schedule,
+        generator,
+        &plan.cluster.leaders,
+    )));
+    let answered = Rc::new(Event::new());
+    let mut writers: Vec<WriteHalf<Stream>> = Vec::new();
+    let mut readers = Vec::new();
+    for (b, stream) in streams.into_iter().enumerate() {
+        let (r, wr) = split(stream);
+        writers.push(wr);
+        readers.push(runtime::spawn(produce_reader(
+            plan.clone(),
+            b,
+            r,
+            core.clone(),
+            recorder.clone(),
+            answered.clone(),
+        )));
+    }
+    let topic = TopicName(StrBytes::from_string(plan.cluster.topic.clone()));
+    let client_id = StrBytes::from_static_str(CLIENT_ID);
+    let clock = plan.clock;
+    let drain_timeout = plan.drain_timeout_ns();
+    let mut drain_deadline: Option<Nanos> = None;
+    let schedule_end = plan.duration_ns.map(|d| start_ns + plan.warmup_ns + d);
+    runtime::sleep_until(clock.instant(start_ns)).await;
+    loop {
+        let now = clock.now_ns();
+        if plan.control.stop.load(Ordering::Relaxed) {
+            core.borrow_mut().stop();
+        }
+        core.borrow_mut().fill(now, &mut recorder.borrow_mut());
+        let brokers = core.borrow().broker_count();
+        for b in 0..brokers {
+            loop {
+                let next = core
+                    .borrow_mut()
+                    .next_request(b, now, &mut recorder.borrow_mut());
+                let Some(req) = next else {
+                    break;
+                };
+                let params = ProduceParams {
+                    topic: &topic,
+                    acks: w.acks.wire(),
+                    timeout_ms: w.request_timeout_ms as i32,
+                    api_version: plan.cluster.brokers[b].produce_version,
+                    client_id: &client_id,
+                };
+                let frame =
+                    match encode_produce(&params, req.correlation_id(), &req.batches, req.size) {
+                        Ok(f) => f,
+                        Err(e) => {
+                            let reason = format!("cannot encode a produce request: {e}");
+                            core.borrow_mut().on_connection_lost(
+                                b,
+                                &reason,
+                                &mut recorder.borrow_mut(),
+                            );
+                            break;
+                        }
+                    };
+                let wire = frame.len();
+                // A dry run has no writer: the request is encoded and dropped.
+                if let Some(writer) = writers.get_mut(b) {
+                    if let Err(e) = write_frame(writer, frame).await {
+                        let reason = format!("writing to {}: {e}", plan.cluster.brokers[b].addr);
+                        core.borrow_mut().on_connection_lost(
+                            b,
+                            &reason,
+                            &mut recorder.borrow_mut(),
+                        );
+                        answered.notify(usize::MAX);
+                        break;
+                    }
+                }
+                core.borrow_mut().on_written(
+                    b,
+                    req.id,
+                    wire,
+                    clock.now_ns(),
+                    &mut recorder.borrow_mut(),
+                );
+                if dry {
+                    runtime::yield_if_needed().await;
+                }
+            }
+        }
+        if core.borrow().finished() {
+            break;
+        }
+        let now = clock.now_ns();
+        // The drain starts when generation is over, or at the end of the measured time even
+        // if the producer is still behind its schedule: a broker that cannot keep up must
+        // not stretch the run without bound.
+        if core.borrow().generation_over() || schedule_end.is_some_and(|e| now >= e) {
+            let deadline = *drain_deadline.get_or_insert(now + drain_timeout);
+            if now >= deadline {
+                core.borrow_mut().abandon(
+                    "produce unacknowledged at drain timeout",
+                    "produce never sent: behind schedule at drain timeout",
+                    &mut recorder.borrow_mut(),
+                );
+                break;
+            }
+        }
+        let mut wake = core.borrow().next_wake(now).unwrap_or(now + STOP_POLL_NS);
+        wake = wake.min(now + STOP_POLL_NS);
+        if let Some(d) = drain_deadline {
+            wake = wake.min(d);
+        }
+        if wake > now {
+            let listener = answered.listen();
+            future::or(runtime::sleep_until(clock.instant(wake)), listener).await;
+        } else {
+            runtime::yield_if_needed().await;
+        }
+    }
+    for wr in &mut writers {
+        let _ = wr.close().await;
+    }
+    drop(readers);
+    let now = clock.now_ns();
+    plan.control
+        .producers_done_ns
+        .fetch_max(now, Ordering::SeqCst);
+    plan.control.producers_done.fetch_add(1, Ordering::SeqCst);
+    let failure = core
+        .borrow()
+        .failure()
+        .map(|f| format!("producer {index}: {f}"));
+    match failure {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
+}
+
+async fn write_frame(w: &mut WriteHalf<Stream>, frame: Bytes) -> std::io::Result<()> {
+    let mut pieces = [frame];
+    rill_net::write_pieces(w, &mut pieces).await?;
+    w.flush().await
+}
+
+async fn produce_reader(
+    plan: Arc<RunPlan>,
+    broker: usize,
+    read: ReadHalf<Stream>,
+    core: Rc<RefCell<ProducerCore>>,
+    recorder: Rc<RefCell<Recorder>>,
+    answered: Rc<Event>,
+) {
+    let version = plan.cluster.brokers[broker].produce_version;
+    let addr = plan.cluster.brokers[broker].addr.clone();
+    let mut frames = FrameReader::new(read, FrameLimits::responses());
+    loop {
+        let next = frames.next_frame().await;
+        let now = plan.clock.now_ns();
+        let outcome: Result<(), String> = match next {
+            Ok(Some(frame)) => {
+                let expected = core.borrow().expected_correlation(broker);
+                match expected {
+                    None => Err("an answer arrived with nothing in flight".to_string()),
+                    Some(expected) => decode_response_header(frame, ApiKey::Produce, version)
+                        .and_then(|(corr, body)| {
+                            if corr != expected {
+                                return Err(rill_net::NetError::CorrelationMismatch {
+                                    expected,
+                                    actual: corr,
+                                });
+                            }
+                            decode_body::<ProduceResponse>(body, ApiKey::Produce, version)
+                        })
+                        .map_err(|e| e.to_string())
+                        .and_then(|response| {
+                            core.borrow_mut().on_response(
+                                broker,
+                                &response,
+                                now,
+                                &mut recorder.borrow_mut(),
+                            )
+                        }),
+                }
+            }
+            Ok(None) => Err("the broker closed the connection".to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(reason) = outcome {
+            let reason = format!("{addr}: {reason}");
+            core.borrow_mut()
+                .on_connection_lost(broker, &reason, &mut recorder.borrow_mut());
+            answered.notify(usize::MAX);
+            return;
+        }
+        answered.notify(usize::MAX);
+    }
+}
+
+async fn consumer_task(
+    plan: Arc<RunPlan>,
+    index: usize,
+    broker: usize,
+    stream: Stream,
+    recorder: Rc<RefCell<Recorder>>,
+) -> Result<(), String> {
+    let w = &plan.workload;
+    let info = &plan.cluster.brokers[broker];
+    let Some(me) = plan.consumers.iter().find(|c| c.index == index) else {
+        return Ok(());
+    };
+    let partitions: Vec<(i32, i64)> = me
+        .partitions
+        .iter()
+        .filter(|&&p| plan.cluster.leaders[p as usize] == broker)
+        .map(|&p| (p, plan.cluster.start_offsets[p as usize]))
+        .collect();
+    let settings = FetchSettings {
+        max_wait_ms: w.fetch_max_wait_ms as i32,
+        max_bytes: w.fetch_bytes as i32,
+        partition_max_bytes: w.partition_fetch_bytes as i32,
+    };
+    let mut core = ConsumerCore::new(&plan.cluster.topic, plan.run_tag, settings, &partitions);
+    let mut conn = Connection::with_options(
+        stream,
+        ConnectionOptions {
+            client_id: CLIENT_ID.to_string(),
+            inflight_requests_max: 1,
+            response_frame_bytes_max: w.fetch_bytes + FETCH_FRAME_SLACK_BYTES,
+        },
+    );
+    let clock = plan.clock;
+    let drain_timeout = plan.drain_timeout_ns();
+    let producers = plan.producers.len();
+    loop {
+        if plan.control.producers_done.load(Ordering::SeqCst) >= producers {
+            if core.caught_up(&plan.counters) {
+                return Ok(());
+            }
+            let done_ns = plan.control.producers_done_ns.load(Ordering::SeqCst);
+            if clock.now_ns() >= done_ns + drain_timeout {
+                let missing = core.missing(&plan.counters);
+                recorder.borrow_mut().error(
+                    ErrorKind::Client("records not consumed by drain timeout"),
+                    missing,
+                );
+                return Ok(());
+            }
+        }
+        let request = core.fetch_request();
+        let response = match conn.send(info.fetch_version, &request).await {
+            Ok(r) => r,
+            Err(e) => {
+                recorder
+                    .borrow_mut()
+                    .error(ErrorKind::Client("fetch connection lost"), 1);
+                return Err(format!(
+                    "consumer {index}: fetching from {}: {e}",
+                    info.addr
+                ));
+            }
+        };
+        let now = clock.now_ns();
+        let outcome = core.on_response(&response, now, &mut recorder.borrow_mut());
+        match outcome {
+            Ok(o) if o.errors > 0 => {
+                let until = clock.instant(now) + Duration::from_millis(FETCH_ERROR_BACKOFF_MS);
+                runtime::sleep_until(until).await;
+            }
+            Ok(_) => runtime::yield_if_needed().await,
+            Err(e) => {
+                recorder
+                    .borrow_mut()
+                    .error(ErrorKind::Client("fetch undecodable records"), 1);
+                return Err(format!("consumer {index}: {e}"));
+            }
+        }
+    }
+}
