@@ -23,8 +23,8 @@ MAX_INFLIGHT=${MAX_INFLIGHT:-16}
 PRODUCERS=${PRODUCERS:-2}
 CONSUMERS=${CONSUMERS:-2}
 LINGER_MS=${LINGER_MS:-5}
-# The broker pins shard i to CPU i whatever its affinity mask, so with one shard it runs on
-# CPU 0; the load generator gets the next core.
+# The broker pins shard i to the i-th CPU of its affinity mask: with one shard and
+# taskset -c 0 it runs on CPU 0; the load generator gets the next core.
 BROKER_CPU=0
 LOADGEN_CPU=${LOADGEN_CPU:-1}
 PORT=${PORT:-19392}

@@ -133,8 +133,7 @@ pub fn run(
     stop: Arc<AtomicBool>,
 ) -> Result<(), String> {
     let shards = config.shards;
-    let cpus: Vec<usize> =
-        (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+    let cpus = allowed_cpus();
     let config = Arc::new(config);
     let snapshot = Arc::new(snapshot);
     let mesh: MeshBuilder<ShardMsg, _> = MeshBuilder::full(shards, config.limits.shard_queue_depth);
@@ -188,6 +187,23 @@ pub fn run(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The CPUs this process may run on (its affinity mask: taskset, systemd CPUAffinity=,
+/// a cpuset), in order; shard i is pinned to the i-th of them.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most its size into it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let got =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if got != 0 {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        return (0..n).collect();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE, the bit count of `set`.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
