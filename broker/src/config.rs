@@ -289,11 +289,16 @@ impl BrokerConfig {
         }
         // The storage crate checks its own sizes; run it on the defaults so a bad value is
         // reported at start, with the field named.
-        let probe = topic_config::TopicSettings::resolve(&self.topic_default_strings(), &[])
-            .map_err(|reason| ConfigError::Invalid {
+        let defaults = topic_config::BrokerDefaults {
+            file: self.topic_default_strings(),
+            dynamic: BTreeMap::new(),
+        };
+        let probe = topic_config::TopicSettings::resolve(&defaults, &[]).map_err(|reason| {
+            ConfigError::Invalid {
                 field: "topic_defaults".into(),
                 reason,
-            })?;
+            }
+        })?;
         if let Err(e) = probe.log_config(s).validate() {
             return Err(ConfigError::Invalid {
                 field: "storage".into(),

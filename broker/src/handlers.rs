@@ -400,7 +400,7 @@ fn created_configs(
         .iter()
         .map(|k| {
             let (value, source) =
-                topic_config::effective(k.name, &shard.broker_defaults, &t.configs);
+                topic_config::effective(k.name, &shard.snapshot().defaults, &t.configs);
             create_topics_response::CreatableTopicConfigs::default()
                 .with_name(s(k.name))
                 .with_value(Some(s(value)))
@@ -479,7 +479,7 @@ async fn create_topics(shard: &Rc<Shard>, r: CreateTopicsRequest, v: i16) -> Cre
             };
             match shard.admin(op).await? {
                 AdminOk::Topic(t) => Ok(t),
-                AdminOk::ProducerId(_) => Err(KafkaError::code(ErrorCode::UnknownServerError)),
+                _ => Err(KafkaError::code(ErrorCode::UnknownServerError)),
             }
         }
         .await;
@@ -650,8 +650,11 @@ fn describe_configs(
                         .iter()
                         .filter(|k| wanted(k.name))
                         .map(|k| {
-                            let (value, source) =
-                                topic_config::effective(k.name, &shard.broker_defaults, &t.configs);
+                            let (value, source) = topic_config::effective(
+                                k.name,
+                                &shard.snapshot().defaults,
+                                &t.configs,
+                            );
                             entry(
                                 k.name,
                                 value,
@@ -684,13 +687,13 @@ fn describe_configs(
                     .iter()
                     .filter(|k| wanted(k.broker_name))
                     .map(|k| {
-                        let (value, source) =
-                            topic_config::effective(k.name, &shard.broker_defaults, &[]);
+                        let (value, source) = topic_config::effective(k.name, &snap.defaults, &[]);
+                        // Settable at run time (AlterConfigs on the broker resource).
                         entry(
                             k.broker_name,
                             value,
                             source as i8,
-                            true,
+                            false,
                             k.kind.describe_type(),
                             k.doc,
                         )
@@ -761,46 +764,65 @@ fn describe_configs(
     DescribeConfigsResponse::default().with_results(results)
 }
 
-fn broker_configs_static(resource_type: i8) -> Option<KafkaError> {
-    match resource_type {
-        RESOURCE_TOPIC => None,
-        RESOURCE_BROKER => Some(KafkaError::new(
-            ErrorCode::InvalidRequest,
-            "broker configs are static in Rill: set them in rill.toml and restart",
-        )),
-        other => Some(KafkaError::new(
-            ErrorCode::InvalidRequest,
-            format!("resource type {other} is not supported; use 2 (topic)"),
-        )),
-    }
+/// Runs a config change on a topic or on this broker's run-time topic defaults.
+async fn alter_resource(
+    shard: &Rc<Shard>,
+    resource_type: i8,
+    resource_name: &str,
+    change: ConfigChange,
+    validate_only: bool,
+) -> Result<(), KafkaError> {
+    let op = match resource_type {
+        RESOURCE_TOPIC => AdminOp::AlterConfigs {
+            name: resource_name.to_string(),
+            change,
+            validate_only,
+        },
+        RESOURCE_BROKER => {
+            // "" is the cluster-wide default; on one node it is this broker.
+            let me = shard.config.node_id.to_string();
+            if !resource_name.is_empty() && resource_name != me {
+                return Err(KafkaError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("this is broker {me}, not `{resource_name}`"),
+                ));
+            }
+            AdminOp::AlterBrokerConfigs {
+                change,
+                validate_only,
+            }
+        }
+        other => {
+            return Err(KafkaError::new(
+                ErrorCode::InvalidRequest,
+                format!("resource type {other} is not supported; use 2 (topic) or 4 (broker)"),
+            ))
+        }
+    };
+    shard.admin(op).await.map(|_| ())
 }
 
 async fn alter_configs(shard: &Rc<Shard>, r: AlterConfigsRequest) -> AlterConfigsResponse {
     use alter_configs_response::AlterConfigsResourceResponse;
     let mut responses = Vec::new();
     for res in &r.resources {
-        let outcome = match broker_configs_static(res.resource_type) {
-            Some(e) => Err(e),
-            None => {
-                let configs = res
-                    .configs
-                    .iter()
-                    .filter_map(|c| {
-                        c.value
-                            .as_ref()
-                            .map(|v| (c.name.to_string(), v.to_string()))
-                    })
-                    .collect();
-                shard
-                    .admin(AdminOp::AlterConfigs {
-                        name: res.resource_name.to_string(),
-                        change: ConfigChange::Replace(configs),
-                        validate_only: r.validate_only,
-                    })
-                    .await
-                    .map(|_| ())
-            }
-        };
+        let configs = res
+            .configs
+            .iter()
+            .filter_map(|c| {
+                c.value
+                    .as_ref()
+                    .map(|v| (c.name.to_string(), v.to_string()))
+            })
+            .collect();
+        let outcome = alter_resource(
+            shard,
+            res.resource_type,
+            &res.resource_name,
+            ConfigChange::Replace(configs),
+            r.validate_only,
+        )
+        .await;
         let mut out = AlterConfigsResourceResponse::default()
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name.clone());
@@ -821,30 +843,25 @@ async fn incremental_alter_configs(
     use incremental_alter_configs_response::AlterConfigsResourceResponse;
     let mut responses = Vec::new();
     for res in &r.resources {
-        let outcome = match broker_configs_static(res.resource_type) {
-            Some(e) => Err(e),
-            None => {
-                let ops = res
-                    .configs
-                    .iter()
-                    .map(|c| {
-                        (
-                            c.name.to_string(),
-                            c.config_operation,
-                            c.value.as_ref().map(|v| v.to_string()),
-                        )
-                    })
-                    .collect();
-                shard
-                    .admin(AdminOp::AlterConfigs {
-                        name: res.resource_name.to_string(),
-                        change: ConfigChange::Incremental(ops),
-                        validate_only: r.validate_only,
-                    })
-                    .await
-                    .map(|_| ())
-            }
-        };
+        let ops = res
+            .configs
+            .iter()
+            .map(|c| {
+                (
+                    c.name.to_string(),
+                    c.config_operation,
+                    c.value.as_ref().map(|v| v.to_string()),
+                )
+            })
+            .collect();
+        let outcome = alter_resource(
+            shard,
+            res.resource_type,
+            &res.resource_name,
+            ConfigChange::Incremental(ops),
+            r.validate_only,
+        )
+        .await;
         let mut out = AlterConfigsResourceResponse::default()
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name.clone());

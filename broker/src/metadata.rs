@@ -11,10 +11,10 @@ use std::sync::Arc;
 use rkyv::{Archive, Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::topic_config::TopicSettings;
+use crate::topic_config::{BrokerDefaults, TopicSettings};
 
 const MAGIC: &[u8; 4] = b"RILM";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// One topic as the registry file stores it.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub struct RegistryFile {
     /// Next id InitProducerId hands out.
     pub next_producer_id: i64,
     pub topics: Vec<TopicRecord>,
+    /// Broker-wide topic config defaults set at run time, by topic config name.
+    pub broker_configs: Vec<(String, String)>,
 }
 
 impl RegistryFile {
@@ -70,6 +72,7 @@ impl RegistryFile {
                 cluster_id: new_cluster_id(),
                 next_producer_id: 1000,
                 topics: Vec::new(),
+                broker_configs: Vec::new(),
             }),
             Err(e) => Err(format!(
                 "cannot read topic registry {}: {e}; check the data directory's permissions",
@@ -112,20 +115,26 @@ pub struct TopicInfo {
 pub struct Snapshot {
     /// Increases with every change.
     pub version: u64,
+    /// Broker-wide topic config defaults (rill.toml and run-time).
+    pub defaults: BrokerDefaults,
     pub cluster_id: Arc<str>,
     pub topics: BTreeMap<Arc<str>, Arc<TopicInfo>>,
 }
 
 impl Snapshot {
-    /// Builds the view of `file`; `broker_defaults` are the `rill.toml` topic defaults.
+    /// Builds the view of `file`; `file_defaults` are the `rill.toml` topic defaults.
     pub fn build(
         version: u64,
         file: &RegistryFile,
-        broker_defaults: &BTreeMap<String, String>,
+        file_defaults: &BTreeMap<String, String>,
     ) -> Result<Snapshot, String> {
+        let defaults = BrokerDefaults {
+            file: file_defaults.clone(),
+            dynamic: file.broker_configs.iter().cloned().collect(),
+        };
         let mut topics = BTreeMap::new();
         for t in &file.topics {
-            let settings = TopicSettings::resolve(broker_defaults, &t.configs)
+            let settings = TopicSettings::resolve(&defaults, &t.configs)
                 .map_err(|e| format!("topic {}: {e}", t.name))?;
             let name: Arc<str> = Arc::from(t.name.as_str());
             topics.insert(
@@ -141,6 +150,7 @@ impl Snapshot {
         }
         Ok(Snapshot {
             version,
+            defaults,
             cluster_id: Arc::from(file.cluster_id.as_str()),
             topics,
         })
@@ -203,6 +213,7 @@ mod tests {
         let file = RegistryFile {
             cluster_id: new_cluster_id(),
             next_producer_id: 7,
+            broker_configs: vec![("segment.ms".into(), "60000".into())],
             topics: vec![TopicRecord {
                 name: "orders".into(),
                 id: new_topic_id(),

@@ -133,6 +133,12 @@ pub enum AdminOp {
         change: ConfigChange,
         validate_only: bool,
     },
+    /// Broker-wide topic config defaults (AlterConfigs on the broker resource); names are
+    /// the broker-level ones (`log.retention.ms`).
+    AlterBrokerConfigs {
+        change: ConfigChange,
+        validate_only: bool,
+    },
     AllocateProducerId,
 }
 
@@ -140,6 +146,7 @@ pub enum AdminOp {
 pub enum AdminOk {
     Topic(Arc<TopicInfo>),
     ProducerId(i64),
+    BrokerConfigs,
 }
 
 pub type AdminReply = Result<AdminOk, KafkaError>;
@@ -221,7 +228,8 @@ pub struct Shard {
     pub id: usize,
     pub shards: usize,
     pub config: Arc<BrokerConfig>,
-    pub broker_defaults: BTreeMap<String, String>,
+    /// The `rill.toml` topic defaults (the run-time ones are in the snapshot).
+    file_defaults: BTreeMap<String, String>,
     snapshot: RefCell<Arc<Snapshot>>,
     partitions: RefCell<PartitionMap>,
     peers: Peers,
@@ -250,7 +258,7 @@ impl Shard {
         registry: Option<RegistryFile>,
         peers: Peers,
     ) -> Shard {
-        let broker_defaults = config.topic_default_strings();
+        let file_defaults = config.topic_default_strings();
         let budget = FileBudget::new(config.limits.open_files_max);
         let fetch_sessions = FetchSessions::new(id, config.limits.fetch_sessions_max);
         let inflight_bytes = Rc::new(crate::runtime::ByteBudget::new(
@@ -259,7 +267,7 @@ impl Shard {
         Shard {
             id,
             shards,
-            broker_defaults,
+            file_defaults,
             registry: registry.map(|file| Registry {
                 version: Cell::new(snapshot.version),
                 file: RefCell::new(file),
@@ -645,7 +653,7 @@ impl Shard {
         reg.version.set(version);
         *reg.file.borrow_mut() = file.clone();
         let snapshot = Arc::new(
-            Snapshot::build(version, &file, &self.broker_defaults)
+            Snapshot::build(version, &file, &self.file_defaults)
                 .map_err(|e| KafkaError::new(ErrorCode::InvalidConfig, e))?,
         );
         self.broadcast(snapshot.clone()).await;
@@ -667,8 +675,12 @@ impl Shard {
         let total_partitions: i64 = file.topics.iter().map(|t| t.partitions as i64).sum();
         let find =
             |file: &RegistryFile, name: &str| file.topics.iter().position(|t| t.name == name);
+        let defaults = crate::topic_config::BrokerDefaults {
+            file: self.file_defaults.clone(),
+            dynamic: file.broker_configs.iter().cloned().collect(),
+        };
         let info = |t: &TopicRecord| -> Result<Arc<TopicInfo>, KafkaError> {
-            let settings = TopicSettings::resolve(&self.broker_defaults, &t.configs)
+            let settings = TopicSettings::resolve(&defaults, &t.configs)
                 .map_err(|e| KafkaError::new(ErrorCode::InvalidConfig, e))?;
             Ok(Arc::new(TopicInfo {
                 name: Arc::from(t.name.as_str()),
@@ -774,6 +786,28 @@ impl Shard {
                     file.topics[i] = record;
                 }
                 Ok((AdminOk::Topic(t), validate_only))
+            }
+            AdminOp::AlterBrokerConfigs {
+                change,
+                validate_only,
+            } => {
+                let change = broker_names_to_topic_names(change)?;
+                let next = check_configs(apply_change(file.broker_configs.clone(), change)?)?;
+                // Every topic must still resolve with the new defaults.
+                let defaults = crate::topic_config::BrokerDefaults {
+                    file: self.file_defaults.clone(),
+                    dynamic: next.iter().cloned().collect(),
+                };
+                for t in &file.topics {
+                    TopicSettings::resolve(&defaults, &t.configs).map_err(|e| {
+                        KafkaError::new(ErrorCode::InvalidConfig, format!("topic {}: {e}", t.name))
+                    })?;
+                }
+                if !validate_only {
+                    info!(configs = ?next, "broker topic defaults changed");
+                    file.broker_configs = next;
+                }
+                Ok((AdminOk::BrokerConfigs, validate_only))
             }
             AdminOp::AllocateProducerId => {
                 let id = file.next_producer_id;
@@ -1124,6 +1158,41 @@ async fn list_offsets(p: &Partition, timestamp: i64) -> Result<OpOk, KafkaError>
     };
     let (offset, timestamp) = found.unwrap_or((-1, -1));
     Ok(OpOk::Offset { offset, timestamp })
+}
+
+/// Translates broker-level config names (`log.retention.ms`) to the topic names the
+/// registry keeps; a name that is not a dynamic broker default is INVALID_CONFIG.
+fn broker_names_to_topic_names(change: ConfigChange) -> Result<ConfigChange, KafkaError> {
+    let topic_name = |name: &str| {
+        topic_config::key_by_broker_name(name)
+            .map(|k| k.name.to_string())
+            .ok_or_else(|| {
+                KafkaError::new(
+                    ErrorCode::InvalidConfig,
+                    format!(
+                        "`{name}` cannot be changed at run time; dynamic broker configs are the \
+                         topic defaults: {}",
+                        topic_config::TOPIC_CONFIGS
+                            .iter()
+                            .map(|k| k.broker_name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })
+    };
+    Ok(match change {
+        ConfigChange::Replace(list) => ConfigChange::Replace(
+            list.into_iter()
+                .map(|(k, v)| Ok((topic_name(&k)?, v)))
+                .collect::<Result<_, KafkaError>>()?,
+        ),
+        ConfigChange::Incremental(ops) => ConfigChange::Incremental(
+            ops.into_iter()
+                .map(|(k, op, v)| Ok((topic_name(&k)?, op, v)))
+                .collect::<Result<_, KafkaError>>()?,
+        ),
+    })
 }
 
 /// Validates config overrides (each key known, each value in range, no duplicates).

@@ -134,6 +134,20 @@ pub fn key(name: &str) -> Option<&'static ConfigKey> {
     TOPIC_CONFIGS.iter().find(|k| k.name == name)
 }
 
+/// The table entry whose broker-level name is `name` (e.g. `log.retention.ms`).
+pub fn key_by_broker_name(name: &str) -> Option<&'static ConfigKey> {
+    TOPIC_CONFIGS.iter().find(|k| k.broker_name == name)
+}
+
+/// Broker-wide defaults for topic configs, by topic config name: from `rill.toml`
+/// (`[topic_defaults]`) and set at run time (AlterConfigs on the broker resource, kept in
+/// the registry). Run-time values win.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BrokerDefaults {
+    pub file: BTreeMap<String, String>,
+    pub dynamic: BTreeMap<String, String>,
+}
+
 /// Checks one `name=value`; the error says what is wrong in words a user can act on.
 pub fn validate_entry(name: &str, value: &str) -> Result<(), String> {
     let Some(k) = key(name) else {
@@ -191,6 +205,8 @@ fn not_supported(name: &str, value: &str, words: &[&str]) -> String {
 pub enum Source {
     /// Set on the topic (DYNAMIC_TOPIC_CONFIG).
     Topic = 1,
+    /// Set at run time for the whole broker (DYNAMIC_DEFAULT_BROKER_CONFIG).
+    BrokerDynamic = 3,
     /// Set in `rill.toml` (STATIC_BROKER_CONFIG).
     BrokerFile = 4,
     /// Kafka's default (DEFAULT_CONFIG).
@@ -198,15 +214,18 @@ pub enum Source {
 }
 
 /// The effective value of `name` for a topic with `overrides`, and where it came from.
-pub fn effective<'a>(
+pub fn effective(
     name: &str,
-    broker_defaults: &'a BTreeMap<String, String>,
-    overrides: &'a [(String, String)],
+    defaults: &BrokerDefaults,
+    overrides: &[(String, String)],
 ) -> (String, Source) {
     if let Some((_, v)) = overrides.iter().find(|(k, _)| k == name) {
         return (v.clone(), Source::Topic);
     }
-    if let Some(v) = broker_defaults.get(name) {
+    if let Some(v) = defaults.dynamic.get(name) {
+        return (v.clone(), Source::BrokerDynamic);
+    }
+    if let Some(v) = defaults.file.get(name) {
         return (v.clone(), Source::BrokerFile);
     }
     let default = key(name).map_or("", |k| k.default);
@@ -237,7 +256,7 @@ pub struct TopicSettings {
 impl TopicSettings {
     /// Resolves every key (override, then broker default, then Kafka's default) and parses it.
     pub fn resolve(
-        broker_defaults: &BTreeMap<String, String>,
+        broker_defaults: &BrokerDefaults,
         overrides: &[(String, String)],
     ) -> Result<TopicSettings, String> {
         let get = |name: &str| -> Result<String, String> {
@@ -302,7 +321,7 @@ mod tests {
 
     #[test]
     fn defaults_resolve_to_kafka_defaults() {
-        let s = TopicSettings::resolve(&BTreeMap::new(), &[]).unwrap();
+        let s = TopicSettings::resolve(&BrokerDefaults::default(), &[]).unwrap();
         assert_eq!(s.retention_ms, 604_800_000);
         assert_eq!(s.retention_bytes, -1);
         assert_eq!(s.max_message_bytes, 1_048_588);
@@ -315,9 +334,13 @@ mod tests {
 
     #[test]
     fn override_beats_broker_default_beats_kafka_default() {
-        let mut broker = BTreeMap::new();
-        broker.insert("retention.ms".to_string(), "1000".to_string());
-        broker.insert("segment.bytes".to_string(), "8192".to_string());
+        let mut broker = BrokerDefaults::default();
+        broker
+            .file
+            .insert("retention.ms".to_string(), "1000".to_string());
+        broker
+            .file
+            .insert("segment.bytes".to_string(), "8192".to_string());
         let overrides = vec![("retention.ms".to_string(), "5".to_string())];
         assert_eq!(
             effective("retention.ms", &broker, &overrides),
@@ -330,6 +353,13 @@ mod tests {
         assert_eq!(
             effective("flush.ms", &broker, &overrides).1,
             Source::Default
+        );
+        broker
+            .dynamic
+            .insert("segment.bytes".to_string(), "16384".to_string());
+        assert_eq!(
+            effective("segment.bytes", &broker, &overrides),
+            ("16384".to_string(), Source::BrokerDynamic)
         );
         let s = TopicSettings::resolve(&broker, &[("flush.messages".to_string(), "1".to_string())])
             .unwrap();

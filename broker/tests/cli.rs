@@ -311,16 +311,58 @@ fn every_subcommand_against_the_real_broker() {
         "broker configs",
     ));
     assert_eq!(cfg["log.retention.ms"]["value"], "604800000");
+    // Broker-wide topic defaults change at run time and reach topics without overrides.
+    ok(
+        rill(
+            b,
+            &["config", "set", "broker", "0", "log.roll.ms=7200000"],
+            None,
+        ),
+        "broker set",
+    );
+    let cfg = json(&ok(
+        rill(
+            b,
+            &["config", "get", "topic", "orders", "--output", "json"],
+            None,
+        ),
+        "topic after broker set",
+    ));
+    assert_eq!(cfg["segment.ms"]["value"], "7200000", "{cfg}");
+    assert_eq!(cfg["segment.ms"]["source"], "broker (dynamic)", "{cfg}");
+    assert_eq!(
+        cfg["retention.ms"]["source"], "topic",
+        "the topic's own value still wins"
+    );
+    fails(
+        rill(b, &["config", "set", "broker", "0", "broker.id=5"], None),
+        1,
+        "INVALID_CONFIG",
+        "read-only broker config",
+    );
     fails(
         rill(
             b,
-            &["config", "set", "broker", "0", "log.retention.ms=1"],
+            &["config", "set", "broker", "7", "log.roll.ms=1000"],
             None,
         ),
         1,
         "INVALID_REQUEST",
-        "broker set",
+        "another broker",
     );
+    ok(
+        rill(b, &["config", "delete", "broker", "0", "log.roll.ms"], None),
+        "broker delete",
+    );
+    let cfg = json(&ok(
+        rill(
+            b,
+            &["config", "get", "broker", "0", "--output", "json"],
+            None,
+        ),
+        "broker after delete",
+    ));
+    assert_eq!(cfg["log.roll.ms"]["source"], "default", "{cfg}");
 
     // alter, cluster info, consume --group (not yet), delete
     ok(
