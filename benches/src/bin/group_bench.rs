@@ -1,0 +1,184 @@
+//! Consumer group benchmark (issue 6), against a running broker:
+//!
+//! - `rebalance N`: N members join a new group at once (one connection and thread each,
+//!   JoinGroup with KIP-394 member ids, the leader assigns, SyncGroup); prints the time from
+//!   the first JoinGroup to the last member's assignment.
+//! - `commits SECONDS`: standalone OffsetCommits (one partition each) pipelined on one
+//!   connection, `COMMIT_INFLIGHT` at a time; prints commits per second. Each commit is
+//!   appended to `__consumer_offsets` and fdatasync'd before it is answered, so this is
+//!   bounded by the disk's sync rate times what one sync covers (group commit).
+//!
+//! Output lines: `RESULT <name> <value>`, for benches/groups.sh.
+
+use std::net::TcpStream;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use futures_lite::future::block_on;
+use rill_net::client::{BlockingStream, Connection};
+use rill_net::kafka_protocol::messages::*;
+use rill_net::kafka_protocol::protocol::StrBytes;
+use rill_net::ErrorCode;
+
+const COMMIT_INFLIGHT: usize = 64;
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn connect(addr: &str) -> Connection<BlockingStream> {
+    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    stream.set_nodelay(true).unwrap();
+    Connection::new(BlockingStream(stream))
+}
+
+/// One member: joins (twice with KIP-394), syncs; returns when it has its assignment.
+fn member(addr: &str, group: &str, start: &Barrier) -> Instant {
+    let mut c = connect(addr);
+    start.wait();
+    let mut member_id = String::new();
+    loop {
+        let j = block_on(
+            c.send(
+                5,
+                &JoinGroupRequest::default()
+                    .with_group_id(GroupId(s(group)))
+                    .with_session_timeout_ms(60_000)
+                    .with_rebalance_timeout_ms(60_000)
+                    .with_member_id(s(&member_id))
+                    .with_protocol_type(s("consumer"))
+                    .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+                    )
+                    .with_name(s("range"))
+                    .with_metadata(bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 0]))]),
+            ),
+        )
+        .expect("JoinGroup");
+        if j.error_code == ErrorCode::MemberIdRequired.code() {
+            member_id = j.member_id.to_string();
+            continue;
+        }
+        assert_eq!(j.error_code, 0, "JoinGroup error {}", j.error_code);
+        member_id = j.member_id.to_string();
+        let assignments = j
+            .members
+            .iter()
+            .map(|m| {
+                sync_group_request::SyncGroupRequestAssignment::default()
+                    .with_member_id(m.member_id.clone())
+                    .with_assignment(bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 0]))
+            })
+            .collect();
+        let r = block_on(
+            c.send(
+                3,
+                &SyncGroupRequest::default()
+                    .with_group_id(GroupId(s(group)))
+                    .with_generation_id(j.generation_id)
+                    .with_member_id(s(&member_id))
+                    .with_assignments(assignments),
+            ),
+        )
+        .expect("SyncGroup");
+        if r.error_code == ErrorCode::RebalanceInProgress.code() {
+            continue;
+        }
+        assert_eq!(r.error_code, 0, "SyncGroup error {}", r.error_code);
+        let done = Instant::now();
+        // Stay until every member is through, so no leave triggers another rebalance.
+        std::thread::sleep(Duration::from_secs(2));
+        let _ = block_on(
+            c.send(
+                3,
+                &LeaveGroupRequest::default()
+                    .with_group_id(GroupId(s(group)))
+                    .with_members(vec![leave_group_request::MemberIdentity::default()
+                        .with_member_id(s(&member_id))]),
+            ),
+        );
+        return done;
+    }
+}
+
+fn rebalance(addr: &str, members: usize) {
+    let group = format!("bench-rebalance-{members}-{}", std::process::id());
+    let start = Arc::new(Barrier::new(members + 1));
+    let threads: Vec<_> = (0..members)
+        .map(|_| {
+            let (addr, group, start) = (addr.to_string(), group.clone(), start.clone());
+            std::thread::Builder::new()
+                .stack_size(256 << 10)
+                .spawn(move || member(&addr, &group, &start))
+                .expect("spawn a member thread")
+        })
+        .collect();
+    start.wait();
+    let began = Instant::now();
+    let last = threads
+        .into_iter()
+        .map(|t| t.join().expect("member thread"))
+        .max()
+        .expect("at least one member");
+    let ms = last.duration_since(began).as_secs_f64() * 1e3;
+    println!("RESULT rebalance_{members}_ms {ms:.1}");
+}
+
+fn commits(addr: &str, seconds: u64) {
+    let mut c = connect(addr);
+    let group = format!("bench-commits-{}", std::process::id());
+    let request = |i: i64| {
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(s(&group)))
+            .with_generation_id_or_member_epoch(-1)
+            .with_member_id(s(""))
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(s("bench-commits")))
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(i),
+                    ]),
+            ])
+    };
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let began = Instant::now();
+    let mut sent = 0i64;
+    let mut done = 0i64;
+    block_on(async {
+        while Instant::now() < deadline {
+            while c.inflight() < COMMIT_INFLIGHT {
+                c.send_only(2, &request(sent)).await.expect("OffsetCommit");
+                sent += 1;
+            }
+            let r = c
+                .recv::<OffsetCommitRequest>()
+                .await
+                .expect("OffsetCommit answer");
+            assert_eq!(r.topics[0].partitions[0].error_code, 0, "commit refused");
+            done += 1;
+        }
+        while c.inflight() > 0 {
+            c.recv::<OffsetCommitRequest>()
+                .await
+                .expect("OffsetCommit answer");
+            done += 1;
+        }
+    });
+    let rate = done as f64 / began.elapsed().as_secs_f64();
+    println!("RESULT offset_commits_per_s {rate:.0}");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: group_bench BOOTSTRAP rebalance N | commits SECONDS";
+    let addr = args.get(1).expect(usage);
+    match (args.get(2).map(String::as_str), args.get(3)) {
+        (Some("rebalance"), Some(n)) => rebalance(addr, n.parse().expect(usage)),
+        (Some("commits"), Some(secs)) => commits(addr, secs.parse().expect(usage)),
+        _ => panic!("{usage}"),
+    }
+}
