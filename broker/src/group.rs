@@ -373,6 +373,11 @@ impl Shard {
         group: &str,
         op: GroupOp,
     ) -> Result<GroupReply, ErrorCode> {
+        // Kafka refuses the empty group id everywhere (an OffsetCommit would otherwise
+        // create a nameless group).
+        if group.is_empty() {
+            return Err(ErrorCode::InvalidGroupId);
+        }
         let (owner, partition) = self.coordinator_of(group).await?;
         if owner == self.id {
             return self.run_group_op(partition, op).await;

@@ -4,7 +4,11 @@
 //! per core, each owning a share of the partitions and serving its own connections
 //! ([`runtime`]). Requests are decoded by `rill-net`, handled in [`handlers`] and [`fetch`],
 //! and reach partitions on their owner shard ([`shard`]); topics and their configs live in
-//! the registry kept by shard 0 ([`metadata`], [`topic_config`]).
+//! the registry kept by shard 0 ([`metadata`], [`topic_config`]). Consumer groups are
+//! coordinated by the shard owning their `__consumer_offsets` partition ([`group`], with
+//! the request side in [`groups`]); idempotent producer state is in [`producer`] and the
+//! Prometheus endpoint in [`metrics`]. The other subcommands (`rill topic`, `config`,
+//! `produce`, `consume`, `group`, `cluster`) are Kafka clients ([`cli`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -525,6 +525,12 @@ fn group_subcommands_show_lag_reset_and_delete() {
         "exactly one of",
         "reset without a target",
     );
+    fails(
+        rill(b, &["group", "describe", ""], None),
+        1,
+        "INVALID_GROUP_ID",
+        "empty group id",
+    );
     ok(rill(b, &["group", "delete", "readers"], None), "delete");
     fails(
         rill(b, &["group", "describe", "readers"], None),
