@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::groups::{close_bounded, decode_assignment, describe_group, group_options, TestGroup};
-use common::Broker;
+use common::{tool_available, Broker};
 
 const TOPIC: &str = "leavers";
 const PARTITIONS: i32 = 6;
@@ -27,27 +27,12 @@ const GROUP: &str = "leavers-group";
 const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 
 fn kcat_available() -> bool {
-    let ok = Command::new("kcat")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if ok {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("kcat is not installed, and CI is set: install it (apt-get install -y kcat)");
-    }
-    eprintln!();
-    eprintln!("################################################################");
-    eprintln!("## SKIPPED: kcat is not installed; the member that dies without");
-    eprintln!("## leaving (SIGKILL, session timeout) was NOT checked.");
-    eprintln!("## Install it with: apt-get install -y kcat");
-    eprintln!("################################################################");
-    eprintln!();
-    false
+    tool_available(
+        "kcat",
+        Command::new("kcat").arg("-V"),
+        "apt-get install -y kcat",
+        "the member that dies without leaving (SIGKILL, session timeout)",
+    )
 }
 
 /// Kills the kcat child if the test fails before it does.

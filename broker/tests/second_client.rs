@@ -14,31 +14,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::groups::{committed_offsets, describe_group, group_options};
-use common::{lines_containing, read_all, run_bounded, Broker};
+use common::{lines_containing, read_all, run_bounded, tool_available, Broker};
 
 const INSTALL_HINT: &str = "apt-get install -y kcat python3-pip && pip install kafka-python";
 
-/// Whether `tool` can be used; if not, fails under CI and returns false otherwise.
 fn available(tool: &str, probe: &mut Command) -> bool {
-    let ok = probe
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if ok {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{tool} is not installed, and CI is set: install it ({INSTALL_HINT})");
-    }
-    eprintln!();
-    eprintln!("################################################################");
-    eprintln!("## SKIPPED: {tool} is not installed; this test checked nothing.");
-    eprintln!("## Install it with: {INSTALL_HINT}");
-    eprintln!("################################################################");
-    eprintln!();
-    false
+    tool_available(tool, probe, INSTALL_HINT, "this test")
 }
 
 #[test]

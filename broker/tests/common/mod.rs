@@ -936,3 +936,33 @@ pub fn partition_checkpoints(
         })
         .collect()
 }
+
+/// Whether an external client `tool` can be used (`probe` exits 0). If not: fails the test
+/// when `CI` is set (CI installs it), otherwise prints a loud notice naming what went
+/// unchecked and returns false.
+pub fn tool_available(
+    tool: &str,
+    probe: &mut Command,
+    install_hint: &str,
+    unchecked: &str,
+) -> bool {
+    let ok = probe
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if ok {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{tool} is not installed, and CI is set: install it ({install_hint})");
+    }
+    eprintln!();
+    eprintln!("################################################################");
+    eprintln!("## SKIPPED: {tool} is not installed; {unchecked} was NOT checked.");
+    eprintln!("## Install it with: {install_hint}");
+    eprintln!("################################################################");
+    eprintln!();
+    false
+}
