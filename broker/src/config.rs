@@ -40,6 +40,12 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: u64,
     /// How long a new group waits for more members before its first assignment.
     pub group_initial_rebalance_delay_ms: u64,
+    /// KIP-848 consumer groups (`group.protocol=consumer`): the session timeout the broker
+    /// sets for every member, and the heartbeat interval it tells members to use.
+    pub consumer_group_session_timeout_ms: u64,
+    pub consumer_group_heartbeat_interval_ms: u64,
+    /// Assignor of KIP-848 groups whose members name none: `uniform` or `range`.
+    pub consumer_group_assignor: String,
     /// Broker-wide defaults for topic configs, by their Kafka names
     /// (e.g. `"retention.ms" = 604800000`). Topics override them one by one.
     pub topic_defaults: BTreeMap<String, toml::Value>,
@@ -115,6 +121,9 @@ impl Default for BrokerConfig {
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 100,
+            consumer_group_session_timeout_ms: 45_000,
+            consumer_group_heartbeat_interval_ms: 5_000,
+            consumer_group_assignor: "uniform".to_string(),
             topic_defaults: BTreeMap::new(),
             limits: Limits::default(),
             storage: StorageSettings::default(),
@@ -235,6 +244,21 @@ impl BrokerConfig {
             return bad(
                 "group_min_session_timeout_ms",
                 "must not exceed group_max_session_timeout_ms",
+            );
+        }
+        if self.consumer_group_heartbeat_interval_ms == 0
+            || self.consumer_group_heartbeat_interval_ms >= self.consumer_group_session_timeout_ms
+            || self.consumer_group_session_timeout_ms > i32::MAX as u64
+        {
+            return bad(
+                "consumer_group_heartbeat_interval_ms",
+                "must be positive and below consumer_group_session_timeout_ms (at most 2^31-1)",
+            );
+        }
+        if !crate::consumer_group::ASSIGNORS.contains(&self.consumer_group_assignor.as_str()) {
+            return bad(
+                "consumer_group_assignor",
+                "must be \"uniform\" or \"range\"",
             );
         }
         if self.retention_check_interval_ms == 0 {

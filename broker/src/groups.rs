@@ -69,11 +69,11 @@ pub async fn leave(shard: &Rc<Shard>, r: LeaveGroupRequest, v: i16) -> LeaveGrou
     }
 }
 
-pub async fn commit(shard: &Rc<Shard>, r: OffsetCommitRequest) -> OffsetCommitResponse {
+pub async fn commit(shard: &Rc<Shard>, r: OffsetCommitRequest, v: i16) -> OffsetCommitResponse {
     use offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
     let group = r.group_id.0.to_string();
     let topics = r.topics.clone();
-    match shard.group_op(&group, GroupOp::Commit(r)).await {
+    match shard.group_op(&group, GroupOp::Commit(r, v)).await {
         Ok(GroupReply::Commit(resp)) => resp,
         other => {
             let code = failed(other).code();
@@ -105,6 +105,7 @@ async fn offsets_of(
     shard: &Rc<Shard>,
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    member: Option<(String, i32)>,
 ) -> Result<Vec<(String, Vec<(i32, Committed)>)>, ErrorCode> {
     let reply = shard
         .group_op(
@@ -112,6 +113,7 @@ async fn offsets_of(
             GroupOp::Fetch {
                 group: group.to_string(),
                 topics,
+                member,
             },
         )
         .await;
@@ -139,30 +141,37 @@ pub async fn fetch(shard: &Rc<Shard>, r: OffsetFetchRequest, v: i16) -> OffsetFe
                     .collect()
             });
             let result = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-            groups.push(match offsets_of(shard, &g.group_id.0, topics).await {
-                Ok(found) => result.with_topics(
-                    found
-                        .into_iter()
-                        .map(|(t, parts)| {
-                            OffsetFetchResponseTopics::default()
-                                .with_name(TopicName(s(&t)))
-                                .with_partitions(
-                                    parts
-                                        .into_iter()
-                                        .map(|(p, c)| {
-                                            OffsetFetchResponsePartitions::default()
-                                                .with_partition_index(p)
-                                                .with_committed_offset(c.offset)
-                                                .with_committed_leader_epoch(c.leader_epoch)
-                                                .with_metadata(Some(s(&c.metadata)))
-                                        })
-                                        .collect(),
-                                )
-                        })
-                        .collect(),
-                ),
-                Err(code) => result.with_error_code(code.code()),
-            });
+            // v9: a KIP-848 member names itself and its epoch; admins send neither.
+            let member = g
+                .member_id
+                .as_ref()
+                .map(|id| (id.to_string(), g.member_epoch));
+            groups.push(
+                match offsets_of(shard, &g.group_id.0, topics, member).await {
+                    Ok(found) => result.with_topics(
+                        found
+                            .into_iter()
+                            .map(|(t, parts)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(TopicName(s(&t)))
+                                    .with_partitions(
+                                        parts
+                                            .into_iter()
+                                            .map(|(p, c)| {
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p)
+                                                    .with_committed_offset(c.offset)
+                                                    .with_committed_leader_epoch(c.leader_epoch)
+                                                    .with_metadata(Some(s(&c.metadata)))
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    ),
+                    Err(code) => result.with_error_code(code.code()),
+                },
+            );
         }
         return OffsetFetchResponse::default().with_groups(groups);
     }
@@ -171,7 +180,7 @@ pub async fn fetch(shard: &Rc<Shard>, r: OffsetFetchRequest, v: i16) -> OffsetFe
             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    match offsets_of(shard, &r.group_id.0, topics).await {
+    match offsets_of(shard, &r.group_id.0, topics, None).await {
         Ok(found) => OffsetFetchResponse::default().with_topics(
             found
                 .into_iter()
@@ -262,4 +271,45 @@ pub async fn offset_delete(shard: &Rc<Shard>, r: OffsetDeleteRequest) -> OffsetD
         Ok(GroupReply::OffsetDelete(resp)) => resp,
         other => OffsetDeleteResponse::default().with_error_code(failed(other).code()),
     }
+}
+
+pub async fn consumer_heartbeat(
+    shard: &Rc<Shard>,
+    r: ConsumerGroupHeartbeatRequest,
+    v: i16,
+    client_id: String,
+    host: String,
+) -> ConsumerGroupHeartbeatResponse {
+    let group = r.group_id.0.to_string();
+    match shard
+        .group_op(&group, GroupOp::ConsumerHeartbeat(r, v, client_id, host))
+        .await
+    {
+        Ok(GroupReply::ConsumerHeartbeat(resp)) => resp,
+        other => ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(failed(other).code())
+            .with_member_epoch(-1),
+    }
+}
+
+pub async fn consumer_describe(
+    shard: &Rc<Shard>,
+    r: ConsumerGroupDescribeRequest,
+) -> ConsumerGroupDescribeResponse {
+    let mut out = Vec::with_capacity(r.group_ids.len());
+    for g in &r.group_ids {
+        let group = g.0.to_string();
+        out.push(
+            match shard
+                .group_op(&group, GroupOp::ConsumerDescribe(group.clone()))
+                .await
+            {
+                Ok(GroupReply::ConsumerDescribe(d)) => d,
+                other => consumer_group_describe_response::DescribedGroup::default()
+                    .with_group_id(g.clone())
+                    .with_error_code(failed(other).code()),
+            },
+        );
+    }
+    ConsumerGroupDescribeResponse::default().with_groups(out)
 }

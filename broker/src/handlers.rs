@@ -136,12 +136,20 @@ pub async fn handle(
         Request::SyncGroup(r) => frame(cid, v, &groups::sync(&shard, r).await),
         Request::Heartbeat(r) => frame(cid, v, &groups::heartbeat(&shard, r).await),
         Request::LeaveGroup(r) => frame(cid, v, &groups::leave(&shard, r, v).await),
-        Request::OffsetCommit(r) => frame(cid, v, &groups::commit(&shard, r).await),
+        Request::OffsetCommit(r) => frame(cid, v, &groups::commit(&shard, r, v).await),
         Request::OffsetFetch(r) => frame(cid, v, &groups::fetch(&shard, r, v).await),
         Request::ListGroups(r) => frame(cid, v, &groups::list(&shard, r).await),
         Request::DescribeGroups(r) => frame(cid, v, &groups::describe(&shard, r).await),
         Request::DeleteGroups(r) => frame(cid, v, &groups::delete(&shard, r).await),
         Request::OffsetDelete(r) => frame(cid, v, &groups::offset_delete(&shard, r).await),
+        Request::ConsumerGroupHeartbeat(r) => {
+            let host = format!("/{}", peer.rsplit_once(':').map_or(peer, |(h, _)| h));
+            let answer = groups::consumer_heartbeat(&shard, r, v, client_id, host).await;
+            frame(cid, v, &answer)
+        }
+        Request::ConsumerGroupDescribe(r) => {
+            frame(cid, v, &groups::consumer_describe(&shard, r).await)
+        }
     }
 }
 

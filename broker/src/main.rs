@@ -20,6 +20,7 @@ use tracing::{error, info};
 
 mod cli;
 mod config;
+mod consumer_group;
 mod errors;
 mod fetch;
 mod group;

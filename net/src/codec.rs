@@ -39,10 +39,11 @@ pub const SUPPORTED_VERSIONS: &[ApiVersionRange] = &[
     (ApiKey::ListOffsets, 1, 7),
     // v13 only adds a top-level error code; 12 is where librdkafka and Java 3.x stop.
     (ApiKey::Metadata, 0, 12),
-    // v9 carries KIP-848 member epochs.
-    (ApiKey::OffsetCommit, 2, 8),
-    // v8 batches several groups (Java admin uses it when offered); v9 is KIP-848.
-    (ApiKey::OffsetFetch, 1, 8),
+    // v9 carries KIP-848 member epochs (the field is shared with the generation id).
+    (ApiKey::OffsetCommit, 2, 9),
+    // v8 batches several groups (Java admin uses it when offered); v9 adds KIP-848 member
+    // id and epoch.
+    (ApiKey::OffsetFetch, 1, 9),
     // v4 batches coordinator keys; v5 adds TRANSACTION_ABORTABLE, v6 share groups.
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::JoinGroup, 0, 9),
@@ -51,8 +52,8 @@ pub const SUPPORTED_VERSIONS: &[ApiVersionRange] = &[
     (ApiKey::SyncGroup, 0, 5),
     // v6 adds per-group error messages for KIP-848 groups.
     (ApiKey::DescribeGroups, 0, 5),
-    // v5 filters by group type (KIP-848).
-    (ApiKey::ListGroups, 0, 4),
+    // v5 filters by and reports the group type (classic or KIP-848 consumer).
+    (ApiKey::ListGroups, 0, 5),
     // v4 only changes feature-range rules Rill does not use; librdkafka asks for v3.
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
@@ -68,6 +69,10 @@ pub const SUPPORTED_VERSIONS: &[ApiVersionRange] = &[
     (ApiKey::OffsetDelete, 0, 0),
     // v2 adds fenced-broker listing (KIP-1073).
     (ApiKey::DescribeCluster, 0, 1),
+    // KIP-848 consumer groups; v1 (KIP-1082) has the client choose its member id and adds
+    // the subscription regex, librdkafka 2.12 asks for exactly v1.
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The version range `table` accepts for `api_key`.
@@ -224,6 +229,8 @@ apis! {
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse),
     OffsetDelete(OffsetDeleteRequest, OffsetDeleteResponse),
     DescribeCluster(DescribeClusterRequest, DescribeClusterResponse),
+    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse),
+    ConsumerGroupDescribe(ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse),
 }
 
 /// Decodes a request frame against [`SUPPORTED_VERSIONS`].
@@ -385,7 +392,9 @@ fn api_name(api_key: ApiKey) -> &'static str {
         DeleteGroups,
         IncrementalAlterConfigs,
         OffsetDelete,
-        DescribeCluster
+        DescribeCluster,
+        ConsumerGroupHeartbeat,
+        ConsumerGroupDescribe
     )
 }
 

@@ -134,6 +134,10 @@ error_codes! {
     InconsistentTopicId = 103, "INCONSISTENT_TOPIC_ID", true;
     InconsistentClusterId = 104, "INCONSISTENT_CLUSTER_ID", false;
     FetchSessionTopicIdError = 106, "FETCH_SESSION_TOPIC_ID_ERROR", true;
+    FencedMemberEpoch = 110, "FENCED_MEMBER_EPOCH", false;
+    UnreleasedInstanceId = 111, "UNRELEASED_INSTANCE_ID", false;
+    UnsupportedAssignor = 112, "UNSUPPORTED_ASSIGNOR", false;
+    StaleMemberEpoch = 113, "STALE_MEMBER_EPOCH", false;
     TransactionAbortable = 120, "TRANSACTION_ABORTABLE", false;
 }
 

@@ -143,6 +143,39 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// An rdkafka consumer in `group` speaking the KIP-848 protocol
+    /// (`group.protocol=consumer`: the broker sets session and heartbeat timing, the
+    /// assignment is computed server side), auto commit every 200 ms,
+    /// `auto.offset.reset=earliest`; `extra` overrides. Not subscribed yet.
+    pub fn consumer_protocol_member(
+        &self,
+        group: &str,
+        name: &str,
+        extra: &[(&str, &str)],
+    ) -> GroupConsumer {
+        let mut cfg: ClientConfig = client_config(&self.bootstrap());
+        cfg.set("group.id", group)
+            .set("group.protocol", "consumer")
+            .set("client.id", name)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "200")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", "100");
+        for (k, v) in extra {
+            cfg.set(*k, *v);
+        }
+        cfg.create_with_context(GroupContext {
+            name: name.to_string(),
+            events: Mutex::new(Vec::new()),
+            commit_errors: Mutex::new(Vec::new()),
+            commits_ok: AtomicUsize::new(0),
+        })
+        .expect("create an rdkafka consumer with group.protocol=consumer")
+    }
+}
+
 /// One member of a [`TestGroup`].
 pub struct Member {
     pub name: String,
@@ -783,6 +816,61 @@ pub fn describe_group(net: &mut NetClient, group: &str) -> DescribedGroup {
     let mut resp = net.send(&req);
     assert_eq!(resp.groups.len(), 1, "DescribeGroups {group}: {resp:?}");
     resp.groups.remove(0)
+}
+
+/// ConsumerGroupDescribe (KIP-848) of one group.
+pub fn consumer_group_describe(
+    net: &mut NetClient,
+    group: &str,
+) -> consumer_group_describe_response::DescribedGroup {
+    let req = ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(sb(group))]);
+    let mut resp = net.send(&req);
+    assert_eq!(
+        resp.groups.len(),
+        1,
+        "ConsumerGroupDescribe {group}: {resp:?}"
+    );
+    resp.groups.remove(0)
+}
+
+/// Partitions per member (by client id) of a ConsumerGroupDescribe answer, for `topic`.
+pub fn described_assignments(
+    d: &consumer_group_describe_response::DescribedGroup,
+    topic: &str,
+) -> BTreeMap<String, BTreeSet<i32>> {
+    d.members
+        .iter()
+        .map(|m| {
+            let parts = m
+                .assignment
+                .topic_partitions
+                .iter()
+                .filter(|tp| tp.topic_name.0.as_str() == topic)
+                .flat_map(|tp| tp.partitions.iter().copied())
+                .collect();
+            (m.client_id.to_string(), parts)
+        })
+        .collect()
+}
+
+/// ListGroups: group id -> (type, state).
+pub fn list_group_types(net: &mut NetClient) -> BTreeMap<String, (String, String)> {
+    let resp = net.send(&ListGroupsRequest::default());
+    assert_eq!(
+        resp.error_code,
+        0,
+        "ListGroups: {}",
+        code_name(resp.error_code)
+    );
+    resp.groups
+        .iter()
+        .map(|g| {
+            (
+                g.group_id.0.to_string(),
+                (g.group_type.to_string(), g.group_state.to_string()),
+            )
+        })
+        .collect()
 }
 
 /// ListGroups: group id -> state.

@@ -569,6 +569,43 @@ pub(crate) static DESCRIBE_CLUSTER: Message = Message {
     ],
 };
 
+/// ConsumerGroupHeartbeat request (api key 68).
+pub(crate) static CONSUMER_GROUP_HEARTBEAT: Message = Message {
+    api_key: 68,
+    version_max: 1,
+    flexible_min: 0,
+    fields: &[
+        Field::inline(Ty::Str, 0, MAX),
+        Field::inline(Ty::Str, 0, MAX),
+        Field::inline(Ty::Fixed(4), 0, MAX),
+        Field::inline(Ty::Str, 0, MAX),
+        Field::inline(Ty::Str, 0, MAX),
+        Field::inline(Ty::Fixed(4), 0, MAX),
+        Field::inline(Ty::Array(&Ty::Str), 0, MAX),
+        Field::inline(Ty::Str, 1, MAX),
+        Field::inline(Ty::Str, 0, MAX),
+        Field::inline(
+            Ty::Array(&Ty::Struct(&[
+                Field::inline(Ty::Fixed(16), 0, MAX),
+                Field::inline(Ty::Array(&Ty::Fixed(4)), 0, MAX),
+            ])),
+            0,
+            MAX,
+        ),
+    ],
+};
+
+/// ConsumerGroupDescribe request (api key 69).
+pub(crate) static CONSUMER_GROUP_DESCRIBE: Message = Message {
+    api_key: 69,
+    version_max: 1,
+    flexible_min: 0,
+    fields: &[
+        Field::inline(Ty::Array(&Ty::Str), 0, MAX),
+        Field::inline(Ty::Fixed(1), 0, MAX),
+    ],
+};
+
 /// The layout of `api_key`'s request, if Rill decodes it.
 pub(crate) fn message(api_key: i16) -> Option<&'static Message> {
     Some(match api_key {
@@ -597,6 +634,8 @@ pub(crate) fn message(api_key: i16) -> Option<&'static Message> {
         44 => &INCREMENTAL_ALTER_CONFIGS,
         47 => &OFFSET_DELETE,
         60 => &DESCRIBE_CLUSTER,
+        68 => &CONSUMER_GROUP_HEARTBEAT,
+        69 => &CONSUMER_GROUP_DESCRIBE,
         _ => return None,
     })
 }

@@ -52,6 +52,8 @@ pub fn defaults() -> Vec<Request> {
         IncrementalAlterConfigsRequest::default().into(),
         OffsetDeleteRequest::default().into(),
         DescribeClusterRequest::default().into(),
+        ConsumerGroupHeartbeatRequest::default().into(),
+        ConsumerGroupDescribeRequest::default().into(),
     ]
 }
 
@@ -127,6 +129,25 @@ pub fn populated() -> Vec<Request> {
                     .with_committed_metadata(Some(StrBytes::from_static_str(
                         "meta",
                     )))])])
+            .into(),
+        ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_member_id(StrBytes::from_static_str("m-1"))
+            .with_member_epoch(3)
+            .with_rebalance_timeout_ms(30_000)
+            .with_subscribed_topic_names(Some(vec![name("orders"), name("audit")]))
+            .with_server_assignor(Some(StrBytes::from_static_str("uniform")))
+            .with_topic_partitions(Some(vec![
+                consumer_group_heartbeat_request::TopicPartitions::default()
+                    .with_topic_id(uuid::Uuid::from_u128(7))
+                    .with_partitions(vec![0, 2, 4]),
+            ]))
+            .into(),
+        ConsumerGroupDescribeRequest::default()
+            .with_group_ids(vec![
+                GroupId(StrBytes::from_static_str("g")),
+                GroupId(StrBytes::from_static_str("h")),
+            ])
             .into(),
     ]
 }
