@@ -90,6 +90,27 @@ fn consumer_protocol_group_consumes_and_rebalances_when_a_member_joins() {
 
     group.wait_committed(&broker, GROUP, PARTITIONS);
 
+    // `rill group describe` shows the KIP-848 group, its members, owners and zero lag.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rill"));
+    cmd.args(["group", "describe", GROUP, "--output", "json"])
+        .args(["--bootstrap", &broker.bootstrap()]);
+    let out = common::run_bounded(&mut cmd, Duration::from_secs(60), None);
+    assert!(
+        out.status.success(),
+        "rill group describe: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");
+    assert_eq!(d["type"], "consumer", "{d}");
+    assert_eq!(d["protocol"], "uniform", "{d}");
+    assert_eq!(d["members"].as_array().map(|m| m.len()), Some(2), "{d}");
+    let rows = d["partitions"].as_array().expect("partitions");
+    assert_eq!(rows.len(), PARTITIONS as usize, "{d}");
+    for row in rows {
+        assert_eq!(row["lag"], 0, "{d}");
+        assert_ne!(row["member"], "-", "a partition without an owner: {d}");
+    }
+
     // c2 leaves cleanly: c1 gets everything back.
     let c2 = group.remove("c2");
     close_bounded(c2, "c2", Duration::from_secs(30));

@@ -170,30 +170,8 @@ pub fn group(cmd: GroupCmd) -> Result<(), CliError> {
         }
         GroupCmd::Describe { group, common } => {
             let mut c = Client::connect(&common.bootstrap)?;
-            let d =
-                c.send(&DescribeGroupsRequest::default().with_groups(vec![GroupId(s(&group))]))?;
-            let g = d
-                .groups
-                .first()
-                .ok_or_else(|| CliError::Protocol("empty DescribeGroups response".into()))?;
-            check(
-                format!("describe group {group}"),
-                g.error_code,
-                g.error_message.as_deref(),
-            )?;
-            if g.group_state.as_str() == "Dead" {
-                return Err(CliError::Kafka {
-                    what: format!("describe group {group}"),
-                    code: rill_net::ErrorCode::GroupIdNotFound,
-                    message: Some("no such group".into()),
-                });
-            }
-            let mut owner: BTreeMap<(String, i32), String> = BTreeMap::new();
-            for m in &g.members {
-                for tp in assigned(&m.member_assignment) {
-                    owner.insert(tp, format!("{} ({})", &*m.member_id, &*m.client_host));
-                }
-            }
+            let g = describe_any(&mut c, &group)?;
+            let owner = &g.owner;
             let offsets = committed(&mut c, &group)?;
             let mut parts: Vec<(String, i32)> = offsets.keys().cloned().collect();
             for tp in owner.keys() {
@@ -223,13 +201,14 @@ pub fn group(cmd: GroupCmd) -> Result<(), CliError> {
                     "{}",
                     json!({
                         "group": group,
-                        "state": g.group_state.to_string(),
-                        "protocol": g.protocol_data.to_string(),
+                        "state": g.state,
+                        "type": g.group_type,
+                        "protocol": g.protocol,
                         "members": g.members.iter().map(|m| json!({
-                            "member_id": m.member_id.to_string(),
-                            "client_id": m.client_id.to_string(),
-                            "host": m.client_host.to_string(),
-                            "instance_id": m.group_instance_id.as_ref().map(|i| i.to_string()),
+                            "member_id": m.member_id,
+                            "client_id": m.client_id,
+                            "host": m.host,
+                            "instance_id": m.instance_id,
                         })).collect::<Vec<_>>(),
                         "partitions": rows.iter().map(|(t, p, c, e, l, m)| json!({
                             "topic": t, "partition": p, "committed_offset": c,
@@ -239,9 +218,10 @@ pub fn group(cmd: GroupCmd) -> Result<(), CliError> {
                 ),
                 Output::Table => {
                     println!(
-                        "group {group}  state {}  protocol {}  members {}",
-                        &*g.group_state,
-                        &*g.protocol_data,
+                        "group {group}  type {}  state {}  protocol {}  members {}",
+                        g.group_type,
+                        g.state,
+                        g.protocol,
                         g.members.len()
                     );
                     let opt = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
@@ -388,4 +368,101 @@ pub fn group(cmd: GroupCmd) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// One member as `rill group describe` shows it.
+struct DescribedMember {
+    member_id: String,
+    client_id: String,
+    host: String,
+    instance_id: Option<String>,
+}
+
+/// A group of either kind, as `rill group describe` shows it.
+struct Described {
+    group_type: &'static str,
+    state: String,
+    /// The classic protocol (assignor) name, or the KIP-848 server assignor.
+    protocol: String,
+    members: Vec<DescribedMember>,
+    /// (topic, partition) -> "member (host)".
+    owner: BTreeMap<(String, i32), String>,
+}
+
+/// DescribeGroups, or ConsumerGroupDescribe for a KIP-848 group (which DescribeGroups
+/// answers with GROUP_ID_NOT_FOUND, as Kafka does).
+fn describe_any(c: &mut Client, group: &str) -> Result<Described, CliError> {
+    let what = format!("describe group {group}");
+    let d = c.send(&DescribeGroupsRequest::default().with_groups(vec![GroupId(s(group))]))?;
+    let g = d
+        .groups
+        .first()
+        .ok_or_else(|| CliError::Protocol("empty DescribeGroups response".into()))?;
+    if g.error_code == rill_net::ErrorCode::GroupIdNotFound.code() {
+        let d = c.send(
+            &ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s(group))]),
+        )?;
+        let g = d
+            .groups
+            .first()
+            .ok_or_else(|| CliError::Protocol("empty ConsumerGroupDescribe response".into()))?;
+        check(what, g.error_code, g.error_message.as_deref())?;
+        let mut owner = BTreeMap::new();
+        for m in &g.members {
+            for tp in &m.assignment.topic_partitions {
+                for p in &tp.partitions {
+                    owner.insert(
+                        (tp.topic_name.0.to_string(), *p),
+                        format!("{} ({})", &*m.member_id, &*m.client_host),
+                    );
+                }
+            }
+        }
+        return Ok(Described {
+            group_type: "consumer",
+            state: g.group_state.to_string(),
+            protocol: g.assignor_name.to_string(),
+            members: g
+                .members
+                .iter()
+                .map(|m| DescribedMember {
+                    member_id: m.member_id.to_string(),
+                    client_id: m.client_id.to_string(),
+                    host: m.client_host.to_string(),
+                    instance_id: m.instance_id.as_ref().map(|i| i.to_string()),
+                })
+                .collect(),
+            owner,
+        });
+    }
+    check(what.clone(), g.error_code, g.error_message.as_deref())?;
+    if g.group_state.as_str() == "Dead" {
+        return Err(CliError::Kafka {
+            what,
+            code: rill_net::ErrorCode::GroupIdNotFound,
+            message: Some("no such group".into()),
+        });
+    }
+    let mut owner = BTreeMap::new();
+    for m in &g.members {
+        for tp in assigned(&m.member_assignment) {
+            owner.insert(tp, format!("{} ({})", &*m.member_id, &*m.client_host));
+        }
+    }
+    Ok(Described {
+        group_type: "classic",
+        state: g.group_state.to_string(),
+        protocol: g.protocol_data.to_string(),
+        members: g
+            .members
+            .iter()
+            .map(|m| DescribedMember {
+                member_id: m.member_id.to_string(),
+                client_id: m.client_id.to_string(),
+                host: m.client_host.to_string(),
+                instance_id: m.group_instance_id.as_ref().map(|i| i.to_string()),
+            })
+            .collect(),
+        owner,
+    })
 }
