@@ -85,6 +85,9 @@ pub struct Limits {
     pub producers_per_partition_max: usize,
     /// Members of one consumer group (and member ids handed out awaiting their join).
     pub group_members_max: usize,
+    /// Consumer groups one shard coordinates (new groups beyond it are refused with
+    /// GROUP_MAX_SIZE_REACHED until DeleteGroups makes room).
+    pub groups_per_shard_max: usize,
 }
 
 /// Memory and I/O sizes of each partition log (see `rill_storage::LogConfig`).
@@ -148,6 +151,7 @@ impl Default for Limits {
             open_files_max: 10_000,
             producers_per_partition_max: 1000,
             group_members_max: 10_000,
+            groups_per_shard_max: 100_000,
         }
     }
 }
@@ -282,6 +286,7 @@ impl BrokerConfig {
             ("limits.partitions_max", l.partitions_max),
             ("limits.open_files_max", l.open_files_max),
             ("limits.group_members_max", l.group_members_max),
+            ("limits.groups_per_shard_max", l.groups_per_shard_max),
             (
                 "limits.producers_per_partition_max",
                 l.producers_per_partition_max,

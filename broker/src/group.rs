@@ -406,6 +406,26 @@ impl Group {
     }
 }
 
+/// The group `id`, created if there is room for one more (`limits.groups_per_shard_max`).
+fn group_entry<'a>(
+    groups: &'a mut HashMap<String, Group>,
+    id: &str,
+    groups_max: usize,
+) -> Result<&'a mut Group, ErrorCode> {
+    if !groups.contains_key(id) {
+        if groups.len() >= groups_max {
+            warn!(
+                group = id,
+                groups = groups.len(),
+                "refusing a new consumer group: this shard coordinates limits.groups_per_shard_max groups; delete unused groups or raise the limit"
+            );
+            return Err(ErrorCode::GroupMaxSizeReached);
+        }
+        groups.insert(id.to_string(), Group::new());
+    }
+    Ok(groups.get_mut(id).expect("present"))
+}
+
 /// The coordinator state of one shard.
 #[derive(Default)]
 pub struct Coordinator {
@@ -865,7 +885,10 @@ impl Shard {
         let (tx, rx) = oneshot::channel();
         {
             let mut groups = self.groups.groups.borrow_mut();
-            let g = groups.entry(group_id.clone()).or_insert_with(Group::new);
+            let g = match group_entry(&mut groups, &group_id, cfg.limits.groups_per_shard_max) {
+                Ok(g) => g,
+                Err(code) => return join_error(code, &member_id),
+            };
             if let Some(c) = &g.consumer {
                 if !c.members.is_empty() {
                     // Kafka does not mix the protocols in one group either.
@@ -1527,7 +1550,19 @@ impl Shard {
         let ctx = self.consumer_context(&topics);
         let (reply, records) = {
             let mut groups = self.groups.groups.borrow_mut();
-            let g = groups.entry(group_id.clone()).or_insert_with(Group::new);
+            let g = match group_entry(
+                &mut groups,
+                &group_id,
+                self.config.limits.groups_per_shard_max,
+            ) {
+                Ok(g) => g,
+                Err(code) => {
+                    return fail(
+                        code,
+                        "this coordinator has limits.groups_per_shard_max groups".to_string(),
+                    )
+                }
+            };
             if g.consumer.is_none() {
                 if !g.members.is_empty() {
                     return fail(
@@ -1800,28 +1835,41 @@ impl Shard {
         };
         let check = {
             let mut groups = self.groups.groups.borrow_mut();
-            let g = groups.entry(group_id.clone()).or_insert_with(Group::new);
-            if let Some(c) = &g.consumer {
-                Self::check_consumer_member(c, &member_id, generation, version)
-            } else if generation < 0 && member_id.is_empty() {
-                // A standalone commit (a consumer using assign()).
-                if g.members.is_empty() {
-                    Ok(())
-                } else {
-                    Err(ErrorCode::UnknownMemberId)
-                }
-            } else {
-                Self::check_member(g, &member_id, generation, r.group_instance_id.as_deref())
-                    .and_then(|_| {
-                        // Members of the current generation may still commit while the
-                        // group prepares a rebalance (consumers commit as they give up
-                        // partitions); only the window between join and sync is closed.
-                        if g.state == GroupState::CompletingRebalance {
-                            Err(ErrorCode::RebalanceInProgress)
-                        } else {
+            match group_entry(
+                &mut groups,
+                &group_id,
+                self.config.limits.groups_per_shard_max,
+            ) {
+                Err(code) => Err(code),
+                Ok(g) => {
+                    if let Some(c) = &g.consumer {
+                        Self::check_consumer_member(c, &member_id, generation, version)
+                    } else if generation < 0 && member_id.is_empty() {
+                        // A standalone commit (a consumer using assign()).
+                        if g.members.is_empty() {
                             Ok(())
+                        } else {
+                            Err(ErrorCode::UnknownMemberId)
                         }
-                    })
+                    } else {
+                        Self::check_member(
+                            g,
+                            &member_id,
+                            generation,
+                            r.group_instance_id.as_deref(),
+                        )
+                        .and_then(|_| {
+                            // Members of the current generation may still commit while the
+                            // group prepares a rebalance (consumers commit as they give up
+                            // partitions); only the window between join and sync is closed.
+                            if g.state == GroupState::CompletingRebalance {
+                                Err(ErrorCode::RebalanceInProgress)
+                            } else {
+                                Ok(())
+                            }
+                        })
+                    }
+                }
             }
         };
         if let Err(code) = check {
