@@ -543,11 +543,28 @@ impl ConsumerGroup {
 
     /// The subscribed topics that exist, as the assignor will see them.
     fn subscribed_topics(&self, ctx: &Context) -> BTreeMap<String, TopicMeta> {
-        ctx.topics
-            .iter()
-            .filter(|(name, _)| self.members.values().any(|m| m.subscribes(name)))
-            .map(|(n, t)| (n.clone(), *t))
-            .collect()
+        // By name first (cheap per member), then each distinct regex once over the topics:
+        // a heartbeat must not cost members x topics.
+        let mut out = BTreeMap::new();
+        let mut regexes: BTreeMap<&str, &regex::Regex> = BTreeMap::new();
+        for m in self.members.values() {
+            for name in &m.topics {
+                if let Some(t) = ctx.topics.get(name) {
+                    out.insert(name.clone(), *t);
+                }
+            }
+            if let (Some(r), Some(c)) = (&m.regex, &m.compiled) {
+                regexes.insert(r.as_str(), c);
+            }
+        }
+        if !regexes.is_empty() {
+            for (name, t) in ctx.topics {
+                if !name.starts_with("__") && regexes.values().any(|r| r.is_match(name)) {
+                    out.insert(name.clone(), *t);
+                }
+            }
+        }
+        out
     }
 
     /// Recomputes the target assignment if the group epoch moved on or a subscribed topic
@@ -813,48 +830,61 @@ pub fn assign_uniform(
     partitions: &BTreeMap<Uuid, i32>,
     previous: &BTreeMap<String, Assignment>,
 ) -> BTreeMap<String, Assignment> {
-    let mut out: BTreeMap<String, Assignment> = subscriptions
-        .keys()
-        .map(|m| (m.clone(), Assignment::new()))
+    // Members by index (in id order, so ties break the same way every time); counts and
+    // candidate lists are plain vectors: this runs at every group epoch of groups with
+    // thousands of members and partitions.
+    let names: Vec<&String> = subscriptions.keys().collect();
+    let index: HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.as_str(), i))
         .collect();
-    let mut count: BTreeMap<&str, usize> = subscriptions.keys().map(|m| (m.as_str(), 0)).collect();
+    let mut count = vec![0usize; names.len()];
+    let candidates: HashMap<Uuid, Vec<usize>> = partitions
+        .keys()
+        .map(|t| {
+            let members = subscriptions
+                .values()
+                .enumerate()
+                .filter(|(_, s)| s.contains(t))
+                .map(|(i, _)| i)
+                .collect();
+            (*t, members)
+        })
+        .collect();
+    let eligible = |t: &Uuid| -> &[usize] { candidates.get(t).map_or(&[], |v| v.as_slice()) };
     let all: Vec<(Uuid, i32)> = partitions
         .iter()
-        .filter(|(t, _)| subscriptions.values().any(|s| s.contains(t)))
+        .filter(|(t, _)| !eligible(t).is_empty())
         .flat_map(|(t, n)| (0..*n).map(move |p| (*t, p)))
         .collect();
-    let eligible = |t: &Uuid| -> Vec<&str> {
-        subscriptions
-            .iter()
-            .filter(|(_, s)| s.contains(t))
-            .map(|(m, _)| m.as_str())
-            .collect()
-    };
     // The fair share of each member if everything were interchangeable: a member keeps at
     // most that many of its previous partitions, so a newcomer gets its share by moves from
     // the members over it, not by a reshuffle.
-    let members = subscriptions.len().max(1);
-    let cap = all.len().div_ceil(members);
-    let mut owner: HashMap<(Uuid, i32), &str> = HashMap::new();
+    let cap = all.len().div_ceil(names.len().max(1));
+    let mut owner: BTreeMap<(Uuid, i32), usize> = BTreeMap::new();
     for (m, prev) in previous {
-        let Some(sub) = subscriptions.get(m) else {
+        let Some(&i) = index.get(m.as_str()) else {
             continue;
         };
+        let sub = &subscriptions[m];
         for (t, ps) in prev {
             if !sub.contains(t) {
                 continue;
             }
             let n = partitions.get(t).copied().unwrap_or(0);
             for p in ps.iter().filter(|p| **p < n) {
-                let c = count.get_mut(m.as_str()).expect("member");
-                if *c >= cap || owner.contains_key(&(*t, *p)) {
+                if count[i] >= cap || owner.contains_key(&(*t, *p)) {
                     continue;
                 }
-                owner.insert((*t, *p), m.as_str());
-                *c += 1;
+                owner.insert((*t, *p), i);
+                count[i] += 1;
             }
         }
     }
+    let least_loaded = |count: &[usize], among: &[usize]| -> Option<usize> {
+        among.iter().copied().min_by_key(|&i| (count[i], i))
+    };
     // Partitions with the fewest candidates first, each to its least loaded candidate.
     let mut free: Vec<(usize, (Uuid, i32))> = all
         .iter()
@@ -863,29 +893,24 @@ pub fn assign_uniform(
         .collect();
     free.sort();
     for (_, (t, p)) in free {
-        let best = eligible(&t)
-            .into_iter()
-            .min_by_key(|m| (count[m], *m))
-            .expect("a subscribed topic has a subscriber");
+        let best = least_loaded(&count, eligible(&t)).expect("a subscribed topic has a subscriber");
         owner.insert((t, p), best);
-        *count.get_mut(best).expect("member") += 1;
+        count[best] += 1;
     }
     // Balance: move a partition from a member to a candidate with two fewer, until none can
     // move (bounded: each move lowers the sum of squared counts).
     for _ in 0..=all.len() {
         let mut moved = false;
-        let mut keys: Vec<(Uuid, i32)> = owner.keys().copied().collect();
-        keys.sort();
-        for key in keys.into_iter().rev() {
+        let keys: Vec<(Uuid, i32)> = owner.keys().rev().copied().collect();
+        for key in keys {
             let from = owner[&key];
-            if let Some(to) = eligible(&key.0)
-                .into_iter()
-                .filter(|m| count[m] + 1 < count[from])
-                .min_by_key(|m| (count[m], *m))
-            {
+            let Some(to) = least_loaded(&count, eligible(&key.0)) else {
+                continue;
+            };
+            if count[to] + 1 < count[from] {
                 owner.insert(key, to);
-                *count.get_mut(from).expect("member") -= 1;
-                *count.get_mut(to).expect("member") += 1;
+                count[from] -= 1;
+                count[to] += 1;
                 moved = true;
             }
         }
@@ -893,8 +918,12 @@ pub fn assign_uniform(
             break;
         }
     }
-    for ((t, p), m) in owner {
-        out.get_mut(m)
+    let mut out: BTreeMap<String, Assignment> = subscriptions
+        .keys()
+        .map(|m| (m.clone(), Assignment::new()))
+        .collect();
+    for ((t, p), i) in owner {
+        out.get_mut(names[i])
             .expect("member")
             .entry(t)
             .or_default()
@@ -1051,6 +1080,31 @@ mod tests {
             .map(|m| count(&first[*m]) - first[*m][&t].intersection(&second[*m][&t]).count())
             .sum();
         assert_eq!(moved, count(&second["d"]), "{first:?} -> {second:?}");
+    }
+
+    #[test]
+    fn uniform_scales_to_a_thousand_members() {
+        let t = topic(9);
+        let subs: BTreeMap<String, BTreeSet<Uuid>> = (0..1000)
+            .map(|i| (format!("m{i:04}"), BTreeSet::from([t])))
+            .collect();
+        let parts = BTreeMap::from([(t, 2000)]);
+        let first = assign_uniform(&subs, &parts, &BTreeMap::new());
+        assert!(first.values().all(|a| count(a) == 2));
+        let mut more = subs.clone();
+        more.insert("new".into(), BTreeSet::from([t]));
+        let second = assign_uniform(&more, &parts, &first);
+        let counts: BTreeSet<usize> = second.values().map(count).collect();
+        assert!(counts.iter().all(|c| (1..=2).contains(c)), "{counts:?}");
+        let kept: usize = subs
+            .keys()
+            .map(|m| first[m][&t].intersection(&second[m][&t]).count())
+            .sum();
+        assert_eq!(
+            2000 - kept,
+            count(&second["new"]),
+            "more moved than the newcomer took"
+        );
     }
 
     #[test]

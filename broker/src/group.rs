@@ -436,6 +436,9 @@ pub struct Coordinator {
     member_seq: Cell<u64>,
     /// A KIP-848 expiry pass is running (at most one at a time).
     consumer_expiry_running: Cell<bool>,
+    /// Topics as the KIP-848 assignors see them, with the registry version they come from.
+    #[allow(clippy::type_complexity)]
+    topics_cache: RefCell<Option<(u64, Rc<BTreeMap<String, cg::TopicMeta>>)>>,
 }
 
 /// Group work, executed on the coordinator shard.
@@ -1435,21 +1438,31 @@ impl Shard {
         }
     }
 
-    /// Every topic as the KIP-848 assignors see it.
-    fn assignable_topics(&self) -> BTreeMap<String, cg::TopicMeta> {
-        self.snapshot()
-            .topics
-            .values()
-            .map(|t| {
-                (
-                    t.name.to_string(),
-                    cg::TopicMeta {
-                        id: t.id,
-                        partitions: t.partitions,
-                    },
-                )
-            })
-            .collect()
+    /// Every topic as the KIP-848 assignors see it (rebuilt only when the registry changes,
+    /// not per heartbeat).
+    fn assignable_topics(&self) -> Rc<BTreeMap<String, cg::TopicMeta>> {
+        let snap = self.snapshot();
+        if let Some((version, topics)) = &*self.groups.topics_cache.borrow() {
+            if *version == snap.version {
+                return topics.clone();
+            }
+        }
+        let topics: Rc<BTreeMap<String, cg::TopicMeta>> = Rc::new(
+            snap.topics
+                .values()
+                .map(|t| {
+                    (
+                        t.name.to_string(),
+                        cg::TopicMeta {
+                            id: t.id,
+                            partitions: t.partitions,
+                        },
+                    )
+                })
+                .collect(),
+        );
+        *self.groups.topics_cache.borrow_mut() = Some((snap.version, topics.clone()));
+        topics
     }
 
     fn consumer_context<'a>(
