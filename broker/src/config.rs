@@ -35,6 +35,9 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     /// Partitions of the internal `__consumer_offsets` topic (fixed once it exists).
     pub offsets_topic_partitions: i32,
+    /// Bytes appended to one `__consumer_offsets` partition after which the coordinator
+    /// writes a checkpoint of its groups and deletes the records before it.
+    pub offsets_checkpoint_bytes: u64,
     /// Shortest and longest session timeout a group member may ask for.
     pub group_min_session_timeout_ms: u64,
     pub group_max_session_timeout_ms: u64,
@@ -124,6 +127,7 @@ impl Default for BrokerConfig {
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 100,
+            offsets_checkpoint_bytes: 16 << 20,
             consumer_group_session_timeout_ms: 45_000,
             consumer_group_heartbeat_interval_ms: 5_000,
             consumer_group_assignor: "uniform".to_string(),
@@ -264,6 +268,9 @@ impl BrokerConfig {
                 "consumer_group_assignor",
                 "must be \"uniform\" or \"range\"",
             );
+        }
+        if self.offsets_checkpoint_bytes < 4096 {
+            return bad("offsets_checkpoint_bytes", "must be at least 4096");
         }
         if self.retention_check_interval_ms == 0 {
             return bad("retention_check_interval_ms", "must be positive");

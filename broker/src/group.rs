@@ -33,12 +33,13 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::consumer_group as cg;
-use crate::errors::KafkaError;
 use crate::runtime;
 use crate::shard::{OpOk, PartitionOp, Shard, ShardMsg};
 
 /// The internal topic holding group metadata and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Segment size of `__consumer_offsets` (Kafka: offsets.topic.segment.bytes).
+const OFFSETS_SEGMENT_BYTES: u64 = 16 << 20;
 /// Largest offset metadata string accepted (Kafka's `offset.metadata.max.bytes`).
 const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 
@@ -426,6 +427,30 @@ fn group_entry<'a>(
     Ok(groups.get_mut(id).expect("present"))
 }
 
+/// Group writes waiting for their offsets partition's writer, per partition.
+const GROUP_WRITES_QUEUED_MAX: usize = 4096;
+/// Records per appended batch (several requests' records share one batch and fdatasync).
+const WRITE_BATCH_RECORDS_MAX: usize = 1000;
+
+/// Records of one request waiting to be appended.
+struct PendingWrite {
+    records: Vec<StoredRecord>,
+    /// The offset of the first record, once durable.
+    reply: oneshot::Sender<Result<i64, ErrorCode>>,
+}
+
+/// The write queue of one `__consumer_offsets` partition.
+#[derive(Default)]
+struct PartitionWriter {
+    queue: std::collections::VecDeque<PendingWrite>,
+    /// A writer task is draining the queue.
+    running: bool,
+    /// Bytes appended (or replayed) since the last checkpoint.
+    bytes_since_checkpoint: u64,
+    /// Size of the last checkpoint: the next one waits for at least this much more.
+    checkpoint_bytes: u64,
+}
+
 /// The coordinator state of one shard.
 #[derive(Default)]
 pub struct Coordinator {
@@ -436,6 +461,8 @@ pub struct Coordinator {
     member_seq: Cell<u64>,
     /// A KIP-848 expiry pass is running (at most one at a time).
     consumer_expiry_running: Cell<bool>,
+    /// Ordered writers of the offsets partitions this shard coordinates.
+    writers: RefCell<HashMap<i32, PartitionWriter>>,
     /// Topics as the KIP-848 assignors see them, with the registry version they come from.
     #[allow(clippy::type_complexity)]
     topics_cache: RefCell<Option<(u64, Rc<BTreeMap<String, cg::TopicMeta>>)>>,
@@ -507,7 +534,12 @@ impl Shard {
                     partitions: self.config.offsets_topic_partitions,
                     // Offsets stay until their group deletes them (compaction is not there
                     // yet to keep only the latest).
-                    configs: vec![("retention.ms".into(), "-1".into())],
+                    // Checkpoints delete what they replace; small segments let the
+                    // deleted records leave the disk soon after.
+                    configs: vec![
+                        ("retention.ms".into(), "-1".into()),
+                        ("segment.bytes".into(), OFFSETS_SEGMENT_BYTES.to_string()),
+                    ],
                     validate_only: false,
                 };
                 match self.admin(op).await {
@@ -662,6 +694,7 @@ impl Shard {
         let started = Instant::now();
         let mut offset = 0;
         let mut records = 0u64;
+        let mut replayed_bytes = 0u64;
         loop {
             let reply = self
                 .execute(
@@ -691,6 +724,7 @@ impl Shard {
             if data.is_empty() {
                 break;
             }
+            replayed_bytes += data.len() as u64;
             let decoded = decode_record_batches(&data).map_err(|e| {
                 warn!(partition = p, error = %e, "damaged record in the offsets topic");
                 ErrorCode::CoordinatorNotAvailable
@@ -713,6 +747,13 @@ impl Shard {
             }
         }
         self.groups.loaded.borrow_mut().insert(p);
+        // A long log gets a checkpoint with the next write.
+        self.groups
+            .writers
+            .borrow_mut()
+            .entry(p)
+            .or_default()
+            .bytes_since_checkpoint += replayed_bytes;
         if records > 0 {
             info!(
                 partition = p,
@@ -814,10 +855,129 @@ impl Shard {
     }
 
     /// Appends `records` to the offsets partition and waits until they are durable.
-    async fn persist(&self, partition: i32, records: Vec<StoredRecord>) -> Result<(), ErrorCode> {
+    ///
+    /// The records join the partition's write queue before this returns its future's first
+    /// poll, so records reach the log in the order the coordinator computed them (callers
+    /// compute and call this without an await in between): the last record of a key in the
+    /// log is always its latest state, which is what replay and checkpoints rely on.
+    async fn persist(
+        self: &Rc<Self>,
+        partition: i32,
+        records: Vec<StoredRecord>,
+    ) -> Result<(), ErrorCode> {
         if records.is_empty() {
             return Ok(());
         }
+        let rx = self.enqueue_write(partition, records)?;
+        rx.await
+            .unwrap_or(Err(ErrorCode::CoordinatorNotAvailable))
+            .map(|_| ())
+    }
+
+    fn enqueue_write(
+        self: &Rc<Self>,
+        partition: i32,
+        records: Vec<StoredRecord>,
+    ) -> Result<oneshot::Receiver<Result<i64, ErrorCode>>, ErrorCode> {
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut writers = self.groups.writers.borrow_mut();
+            let w = writers.entry(partition).or_default();
+            if w.queue.len() >= GROUP_WRITES_QUEUED_MAX {
+                warn!(
+                    partition,
+                    queued = w.queue.len(),
+                    "the consumer group write queue is full; answering COORDINATOR_NOT_AVAILABLE (clients retry)"
+                );
+                return Err(ErrorCode::CoordinatorNotAvailable);
+            }
+            w.queue.push_back(PendingWrite { records, reply: tx });
+            !std::mem::replace(&mut w.running, true)
+        };
+        if start {
+            let me = self.clone();
+            runtime::spawn(async move { me.write_loop(partition).await });
+        }
+        Ok(rx)
+    }
+
+    /// The one writer of offsets partition `partition`: appends queued records in order,
+    /// several requests' records per batch (one fdatasync covers them), and writes a
+    /// checkpoint when enough has been appended since the last one.
+    async fn write_loop(self: Rc<Self>, partition: i32) {
+        loop {
+            let due = self
+                .groups
+                .writers
+                .borrow()
+                .get(&partition)
+                .is_some_and(|w| {
+                    w.bytes_since_checkpoint
+                        > self.config.offsets_checkpoint_bytes.max(w.checkpoint_bytes)
+                });
+            if due && self.groups.loaded.borrow().contains(&partition) {
+                self.checkpoint(partition).await;
+            }
+            let batch: Vec<PendingWrite> = {
+                let mut writers = self.groups.writers.borrow_mut();
+                let w = writers.entry(partition).or_default();
+                let mut out = Vec::new();
+                let mut count = 0;
+                while let Some(next) = w.queue.front() {
+                    if !out.is_empty() && count + next.records.len() > WRITE_BATCH_RECORDS_MAX {
+                        break;
+                    }
+                    count += next.records.len();
+                    out.push(w.queue.pop_front().expect("front exists"));
+                }
+                if out.is_empty() {
+                    w.running = false;
+                    return;
+                }
+                out
+            };
+            let records: Vec<&StoredRecord> = batch.iter().flat_map(|w| w.records.iter()).collect();
+            match self.append_records(partition, &records).await {
+                Ok((base, bytes)) => {
+                    if let Some(w) = self.groups.writers.borrow_mut().get_mut(&partition) {
+                        w.bytes_since_checkpoint += bytes;
+                    }
+                    // Offsets and deletions take effect once durable, here, before anything
+                    // else runs: a checkpoint computed next must include them, or it would
+                    // delete their records without carrying them forward.
+                    for w in &batch {
+                        for r in &w.records {
+                            if matches!(
+                                r,
+                                StoredRecord::Offset { .. }
+                                    | StoredRecord::OffsetDeleted { .. }
+                                    | StoredRecord::GroupDeleted { .. }
+                            ) {
+                                self.replay(r.clone());
+                            }
+                        }
+                    }
+                    let mut offset = base;
+                    for w in batch {
+                        let _ = w.reply.send(Ok(offset));
+                        offset += w.records.len() as i64;
+                    }
+                }
+                Err(code) => {
+                    for w in batch {
+                        let _ = w.reply.send(Err(code));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends one batch of `records` with acks=all; returns its base offset and size.
+    async fn append_records(
+        &self,
+        partition: i32,
+        records: &[&StoredRecord],
+    ) -> Result<(i64, u64), ErrorCode> {
         let now = runtime::now_ms();
         let batch: Vec<ProduceRecord> = records
             .iter()
@@ -832,6 +992,7 @@ impl Shard {
             warn!(error = %e, "cannot encode group records");
             ErrorCode::UnknownServerError
         })?;
+        let bytes = data.len() as u64;
         let reply = self
             .execute(
                 OFFSETS_TOPIC,
@@ -842,14 +1003,125 @@ impl Shard {
                 },
             )
             .await;
-        reply.result.map(|_| ()).map_err(|e: KafkaError| {
-            warn!(group = records[0].group(), error = ?e, "cannot persist group records");
-            if e.code == ErrorCode::MessageTooLarge {
-                ErrorCode::OffsetMetadataTooLarge
-            } else {
-                ErrorCode::CoordinatorNotAvailable
+        match reply.result {
+            Ok(OpOk::Produced { base_offset, .. }) => Ok((base_offset, bytes)),
+            Ok(other) => {
+                warn!(?other, "unexpected answer to a group records append");
+                Err(ErrorCode::UnknownServerError)
             }
-        })
+            Err(e) => {
+                warn!(group = records[0].group(), error = ?e, "cannot persist group records");
+                Err(if e.code == ErrorCode::MessageTooLarge {
+                    ErrorCode::OffsetMetadataTooLarge
+                } else {
+                    ErrorCode::CoordinatorNotAvailable
+                })
+            }
+        }
+    }
+
+    /// Writes the whole state of the groups on `partition` (every group record and committed
+    /// offset) as new records, then deletes everything before them: the partition stops
+    /// growing with every commit, and a restart replays at most a checkpoint plus what came
+    /// after it. Runs inside the partition's writer, so nothing is appended in between.
+    async fn checkpoint(&self, partition: i32) {
+        let started = Instant::now();
+        let Some(partitions) = self.snapshot().topic(OFFSETS_TOPIC).map(|t| t.partitions) else {
+            return;
+        };
+        let records = self.state_records(partition, partitions);
+        let mut first: Option<i64> = None;
+        let mut bytes = 0;
+        for chunk in records.chunks(WRITE_BATCH_RECORDS_MAX) {
+            let refs: Vec<&StoredRecord> = chunk.iter().collect();
+            match self.append_records(partition, &refs).await {
+                Ok((base, b)) => {
+                    first.get_or_insert(base);
+                    bytes += b;
+                }
+                Err(code) => {
+                    warn!(
+                        partition,
+                        ?code,
+                        "consumer group checkpoint failed; will retry after more writes"
+                    );
+                    if let Some(w) = self.groups.writers.borrow_mut().get_mut(&partition) {
+                        w.bytes_since_checkpoint = 0;
+                    }
+                    return;
+                }
+            }
+        }
+        // Nothing before the checkpoint is needed any more (an empty partition state
+        // deletes up to the log end).
+        let upto = match first {
+            Some(o) => o,
+            None => {
+                let reply = self
+                    .execute(OFFSETS_TOPIC, partition, PartitionOp::Peek)
+                    .await;
+                reply.offsets.high_watermark
+            }
+        };
+        let reply = self
+            .execute(
+                OFFSETS_TOPIC,
+                partition,
+                PartitionOp::DeleteRecords { offset: upto },
+            )
+            .await;
+        if let Err(e) = reply.result {
+            warn!(partition, error = ?e, "cannot delete records before the group checkpoint");
+        }
+        if let Some(w) = self.groups.writers.borrow_mut().get_mut(&partition) {
+            w.bytes_since_checkpoint = 0;
+            w.checkpoint_bytes = bytes;
+        }
+        info!(
+            partition,
+            records = records.len(),
+            bytes,
+            log_start_offset = upto,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "consumer group checkpoint written; older records deleted"
+        );
+    }
+
+    /// Every record needed to rebuild the groups of `partition` from nothing.
+    fn state_records(&self, partition: i32, partitions: i32) -> Vec<StoredRecord> {
+        let groups = self.groups.groups.borrow();
+        let now = runtime::now_ms();
+        let mut out = Vec::new();
+        let mut ids: Vec<&String> = groups
+            .keys()
+            .filter(|id| offsets_partition(id, partitions) == partition)
+            .collect();
+        ids.sort();
+        for id in ids {
+            let g = &groups[id];
+            if let Some(c) = &g.consumer {
+                let changes = cg::Changes {
+                    group: true,
+                    members: c.members.keys().cloned().collect(),
+                    removed: Default::default(),
+                };
+                out.extend(Self::consumer_records(id, c, &changes));
+            } else if g.generation > 0 || !g.protocol_type.is_empty() {
+                out.push(g.stored(id));
+            }
+            for ((topic, p), c) in &g.offsets {
+                out.push(StoredRecord::Offset {
+                    group: id.clone(),
+                    topic: topic.clone(),
+                    partition: *p,
+                    offset: c.offset,
+                    leader_epoch: c.leader_epoch,
+                    metadata: c.metadata.clone(),
+                    commit_ms: now,
+                });
+            }
+        }
+        out
     }
 
     async fn join(
@@ -1909,12 +2181,8 @@ impl Shard {
                 });
             }
         }
-        let result = self.persist(partition, records.clone()).await;
-        if result.is_ok() {
-            for rec in records {
-                self.replay(rec);
-            }
-        }
+        // The writer applies the offsets to the group once they are durable.
+        let result = self.persist(partition, records).await;
         respond(&|topic, p| {
             if too_large.contains(&(topic.to_string(), p)) {
                 ErrorCode::OffsetMetadataTooLarge
@@ -1999,7 +2267,7 @@ impl Shard {
             )
     }
 
-    async fn delete_group(&self, partition: i32, group: &str) -> ErrorCode {
+    async fn delete_group(self: &Rc<Self>, partition: i32, group: &str) -> ErrorCode {
         {
             let groups = self.groups.groups.borrow();
             match groups.get(group) {
@@ -2014,9 +2282,8 @@ impl Shard {
         let record = StoredRecord::GroupDeleted {
             group: group.to_string(),
         };
-        match self.persist(partition, vec![record.clone()]).await {
+        match self.persist(partition, vec![record]).await {
             Ok(()) => {
-                self.replay(record);
                 info!(group, "group deleted");
                 ErrorCode::None
             }
@@ -2024,7 +2291,11 @@ impl Shard {
         }
     }
 
-    async fn offset_delete(&self, partition: i32, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    async fn offset_delete(
+        self: &Rc<Self>,
+        partition: i32,
+        r: OffsetDeleteRequest,
+    ) -> OffsetDeleteResponse {
         use offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
         let group = r.group_id.0.to_string();
         let subscribed = {
@@ -2050,12 +2321,7 @@ impl Shard {
                 });
             }
         }
-        let result = self.persist(partition, records.clone()).await;
-        if result.is_ok() {
-            for rec in records {
-                self.replay(rec);
-            }
-        }
+        let result = self.persist(partition, records).await;
         OffsetDeleteResponse::default()
             .with_error_code(result.err().unwrap_or(ErrorCode::None).code())
             .with_topics(
