@@ -804,16 +804,57 @@ impl Shard {
                 protocol_type,
                 protocol,
                 generation,
-                ..
+                leader,
+                members,
             } => {
-                // Members do not survive a coordinator restart (their sessions cannot be
-                // checked); the group comes back Empty at its generation and rejoins.
+                // As Kafka after a coordinator failover: the members of the last stable
+                // generation are back with fresh sessions, so members that keep
+                // heartbeating carry on with their assignment and the ones that are gone
+                // expire after their session timeout.
                 let g = groups.entry(group).or_insert_with(Group::new);
                 g.consumer = None;
+                g.members.clear();
+                g.statics.clear();
+                g.pending.clear();
+                g.rebalance_id += 1;
+                g.state = if members.is_empty() {
+                    GroupState::Empty
+                } else {
+                    GroupState::Stable
+                };
+                for m in members {
+                    if let Some(inst) = &m.instance_id {
+                        g.statics.insert(inst.clone(), m.member_id.clone());
+                    }
+                    g.members.insert(
+                        m.member_id.clone(),
+                        Member {
+                            id: m.member_id,
+                            instance_id: m.instance_id,
+                            client_id: m.client_id,
+                            client_host: m.client_host,
+                            session_timeout: Duration::from_millis(
+                                m.session_timeout_ms.max(0) as u64
+                            ),
+                            rebalance_timeout: Duration::from_millis(
+                                m.rebalance_timeout_ms.max(0) as u64
+                            ),
+                            protocols: vec![(protocol.clone(), Bytes::from(m.metadata))],
+                            assignment: Bytes::from(m.assignment),
+                            last_heartbeat: Instant::now(),
+                            join_tx: None,
+                            sync_tx: None,
+                        },
+                    );
+                }
+                g.leader = if g.members.contains_key(&leader) {
+                    leader
+                } else {
+                    String::new()
+                };
                 g.protocol_type = protocol_type;
                 g.protocol = protocol;
                 g.generation = generation;
-                g.state = GroupState::Empty;
             }
             StoredRecord::GroupDeleted { group } => {
                 groups.remove(&group);
@@ -1316,6 +1357,8 @@ impl Shard {
                         generation = g.generation,
                         "group is empty"
                     );
+                    // Durable, so a restart does not bring the departed members back.
+                    let _ = self.enqueue_write(partition, vec![g.stored(group_id)]);
                 }
                 return;
             }
@@ -1417,6 +1460,7 @@ impl Shard {
                 generation = g.generation,
                 "group is empty"
             );
+            let _ = self.enqueue_write(partition, vec![g.stored(group_id)]);
             return;
         }
         // Protocol: each member votes for its most preferred protocol every member supports.
