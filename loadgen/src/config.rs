@@ -111,6 +111,22 @@ pub struct Workload {
     pub connect_timeout_ms: u64,
     /// Generate and encode produce requests without sending them (the tool's own ceiling).
     pub dry_run: bool,
+    /// Search for the highest sustained rate with a series of fixed-rate steps
+    /// (`crate::saturation`); each step runs `warmup` + `duration`.
+    pub find_saturation: bool,
+    /// First step's rate as a fraction of the closed-loop probe (with `rate = "max"`).
+    pub saturation_start: f64,
+    /// Rate factor between passing steps while ramping up.
+    pub saturation_growth: f64,
+    /// A step passes if it acknowledges at least (1 - this) of its target rate.
+    pub saturation_tolerance: f64,
+    /// A step passes only if its produce ack p99 is at most this many ms (0: no bound).
+    pub saturation_p99_ms: f64,
+    /// The search stops when the highest passing and lowest failing rates are this close
+    /// (a fraction).
+    pub saturation_resolution: f64,
+    /// Most steps a search runs (the probe not included).
+    pub saturation_steps_max: usize,
 }
 
 impl Default for Workload {
@@ -149,6 +165,13 @@ impl Default for Workload {
             interval_ms: 1000,
             connect_timeout_ms: 5000,
             dry_run: false,
+            find_saturation: false,
+            saturation_start: 0.5,
+            saturation_growth: 1.25,
+            saturation_tolerance: 0.05,
+            saturation_p99_ms: 100.0,
+            saturation_resolution: 0.05,
+            saturation_steps_max: 12,
         }
     }
 }
@@ -299,6 +322,42 @@ impl Workload {
         }
         if self.connect_timeout_ms == 0 {
             return bad("connect_timeout_ms", "must be positive".into());
+        }
+        if self.find_saturation {
+            if self.dry_run {
+                return bad(
+                    "find_saturation",
+                    "a dry run sends nothing, so there is no broker to saturate".into(),
+                );
+            }
+            if self.duration <= 0.0 || self.records > 0 {
+                return bad(
+                    "find_saturation",
+                    "every step runs `duration` seconds: give a duration and no record count"
+                        .into(),
+                );
+            }
+        }
+        if !(self.saturation_start > 0.0 && self.saturation_start <= 10.0) {
+            return bad("saturation_start", "must be in (0, 10]".into());
+        }
+        if !(self.saturation_growth > 1.0 && self.saturation_growth <= 10.0) {
+            return bad("saturation_growth", "must be in (1, 10]".into());
+        }
+        if !(self.saturation_tolerance >= 0.0 && self.saturation_tolerance < 1.0) {
+            return bad("saturation_tolerance", "must be in [0, 1)".into());
+        }
+        if !(self.saturation_p99_ms.is_finite() && self.saturation_p99_ms >= 0.0) {
+            return bad(
+                "saturation_p99_ms",
+                "must be >= 0 (0: no latency bound)".into(),
+            );
+        }
+        if !(self.saturation_resolution > 0.0 && self.saturation_resolution < 1.0) {
+            return bad("saturation_resolution", "must be in (0, 1)".into());
+        }
+        if !(1..=100).contains(&self.saturation_steps_max) {
+            return bad("saturation_steps_max", "must be 1..=100".into());
         }
         Ok(())
     }

@@ -36,6 +36,7 @@ pub mod producer;
 pub mod report;
 pub mod run;
 pub mod runtime;
+pub mod saturation;
 pub mod schedule;
 pub mod stats;
 pub mod wire;

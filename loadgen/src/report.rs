@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Workload;
 use crate::error::LoadgenError;
+use crate::saturation::SaturationSummary;
 use crate::stats::{Counts, ErrorCounts, IntervalStats, Latency, LatencySummary};
 
 /// File name of the summary in a report directory.
@@ -166,6 +167,9 @@ pub struct Summary {
     pub problems: Vec<String>,
     /// Things worth knowing that are not failures.
     pub notes: Vec<String>,
+    /// The saturation search, when the run was one (`--find-saturation`).
+    #[serde(default)]
+    pub saturation: Option<SaturationSummary>,
 }
 
 impl Summary {
@@ -345,6 +349,9 @@ pub fn render_table(s: &Summary) -> String {
             let _ = writeln!(out, "  {:>12}  {k}", thousands(*v));
         }
     }
+    if let Some(sat) = &s.saturation {
+        render_saturation(&mut out, sat);
+    }
     for n in &s.notes {
         let _ = writeln!(out, "note: {n}");
     }
@@ -352,6 +359,42 @@ pub fn render_table(s: &Summary) -> String {
         let _ = writeln!(out, "PROBLEM: {p}");
     }
     out
+}
+
+fn render_saturation(out: &mut String, sat: &SaturationSummary) {
+    let _ = writeln!(
+        out,
+        "saturation   {} (pass: achieved >= {:.0}% of target, ack p99 <= {}, no errors)",
+        match sat.sustained_records_per_s {
+            Some(r) => format!("sustained {} rec/s", si(r)),
+            None => "no rate sustained".to_string(),
+        },
+        (1.0 - sat.tolerance) * 100.0,
+        sat.p99_ms_max
+            .map_or("(no bound)".to_string(), |b| format!("{} ms", ms(b)))
+    );
+    if let Some(p) = sat.probe_records_per_s {
+        let _ = writeln!(out, "  probe (closed loop)   {} rec/s", si(p));
+    }
+    let _ = writeln!(
+        out,
+        "  {:>4} {:>12} {:>12} {:>9} {:>10} {:>7}  verdict",
+        "step", "target/s", "achieved/s", "MB/s", "ack p99", "errors"
+    );
+    for st in &sat.steps {
+        let _ = writeln!(
+            out,
+            "  {:>4} {:>12} {:>12} {:>9.1} {:>10} {:>7}  {:?}",
+            st.step,
+            si(st.target_records_per_s),
+            si(st.achieved_records_per_s),
+            st.achieved_mb_per_s,
+            st.ack_p99_ms.map_or("-".to_string(), ms),
+            st.errors,
+            st.verdict
+        );
+    }
+    let _ = writeln!(out, "  search ended: {}", sat.ended);
 }
 
 /// Writes the report directory; returns the files written.

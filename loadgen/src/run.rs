@@ -10,7 +10,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use crate::admin::{discover, dry_run_cluster};
-use crate::config::{Acks, Workload};
+use crate::config::{Acks, Rate, Workload};
 use crate::consumer::assign_round_robin;
 use crate::driver::{
     executor_main, ConsumerPlan, Control, ExecutorResult, ProducerPlan, Report, RunPlan,
@@ -20,6 +20,7 @@ use crate::error::LoadgenError;
 use crate::hlog::{IntervalLog, ACK_TAG, E2E_TAG};
 use crate::payload::GeneratorShared;
 use crate::report::{IntervalRow, Setup, Summary, Throughput, BYTES_PER_MB};
+use crate::saturation::{SaturationSummary, Search, SearchSettings, StepResult};
 use crate::schedule::{Nanos, RunClock, NANOS_PER_S};
 use crate::stats::{
     latency_histogram, merge_errors, Counts, ErrorCounts, IntervalStats, Latency, LatencySummary,
@@ -175,6 +176,144 @@ pub fn run(
         .unwrap_or_else(|| IntervalLog::new(plan.clock.unix_ms(0)))
         .into_bytes();
     Ok(finish(&w, &plan, cpus, gather, notes, interval_log))
+}
+
+/// Runs a saturation search (see [`crate::saturation`]): a closed-loop probe when the rate
+/// is `max`, then fixed-rate steps, each a complete run of `warmup` + `duration`. Every
+/// step's report goes to `<report_dir>/steps/`. The output is the highest sustained step's
+/// (its histograms and time series), with the whole search in `summary.saturation`.
+pub fn run_saturation(
+    w: Workload,
+    stop: Arc<AtomicBool>,
+    progress: &mut dyn Write,
+) -> Result<RunOutput, LoadgenError> {
+    w.validate()?;
+    let settings = SearchSettings {
+        start: w.saturation_start,
+        growth: w.saturation_growth,
+        tolerance: w.saturation_tolerance,
+        p99_ms_max: (w.saturation_p99_ms > 0.0).then_some(w.saturation_p99_ms),
+        resolution: w.saturation_resolution,
+        steps_max: w.saturation_steps_max,
+    };
+    let step_workload = |rate: Rate| Workload {
+        find_saturation: false,
+        rate,
+        report_dir: None,
+        ..w.clone()
+    };
+    let steps_dir = w.report_dir.as_ref().map(|d| d.join("steps"));
+    let save = |name: &str, out: &RunOutput| -> Result<(), LoadgenError> {
+        match &steps_dir {
+            Some(dir) => report::write_dir(
+                &dir.join(name),
+                &out.summary,
+                &out.ack,
+                &out.e2e,
+                &out.interval_log,
+            )
+            .map(|_| ()),
+            None => Ok(()),
+        }
+    };
+    let mut created = false;
+    let mut fallback: Option<RunOutput> = None;
+    let (mut search, probe) = match w.rate.records_per_s(w.record_bytes.mean()) {
+        Some(first) => (Search::starting_at(settings, first), None),
+        None => {
+            let _ = writeln!(progress, "== saturation probe: closed loop (rate max)");
+            let out = run(step_workload(Rate::Max), stop.clone(), progress)?;
+            save("00-probe", &out)?;
+            created |= out.summary.setup.topic_created;
+            let max = out.summary.throughput.produce_records_per_s;
+            let _ = writeln!(progress, "== probe: {} rec/s closed loop", report::si(max));
+            let search = Search::new(settings, max);
+            fallback = Some(out);
+            (search, Some(max))
+        }
+    };
+    let mut best: Option<RunOutput> = None;
+    while let Some(target) = search.next_target() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let n = search.steps().len() + 1;
+        let _ = writeln!(
+            progress,
+            "== saturation step {n}: target {} rec/s",
+            report::si(target)
+        );
+        let out = run(
+            step_workload(Rate::RecordsPerSecond(target)),
+            stop.clone(),
+            progress,
+        )?;
+        created |= out.summary.setup.topic_created;
+        let s = &out.summary;
+        let errors: u64 = s.errors.values().sum::<u64>();
+        let result = StepResult {
+            target_records_per_s: target,
+            achieved_records_per_s: s.throughput.produce_records_per_s,
+            achieved_mb_per_s: s.throughput.produce_mb_per_s,
+            ack_p99_ms: s.ack.as_ref().filter(|a| a.count > 0).map(|a| a.p99_ms),
+            // A problem without a counted error (say, records not consumed) fails it too.
+            errors: errors.max(s.problems.len() as u64),
+        };
+        let verdict = search.record(result);
+        let _ = writeln!(
+            progress,
+            "== step {n}: target {} achieved {} rec/s, ack p99 {} ms, errors {}: {verdict:?}",
+            report::si(target),
+            report::si(result.achieved_records_per_s),
+            result.ack_p99_ms.map_or("-".to_string(), report::ms),
+            result.errors
+        );
+        save(&format!("{n:02}-{}", target.round() as u64), &out)?;
+        let better = best
+            .as_ref()
+            .and_then(|b| b.summary.setup.target_records_per_s)
+            .is_none_or(|b| target > b);
+        if verdict.passed() && better {
+            best = Some(out);
+        } else if best.is_none() {
+            fallback = Some(out);
+        }
+    }
+    let sat = SaturationSummary::of(&search, probe);
+    let Some(mut out) = best.or(fallback) else {
+        return Err(LoadgenError::Runtime {
+            executor: 0,
+            reason: "the saturation search was stopped before its first step".into(),
+        });
+    };
+    let summary = &mut out.summary;
+    summary.workload = w.clone();
+    summary.setup.topic_created |= created;
+    summary.label = w
+        .report_dir
+        .as_ref()
+        .and_then(|d| d.file_name())
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "saturation".to_string());
+    match sat.sustained_records_per_s {
+        Some(rate) => summary.notes.insert(
+            0,
+            format!(
+                "saturation search: highest sustained rate {} rec/s ({:.1} MB/s, ack p99 {} ms) after {} step(s); {}; this report is that step's",
+                report::si(rate),
+                sat.sustained_mb_per_s.unwrap_or(0.0),
+                sat.sustained_ack_p99_ms.map_or("-".to_string(), report::ms),
+                sat.steps.len(),
+                sat.ended
+            ),
+        ),
+        None => summary.problems.push(format!(
+            "saturation search: no step sustained its target ({}); this report is the last step's",
+            sat.ended
+        )),
+    }
+    summary.saturation = Some(sat);
+    Ok(out)
 }
 
 fn phase_of(index: u64, warmup: u64, window_end: Option<u64>) -> &'static str {
@@ -437,6 +576,7 @@ fn finish(
         schedule_lag_max_ms: lag_max as f64 / 1e6,
         problems,
         notes,
+        saturation: None,
     };
     RunOutput {
         summary,
