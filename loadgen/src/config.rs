@@ -111,6 +111,13 @@ pub struct Workload {
     pub connect_timeout_ms: u64,
     /// Generate and encode produce requests without sending them (the tool's own ceiling).
     pub dry_run: bool,
+    /// First wait before reconnecting to a broker that dropped a connection, in ms; it
+    /// doubles per failed attempt (with ±20% jitter).
+    pub reconnect_backoff_ms: u64,
+    /// Longest wait between reconnection attempts, in ms.
+    pub reconnect_backoff_max_ms: u64,
+    /// A broker still unreachable this many ms after a connection was lost fails the run.
+    pub reconnect_timeout_ms: u64,
     /// Search for the highest sustained rate with a series of fixed-rate steps
     /// (`crate::saturation`); each step runs `warmup` + `duration`.
     pub find_saturation: bool,
@@ -165,6 +172,9 @@ impl Default for Workload {
             interval_ms: 1000,
             connect_timeout_ms: 5000,
             dry_run: false,
+            reconnect_backoff_ms: 100,
+            reconnect_backoff_max_ms: 1000,
+            reconnect_timeout_ms: 30_000,
             find_saturation: false,
             saturation_start: 0.5,
             saturation_growth: 1.25,
@@ -322,6 +332,20 @@ impl Workload {
         }
         if self.connect_timeout_ms == 0 {
             return bad("connect_timeout_ms", "must be positive".into());
+        }
+        if !(1..=60_000).contains(&self.reconnect_backoff_ms) {
+            return bad("reconnect_backoff_ms", "must be 1..=60000".into());
+        }
+        if self.reconnect_backoff_max_ms < self.reconnect_backoff_ms
+            || self.reconnect_backoff_max_ms > 600_000
+        {
+            return bad(
+                "reconnect_backoff_max_ms",
+                "must be reconnect_backoff_ms..=600000".into(),
+            );
+        }
+        if !(1..=3_600_000).contains(&self.reconnect_timeout_ms) {
+            return bad("reconnect_timeout_ms", "must be 1..=3600000".into());
         }
         if self.find_saturation {
             if self.dry_run {

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Barrier};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use event_listener::Event;
@@ -30,10 +30,11 @@ use crate::payload::{GeneratorShared, RecordGenerator};
 use crate::producer::{
     ProducerCore, ProducerSettings, REQUEST_BYTES_MAX_DEFAULT, WAKE_GRANULARITY_NS_DEFAULT,
 };
+use crate::reconnect::{reconnect, ReconnectSettings, Reconnected};
 use crate::runtime::{self, Stream};
 use crate::schedule::{Nanos, RunClock, Schedule, NANOS_PER_S};
 use crate::stats::{
-    Counts, ErrorCounts, ErrorKind, IntervalStats, Latency, PartitionCounters, Recorder,
+    Counts, ErrorCounts, ErrorKind, Events, IntervalStats, Latency, PartitionCounters, Recorder,
 };
 use crate::wire::{decode_body, decode_response_header, encode_produce, ProduceParams, CLIENT_ID};
 
@@ -124,6 +125,16 @@ impl RunPlan {
     fn drain_timeout_ns(&self) -> Nanos {
         (self.workload.drain_timeout * NANOS_PER_S as f64) as Nanos
     }
+
+    fn reconnect_settings(&self) -> ReconnectSettings {
+        let w = &self.workload;
+        ReconnectSettings {
+            backoff_ms: w.reconnect_backoff_ms,
+            backoff_max_ms: w.reconnect_backoff_max_ms,
+            timeout_ms: w.reconnect_timeout_ms,
+            connect_timeout_ms: w.connect_timeout_ms,
+        }
+    }
 }
 
 /// What an executor sends the main thread.
@@ -170,6 +181,8 @@ pub struct ExecutorResult {
     pub intervals_dropped: u64,
     /// Why producers or consumers gave up.
     pub failures: Vec<String>,
+    /// Connection and group events.
+    pub events: Events,
 }
 
 /// Runs executor `executor`'s share of the plan and reports to `tx`.
@@ -321,6 +334,7 @@ pub async fn executor_main(plan: Arc<RunPlan>, executor: usize, tx: SyncSender<R
         start_ns,
         intervals_dropped: dropped.get(),
         failures,
+        events: r.events.clone(),
     };
     drop(r);
     // The final report must arrive: wait for room rather than drop it.
@@ -419,20 +433,26 @@ async fn producer_task(
         &plan.cluster.leaders,
     )));
     let answered = Rc::new(Event::new());
-    let mut writers: Vec<WriteHalf<Stream>> = Vec::new();
-    let mut readers = Vec::new();
+    let brokers_n = plan.cluster.brokers.len();
+    let mut writers: Vec<Option<WriteHalf<Stream>>> = Vec::new();
+    let mut readers: Vec<Option<runtime::Task<()>>> = Vec::new();
     for (b, stream) in streams.into_iter().enumerate() {
         let (r, wr) = split(stream);
-        writers.push(wr);
-        readers.push(runtime::spawn(produce_reader(
+        writers.push(Some(wr));
+        readers.push(Some(runtime::spawn(produce_reader(
             plan.clone(),
             b,
             r,
             core.clone(),
             recorder.clone(),
             answered.clone(),
-        )));
+        ))));
     }
+    // Per broker: a reconnection under way, where its outcome lands, and whether the
+    // broker was given up on.
+    let mut reconnecting: Vec<Option<runtime::Task<()>>> = (0..brokers_n).map(|_| None).collect();
+    let landed: Landed = Rc::new(RefCell::new((0..brokers_n).map(|_| None).collect()));
+    let mut given_up = vec![false; brokers_n];
     let topic = TopicName(StrBytes::from_string(plan.cluster.topic.clone()));
     let client_id = StrBytes::from_static_str(CLIENT_ID);
     let clock = plan.clock;
@@ -441,13 +461,68 @@ async fn producer_task(
     let schedule_end = plan.duration_ns.map(|d| start_ns + plan.warmup_ns + d);
     runtime::sleep_until(clock.instant(start_ns)).await;
     loop {
+        for b in 0..if dry { 0 } else { brokers_n } {
+            let outcome = landed.borrow_mut()[b].take();
+            match outcome {
+                Some(Ok(back)) => {
+                    reconnecting[b] = None;
+                    follow_leaders(&plan, b, &back.leaders, &core, &recorder);
+                    let (r, wr) = split(back.stream);
+                    writers[b] = Some(wr);
+                    readers[b] = Some(runtime::spawn(produce_reader(
+                        plan.clone(),
+                        b,
+                        r,
+                        core.clone(),
+                        recorder.clone(),
+                        answered.clone(),
+                    )));
+                    core.borrow_mut().on_reconnected(b);
+                    recorder.borrow_mut().events.reconnects += 1;
+                }
+                Some(Err(reason)) => {
+                    reconnecting[b] = None;
+                    given_up[b] = true;
+                    core.borrow_mut()
+                        .give_up(b, &reason, &mut recorder.borrow_mut());
+                    // The run cannot go on as asked: everyone stops generating and drains.
+                    plan.control.stop.store(true, Ordering::SeqCst);
+                }
+                None => {}
+            }
+            let lost = !core.borrow().is_alive(b) && reconnecting[b].is_none() && !given_up[b];
+            if lost {
+                writers[b] = None;
+                readers[b] = None;
+                {
+                    let mut r = recorder.borrow_mut();
+                    r.events.connections_lost += 1;
+                    r.error(ErrorKind::Client("produce connection lost"), 1);
+                }
+                let partitions: Vec<i32> = core
+                    .borrow()
+                    .partitions_of(b)
+                    .iter()
+                    .map(|&p| p as i32)
+                    .collect();
+                reconnecting[b] = Some(runtime::spawn(reconnect_into(
+                    plan.clone(),
+                    b,
+                    partitions,
+                    landed.clone(),
+                    answered.clone(),
+                    recorder.clone(),
+                    (index as u64) << 16 | b as u64,
+                )));
+            }
+        }
         let now = clock.now_ns();
         if plan.control.stop.load(Ordering::Relaxed) {
             core.borrow_mut().stop();
         }
         core.borrow_mut().fill(now, &mut recorder.borrow_mut());
         let brokers = core.borrow().broker_count();
-        for b in 0..brokers {
+        for (b, given_up_b) in given_up.iter_mut().enumerate().take(brokers) {
             loop {
                 let next = core
                     .borrow_mut()
@@ -467,24 +542,21 @@ async fn producer_task(
                         Ok(f) => f,
                         Err(e) => {
                             let reason = format!("cannot encode a produce request: {e}");
-                            core.borrow_mut().on_connection_lost(
-                                b,
-                                &reason,
-                                &mut recorder.borrow_mut(),
-                            );
+                            core.borrow_mut()
+                                .give_up(b, &reason, &mut recorder.borrow_mut());
+                            *given_up_b = true;
                             break;
                         }
                     };
                 let wire = frame.len();
                 // A dry run has no writer: the request is encoded and dropped.
-                if let Some(writer) = writers.get_mut(b) {
-                    if let Err(e) = write_frame(writer, frame).await {
-                        let reason = format!("writing to {}: {e}", plan.cluster.brokers[b].addr);
-                        core.borrow_mut().on_connection_lost(
-                            b,
-                            &reason,
-                            &mut recorder.borrow_mut(),
-                        );
+                if let Some(slot) = writers.get_mut(b) {
+                    let Some(writer) = slot.as_mut() else {
+                        break;
+                    };
+                    if write_frame(writer, frame).await.is_err() {
+                        core.borrow_mut()
+                            .on_connection_lost(b, &mut recorder.borrow_mut());
                         answered.notify(usize::MAX);
                         break;
                     }
@@ -531,10 +603,11 @@ async fn producer_task(
             runtime::yield_if_needed().await;
         }
     }
-    for wr in &mut writers {
+    for wr in writers.iter_mut().flatten() {
         let _ = wr.close().await;
     }
     drop(readers);
+    drop(reconnecting);
     let now = clock.now_ns();
     plan.control
         .producers_done_ns
@@ -547,6 +620,56 @@ async fn producer_task(
     match failure {
         Some(f) => Err(f),
         None => Ok(()),
+    }
+}
+
+/// Per broker: the outcome of a reconnection, left by its task for the producer task.
+type Landed = Rc<RefCell<Vec<Option<Result<Reconnected, String>>>>>;
+
+/// Reconnects to broker `b` and leaves the outcome in `landed[b]`.
+async fn reconnect_into(
+    plan: Arc<RunPlan>,
+    b: usize,
+    partitions: Vec<i32>,
+    landed: Landed,
+    answered: Rc<Event>,
+    recorder: Rc<RefCell<Recorder>>,
+    seed: u64,
+) {
+    let addr = &plan.cluster.brokers[b].addr;
+    let outcome = reconnect(
+        addr,
+        &plan.cluster.topic,
+        &partitions,
+        plan.reconnect_settings(),
+        Instant::now(),
+        seed,
+        |_| recorder.borrow_mut().events.reconnect_attempts_failed += 1,
+    )
+    .await;
+    landed.borrow_mut()[b] = Some(outcome);
+    answered.notify(usize::MAX);
+}
+
+/// After a reconnect to broker `b`: partitions whose leader moved to another broker of the
+/// run follow it; a leader outside the run's brokers is counted (its records will fail with
+/// the broker's NOT_LEADER answers).
+fn follow_leaders(
+    plan: &RunPlan,
+    b: usize,
+    leaders: &[(i32, i32)],
+    core: &Rc<RefCell<ProducerCore>>,
+    recorder: &Rc<RefCell<Recorder>>,
+) {
+    for &(p, node) in leaders {
+        match plan.cluster.brokers.iter().position(|x| x.node_id == node) {
+            Some(nb) if nb != b => core.borrow_mut().set_leader(p as usize, nb),
+            Some(_) => {}
+            None => recorder.borrow_mut().error(
+                ErrorKind::Client("partition leader moved outside the run's brokers"),
+                1,
+            ),
+        }
     }
 }
 
@@ -565,7 +688,6 @@ async fn produce_reader(
     answered: Rc<Event>,
 ) {
     let version = plan.cluster.brokers[broker].produce_version;
-    let addr = plan.cluster.brokers[broker].addr.clone();
     let mut frames = FrameReader::new(read, FrameLimits::responses());
     loop {
         let next = frames.next_frame().await;
@@ -599,10 +721,10 @@ async fn produce_reader(
             Ok(None) => Err("the broker closed the connection".to_string()),
             Err(e) => Err(e.to_string()),
         };
-        if let Err(reason) = outcome {
-            let reason = format!("{addr}: {reason}");
+        if outcome.is_err() {
+            // The producer task sees the broker down and reconnects.
             core.borrow_mut()
-                .on_connection_lost(broker, &reason, &mut recorder.borrow_mut());
+                .on_connection_lost(broker, &mut recorder.borrow_mut());
             answered.notify(usize::MAX);
             return;
         }
@@ -634,14 +756,12 @@ async fn consumer_task(
         partition_max_bytes: w.partition_fetch_bytes as i32,
     };
     let mut core = ConsumerCore::new(&plan.cluster.topic, plan.run_tag, settings, &partitions);
-    let mut conn = Connection::with_options(
-        stream,
-        ConnectionOptions {
-            client_id: CLIENT_ID.to_string(),
-            inflight_requests_max: 1,
-            response_frame_bytes_max: w.fetch_bytes + FETCH_FRAME_SLACK_BYTES,
-        },
-    );
+    let connection_options = ConnectionOptions {
+        client_id: CLIENT_ID.to_string(),
+        inflight_requests_max: 1,
+        response_frame_bytes_max: w.fetch_bytes + FETCH_FRAME_SLACK_BYTES,
+    };
+    let mut conn = Connection::with_options(stream, connection_options.clone());
     let clock = plan.clock;
     let drain_timeout = plan.drain_timeout_ns();
     let producers = plan.producers.len();
@@ -663,14 +783,41 @@ async fn consumer_task(
         let request = core.fetch_request();
         let response = match conn.send(info.fetch_version, &request).await {
             Ok(r) => r,
-            Err(e) => {
-                recorder
-                    .borrow_mut()
-                    .error(ErrorKind::Client("fetch connection lost"), 1);
-                return Err(format!(
-                    "consumer {index}: fetching from {}: {e}",
-                    info.addr
-                ));
+            Err(_) => {
+                {
+                    let mut r = recorder.borrow_mut();
+                    r.events.connections_lost += 1;
+                    r.error(ErrorKind::Client("fetch connection lost"), 1);
+                }
+                let partitions: Vec<i32> = core.positions().iter().map(|p| p.0).collect();
+                let back = reconnect(
+                    &info.addr,
+                    &plan.cluster.topic,
+                    &partitions,
+                    plan.reconnect_settings(),
+                    Instant::now(),
+                    (1 << 32) | index as u64,
+                    |_| recorder.borrow_mut().events.reconnect_attempts_failed += 1,
+                )
+                .await;
+                match back {
+                    Ok(back) => {
+                        let moved = back.leaders.iter().filter(|l| l.1 != info.node_id).count();
+                        // A consumer reads from the leaders it started with; one that moved
+                        // answers NOT_LEADER, counted by the fetch loop.
+                        recorder.borrow_mut().error(
+                            ErrorKind::Client("fetch leader moved (not followed)"),
+                            moved as u64,
+                        );
+                        conn = Connection::with_options(back.stream, connection_options.clone());
+                        recorder.borrow_mut().events.reconnects += 1;
+                        continue;
+                    }
+                    Err(reason) => {
+                        plan.control.stop.store(true, Ordering::SeqCst);
+                        return Err(format!("consumer {index}: {reason}"));
+                    }
+                }
             }
         };
         let now = clock.now_ns();

@@ -33,6 +33,7 @@ pub mod hlog;
 pub mod html;
 pub mod payload;
 pub mod producer;
+pub mod reconnect;
 pub mod report;
 pub mod run;
 pub mod runtime;

@@ -139,6 +139,15 @@ struct RunArgs {
     /// Generate and encode without sending: the tool's own records/s and MB/s ceiling.
     #[arg(long)]
     dry_run: bool,
+    /// First reconnect wait after a lost connection (doubles per attempt).
+    #[arg(long)]
+    reconnect_backoff_ms: Option<u64>,
+    /// Longest reconnect wait.
+    #[arg(long)]
+    reconnect_backoff_max_ms: Option<u64>,
+    /// Fail the run if a broker stays unreachable this long after a loss.
+    #[arg(long)]
+    reconnect_timeout_ms: Option<u64>,
     /// Find the highest sustained rate: fixed-rate steps of warmup + duration each.
     #[arg(long)]
     find_saturation: bool,
@@ -206,6 +215,9 @@ impl RunArgs {
             drain_timeout,
             interval_ms,
             connect_timeout_ms,
+            reconnect_backoff_ms,
+            reconnect_backoff_max_ms,
+            reconnect_timeout_ms,
             saturation_start,
             saturation_growth,
             saturation_tolerance,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Workload;
 use crate::error::LoadgenError;
 use crate::saturation::SaturationSummary;
-use crate::stats::{Counts, ErrorCounts, IntervalStats, Latency, LatencySummary};
+use crate::stats::{Counts, ErrorCounts, Events, IntervalStats, Latency, LatencySummary};
 
 /// File name of the summary in a report directory.
 pub const SUMMARY_FILE: &str = "summary.json";
@@ -170,6 +170,9 @@ pub struct Summary {
     /// The saturation search, when the run was one (`--find-saturation`).
     #[serde(default)]
     pub saturation: Option<SaturationSummary>,
+    /// Connections lost and re-established, consumer-group activity.
+    #[serde(default)]
+    pub events: Events,
 }
 
 impl Summary {
@@ -341,6 +344,14 @@ pub fn render_table(s: &Summary) -> String {
             String::new()
         }
     );
+    let e = &s.events;
+    if e.connections_lost > 0 || e.reconnects > 0 {
+        let _ = writeln!(
+            out,
+            "connections  lost {}  reconnected {}  failed reconnect attempts {}  (records in doubt {})",
+            e.connections_lost, e.reconnects, e.reconnect_attempts_failed, thousands(c.in_doubt_records)
+        );
+    }
     if s.errors.is_empty() {
         let _ = writeln!(out, "errors       none");
     } else {

@@ -23,8 +23,8 @@ use crate::report::{IntervalRow, Setup, Summary, Throughput, BYTES_PER_MB};
 use crate::saturation::{SaturationSummary, Search, SearchSettings, StepResult};
 use crate::schedule::{Nanos, RunClock, NANOS_PER_S};
 use crate::stats::{
-    latency_histogram, merge_errors, Counts, ErrorCounts, IntervalStats, Latency, LatencySummary,
-    PartitionCounters,
+    latency_histogram, merge_errors, Counts, ErrorCounts, Events, IntervalStats, Latency,
+    LatencySummary, PartitionCounters,
 };
 use crate::{report, runtime};
 
@@ -468,7 +468,9 @@ fn finish(
     let mut start_ns = 0;
     let mut dropped = 0;
     let mut problems = Vec::new();
+    let mut events = Events::default();
     for r in gather.done.iter().flatten() {
+        events += &r.events;
         totals += r.totals;
         window += r.window;
         merge_errors(&mut errors, &r.errors);
@@ -508,10 +510,44 @@ fn finish(
             totals.generated_records, totals.acked_records, totals.failed_records
         ));
     }
-    if consuming && totals.consumed_records != totals.acked_records {
-        problems.push(format!(
-            "records consumed ({}) != acknowledged ({})",
-            totals.consumed_records, totals.acked_records
+    if consuming {
+        // Per partition: every acknowledged record consumed, and nothing beyond what may
+        // have been stored without an answer (in doubt).
+        let c = &plan.counters;
+        let (mut missing, mut extra) = (0, 0);
+        for p in 0..c.len() {
+            let (acked, consumed, doubt) = (c.acked(p), c.consumed(p), c.in_doubt(p));
+            missing += acked.saturating_sub(consumed);
+            extra += consumed.saturating_sub(acked + doubt);
+        }
+        if missing > 0
+            || extra > 0
+            || (totals.in_doubt_records == 0 && totals.consumed_records != totals.acked_records)
+        {
+            problems.push(format!(
+                "records consumed ({}) != acknowledged ({}){}: {missing} acknowledged but not consumed, {extra} consumed beyond acknowledged + in doubt (duplicates)",
+                totals.consumed_records,
+                totals.acked_records,
+                if totals.in_doubt_records > 0 {
+                    format!(" + up to {} in doubt", totals.in_doubt_records)
+                } else {
+                    String::new()
+                }
+            ));
+        }
+    }
+    if totals.in_doubt_records > 0 {
+        notes.push(format!(
+            "{} record(s) were in flight when their connection dropped: counted as failed (not resent, to avoid duplicates); the broker may have stored them{}",
+            totals.in_doubt_records,
+            if consuming {
+                format!(
+                    ", and consumers read {} of them",
+                    totals.consumed_records.saturating_sub(totals.acked_records)
+                )
+            } else {
+                String::new()
+            }
         ));
     }
     if totals.acked_records == 0 && !problems.is_empty() {
@@ -577,6 +613,7 @@ fn finish(
         problems,
         notes,
         saturation: None,
+        events,
     };
     RunOutput {
         summary,
