@@ -89,10 +89,20 @@ pub struct Workload {
     pub rate: Rate,
     /// Producer clients (each with its own connections); the rate is split evenly.
     pub producers: usize,
-    /// Consumer clients; partitions are assigned round-robin (no consumer group).
+    /// Consumer clients; without a group, partitions are assigned round-robin.
     pub consumers: usize,
-    /// Consumer group to join: not available yet (issue 6); setting it is refused.
+    /// Consumer group the consumers join (classic protocol, range assignor); none: they
+    /// assign partitions themselves.
     pub group: Option<String>,
+    /// Group members silent this long are evicted by the coordinator (ms).
+    pub session_timeout_ms: u64,
+    /// A group member heartbeats this often (ms); a rebalance is noticed within it.
+    pub heartbeat_interval_ms: u64,
+    /// How long the coordinator waits for members to rejoin during a rebalance (ms).
+    pub rebalance_timeout_ms: u64,
+    /// A group member commits its consumed offsets this often (ms), and always before it
+    /// gives partitions up and at the end.
+    pub commit_interval_ms: u64,
     /// Executors, one per core (pinned to the first CPUs this process may use); 0: all.
     pub cores: usize,
     /// Directory for summary.json, .hgrm files and report.html (none: console only).
@@ -163,6 +173,10 @@ impl Default for Workload {
             producers: 1,
             consumers: 1,
             group: None,
+            session_timeout_ms: 10_000,
+            heartbeat_interval_ms: 3_000,
+            rebalance_timeout_ms: 30_000,
+            commit_interval_ms: 5_000,
             cores: 1,
             report_dir: None,
             fetch_max_wait_ms: 100,
@@ -301,13 +315,31 @@ impl Workload {
             return bad("consumers", format!("must be 0..={CONSUMERS_MAX}"));
         }
         if let Some(group) = &self.group {
+            if group.is_empty() || group.len() > 255 {
+                return bad("group", "a group id has 1 to 255 characters".into());
+            }
+            if self.dry_run {
+                return bad(
+                    "group",
+                    "a dry run has no consumers to put in a group".into(),
+                );
+            }
+        }
+        if !(1_000..=3_600_000).contains(&self.session_timeout_ms) {
+            return bad("session_timeout_ms", "must be 1000..=3600000".into());
+        }
+        if self.heartbeat_interval_ms == 0 || self.heartbeat_interval_ms >= self.session_timeout_ms
+        {
             return bad(
-                "group",
-                format!(
-                    "consumer groups are not available yet in rill-loadgen (issue 6): its \
-                     consumers assign partitions themselves, round-robin; drop --group {group}"
-                ),
+                "heartbeat_interval_ms",
+                "must be positive and below session_timeout_ms".into(),
             );
+        }
+        if !(1_000..=i32::MAX as u64).contains(&self.rebalance_timeout_ms) {
+            return bad("rebalance_timeout_ms", "must be 1000..=2147483647".into());
+        }
+        if !(10..=3_600_000).contains(&self.commit_interval_ms) {
+            return bad("commit_interval_ms", "must be 10..=3600000".into());
         }
         if self.cores > CORES_MAX {
             return bad("cores", format!("must be 0..={CORES_MAX}"));
@@ -880,10 +912,17 @@ mod tests {
         );
         assert_eq!(
             field(Workload {
-                group: Some("g".into()),
+                group: Some(String::new()),
                 ..d()
             }),
             "group"
+        );
+        assert_eq!(
+            field(Workload {
+                heartbeat_interval_ms: 20_000,
+                ..d()
+            }),
+            "heartbeat_interval_ms"
         );
         assert_eq!(
             field(Workload {
@@ -913,12 +952,11 @@ mod tests {
             }),
             "buffer_bytes"
         );
-        let group_err = Workload {
+        Workload {
             group: Some("g".into()),
             ..d()
         }
         .validate()
-        .unwrap_err();
-        assert!(group_err.reason.contains("not available yet"));
+        .unwrap();
     }
 }

@@ -8,6 +8,7 @@
 //! then all start at the same run time, so the schedule is the same for everyone.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -26,11 +27,13 @@ use rill_net::kafka_protocol::protocol::StrBytes;
 use crate::admin::Cluster;
 use crate::config::{Acks, Workload};
 use crate::consumer::{ConsumerCore, FetchSettings};
+use crate::error::error_code_name;
+use crate::group::{self, Answer, Coordinator, GroupError, MemberSettings, Next};
 use crate::payload::{GeneratorShared, RecordGenerator};
 use crate::producer::{
     ProducerCore, ProducerSettings, REQUEST_BYTES_MAX_DEFAULT, WAKE_GRANULARITY_NS_DEFAULT,
 };
-use crate::reconnect::{reconnect, ReconnectSettings, Reconnected};
+use crate::reconnect::{reconnect, Backoff, ReconnectSettings, Reconnected};
 use crate::runtime::{self, Stream};
 use crate::schedule::{Nanos, RunClock, Schedule, NANOS_PER_S};
 use crate::stats::{
@@ -299,6 +302,15 @@ pub async fn executor_main(plan: Arc<RunPlan>, executor: usize, tx: SyncSender<R
                 start_ns,
                 recorder.clone(),
             )));
+        }
+        if plan.workload.group.is_some() {
+            for c in plan.consumers.iter().filter(|c| c.executor == executor) {
+                tasks.push(runtime::spawn(group_member_task(
+                    plan.clone(),
+                    c.index,
+                    recorder.clone(),
+                )));
+            }
         }
         for (index, streams) in consumer_conns {
             for (broker, stream) in streams {
@@ -732,64 +744,112 @@ async fn produce_reader(
     }
 }
 
-async fn consumer_task(
-    plan: Arc<RunPlan>,
-    index: usize,
-    broker: usize,
-    stream: Stream,
-    recorder: Rc<RefCell<Recorder>>,
-) -> Result<(), String> {
-    let w = &plan.workload;
-    let info = &plan.cluster.brokers[broker];
-    let Some(me) = plan.consumers.iter().find(|c| c.index == index) else {
-        return Ok(());
-    };
-    let partitions: Vec<(i32, i64)> = me
-        .partitions
-        .iter()
-        .filter(|&&p| plan.cluster.leaders[p as usize] == broker)
-        .map(|&p| (p, plan.cluster.start_offsets[p as usize]))
-        .collect();
-    let settings = FetchSettings {
+fn fetch_settings(w: &Workload) -> FetchSettings {
+    FetchSettings {
         max_wait_ms: w.fetch_max_wait_ms as i32,
         max_bytes: w.fetch_bytes as i32,
         partition_max_bytes: w.partition_fetch_bytes as i32,
-    };
-    let mut core = ConsumerCore::new(&plan.cluster.topic, plan.run_tag, settings, &partitions);
-    let connection_options = ConnectionOptions {
+    }
+}
+
+fn fetch_connection_options(w: &Workload) -> ConnectionOptions {
+    ConnectionOptions {
         client_id: CLIENT_ID.to_string(),
         inflight_requests_max: 1,
         response_frame_bytes_max: w.fetch_bytes + FETCH_FRAME_SLACK_BYTES,
-    };
-    let mut conn = Connection::with_options(stream, connection_options.clone());
-    let clock = plan.clock;
-    let drain_timeout = plan.drain_timeout_ns();
-    let producers = plan.producers.len();
-    loop {
-        if plan.control.producers_done.load(Ordering::SeqCst) >= producers {
-            if core.caught_up(&plan.counters) {
-                return Ok(());
+    }
+}
+
+/// One consumer's fetching from one broker: the connection (re-established when it drops)
+/// and the partitions' positions.
+struct Fetcher {
+    plan: Arc<RunPlan>,
+    consumer: usize,
+    broker: usize,
+    conn: Connection<Stream>,
+    core: ConsumerCore,
+    recorder: Rc<RefCell<Recorder>>,
+}
+
+impl Fetcher {
+    /// Connects consumer `consumer` to `broker` for `partitions` (with their start offsets).
+    async fn connect(
+        plan: Arc<RunPlan>,
+        consumer: usize,
+        broker: usize,
+        partitions: &[(i32, i64)],
+        recorder: Rc<RefCell<Recorder>>,
+    ) -> Result<Fetcher, String> {
+        let w = &plan.workload;
+        let addr = plan.cluster.brokers[broker].addr.clone();
+        let timeout = Duration::from_millis(w.connect_timeout_ms);
+        let stream = match runtime::connect(&addr, timeout).await {
+            Ok(s) => s,
+            Err(_) => {
+                let parts: Vec<i32> = partitions.iter().map(|p| p.0).collect();
+                let back = reconnect(
+                    &addr,
+                    &plan.cluster.topic,
+                    &parts,
+                    plan.reconnect_settings(),
+                    Instant::now(),
+                    (2 << 32) | consumer as u64,
+                    |_| recorder.borrow_mut().events.reconnect_attempts_failed += 1,
+                )
+                .await
+                .map_err(|reason| format!("consumer {consumer}: {reason}"))?;
+                back.stream
             }
-            let done_ns = plan.control.producers_done_ns.load(Ordering::SeqCst);
-            if clock.now_ns() >= done_ns + drain_timeout {
-                let missing = core.missing(&plan.counters);
-                recorder.borrow_mut().error(
-                    ErrorKind::Client("records not consumed by drain timeout"),
-                    missing,
-                );
-                return Ok(());
-            }
+        };
+        Ok(Fetcher::new(
+            plan, consumer, broker, stream, partitions, recorder,
+        ))
+    }
+
+    fn new(
+        plan: Arc<RunPlan>,
+        consumer: usize,
+        broker: usize,
+        stream: Stream,
+        partitions: &[(i32, i64)],
+        recorder: Rc<RefCell<Recorder>>,
+    ) -> Fetcher {
+        let w = &plan.workload;
+        let core = ConsumerCore::new(
+            &plan.cluster.topic,
+            plan.run_tag,
+            fetch_settings(w),
+            partitions,
+        );
+        let conn = Connection::with_options(stream, fetch_connection_options(w));
+        Fetcher {
+            plan,
+            consumer,
+            broker,
+            conn,
+            core,
+            recorder,
         }
-        let request = core.fetch_request();
-        let response = match conn.send(info.fetch_version, &request).await {
+    }
+
+    /// One fetch round trip; a dropped connection is re-established (counted) before it
+    /// returns. `Err`: the broker stayed unreachable past the deadline, or records did not
+    /// decode.
+    async fn step(&mut self) -> Result<(), String> {
+        let plan = &self.plan;
+        let info = &plan.cluster.brokers[self.broker];
+        let index = self.consumer;
+        let request = self.core.fetch_request();
+        let response = match self.conn.send(info.fetch_version, &request).await {
             Ok(r) => r,
             Err(_) => {
                 {
-                    let mut r = recorder.borrow_mut();
+                    let mut r = self.recorder.borrow_mut();
                     r.events.connections_lost += 1;
                     r.error(ErrorKind::Client("fetch connection lost"), 1);
                 }
-                let partitions: Vec<i32> = core.positions().iter().map(|p| p.0).collect();
+                let partitions: Vec<i32> = self.core.positions().iter().map(|p| p.0).collect();
+                let recorder = &self.recorder;
                 let back = reconnect(
                     &info.addr,
                     &plan.cluster.topic,
@@ -800,40 +860,437 @@ async fn consumer_task(
                     |_| recorder.borrow_mut().events.reconnect_attempts_failed += 1,
                 )
                 .await;
-                match back {
+                return match back {
                     Ok(back) => {
                         let moved = back.leaders.iter().filter(|l| l.1 != info.node_id).count();
                         // A consumer reads from the leaders it started with; one that moved
                         // answers NOT_LEADER, counted by the fetch loop.
-                        recorder.borrow_mut().error(
+                        let mut r = self.recorder.borrow_mut();
+                        r.error(
                             ErrorKind::Client("fetch leader moved (not followed)"),
                             moved as u64,
                         );
-                        conn = Connection::with_options(back.stream, connection_options.clone());
-                        recorder.borrow_mut().events.reconnects += 1;
-                        continue;
+                        r.events.reconnects += 1;
+                        self.conn = Connection::with_options(
+                            back.stream,
+                            fetch_connection_options(&plan.workload),
+                        );
+                        Ok(())
                     }
                     Err(reason) => {
                         plan.control.stop.store(true, Ordering::SeqCst);
-                        return Err(format!("consumer {index}: {reason}"));
+                        Err(format!("consumer {index}: {reason}"))
                     }
-                }
+                };
             }
         };
+        let clock = plan.clock;
         let now = clock.now_ns();
-        let outcome = core.on_response(&response, now, &mut recorder.borrow_mut());
+        let outcome = self
+            .core
+            .on_response(&response, now, &mut self.recorder.borrow_mut());
         match outcome {
             Ok(o) if o.errors > 0 => {
                 let until = clock.instant(now) + Duration::from_millis(FETCH_ERROR_BACKOFF_MS);
                 runtime::sleep_until(until).await;
+                Ok(())
             }
-            Ok(_) => runtime::yield_if_needed().await,
+            Ok(_) => {
+                runtime::yield_if_needed().await;
+                Ok(())
+            }
             Err(e) => {
-                recorder
+                self.recorder
                     .borrow_mut()
                     .error(ErrorKind::Client("fetch undecodable records"), 1);
-                return Err(format!("consumer {index}: {e}"));
+                Err(format!("consumer {index}: {e}"))
             }
         }
+    }
+}
+
+async fn consumer_task(
+    plan: Arc<RunPlan>,
+    index: usize,
+    broker: usize,
+    stream: Stream,
+    recorder: Rc<RefCell<Recorder>>,
+) -> Result<(), String> {
+    let Some(me) = plan.consumers.iter().find(|c| c.index == index) else {
+        return Ok(());
+    };
+    let partitions: Vec<(i32, i64)> = me
+        .partitions
+        .iter()
+        .filter(|&&p| plan.cluster.leaders[p as usize] == broker)
+        .map(|&p| (p, plan.cluster.start_offsets[p as usize]))
+        .collect();
+    let mut f = Fetcher::new(
+        plan.clone(),
+        index,
+        broker,
+        stream,
+        &partitions,
+        recorder.clone(),
+    );
+    let clock = plan.clock;
+    let drain_timeout = plan.drain_timeout_ns();
+    let producers = plan.producers.len();
+    loop {
+        if plan.control.producers_done.load(Ordering::SeqCst) >= producers {
+            if f.core.caught_up(&plan.counters) {
+                return Ok(());
+            }
+            let done_ns = plan.control.producers_done_ns.load(Ordering::SeqCst);
+            if clock.now_ns() >= done_ns + drain_timeout {
+                let missing = f.core.missing(&plan.counters);
+                recorder.borrow_mut().error(
+                    ErrorKind::Client("records not consumed by drain timeout"),
+                    missing,
+                );
+                return Ok(());
+            }
+        }
+        f.step().await?;
+    }
+}
+
+/// Positions (next offset to read) a group member's fetchers share with it.
+type Positions = Rc<RefCell<BTreeMap<i32, i64>>>;
+
+/// Fetches `partitions` from `broker` for group member `index`, publishing positions after
+/// every answer, until dropped (at a rebalance) or it fails (left in `failure`).
+async fn group_fetcher(
+    plan: Arc<RunPlan>,
+    index: usize,
+    broker: usize,
+    partitions: Vec<(i32, i64)>,
+    positions: Positions,
+    failure: Rc<RefCell<Option<String>>>,
+    recorder: Rc<RefCell<Recorder>>,
+) {
+    let mut f = match Fetcher::connect(plan, index, broker, &partitions, recorder).await {
+        Ok(f) => f,
+        Err(e) => {
+            *failure.borrow_mut() = Some(e);
+            return;
+        }
+    };
+    loop {
+        if let Err(e) = f.step().await {
+            *failure.borrow_mut() = Some(e);
+            return;
+        }
+        // Same poll as the answer's handling: a fetcher dropped at a rebalance never leaves
+        // records consumed but not in the positions the member commits.
+        positions.borrow_mut().extend(f.core.positions());
+    }
+}
+
+/// Counts a group api's answer: protocol steps as events, anything else as an error.
+fn count_answer(recorder: &Rc<RefCell<Recorder>>, api: &'static str, code: i16) {
+    let mut r = recorder.borrow_mut();
+    match group::classify(code) {
+        Answer::Ok => {}
+        Answer::Step(_) => {
+            *r.events
+                .group_answers
+                .entry(group::answer_label(api, code))
+                .or_default() += 1;
+        }
+        Answer::Error(_) | Answer::Fatal => r.error(ErrorKind::Group(api, code), 1),
+    }
+}
+
+/// Finds the group's coordinator through the bootstrap servers and connects, retrying with
+/// backoff until `reconnect_timeout_ms` from now.
+async fn connect_coordinator(
+    plan: &RunPlan,
+    index: usize,
+    group_id: &str,
+    member_id: String,
+    generation: i32,
+    recorder: &Rc<RefCell<Recorder>>,
+) -> Result<Coordinator, String> {
+    let w = &plan.workload;
+    let timeout = Duration::from_millis(w.connect_timeout_ms);
+    let settings = plan.reconnect_settings();
+    let give_up_at = Instant::now() + Duration::from_millis(settings.timeout_ms);
+    let mut backoff = Backoff::new(
+        settings.backoff_ms,
+        settings.backoff_max_ms,
+        (3 << 32) | index as u64,
+    );
+    loop {
+        let mut last = String::from("no bootstrap server");
+        for b in w.bootstrap_servers() {
+            match group::find_coordinator(&b, group_id, timeout).await {
+                Ok(Ok(addr)) => {
+                    match Coordinator::connect(
+                        &addr,
+                        group_id,
+                        &plan.cluster.topic,
+                        member_id.clone(),
+                        generation,
+                        timeout,
+                    )
+                    .await
+                    {
+                        Ok(c) => return Ok(c),
+                        Err(e) => last = e,
+                    }
+                }
+                Ok(Err(code)) => {
+                    count_answer(recorder, "FindCoordinator", code);
+                    last = format!("FindCoordinator: {}", error_code_name(code));
+                }
+                Err(e) => last = e,
+            }
+        }
+        recorder.borrow_mut().events.reconnect_attempts_failed += 1;
+        if Instant::now() >= give_up_at {
+            return Err(format!(
+                "no coordinator for group {group_id} reachable within {} ms (reconnect_timeout_ms); the last failure: {last}",
+                settings.timeout_ms
+            ));
+        }
+        runtime::sleep_until((Instant::now() + backoff.next_delay()).min(give_up_at)).await;
+    }
+}
+
+/// Polling period of a group member between heartbeats and commits (end-of-run checks,
+/// fetcher failures).
+const GROUP_POLL_MS: u64 = 20;
+
+/// A consumer in a group: joins, fetches what it is assigned (one fetcher per leader),
+/// heartbeats, commits, rejoins on a rebalance, and at the end commits and leaves.
+async fn group_member_task(
+    plan: Arc<RunPlan>,
+    index: usize,
+    recorder: Rc<RefCell<Recorder>>,
+) -> Result<(), String> {
+    let w = &plan.workload;
+    let group_id = w.group.clone().unwrap_or_default();
+    let clock = plan.clock;
+    let all: Vec<i32> = (0..plan.cluster.leaders.len() as i32).collect();
+    let settings = MemberSettings {
+        session_timeout_ms: w.session_timeout_ms as i32,
+        rebalance_timeout_ms: w.rebalance_timeout_ms as i32,
+    };
+    let heartbeat_ns = w.heartbeat_interval_ms * 1_000_000;
+    let commit_ns = w.commit_interval_ms * 1_000_000;
+    let drain_timeout = plan.drain_timeout_ns();
+    let producers = plan.producers.len();
+    let fail = |e: String| {
+        plan.control.stop.store(true, Ordering::SeqCst);
+        Err(format!("consumer {index} (group {group_id}): {e}"))
+    };
+    let (mut member_id, mut generation) = (String::new(), -1);
+    let mut unassigned_since = clock.now_ns();
+    let mut first_session = true;
+    loop {
+        if !first_session {
+            let mut r = recorder.borrow_mut();
+            r.events.connections_lost += 1;
+        }
+        let mut coord = match connect_coordinator(
+            &plan,
+            index,
+            &group_id,
+            member_id.clone(),
+            generation,
+            &recorder,
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => return fail(e),
+        };
+        if !first_session {
+            recorder.borrow_mut().events.reconnects += 1;
+        }
+        first_session = false;
+        // Leaving this loop means: find the coordinator again (connection lost, or
+        // NOT_COORDINATOR and the like); a rebalance continues it.
+        'generation: loop {
+            let joined = coord
+                .join(settings, &all, |api, code| {
+                    count_answer(&recorder, api, code)
+                })
+                .await;
+            let joined = match joined {
+                Ok(j) => j,
+                Err(GroupError::Lost(_)) => break 'generation,
+                Err(GroupError::Code { code, .. }) => match group::classify(code) {
+                    Answer::Error(Next::Refind) => break 'generation,
+                    _ => return fail(format!("joining: {}", error_code_name(code))),
+                },
+            };
+            let committed = match coord.committed(&joined.partitions).await {
+                Ok(c) => c,
+                Err(GroupError::Lost(_)) => break 'generation,
+                Err(GroupError::Code { api, code }) => {
+                    count_answer(&recorder, api, code);
+                    match group::classify(code) {
+                        Answer::Fatal => {
+                            return fail(format!("reading offsets: {}", error_code_name(code)))
+                        }
+                        Answer::Error(Next::Refind) => break 'generation,
+                        _ => continue 'generation,
+                    }
+                }
+            };
+            let positions: Positions = Rc::new(RefCell::new(
+                joined
+                    .partitions
+                    .iter()
+                    .map(|&p| {
+                        let start = plan.cluster.start_offsets.get(p as usize).copied();
+                        (p, committed.get(&p).copied().or(start).unwrap_or(0))
+                    })
+                    .collect(),
+            ));
+            recorder.borrow_mut().events.joined(
+                joined.generation,
+                clock.now_ns().saturating_sub(unassigned_since),
+            );
+            let failure: Rc<RefCell<Option<String>>> = Rc::new(RefCell::new(None));
+            let mut by_broker: BTreeMap<usize, Vec<(i32, i64)>> = BTreeMap::new();
+            for (&p, &o) in positions.borrow().iter() {
+                if let Some(&b) = plan.cluster.leaders.get(p as usize) {
+                    by_broker.entry(b).or_default().push((p, o));
+                }
+            }
+            let mut fetchers: Vec<runtime::Task<()>> = by_broker
+                .into_iter()
+                .map(|(b, parts)| {
+                    runtime::spawn(group_fetcher(
+                        plan.clone(),
+                        index,
+                        b,
+                        parts,
+                        positions.clone(),
+                        failure.clone(),
+                        recorder.clone(),
+                    ))
+                })
+                .collect();
+            let mut next_heartbeat = clock.now_ns() + heartbeat_ns;
+            let mut next_commit = clock.now_ns() + commit_ns;
+            loop {
+                let wake = next_heartbeat
+                    .min(next_commit)
+                    .min(clock.now_ns() + GROUP_POLL_MS * 1_000_000);
+                runtime::sleep_until(clock.instant(wake)).await;
+                let now = clock.now_ns();
+                let failed = failure.borrow_mut().take();
+                // The end: every partition read up to what was acknowledged (whoever reads
+                // it), or the drain timeout.
+                let mut finished = false;
+                if plan.control.producers_done.load(Ordering::SeqCst) >= producers {
+                    let c = &plan.counters;
+                    if (0..c.len()).all(|p| c.consumed(p) >= c.acked(p)) {
+                        finished = true;
+                    } else if now
+                        >= plan.control.producers_done_ns.load(Ordering::SeqCst) + drain_timeout
+                    {
+                        let missing: u64 = positions
+                            .borrow()
+                            .keys()
+                            .map(|&p| c.acked(p as usize).saturating_sub(c.consumed(p as usize)))
+                            .sum();
+                        recorder.borrow_mut().error(
+                            ErrorKind::Client("records not consumed by drain timeout"),
+                            missing,
+                        );
+                        finished = true;
+                    }
+                }
+                if finished || failed.is_some() {
+                    fetchers.clear();
+                    let last = positions.borrow().clone();
+                    commit(&mut coord, &last, &recorder).await;
+                    if let Ok(code) = coord.leave().await {
+                        count_answer(&recorder, "LeaveGroup", code);
+                    }
+                    return match failed {
+                        Some(e) => fail(e),
+                        None => Ok(()),
+                    };
+                }
+                if now >= next_commit {
+                    next_commit = now + commit_ns;
+                    let current = positions.borrow().clone();
+                    if !commit(&mut coord, &current, &recorder).await {
+                        unassigned_since = clock.now_ns();
+                        break 'generation;
+                    }
+                }
+                if now >= next_heartbeat {
+                    next_heartbeat = now + heartbeat_ns;
+                    let answer = match coord.heartbeat().await {
+                        Ok(code) => {
+                            count_answer(&recorder, "Heartbeat", code);
+                            group::classify(code)
+                        }
+                        Err(_) => Answer::Error(Next::Refind),
+                    };
+                    let next = match answer {
+                        Answer::Ok => continue,
+                        Answer::Step(next) | Answer::Error(next) => next,
+                        Answer::Fatal => {
+                            return fail("heartbeat refused".to_string());
+                        }
+                    };
+                    // Give the partitions up: stop fetching, commit what was read (the
+                    // generation is still ours while the group prepares), then rejoin.
+                    fetchers.clear();
+                    unassigned_since = clock.now_ns();
+                    let last = positions.borrow().clone();
+                    match next {
+                        Next::Rejoin => {
+                            if !commit(&mut coord, &last, &recorder).await {
+                                break 'generation;
+                            }
+                            continue 'generation;
+                        }
+                        Next::RejoinAsNew => {
+                            coord.member_id.clear();
+                            continue 'generation;
+                        }
+                        Next::Refind => break 'generation,
+                    }
+                }
+            }
+        }
+        member_id = coord.member_id.clone();
+        generation = coord.generation;
+    }
+}
+
+/// Commits `positions`; counts the outcome. `false`: the coordinator connection is lost.
+async fn commit(
+    coord: &mut Coordinator,
+    positions: &BTreeMap<i32, i64>,
+    recorder: &Rc<RefCell<Recorder>>,
+) -> bool {
+    match coord.commit(positions).await {
+        Ok(codes) => {
+            if codes.is_empty() {
+                if !positions.is_empty() {
+                    recorder.borrow_mut().events.group_commits += 1;
+                }
+            } else {
+                for code in codes {
+                    count_answer(recorder, "OffsetCommit", code);
+                }
+            }
+            true
+        }
+        Err(GroupError::Code { api, code }) => {
+            count_answer(recorder, api, code);
+            true
+        }
+        Err(GroupError::Lost(_)) => false,
     }
 }

@@ -505,6 +505,25 @@ pub fn run_report(s: &Summary) -> String {
         thousands(c.consumed_records),
         thousands(c.foreign_records)
     );
+    if let Some(g) = &w.group {
+        let _ = write!(
+            out,
+            "<h2>Consumer group</h2><p>{}</p>",
+            escape(
+                crate::report::group_line(g, w.consumers, &s.events)
+                    .trim_start_matches("group")
+                    .trim()
+            )
+        );
+    }
+    let e = &s.events;
+    if e.connections_lost > 0 || e.reconnects > 0 {
+        let _ = write!(
+            out,
+            "<h2>Connections</h2><p>lost {}, reconnected {}, failed reconnect attempts {}; records in doubt (in flight when a connection dropped) {}</p>",
+            e.connections_lost, e.reconnects, e.reconnect_attempts_failed, thousands(s.counts.in_doubt_records)
+        );
+    }
     out.push_str("<h2>Errors</h2>");
     if s.errors.is_empty() {
         out.push_str("<p>none</p>");

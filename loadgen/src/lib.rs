@@ -28,6 +28,7 @@ pub mod config;
 pub mod consumer;
 pub mod driver;
 pub mod error;
+pub mod group;
 pub mod hgrm;
 pub mod hlog;
 pub mod html;

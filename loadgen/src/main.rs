@@ -115,9 +115,21 @@ struct RunArgs {
     producers: Option<usize>,
     #[arg(long)]
     consumers: Option<usize>,
-    /// Consumer group (not available yet, issue 6: consumers assign partitions).
+    /// Consumer group the consumers join (classic protocol, range assignor).
     #[arg(long)]
     group: Option<String>,
+    /// Group session timeout (ms).
+    #[arg(long)]
+    session_timeout_ms: Option<u64>,
+    /// Group heartbeat interval (ms).
+    #[arg(long)]
+    heartbeat_interval_ms: Option<u64>,
+    /// Group rebalance timeout (ms).
+    #[arg(long)]
+    rebalance_timeout_ms: Option<u64>,
+    /// Group offset commit interval (ms).
+    #[arg(long)]
+    commit_interval_ms: Option<u64>,
     /// Executors, one per core (0: every CPU this process may use).
     #[arg(long, visible_alias = "threads")]
     cores: Option<usize>,
@@ -208,6 +220,10 @@ impl RunArgs {
             rate,
             producers,
             consumers,
+            session_timeout_ms,
+            heartbeat_interval_ms,
+            rebalance_timeout_ms,
+            commit_interval_ms,
             cores,
             fetch_max_wait_ms,
             fetch_bytes,

@@ -352,6 +352,16 @@ pub fn render_table(s: &Summary) -> String {
             e.connections_lost, e.reconnects, e.reconnect_attempts_failed, thousands(c.in_doubt_records)
         );
     }
+    if let Some(g) = &w.group {
+        let _ = writeln!(out, "{}", group_line(g, w.consumers, e));
+        for (k, v) in &e.group_answers {
+            let _ = writeln!(
+                out,
+                "  {:>12}  {k} (protocol step, not an error)",
+                thousands(*v)
+            );
+        }
+    }
     if s.errors.is_empty() {
         let _ = writeln!(out, "errors       none");
     } else {
@@ -370,6 +380,23 @@ pub fn render_table(s: &Summary) -> String {
         let _ = writeln!(out, "PROBLEM: {p}");
     }
     out
+}
+
+/// The consumer group's figures in one line.
+pub fn group_line(group: &str, members: usize, e: &Events) -> String {
+    let generations = match (e.group_generations.first(), e.group_generations.last()) {
+        (Some(a), Some(b)) if a != b => format!(" (generations {a}..={b})"),
+        (Some(a), _) => format!(" (generation {a})"),
+        _ => String::new(),
+    };
+    format!(
+        "group        {group}: {members} member(s), {} rebalance(s){generations}, {} join(s), {} commit(s); without partitions {} ms in all (longest {} ms)",
+        e.group_generations.len(),
+        e.group_joins,
+        e.group_commits,
+        ms(e.rebalance_ms_total),
+        ms(e.rebalance_ms_max)
+    )
 }
 
 fn render_saturation(out: &mut String, sat: &SaturationSummary) {

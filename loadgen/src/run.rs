@@ -91,16 +91,27 @@ pub fn run(
             executor: index % executors,
         })
         .collect();
-    let consumer_plans: Vec<ConsumerPlan> = assign_round_robin(partitions as i32, consumers)
-        .into_iter()
-        .enumerate()
-        .filter(|(_, a)| !a.partitions().is_empty())
-        .map(|(index, a)| ConsumerPlan {
-            index,
-            executor: (w.producers + index) % executors,
-            partitions: a.partitions().to_vec(),
-        })
-        .collect();
+    // Group members learn their partitions from the group; the others split them here.
+    let consumer_plans: Vec<ConsumerPlan> = if w.group.is_some() {
+        (0..consumers)
+            .map(|index| ConsumerPlan {
+                index,
+                executor: (w.producers + index) % executors,
+                partitions: Vec::new(),
+            })
+            .collect()
+    } else {
+        assign_round_robin(partitions as i32, consumers)
+            .into_iter()
+            .enumerate()
+            .filter(|(_, a)| !a.partitions().is_empty())
+            .map(|(index, a)| ConsumerPlan {
+                index,
+                executor: (w.producers + index) % executors,
+                partitions: a.partitions().to_vec(),
+            })
+            .collect()
+    };
     let run_tag = fastrand::u32(1..);
     let interval_ns = w.interval_ms * 1_000_000;
     let warmup_ns = ((w.warmup * NANOS_PER_S as f64) as Nanos).div_ceil(interval_ns) * interval_ns;

@@ -98,6 +98,8 @@ pub enum ErrorKind {
     Fetch(i16),
     /// A failure on the client side (counted per record for produce).
     Client(&'static str),
+    /// A consumer-group api's answer with a Kafka error code.
+    Group(&'static str, i16),
 }
 
 impl ErrorKind {
@@ -109,6 +111,7 @@ impl ErrorKind {
             }
             ErrorKind::Fetch(code) => format!("fetch {}", crate::error::error_code_name(code)),
             ErrorKind::Client(what) => what.to_string(),
+            ErrorKind::Group(api, code) => crate::group::answer_label(api, code),
         }
     }
 }
@@ -274,6 +277,41 @@ pub struct Events {
     pub reconnects: u64,
     /// Reconnection attempts that failed (each was followed by a longer backoff).
     pub reconnect_attempts_failed: u64,
+    /// Consumer group: completed JoinGroup + SyncGroup rounds, summed over members (each
+    /// member joins once per generation it takes part in).
+    #[serde(default)]
+    pub group_joins: u64,
+    /// Consumer group: the generations members joined, ascending; each is one rebalance
+    /// of the group (the first included).
+    #[serde(default)]
+    pub group_generations: Vec<i32>,
+    /// Consumer group: time members spent without an assignment, from stopping fetching
+    /// (or starting) to fetching again, summed over members (ms).
+    #[serde(default)]
+    pub rebalance_ms_total: f64,
+    /// Consumer group: the longest such stretch of one member (ms).
+    #[serde(default)]
+    pub rebalance_ms_max: f64,
+    /// Consumer group: OffsetCommit requests answered without error.
+    #[serde(default)]
+    pub group_commits: u64,
+    /// Consumer group: answers that are steps of the protocol, not errors
+    /// (MEMBER_ID_REQUIRED, REBALANCE_IN_PROGRESS), by api and code.
+    #[serde(default)]
+    pub group_answers: ErrorCounts,
+}
+
+impl Events {
+    /// Records a completed join of `generation` after `unassigned_ns` without partitions.
+    pub fn joined(&mut self, generation: i32, unassigned_ns: Nanos) {
+        self.group_joins += 1;
+        if let Err(at) = self.group_generations.binary_search(&generation) {
+            self.group_generations.insert(at, generation);
+        }
+        let ms = unassigned_ns as f64 / 1e6;
+        self.rebalance_ms_total += ms;
+        self.rebalance_ms_max = self.rebalance_ms_max.max(ms);
+    }
 }
 
 impl AddAssign<&Events> for Events {
@@ -281,6 +319,16 @@ impl AddAssign<&Events> for Events {
         self.connections_lost += o.connections_lost;
         self.reconnects += o.reconnects;
         self.reconnect_attempts_failed += o.reconnect_attempts_failed;
+        self.group_joins += o.group_joins;
+        for &g in &o.group_generations {
+            if let Err(at) = self.group_generations.binary_search(&g) {
+                self.group_generations.insert(at, g);
+            }
+        }
+        self.rebalance_ms_total += o.rebalance_ms_total;
+        self.rebalance_ms_max = self.rebalance_ms_max.max(o.rebalance_ms_max);
+        self.group_commits += o.group_commits;
+        merge_errors(&mut self.group_answers, &o.group_answers);
     }
 }
 
