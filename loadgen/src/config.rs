@@ -89,10 +89,20 @@ pub struct Workload {
     pub rate: Rate,
     /// Producer clients (each with its own connections); the rate is split evenly.
     pub producers: usize,
-    /// Consumer clients; partitions are assigned round-robin (no consumer group).
+    /// Consumer clients; without a group, partitions are assigned round-robin.
     pub consumers: usize,
-    /// Consumer group to join: not available yet (issue 6); setting it is refused.
+    /// Consumer group the consumers join (classic protocol, range assignor); none: they
+    /// assign partitions themselves.
     pub group: Option<String>,
+    /// Group members silent this long are evicted by the coordinator (ms).
+    pub session_timeout_ms: u64,
+    /// A group member heartbeats this often (ms); a rebalance is noticed within it.
+    pub heartbeat_interval_ms: u64,
+    /// How long the coordinator waits for members to rejoin during a rebalance (ms).
+    pub rebalance_timeout_ms: u64,
+    /// A group member commits its consumed offsets this often (ms), and always before it
+    /// gives partitions up and at the end.
+    pub commit_interval_ms: u64,
     /// Executors, one per core (pinned to the first CPUs this process may use); 0: all.
     pub cores: usize,
     /// Directory for summary.json, .hgrm files and report.html (none: console only).
@@ -111,6 +121,29 @@ pub struct Workload {
     pub connect_timeout_ms: u64,
     /// Generate and encode produce requests without sending them (the tool's own ceiling).
     pub dry_run: bool,
+    /// First wait before reconnecting to a broker that dropped a connection, in ms; it
+    /// doubles per failed attempt (with ±20% jitter).
+    pub reconnect_backoff_ms: u64,
+    /// Longest wait between reconnection attempts, in ms.
+    pub reconnect_backoff_max_ms: u64,
+    /// A broker still unreachable this many ms after a connection was lost fails the run.
+    pub reconnect_timeout_ms: u64,
+    /// Search for the highest sustained rate with a series of fixed-rate steps
+    /// (`crate::saturation`); each step runs `warmup` + `duration`.
+    pub find_saturation: bool,
+    /// First step's rate as a fraction of the closed-loop probe (with `rate = "max"`).
+    pub saturation_start: f64,
+    /// Rate factor between passing steps while ramping up.
+    pub saturation_growth: f64,
+    /// A step passes if it acknowledges at least (1 - this) of its target rate.
+    pub saturation_tolerance: f64,
+    /// A step passes only if its produce ack p99 is at most this many ms (0: no bound).
+    pub saturation_p99_ms: f64,
+    /// The search stops when the highest passing and lowest failing rates are this close
+    /// (a fraction).
+    pub saturation_resolution: f64,
+    /// Most steps a search runs (the probe not included).
+    pub saturation_steps_max: usize,
 }
 
 impl Default for Workload {
@@ -140,6 +173,10 @@ impl Default for Workload {
             producers: 1,
             consumers: 1,
             group: None,
+            session_timeout_ms: 10_000,
+            heartbeat_interval_ms: 3_000,
+            rebalance_timeout_ms: 30_000,
+            commit_interval_ms: 5_000,
             cores: 1,
             report_dir: None,
             fetch_max_wait_ms: 100,
@@ -149,6 +186,16 @@ impl Default for Workload {
             interval_ms: 1000,
             connect_timeout_ms: 5000,
             dry_run: false,
+            reconnect_backoff_ms: 100,
+            reconnect_backoff_max_ms: 1000,
+            reconnect_timeout_ms: 30_000,
+            find_saturation: false,
+            saturation_start: 0.5,
+            saturation_growth: 1.25,
+            saturation_tolerance: 0.05,
+            saturation_p99_ms: 100.0,
+            saturation_resolution: 0.05,
+            saturation_steps_max: 12,
         }
     }
 }
@@ -268,13 +315,31 @@ impl Workload {
             return bad("consumers", format!("must be 0..={CONSUMERS_MAX}"));
         }
         if let Some(group) = &self.group {
+            if group.is_empty() || group.len() > 255 {
+                return bad("group", "a group id has 1 to 255 characters".into());
+            }
+            if self.dry_run {
+                return bad(
+                    "group",
+                    "a dry run has no consumers to put in a group".into(),
+                );
+            }
+        }
+        if !(1_000..=3_600_000).contains(&self.session_timeout_ms) {
+            return bad("session_timeout_ms", "must be 1000..=3600000".into());
+        }
+        if self.heartbeat_interval_ms == 0 || self.heartbeat_interval_ms >= self.session_timeout_ms
+        {
             return bad(
-                "group",
-                format!(
-                    "consumer groups are not available yet in rill-loadgen (issue 6): its \
-                     consumers assign partitions themselves, round-robin; drop --group {group}"
-                ),
+                "heartbeat_interval_ms",
+                "must be positive and below session_timeout_ms".into(),
             );
+        }
+        if !(1_000..=i32::MAX as u64).contains(&self.rebalance_timeout_ms) {
+            return bad("rebalance_timeout_ms", "must be 1000..=2147483647".into());
+        }
+        if !(10..=3_600_000).contains(&self.commit_interval_ms) {
+            return bad("commit_interval_ms", "must be 10..=3600000".into());
         }
         if self.cores > CORES_MAX {
             return bad("cores", format!("must be 0..={CORES_MAX}"));
@@ -299,6 +364,56 @@ impl Workload {
         }
         if self.connect_timeout_ms == 0 {
             return bad("connect_timeout_ms", "must be positive".into());
+        }
+        if !(1..=60_000).contains(&self.reconnect_backoff_ms) {
+            return bad("reconnect_backoff_ms", "must be 1..=60000".into());
+        }
+        if self.reconnect_backoff_max_ms < self.reconnect_backoff_ms
+            || self.reconnect_backoff_max_ms > 600_000
+        {
+            return bad(
+                "reconnect_backoff_max_ms",
+                "must be reconnect_backoff_ms..=600000".into(),
+            );
+        }
+        if !(1..=3_600_000).contains(&self.reconnect_timeout_ms) {
+            return bad("reconnect_timeout_ms", "must be 1..=3600000".into());
+        }
+        if self.find_saturation {
+            if self.dry_run {
+                return bad(
+                    "find_saturation",
+                    "a dry run sends nothing, so there is no broker to saturate".into(),
+                );
+            }
+            if self.duration <= 0.0 || self.records > 0 {
+                return bad(
+                    "find_saturation",
+                    "every step runs `duration` seconds: give a duration and no record count"
+                        .into(),
+                );
+            }
+        }
+        if !(self.saturation_start > 0.0 && self.saturation_start <= 10.0) {
+            return bad("saturation_start", "must be in (0, 10]".into());
+        }
+        if !(self.saturation_growth > 1.0 && self.saturation_growth <= 10.0) {
+            return bad("saturation_growth", "must be in (1, 10]".into());
+        }
+        if !(self.saturation_tolerance >= 0.0 && self.saturation_tolerance < 1.0) {
+            return bad("saturation_tolerance", "must be in [0, 1)".into());
+        }
+        if !(self.saturation_p99_ms.is_finite() && self.saturation_p99_ms >= 0.0) {
+            return bad(
+                "saturation_p99_ms",
+                "must be >= 0 (0: no latency bound)".into(),
+            );
+        }
+        if !(self.saturation_resolution > 0.0 && self.saturation_resolution < 1.0) {
+            return bad("saturation_resolution", "must be in (0, 1)".into());
+        }
+        if !(1..=100).contains(&self.saturation_steps_max) {
+            return bad("saturation_steps_max", "must be 1..=100".into());
         }
         Ok(())
     }
@@ -797,10 +912,17 @@ mod tests {
         );
         assert_eq!(
             field(Workload {
-                group: Some("g".into()),
+                group: Some(String::new()),
                 ..d()
             }),
             "group"
+        );
+        assert_eq!(
+            field(Workload {
+                heartbeat_interval_ms: 20_000,
+                ..d()
+            }),
+            "heartbeat_interval_ms"
         );
         assert_eq!(
             field(Workload {
@@ -830,12 +952,11 @@ mod tests {
             }),
             "buffer_bytes"
         );
-        let group_err = Workload {
+        Workload {
             group: Some("g".into()),
             ..d()
         }
         .validate()
-        .unwrap_err();
-        assert!(group_err.reason.contains("not available yet"));
+        .unwrap();
     }
 }

@@ -2,11 +2,10 @@
 //! partitions and turns answers into end-to-end latencies (now minus the intended send time
 //! in each record's stamp), consumed counts and error counts.
 //!
-//! Partitions come from an [`Assignment`]. The load generator has no consumer group client
-//! yet (issue 6), so the only assignment is a fixed one it makes itself (round-robin over
-//! the consumers, like `assign()` calls). A group assignment will plug in here: the fetch
-//! loop only needs the partitions and their starting offsets, whoever decides them; a
-//! group member adds a heartbeat task and re-reads its assignment on a rebalance.
+//! Partitions come from an [`Assignment`] the load generator makes itself (round-robin over
+//! the consumers, like `assign()` calls), or, with `--group`, from the consumer group
+//! (`crate::group`): the fetch loop only needs the partitions and their starting offsets,
+//! whoever decides them; a group member runs one `ConsumerCore` per generation.
 //! A `ConsumerCore` belongs to the one task that fetches for it.
 
 use bytes::Bytes;

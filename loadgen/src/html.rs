@@ -395,6 +395,38 @@ fn cpu_list(cpus: &[Option<usize>]) -> String {
         .join(", ")
 }
 
+fn saturation_section(out: &mut String, sat: &crate::saturation::SaturationSummary) {
+    let _ = write!(
+        out,
+        "<h2>Saturation search</h2><p>{}. A step passes if it acknowledges at least {:.0}% of its target rate with an ack p99 of at most {} and no errors; the search ended: {}.{}</p>",
+        match sat.sustained_records_per_s {
+            Some(r) => format!("Highest sustained rate: <b>{} records/s</b> ({:.1} MB/s); the figures below are that step's", si(r), sat.sustained_mb_per_s.unwrap_or(0.0)),
+            None => "No step sustained its target".to_string(),
+        },
+        (1.0 - sat.tolerance) * 100.0,
+        sat.p99_ms_max.map_or("(no bound)".to_string(), |b| format!("{} ms", ms(b))),
+        escape(&sat.ended),
+        sat.probe_records_per_s
+            .map_or(String::new(), |p| format!(" Closed-loop probe: {} records/s.", si(p)))
+    );
+    out.push_str("<table><tr><th>step</th><th>target rec/s</th><th>achieved rec/s</th><th>MB/s</th><th>ack p99 (ms)</th><th>errors</th><th class=\"l\">verdict</th></tr>");
+    for st in &sat.steps {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td class=\"l{}\">{:?}</td></tr>",
+            st.step,
+            si(st.target_records_per_s),
+            si(st.achieved_records_per_s),
+            st.achieved_mb_per_s,
+            st.ack_p99_ms.map_or("-".to_string(), ms),
+            st.errors,
+            if st.verdict.passed() { "" } else { " bad" },
+            st.verdict
+        );
+    }
+    out.push_str("</table>");
+}
+
 /// The one-run report.
 pub fn run_report(s: &Summary) -> String {
     let w = &s.workload;
@@ -444,6 +476,9 @@ pub fn run_report(s: &Summary) -> String {
         }
         out.push_str("</ul>");
     }
+    if let Some(sat) = &s.saturation {
+        saturation_section(&mut out, sat);
+    }
     out.push_str("<h2>Latency (ms)</h2><table><tr><th class=\"l\"></th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>p99.99</th><th>max</th><th>mean</th></tr>");
     latency_rows(&mut out, "produce ack", &s.ack);
     latency_rows(&mut out, "end-to-end", &s.e2e);
@@ -470,6 +505,25 @@ pub fn run_report(s: &Summary) -> String {
         thousands(c.consumed_records),
         thousands(c.foreign_records)
     );
+    if let Some(g) = &w.group {
+        let _ = write!(
+            out,
+            "<h2>Consumer group</h2><p>{}</p>",
+            escape(
+                crate::report::group_line(g, w.consumers, &s.events)
+                    .trim_start_matches("group")
+                    .trim()
+            )
+        );
+    }
+    let e = &s.events;
+    if e.connections_lost > 0 || e.reconnects > 0 {
+        let _ = write!(
+            out,
+            "<h2>Connections</h2><p>lost {}, reconnected {}, failed reconnect attempts {}; records in doubt (in flight when a connection dropped) {}</p>",
+            e.connections_lost, e.reconnects, e.reconnect_attempts_failed, thousands(s.counts.in_doubt_records)
+        );
+    }
     out.push_str("<h2>Errors</h2>");
     if s.errors.is_empty() {
         out.push_str("<p>none</p>");

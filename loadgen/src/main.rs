@@ -115,9 +115,21 @@ struct RunArgs {
     producers: Option<usize>,
     #[arg(long)]
     consumers: Option<usize>,
-    /// Consumer group (not available yet, issue 6: consumers assign partitions).
+    /// Consumer group the consumers join (classic protocol, range assignor).
     #[arg(long)]
     group: Option<String>,
+    /// Group session timeout (ms).
+    #[arg(long)]
+    session_timeout_ms: Option<u64>,
+    /// Group heartbeat interval (ms).
+    #[arg(long)]
+    heartbeat_interval_ms: Option<u64>,
+    /// Group rebalance timeout (ms).
+    #[arg(long)]
+    rebalance_timeout_ms: Option<u64>,
+    /// Group offset commit interval (ms).
+    #[arg(long)]
+    commit_interval_ms: Option<u64>,
     /// Executors, one per core (0: every CPU this process may use).
     #[arg(long, visible_alias = "threads")]
     cores: Option<usize>,
@@ -139,6 +151,35 @@ struct RunArgs {
     /// Generate and encode without sending: the tool's own records/s and MB/s ceiling.
     #[arg(long)]
     dry_run: bool,
+    /// First reconnect wait after a lost connection (doubles per attempt).
+    #[arg(long)]
+    reconnect_backoff_ms: Option<u64>,
+    /// Longest reconnect wait.
+    #[arg(long)]
+    reconnect_backoff_max_ms: Option<u64>,
+    /// Fail the run if a broker stays unreachable this long after a loss.
+    #[arg(long)]
+    reconnect_timeout_ms: Option<u64>,
+    /// Find the highest sustained rate: fixed-rate steps of warmup + duration each.
+    #[arg(long)]
+    find_saturation: bool,
+    /// First step as a fraction of the closed-loop probe's rate.
+    #[arg(long)]
+    saturation_start: Option<f64>,
+    /// Rate factor between passing steps.
+    #[arg(long)]
+    saturation_growth: Option<f64>,
+    /// A step must acknowledge at least (1 - this) of its target.
+    #[arg(long)]
+    saturation_tolerance: Option<f64>,
+    /// A step's ack p99 bound in ms (0: none).
+    #[arg(long)]
+    saturation_p99_ms: Option<f64>,
+    /// Stop when passing and failing rates are within this fraction.
+    #[arg(long)]
+    saturation_resolution: Option<f64>,
+    #[arg(long)]
+    saturation_steps_max: Option<usize>,
 }
 
 impl RunArgs {
@@ -179,13 +220,26 @@ impl RunArgs {
             rate,
             producers,
             consumers,
+            session_timeout_ms,
+            heartbeat_interval_ms,
+            rebalance_timeout_ms,
+            commit_interval_ms,
             cores,
             fetch_max_wait_ms,
             fetch_bytes,
             partition_fetch_bytes,
             drain_timeout,
             interval_ms,
-            connect_timeout_ms
+            connect_timeout_ms,
+            reconnect_backoff_ms,
+            reconnect_backoff_max_ms,
+            reconnect_timeout_ms,
+            saturation_start,
+            saturation_growth,
+            saturation_tolerance,
+            saturation_p99_ms,
+            saturation_resolution,
+            saturation_steps_max
         );
         if let Some(n) = self.records {
             w.records = n;
@@ -204,6 +258,7 @@ impl RunArgs {
         }
         w.create_topic |= self.create_topic;
         w.dry_run |= self.dry_run;
+        w.find_saturation |= self.find_saturation;
         Ok(w)
     }
 }
@@ -250,7 +305,11 @@ fn run_cmd(args: RunArgs) -> Result<ExitCode, LoadgenError> {
     }
     let report_dir = w.report_dir.clone();
     let mut stderr = std::io::stderr();
-    let out = run::run(w, stop, &mut stderr)?;
+    let out = if w.find_saturation {
+        run::run_saturation(w, stop, &mut stderr)?
+    } else {
+        run::run(w, stop, &mut stderr)?
+    };
     print!("{}", report::render_table(&out.summary));
     let _ = std::io::stdout().flush();
     if let Some(dir) = report_dir {

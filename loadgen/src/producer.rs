@@ -560,11 +560,66 @@ impl ProducerCore {
         Ok(())
     }
 
-    /// The connection to `broker` failed: everything in flight or waiting for it fails, and
-    /// the producer stops generating.
-    pub fn on_connection_lost(&mut self, broker: usize, reason: &str, stats: &mut Recorder) {
+    /// The connection to `broker` dropped (`false` if it was already known to be down).
+    /// Requests written on it are in doubt: the broker may have stored them, and without
+    /// idempotence a resend could duplicate them, so they fail, counted as in doubt, and are
+    /// not resent. A request not yet written fails as not sent. Batches not yet sent stay
+    /// for the next connection; generation goes on (the buffer bounds what is held). Until
+    /// [`ProducerCore::on_reconnected`] nothing goes to `broker`.
+    pub fn on_connection_lost(&mut self, broker: usize, stats: &mut Recorder) -> bool {
+        if !self.brokers[broker].alive {
+            return false;
+        }
         self.brokers[broker].alive = false;
-        self.fail_broker(broker, "produce connection lost", stats);
+        for entry in std::mem::take(&mut self.brokers[broker].inflight) {
+            for b in entry.batches {
+                let n = b.intended_ns.len() as u64;
+                if entry.written {
+                    stats.produce_failed(
+                        ErrorKind::Client("produce in doubt: connection lost in flight"),
+                        n,
+                    );
+                    stats.in_doubt(b.partition, n);
+                } else {
+                    stats.produce_failed(ErrorKind::Client("produce not sent: connection lost"), n);
+                }
+                self.buffered_bytes -= b.size;
+            }
+        }
+        true
+    }
+
+    /// `broker` has a new connection: sending resumes.
+    pub fn on_reconnected(&mut self, broker: usize) {
+        self.brokers[broker].alive = true;
+    }
+
+    /// Whether `broker`'s connection is up.
+    pub fn is_alive(&self, broker: usize) -> bool {
+        self.brokers[broker].alive
+    }
+
+    /// The partitions led through `broker`.
+    pub fn partitions_of(&self, broker: usize) -> &[usize] {
+        &self.brokers[broker].partitions
+    }
+
+    /// `partition` is now led by the broker behind connection `broker` (metadata said so
+    /// after a reconnect); what it holds goes there.
+    pub fn set_leader(&mut self, partition: usize, broker: usize) {
+        for q in &mut self.brokers {
+            q.partitions.retain(|&p| p != partition);
+            q.drain_cursor = 0;
+        }
+        self.brokers[broker].partitions.push(partition);
+        self.brokers[broker].partitions.sort_unstable();
+    }
+
+    /// `broker` cannot be reached again (`reason`): everything held for it fails, and the
+    /// producer stops generating.
+    pub fn give_up(&mut self, broker: usize, reason: &str, stats: &mut Recorder) {
+        self.on_connection_lost(broker, stats);
+        self.fail_broker(broker, "produce abandoned: broker unreachable", stats);
         self.generation_over = true;
         if self.failure.is_none() {
             self.failure = Some(reason.to_string());
@@ -778,12 +833,106 @@ mod tests {
         assert_eq!(s.totals.acked_records, n as u64 - failed_first);
         assert_eq!(s.errors["produce NOT_LEADER_OR_FOLLOWER (6)"], failed_first);
         let _inflight = c.next_request(0, 41 * MS, &mut s).unwrap();
-        c.on_connection_lost(0, "reset by peer", &mut s);
+        c.on_connection_lost(0, &mut s);
+        assert_eq!(c.failure(), None);
+        // What was not sent yet waits for a new connection; giving up fails it.
+        assert_eq!(c.finished(), c.buffered_bytes() == 0);
+        c.give_up(0, "reset by peer", &mut s);
         assert_eq!(c.failure(), Some("reset by peer"));
         assert!(c.finished());
         assert_eq!(c.buffered_bytes(), 0);
         assert_eq!(s.totals.generated_records, 30);
         assert_eq!(s.totals.acked_records + s.totals.failed_records, 30);
+        // The lost request was never written: not sent, not in doubt.
+        assert_eq!(s.totals.in_doubt_records, 0);
+        assert!(s.errors["produce not sent: connection lost"] > 0);
+    }
+
+    #[test]
+    fn a_lost_connection_fails_what_was_in_flight_as_in_doubt_and_keeps_the_rest() {
+        // Two partitions, one broker; 1,000/s for 40 ms.
+        let mut c = core(
+            settings(),
+            Schedule::fixed(0, 1000.0, 0, 1, None, Some(40 * MS)),
+            2,
+        );
+        let mut s = recorder(2);
+        c.fill(12 * MS, &mut s);
+        let req = c.next_request(0, 12 * MS, &mut s).unwrap();
+        c.on_written(0, req.id, req.size, 12 * MS, &mut s);
+        let in_flight: u64 = req.batches.iter().map(|b| count(&b.1) as u64).sum();
+        assert!(c.on_connection_lost(0, &mut s));
+        // A second report of the same loss changes nothing.
+        assert!(!c.on_connection_lost(0, &mut s));
+        assert_eq!(s.totals.in_doubt_records, in_flight);
+        assert_eq!(s.totals.failed_records, in_flight);
+        assert_eq!(
+            s.errors["produce in doubt: connection lost in flight"],
+            in_flight
+        );
+        assert!(!c.generation_over());
+        // While down, records are generated and held; nothing is sent.
+        c.fill(30 * MS, &mut s);
+        assert!(c.next_request(0, 30 * MS, &mut s).is_none());
+        // It wakes for the next scheduled record (31 ms), not for the unsendable batches.
+        assert_eq!(c.next_wake(30 * MS), Some(31 * MS));
+        c.on_reconnected(0);
+        c.fill(60 * MS, &mut s);
+        assert!(c.generation_over());
+        while let Some(req) = c.next_request(0, 60 * MS, &mut s) {
+            c.on_written(0, req.id, req.size, 60 * MS, &mut s);
+            c.on_response(0, &ok_for(&req), 61 * MS, &mut s).unwrap();
+        }
+        assert!(c.finished());
+        assert_eq!(s.totals.generated_records, 40);
+        assert_eq!(s.totals.acked_records, 40 - in_flight);
+        assert_eq!(s.totals.acked_records + s.totals.failed_records, 40);
+    }
+
+    #[test]
+    fn giving_up_on_a_broker_fails_what_it_holds_and_stops() {
+        let mut c = core(
+            settings(),
+            Schedule::fixed(0, 1000.0, 0, 1, None, Some(100 * MS)),
+            1,
+        );
+        let mut s = recorder(1);
+        c.fill(5 * MS, &mut s);
+        c.on_connection_lost(0, &mut s);
+        c.fill(20 * MS, &mut s);
+        c.give_up(0, "127.0.0.1:1 stayed unreachable", &mut s);
+        assert_eq!(c.failure(), Some("127.0.0.1:1 stayed unreachable"));
+        assert!(c.generation_over());
+        assert!(c.finished());
+        assert_eq!(s.errors["produce abandoned: broker unreachable"], 21);
+        assert_eq!(s.totals.generated_records, s.totals.failed_records);
+    }
+
+    #[test]
+    fn a_moved_leader_takes_its_partitions_batches() {
+        let w = Workload {
+            record_bytes: RecordBytes::Fixed(100),
+            ..Workload::default()
+        };
+        let shared = GeneratorShared::new(&w, 1);
+        let generator = RecordGenerator::new(&shared, 0, 2);
+        let sched = Schedule::fixed(0, 1000.0, 0, 1, Some(20), None);
+        let mut c = ProducerCore::new(settings(), sched, generator, &[0, 1]);
+        let mut s = recorder(2);
+        c.fill(NANOS_PER_S, &mut s);
+        c.on_connection_lost(1, &mut s);
+        c.set_leader(1, 0);
+        assert_eq!(c.partitions_of(0), &[0, 1]);
+        assert!(c.partitions_of(1).is_empty());
+        let mut sent = 0;
+        while let Some(req) = c.next_request(0, NANOS_PER_S, &mut s) {
+            sent += req.batches.iter().map(|b| count(&b.1)).sum::<usize>();
+            c.on_written(0, req.id, req.size, NANOS_PER_S, &mut s);
+            c.on_response(0, &ok_for(&req), NANOS_PER_S, &mut s)
+                .unwrap();
+        }
+        assert_eq!(sent, 20);
+        assert!(c.finished());
     }
 
     #[test]

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Workload;
 use crate::error::LoadgenError;
-use crate::stats::{Counts, ErrorCounts, IntervalStats, Latency, LatencySummary};
+use crate::saturation::SaturationSummary;
+use crate::stats::{Counts, ErrorCounts, Events, IntervalStats, Latency, LatencySummary};
 
 /// File name of the summary in a report directory.
 pub const SUMMARY_FILE: &str = "summary.json";
@@ -166,6 +167,12 @@ pub struct Summary {
     pub problems: Vec<String>,
     /// Things worth knowing that are not failures.
     pub notes: Vec<String>,
+    /// The saturation search, when the run was one (`--find-saturation`).
+    #[serde(default)]
+    pub saturation: Option<SaturationSummary>,
+    /// Connections lost and re-established, consumer-group activity.
+    #[serde(default)]
+    pub events: Events,
 }
 
 impl Summary {
@@ -337,6 +344,24 @@ pub fn render_table(s: &Summary) -> String {
             String::new()
         }
     );
+    let e = &s.events;
+    if e.connections_lost > 0 || e.reconnects > 0 {
+        let _ = writeln!(
+            out,
+            "connections  lost {}  reconnected {}  failed reconnect attempts {}  (records in doubt {})",
+            e.connections_lost, e.reconnects, e.reconnect_attempts_failed, thousands(c.in_doubt_records)
+        );
+    }
+    if let Some(g) = &w.group {
+        let _ = writeln!(out, "{}", group_line(g, w.consumers, e));
+        for (k, v) in &e.group_answers {
+            let _ = writeln!(
+                out,
+                "  {:>12}  {k} (protocol step, not an error)",
+                thousands(*v)
+            );
+        }
+    }
     if s.errors.is_empty() {
         let _ = writeln!(out, "errors       none");
     } else {
@@ -345,6 +370,9 @@ pub fn render_table(s: &Summary) -> String {
             let _ = writeln!(out, "  {:>12}  {k}", thousands(*v));
         }
     }
+    if let Some(sat) = &s.saturation {
+        render_saturation(&mut out, sat);
+    }
     for n in &s.notes {
         let _ = writeln!(out, "note: {n}");
     }
@@ -352,6 +380,59 @@ pub fn render_table(s: &Summary) -> String {
         let _ = writeln!(out, "PROBLEM: {p}");
     }
     out
+}
+
+/// The consumer group's figures in one line.
+pub fn group_line(group: &str, members: usize, e: &Events) -> String {
+    let generations = match (e.group_generations.first(), e.group_generations.last()) {
+        (Some(a), Some(b)) if a != b => format!(" (generations {a}..={b})"),
+        (Some(a), _) => format!(" (generation {a})"),
+        _ => String::new(),
+    };
+    format!(
+        "group        {group}: {members} member(s), {} rebalance(s){generations}, {} join(s), {} commit(s); without partitions {} ms in all (longest {} ms)",
+        e.group_generations.len(),
+        e.group_joins,
+        e.group_commits,
+        ms(e.rebalance_ms_total),
+        ms(e.rebalance_ms_max)
+    )
+}
+
+fn render_saturation(out: &mut String, sat: &SaturationSummary) {
+    let _ = writeln!(
+        out,
+        "saturation   {} (pass: achieved >= {:.0}% of target, ack p99 <= {}, no errors)",
+        match sat.sustained_records_per_s {
+            Some(r) => format!("sustained {} rec/s", si(r)),
+            None => "no rate sustained".to_string(),
+        },
+        (1.0 - sat.tolerance) * 100.0,
+        sat.p99_ms_max
+            .map_or("(no bound)".to_string(), |b| format!("{} ms", ms(b)))
+    );
+    if let Some(p) = sat.probe_records_per_s {
+        let _ = writeln!(out, "  probe (closed loop)   {} rec/s", si(p));
+    }
+    let _ = writeln!(
+        out,
+        "  {:>4} {:>12} {:>12} {:>9} {:>10} {:>7}  verdict",
+        "step", "target/s", "achieved/s", "MB/s", "ack p99", "errors"
+    );
+    for st in &sat.steps {
+        let _ = writeln!(
+            out,
+            "  {:>4} {:>12} {:>12} {:>9.1} {:>10} {:>7}  {:?}",
+            st.step,
+            si(st.target_records_per_s),
+            si(st.achieved_records_per_s),
+            st.achieved_mb_per_s,
+            st.ack_p99_ms.map_or("-".to_string(), ms),
+            st.errors,
+            st.verdict
+        );
+    }
+    let _ = writeln!(out, "  search ended: {}", sat.ended);
 }
 
 /// Writes the report directory; returns the files written.

@@ -10,7 +10,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use crate::admin::{discover, dry_run_cluster};
-use crate::config::{Acks, Workload};
+use crate::config::{Acks, Rate, Workload};
 use crate::consumer::assign_round_robin;
 use crate::driver::{
     executor_main, ConsumerPlan, Control, ExecutorResult, ProducerPlan, Report, RunPlan,
@@ -20,10 +20,11 @@ use crate::error::LoadgenError;
 use crate::hlog::{IntervalLog, ACK_TAG, E2E_TAG};
 use crate::payload::GeneratorShared;
 use crate::report::{IntervalRow, Setup, Summary, Throughput, BYTES_PER_MB};
+use crate::saturation::{SaturationSummary, Search, SearchSettings, StepResult};
 use crate::schedule::{Nanos, RunClock, NANOS_PER_S};
 use crate::stats::{
-    latency_histogram, merge_errors, Counts, ErrorCounts, IntervalStats, Latency, LatencySummary,
-    PartitionCounters,
+    latency_histogram, merge_errors, Counts, ErrorCounts, Events, IntervalStats, Latency,
+    LatencySummary, PartitionCounters,
 };
 use crate::{report, runtime};
 
@@ -90,16 +91,27 @@ pub fn run(
             executor: index % executors,
         })
         .collect();
-    let consumer_plans: Vec<ConsumerPlan> = assign_round_robin(partitions as i32, consumers)
-        .into_iter()
-        .enumerate()
-        .filter(|(_, a)| !a.partitions().is_empty())
-        .map(|(index, a)| ConsumerPlan {
-            index,
-            executor: (w.producers + index) % executors,
-            partitions: a.partitions().to_vec(),
-        })
-        .collect();
+    // Group members learn their partitions from the group; the others split them here.
+    let consumer_plans: Vec<ConsumerPlan> = if w.group.is_some() {
+        (0..consumers)
+            .map(|index| ConsumerPlan {
+                index,
+                executor: (w.producers + index) % executors,
+                partitions: Vec::new(),
+            })
+            .collect()
+    } else {
+        assign_round_robin(partitions as i32, consumers)
+            .into_iter()
+            .enumerate()
+            .filter(|(_, a)| !a.partitions().is_empty())
+            .map(|(index, a)| ConsumerPlan {
+                index,
+                executor: (w.producers + index) % executors,
+                partitions: a.partitions().to_vec(),
+            })
+            .collect()
+    };
     let run_tag = fastrand::u32(1..);
     let interval_ns = w.interval_ms * 1_000_000;
     let warmup_ns = ((w.warmup * NANOS_PER_S as f64) as Nanos).div_ceil(interval_ns) * interval_ns;
@@ -175,6 +187,144 @@ pub fn run(
         .unwrap_or_else(|| IntervalLog::new(plan.clock.unix_ms(0)))
         .into_bytes();
     Ok(finish(&w, &plan, cpus, gather, notes, interval_log))
+}
+
+/// Runs a saturation search (see [`crate::saturation`]): a closed-loop probe when the rate
+/// is `max`, then fixed-rate steps, each a complete run of `warmup` + `duration`. Every
+/// step's report goes to `<report_dir>/steps/`. The output is the highest sustained step's
+/// (its histograms and time series), with the whole search in `summary.saturation`.
+pub fn run_saturation(
+    w: Workload,
+    stop: Arc<AtomicBool>,
+    progress: &mut dyn Write,
+) -> Result<RunOutput, LoadgenError> {
+    w.validate()?;
+    let settings = SearchSettings {
+        start: w.saturation_start,
+        growth: w.saturation_growth,
+        tolerance: w.saturation_tolerance,
+        p99_ms_max: (w.saturation_p99_ms > 0.0).then_some(w.saturation_p99_ms),
+        resolution: w.saturation_resolution,
+        steps_max: w.saturation_steps_max,
+    };
+    let step_workload = |rate: Rate| Workload {
+        find_saturation: false,
+        rate,
+        report_dir: None,
+        ..w.clone()
+    };
+    let steps_dir = w.report_dir.as_ref().map(|d| d.join("steps"));
+    let save = |name: &str, out: &RunOutput| -> Result<(), LoadgenError> {
+        match &steps_dir {
+            Some(dir) => report::write_dir(
+                &dir.join(name),
+                &out.summary,
+                &out.ack,
+                &out.e2e,
+                &out.interval_log,
+            )
+            .map(|_| ()),
+            None => Ok(()),
+        }
+    };
+    let mut created = false;
+    let mut fallback: Option<RunOutput> = None;
+    let (mut search, probe) = match w.rate.records_per_s(w.record_bytes.mean()) {
+        Some(first) => (Search::starting_at(settings, first), None),
+        None => {
+            let _ = writeln!(progress, "== saturation probe: closed loop (rate max)");
+            let out = run(step_workload(Rate::Max), stop.clone(), progress)?;
+            save("00-probe", &out)?;
+            created |= out.summary.setup.topic_created;
+            let max = out.summary.throughput.produce_records_per_s;
+            let _ = writeln!(progress, "== probe: {} rec/s closed loop", report::si(max));
+            let search = Search::new(settings, max);
+            fallback = Some(out);
+            (search, Some(max))
+        }
+    };
+    let mut best: Option<RunOutput> = None;
+    while let Some(target) = search.next_target() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let n = search.steps().len() + 1;
+        let _ = writeln!(
+            progress,
+            "== saturation step {n}: target {} rec/s",
+            report::si(target)
+        );
+        let out = run(
+            step_workload(Rate::RecordsPerSecond(target)),
+            stop.clone(),
+            progress,
+        )?;
+        created |= out.summary.setup.topic_created;
+        let s = &out.summary;
+        let errors: u64 = s.errors.values().sum::<u64>();
+        let result = StepResult {
+            target_records_per_s: target,
+            achieved_records_per_s: s.throughput.produce_records_per_s,
+            achieved_mb_per_s: s.throughput.produce_mb_per_s,
+            ack_p99_ms: s.ack.as_ref().filter(|a| a.count > 0).map(|a| a.p99_ms),
+            // A problem without a counted error (say, records not consumed) fails it too.
+            errors: errors.max(s.problems.len() as u64),
+        };
+        let verdict = search.record(result);
+        let _ = writeln!(
+            progress,
+            "== step {n}: target {} achieved {} rec/s, ack p99 {} ms, errors {}: {verdict:?}",
+            report::si(target),
+            report::si(result.achieved_records_per_s),
+            result.ack_p99_ms.map_or("-".to_string(), report::ms),
+            result.errors
+        );
+        save(&format!("{n:02}-{}", target.round() as u64), &out)?;
+        let better = best
+            .as_ref()
+            .and_then(|b| b.summary.setup.target_records_per_s)
+            .is_none_or(|b| target > b);
+        if verdict.passed() && better {
+            best = Some(out);
+        } else if best.is_none() {
+            fallback = Some(out);
+        }
+    }
+    let sat = SaturationSummary::of(&search, probe);
+    let Some(mut out) = best.or(fallback) else {
+        return Err(LoadgenError::Runtime {
+            executor: 0,
+            reason: "the saturation search was stopped before its first step".into(),
+        });
+    };
+    let summary = &mut out.summary;
+    summary.workload = w.clone();
+    summary.setup.topic_created |= created;
+    summary.label = w
+        .report_dir
+        .as_ref()
+        .and_then(|d| d.file_name())
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "saturation".to_string());
+    match sat.sustained_records_per_s {
+        Some(rate) => summary.notes.insert(
+            0,
+            format!(
+                "saturation search: highest sustained rate {} rec/s ({:.1} MB/s, ack p99 {} ms) after {} step(s); {}; this report is that step's",
+                report::si(rate),
+                sat.sustained_mb_per_s.unwrap_or(0.0),
+                sat.sustained_ack_p99_ms.map_or("-".to_string(), report::ms),
+                sat.steps.len(),
+                sat.ended
+            ),
+        ),
+        None => summary.problems.push(format!(
+            "saturation search: no step sustained its target ({}); this report is the last step's",
+            sat.ended
+        )),
+    }
+    summary.saturation = Some(sat);
+    Ok(out)
 }
 
 fn phase_of(index: u64, warmup: u64, window_end: Option<u64>) -> &'static str {
@@ -329,7 +479,9 @@ fn finish(
     let mut start_ns = 0;
     let mut dropped = 0;
     let mut problems = Vec::new();
+    let mut events = Events::default();
     for r in gather.done.iter().flatten() {
+        events += &r.events;
         totals += r.totals;
         window += r.window;
         merge_errors(&mut errors, &r.errors);
@@ -369,10 +521,44 @@ fn finish(
             totals.generated_records, totals.acked_records, totals.failed_records
         ));
     }
-    if consuming && totals.consumed_records != totals.acked_records {
-        problems.push(format!(
-            "records consumed ({}) != acknowledged ({})",
-            totals.consumed_records, totals.acked_records
+    if consuming {
+        // Per partition: every acknowledged record consumed, and nothing beyond what may
+        // have been stored without an answer (in doubt).
+        let c = &plan.counters;
+        let (mut missing, mut extra) = (0, 0);
+        for p in 0..c.len() {
+            let (acked, consumed, doubt) = (c.acked(p), c.consumed(p), c.in_doubt(p));
+            missing += acked.saturating_sub(consumed);
+            extra += consumed.saturating_sub(acked + doubt);
+        }
+        if missing > 0
+            || extra > 0
+            || (totals.in_doubt_records == 0 && totals.consumed_records != totals.acked_records)
+        {
+            problems.push(format!(
+                "records consumed ({}) != acknowledged ({}){}: {missing} acknowledged but not consumed, {extra} consumed beyond acknowledged + in doubt (duplicates)",
+                totals.consumed_records,
+                totals.acked_records,
+                if totals.in_doubt_records > 0 {
+                    format!(" + up to {} in doubt", totals.in_doubt_records)
+                } else {
+                    String::new()
+                }
+            ));
+        }
+    }
+    if totals.in_doubt_records > 0 {
+        notes.push(format!(
+            "{} record(s) were in flight when their connection dropped: counted as failed (not resent, to avoid duplicates); the broker may have stored them{}",
+            totals.in_doubt_records,
+            if consuming {
+                format!(
+                    ", and consumers read {} of them",
+                    totals.consumed_records.saturating_sub(totals.acked_records)
+                )
+            } else {
+                String::new()
+            }
         ));
     }
     if totals.acked_records == 0 && !problems.is_empty() {
@@ -437,6 +623,8 @@ fn finish(
         schedule_lag_max_ms: lag_max as f64 / 1e6,
         problems,
         notes,
+        saturation: None,
+        events,
     };
     RunOutput {
         summary,

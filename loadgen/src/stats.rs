@@ -66,6 +66,11 @@ pub struct Counts {
     pub foreign_records: u64,
     /// Produce request bytes written, frames included (what the network carried).
     pub wire_bytes: u64,
+    /// Of the failed records, those whose request was written before its connection was
+    /// lost: the broker may have stored them (they are not resent), so consumers may read
+    /// up to this many more records than were acknowledged.
+    #[serde(default)]
+    pub in_doubt_records: u64,
 }
 
 impl AddAssign for Counts {
@@ -80,6 +85,7 @@ impl AddAssign for Counts {
         self.consumed_bytes += o.consumed_bytes;
         self.foreign_records += o.foreign_records;
         self.wire_bytes += o.wire_bytes;
+        self.in_doubt_records += o.in_doubt_records;
     }
 }
 
@@ -92,6 +98,8 @@ pub enum ErrorKind {
     Fetch(i16),
     /// A failure on the client side (counted per record for produce).
     Client(&'static str),
+    /// A consumer-group api's answer with a Kafka error code.
+    Group(&'static str, i16),
 }
 
 impl ErrorKind {
@@ -103,6 +111,7 @@ impl ErrorKind {
             }
             ErrorKind::Fetch(code) => format!("fetch {}", crate::error::error_code_name(code)),
             ErrorKind::Client(what) => what.to_string(),
+            ErrorKind::Group(api, code) => crate::group::answer_label(api, code),
         }
     }
 }
@@ -168,6 +177,7 @@ impl IntervalStats {
 pub struct PartitionCounters {
     acked: Box<[AtomicU64]>,
     consumed: Box<[AtomicU64]>,
+    in_doubt: Box<[AtomicU64]>,
 }
 
 impl PartitionCounters {
@@ -177,6 +187,7 @@ impl PartitionCounters {
         PartitionCounters {
             acked: zeros(),
             consumed: zeros(),
+            in_doubt: zeros(),
         }
     }
 
@@ -192,6 +203,29 @@ impl PartitionCounters {
         self.consumed
             .get(partition)
             .map_or(0, |a| a.load(Ordering::Acquire))
+    }
+
+    /// Records of `partition` whose produce outcome is unknown (connection lost in flight).
+    pub fn in_doubt(&self, partition: usize) -> u64 {
+        self.in_doubt
+            .get(partition)
+            .map_or(0, |a| a.load(Ordering::Acquire))
+    }
+
+    /// Partitions counted.
+    pub fn len(&self) -> usize {
+        self.acked.len()
+    }
+
+    /// Whether no partition is counted.
+    pub fn is_empty(&self) -> bool {
+        self.acked.is_empty()
+    }
+
+    fn add_in_doubt(&self, partition: usize, n: u64) {
+        if let Some(a) = self.in_doubt.get(partition) {
+            a.fetch_add(n, Ordering::AcqRel);
+        }
     }
 
     fn add_acked(&self, partition: usize, n: u64) {
@@ -229,7 +263,73 @@ pub struct Recorder {
     pub last_consume_ns: Nanos,
     /// Largest schedule lag seen.
     pub lag_ns_max: Nanos,
+    /// Connection and consumer-group events.
+    pub events: Events,
     partitions: Arc<PartitionCounters>,
+}
+
+/// Connection and consumer-group events of a run (summed over executors).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Events {
+    /// Broker connections lost mid-run (producers and consumers).
+    pub connections_lost: u64,
+    /// Connections re-established after a loss.
+    pub reconnects: u64,
+    /// Reconnection attempts that failed (each was followed by a longer backoff).
+    pub reconnect_attempts_failed: u64,
+    /// Consumer group: completed JoinGroup + SyncGroup rounds, summed over members (each
+    /// member joins once per generation it takes part in).
+    #[serde(default)]
+    pub group_joins: u64,
+    /// Consumer group: the generations members joined, ascending; each is one rebalance
+    /// of the group (the first included).
+    #[serde(default)]
+    pub group_generations: Vec<i32>,
+    /// Consumer group: time members spent without an assignment, from stopping fetching
+    /// (or starting) to fetching again, summed over members (ms).
+    #[serde(default)]
+    pub rebalance_ms_total: f64,
+    /// Consumer group: the longest such stretch of one member (ms).
+    #[serde(default)]
+    pub rebalance_ms_max: f64,
+    /// Consumer group: OffsetCommit requests answered without error.
+    #[serde(default)]
+    pub group_commits: u64,
+    /// Consumer group: answers that are steps of the protocol, not errors
+    /// (MEMBER_ID_REQUIRED, REBALANCE_IN_PROGRESS), by api and code.
+    #[serde(default)]
+    pub group_answers: ErrorCounts,
+}
+
+impl Events {
+    /// Records a completed join of `generation` after `unassigned_ns` without partitions.
+    pub fn joined(&mut self, generation: i32, unassigned_ns: Nanos) {
+        self.group_joins += 1;
+        if let Err(at) = self.group_generations.binary_search(&generation) {
+            self.group_generations.insert(at, generation);
+        }
+        let ms = unassigned_ns as f64 / 1e6;
+        self.rebalance_ms_total += ms;
+        self.rebalance_ms_max = self.rebalance_ms_max.max(ms);
+    }
+}
+
+impl AddAssign<&Events> for Events {
+    fn add_assign(&mut self, o: &Events) {
+        self.connections_lost += o.connections_lost;
+        self.reconnects += o.reconnects;
+        self.reconnect_attempts_failed += o.reconnect_attempts_failed;
+        self.group_joins += o.group_joins;
+        for &g in &o.group_generations {
+            if let Err(at) = self.group_generations.binary_search(&g) {
+                self.group_generations.insert(at, g);
+            }
+        }
+        self.rebalance_ms_total += o.rebalance_ms_total;
+        self.rebalance_ms_max = self.rebalance_ms_max.max(o.rebalance_ms_max);
+        self.group_commits += o.group_commits;
+        merge_errors(&mut self.group_answers, &o.group_answers);
+    }
 }
 
 impl Recorder {
@@ -252,6 +352,7 @@ impl Recorder {
             last_ack_ns: 0,
             last_consume_ns: 0,
             lag_ns_max: 0,
+            events: Events::default(),
             partitions,
         }
     }
@@ -323,6 +424,14 @@ impl Recorder {
         self.totals.failed_records += records;
         self.interval.counts.failed_records += records;
         self.error(kind, records);
+    }
+
+    /// Of records just failed, `records` of `partition` were written before their
+    /// connection was lost: the broker may have them.
+    pub fn in_doubt(&mut self, partition: usize, records: u64) {
+        self.totals.in_doubt_records += records;
+        self.interval.counts.in_doubt_records += records;
+        self.partitions.add_in_doubt(partition, records);
     }
 
     /// Counts `n` errors of `kind`.

@@ -6,140 +6,21 @@
 //! `cargo build -p rill-broker`, and by any workspace test run). Without it the test says
 //! so loudly and skips, unless `CI` is set, where a missing broker is a failure.
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use common::{loadgen, rill_binary, scratch_dir, BrokerProcess};
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use rill_loadgen::hgrm;
 use rill_loadgen::report::{Summary, ACK_HGRM_FILE, E2E_HGRM_FILE, HLOG_FILE, HTML_FILE};
 
-/// Longest the broker may take to accept connections.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(20);
-/// Longest one loadgen invocation may take.
-const RUN_TIMEOUT: Duration = Duration::from_secs(90);
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("loadgen/ sits in the workspace")
-        .to_path_buf()
-}
-
-fn rill_binary() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("RILL_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| workspace_root().join("target"));
-    let p = target.join("debug").join("rill");
-    p.exists().then_some(p)
-}
-
-fn scratch_dir() -> tempfile::TempDir {
-    // The broker's storage uses O_DIRECT, which tmpfs refuses: CI points RILL_TEST_DIR at
-    // the real disk.
-    match std::env::var("RILL_TEST_DIR") {
-        Ok(d) => {
-            std::fs::create_dir_all(&d).expect("RILL_TEST_DIR can be created");
-            tempfile::tempdir_in(d).expect("temp dir in RILL_TEST_DIR")
-        }
-        Err(_) => tempfile::tempdir().expect("temp dir"),
-    }
-}
-
-struct BrokerProcess {
-    child: Child,
-    log: PathBuf,
-}
-
-impl BrokerProcess {
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
-fn start_broker(bin: &Path, dir: &Path) -> (BrokerProcess, String) {
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let log = dir.join("broker.log");
-    let child = Command::new(bin)
-        .args(["broker", "--data-dir"])
-        .arg(dir.join("data"))
-        .args(["--listen", &addr, "--shards", "1"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("broker log file"))
-        .spawn()
-        .expect("rill starts");
-    let broker = BrokerProcess { child, log };
-    let deadline = Instant::now() + BOOT_TIMEOUT;
-    while TcpStream::connect(&addr).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "broker did not listen on {addr} within {BOOT_TIMEOUT:?}; log:\n{}",
-            broker.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (broker, addr)
-}
-
-/// Runs the loadgen binary with `args`, killing it if it outlives [`RUN_TIMEOUT`].
-fn loadgen(args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rill-loadgen"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("rill-loadgen starts");
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    loop {
-        if child.try_wait().expect("wait on rill-loadgen").is_some() {
-            return child.wait_with_output().expect("rill-loadgen output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("rill-loadgen output");
-            panic!(
-                "rill-loadgen ran longer than {RUN_TIMEOUT:?}\nstdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_short_run_against_rill_adds_up_and_its_reports_parse() {
-    let Some(bin) = rill_binary() else {
-        let msg = "the rill broker binary is missing (build it with `cargo build -p rill-broker` or set RILL_BIN)";
-        if std::env::var_os("CI").is_some() {
-            panic!("{msg}");
-        }
-        eprintln!("\n*** SKIPPED end-to-end loadgen test: {msg} ***\n");
+    let Some(bin) = rill_binary("end-to-end loadgen test") else {
         return;
     };
     let dir = scratch_dir();
-    let (broker, addr) = start_broker(&bin, dir.path());
+    let broker = BrokerProcess::start_fresh(&bin, dir.path());
+    let addr = broker.addr.clone();
     let report = dir.path().join("run-a");
     let report_s = report.to_str().expect("utf-8 path");
     // 20,000 records at 10,000/s from 2 producers, read by 2 consumers; the first 0.5 s

@@ -232,6 +232,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Ok((expected, frame))
     }
 
+    /// The stream back, for a caller that set a connection up with a few round trips
+    /// (ApiVersions, Metadata) and now frames its own traffic on it. `None` (and the
+    /// connection is dropped) if a request still awaits its answer or unread bytes are
+    /// buffered: handing the stream over then would split a response.
+    pub fn into_stream(self) -> Option<S> {
+        if !self.inflight.is_empty() {
+            return None;
+        }
+        let (stream, unread) = self.io.into_parts();
+        unread.is_empty().then_some(stream)
+    }
+
     /// Requests outstanding.
     pub fn inflight(&self) -> usize {
         self.inflight.len()
