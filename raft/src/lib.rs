@@ -1,8 +1,10 @@
-//! rill-raft: the cluster metadata raft group (placeholder docs, filled in below).
+//! rill-raft: placeholder
 pub mod disk;
 pub mod error;
 pub mod ids;
+pub mod logger;
 pub mod metadata;
+pub mod node;
 pub mod storage;
 
 pub use raft;

@@ -249,6 +249,8 @@ pub enum Rejection {
     /// Unregistering a broker that still holds replicas.
     BrokerHasReplicas(BrokerId),
     NoReassignment(TopicId, PartitionIndex),
+    /// The entry's bytes are not a proposal (a bug in the proposer).
+    Undecodable(String),
     ReassignmentInProgress(TopicId, PartitionIndex),
     /// The added replicas are not all in the ISR yet.
     ReassignmentNotCaughtUp(TopicId, PartitionIndex),
