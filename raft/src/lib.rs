@@ -1,4 +1,5 @@
 //! rill-raft: placeholder
+pub mod controller;
 pub mod disk;
 pub mod error;
 pub mod ids;
