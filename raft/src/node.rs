@@ -63,6 +63,10 @@ pub struct NodeConfig {
     /// proposals (raft-rs `max_uncommitted_size`).
     pub uncommitted_bytes_max: u64,
     pub storage: StorageOptions,
+    /// Distinct for each start of the process (the broker passes its boot
+    /// time in ms): part of every [`ProposalId`], so an entry proposed
+    /// before a restart is never mistaken for one proposed after.
+    pub incarnation: u64,
 }
 
 impl NodeConfig {
@@ -81,6 +85,7 @@ impl NodeConfig {
             inflight_messages_max: 256,
             uncommitted_bytes_max: 32 << 20,
             storage: StorageOptions::default(),
+            incarnation: 0,
         }
     }
 
@@ -123,28 +128,32 @@ impl NodeConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ProposalId {
     pub node: NodeId,
+    pub incarnation: u64,
     pub seq: u64,
 }
 
 impl ProposalId {
     fn encode(self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(16);
+        let mut b = Vec::with_capacity(24);
         b.extend_from_slice(&self.node.0.to_le_bytes());
+        b.extend_from_slice(&self.incarnation.to_le_bytes());
         b.extend_from_slice(&self.seq.to_le_bytes());
         b
     }
 
     fn decode(b: &[u8]) -> Option<ProposalId> {
-        if b.len() != 16 {
+        if b.len() != 24 {
             return None;
         }
-        let mut n = [0u8; 8];
-        let mut s = [0u8; 8];
-        n.copy_from_slice(&b[..8]);
-        s.copy_from_slice(&b[8..]);
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(w)
+        };
         Some(ProposalId {
-            node: NodeId(u64::from_le_bytes(n)),
-            seq: u64::from_le_bytes(s),
+            node: NodeId(word(0)),
+            incarnation: word(1),
+            seq: word(2),
         })
     }
 }
@@ -298,9 +307,13 @@ impl<D: Disk> Node<D> {
         let r = self.raw.step(msg);
         self.fix_election_timeout();
         match r {
-            // A message from a member this node does not know (yet) or a
-            // stale response is not a fault of this node.
-            Err(raft::Error::StepPeerNotFound) | Err(raft::Error::StepLocalMsg) => Ok(()),
+            // A message from a member this node does not know (yet), a
+            // stale response, or a proposal forwarded to a node that lost
+            // leadership meanwhile is not a fault of this node (the
+            // proposer retries).
+            Err(raft::Error::StepPeerNotFound)
+            | Err(raft::Error::StepLocalMsg)
+            | Err(raft::Error::ProposalDropped) => Ok(()),
             other => other.map_err(Error::from),
         }
     }
@@ -315,6 +328,7 @@ impl<D: Disk> Node<D> {
         }
         let id = ProposalId {
             node: self.id,
+            incarnation: self.config.incarnation,
             seq: self.next_seq,
         };
         self.next_seq += 1;
@@ -394,6 +408,19 @@ impl<D: Disk> Node<D> {
         out.messages.extend(light.take_messages());
         self.apply(light.take_committed_entries(), &mut out)?;
         self.raw.advance_apply();
+        // raft-rs pauses a follower that was sent a snapshot until told how
+        // it went. Transports here are fire-and-forget, so report success
+        // at once: if the snapshot was lost, the probe that follows fails
+        // and raft sends it again.
+        let snapshot_targets: Vec<u64> = out
+            .messages
+            .iter()
+            .filter(|m| m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot)
+            .map(|m| m.to)
+            .collect();
+        for to in snapshot_targets {
+            self.raw.report_snapshot(to, raft::SnapshotStatus::Finish);
+        }
         self.fix_election_timeout();
         self.maybe_snapshot()?;
         Ok(out)
