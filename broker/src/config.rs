@@ -26,6 +26,17 @@ pub struct BrokerConfig {
     pub shards: usize,
     /// Address of the Prometheus metrics endpoint (`GET /metrics`); empty turns it off.
     pub metrics_listen: String,
+    /// Cluster mode: the metadata raft voters, `id@host:port,...` (1, 3 or 5; this
+    /// broker's `node_id` among them, its entry the address it listens on for raft
+    /// traffic). Empty: a single broker with its own registry.
+    pub controller_quorum: String,
+    /// This broker's rack (replicas are spread over racks); empty for none.
+    pub rack: String,
+    /// Cluster mode timing: the raft tick, how often a broker heartbeats to the
+    /// controller, and after how long without one the controller fences it.
+    pub raft_tick_ms: u64,
+    pub broker_heartbeat_interval_ms: u64,
+    pub broker_session_timeout_ms: u64,
     /// Create a topic when a client asks Metadata for one that does not exist (Kafka's
     /// `auto.create.topics.enable`).
     pub auto_create_topics: bool,
@@ -128,6 +139,11 @@ impl Default for BrokerConfig {
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 100,
             offsets_checkpoint_bytes: 16 << 20,
+            controller_quorum: String::new(),
+            rack: String::new(),
+            raft_tick_ms: 100,
+            broker_heartbeat_interval_ms: 1_000,
+            broker_session_timeout_ms: 9_000,
             consumer_group_session_timeout_ms: 45_000,
             consumer_group_heartbeat_interval_ms: 5_000,
             consumer_group_assignor: "uniform".to_string(),
@@ -267,6 +283,26 @@ impl BrokerConfig {
             return bad(
                 "consumer_group_assignor",
                 "must be \"uniform\" or \"range\"",
+            );
+        }
+        if !self.controller_quorum.trim().is_empty() {
+            if let Err(e) = crate::cluster::parse_quorum(&self.controller_quorum) {
+                return bad("controller_quorum", &e);
+            }
+            if self.node_id < 1 {
+                return bad(
+                    "node_id",
+                    "must be 1 or more in cluster mode (raft reserves 0)",
+                );
+            }
+        }
+        if self.raft_tick_ms == 0
+            || self.broker_heartbeat_interval_ms == 0
+            || self.broker_session_timeout_ms <= self.broker_heartbeat_interval_ms
+        {
+            return bad(
+                "broker_session_timeout_ms",
+                "raft_tick_ms and broker_heartbeat_interval_ms must be positive, and the session longer than the heartbeat interval",
             );
         }
         if self.offsets_checkpoint_bytes < 4096 {

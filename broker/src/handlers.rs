@@ -155,7 +155,6 @@ pub async fn handle(
 
 async fn metadata(shard: &Rc<Shard>, r: MetadataRequest, v: i16) -> MetadataResponse {
     let config = &shard.config;
-    let (host, port) = config.advertised();
     let mut snap = shard.snapshot();
     let names: Vec<Result<String, KafkaError>> = match &r.topics {
         None => snap.topics.keys().map(|k| Ok(k.to_string())).collect(),
@@ -215,13 +214,22 @@ async fn metadata(shard: &Rc<Shard>, r: MetadataRequest, v: i16) -> MetadataResp
                 .with_error_code(error.code()),
         });
     }
+    let (brokers, controller) = live_brokers(shard);
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(config.node_id))
-            .with_host(s(host))
-            .with_port(port)])
+        .with_brokers(
+            brokers
+                .into_iter()
+                .map(|b| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(b.id))
+                        .with_host(s(b.host))
+                        .with_port(b.port)
+                        .with_rack(b.rack.map(s))
+                })
+                .collect(),
+        )
         .with_cluster_id(Some(s(&*snap.cluster_id)))
-        .with_controller_id(BrokerId(config.node_id))
+        .with_controller_id(BrokerId(controller))
         .with_topics(topics)
 }
 
@@ -917,16 +925,49 @@ async fn delete_records(shard: &Rc<Shard>, r: DeleteRecordsRequest) -> DeleteRec
 
 fn describe_cluster(shard: &Rc<Shard>, r: DescribeClusterRequest) -> DescribeClusterResponse {
     use describe_cluster_response::DescribeClusterBroker;
-    let c = &shard.config;
-    let (host, port) = c.advertised();
+    let (brokers, controller) = live_brokers(shard);
     DescribeClusterResponse::default()
         .with_endpoint_type(r.endpoint_type)
         .with_cluster_id(s(&*shard.snapshot().cluster_id))
-        .with_controller_id(BrokerId(c.node_id))
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(c.node_id))
-            .with_host(s(host))
-            .with_port(port)])
+        .with_controller_id(BrokerId(controller))
+        .with_brokers(
+            brokers
+                .into_iter()
+                .map(|b| {
+                    DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(b.id))
+                        .with_host(s(b.host))
+                        .with_port(b.port)
+                        .with_rack(b.rack.map(s))
+                })
+                .collect(),
+        )
+}
+
+/// The brokers clients may use and the controller's id: in cluster mode the registered,
+/// unfenced brokers of the metadata raft group and its leader (-1 while none is known);
+/// a single broker is its own controller.
+fn live_brokers(shard: &Shard) -> (Vec<crate::cluster::BrokerView>, i32) {
+    let c = &shard.config;
+    let (host, port) = c.advertised();
+    let me = crate::cluster::BrokerView {
+        id: c.node_id,
+        host: host.to_string(),
+        port,
+        rack: (!c.rack.is_empty()).then(|| c.rack.clone()),
+        alive: true,
+    };
+    let Some(cluster) = &shard.cluster else {
+        return (vec![me], c.node_id);
+    };
+    let view = cluster.view();
+    let mut brokers: Vec<crate::cluster::BrokerView> =
+        view.brokers.iter().filter(|b| b.alive).cloned().collect();
+    // Until its registration commits, a broker still answers with itself.
+    if !brokers.iter().any(|b| b.id == c.node_id) {
+        brokers.push(me);
+    }
+    (brokers, view.controller.unwrap_or(-1))
 }
 
 /// Idempotent producers get a fresh producer id (epoch 0) from the registry; transactional

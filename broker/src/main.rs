@@ -19,6 +19,7 @@ use clap::{Args, Parser, Subcommand};
 use tracing::{error, info};
 
 mod cli;
+mod cluster;
 mod config;
 mod consumer_group;
 mod errors;
@@ -89,6 +90,15 @@ struct BrokerArgs {
     /// Prometheus metrics address (GET /metrics) [default: 127.0.0.1:9644]; "" turns it off.
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// This broker's id (cluster mode: its raft node id, 1 or more).
+    #[arg(long)]
+    node_id: Option<i32>,
+    /// Cluster mode: the metadata raft voters, ID@HOST:PORT,... (1, 3 or 5).
+    #[arg(long)]
+    controller_quorum: Option<String>,
+    /// This broker's rack.
+    #[arg(long)]
+    rack: Option<String>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -176,6 +186,15 @@ fn broker(args: BrokerArgs) -> Result<(), String> {
     if let Some(m) = args.metrics_listen {
         config.metrics_listen = m;
     }
+    if let Some(n) = args.node_id {
+        config.node_id = n;
+    }
+    if let Some(q) = args.controller_quorum {
+        config.controller_quorum = q;
+    }
+    if let Some(r) = args.rack {
+        config.rack = r;
+    }
     if config.shards == 0 {
         config.shards = std::thread::available_parallelism().map_or(1, |n| n.get());
     }
@@ -216,7 +235,12 @@ fn broker(args: BrokerArgs) -> Result<(), String> {
         signal_hook::flag::register(signal, stop.clone())
             .map_err(|e| format!("cannot install the signal handler: {e}"))?;
     }
-    runtime::run(config, registry, snapshot, stop)?;
+    let cluster = cluster::Cluster::start(&config)?;
+    let result = runtime::run(config, registry, snapshot, stop, cluster.clone());
+    if let Some(c) = &cluster {
+        c.stop();
+    }
+    result?;
     info!("rill broker stopped cleanly");
     drop(lock);
     Ok(())

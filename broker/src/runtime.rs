@@ -131,6 +131,7 @@ pub fn run(
     registry: RegistryFile,
     snapshot: Snapshot,
     stop: Arc<AtomicBool>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 ) -> Result<(), String> {
     let shards = config.shards;
     let cpus = allowed_cpus();
@@ -155,10 +156,22 @@ pub fn run(
             failed.clone(),
         );
         let registry = (id == 0).then(|| registry.clone());
+        let cluster = cluster.clone();
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("rill-shard-{id}"))
             .spawn(move || async move {
-                let r = shard_main(id, shards, config, snapshot, registry, mesh, ready, stop.clone()).await;
+                let r = shard_main(
+                    id,
+                    shards,
+                    config,
+                    snapshot,
+                    registry,
+                    mesh,
+                    ready,
+                    stop.clone(),
+                    cluster,
+                )
+                .await;
                 if let Err(e) = &r {
                     error!(shard = id, error = %e, "shard stopped");
                     failed.store(true, Ordering::SeqCst);
@@ -216,6 +229,7 @@ async fn shard_main(
     mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
     ready: Arc<Barrier>,
     stop: Arc<AtomicBool>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 ) -> Result<(), String> {
     let (senders, mut receivers) = mesh
         .join()
@@ -231,6 +245,7 @@ async fn shard_main(
         snapshot.clone(),
         registry,
         peers,
+        cluster.clone(),
     ));
     // Messages from each peer: partition work holds a slot of `shard_queue_depth` until it
     // is answered, so a flood from one shard waits in its bounded channel, not in memory here.

@@ -247,6 +247,8 @@ pub struct Shard {
     pub groups: crate::group::Coordinator,
     /// Host figures for scrapes (used on the scraping shard only).
     host: RefCell<Option<sysinfo::System>>,
+    /// Cluster mode: the metadata raft member's published view.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Shard {
@@ -257,6 +259,7 @@ impl Shard {
         snapshot: Arc<Snapshot>,
         registry: Option<RegistryFile>,
         peers: Peers,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
     ) -> Shard {
         let file_defaults = config.topic_default_strings();
         let budget = FileBudget::new(config.limits.open_files_max);
@@ -284,6 +287,7 @@ impl Shard {
             metrics: ShardMetrics::default(),
             groups: crate::group::Coordinator::default(),
             host: RefCell::new(None),
+            cluster,
             config,
         }
     }

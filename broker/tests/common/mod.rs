@@ -49,6 +49,10 @@ pub struct BrokerOptions {
     pub shards: usize,
     /// Contents of the `--config` TOML file, if any.
     pub config_toml: Option<String>,
+    /// Loopback address to listen on (cluster tests give each broker its own).
+    pub host: String,
+    /// More `rill broker` arguments.
+    pub extra_args: Vec<String>,
 }
 
 impl Default for BrokerOptions {
@@ -56,6 +60,8 @@ impl Default for BrokerOptions {
         BrokerOptions {
             shards: 2,
             config_toml: None,
+            host: "127.0.0.1".to_string(),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -131,7 +137,7 @@ impl Broker {
 
     /// `host:port` for clients.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.options.host, self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -139,7 +145,9 @@ impl Broker {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        self.bootstrap()
+            .parse()
+            .expect("the broker host is an IP address")
     }
 
     /// The broker's `--data-dir`.
@@ -282,7 +290,8 @@ impl Broker {
             .arg("--listen")
             .arg(self.bootstrap())
             .arg("--shards")
-            .arg(self.options.shards.to_string());
+            .arg(self.options.shards.to_string())
+            .args(&self.options.extra_args);
         if self.options.config_toml.is_some() {
             cmd.arg("--config").arg(self.root.join("rill.toml"));
         }

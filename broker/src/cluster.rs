@@ -1,0 +1,387 @@
+//! Cluster mode: this broker's member of the metadata raft group (`rill-raft`).
+//!
+//! With `controller_quorum` set, every broker runs one raft member. It lives on its own
+//! thread, `rill-metadata`, rather than on shard 0: the Ready loop fsyncs the raft log
+//! synchronously (1-3 times per cycle), which must not stall a shard's io_uring loop, and
+//! the TCP transport is std threads already. The thread owns the raft [`Node`], the
+//! transport and, while this member leads, the [`Controller`]; it registers this broker,
+//! heartbeats for it, and publishes an immutable [`ClusterView`] after every change. Shards
+//! only read the latest view (an `Arc` swapped under a mutex held for a pointer copy).
+//!
+//! What the cluster agrees on so far: the brokers (registration, fencing of brokers that
+//! stop heartbeating) and which broker is the controller (the raft leader). Topics and
+//! partition placement still live in each broker's own registry.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rill_raft::controller::{Controller, ControllerConfig};
+use rill_raft::disk::FsDisk;
+use rill_raft::ids::{BrokerId, Millis, NodeId};
+use rill_raft::metadata::{BrokerState, Command, MetadataState, Proposal};
+use rill_raft::node::{Node, NodeConfig, Role};
+use rill_raft::transport::{TcpTransport, TcpTransportConfig, Transport};
+use tracing::{info, warn};
+
+use crate::config::BrokerConfig;
+
+/// Raft messages taken from the transport per loop turn.
+const RAFT_MESSAGES_PER_TURN_MAX: usize = 1024;
+/// How long the loop waits for a message before doing its timed work.
+const LOOP_WAIT: Duration = Duration::from_millis(5);
+
+/// One voter of `--controller-quorum`: `id@host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voter {
+    pub id: i32,
+    pub addr: SocketAddr,
+}
+
+/// Parses `1@host:port,2@host:port,...` (1, 3 or 5 voters, distinct ids >= 1).
+pub fn parse_quorum(s: &str) -> Result<Vec<Voter>, String> {
+    let mut out: Vec<Voter> = Vec::new();
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addr) = entry
+            .split_once('@')
+            .ok_or_else(|| format!("{entry:?} is not id@host:port"))?;
+        let id: i32 = id
+            .parse()
+            .map_err(|_| format!("{entry:?}: {id:?} is not a node id"))?;
+        if id < 1 {
+            return Err(format!("{entry:?}: node ids start at 1"));
+        }
+        let addr = addr
+            .to_socket_addrs()
+            .map_err(|e| format!("{entry:?}: cannot resolve {addr:?}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{entry:?}: {addr:?} resolves to nothing"))?;
+        if out.iter().any(|v| v.id == id) {
+            return Err(format!("node id {id} is listed twice"));
+        }
+        out.push(Voter { id, addr });
+    }
+    if ![1, 3, 5].contains(&out.len()) {
+        return Err(format!(
+            "the quorum has {} voters; use 1, 3 or 5",
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
+/// A broker as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerView {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    /// Registered and heartbeating (not fenced).
+    pub alive: bool,
+}
+
+/// What the shards read: the cluster's brokers and its controller, as of `applied_index`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterView {
+    pub brokers: Vec<BrokerView>,
+    /// The raft leader's broker id, when one is known.
+    pub controller: Option<i32>,
+    pub applied_index: u64,
+}
+
+/// The running metadata member of this broker.
+pub struct Cluster {
+    view: Mutex<Arc<ClusterView>>,
+    stop: AtomicBool,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Cluster {
+    /// Opens the raft member under `<data>/meta/raft`, binds its raft address and starts
+    /// the metadata thread. `Ok(None)` without a quorum (single-broker mode).
+    pub fn start(config: &BrokerConfig) -> Result<Option<Arc<Cluster>>, String> {
+        if config.controller_quorum.trim().is_empty() {
+            return Ok(None);
+        }
+        let voters = parse_quorum(&config.controller_quorum)
+            .map_err(|e| format!("controller_quorum: {e}"))?;
+        let me = voters
+            .iter()
+            .find(|v| v.id == config.node_id)
+            .ok_or_else(|| {
+                format!(
+                    "node_id {} is not in controller_quorum; joining as a non-voting learner is not built yet, so list every broker as a voter",
+                    config.node_id
+                )
+            })?
+            .clone();
+        let listener = TcpListener::bind(me.addr).map_err(|e| {
+            format!(
+                "cannot listen for raft traffic on {} (this broker's controller_quorum entry): {e}",
+                me.addr
+            )
+        })?;
+        let peers: BTreeMap<NodeId, SocketAddr> = voters
+            .iter()
+            .filter(|v| v.id != me.id)
+            .map(|v| (NodeId(v.id as u64), v.addr))
+            .collect();
+        let transport = TcpTransport::start(
+            NodeId(me.id as u64),
+            listener,
+            peers,
+            TcpTransportConfig::default(),
+        )
+        .map_err(|e| format!("cannot start the raft transport: {e}"))?;
+        let mut node_config = NodeConfig::new(
+            NodeId(me.id as u64),
+            voters.iter().map(|v| NodeId(v.id as u64)).collect(),
+            Vec::new(),
+        );
+        let tick_ms = config.raft_tick_ms;
+        node_config.seed = now_ms() ^ me.id as u64;
+        node_config.incarnation = now_ms();
+        node_config
+            .validate()
+            .map_err(|e| format!("raft settings: {e}"))?;
+        let dir = config.data_dir.join("meta").join("raft");
+        let node = open_node(&dir, node_config)?;
+        let (host, port) = config.advertised();
+        let me_broker = Command::RegisterBroker {
+            broker: BrokerId(me.id),
+            host: host.to_string(),
+            port: port as u16,
+            rack: (!config.rack.is_empty()).then(|| config.rack.clone()),
+        };
+        let cluster = Arc::new(Cluster {
+            view: Mutex::new(Arc::new(ClusterView::default())),
+            stop: AtomicBool::new(false),
+            thread: Mutex::new(None),
+        });
+        let driver = Driver {
+            cluster: cluster.clone(),
+            node,
+            transport,
+            controller: None,
+            controller_config: ControllerConfig {
+                broker_session_timeout_ms: config.broker_session_timeout_ms,
+                ..ControllerConfig::default()
+            },
+            me: BrokerId(me.id),
+            registration: me_broker,
+            tick: Duration::from_millis(tick_ms),
+            heartbeat: Duration::from_millis(config.broker_heartbeat_interval_ms),
+        };
+        let handle = std::thread::Builder::new()
+            .name("rill-metadata".into())
+            .spawn(move || driver.run())
+            .map_err(|e| format!("cannot start the metadata thread: {e}"))?;
+        *cluster.thread.lock().expect("cluster thread lock") = Some(handle);
+        info!(node_id = me.id, raft = %me.addr, voters = voters.len(), "cluster mode: metadata raft member started");
+        Ok(Some(cluster))
+    }
+
+    /// The latest view.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view.lock().expect("cluster view lock").clone()
+    }
+
+    /// Stops the metadata thread (the raft state is on disk after every cycle).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.lock().expect("cluster thread lock").take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn open_node(dir: &Path, config: NodeConfig) -> Result<Node<FsDisk>, String> {
+    let disk = FsDisk::open(dir)
+        .map_err(|e| format!("cannot open the raft directory {}: {e}", dir.display()))?;
+    Node::open(config, disk).map_err(|e| {
+        format!(
+            "cannot open the raft log in {}: {e}; if the disk is damaged, restore it or remove the directory to rejoin as a new member",
+            dir.display()
+        )
+    })
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The metadata thread's state.
+struct Driver {
+    cluster: Arc<Cluster>,
+    node: Node<FsDisk>,
+    transport: TcpTransport,
+    controller: Option<Controller>,
+    controller_config: ControllerConfig,
+    me: BrokerId,
+    registration: Command,
+    tick: Duration,
+    heartbeat: Duration,
+}
+
+impl Driver {
+    fn run(mut self) {
+        let mut last_tick = Instant::now();
+        let mut last_heartbeat: Option<Instant> = None;
+        let mut last_register: Option<Instant> = None;
+        self.publish();
+        while !self.cluster.stop.load(Ordering::SeqCst) {
+            if let Some(m) = self.transport.recv_timeout(LOOP_WAIT) {
+                self.step(m);
+            }
+            for m in self.transport.try_recv_many(RAFT_MESSAGES_PER_TURN_MAX) {
+                self.step(m);
+            }
+            if last_tick.elapsed() >= self.tick {
+                last_tick = Instant::now();
+                self.node.tick();
+            }
+            // Register until the cluster has this broker at this address; then heartbeat.
+            if self.node.leader().is_some() {
+                if !self.registered() {
+                    if last_register.is_none_or(|t| t.elapsed() >= self.heartbeat) {
+                        last_register = Some(Instant::now());
+                        self.propose(vec![self.registration.clone()]);
+                    }
+                } else if last_heartbeat.is_none_or(|t| t.elapsed() >= self.heartbeat) {
+                    last_heartbeat = Some(Instant::now());
+                    self.propose(vec![Command::BrokerHeartbeat { broker: self.me }]);
+                }
+            }
+            if let Err(e) = self.cycle() {
+                // The raft log could not be written: this member cannot go on safely.
+                tracing::error!(error = %e, "the metadata raft member failed; stopping the broker");
+                std::process::exit(3);
+            }
+        }
+        info!("metadata raft member stopped");
+    }
+
+    fn registered(&self) -> bool {
+        let Command::RegisterBroker { host, port, .. } = &self.registration else {
+            return false;
+        };
+        self.node
+            .state()
+            .brokers
+            .get(&self.me)
+            .is_some_and(|b| &b.host == host && b.port == *port && b.state != BrokerState::Fenced)
+    }
+
+    fn step(&mut self, m: rill_raft::raft::eraftpb::Message) {
+        if let Err(e) = self.node.step(m) {
+            warn!(error = %e, "dropping a raft message");
+        }
+    }
+
+    fn propose(&mut self, commands: Vec<Command>) {
+        // Followers forward proposals to the leader; one lost in a leader change is
+        // proposed again at the next heartbeat.
+        if let Err(e) = self.node.propose(&Proposal { commands }) {
+            tracing::debug!(error = %e, "metadata proposal not accepted now; retrying later");
+        }
+    }
+
+    /// One Ready cycle: persist, send, apply, run the controller, publish.
+    fn cycle(&mut self) -> Result<(), rill_raft::Error> {
+        if !self.node.has_ready() && self.controller.is_none() {
+            return Ok(());
+        }
+        let out = self.node.handle_ready()?;
+        for m in out.messages {
+            self.transport.send(m);
+        }
+        let now = Millis(now_ms());
+        let mut changed = !out.applied.is_empty();
+        if let Some(rc) = out.role_change {
+            changed = true;
+            let leader = rc.role == Role::Leader;
+            info!(role = ?rc.role, leader = ?rc.leader.map(|n| n.0), term = rc.term,
+                "metadata raft role changed");
+            match (leader, self.controller.is_some()) {
+                (true, false) => {
+                    info!(node_id = self.me.0, "this broker is now the controller");
+                    self.controller = Some(Controller::new(self.controller_config.clone(), now));
+                }
+                (false, true) => self.controller = None,
+                _ => {}
+            }
+        }
+        if let Some(c) = &mut self.controller {
+            c.observe(&out.applied, now);
+            let proposals = c.tick(self.node.state(), now);
+            for p in proposals {
+                if let Err(e) = self.node.propose(&p) {
+                    tracing::debug!(error = %e, "controller proposal not accepted now");
+                }
+            }
+        }
+        if changed {
+            self.publish();
+        }
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let view = Arc::new(view_of(
+            self.node.state(),
+            self.node.leader().map(|n| n.0 as i32),
+        ));
+        let mut current = self.cluster.view.lock().expect("cluster view lock");
+        if **current != *view {
+            *current = view;
+        }
+    }
+}
+
+fn view_of(state: &MetadataState, controller: Option<i32>) -> ClusterView {
+    ClusterView {
+        brokers: state
+            .brokers
+            .values()
+            .map(|b| BrokerView {
+                id: b.id.0,
+                host: b.host.clone(),
+                port: b.port as i32,
+                rack: b.rack.clone(),
+                alive: b.state != BrokerState::Fenced,
+            })
+            .collect(),
+        controller,
+        applied_index: state.applied_index,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_strings_parse_or_say_what_is_wrong() {
+        let q = parse_quorum("1@127.0.0.11:9093, 2@127.0.0.12:9093,3@127.0.0.13:9093").unwrap();
+        assert_eq!(q.len(), 3);
+        assert_eq!(q[1].id, 2);
+        assert_eq!(q[2].addr, "127.0.0.13:9093".parse::<SocketAddr>().unwrap());
+        for (bad, says) in [
+            ("1@127.0.0.1:9093,2@127.0.0.1:9094", "use 1, 3 or 5"),
+            ("0@127.0.0.1:9093", "start at 1"),
+            ("1@127.0.0.1:9093,1@127.0.0.1:9094,2@127.0.0.1:1", "twice"),
+            ("x@127.0.0.1:9093", "not a node id"),
+            ("127.0.0.1:9093", "not id@host:port"),
+        ] {
+            let e = parse_quorum(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+}
