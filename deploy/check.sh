@@ -19,9 +19,10 @@ fail() { printf 'deploy check: %s\n' "$*" >&2; exit 1; }
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 
-echo "-- bash -n deploy/install.sh deploy/check.sh"
+echo "-- bash -n deploy/install.sh deploy/check.sh deploy/local-cluster.sh"
 bash -n deploy/install.sh
 bash -n deploy/check.sh
+bash -n deploy/local-cluster.sh
 
 stub="$root/stub/rill"
 mkdir -p "$root/stub"

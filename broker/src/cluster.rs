@@ -39,10 +39,32 @@ const LOOP_WAIT: Duration = Duration::from_millis(5);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Voter {
     pub id: i32,
-    pub addr: SocketAddr,
+    /// `host:port`, resolved when the broker starts.
+    pub addr: String,
 }
 
-/// Parses `1@host:port,2@host:port,...` (1, 3 or 5 voters, distinct ids >= 1).
+impl Voter {
+    fn resolve(&self) -> Result<SocketAddr, String> {
+        self.addr
+            .to_socket_addrs()
+            .map_err(|e| {
+                format!(
+                    "cannot resolve voter {}'s address {}: {e}",
+                    self.id, self.addr
+                )
+            })?
+            .next()
+            .ok_or_else(|| {
+                format!(
+                    "voter {}'s address {} resolves to nothing",
+                    self.id, self.addr
+                )
+            })
+    }
+}
+
+/// Parses `1@host:port,2@host:port,...` (1, 3 or 5 voters, distinct ids >= 1). Names are
+/// resolved only at start, so a config can be checked on another machine.
 pub fn parse_quorum(s: &str) -> Result<Vec<Voter>, String> {
     let mut out: Vec<Voter> = Vec::new();
     for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -55,15 +77,17 @@ pub fn parse_quorum(s: &str) -> Result<Vec<Voter>, String> {
         if id < 1 {
             return Err(format!("{entry:?}: node ids start at 1"));
         }
-        let addr = addr
-            .to_socket_addrs()
-            .map_err(|e| format!("{entry:?}: cannot resolve {addr:?}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{entry:?}: {addr:?} resolves to nothing"))?;
+        match addr.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => return Err(format!("{entry:?}: {addr:?} is not host:port")),
+        }
         if out.iter().any(|v| v.id == id) {
             return Err(format!("node id {id} is listed twice"));
         }
-        out.push(Voter { id, addr });
+        out.push(Voter {
+            id,
+            addr: addr.to_string(),
+        });
     }
     if ![1, 3, 5].contains(&out.len()) {
         return Err(format!(
@@ -120,17 +144,16 @@ impl Cluster {
                 )
             })?
             .clone();
-        let listener = TcpListener::bind(me.addr).map_err(|e| {
+        let my_addr = me.resolve()?;
+        let listener = TcpListener::bind(my_addr).map_err(|e| {
             format!(
-                "cannot listen for raft traffic on {} (this broker's controller_quorum entry): {e}",
-                me.addr
+                "cannot listen for raft traffic on {my_addr} (this broker's controller_quorum entry): {e}"
             )
         })?;
-        let peers: BTreeMap<NodeId, SocketAddr> = voters
-            .iter()
-            .filter(|v| v.id != me.id)
-            .map(|v| (NodeId(v.id as u64), v.addr))
-            .collect();
+        let mut peers: BTreeMap<NodeId, SocketAddr> = BTreeMap::new();
+        for v in voters.iter().filter(|v| v.id != me.id) {
+            peers.insert(NodeId(v.id as u64), v.resolve()?);
+        }
         let transport = TcpTransport::start(
             NodeId(me.id as u64),
             listener,
@@ -182,7 +205,7 @@ impl Cluster {
             .spawn(move || driver.run())
             .map_err(|e| format!("cannot start the metadata thread: {e}"))?;
         *cluster.thread.lock().expect("cluster thread lock") = Some(handle);
-        info!(node_id = me.id, raft = %me.addr, voters = voters.len(), "cluster mode: metadata raft member started");
+        info!(node_id = me.id, raft = %my_addr, voters = voters.len(), "cluster mode: metadata raft member started");
         Ok(Some(cluster))
     }
 
@@ -372,13 +395,20 @@ mod tests {
         let q = parse_quorum("1@127.0.0.11:9093, 2@127.0.0.12:9093,3@127.0.0.13:9093").unwrap();
         assert_eq!(q.len(), 3);
         assert_eq!(q[1].id, 2);
-        assert_eq!(q[2].addr, "127.0.0.13:9093".parse::<SocketAddr>().unwrap());
+        assert_eq!(q[2].addr, "127.0.0.13:9093");
+        assert_eq!(
+            q[2].resolve().unwrap(),
+            "127.0.0.13:9093".parse::<SocketAddr>().unwrap()
+        );
+        // Names are not resolved while parsing (configs are checked anywhere).
+        assert!(parse_quorum("1@broker-1.invalid:9093").is_ok());
         for (bad, says) in [
             ("1@127.0.0.1:9093,2@127.0.0.1:9094", "use 1, 3 or 5"),
             ("0@127.0.0.1:9093", "start at 1"),
             ("1@127.0.0.1:9093,1@127.0.0.1:9094,2@127.0.0.1:1", "twice"),
             ("x@127.0.0.1:9093", "not a node id"),
             ("127.0.0.1:9093", "not id@host:port"),
+            ("1@hostonly", "not host:port"),
         ] {
             let e = parse_quorum(bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
