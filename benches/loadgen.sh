@@ -23,6 +23,8 @@ MAX_INFLIGHT=${MAX_INFLIGHT:-16}
 PRODUCERS=${PRODUCERS:-2}
 CONSUMERS=${CONSUMERS:-2}
 LINGER_MS=${LINGER_MS:-5}
+SAT_P99_MS=${SAT_P99_MS:-50}
+SAT_STEP_S=${SAT_STEP_S:-4}
 # The broker pins shard i to the i-th CPU of its affinity mask: with one shard and
 # taskset -c 0 it runs on CPU 0; the load generator gets the next core.
 BROKER_CPU=0
@@ -116,6 +118,11 @@ for run in $(seq "$RUNS"); do
     start_broker
     loadgen "$RUNDIR/max-$size-$run" --bootstrap 127.0.0.1:$PORT --topic max-$size --create-topic \
       --record-bytes $size --rate max "${COMMON[@]}"
+    # The saturation search: open-loop steps until one misses its rate or its ack p99
+    # passes SAT_P99_MS (shorter steps than the fixed runs, up to 12 of them).
+    loadgen "$RUNDIR/sat-$size-$run" --bootstrap 127.0.0.1:$PORT --topic sat-$size --create-topic \
+      --record-bytes $size --find-saturation --saturation-p99-ms $SAT_P99_MS \
+      "${COMMON[@]}" --duration $SAT_STEP_S --warmup 1
     half=$(python3 -c "print(int($(summary "$RUNDIR/max-$size-$run" produce_records_per_s) / 2))")
     loadgen "$RUNDIR/half-$size-$run" --bootstrap 127.0.0.1:$PORT --topic half-$size --create-topic \
       --record-bytes $size --rate "$half" "${COMMON[@]}"
@@ -123,7 +130,7 @@ for run in $(seq "$RUNS"); do
   done
 done
 
-python3 - "$RAW" "$RUNDIR" "$OUT" "$RUNS" "$ACKS" "$DURATION" "$WARMUP" "$PARTITIONS" "$BATCH_BYTES" "$MAX_INFLIGHT" "$LINGER_MS" "$PRODUCERS" "$CONSUMERS" <<'PY'
+SAT_P99_MS=$SAT_P99_MS SAT_STEP_S=$SAT_STEP_S python3 - "$RAW" "$RUNDIR" "$OUT" "$RUNS" "$ACKS" "$DURATION" "$WARMUP" "$PARTITIONS" "$BATCH_BYTES" "$MAX_INFLIGHT" "$LINGER_MS" "$PRODUCERS" "$CONSUMERS" <<'PY'
 import sys, json, glob, os, statistics, collections, datetime, platform, subprocess
 raw, rundir, out, runs, acks, duration, warmup, partitions, batch, inflight, linger, producers, consumers = sys.argv[1:]
 lim = collections.defaultdict(list)
@@ -133,7 +140,7 @@ for line in open(raw):
 runs_by = collections.defaultdict(list)
 for path in sorted(glob.glob(os.path.join(rundir, "*", "summary.json"))):
     d = os.path.dirname(path)
-    kind, size, _ = os.path.basename(d).split("-")
+    kind, size, _ = os.path.basename(d).split("-")[:3]
     s = json.load(open(path))
     loadgen_cpu, broker_cpu = (float(x) for x in open(d + ".cpu").read().split())
     s["cpu"] = {"loadgen": loadgen_cpu, "broker": broker_cpu}
@@ -190,6 +197,24 @@ for size in (1024, 100):
             f"{ms(m(kind,size,lat('ack','p50_ms')))} | {ms(m(kind,size,lat('ack','p99_ms')))} | {ms(m(kind,size,lat('ack','p999_ms')))} | {ms(m(kind,size,lat('ack','max_ms')))} | "
             f"{ms(m(kind,size,lat('e2e','p50_ms')))} | {ms(m(kind,size,lat('e2e','p99_ms')))} | {ms(m(kind,size,lat('e2e','max_ms')))} | {clean}/{len(rs)} |"
         )
+lines += [
+    "",
+    f"Saturation search (`--find-saturation --saturation-p99-ms {os.environ.get('SAT_P99_MS', '50')}`: open-loop steps of "
+    f"{os.environ.get('SAT_STEP_S', '4')} s ramped by 1.25x then bisected to 5%; a step passes if it achieves 95% of its rate with ack p99 under the bound):",
+    "",
+    "| records | probe (closed loop) | highest sustained rate | MB/s | / disk | / loopback | ack p99 there | steps |",
+    "|---|---|---|---|---|---|---|---|",
+]
+for size in (1024, 100):
+    rs = [s for s in runs_by[("sat", size)] if s.get("saturation")]
+    if not rs:
+        continue
+    sat = lambda k: med([s["saturation"][k] for s in rs if s["saturation"].get(k) is not None] or [float("nan")])
+    rate, mb = sat("sustained_records_per_s"), sat("sustained_mb_per_s")
+    lines.append(
+        f"| {size} B | {fmt_rate(sat('probe_records_per_s'))}/s | **{fmt_rate(rate)}/s** | {mb:.0f} | **{mb/disk:.2f}x** | **{mb/net:.2f}x** | "
+        f"{ms(sat('sustained_ack_p99_ms'))} ms | {med([len(s['saturation']['steps']) for s in rs]):.0f} |"
+    )
 lines += [
     "",
     "Latencies in ms. MB/s counts record keys and values (1 MB = 10^6 bytes). `/ disk` and `/ loopback` divide the produce MB/s by the limits above; "
