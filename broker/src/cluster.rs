@@ -16,24 +16,57 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rill_raft::controller::{Controller, ControllerConfig};
+use futures_channel::oneshot;
+use rill_net::ErrorCode;
+use rill_raft::controller::{Controller, ControllerConfig, PlacementError};
 use rill_raft::disk::FsDisk;
 use rill_raft::ids::{BrokerId, Millis, NodeId};
 use rill_raft::metadata::{BrokerState, Command, MetadataState, Proposal};
-use rill_raft::node::{Node, NodeConfig, Role};
+use rill_raft::node::{Node, NodeConfig, ProposalId, Role};
 use rill_raft::transport::{TcpTransport, TcpTransportConfig, Transport};
 use tracing::{info, warn};
 
 use crate::config::BrokerConfig;
+use crate::errors::KafkaError;
 
 /// Raft messages taken from the transport per loop turn.
 const RAFT_MESSAGES_PER_TURN_MAX: usize = 1024;
 /// How long the loop waits for a message before doing its timed work.
 const LOOP_WAIT: Duration = Duration::from_millis(5);
+/// Admin requests (CreateTopics, ...) waiting for the metadata thread.
+const CLUSTER_REQUESTS_QUEUED_MAX: usize = 1024;
+/// How long an admin request waits for its change to commit before it times out.
+const CLUSTER_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Kafka topic ids of cluster topics: this prefix and the raft topic id (unique in the
+/// cluster, never reused).
+const TOPIC_UUID_PREFIX: u64 = 0x7269_6c6c_2d74_6f70; // "rill-top"
+
+/// A metadata change a shard asks the cluster for.
+#[derive(Debug)]
+pub enum ClusterOp {
+    CreateTopic {
+        name: String,
+        partitions: i32,
+        replication_factor: usize,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+}
+
+/// The answer: committed, or why not (with the Kafka error code to give the client).
+pub type ClusterReply = Result<(), KafkaError>;
+
+struct ClusterRequest {
+    op: ClusterOp,
+    reply: oneshot::Sender<ClusterReply>,
+}
 
 /// One voter of `--controller-quorum`: `id@host:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,13 +142,43 @@ pub struct BrokerView {
     pub alive: bool,
 }
 
-/// What the shards read: the cluster's brokers and its controller, as of `applied_index`.
+/// One partition as the cluster places it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionView {
+    /// -1 while no replica can lead.
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+/// A topic the cluster agreed on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicView {
+    pub id: uuid::Uuid,
+    pub configs: Vec<(String, String)>,
+    pub partitions: Vec<PartitionView>,
+}
+
+/// What the shards read: the cluster's brokers, controller and topics, as of
+/// `applied_index`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterView {
     pub brokers: Vec<BrokerView>,
     /// The raft leader's broker id, when one is known.
     pub controller: Option<i32>,
+    pub topics: BTreeMap<String, TopicView>,
     pub applied_index: u64,
+}
+
+impl ClusterView {
+    /// The placement of `topic`'s `partition`, if the cluster has it.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionView> {
+        let t = self.topics.get(topic)?;
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| t.partitions.get(p))
+    }
 }
 
 /// The running metadata member of this broker.
@@ -123,6 +186,9 @@ pub struct Cluster {
     view: Mutex<Arc<ClusterView>>,
     stop: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
+    requests: SyncSender<ClusterRequest>,
+    /// Replication factor of topics created without one (auto-created, `-1`).
+    pub default_replication_factor: usize,
 }
 
 impl Cluster {
@@ -181,10 +247,13 @@ impl Cluster {
             port: port as u16,
             rack: (!config.rack.is_empty()).then(|| config.rack.clone()),
         };
+        let (requests, requests_rx) = std::sync::mpsc::sync_channel(CLUSTER_REQUESTS_QUEUED_MAX);
         let cluster = Arc::new(Cluster {
             view: Mutex::new(Arc::new(ClusterView::default())),
             stop: AtomicBool::new(false),
             thread: Mutex::new(None),
+            requests,
+            default_replication_factor: config.default_replication_factor.max(1),
         });
         let driver = Driver {
             cluster: cluster.clone(),
@@ -199,6 +268,8 @@ impl Cluster {
             registration: me_broker,
             tick: Duration::from_millis(tick_ms),
             heartbeat: Duration::from_millis(config.broker_heartbeat_interval_ms),
+            requests: requests_rx,
+            pending: BTreeMap::new(),
         };
         let handle = std::thread::Builder::new()
             .name("rill-metadata".into())
@@ -212,6 +283,32 @@ impl Cluster {
     /// The latest view.
     pub fn view(&self) -> Arc<ClusterView> {
         self.view.lock().expect("cluster view lock").clone()
+    }
+
+    /// Asks the cluster for `op`; the answer comes once it committed (or failed).
+    pub async fn request(&self, op: ClusterOp) -> ClusterReply {
+        let (tx, rx) = oneshot::channel();
+        match self.requests.try_send(ClusterRequest { op, reply: tx }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(KafkaError::new(
+                    ErrorCode::ThrottlingQuotaExceeded,
+                    "too many metadata changes waiting for the cluster; retry",
+                ))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(KafkaError::new(
+                    ErrorCode::NotController,
+                    "the metadata raft member stopped",
+                ))
+            }
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(KafkaError::new(
+                ErrorCode::NotController,
+                "the metadata raft member stopped",
+            ))
+        })
     }
 
     /// Stops the metadata thread (the raft state is on disk after every cycle).
@@ -251,6 +348,9 @@ struct Driver {
     registration: Command,
     tick: Duration,
     heartbeat: Duration,
+    requests: Receiver<ClusterRequest>,
+    /// Proposals of admin requests, answered when they apply (or time out).
+    pending: BTreeMap<ProposalId, (Instant, oneshot::Sender<ClusterReply>)>,
 }
 
 impl Driver {
@@ -282,6 +382,10 @@ impl Driver {
                     self.propose(vec![Command::BrokerHeartbeat { broker: self.me }]);
                 }
             }
+            while let Ok(r) = self.requests.try_recv() {
+                self.start_request(r);
+            }
+            self.expire_requests();
             if let Err(e) = self.cycle() {
                 // The raft log could not be written: this member cannot go on safely.
                 tracing::error!(error = %e, "the metadata raft member failed; stopping the broker");
@@ -289,6 +393,76 @@ impl Driver {
             }
         }
         info!("metadata raft member stopped");
+    }
+
+    /// Turns an admin request into a proposal (placed against this member's copy of the
+    /// state; the state machine refuses it if that copy was stale) and proposes it.
+    fn start_request(&mut self, r: ClusterRequest) {
+        let state = self.node.state();
+        let proposal = match &r.op {
+            ClusterOp::CreateTopic {
+                name,
+                partitions,
+                replication_factor,
+                configs,
+            } => rill_raft::controller::create_topic(
+                state,
+                name,
+                *partitions,
+                *replication_factor,
+                configs.clone(),
+            )
+            .map_err(|e| {
+                let code = match e {
+                    PlacementError::NotEnoughBrokers { .. } => ErrorCode::InvalidReplicationFactor,
+                    PlacementError::InvalidPartitionCount(_) => ErrorCode::InvalidPartitions,
+                    PlacementError::UnknownTopic(_) => ErrorCode::UnknownTopicOrPartition,
+                    PlacementError::TopicExists(_) => ErrorCode::TopicAlreadyExists,
+                };
+                KafkaError::new(code, e.to_string())
+            }),
+            ClusterOp::DeleteTopic { name } => match state.topic_ids.get(name) {
+                Some(id) => Ok(Proposal {
+                    commands: vec![Command::DeleteTopic { topic: *id }],
+                }),
+                None => Err(KafkaError::unknown_topic(name)),
+            },
+        };
+        let proposal = match proposal {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = r.reply.send(Err(e));
+                return;
+            }
+        };
+        match self.node.propose(&proposal) {
+            Ok(id) => {
+                self.pending.insert(id, (Instant::now(), r.reply));
+            }
+            Err(e) => {
+                let _ = r.reply.send(Err(KafkaError::new(
+                    ErrorCode::NotController,
+                    format!("no controller to take the change now ({e}); retry"),
+                )));
+            }
+        }
+    }
+
+    fn expire_requests(&mut self) {
+        let late: Vec<ProposalId> = self
+            .pending
+            .iter()
+            .filter(|(_, (since, _))| since.elapsed() > CLUSTER_REQUEST_TIMEOUT)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some((_, reply)) = self.pending.remove(&id) {
+                let _ = reply.send(Err(KafkaError::new(
+                    ErrorCode::RequestTimedOut,
+                    "the metadata change did not commit in time (no quorum?); it may still apply",
+                )));
+            }
+        }
     }
 
     fn registered(&self) -> bool {
@@ -341,6 +515,30 @@ impl Driver {
                 _ => {}
             }
         }
+        for a in &out.applied {
+            let Some(id) = a.proposal else { continue };
+            if let Some((_, reply)) = self.pending.remove(&id) {
+                let _ = reply.send(a.outcome.clone().map_err(|r| {
+                    let code = match r {
+                        rill_raft::metadata::Rejection::TopicExists(_) => {
+                            ErrorCode::TopicAlreadyExists
+                        }
+                        rill_raft::metadata::Rejection::InvalidTopicName(_) => {
+                            ErrorCode::InvalidTopicException
+                        }
+                        rill_raft::metadata::Rejection::UnknownTopic(_) => {
+                            ErrorCode::UnknownTopicOrPartition
+                        }
+                        rill_raft::metadata::Rejection::InvalidReplicas(_)
+                        | rill_raft::metadata::Rejection::UnknownBroker(_) => {
+                            ErrorCode::InvalidReplicaAssignment
+                        }
+                        _ => ErrorCode::InvalidRequest,
+                    };
+                    KafkaError::new(code, format!("the cluster refused the change: {r:?}"))
+                }));
+            }
+        }
         if let Some(c) = &mut self.controller {
             c.observe(&out.applied, now);
             let proposals = c.tick(self.node.state(), now);
@@ -382,6 +580,33 @@ fn view_of(state: &MetadataState, controller: Option<i32>) -> ClusterView {
             })
             .collect(),
         controller,
+        topics: state
+            .topics
+            .values()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    TopicView {
+                        id: uuid::Uuid::from_u64_pair(TOPIC_UUID_PREFIX, t.id.0),
+                        configs: t
+                            .configs
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                        partitions: t
+                            .partitions
+                            .iter()
+                            .map(|p| PartitionView {
+                                leader: p.leader.map_or(-1, |b| b.0),
+                                leader_epoch: p.leader_epoch.0,
+                                replicas: p.replicas.iter().map(|b| b.0).collect(),
+                                isr: p.isr.iter().map(|b| b.0).collect(),
+                            })
+                            .collect(),
+                    },
+                )
+            })
+            .collect(),
         applied_index: state.applied_index,
     }
 }

@@ -32,6 +32,9 @@ pub struct BrokerConfig {
     pub controller_quorum: String,
     /// This broker's rack (replicas are spread over racks); empty for none.
     pub rack: String,
+    /// Cluster mode: replicas of topics created without a replication factor
+    /// (auto-created, or `-1`); Kafka's `default.replication.factor`.
+    pub default_replication_factor: usize,
     /// Cluster mode timing: the raft tick, how often a broker heartbeats to the
     /// controller, and after how long without one the controller fences it.
     pub raft_tick_ms: u64,
@@ -141,6 +144,7 @@ impl Default for BrokerConfig {
             offsets_checkpoint_bytes: 16 << 20,
             controller_quorum: String::new(),
             rack: String::new(),
+            default_replication_factor: 1,
             raft_tick_ms: 100,
             broker_heartbeat_interval_ms: 1_000,
             broker_session_timeout_ms: 9_000,

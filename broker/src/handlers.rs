@@ -189,17 +189,36 @@ async fn metadata(shard: &Rc<Shard>, r: MetadataRequest, v: i16) -> MetadataResp
                 warn!(topic = %name, error = %e, "metadata for an invalid topic name");
                 error = ErrorCode::InvalidTopicException;
             } else if auto_create {
-                let op = AdminOp::CreateTopic {
-                    name: name.clone(),
-                    partitions: config.default_partitions,
-                    configs: Vec::new(),
-                    validate_only: false,
+                let created = match &shard.cluster {
+                    Some(cluster) if !name.starts_with("__") => {
+                        cluster_create_topic(
+                            shard,
+                            cluster,
+                            &name,
+                            config.default_partitions,
+                            cluster.default_replication_factor,
+                            Vec::new(),
+                            false,
+                        )
+                        .await
+                    }
+                    _ => {
+                        let op = AdminOp::CreateTopic {
+                            name: name.clone(),
+                            partitions: config.default_partitions,
+                            configs: Vec::new(),
+                            validate_only: false,
+                        };
+                        shard.admin(op).await.and_then(|ok| match ok {
+                            AdminOk::Topic(t) => Ok(t),
+                            _ => Err(KafkaError::code(ErrorCode::UnknownServerError)),
+                        })
+                    }
                 };
-                match shard.admin(op).await {
-                    Ok(AdminOk::Topic(t)) => found = Some(t),
+                match created {
+                    Ok(t) => found = Some(t),
                     Err(e) if e.code == ErrorCode::TopicAlreadyExists => {}
                     Err(e) => error = e.code,
-                    Ok(_) => {}
                 }
                 snap = shard.snapshot();
                 if found.is_none() {
@@ -207,8 +226,12 @@ async fn metadata(shard: &Rc<Shard>, r: MetadataRequest, v: i16) -> MetadataResp
                 }
             }
         }
+        let view = shard.cluster.as_ref().map(|c| c.view());
         topics.push(match found {
-            Some(t) => metadata_topic(&t, config.node_id),
+            Some(t) => match view.as_ref().and_then(|v| v.topics.get(&*t.name)) {
+                Some(placed) => cluster_metadata_topic(&t, placed),
+                None => metadata_topic(&t, config.node_id),
+            },
             None => MetadataResponseTopic::default()
                 .with_name(Some(topic_name(&name)))
                 .with_error_code(error.code()),
@@ -231,6 +254,38 @@ async fn metadata(shard: &Rc<Shard>, r: MetadataRequest, v: i16) -> MetadataResp
         .with_cluster_id(Some(s(&*snap.cluster_id)))
         .with_controller_id(BrokerId(controller))
         .with_topics(topics)
+}
+
+/// A cluster topic with the cluster's placement: leader (LEADER_NOT_AVAILABLE while none),
+/// leader epoch, replicas and ISR per partition.
+fn cluster_metadata_topic(
+    t: &TopicInfo,
+    placed: &crate::cluster::TopicView,
+) -> MetadataResponseTopic {
+    let ids = |v: &[i32]| v.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>();
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&t.name)))
+        .with_topic_id(t.id)
+        .with_partitions(
+            placed
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let part = MetadataResponsePartition::default()
+                        .with_partition_index(i as i32)
+                        .with_leader_id(BrokerId(p.leader))
+                        .with_leader_epoch(p.leader_epoch)
+                        .with_replica_nodes(ids(&p.replicas))
+                        .with_isr_nodes(ids(&p.isr));
+                    if p.leader < 0 {
+                        part.with_error_code(ErrorCode::LeaderNotAvailable.code())
+                    } else {
+                        part
+                    }
+                })
+                .collect(),
+        )
 }
 
 fn metadata_topic(t: &TopicInfo, node_id: i32) -> MetadataResponseTopic {
@@ -444,6 +499,37 @@ async fn create_topics(shard: &Rc<Shard>, r: CreateTopicsRequest, v: i16) -> Cre
                 ));
             }
             check_topic_name(&name).map_err(|e| KafkaError::new(ErrorCode::InvalidTopicException, e))?;
+            if let Some(cluster) = shard.cluster.as_ref().filter(|_| !name.starts_with("__")) {
+                if !t.assignments.is_empty() {
+                    return Err(KafkaError::new(
+                        ErrorCode::InvalidRequest,
+                        "manual replica assignments are not taken in cluster mode yet; give num_partitions and replication_factor",
+                    ));
+                }
+                let rf = match t.replication_factor {
+                    -1 => cluster.default_replication_factor,
+                    rf if rf >= 1 => rf as usize,
+                    rf => {
+                        return Err(KafkaError::new(
+                            ErrorCode::InvalidReplicationFactor,
+                            format!("replication factor {rf} must be at least 1"),
+                        ))
+                    }
+                };
+                let partitions = if t.num_partitions == -1 {
+                    shard.config.default_partitions
+                } else {
+                    t.num_partitions
+                };
+                let mut configs = Vec::with_capacity(t.configs.len());
+                for c in &t.configs {
+                    let value = c.value.as_ref().ok_or_else(|| {
+                        KafkaError::new(ErrorCode::InvalidConfig, format!("config `{}` has no value", &*c.name))
+                    })?;
+                    configs.push((c.name.to_string(), value.to_string()));
+                }
+                return cluster_create_topic(shard, cluster, &name, partitions, rf, configs, r.validate_only).await;
+            }
             let rf = t.replication_factor;
             let partitions = if t.assignments.is_empty() {
                 if rf != -1 && rf != 1 {
@@ -528,6 +614,90 @@ async fn create_topics(shard: &Rc<Shard>, r: CreateTopicsRequest, v: i16) -> Cre
     CreateTopicsResponse::default().with_topics(results)
 }
 
+/// How long a committed topic change may take to reach this broker's registry.
+const CLUSTER_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits until this broker's view of `name` satisfies `done`.
+async fn wait_for_sync(
+    shard: &Rc<Shard>,
+    name: &str,
+    done: impl Fn(Option<&Arc<TopicInfo>>) -> bool,
+) -> Result<(), KafkaError> {
+    let started = std::time::Instant::now();
+    loop {
+        if done(shard.snapshot().topic(name)) {
+            return Ok(());
+        }
+        if started.elapsed() > CLUSTER_SYNC_WAIT {
+            return Err(KafkaError::new(
+                ErrorCode::RequestTimedOut,
+                format!("topic `{name}` changed in the cluster but not yet on this broker"),
+            ));
+        }
+        crate::runtime::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// CreateTopics in cluster mode: checked here (name, configs, limits), placed and committed
+/// by the metadata raft group, answered once this broker has the topic too.
+async fn cluster_create_topic(
+    shard: &Rc<Shard>,
+    cluster: &crate::cluster::Cluster,
+    name: &str,
+    partitions: i32,
+    replication_factor: usize,
+    configs: Vec<(String, String)>,
+    validate_only: bool,
+) -> Result<Arc<TopicInfo>, KafkaError> {
+    let checked = match shard
+        .admin(AdminOp::CreateTopic {
+            name: name.to_string(),
+            partitions,
+            configs: configs.clone(),
+            validate_only: true,
+        })
+        .await?
+    {
+        AdminOk::Topic(t) => t,
+        _ => return Err(KafkaError::code(ErrorCode::UnknownServerError)),
+    };
+    if validate_only {
+        return Ok(checked);
+    }
+    cluster
+        .request(crate::cluster::ClusterOp::CreateTopic {
+            name: name.to_string(),
+            partitions,
+            replication_factor,
+            configs: configs.into_iter().collect(),
+        })
+        .await?;
+    wait_for_sync(shard, name, |t| t.is_some()).await?;
+    shard
+        .snapshot()
+        .topic(name)
+        .cloned()
+        .ok_or_else(|| KafkaError::unknown_topic(name))
+}
+
+async fn cluster_delete_topic(
+    shard: &Rc<Shard>,
+    cluster: &crate::cluster::Cluster,
+    name: &str,
+) -> Result<AdminOk, KafkaError> {
+    let before = shard.snapshot().topic(name).cloned();
+    cluster
+        .request(crate::cluster::ClusterOp::DeleteTopic {
+            name: name.to_string(),
+        })
+        .await?;
+    wait_for_sync(shard, name, |t| t.is_none()).await?;
+    match before {
+        Some(t) => Ok(AdminOk::Topic(t)),
+        None => Ok(AdminOk::BrokerConfigs),
+    }
+}
+
 async fn delete_topics(shard: &Rc<Shard>, r: DeleteTopicsRequest) -> DeleteTopicsResponse {
     use delete_topics_response::DeletableTopicResult;
     let snap = shard.snapshot();
@@ -545,13 +715,16 @@ async fn delete_topics(shard: &Rc<Shard>, r: DeleteTopicsRequest) -> DeleteTopic
     }
     let mut responses = Vec::with_capacity(targets.len());
     for target in targets {
-        let outcome = match &target {
-            Ok(name) => {
+        let outcome = match (&target, &shard.cluster) {
+            (Ok(name), Some(cluster)) if !name.starts_with("__") => {
+                cluster_delete_topic(shard, cluster, name).await
+            }
+            (Ok(name), _) => {
                 shard
                     .admin(AdminOp::DeleteTopic { name: name.clone() })
                     .await
             }
-            Err(e) => Err(e.clone()),
+            (Err(e), _) => Err(e.clone()),
         };
         let mut res =
             DeletableTopicResult::default().with_name(target.as_ref().ok().map(|n| topic_name(n)));

@@ -140,6 +140,11 @@ pub enum AdminOp {
         validate_only: bool,
     },
     AllocateProducerId,
+    /// Cluster mode: the registry's topics become the cluster's (plus this broker's own
+    /// internal `__` topics).
+    SyncCluster {
+        topics: Vec<TopicRecord>,
+    },
 }
 
 #[derive(Debug)]
@@ -219,6 +224,10 @@ struct Registry {
     version: Cell<u64>,
     /// One admin operation at a time, from validation to every shard applying it.
     lock: async_lock::Mutex<()>,
+    /// Cluster mode: the raft index whose topics the registry holds, and whether a sync
+    /// to a newer one is running.
+    cluster_synced: Cell<u64>,
+    cluster_syncing: Cell<bool>,
 }
 
 type PartitionMap = HashMap<Arc<str>, BTreeMap<i32, Rc<Partition>>>;
@@ -275,6 +284,8 @@ impl Shard {
                 version: Cell::new(snapshot.version),
                 file: RefCell::new(file),
                 lock: async_lock::Mutex::new(()),
+                cluster_synced: Cell::new(u64::MAX),
+                cluster_syncing: Cell::new(false),
             }),
             snapshot: RefCell::new(snapshot),
             partitions: RefCell::new(HashMap::new()),
@@ -328,6 +339,25 @@ impl Shard {
         Ok(owner_shard(info.id, partition, self.shards))
     }
 
+    /// Cluster mode: clients produce to and fetch from a partition's leader only; anyone
+    /// else answers NOT_LEADER_OR_FOLLOWER, and the client refreshes its metadata.
+    fn check_leader(&self, topic: &str, partition: i32) -> Result<(), KafkaError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        let view = cluster.view();
+        match view.partition(topic, partition) {
+            Some(p) if p.leader != self.config.node_id => Err(KafkaError::new(
+                ErrorCode::NotLeaderOrFollower,
+                format!(
+                    "broker {} does not lead {topic}-{partition} (leader {}, epoch {})",
+                    self.config.node_id, p.leader, p.leader_epoch
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Runs `op` on the partition's owner, here or on another shard.
     pub async fn partition_op(
         self: &Rc<Self>,
@@ -339,6 +369,9 @@ impl Shard {
             Ok(owner) => owner,
             Err(e) => return PartitionReply::err(e),
         };
+        if let Err(e) = self.check_leader(topic, partition) {
+            return PartitionReply::err(e);
+        }
         if owner == self.id {
             return self.execute(topic, partition, op).await;
         }
@@ -813,6 +846,44 @@ impl Shard {
                 }
                 Ok((AdminOk::BrokerConfigs, validate_only))
             }
+            AdminOp::SyncCluster { topics } => {
+                let mut next: Vec<TopicRecord> = file
+                    .topics
+                    .iter()
+                    .filter(|t| t.name.starts_with("__"))
+                    .cloned()
+                    .collect();
+                for t in topics {
+                    // A topic the cluster has but this broker cannot open is logged and
+                    // left out, not a reason to stop following the cluster.
+                    if let Err(e) = info(&t) {
+                        warn!(topic = %t.name, error = ?e, "cluster topic with settings this broker refuses");
+                        continue;
+                    }
+                    next.push(t);
+                }
+                let before: BTreeMap<&str, ([u8; 16], i32)> = file
+                    .topics
+                    .iter()
+                    .map(|t| (t.name.as_str(), (t.id, t.partitions)))
+                    .collect();
+                for t in &next {
+                    match before.get(t.name.as_str()) {
+                        None => {
+                            info!(topic = %t.name, partitions = t.partitions, "cluster topic added here")
+                        }
+                        Some((id, _)) if *id != t.id => {
+                            info!(topic = %t.name, "cluster topic recreated")
+                        }
+                        Some((_, n)) if *n != t.partitions => {
+                            info!(topic = %t.name, from = n, to = t.partitions, "cluster topic partitions added here")
+                        }
+                        _ => {}
+                    }
+                }
+                file.topics = next;
+                Ok((AdminOk::BrokerConfigs, false))
+            }
             AdminOp::AllocateProducerId => {
                 let id = file.next_producer_id;
                 file.next_producer_id += 1;
@@ -927,9 +998,49 @@ impl Shard {
         }
     }
 
+    /// Cluster mode, shard 0: when the cluster's topics changed, rewrites the registry to
+    /// match (topics named `__...` stay this broker's own) and hands every shard the new
+    /// snapshot, which opens and closes partitions like a local admin change.
+    fn sync_cluster_topics(self: &Rc<Self>) {
+        let (Some(cluster), Some(reg)) = (&self.cluster, &self.registry) else {
+            return;
+        };
+        let view = cluster.view();
+        // Index 0: the metadata member has not published its recovered state yet; an empty
+        // view then must not delete this broker's topics.
+        if view.applied_index == 0
+            || reg.cluster_synced.get() == view.applied_index
+            || reg.cluster_syncing.get()
+        {
+            return;
+        }
+        reg.cluster_syncing.set(true);
+        let me = self.clone();
+        runtime::spawn(async move {
+            let topics = view
+                .topics
+                .iter()
+                .map(|(name, t)| TopicRecord {
+                    name: name.clone(),
+                    id: *t.id.as_bytes(),
+                    partitions: t.partitions.len() as i32,
+                    configs: t.configs.clone(),
+                })
+                .collect();
+            let result = me.admin(AdminOp::SyncCluster { topics }).await;
+            let reg = me.registry.as_ref().expect("shard 0 holds the registry");
+            match result {
+                Ok(_) => reg.cluster_synced.set(view.applied_index),
+                Err(e) => warn!(error = ?e, "cannot apply the cluster's topics here; retrying"),
+            }
+            reg.cluster_syncing.set(false);
+        });
+    }
+
     /// Background work, every `storage.flush_tick_ms`: syncs the flush policy asks for, and
     /// writes out data that no producer waits on (acks=0) so it reaches the file soon.
     pub fn tick(self: &Rc<Self>) {
+        self.sync_cluster_topics();
         for (_, p) in self.owned() {
             if p.io_running.get() {
                 continue;

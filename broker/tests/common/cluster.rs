@@ -1,0 +1,91 @@
+//! Cluster helpers: several `rill broker` processes on their own loopback addresses
+//! (127.0.0.x), every one a voter of the metadata raft group, and the checks that read
+//! what each broker says about the cluster (DescribeCluster, Metadata).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use rill_net::kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use rill_net::kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+use rill_net::kafka_protocol::messages::{DescribeClusterRequest, MetadataRequest};
+
+use super::{free_port, topic_name, Broker, BrokerOptions, NetClient};
+
+/// Starts one broker per host (node ids 1..), one shard each, all voters; `config` is
+/// their rill.toml. Does not wait for the cluster to form.
+pub fn start_cluster(name: &str, hosts: &[&str], config: &str) -> Vec<Broker> {
+    let raft_port = free_port();
+    let quorum: String = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| format!("{}@{h}:{raft_port}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let mut o = BrokerOptions::with_config(config);
+            o.shards = 1;
+            o.host = host.to_string();
+            o.extra_args = vec![
+                "--node-id".into(),
+                (i + 1).to_string(),
+                "--controller-quorum".into(),
+                quorum.clone(),
+            ];
+            Broker::start_with(&format!("{name}-{}", i + 1), o)
+        })
+        .collect()
+}
+
+/// (broker ids, controller id) as `broker` answers DescribeCluster.
+pub fn cluster_of(broker: &Broker) -> (BTreeSet<i32>, i32) {
+    let mut net = NetClient::connect(broker.addr());
+    let r = net.send(&DescribeClusterRequest::default());
+    assert_eq!(r.error_code, 0, "DescribeCluster: {r:?}");
+    (
+        r.brokers.iter().map(|b| b.broker_id.0).collect(),
+        r.controller_id.0,
+    )
+}
+
+/// Waits until the brokers at `alive` (indexes) all answer with exactly `want` and one
+/// common controller; returns the controller.
+pub fn wait_agreed(
+    brokers: &[Broker],
+    alive: &[usize],
+    want: &BTreeSet<i32>,
+    within: Duration,
+) -> i32 {
+    let started = Instant::now();
+    loop {
+        let views: Vec<(BTreeSet<i32>, i32)> =
+            alive.iter().map(|&i| cluster_of(&brokers[i])).collect();
+        let controller = views[0].1;
+        if controller >= 1 && views.iter().all(|(b, c)| b == want && *c == controller) {
+            return controller;
+        }
+        assert!(
+            started.elapsed() < within,
+            "brokers {alive:?} did not agree on brokers {want:?} and one controller within {within:?}: {views:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `topic` as `broker` answers Metadata (no auto-creation).
+pub fn topic_metadata(broker: &Broker, topic: &str) -> MetadataResponseTopic {
+    let mut net = NetClient::connect(broker.addr());
+    let r = net.send(
+        &MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(topic_name(topic)))
+            ]))
+            .with_allow_auto_topic_creation(false),
+    );
+    r.topics
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("Metadata of {topic} from {}: no topic", broker.bootstrap()))
+}
