@@ -14,6 +14,16 @@ use super::{free_port, topic_name, Broker, BrokerOptions, NetClient};
 /// Starts one broker per host (node ids 1..), one shard each, all voters; `config` is
 /// their rill.toml. Does not wait for the cluster to form.
 pub fn start_cluster(name: &str, hosts: &[&str], config: &str) -> Vec<Broker> {
+    start_cluster_in(name, hosts, &[], config)
+}
+
+/// [`start_cluster`] with broker i in network namespace `namespaces[i]` (if given).
+pub fn start_cluster_in(
+    name: &str,
+    hosts: &[&str],
+    namespaces: &[String],
+    config: &str,
+) -> Vec<Broker> {
     let raft_port = free_port();
     let quorum: String = hosts
         .iter()
@@ -28,6 +38,7 @@ pub fn start_cluster(name: &str, hosts: &[&str], config: &str) -> Vec<Broker> {
             let mut o = BrokerOptions::with_config(config);
             o.shards = 1;
             o.host = host.to_string();
+            o.netns = namespaces.get(i).cloned();
             o.extra_args = vec![
                 "--node-id".into(),
                 (i + 1).to_string(),

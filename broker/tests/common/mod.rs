@@ -14,6 +14,7 @@
 
 pub mod cluster;
 pub mod groups;
+pub mod netns;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -54,6 +55,8 @@ pub struct BrokerOptions {
     pub host: String,
     /// More `rill broker` arguments.
     pub extra_args: Vec<String>,
+    /// Network namespace to run the broker in (`ip netns exec`), for cluster tests.
+    pub netns: Option<String>,
 }
 
 impl Default for BrokerOptions {
@@ -63,6 +66,7 @@ impl Default for BrokerOptions {
             config_toml: None,
             host: "127.0.0.1".to_string(),
             extra_args: Vec::new(),
+            netns: None,
         }
     }
 }
@@ -284,7 +288,15 @@ impl Broker {
         let n = self.starts;
         let log = File::create(self.stderr_path(n)).expect("create the stderr log");
         let log_out = log.try_clone().expect("clone the log handle");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rill"));
+        // `ip netns exec` execs the broker in place: the child's pid is the broker's.
+        let mut cmd = match &self.options.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_rill")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_rill")),
+        };
         cmd.arg("broker")
             .arg("--data-dir")
             .arg(self.data_dir())
