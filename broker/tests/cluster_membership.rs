@@ -1,8 +1,9 @@
 //! Three brokers on their own loopback addresses (127.0.0.11-13) form one cluster through
 //! the metadata raft group: every broker's Metadata and DescribeCluster list all three and
 //! name the same controller. kill -9 of the controller: the other two elect a new one
-//! within seconds, and once the killed broker's session runs out it is fenced (dropped from
-//! the broker lists); restarted, it registers again and every broker lists it.
+//! within seconds and creating a topic works again, and once the killed broker's session
+//! runs out it is fenced (dropped from the broker lists); restarted, it registers again and
+//! every broker lists it.
 
 mod common;
 
@@ -50,6 +51,20 @@ fn three_brokers_form_a_cluster_and_survive_losing_the_controller() {
         "new controller {new_controller} after {:?}",
         killed.elapsed()
     );
+    // Topic creation works again through the new controller.
+    let admin = brokers[survivors[0]].admin();
+    let new = rdkafka::admin::NewTopic::new(
+        "after-failover",
+        2,
+        rdkafka::admin::TopicReplication::Fixed(2),
+    );
+    let r = common::block_on(admin.create_topics([&new], &common::admin_options()))
+        .expect("CreateTopics after the controller died");
+    assert!(
+        r[0].is_ok(),
+        "CreateTopics after the controller died: {r:?}"
+    );
+    eprintln!("topic created {:?} after the kill", killed.elapsed());
     // Its session runs out: fenced, no longer listed.
     let without: BTreeSet<i32> = all.iter().copied().filter(|&b| b != controller).collect();
     wait_agreed(&brokers, &survivors, &without, Duration::from_secs(15));

@@ -3,7 +3,8 @@
 //! - `failover RILL DIR ROUNDS`: three `rill broker` processes on 127.0.0.31-33 form a
 //!   cluster; each round kill -9 the controller and measure, from the kill, the time until
 //!   both survivors name a new controller (DescribeCluster polled every 5 ms) and until they
-//!   stop listing the dead broker (fenced after `broker_session_timeout_ms`), then restart
+//!   stop listing the dead broker (fenced after `broker_session_timeout_ms`), and until
+//!   none of the 12 partitions of a replication-factor-3 topic is led by it; then restart
 //!   it and wait for the cluster to be whole again.
 //! - `commits SECONDS DIR`: three rill-raft members in this process (real files under DIR,
 //!   real TCP on loopback, one thread each, driven like the broker drives its member); the
@@ -22,7 +23,12 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future::block_on;
 use rill_net::client::{BlockingStream, Connection};
-use rill_net::kafka_protocol::messages::DescribeClusterRequest;
+use rill_net::kafka_protocol::messages::create_topics_request::CreatableTopic;
+use rill_net::kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use rill_net::kafka_protocol::messages::{
+    CreateTopicsRequest, DescribeClusterRequest, MetadataRequest, TopicName,
+};
+use rill_net::kafka_protocol::protocol::StrBytes;
 use rill_raft::disk::FsDisk;
 use rill_raft::ids::{BrokerId, NodeId};
 use rill_raft::metadata::{Command as MetaCommand, Proposal};
@@ -33,6 +39,9 @@ use rill_raft::transport::{TcpTransport, TcpTransportConfig, Transport};
 const INFLIGHT: u64 = 256;
 const HOSTS: [&str; 3] = ["127.0.0.31", "127.0.0.32", "127.0.0.33"];
 const SESSION_MS: u64 = 3000;
+/// A replication-factor-3 topic whose leaderships move when a broker dies.
+const TOPIC: &str = "failover";
+const TOPIC_PARTITIONS: i32 = 12;
 const HEARTBEAT_MS: u64 = 300;
 
 fn main() {
@@ -97,6 +106,24 @@ impl Cluster {
         let mut ids: Vec<i32> = r.brokers.iter().map(|b| b.broker_id.0).collect();
         ids.sort();
         Some((ids, r.controller_id.0))
+    }
+
+    fn connect(&self, i: usize) -> Option<Connection<BlockingStream>> {
+        let addr: SocketAddr = format!("{}:{}", HOSTS[i], self.port).parse().ok()?;
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        Some(Connection::new(BlockingStream(stream)))
+    }
+
+    /// Leaders of `TOPIC`'s partitions as broker `i` answers Metadata.
+    fn leaders(&self, i: usize) -> Option<Vec<i32>> {
+        let mut c = self.connect(i)?;
+        let req = MetadataRequest::default()
+            .with_topics(Some(vec![MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_static_str(TOPIC))))]));
+        let r = block_on(c.send(9, &req)).ok()?;
+        let t = r.topics.first()?;
+        Some(t.partitions.iter().map(|p| p.leader_id.0).collect())
     }
 
     /// Polls until `cond` holds for the answers of `among`; returns the elapsed time.
@@ -170,6 +197,20 @@ fn failover(rill: &Path, dir: &Path, rounds: usize) {
         "RESULT cluster_form_ms {:.1}",
         started.elapsed().as_secs_f64() * 1e3
     );
+    let mut c = cluster.connect(0).expect("broker 1 answers");
+    let created = block_on(
+        c.send(
+            5,
+            &CreateTopicsRequest::default()
+                .with_timeout_ms(30_000)
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                    .with_num_partitions(TOPIC_PARTITIONS)
+                    .with_replication_factor(3)]),
+        ),
+    )
+    .expect("CreateTopics");
+    assert_eq!(created.topics[0].error_code, 0, "CreateTopics: {created:?}");
     for round in 0..rounds {
         let (_, controller) = cluster.view(0).expect("broker 1 answers");
         let dead = (controller - 1) as usize;
@@ -184,6 +225,22 @@ fn failover(rill: &Path, dir: &Path, rounds: usize) {
             c >= 1 && c != old && views.iter().all(|(_, vc)| *vc == c)
         });
         let elected = killed.elapsed();
+        let started = Instant::now();
+        let moved = loop {
+            if let Some(leaders) = cluster.leaders(survivors[0]) {
+                if leaders.len() == TOPIC_PARTITIONS as usize
+                    && leaders.iter().all(|l| *l != old && *l >= 1)
+                {
+                    break killed.elapsed();
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "leaderships did not move off {old}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        println!("RESULT leaders_moved_ms {:.1}", moved.as_secs_f64() * 1e3);
         let rest: Vec<i32> = all.iter().copied().filter(|&b| b != old).collect();
         cluster.wait(&survivors, Duration::from_secs(60), |views| {
             views.iter().all(|(b, _)| *b == rest)
@@ -194,7 +251,7 @@ fn failover(rill: &Path, dir: &Path, rounds: usize) {
             elected.as_secs_f64() * 1e3
         );
         println!("RESULT broker_fence_ms {:.1}", fenced.as_secs_f64() * 1e3);
-        eprintln!("round {round}: controller {old} killed; new one after {elected:?}, fenced after {fenced:?}");
+        eprintln!("round {round}: controller {old} killed; new one after {elected:?}, its partitions led elsewhere after {moved:?}, fenced after {fenced:?}");
         cluster.spawn(dead);
         cluster.wait(&[0, 1, 2], Duration::from_secs(60), agreed(&all));
     }
