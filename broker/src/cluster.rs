@@ -164,6 +164,8 @@ pub struct TopicView {
 /// `applied_index`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterView {
+    /// The cluster's Kafka cluster id (None until the first controller named it).
+    pub cluster_id: Option<String>,
     pub brokers: Vec<BrokerView>,
     /// The raft leader's broker id, when one is known.
     pub controller: Option<i32>,
@@ -270,6 +272,7 @@ impl Cluster {
             heartbeat: Duration::from_millis(config.broker_heartbeat_interval_ms),
             requests: requests_rx,
             pending: BTreeMap::new(),
+            named_at: None,
         };
         let handle = std::thread::Builder::new()
             .name("rill-metadata".into())
@@ -351,6 +354,8 @@ struct Driver {
     requests: Receiver<ClusterRequest>,
     /// Proposals of admin requests, answered when they apply (or time out).
     pending: BTreeMap<ProposalId, (Instant, oneshot::Sender<ClusterReply>)>,
+    /// When this member last proposed the cluster's id.
+    named_at: Option<Instant>,
 }
 
 impl Driver {
@@ -539,6 +544,18 @@ impl Driver {
                 }));
             }
         }
+        if self.controller.is_some()
+            && self.node.state().cluster_id.is_empty()
+            && self
+                .named_at
+                .is_none_or(|t| t.elapsed() >= CLUSTER_REQUEST_TIMEOUT)
+        {
+            // The first controller names the cluster; every broker reports that id.
+            self.named_at = Some(Instant::now());
+            self.propose(vec![Command::InitCluster {
+                cluster_id: crate::metadata::new_cluster_id(),
+            }]);
+        }
         if let Some(c) = &mut self.controller {
             c.observe(&out.applied, now);
             let proposals = c.tick(self.node.state(), now);
@@ -568,6 +585,7 @@ impl Driver {
 
 fn view_of(state: &MetadataState, controller: Option<i32>) -> ClusterView {
     ClusterView {
+        cluster_id: (!state.cluster_id.is_empty()).then(|| state.cluster_id.clone()),
         brokers: state
             .brokers
             .values()

@@ -251,7 +251,7 @@ async fn metadata(shard: &Rc<Shard>, r: MetadataRequest, v: i16) -> MetadataResp
                 })
                 .collect(),
         )
-        .with_cluster_id(Some(s(&*snap.cluster_id)))
+        .with_cluster_id(Some(s(cluster_id(shard))))
         .with_controller_id(BrokerId(controller))
         .with_topics(topics)
 }
@@ -1101,7 +1101,7 @@ fn describe_cluster(shard: &Rc<Shard>, r: DescribeClusterRequest) -> DescribeClu
     let (brokers, controller) = live_brokers(shard);
     DescribeClusterResponse::default()
         .with_endpoint_type(r.endpoint_type)
-        .with_cluster_id(s(&*shard.snapshot().cluster_id))
+        .with_cluster_id(s(cluster_id(shard)))
         .with_controller_id(BrokerId(controller))
         .with_brokers(
             brokers
@@ -1115,6 +1115,16 @@ fn describe_cluster(shard: &Rc<Shard>, r: DescribeClusterRequest) -> DescribeClu
                 })
                 .collect(),
         )
+}
+
+/// The Kafka cluster id: the cluster's in cluster mode (once its first controller named
+/// it), else this broker's own.
+fn cluster_id(shard: &Shard) -> String {
+    shard
+        .cluster
+        .as_ref()
+        .and_then(|c| c.view().cluster_id.clone())
+        .unwrap_or_else(|| shard.snapshot().cluster_id.to_string())
 }
 
 /// The brokers clients may use and the controller's id: in cluster mode the registered,

@@ -83,7 +83,7 @@ impl RegistryFile {
 }
 
 /// A Kafka-style cluster id: 22 characters of url-safe base64 of 16 random bytes.
-fn new_cluster_id() -> String {
+pub fn new_cluster_id() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     (0..22)
         .map(|_| ALPHABET[fastrand::usize(..64)] as char)

@@ -1,6 +1,6 @@
 //! Three brokers on their own loopback addresses (127.0.0.11-13) form one cluster through
 //! the metadata raft group: every broker's Metadata and DescribeCluster list all three and
-//! name the same controller. kill -9 of the controller: the other two elect a new one
+//! name the same controller and cluster id. kill -9 of the controller: the other two elect a new one
 //! within seconds and creating a topic works again, and once the killed broker's session
 //! runs out it is fenced (dropped from the broker lists); restarted, it registers again and
 //! every broker lists it.
@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::cluster::{cluster_of, start_cluster, wait_agreed};
+use common::cluster::{cluster_of, start_cluster, wait_agreed, wait_one_cluster_id};
 use common::Broker;
 
 const HOSTS: [&str; 3] = ["127.0.0.11", "127.0.0.12", "127.0.0.13"];
@@ -27,6 +27,7 @@ fn three_brokers_form_a_cluster_and_survive_losing_the_controller() {
         "cluster formed in {:?}, controller {controller}",
         started.elapsed()
     );
+    let cluster_id = wait_one_cluster_id(&brokers, &[0, 1, 2]);
 
     // The controller dies.
     let dead = (controller - 1) as usize;
@@ -73,6 +74,11 @@ fn three_brokers_form_a_cluster_and_survive_losing_the_controller() {
     // Back: it registers again.
     brokers[dead].restart();
     wait_agreed(&brokers, &[0, 1, 2], &all, Duration::from_secs(20));
+    assert_eq!(
+        wait_one_cluster_id(&brokers, &[0, 1, 2]),
+        cluster_id,
+        "the cluster id changed across a controller failover"
+    );
     for b in &mut brokers {
         b.assert_alive();
     }

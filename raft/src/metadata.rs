@@ -102,6 +102,8 @@ pub struct MetadataState {
     pub next_topic_id: u64,
     /// Raft index of the last entry applied.
     pub applied_index: u64,
+    /// The Kafka cluster id, set once by the first controller (empty until then).
+    pub cluster_id: String,
 }
 
 /// A config key set to `Some(value)` or deleted with `None`.
@@ -111,6 +113,10 @@ pub type ConfigChange = (String, Option<String>);
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub enum Command {
+    /// Names the cluster (the Kafka cluster id every broker reports); only once.
+    InitCluster {
+        cluster_id: String,
+    },
     /// Adds a broker, or updates its address and makes it Alive again.
     RegisterBroker {
         broker: BrokerId,
@@ -251,6 +257,8 @@ pub enum Rejection {
     NoReassignment(TopicId, PartitionIndex),
     /// The entry's bytes are not a proposal (a bug in the proposer).
     Undecodable(String),
+    /// The cluster already has an id.
+    ClusterAlreadyNamed,
     ReassignmentInProgress(TopicId, PartitionIndex),
     /// The added replicas are not all in the ISR yet.
     ReassignmentNotCaughtUp(TopicId, PartitionIndex),
@@ -391,6 +399,12 @@ impl MetadataState {
     /// nothing) run once at the end of the batch instead.
     fn apply_one(&mut self, cmd: &Command, in_batch: bool) -> std::result::Result<(), Rejection> {
         match cmd {
+            Command::InitCluster { cluster_id } => {
+                if !self.cluster_id.is_empty() {
+                    return Err(Rejection::ClusterAlreadyNamed);
+                }
+                self.cluster_id = cluster_id.clone();
+            }
             Command::RegisterBroker {
                 broker,
                 host,

@@ -100,3 +100,28 @@ pub fn topic_metadata(broker: &Broker, topic: &str) -> MetadataResponseTopic {
         .next()
         .unwrap_or_else(|| panic!("Metadata of {topic} from {}: no topic", broker.bootstrap()))
 }
+
+/// The cluster id each broker reports (DescribeCluster), polled (bounded) until they are
+/// all the same; returns it.
+pub fn wait_one_cluster_id(brokers: &[Broker], alive: &[usize]) -> String {
+    let started = Instant::now();
+    loop {
+        let ids: BTreeSet<String> = alive
+            .iter()
+            .map(|&i| {
+                let mut net = NetClient::connect(brokers[i].addr());
+                net.send(&DescribeClusterRequest::default())
+                    .cluster_id
+                    .to_string()
+            })
+            .collect();
+        if ids.len() == 1 {
+            return ids.into_iter().next().expect("one id");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "brokers report different cluster ids: {ids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
