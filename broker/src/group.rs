@@ -529,26 +529,52 @@ impl Shard {
         let partitions = match self.snapshot().topic(OFFSETS_TOPIC) {
             Some(t) => t.partitions,
             None => {
-                let op = crate::shard::AdminOp::CreateTopic {
-                    name: OFFSETS_TOPIC.to_string(),
-                    partitions: self.config.offsets_topic_partitions,
-                    // Offsets stay until their group deletes them (compaction is not there
-                    // yet to keep only the latest).
-                    // Checkpoints delete what they replace; small segments let the
-                    // deleted records leave the disk soon after.
-                    configs: vec![
-                        ("retention.ms".into(), "-1".into()),
-                        ("segment.bytes".into(), OFFSETS_SEGMENT_BYTES.to_string()),
-                    ],
-                    validate_only: false,
+                // Offsets stay until a checkpoint replaces them (retention would drop live
+                // offsets); small segments let the replaced records leave the disk soon.
+                let configs = vec![
+                    ("retention.ms".to_string(), "-1".to_string()),
+                    (
+                        "segment.bytes".to_string(),
+                        OFFSETS_SEGMENT_BYTES.to_string(),
+                    ),
+                ];
+                let created = match &self.cluster {
+                    Some(cluster) => {
+                        // Kafka's offsets.topic.replication.factor (3), or as many brokers
+                        // as are up in a smaller cluster.
+                        let alive = cluster.view().brokers.iter().filter(|b| b.alive).count();
+                        let op = crate::cluster::ClusterOp::CreateTopic {
+                            name: OFFSETS_TOPIC.to_string(),
+                            partitions: self.config.offsets_topic_partitions,
+                            replication_factor: alive.clamp(1, 3),
+                            configs: configs.into_iter().collect(),
+                        };
+                        cluster.request(op).await.map(|_| ())
+                    }
+                    None => {
+                        let op = crate::shard::AdminOp::CreateTopic {
+                            name: OFFSETS_TOPIC.to_string(),
+                            partitions: self.config.offsets_topic_partitions,
+                            configs,
+                            validate_only: false,
+                        };
+                        self.admin(op).await.map(|_| ())
+                    }
                 };
-                match self.admin(op).await {
-                    Ok(_) => info!(topic = OFFSETS_TOPIC, "created the offsets topic"),
+                match created {
+                    Ok(()) => info!(topic = OFFSETS_TOPIC, "created the offsets topic"),
                     Err(e) if e.code == ErrorCode::TopicAlreadyExists => {}
                     Err(e) => {
                         warn!(error = ?e, "cannot create the offsets topic");
                         return Err(ErrorCode::CoordinatorNotAvailable);
                     }
+                }
+                // In cluster mode the topic reaches this broker's registry a moment later.
+                let started = Instant::now();
+                while self.snapshot().topic(OFFSETS_TOPIC).is_none()
+                    && started.elapsed() < Duration::from_secs(10)
+                {
+                    runtime::sleep(Duration::from_millis(10)).await;
                 }
                 self.snapshot()
                     .topic(OFFSETS_TOPIC)
@@ -575,6 +601,17 @@ impl Shard {
             return Err(ErrorCode::InvalidGroupId);
         }
         let (owner, partition) = self.coordinator_of(group).await?;
+        // In a cluster the leader of the group's offsets partition coordinates it; clients
+        // that reached another broker look it up again.
+        if let Some(cluster) = &self.cluster {
+            let leader = cluster
+                .view()
+                .partition(OFFSETS_TOPIC, partition)
+                .map(|p| p.leader);
+            if leader != Some(self.config.node_id) {
+                return Err(ErrorCode::NotCoordinator);
+            }
+        }
         if owner == self.id {
             return self.run_group_op(partition, op).await;
         }
@@ -588,6 +625,36 @@ impl Shard {
             .await
             .map_err(|_| ErrorCode::CoordinatorNotAvailable)?;
         rx.await.unwrap_or(Err(ErrorCode::CoordinatorNotAvailable))
+    }
+
+    /// The broker coordinating `group` (creating the offsets topic on first use): this one,
+    /// or in a cluster the leader of the group's offsets partition.
+    pub async fn group_coordinator(
+        self: &Rc<Self>,
+        group: &str,
+    ) -> Result<crate::cluster::BrokerView, ErrorCode> {
+        let (_, partition) = self.coordinator_of(group).await?;
+        let c = &self.config;
+        let Some(cluster) = &self.cluster else {
+            let (host, port) = c.advertised();
+            return Ok(crate::cluster::BrokerView {
+                id: c.node_id,
+                host: host.to_string(),
+                port,
+                rack: None,
+                alive: true,
+            });
+        };
+        let view = cluster.view();
+        let leader = view
+            .partition(OFFSETS_TOPIC, partition)
+            .map(|p| p.leader)
+            .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+        view.brokers
+            .iter()
+            .find(|b| b.id == leader && b.alive)
+            .cloned()
+            .ok_or(ErrorCode::CoordinatorNotAvailable)
     }
 
     /// ListGroups over every shard.

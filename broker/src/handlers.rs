@@ -190,7 +190,7 @@ async fn metadata(shard: &Rc<Shard>, r: MetadataRequest, v: i16) -> MetadataResp
                 error = ErrorCode::InvalidTopicException;
             } else if auto_create {
                 let created = match &shard.cluster {
-                    Some(cluster) if !name.starts_with("__") => {
+                    Some(cluster) => {
                         cluster_create_topic(
                             shard,
                             cluster,
@@ -499,7 +499,7 @@ async fn create_topics(shard: &Rc<Shard>, r: CreateTopicsRequest, v: i16) -> Cre
                 ));
             }
             check_topic_name(&name).map_err(|e| KafkaError::new(ErrorCode::InvalidTopicException, e))?;
-            if let Some(cluster) = shard.cluster.as_ref().filter(|_| !name.starts_with("__")) {
+            if let Some(cluster) = shard.cluster.as_ref() {
                 if !t.assignments.is_empty() {
                     return Err(KafkaError::new(
                         ErrorCode::InvalidRequest,
@@ -716,9 +716,7 @@ async fn delete_topics(shard: &Rc<Shard>, r: DeleteTopicsRequest) -> DeleteTopic
     let mut responses = Vec::with_capacity(targets.len());
     for target in targets {
         let outcome = match (&target, &shard.cluster) {
-            (Ok(name), Some(cluster)) if !name.starts_with("__") => {
-                cluster_delete_topic(shard, cluster, name).await
-            }
+            (Ok(name), Some(cluster)) => cluster_delete_topic(shard, cluster, name).await,
             (Ok(name), _) => {
                 shard
                     .admin(AdminOp::DeleteTopic { name: name.clone() })
@@ -1185,40 +1183,38 @@ async fn find_coordinator(
     r: FindCoordinatorRequest,
     v: i16,
 ) -> FindCoordinatorResponse {
-    if r.key_type == COORDINATOR_GROUP {
-        // Creates __consumer_offsets on first use, as Kafka does, so the coordinator is
-        // ready when the client's JoinGroup arrives.
-        let key = r
-            .coordinator_keys
-            .first()
-            .cloned()
-            .unwrap_or_else(|| r.key.clone());
-        if let Err(code) = shard.coordinator_of(&key).await {
-            warn!(error = ?code, "no group coordinator available");
-        }
-    }
     use find_coordinator_response::Coordinator;
-    let c = &shard.config;
-    let (host, port) = c.advertised();
-    let answer = |key: StrBytes| {
-        let coordinator = Coordinator::default().with_key(key);
-        if r.key_type == COORDINATOR_GROUP {
-            coordinator
-                .with_node_id(BrokerId(c.node_id))
-                .with_host(s(host.clone()))
-                .with_port(port)
-        } else {
-            coordinator
+    // The group's coordinator (creating __consumer_offsets on first use, as Kafka does, so
+    // it is ready when the client's JoinGroup arrives).
+    let answer = |key: StrBytes| async move {
+        let coordinator = Coordinator::default().with_key(key.clone());
+        if r.key_type != COORDINATOR_GROUP {
+            return coordinator
                 .with_node_id(BrokerId(-1))
                 .with_error_code(ErrorCode::CoordinatorNotAvailable.code())
-                .with_error_message(Some(s("transactions are not supported yet")))
+                .with_error_message(Some(s("transactions are not supported yet")));
+        }
+        match shard.group_coordinator(&key).await {
+            Ok(b) => coordinator
+                .with_node_id(BrokerId(b.id))
+                .with_host(s(b.host))
+                .with_port(b.port),
+            Err(code) => {
+                warn!(group = %key, error = ?code, "no group coordinator available");
+                coordinator
+                    .with_node_id(BrokerId(-1))
+                    .with_error_code(code.code())
+            }
         }
     };
     if v >= 4 {
-        return FindCoordinatorResponse::default()
-            .with_coordinators(r.coordinator_keys.iter().cloned().map(answer).collect());
+        let mut coordinators = Vec::with_capacity(r.coordinator_keys.len());
+        for key in r.coordinator_keys.iter().cloned() {
+            coordinators.push(answer(key).await);
+        }
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    let one = answer(r.key);
+    let one = answer(r.key.clone()).await;
     let response = FindCoordinatorResponse::default()
         .with_error_code(one.error_code)
         .with_node_id(one.node_id)

@@ -140,8 +140,7 @@ pub enum AdminOp {
         validate_only: bool,
     },
     AllocateProducerId,
-    /// Cluster mode: the registry's topics become the cluster's (plus this broker's own
-    /// internal `__` topics).
+    /// Cluster mode: the registry's topics become the cluster's.
     SyncCluster {
         topics: Vec<TopicRecord>,
     },
@@ -847,12 +846,8 @@ impl Shard {
                 Ok((AdminOk::BrokerConfigs, validate_only))
             }
             AdminOp::SyncCluster { topics } => {
-                let mut next: Vec<TopicRecord> = file
-                    .topics
-                    .iter()
-                    .filter(|t| t.name.starts_with("__"))
-                    .cloned()
-                    .collect();
+                // Every topic is the cluster's, __consumer_offsets included.
+                let mut next: Vec<TopicRecord> = Vec::new();
                 for t in topics {
                     // A topic the cluster has but this broker cannot open is logged and
                     // left out, not a reason to stop following the cluster.
@@ -999,8 +994,8 @@ impl Shard {
     }
 
     /// Cluster mode, shard 0: when the cluster's topics changed, rewrites the registry to
-    /// match (topics named `__...` stay this broker's own) and hands every shard the new
-    /// snapshot, which opens and closes partitions like a local admin change.
+    /// match and hands every shard the new snapshot, which opens and closes partitions like
+    /// a local admin change.
     fn sync_cluster_topics(self: &Rc<Self>) {
         let (Some(cluster), Some(reg)) = (&self.cluster, &self.registry) else {
             return;
