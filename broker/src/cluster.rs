@@ -58,6 +58,16 @@ pub enum ClusterOp {
     DeleteTopic {
         name: String,
     },
+    /// Grows `name` to `count` partitions (new replicas placed like the topic's).
+    CreatePartitions {
+        name: String,
+        count: i32,
+    },
+    /// Sets (`Some`) or removes (`None`) topic configs; already validated by the asker.
+    AlterTopicConfigs {
+        name: String,
+        changes: Vec<(String, Option<String>)>,
+    },
 }
 
 /// The answer: committed, or why not (with the Kafka error code to give the client).
@@ -429,6 +439,27 @@ impl Driver {
             ClusterOp::DeleteTopic { name } => match state.topic_ids.get(name) {
                 Some(id) => Ok(Proposal {
                     commands: vec![Command::DeleteTopic { topic: *id }],
+                }),
+                None => Err(KafkaError::unknown_topic(name)),
+            },
+            ClusterOp::CreatePartitions { name, count } => {
+                rill_raft::controller::create_partitions(state, name, *count).map_err(|e| {
+                    let code = match e {
+                        PlacementError::NotEnoughBrokers { .. } => {
+                            ErrorCode::InvalidReplicationFactor
+                        }
+                        PlacementError::UnknownTopic(_) => ErrorCode::UnknownTopicOrPartition,
+                        _ => ErrorCode::InvalidPartitions,
+                    };
+                    KafkaError::new(code, e.to_string())
+                })
+            }
+            ClusterOp::AlterTopicConfigs { name, changes } => match state.topic_ids.get(name) {
+                Some(id) => Ok(Proposal {
+                    commands: vec![Command::AlterTopicConfigs {
+                        topic: *id,
+                        changes: changes.clone(),
+                    }],
                 }),
                 None => Err(KafkaError::unknown_topic(name)),
             },

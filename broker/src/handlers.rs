@@ -680,6 +680,94 @@ async fn cluster_create_topic(
         .ok_or_else(|| KafkaError::unknown_topic(name))
 }
 
+/// CreatePartitions in cluster mode: checked here (limits), placed and committed by the
+/// cluster, answered once this broker has the new partitions.
+async fn cluster_create_partitions(
+    shard: &Rc<Shard>,
+    cluster: &crate::cluster::Cluster,
+    name: &str,
+    count: i32,
+    validate_only: bool,
+) -> Result<AdminOk, KafkaError> {
+    let checked = shard
+        .admin(AdminOp::CreatePartitions {
+            name: name.to_string(),
+            count,
+            validate_only: true,
+        })
+        .await?;
+    if validate_only {
+        return Ok(checked);
+    }
+    cluster
+        .request(crate::cluster::ClusterOp::CreatePartitions {
+            name: name.to_string(),
+            count,
+        })
+        .await?;
+    wait_for_sync(shard, name, |t| t.is_some_and(|t| t.partitions >= count)).await?;
+    Ok(checked)
+}
+
+/// A topic config change in cluster mode: validated against this broker's view (the
+/// resulting configs must resolve), then committed as the difference to the cluster.
+async fn cluster_alter_topic(
+    shard: &Rc<Shard>,
+    cluster: &crate::cluster::Cluster,
+    name: &str,
+    change: ConfigChange,
+    validate_only: bool,
+) -> Result<(), KafkaError> {
+    let before: std::collections::BTreeMap<String, String> = shard
+        .snapshot()
+        .topic(name)
+        .ok_or_else(|| KafkaError::unknown_topic(name))?
+        .configs
+        .iter()
+        .cloned()
+        .collect();
+    let after: std::collections::BTreeMap<String, String> = match shard
+        .admin(AdminOp::AlterConfigs {
+            name: name.to_string(),
+            change,
+            validate_only: true,
+        })
+        .await?
+    {
+        AdminOk::Topic(t) => t.configs.iter().cloned().collect(),
+        _ => return Err(KafkaError::code(ErrorCode::UnknownServerError)),
+    };
+    if validate_only || before == after {
+        return Ok(());
+    }
+    let mut changes: Vec<(String, Option<String>)> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(v))
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    changes.extend(
+        before
+            .keys()
+            .filter(|k| !after.contains_key(*k))
+            .map(|k| (k.clone(), None)),
+    );
+    cluster
+        .request(crate::cluster::ClusterOp::AlterTopicConfigs {
+            name: name.to_string(),
+            changes,
+        })
+        .await?;
+    let want: Vec<(String, String)> = after.into_iter().collect();
+    wait_for_sync(shard, name, |t| {
+        t.is_some_and(|t| {
+            let mut have = t.configs.clone();
+            have.sort();
+            have == want
+        })
+    })
+    .await
+}
+
 async fn cluster_delete_topic(
     shard: &Rc<Shard>,
     cluster: &crate::cluster::Cluster,
@@ -761,6 +849,8 @@ async fn create_partitions(
                     node.0
                 ),
             ))
+        } else if let Some(cluster) = &shard.cluster {
+            cluster_create_partitions(shard, cluster, &name, t.count, r.validate_only).await
         } else {
             shard
                 .admin(AdminOp::CreatePartitions {
@@ -960,6 +1050,10 @@ async fn alter_resource(
     validate_only: bool,
 ) -> Result<(), KafkaError> {
     let op = match resource_type {
+        RESOURCE_TOPIC if shard.cluster.is_some() => {
+            let cluster = shard.cluster.as_ref().expect("checked");
+            return cluster_alter_topic(shard, cluster, resource_name, change, validate_only).await;
+        }
         RESOURCE_TOPIC => AdminOp::AlterConfigs {
             name: resource_name.to_string(),
             change,

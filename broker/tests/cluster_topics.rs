@@ -2,7 +2,8 @@
 //! topic through the metadata raft group, and every broker's Metadata shows each partition
 //! with three replicas, the ISR and a leader, leaders spread over the brokers. An rdkafka
 //! producer bootstrapped on one broker writes to every partition (each at its leader; the
-//! others answer NOT_LEADER_OR_FOLLOWER) and a consumer reads it all back. kill -9 of a
+//! others answer NOT_LEADER_OR_FOLLOWER) and a consumer reads it all back; CreatePartitions
+//! and AlterConfigs on one broker reach every broker. kill -9 of a
 //! broker: once it is fenced, its partitions get new leaders (leader epoch bumped) and the
 //! producer keeps going. DeleteTopics removes the topic everywhere.
 
@@ -22,6 +23,7 @@ const HOSTS: [&str; 3] = ["127.0.0.14", "127.0.0.15", "127.0.0.16"];
 const CONFIG: &str = "metrics_listen = \"\"\nauto_create_topics = false\nbroker_heartbeat_interval_ms = 200\nbroker_session_timeout_ms = 2000\n";
 const TOPIC: &str = "spread";
 const PARTITIONS: i32 = 6;
+const GROWN: i32 = 8;
 
 /// partition -> (leader, epoch, replicas, isr)
 type Placement = BTreeMap<i32, (i32, i32, Vec<i32>, Vec<i32>)>;
@@ -132,6 +134,43 @@ fn replicated_topics_are_placed_by_the_cluster_and_leaders_move_off_a_dead_broke
     let got = common::consume_exactly(&consumer, 60, Duration::from_secs(30));
     assert_eq!(got.len(), 60);
     drop(consumer);
+
+    // More partitions and a config change, asked of one broker, reach every broker.
+    let grow = rdkafka::admin::NewPartitions::new(TOPIC, GROWN as usize);
+    let r = block_on(admin.create_partitions([&grow], &common::admin_options()))
+        .expect("CreatePartitions");
+    assert!(r[0].is_ok(), "CreatePartitions: {r:?}");
+    let alter = rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic(TOPIC))
+        .set("retention.ms", "12345678");
+    let r =
+        block_on(admin.alter_configs([&alter], &common::admin_options())).expect("AlterConfigs");
+    assert!(r[0].is_ok(), "AlterConfigs: {r:?}");
+    for b in &brokers {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let t = placement(&topic_metadata(b, TOPIC));
+            let described = block_on(b.admin().describe_configs(
+                [&rdkafka::admin::ResourceSpecifier::Topic(TOPIC)],
+                &common::admin_options(),
+            ))
+            .expect("DescribeConfigs");
+            let retention = described[0]
+                .as_ref()
+                .ok()
+                .and_then(|c| c.get("retention.ms").and_then(|e| e.value.clone()));
+            let grown = t.len() == GROWN as usize && t.values().all(|(_, _, r, _)| r.len() == 3);
+            if grown && retention.as_deref() == Some("12345678") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: partitions {t:?}, retention.ms {retention:?}",
+                b.bootstrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let placed = placement(&topic_metadata(&brokers[0], TOPIC));
 
     // kill -9 a broker that leads partitions (not the one clients bootstrap from).
     let victim = *leads
