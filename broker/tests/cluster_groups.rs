@@ -3,6 +3,7 @@
 //! bootstrapped on different brokers find the same coordinator (FindCoordinator on every
 //! broker names it), share a replication-factor-3 topic and read each record once; a
 //! broker that is not the coordinator answers the group's requests with NOT_COORDINATOR.
+//! `rill topic describe` and `rill group describe` work through any broker.
 
 mod common;
 
@@ -76,6 +77,32 @@ fn one_coordinator_per_group_across_the_cluster() {
     group.wait_balanced(6, Duration::from_secs(30));
     group.produce(&brokers[1], 6, "rec", 300);
     group.consume_all_exactly_once(Duration::from_secs(40), Duration::from_millis(500));
+    // The CLI finds each partition's leader and the group's coordinator from any broker.
+    let rill = |args: &[&str], bootstrap: &str| -> serde_json::Value {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rill"));
+        cmd.args(args)
+            .args(["--output", "json", "--bootstrap", bootstrap]);
+        let out = common::run_bounded(&mut cmd, Duration::from_secs(60), None);
+        assert!(
+            out.status.success(),
+            "rill {args:?} via {bootstrap}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json output")
+    };
+    for b in &brokers {
+        let t = rill(&["topic", "describe", TOPIC], &b.bootstrap());
+        let end: i64 = t["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .map(|p| p["latest_offset"].as_i64().expect("latest offset"))
+            .sum();
+        assert_eq!(end, 300, "topic describe via {}: {t}", b.bootstrap());
+        let g = rill(&["group", "describe", GROUP], &b.bootstrap());
+        assert_eq!(g["members"].as_array().map(|m| m.len()), Some(2), "{g}");
+        assert_eq!(g["partitions"].as_array().map(|p| p.len()), Some(6), "{g}");
+    }
     for name in ["a", "c"] {
         let c = group.remove(name);
         close_bounded(c, name, Duration::from_secs(30));

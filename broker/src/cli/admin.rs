@@ -4,7 +4,7 @@ use rill_net::kafka_protocol::messages::*;
 use rill_net::kafka_protocol::protocol::StrBytes;
 use serde_json::json;
 
-use super::client::{check, CliError, Client};
+use super::client::{check, list_offsets, CliError, Client};
 use super::{pair, table, ClusterCmd, Common, ConfigCmd, Output, Resource, TopicCmd};
 
 fn s(v: &str) -> StrBytes {
@@ -159,41 +159,21 @@ pub fn topic(cmd: TopicCmd) -> Result<(), CliError> {
     }
 }
 
-/// Earliest and latest offsets of every partition of `topic`.
+/// Earliest and latest offsets of every partition of `topic` (each asked of its leader).
 fn offsets(c: &mut Client, topic: &str, partitions: &[i32]) -> Result<Vec<(i64, i64)>, CliError> {
-    let mut out = Vec::new();
-    for ts in [-2i64, -1] {
-        let r = c.send(
-            &ListOffsetsRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
-                    .with_name(topic_name(topic))
-                    .with_partitions(
-                        partitions
-                            .iter()
-                            .map(|p| {
-                                list_offsets_request::ListOffsetsPartition::default()
-                                    .with_partition_index(*p)
-                                    .with_timestamp(ts)
-                            })
-                            .collect(),
-                    )]),
-        )?;
-        let parts: Vec<_> = r.topics.iter().flat_map(|t| t.partitions.iter()).collect();
-        for (i, p) in partitions.iter().enumerate() {
-            let got = parts
-                .iter()
-                .find(|x| x.partition_index == *p)
-                .ok_or_else(|| CliError::Protocol(format!("no offsets for partition {p}")))?;
-            check(format!("offsets of {topic}-{p}"), got.error_code, None)?;
-            if ts == -2 {
-                out.push((got.offset, 0));
-            } else {
-                out[i].1 = got.offset;
-            }
-        }
-    }
-    Ok(out)
+    let parts: Vec<(String, i32)> = partitions.iter().map(|p| (topic.to_string(), *p)).collect();
+    let earliest = list_offsets(c, &parts, -2)?;
+    let latest = list_offsets(c, &parts, -1)?;
+    parts
+        .iter()
+        .map(|k| match (earliest.get(k), latest.get(k)) {
+            (Some(e), Some(l)) => Ok((*e, *l)),
+            _ => Err(CliError::Protocol(format!(
+                "no offsets for partition {}",
+                k.1
+            ))),
+        })
+        .collect()
 }
 
 fn describe(name: &str, common: &Common) -> Result<(), CliError> {

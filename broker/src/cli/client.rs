@@ -2,6 +2,7 @@
 //! versions negotiated once, and the errors every subcommand shares (each with an exit code
 //! scripts can use).
 
+use std::collections::BTreeMap;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -154,4 +155,126 @@ impl Client {
         block_on(self.conn.send_no_response(version, request))
             .map_err(|e| CliError::Protocol(format!("{key:?} request failed: {e}")))
     }
+}
+
+/// Offsets at `timestamp` (-1 latest, -2 earliest) of `parts`, each asked of its
+/// partition's leader (in a cluster, a broker that does not lead a partition refuses it).
+pub fn list_offsets(
+    c: &mut Client,
+    parts: &[(String, i32)],
+    timestamp: i64,
+) -> Result<BTreeMap<(String, i32), i64>, CliError> {
+    use rill_net::kafka_protocol::messages::*;
+    let topics: std::collections::BTreeSet<&str> = parts.iter().map(|(t, _)| t.as_str()).collect();
+    let name = |t: &str| {
+        TopicName(rill_net::kafka_protocol::protocol::StrBytes::from_string(
+            t.to_string(),
+        ))
+    };
+    let m = c.send(
+        &MetadataRequest::default().with_topics(Some(
+            topics
+                .iter()
+                .map(|t| metadata_request::MetadataRequestTopic::default().with_name(Some(name(t))))
+                .collect(),
+        )),
+    )?;
+    let addrs: BTreeMap<i32, String> = m
+        .brokers
+        .iter()
+        .map(|b| (b.node_id.0, format!("{}:{}", &*b.host, b.port)))
+        .collect();
+    let mut leader_of: BTreeMap<(String, i32), i32> = BTreeMap::new();
+    for t in &m.topics {
+        let tname = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+        check(format!("metadata of {tname}"), t.error_code, None)?;
+        for p in &t.partitions {
+            leader_of.insert((tname.clone(), p.partition_index), p.leader_id.0);
+        }
+    }
+    let mut by_leader: BTreeMap<i32, BTreeMap<&str, Vec<i32>>> = BTreeMap::new();
+    for (t, p) in parts {
+        let leader = leader_of.get(&(t.clone(), *p)).copied().unwrap_or(-1);
+        if leader < 0 {
+            return Err(CliError::Kafka {
+                what: format!("offsets of {t}-{p}"),
+                code: ErrorCode::LeaderNotAvailable,
+                message: Some("the partition has no leader now".into()),
+            });
+        }
+        by_leader
+            .entry(leader)
+            .or_default()
+            .entry(t)
+            .or_default()
+            .push(*p);
+    }
+    let mut out = BTreeMap::new();
+    for (leader, by_topic) in by_leader {
+        let addr = addrs.get(&leader).ok_or_else(|| {
+            CliError::Protocol(format!(
+                "metadata names leader {leader} but not its address"
+            ))
+        })?;
+        let mut lc = Client::connect(addr)?;
+        let r = lc.send(
+            &ListOffsetsRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(
+                    by_topic
+                        .iter()
+                        .map(|(t, ps)| {
+                            list_offsets_request::ListOffsetsTopic::default()
+                                .with_name(name(t))
+                                .with_partitions(
+                                    ps.iter()
+                                        .map(|p| {
+                                            list_offsets_request::ListOffsetsPartition::default()
+                                                .with_partition_index(*p)
+                                                .with_timestamp(timestamp)
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                ),
+        )?;
+        for t in &r.topics {
+            for p in &t.partitions {
+                check(
+                    format!("offsets of {}-{}", &*t.name.0, p.partition_index),
+                    p.error_code,
+                    None,
+                )?;
+                out.insert((t.name.0.to_string(), p.partition_index), p.offset);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A client connected to `group`'s coordinator (FindCoordinator through `bootstrap`): in a
+/// cluster only that broker answers the group's requests.
+pub fn connect_coordinator(bootstrap: &str, group: &str) -> Result<Client, CliError> {
+    use rill_net::kafka_protocol::messages::FindCoordinatorRequest;
+    let mut c = Client::connect(bootstrap)?;
+    let key = rill_net::kafka_protocol::protocol::StrBytes::from_string(group.to_string());
+    // v4 batches keys; a version must not carry a field it does not have.
+    let request = if c.version(ApiKey::FindCoordinator)? >= 4 {
+        FindCoordinatorRequest::default().with_coordinator_keys(vec![key])
+    } else {
+        FindCoordinatorRequest::default().with_key(key)
+    };
+    let r = c.send(&request)?;
+    // v4 answers in `coordinators`, earlier versions in the top-level fields.
+    let (code, host, port) = match r.coordinators.first() {
+        Some(one) => (one.error_code, one.host.to_string(), one.port),
+        None => (r.error_code, r.host.to_string(), r.port),
+    };
+    check(format!("find the coordinator of group {group}"), code, None)?;
+    let addr = format!("{host}:{port}");
+    if addr == bootstrap {
+        return Ok(c);
+    }
+    Client::connect(&addr)
 }

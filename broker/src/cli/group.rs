@@ -7,7 +7,7 @@ use rill_net::kafka_protocol::messages::*;
 use rill_net::kafka_protocol::protocol::{Decodable, StrBytes};
 use serde_json::json;
 
-use super::client::{check, CliError, Client};
+use super::client::{check, connect_coordinator, list_offsets, CliError, Client};
 use super::{table, GroupCmd, Output};
 
 fn s(v: &str) -> StrBytes {
@@ -60,52 +60,6 @@ fn committed(c: &mut Client, group: &str) -> Result<BTreeMap<(String, i32), i64>
                     );
                 }
             }
-        }
-    }
-    Ok(out)
-}
-
-/// Offsets at `timestamp` (-1 latest, -2 earliest) of the given partitions.
-fn list_offsets(
-    c: &mut Client,
-    parts: &[(String, i32)],
-    timestamp: i64,
-) -> Result<BTreeMap<(String, i32), i64>, CliError> {
-    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for (t, p) in parts {
-        by_topic.entry(t).or_default().push(*p);
-    }
-    let r = c.send(
-        &ListOffsetsRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_topics(
-                by_topic
-                    .iter()
-                    .map(|(t, ps)| {
-                        list_offsets_request::ListOffsetsTopic::default()
-                            .with_name(topic_name(t))
-                            .with_partitions(
-                                ps.iter()
-                                    .map(|p| {
-                                        list_offsets_request::ListOffsetsPartition::default()
-                                            .with_partition_index(*p)
-                                            .with_timestamp(timestamp)
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect(),
-            ),
-    )?;
-    let mut out = BTreeMap::new();
-    for t in &r.topics {
-        for p in &t.partitions {
-            check(
-                format!("offsets of {}-{}", &*t.name.0, p.partition_index),
-                p.error_code,
-                None,
-            )?;
-            out.insert((t.name.0.to_string(), p.partition_index), p.offset);
         }
     }
     Ok(out)
@@ -169,7 +123,7 @@ pub fn group(cmd: GroupCmd) -> Result<(), CliError> {
             Ok(())
         }
         GroupCmd::Describe { group, common } => {
-            let mut c = Client::connect(&common.bootstrap)?;
+            let mut c = connect_coordinator(&common.bootstrap, &group)?;
             let g = describe_any(&mut c, &group)?;
             let owner = &g.owner;
             let offsets = committed(&mut c, &group)?;
@@ -265,7 +219,7 @@ pub fn group(cmd: GroupCmd) -> Result<(), CliError> {
             dry_run,
             common,
         } => {
-            let mut c = Client::connect(&common.bootstrap)?;
+            let mut c = connect_coordinator(&common.bootstrap, &group)?;
             let target = match (to_earliest, to_latest, to_offset) {
                 (true, false, None) => -2,
                 (false, true, None) => -1,
@@ -352,7 +306,7 @@ pub fn group(cmd: GroupCmd) -> Result<(), CliError> {
             Ok(())
         }
         GroupCmd::Delete { group, common } => {
-            let mut c = Client::connect(&common.bootstrap)?;
+            let mut c = connect_coordinator(&common.bootstrap, &group)?;
             let r = c.send(
                 &DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s(&group))]),
             )?;
