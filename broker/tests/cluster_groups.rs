@@ -103,6 +103,52 @@ fn one_coordinator_per_group_across_the_cluster() {
         assert_eq!(g["members"].as_array().map(|m| m.len()), Some(2), "{g}");
         assert_eq!(g["partitions"].as_array().map(|p| p.len()), Some(6), "{g}");
     }
+    // `rill produce` and `rill consume --group` send each partition's records to its
+    // leader and the group's requests to its coordinator, whichever broker they start from.
+    let lines: String = (0..60).map(|i| format!("k{i}:cli-{i}\n")).collect();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rill"));
+    cmd.args(["produce", TOPIC, "--key-separator", ":", "--bootstrap"])
+        .arg(brokers[2].bootstrap());
+    let out = common::run_bounded(&mut cmd, Duration::from_secs(60), Some(lines.as_bytes()));
+    assert!(
+        out.status.success(),
+        "rill produce: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rill"));
+    cmd.args([
+        "consume",
+        TOPIC,
+        "--group",
+        "cli-readers",
+        "--from-beginning",
+        "--max-messages",
+        "360",
+        "--idle-timeout-ms",
+        "10000",
+        "--bootstrap",
+    ])
+    .arg(brokers[1].bootstrap());
+    let out = common::run_bounded(&mut cmd, Duration::from_secs(60), None);
+    assert!(
+        out.status.success(),
+        "rill consume: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let cli: BTreeSet<&str> = text.lines().filter(|l| l.starts_with("cli-")).collect();
+    assert_eq!(
+        cli.len(),
+        60,
+        "rill consume read {} of the 60 CLI records",
+        cli.len()
+    );
+    assert_eq!(
+        text.lines().count(),
+        360,
+        "rill consume read {} records",
+        text.lines().count()
+    );
     for name in ["a", "c"] {
         let c = group.remove(name);
         close_bounded(c, name, Duration::from_secs(30));

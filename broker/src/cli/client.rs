@@ -278,3 +278,95 @@ pub fn connect_coordinator(bootstrap: &str, group: &str) -> Result<Client, CliEr
     }
     Client::connect(&addr)
 }
+
+/// Connections to the leaders of one topic's partitions: in a cluster each broker serves
+/// only the partitions it leads (a single broker leads them all).
+pub struct Leaders {
+    topic: String,
+    /// partition -> leading broker
+    leader: BTreeMap<i32, i32>,
+    /// broker -> host:port
+    addrs: BTreeMap<i32, String>,
+    conns: BTreeMap<i32, Client>,
+}
+
+impl Leaders {
+    /// Reads `topic`'s metadata through `c` (`create`: let the broker auto-create it).
+    pub fn new(c: &mut Client, topic: &str, create: bool) -> Result<Leaders, CliError> {
+        let mut l = Leaders {
+            topic: topic.to_string(),
+            leader: BTreeMap::new(),
+            addrs: BTreeMap::new(),
+            conns: BTreeMap::new(),
+        };
+        l.refresh(c, create)?;
+        Ok(l)
+    }
+
+    /// Reads the metadata again (after NOT_LEADER_OR_FOLLOWER).
+    pub fn refresh(&mut self, c: &mut Client, create: bool) -> Result<(), CliError> {
+        use rill_net::kafka_protocol::messages::*;
+        let r = c.send(
+            &MetadataRequest::default()
+                .with_allow_auto_topic_creation(create)
+                .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+                )
+                .with_name(Some(TopicName(
+                    rill_net::kafka_protocol::protocol::StrBytes::from_string(self.topic.clone()),
+                )))])),
+        )?;
+        let t = r
+            .topics
+            .first()
+            .ok_or_else(|| CliError::Protocol("empty Metadata response".into()))?;
+        check(format!("topic {}", self.topic), t.error_code, None)?;
+        if t.partitions.is_empty() {
+            return Err(CliError::Protocol(format!(
+                "topic {} has no partitions",
+                self.topic
+            )));
+        }
+        self.leader = t
+            .partitions
+            .iter()
+            .map(|p| (p.partition_index, p.leader_id.0))
+            .collect();
+        self.addrs = r
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, format!("{}:{}", &*b.host, b.port)))
+            .collect();
+        self.conns.retain(|b, _| self.addrs.contains_key(b));
+        Ok(())
+    }
+
+    /// The topic's partitions, in order.
+    pub fn partitions(&self) -> Vec<i32> {
+        self.leader.keys().copied().collect()
+    }
+
+    /// `parts` grouped by their leader.
+    pub fn by_leader(&self, parts: impl IntoIterator<Item = i32>) -> BTreeMap<i32, Vec<i32>> {
+        let mut out: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+        for p in parts {
+            out.entry(self.leader.get(&p).copied().unwrap_or(-1))
+                .or_default()
+                .push(p);
+        }
+        out
+    }
+
+    /// A connection to broker `id` (made on first use).
+    pub fn client(&mut self, id: i32) -> Result<&mut Client, CliError> {
+        if !self.conns.contains_key(&id) {
+            let addr = self.addrs.get(&id).ok_or_else(|| CliError::Kafka {
+                what: format!("topic {}", self.topic),
+                code: ErrorCode::LeaderNotAvailable,
+                message: Some(format!("no leader (broker {id}) for some partitions now")),
+            })?;
+            let c = Client::connect(addr)?;
+            self.conns.insert(id, c);
+        }
+        Ok(self.conns.get_mut(&id).expect("connected above"))
+    }
+}

@@ -14,7 +14,7 @@ use rill_net::kafka_protocol::records::Compression;
 use rill_net::ErrorCode;
 use serde_json::json;
 
-use super::client::{check, CliError, Client};
+use super::client::{check, connect_coordinator, list_offsets, CliError, Client, Leaders};
 use super::member::{Beat, GroupMember};
 use super::{pair, ConsumeArgs, Format, ProduceArgs};
 
@@ -24,31 +24,6 @@ const BATCH_BYTES_MAX: usize = 256 << 10;
 
 fn topic_name(v: &str) -> TopicName {
     TopicName(StrBytes::from_string(v.to_string()))
-}
-
-/// The partitions of `topic`; `create` lets the broker auto-create it (producing does, as
-/// Kafka's tools do; consuming does not).
-fn partitions_of(c: &mut Client, topic: &str, create: bool) -> Result<Vec<i32>, CliError> {
-    let r = c.send(
-        &MetadataRequest::default()
-            .with_allow_auto_topic_creation(create)
-            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
-            )
-            .with_name(Some(topic_name(topic)))])),
-    )?;
-    let t = r
-        .topics
-        .first()
-        .ok_or_else(|| CliError::Protocol("empty Metadata response".into()))?;
-    check(format!("topic {topic}"), t.error_code, None)?;
-    let mut parts: Vec<i32> = t.partitions.iter().map(|p| p.partition_index).collect();
-    parts.sort_unstable();
-    if parts.is_empty() {
-        return Err(CliError::Protocol(format!(
-            "topic {topic} has no partitions"
-        )));
-    }
-    Ok(parts)
 }
 
 fn parse_acks(s: &str) -> Result<i16, CliError> {
@@ -84,7 +59,9 @@ pub fn produce(args: ProduceArgs) -> Result<(), CliError> {
         headers.push((k, Some(Bytes::from(v.into_bytes()))));
     }
     let mut c = Client::connect(&args.common.bootstrap)?;
-    let partitions = partitions_of(&mut c, &args.topic, true)?;
+    // Producing may auto-create the topic, as Kafka's tools do.
+    let mut leaders = Leaders::new(&mut c, &args.topic, true)?;
+    let partitions = leaders.partitions();
     if let Some(p) = args.partition {
         if !partitions.contains(&p) {
             return Err(CliError::Usage(format!(
@@ -131,11 +108,11 @@ pub fn produce(args: ProduceArgs) -> Result<(), CliError> {
         pending_records += 1;
         let full = entry.1 >= BATCH_BYTES_MAX;
         if interactive || full || pending_records >= BATCH_RECORDS_MAX {
-            produced += send_batches(&mut c, &args.topic, &mut pending, acks, compression)?;
+            produced += send_batches(&mut leaders, &args.topic, &mut pending, acks, compression)?;
             pending_records = 0;
         }
     }
-    produced += send_batches(&mut c, &args.topic, &mut pending, acks, compression)?;
+    produced += send_batches(&mut leaders, &args.topic, &mut pending, acks, compression)?;
     match args.common.output {
         super::Output::Json => eprintln!("{}", json!({"topic": args.topic, "produced": produced})),
         super::Output::Table => eprintln!("produced {produced} records to {}", args.topic),
@@ -143,8 +120,9 @@ pub fn produce(args: ProduceArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Sends the pending batches, one Produce request per partition leader.
 fn send_batches(
-    c: &mut Client,
+    leaders: &mut Leaders,
     topic: &str,
     pending: &mut BTreeMap<i32, (Vec<ProduceRecord>, usize)>,
     acks: i16,
@@ -157,36 +135,41 @@ fn send_batches(
         compression,
         ..BatchOptions::default()
     };
-    let mut data = Vec::new();
+    let pending = std::mem::take(pending);
     let mut count = 0u64;
-    for (p, (records, _)) in std::mem::take(pending) {
-        count += records.len() as u64;
-        let batch = encode_record_batch(&records, &options)
-            .map_err(|e| CliError::Protocol(format!("encoding records: {e}")))?;
-        data.push(
-            produce_request::PartitionProduceData::default()
-                .with_index(p)
-                .with_records(Some(batch)),
-        );
-    }
-    let request = ProduceRequest::default()
-        .with_acks(acks)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![produce_request::TopicProduceData::default()
-            .with_name(topic_name(topic))
-            .with_partition_data(data)]);
-    if acks == 0 {
-        c.send_no_response(&request)?;
-        return Ok(count);
-    }
-    let r = c.send(&request)?;
-    for t in &r.responses {
-        for p in &t.partition_responses {
-            check(
-                format!("produce to {topic}-{}", p.index),
-                p.error_code,
-                p.error_message.as_deref(),
-            )?;
+    for (leader, parts) in leaders.by_leader(pending.keys().copied()) {
+        let mut data = Vec::new();
+        for p in parts {
+            let records = &pending[&p].0;
+            count += records.len() as u64;
+            let batch = encode_record_batch(records, &options)
+                .map_err(|e| CliError::Protocol(format!("encoding records: {e}")))?;
+            data.push(
+                produce_request::PartitionProduceData::default()
+                    .with_index(p)
+                    .with_records(Some(batch)),
+            );
+        }
+        let request = ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![produce_request::TopicProduceData::default()
+                .with_name(topic_name(topic))
+                .with_partition_data(data)]);
+        let c = leaders.client(leader)?;
+        if acks == 0 {
+            c.send_no_response(&request)?;
+            continue;
+        }
+        let r = c.send(&request)?;
+        for t in &r.responses {
+            for p in &t.partition_responses {
+                check(
+                    format!("produce to {topic}-{}", p.index),
+                    p.error_code,
+                    p.error_message.as_deref(),
+                )?;
+            }
         }
     }
     Ok(count)
@@ -199,10 +182,16 @@ pub fn consume(args: ConsumeArgs) -> Result<(), CliError> {
         ));
     }
     let mut c = Client::connect(&args.common.bootstrap)?;
-    let all = partitions_of(&mut c, &args.topic, false)?;
-    let mut member = match &args.group {
-        Some(g) => Some(GroupMember::join(&mut c, g, &args.topic, &all)?),
+    let mut leaders = Leaders::new(&mut c, &args.topic, false)?;
+    let all = leaders.partitions();
+    // Group requests go to the group's coordinator, fetches to each partition's leader.
+    let mut gc = match &args.group {
+        Some(g) => Some(connect_coordinator(&args.common.bootstrap, g)?),
         None => None,
+    };
+    let mut member = match (&args.group, gc.as_mut()) {
+        (Some(g), Some(gc)) => Some(GroupMember::join(gc, g, &args.topic, &all)?),
+        _ => None,
     };
     let partitions = match (&member, args.partition) {
         (Some(m), _) => m.assigned.clone(),
@@ -215,20 +204,20 @@ pub fn consume(args: ConsumeArgs) -> Result<(), CliError> {
         }
         (None, None) => all.clone(),
     };
-    let mut next = start_offsets(&mut c, &args, member.as_ref(), &partitions)?;
+    let mut next = start_offsets(&mut c, gc.as_mut(), &args, member.as_ref(), &partitions)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut printed = 0u64;
     let mut last_record = Instant::now();
     loop {
-        if let Some(m) = member.as_mut() {
-            if let Beat::Rejoin = m.maybe_heartbeat(&mut c)? {
-                m.commit(&mut c, &next, true)?;
-                m.rejoin(&mut c, &all)?;
+        if let (Some(m), Some(gc)) = (member.as_mut(), gc.as_mut()) {
+            if let Beat::Rejoin = m.maybe_heartbeat(gc)? {
+                m.commit(gc, &next, true)?;
+                m.rejoin(gc, &all)?;
                 let assigned = m.assigned.clone();
-                next = start_offsets(&mut c, &args, Some(m), &assigned)?;
+                next = start_offsets(&mut c, Some(gc), &args, Some(m), &assigned)?;
             }
-            m.commit(&mut c, &next, false)?;
+            m.commit(gc, &next, false)?;
         }
         if args.max_messages.is_some_and(|m| printed >= m) {
             break;
@@ -239,31 +228,55 @@ pub fn consume(args: ConsumeArgs) -> Result<(), CliError> {
             }
         }
         let wait = args.idle_timeout_ms.map_or(500, |idle| idle.min(500)) as i32;
-        let request = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(wait)
-            .with_min_bytes(1)
-            .with_max_bytes(8 << 20)
-            .with_session_epoch(-1)
-            .with_topics(vec![fetch_request::FetchTopic::default()
-                .with_topic(topic_name(&args.topic))
-                .with_partitions(
-                    next.iter()
-                        .map(|(p, o)| {
-                            fetch_request::FetchPartition::default()
-                                .with_partition(*p)
-                                .with_fetch_offset(*o)
-                                .with_partition_max_bytes(1 << 20)
-                        })
-                        .collect(),
-                )]);
         if next.is_empty() {
             // A group member with no partitions (more members than partitions) waits.
             std::thread::sleep(Duration::from_millis(wait.max(0) as u64));
             continue;
         }
-        let r = c.send(&request)?;
-        check("fetch", r.error_code, None)?;
+        let groups = leaders.by_leader(next.keys().copied());
+        // The long poll is shared out over the leaders asked in turn.
+        let wait = (wait / groups.len() as i32).max(10);
+        let mut responses = Vec::new();
+        let mut moved = false;
+        for (leader, parts) in groups {
+            let request = FetchRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_max_wait_ms(wait)
+                .with_min_bytes(1)
+                .with_max_bytes(8 << 20)
+                .with_session_epoch(-1)
+                .with_topics(vec![fetch_request::FetchTopic::default()
+                    .with_topic(topic_name(&args.topic))
+                    .with_partitions(
+                        parts
+                            .iter()
+                            .map(|p| {
+                                fetch_request::FetchPartition::default()
+                                    .with_partition(*p)
+                                    .with_fetch_offset(next[p])
+                                    .with_partition_max_bytes(1 << 20)
+                            })
+                            .collect(),
+                    )]);
+            let r = leaders.client(leader)?.send(&request)?;
+            check("fetch", r.error_code, None)?;
+            moved |= r
+                .responses
+                .iter()
+                .flat_map(|t| t.partitions.iter())
+                .any(|p| {
+                    p.error_code == ErrorCode::NotLeaderOrFollower.code()
+                        || p.error_code == ErrorCode::FencedLeaderEpoch.code()
+                });
+            responses.extend(r.responses);
+        }
+        if moved {
+            // A partition's leader moved: look the leaders up again and carry on.
+            leaders.refresh(&mut c, false)?;
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        let r = FetchResponse::default().with_responses(responses);
         for t in &r.responses {
             for p in &t.partitions {
                 if p.error_code == ErrorCode::OffsetOutOfRange.code() {
@@ -301,67 +314,50 @@ pub fn consume(args: ConsumeArgs) -> Result<(), CliError> {
         }
         let _ = out.flush();
     }
-    if let Some(m) = member.as_mut() {
-        m.commit(&mut c, &next, true)?;
-        m.leave(&mut c)?;
+    if let (Some(m), Some(gc)) = (member.as_mut(), gc.as_mut()) {
+        m.commit(gc, &next, true)?;
+        m.leave(gc)?;
     }
     Ok(())
 }
 
 /// Where to start reading each partition: the group's committed offset, else --offset,
-/// else the beginning (--from-beginning) or the end.
+/// else the beginning (--from-beginning) or the end (asked of each partition's leader).
 fn start_offsets(
     c: &mut Client,
+    coordinator: Option<&mut Client>,
     args: &ConsumeArgs,
     member: Option<&GroupMember>,
     partitions: &[i32],
 ) -> Result<BTreeMap<i32, i64>, CliError> {
-    let committed = match member {
-        Some(m) => m.committed(c)?,
-        None => BTreeMap::new(),
+    let committed = match (member, coordinator) {
+        (Some(m), Some(gc)) => m.committed(gc)?,
+        _ => BTreeMap::new(),
     };
     let start = if args.from_beginning { -2 } else { -1 };
+    let missing: Vec<(String, i32)> = partitions
+        .iter()
+        .filter(|p| !committed.contains_key(p) && args.offset.is_none())
+        .map(|p| (args.topic.clone(), *p))
+        .collect();
+    let listed = if missing.is_empty() {
+        BTreeMap::new()
+    } else {
+        list_offsets(c, &missing, start)?
+    };
     let mut next = BTreeMap::new();
     for p in partitions {
         let offset = match (committed.get(p), args.offset) {
             (Some(o), _) => *o,
             (None, Some(o)) => o,
-            (None, None) => list_offset(c, &args.topic, *p, start)?,
+            (None, None) => listed
+                .get(&(args.topic.clone(), *p))
+                .copied()
+                .ok_or_else(|| CliError::Protocol(format!("no offset for partition {p}")))?,
         };
         next.insert(*p, offset);
     }
     Ok(next)
-}
-
-fn list_offset(
-    c: &mut Client,
-    topic: &str,
-    partition: i32,
-    timestamp: i64,
-) -> Result<i64, CliError> {
-    let r = c.send(
-        &ListOffsetsRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
-                .with_name(topic_name(topic))
-                .with_partitions(vec![
-                    list_offsets_request::ListOffsetsPartition::default()
-                        .with_partition_index(partition)
-                        .with_timestamp(timestamp),
-                ])]),
-    )?;
-    let p = r
-        .topics
-        .iter()
-        .flat_map(|t| t.partitions.iter())
-        .next()
-        .ok_or_else(|| CliError::Protocol("empty ListOffsets response".into()))?;
-    check(
-        format!("offsets of {topic}-{partition}"),
-        p.error_code,
-        None,
-    )?;
-    Ok(p.offset)
 }
 
 fn text(b: &Option<Bytes>) -> String {
