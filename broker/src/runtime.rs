@@ -157,6 +157,7 @@ pub fn run(
         let registry = (id == 0).then(|| registry.clone());
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("rill-shard-{id}"))
+            .io_memory(rill_storage::backend::dma::SHARD_IO_MEMORY_BYTES)
             .spawn(move || async move {
                 let r = shard_main(id, shards, config, snapshot, registry, mesh, ready, stop.clone()).await;
                 if let Err(e) = &r {

@@ -11,11 +11,18 @@
 //! concurrent `sync` calls into one fdatasync (group commit).
 //!
 //! Write path: an append copies the batch once (rewriting `baseOffset` and
-//! `partitionLeaderEpoch`) into the tail cache. A flush copies unwritten bytes
-//! into aligned buffers and writes whole pages with direct I/O, split into
-//! concurrent chunks; a sync also writes the partial last page, zero padded,
-//! which the next flush rewrites. Readers of recent offsets are served from the
-//! tail cache without I/O; older data comes from disk in read-ahead chunks.
+//! `partitionLeaderEpoch`) into the tail cache. Once a whole write chunk of
+//! pages is waiting, it is copied into an aligned buffer and its direct write
+//! submitted without waiting (write-behind): appends go on while the disk
+//! writes, with up to `write_buffer_bytes_max` per log and
+//! [`SHARD_INFLIGHT_WRITE_BYTES_MAX`] per shard in flight. Completed writes are
+//! reaped in file order, which is when `written` moves. A sync drains them and
+//! also writes the partial last page, zero padded, which the next write
+//! rewrites. The active segment file is grown ahead of the writes
+//! (fallocate), because a size-extending direct write is serialized by the
+//! file system and handed to an io_uring worker thread. Readers of recent
+//! offsets are served from the tail cache without I/O; older data comes from
+//! disk in read-ahead chunks.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -50,12 +57,23 @@ fn system_now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Shard-wide limit on open segment files, shared by that shard's logs.
+/// Write-behind bytes a shard keeps in flight across its logs before a
+/// flush holds back: enough to keep a fast device's queue full (fio's 8 x
+/// 1 MiB), and within [`crate::backend::dma::SHARD_IO_MEMORY_BYTES`] with
+/// room for reads, so write buffers come from the registered DMA arena.
+pub const SHARD_INFLIGHT_WRITE_BYTES_MAX: u64 = 32 << 20;
+
+/// Shard-wide limits shared by that shard's logs: open segment files, and
+/// write-behind bytes in flight (so 1,000 partitions flushing at once queue
+/// their writes instead of allocating 1,000 write buffers).
 #[derive(Debug)]
 pub struct FileBudget {
     open: Cell<usize>,
     /// Most segment files the shard may hold open (`open_files_max`).
     pub open_files_max: usize,
+    inflight_write: Cell<u64>,
+    /// Most write-behind bytes in flight that a flush may add to.
+    pub inflight_write_bytes_max: u64,
 }
 
 impl FileBudget {
@@ -63,10 +81,16 @@ impl FileBudget {
         Rc::new(FileBudget {
             open: Cell::new(0),
             open_files_max,
+            inflight_write: Cell::new(0),
+            inflight_write_bytes_max: SHARD_INFLIGHT_WRITE_BYTES_MAX,
         })
     }
     pub fn open_files(&self) -> usize {
         self.open.get()
+    }
+    /// Write-behind bytes in flight across the shard's logs.
+    pub fn inflight_write_bytes(&self) -> u64 {
+        self.inflight_write.get()
     }
     fn acquire(&self) -> StorageResult<()> {
         if self.open.get() >= self.open_files_max {
@@ -169,7 +193,84 @@ struct Active<F> {
     /// The bytes of the partially filled last page on disk: [align_down(written), written).
     tail_page: Vec<u8>,
     created_ms: i64,
+    /// Whole-page writes submitted and not yet reaped, in file order, contiguous
+    /// from `align_down(written)`. They cover bytes the tail cache still holds,
+    /// so readers never need them; `written` moves only when the oldest is reaped.
+    inflight: VecDeque<InflightWrite>,
+    /// File size as far as this log made it (writes and preallocation).
+    allocated: u64,
+    /// Preallocation failed once (file system without fallocate, or full):
+    /// write past the end instead, which is slower but works.
+    preallocate_failed: bool,
 }
+
+impl<F> Active<F> {
+    fn new(seg: Segment, file: Rc<Handle<F>>, size: u64, tail_page: Vec<u8>, now: i64) -> Self {
+        Active {
+            seg,
+            file,
+            written: size,
+            tail_page,
+            created_ms: now,
+            inflight: VecDeque::new(),
+            allocated: size,
+            preallocate_failed: false,
+        }
+    }
+
+    /// Where the next whole-page write starts.
+    fn submit_pos(&self) -> u64 {
+        self.inflight
+            .back()
+            .map_or(align_down(self.written), |w| w.end)
+    }
+
+    fn inflight_bytes(&self) -> u64 {
+        self.inflight.iter().map(|w| w.bytes).sum()
+    }
+}
+
+type PendingWrite = Pin<Box<dyn Future<Output = StorageResult<()>>>>;
+
+/// One direct write of the write-behind in flight: `bytes` ending at `end`.
+struct InflightWrite {
+    end: u64,
+    bytes: u64,
+    fut: PendingWrite,
+    _permit: WritePermit,
+}
+
+/// Bytes counted against the shard's in-flight write budget until dropped.
+/// Taken before the first await of a submission, so concurrent flushes of
+/// many partitions cannot all pass the check before any of them counts.
+struct WritePermit {
+    budget: Rc<FileBudget>,
+    bytes: u64,
+}
+
+impl WritePermit {
+    fn new(budget: &Rc<FileBudget>, bytes: u64) -> Self {
+        let b = &budget.inflight_write;
+        b.set(b.get() + bytes);
+        WritePermit {
+            budget: budget.clone(),
+            bytes,
+        }
+    }
+}
+
+impl Drop for WritePermit {
+    fn drop(&mut self) {
+        let b = &self.budget.inflight_write;
+        b.set(b.get().saturating_sub(self.bytes));
+    }
+}
+
+/// Smallest and largest step by which an active segment file is grown ahead
+/// of its writes. The step follows the segment's size (a busy partition
+/// grows in large steps, 1,000 quiet ones do not each reserve 64 MiB of disk).
+const PREALLOCATE_STEP_BYTES_MIN: u64 = 1 << 20;
+const PREALLOCATE_STEP_BYTES_MAX: u64 = 64 << 20;
 
 struct TailBatch {
     base_offset: i64,
@@ -379,8 +480,8 @@ impl<B: Backend> PartitionLog<B> {
             config: RefCell::new(config),
             state: RefCell::new(State {
                 closed,
-                active: Active {
-                    seg: Segment {
+                active: Active::new(
+                    Segment {
                         base_offset: active_base,
                         next_offset,
                         size,
@@ -388,10 +489,10 @@ impl<B: Backend> PartitionLog<B> {
                         index: Some(index),
                     },
                     file,
-                    written: size,
+                    size,
                     tail_page,
-                    created_ms: now,
-                },
+                    now,
+                ),
                 log_start_offset: log_start_offset.min(next_offset),
                 durable_offset: next_offset,
                 tail: VecDeque::new(),
@@ -481,15 +582,47 @@ impl<B: Backend> PartitionLog<B> {
         let cfg = self.config.borrow().clone();
         let len = batch.len() as u64;
         if self.state.borrow().unwritten_bytes() + len > cfg.write_buffer_bytes_max as u64 {
+            // Back-pressure: wait for the oldest writes until the batch fits.
             let _io = self.io_lock.lock().await;
-            self.write_out(false).await?;
+            while self.state.borrow().unwritten_bytes() + len > cfg.write_buffer_bytes_max as u64 {
+                self.submit_pages(true, false).await?;
+                if !self.reap_one(true).await? {
+                    break; // only the partial last page is left unwritten
+                }
+            }
         }
         if self.roll_due(len, header.last_offset_delta, &cfg) {
             let _io = self.io_lock.lock().await;
             self.roll().await?;
         }
-        let mut buf = BytesMut::from(&batch[..]);
+        let buf = BytesMut::from(&batch[..]);
         let now = (self.clock)();
+        let (info, chunk_ready) = self.add_to_tail(buf, &header, leader_epoch, now, &cfg);
+        if chunk_ready {
+            if let Some(_io) = self.io_lock.try_lock() {
+                self.submit_pages(false, true).await?;
+            }
+        } else if self.state.borrow().active.inflight.front().is_some() {
+            // Reap completed writes so their buffers go back to the arena
+            // and the shard's in-flight budget to the other partitions.
+            if let Some(_io) = self.io_lock.try_lock() {
+                while self.reap_one(false).await? {}
+            }
+        }
+        Ok(info)
+    }
+
+    /// The synchronous part of an append: assigns offsets, indexes the batch
+    /// and adds it to the tail. Also says whether a whole write chunk waits.
+    fn add_to_tail(
+        &self,
+        mut buf: BytesMut,
+        header: &BatchHeader,
+        leader_epoch: i32,
+        now: i64,
+        cfg: &LogConfig,
+    ) -> (AppendInfo, bool) {
+        let len = buf.len() as u64;
         let mut s = self.state.borrow_mut();
         let base = s.log_end_offset();
         batch::set_base_offset(&mut buf, base);
@@ -523,6 +656,11 @@ impl<B: Backend> PartitionLog<B> {
         s.unsynced_bytes += len;
         s.first_unsynced_ms.get_or_insert(now);
         trim_tail(&mut s, cfg.tail_cache_bytes_max);
+        // Write-behind: once a whole chunk of pages is waiting, start writing
+        // it without waiting for it, so the disk works while producers copy.
+        // A task that holds `io_lock` (a sync, a roll) writes it out anyway.
+        let chunk_ready =
+            align_down(s.active.seg.size) >= s.active.submit_pos() + cfg.write_chunk_bytes as u64;
         let sync_due = match cfg.flush {
             FlushPolicy::EveryAppend => true,
             FlushPolicy::Threshold {
@@ -536,12 +674,13 @@ impl<B: Backend> PartitionLog<B> {
                         .is_some_and(|t| now.saturating_sub(t) as u64 >= interval_ms)
             }
         };
-        Ok(AppendInfo {
+        let info = AppendInfo {
             base_offset: base,
             last_offset: last,
             log_start_offset: s.log_start_offset,
             sync_due,
-        })
+        };
+        (info, chunk_ready)
     }
 
     fn roll_due(&self, len: u64, last_delta: i32, cfg: &LogConfig) -> bool {
@@ -580,17 +719,26 @@ impl<B: Backend> PartitionLog<B> {
         }
     }
 
-    /// Bytes appended but not yet written to disk.
+    /// Bytes appended but not yet written to disk (in flight included).
     pub fn unwritten_bytes(&self) -> u64 {
         self.state.borrow().unwritten_bytes()
     }
 
-    /// Writes whole pages of unwritten data (no sync). Lets a shard keep the
-    /// disk busy between syncs.
+    /// Bytes appended whose write has not been started: what a
+    /// [`PartitionLog::flush`] would submit now (whole pages, at most).
+    pub fn unsubmitted_bytes(&self) -> u64 {
+        let s = self.state.borrow();
+        s.active.seg.size - s.active.submit_pos().max(s.active.written)
+    }
+
+    /// Starts writing whole pages of unwritten data (no sync) and returns
+    /// without waiting for them; earlier writes that completed are reaped.
+    /// Lets a shard keep the disk busy between syncs: a shard that calls this
+    /// for many partitions has all their writes in flight at once.
     pub async fn flush(&self) -> StorageResult<()> {
         let _io = self.io_lock.lock().await;
         self.check_open()?;
-        self.write_out(false).await.map(|_| ())
+        self.submit_pages(true, true).await
     }
 
     /// Writes everything appended before this call to the segment file, the
@@ -604,7 +752,7 @@ impl<B: Backend> PartitionLog<B> {
         if self.state.borrow().unwritten_bytes() == 0 {
             return Ok(());
         }
-        self.write_out(true).await.map(|_| ())
+        self.write_out().await.map(|_| ())
     }
 
     /// Makes everything appended before this call durable and returns the
@@ -622,7 +770,7 @@ impl<B: Backend> PartitionLog<B> {
 
     /// The body of [`PartitionLog::sync`]; caller holds `io_lock`.
     async fn sync_locked(&self) -> StorageResult<i64> {
-        let covered = self.write_out(true).await?;
+        let covered = self.write_out().await?;
         let file = self.state.borrow().active.file.clone();
         file.get().sync().await?;
         let mut s = self.state.borrow_mut();
@@ -635,33 +783,173 @@ impl<B: Backend> PartitionLog<B> {
         Ok(s.durable_offset)
     }
 
-    /// Writes unwritten bytes of the active segment. With `partial`, also
-    /// the zero-padded last page. Returns the log end offset the written
-    /// bytes cover. Caller holds `io_lock`.
-    async fn write_out(&self, partial: bool) -> StorageResult<i64> {
+    /// Completes the oldest in-flight write: waits for it if `wait`, else
+    /// takes it only if it is done. Returns whether one completed. After a
+    /// failed write the others are waited out and the next write starts over
+    /// from `written`. Caller holds `io_lock`.
+    async fn reap_one(&self, wait: bool) -> StorageResult<bool> {
+        let Some(mut w) = self.state.borrow_mut().active.inflight.pop_front() else {
+            return Ok(false);
+        };
+        let done = if wait {
+            Some(w.fut.as_mut().await)
+        } else {
+            futures_lite::future::poll_once(w.fut.as_mut()).await
+        };
+        match done {
+            None => {
+                self.state.borrow_mut().active.inflight.push_front(w);
+                Ok(false)
+            }
+            Some(Ok(())) => {
+                let cache_max = self.config.borrow().tail_cache_bytes_max;
+                let mut s = self.state.borrow_mut();
+                assert!(
+                    w.end > s.active.written && w.end % crate::backend::ALIGN_BYTES == 0,
+                    "write-behind reaped out of order: end {} written {}",
+                    w.end,
+                    s.active.written
+                );
+                s.active.written = w.end;
+                s.active.tail_page.clear();
+                trim_tail(&mut s, cache_max);
+                Ok(true)
+            }
+            Some(Err(e)) => {
+                loop {
+                    let next = self.state.borrow_mut().active.inflight.pop_front();
+                    match next {
+                        Some(mut w) => {
+                            let _ = w.fut.as_mut().await;
+                        }
+                        None => break,
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Submits direct writes of unwritten whole pages in `write_chunk_bytes`
+    /// pieces (a shorter last piece only if `short_ok`) without waiting for
+    /// them, except to keep the bytes in flight within
+    /// `write_buffer_bytes_max`. With `within_shard_budget` it stops instead
+    /// where the shard's in-flight budget would be exceeded (the pages stay
+    /// for a later flush); callers that must write everything pass false.
+    /// Caller holds `io_lock`.
+    async fn submit_pages(&self, short_ok: bool, within_shard_budget: bool) -> StorageResult<()> {
+        let (chunk, inflight_max) = {
+            let c = self.config.borrow();
+            (c.write_chunk_bytes as u64, c.write_buffer_bytes_max as u64)
+        };
+        loop {
+            while self.reap_one(false).await? {}
+            let (start, stop, inflight) = {
+                let s = self.state.borrow();
+                let a = &s.active;
+                (a.submit_pos(), align_down(a.seg.size), a.inflight_bytes())
+            };
+            if stop <= start {
+                return Ok(());
+            }
+            let len = chunk.min(stop - start);
+            if len < chunk && !short_ok {
+                return Ok(());
+            }
+            // Power-of-two lengths: the DMA arena is a buddy allocator, so a
+            // 272 KiB buffer would take 512 KiB of it (and then overflow to
+            // page-faulting heap buffers); the rest goes in the next write.
+            let len = 1u64 << len.ilog2();
+            if inflight > 0 && inflight + len > inflight_max {
+                self.reap_one(true).await?;
+                continue;
+            }
+            if within_shard_budget
+                && self.budget.inflight_write.get() + len > self.budget.inflight_write_bytes_max
+            {
+                return Ok(());
+            }
+            let permit = WritePermit::new(&self.budget, len);
+            self.ensure_allocated(start + len).await?;
+            let mut fut: PendingWrite = {
+                let s = self.state.borrow();
+                let a = &s.active;
+                let mut buf = a.file.get().alloc(len as usize);
+                fill(&mut buf, start, a, &s.tail, start + len);
+                let file = a.file.clone();
+                Box::pin(async move { file.get().write_at(buf, start).await })
+            };
+            // Poll once so the write is queued to the device now.
+            if let Some(r) = futures_lite::future::poll_once(&mut fut).await {
+                fut = Box::pin(async move { r });
+            }
+            self.state
+                .borrow_mut()
+                .active
+                .inflight
+                .push_back(InflightWrite {
+                    end: start + len,
+                    bytes: len,
+                    fut,
+                    _permit: permit,
+                });
+        }
+    }
+
+    /// Grows the active segment file ahead of a write that ends at `end`, so
+    /// the write does not extend the file. Caller holds `io_lock`.
+    async fn ensure_allocated(&self, end: u64) -> StorageResult<()> {
+        let (file, target) = {
+            let s = self.state.borrow();
+            let a = &s.active;
+            if end <= a.allocated || a.preallocate_failed {
+                return Ok(());
+            }
+            let step = a
+                .seg
+                .size
+                .clamp(PREALLOCATE_STEP_BYTES_MIN, PREALLOCATE_STEP_BYTES_MAX);
+            // Not past the segment's roll size unless this write already is.
+            let cap = align_up(self.config.borrow().segment_bytes).max(end);
+            (
+                a.file.clone(),
+                align_up(end.max(a.allocated + step)).min(cap),
+            )
+        };
+        match file.get().preallocate(target).await {
+            Ok(()) => {
+                let mut s = self.state.borrow_mut();
+                if Rc::ptr_eq(&s.active.file, &file) {
+                    s.active.allocated = s.active.allocated.max(target);
+                }
+            }
+            Err(e) => {
+                debug!(dir = %self.dir.display(), error = %e, "preallocation failed; writing past the end of the file instead");
+                self.state.borrow_mut().active.preallocate_failed = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every unwritten byte of the active segment, the zero-padded
+    /// partial last page included, and waits for all of it. Returns the log
+    /// end offset the written bytes cover. Caller holds `io_lock`.
+    async fn write_out(&self) -> StorageResult<i64> {
+        self.submit_pages(true, false).await?;
+        while self.reap_one(true).await? {}
         let chunk = self.config.borrow().write_chunk_bytes as u64;
+        let end = self.state.borrow().active.seg.size;
+        self.ensure_allocated(align_up(end)).await?;
         let (file, writes, until, covered, new_tail_page) = {
             let s = self.state.borrow();
             let a = &s.active;
+            assert!(a.inflight.is_empty(), "partial write with writes in flight");
             let end = a.seg.size;
-            let until = if partial { end } else { align_down(end) };
+            let until = end;
             if until <= a.written {
-                return Ok(if a.written == end {
-                    s.log_end_offset()
-                } else {
-                    s.durable_offset
-                });
+                return Ok(s.log_end_offset());
             }
-            let covered = if until == end {
-                s.log_end_offset()
-            } else {
-                // whole batches below `until`
-                s.tail
-                    .iter()
-                    .take_while(|t| t.position + t.data.len() as u64 <= until)
-                    .last()
-                    .map_or(s.durable_offset, |t| t.last_offset + 1)
-            };
+            let covered = s.log_end_offset();
             let start = align_down(a.written);
             let stop = align_up(until);
             let mut writes = Vec::new();
@@ -700,6 +988,9 @@ impl<B: Backend> PartitionLog<B> {
 /// the on-disk partial page first, then tail batches, zeros past `until`.
 fn fill<F>(buf: &mut [u8], pos: u64, a: &Active<F>, tail: &VecDeque<TailBatch>, until: u64) {
     let end = (pos + buf.len() as u64).min(until);
+    // Buffers come unzeroed: the padding after the data must read as zeros
+    // (recovery stops at a zero batch length).
+    buf[(end.max(pos) - pos) as usize..].fill(0);
     let page = align_down(a.written);
     let copy = |buf: &mut [u8], src: &[u8], src_pos: u64| {
         let lo = src_pos.max(pos);
@@ -883,7 +1174,7 @@ impl<B: Backend> PartitionLog<B> {
     /// Closes the active segment and starts a new one at the log end.
     /// Caller holds `io_lock` (and `append_lock` when called from append).
     async fn roll(&self) -> StorageResult<()> {
-        let covered = self.write_out(true).await?;
+        let covered = self.write_out().await?;
         let (file, size, base, index, next) = {
             let s = self.state.borrow();
             let a = &s.active;
@@ -906,19 +1197,19 @@ impl<B: Backend> PartitionLog<B> {
         old_index.shrink();
         let old = std::mem::replace(
             &mut s.active,
-            Active {
-                seg: Segment {
+            Active::new(
+                Segment {
                     base_offset: next,
                     next_offset: next,
                     size: 0,
                     max_timestamp: Some(-1),
                     index: Some(SegmentIndex::default()),
                 },
-                file: new_file,
-                written: 0,
-                tail_page: Vec::new(),
-                created_ms: now,
-            },
+                new_file,
+                0,
+                Vec::new(),
+                now,
+            ),
         );
         s.closed.insert(
             base,
@@ -1364,7 +1655,7 @@ impl<B: Backend> PartitionLog<B> {
             return Ok(self.log_end_offset());
         }
         // Put everything on disk first so truncation works on files only.
-        self.write_out(true).await?;
+        self.write_out().await?;
         let active_base = self.state.borrow().active.seg.base_offset;
         let doomed: Vec<i64> = {
             let s = self.state.borrow();
@@ -1415,19 +1706,19 @@ impl<B: Backend> PartitionLog<B> {
             {
                 let mut s = self.state.borrow_mut();
                 let max_ts = index.times.last().map_or(-1, |t| t.timestamp_ms);
-                s.active = Active {
-                    seg: Segment {
+                s.active = Active::new(
+                    Segment {
                         base_offset: new_active_base,
                         next_offset: next,
                         size,
                         max_timestamp: Some(max_ts),
                         index: Some(index),
                     },
-                    file: handle,
-                    written: size,
-                    tail_page: Vec::new(),
-                    created_ms: now,
-                };
+                    handle,
+                    size,
+                    Vec::new(),
+                    now,
+                );
                 if keep_base.is_none() {
                     s.log_start_offset = offset;
                 }
@@ -1476,7 +1767,9 @@ impl<B: Backend> PartitionLog<B> {
                 i.truncate(rel, cut as u32);
                 a.seg.max_timestamp = Some(i.times.last().map_or(-1, |t| t.timestamp_ms));
             }
+            assert!(a.inflight.is_empty(), "truncation with writes in flight");
             a.written = cut;
+            a.allocated = cut;
             a.tail_page = tail_page;
             s.tail.clear();
             s.tail_bytes = 0;
@@ -1598,7 +1891,7 @@ impl<B: Backend> PartitionLog<B> {
         if self.state.borrow().is_closed {
             return Ok(());
         }
-        self.write_out(true).await?;
+        self.write_out().await?;
         let (file, size, base, index, leo) = {
             let s = self.state.borrow();
             let a = &s.active;
@@ -1686,6 +1979,110 @@ mod tests {
                 .unwrap();
             // Only baseOffset and the leader epoch differ from what was appended.
             assert_eq!(&file[16..batch.len()], &batch[16..]);
+        });
+    }
+
+    #[test]
+    fn flushes_of_many_logs_stay_within_the_shard_write_budget() {
+        let be = MemoryBackend::new();
+        be.set_write_yields(100); // a slow disk: writes stay in flight
+        let budget = FileBudget::new(64);
+        let cfg = LogConfig {
+            write_chunk_bytes: 1 << 20,
+            write_buffer_bytes_max: 64 << 20,
+            ..LogConfig::default()
+        };
+        block_on(async {
+            let mut logs = Vec::new();
+            for p in 0..4 {
+                let dir = PathBuf::from(format!("/mem/b-{p}"));
+                let log = PartitionLog::open(be.clone(), dir, cfg.clone(), budget.clone())
+                    .await
+                    .unwrap();
+                logs.push(log);
+            }
+            let batch = Bytes::from(build::sized(100_000, 2, 5));
+            // Over the shard budget in total: each log alone would submit it all.
+            let per_log = SHARD_INFLIGHT_WRITE_BYTES_MAX / 2 / 100_000;
+            for log in &logs {
+                for _ in 0..per_log {
+                    log.append(batch.clone(), 0).await.unwrap();
+                }
+            }
+            for log in &logs {
+                log.flush().await.unwrap();
+                assert!(budget.inflight_write_bytes() <= budget.inflight_write_bytes_max);
+            }
+            assert!(
+                logs.iter().any(|l| l.unsubmitted_bytes() >= 4096),
+                "the budget held some pages back"
+            );
+            for log in &logs {
+                log.sync().await.unwrap();
+                assert_eq!(log.unwritten_bytes(), 0);
+            }
+            assert_eq!(budget.inflight_write_bytes(), 0, "every permit returned");
+            // What the write-behind wrote is what was appended, in order.
+            for log in &logs {
+                let r = log.read(0, usize::MAX).await.unwrap();
+                assert_eq!(r.batches.len() as u64, per_log);
+                for (i, b) in r.batches.iter().enumerate() {
+                    let h = batch::validate(b).unwrap();
+                    assert_eq!(h.base_offset, 2 * i as i64);
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn preallocated_space_is_cut_on_close_and_by_recovery_after_a_crash() {
+        let be = MemoryBackend::new();
+        let seg = Path::new("/mem/t-0/00000000000000000000.log");
+        let cfg = LogConfig {
+            write_chunk_bytes: 8192,
+            ..LogConfig::default()
+        };
+        let batch = Bytes::from(build::sized(3000, 1, 5));
+        block_on(async {
+            let log = open(&be, cfg.clone());
+            for _ in 0..10 {
+                log.append(batch.clone(), 0).await.unwrap();
+            }
+            log.sync().await.unwrap();
+            let file = be.file_bytes(seg).unwrap();
+            assert!(
+                file.len() as u64 >= PREALLOCATE_STEP_BYTES_MIN,
+                "segment grown ahead of its writes"
+            );
+            log.close().await.unwrap();
+            assert_eq!(
+                be.file_bytes(seg).unwrap().len(),
+                10 * batch.len(),
+                "closed exact"
+            );
+        });
+        block_on(async {
+            let log = open(&be, cfg.clone());
+            for _ in 0..5 {
+                log.append(batch.clone(), 0).await.unwrap();
+            }
+            log.sync().await.unwrap();
+            for _ in 0..5 {
+                log.append(batch.clone(), 0).await.unwrap();
+            }
+            log.flush().await.unwrap();
+            std::mem::forget(log);
+        });
+        be.crash(3);
+        block_on(async {
+            let log = open(&be, cfg.clone());
+            let leo = log.log_end_offset();
+            assert!((15..=20).contains(&leo), "synced batches kept: {leo}");
+            let r = log.read(0, usize::MAX).await.unwrap();
+            assert_eq!(r.batches.len() as i64, leo);
+            for b in &r.batches {
+                batch::validate(b).unwrap();
+            }
         });
     }
 

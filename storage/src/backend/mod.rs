@@ -55,9 +55,11 @@ pub trait Backend: Clone + 'static {
 #[allow(async_fn_in_trait)]
 pub trait SegmentFile: 'static {
     /// A buffer suitable for [`SegmentFile::write_at`] (aligned memory for DMA).
-    type Buf: DerefMut<Target = [u8]>;
+    type Buf: DerefMut<Target = [u8]> + 'static;
 
-    /// A zeroed buffer of `len` bytes (a multiple of [`ALIGN_BYTES`]).
+    /// A buffer of `len` bytes (a multiple of [`ALIGN_BYTES`]) whose contents
+    /// are unspecified: the caller fills every byte it writes (zeroing a
+    /// buffer it then overwrites would cost a pass over every byte written).
     fn alloc(&self, len: usize) -> Self::Buf;
     /// Writes the whole buffer at `pos`; both aligned.
     async fn write_at(&self, buf: Self::Buf, pos: u64) -> StorageResult<()>;
@@ -66,6 +68,12 @@ pub trait SegmentFile: 'static {
     /// fdatasync: everything written so far survives a crash.
     async fn sync(&self) -> StorageResult<()>;
     async fn truncate(&self, len: u64) -> StorageResult<()>;
+    /// Grows the file to at least `len` bytes of allocated, zero-reading
+    /// blocks (fallocate without KEEP_SIZE); never shrinks it. Direct writes
+    /// inside the file's size are plain overwrites, which the file system
+    /// runs concurrently and without a worker thread, unlike size-extending
+    /// writes.
+    async fn preallocate(&self, len: u64) -> StorageResult<()>;
     async fn size(&self) -> StorageResult<u64>;
     async fn close(self) -> StorageResult<()>;
 }
