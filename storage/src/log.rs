@@ -37,12 +37,14 @@ use tracing::{debug, info, warn};
 
 use crate::backend::{align_down, align_up, Backend, SegmentFile};
 use crate::batch::{self, BatchHeader, BatchWalker};
-use crate::checkpoint::{Checkpoint, CleanShutdown};
+use crate::checkpoint::{Checkpoint, CleanShutdown, RecoveryPoint};
 use crate::config::{FlushPolicy, LogConfig};
 use crate::error::{StorageError, StorageResult};
 use crate::index::SegmentIndex;
 
 const CHECKPOINT_FILE: &str = "partition.checkpoint";
+/// The active segment's [`RecoveryPoint`].
+const RECOVERY_POINT_FILE: &str = "partition.recovery";
 /// Bytes read per step while scanning a segment during recovery.
 const RECOVERY_READ_BYTES: usize = 8 << 20;
 
@@ -202,6 +204,10 @@ struct Active<F> {
     /// Preallocation failed once (file system without fallocate, or full):
     /// write past the end instead, which is slower but works.
     preallocate_failed: bool,
+    /// The last batch appended (`None` when unknown, after a clean open).
+    last_batch: Option<BatchMark>,
+    /// Position of the recovery point recorded for this segment (0: none).
+    recovery_position: u64,
 }
 
 impl<F> Active<F> {
@@ -215,6 +221,8 @@ impl<F> Active<F> {
             inflight: VecDeque::new(),
             allocated: size,
             preallocate_failed: false,
+            last_batch: None,
+            recovery_position: 0,
         }
     }
 
@@ -228,6 +236,24 @@ impl<F> Active<F> {
     fn inflight_bytes(&self) -> u64 {
         self.inflight.iter().map(|w| w.bytes).sum()
     }
+}
+
+/// Where a batch lies in the active segment and what identifies it: enough to
+/// check on open that a recovery point still matches the file.
+#[derive(Debug, Clone, Copy)]
+struct BatchMark {
+    position: u64,
+    bytes: u32,
+    crc: u32,
+    last_offset: i64,
+}
+
+/// What [`PartitionLog::write_out`] wrote: everything below `until` (bytes)
+/// and `covered` (offsets), ending with batch `last`.
+struct WrittenOut {
+    covered: i64,
+    until: u64,
+    last: Option<BatchMark>,
 }
 
 type PendingWrite = Pin<Box<dyn Future<Output = StorageResult<()>>>>;
@@ -319,6 +345,8 @@ struct State<F> {
     unsynced_bytes: u64,
     first_unsynced_ms: Option<i64>,
     is_closed: bool,
+    /// Bytes of the active segment the open's recovery scan covered.
+    recovery_scanned_bytes: u64,
 }
 
 impl<F> State<F> {
@@ -344,8 +372,9 @@ pub struct PartitionLog<B: Backend> {
 
 impl<B: Backend> PartitionLog<B> {
     /// Opens (or creates) the log in `dir`, recovering after a crash:
-    /// only the active segment is scanned, every batch's CRC is checked and a
-    /// torn or corrupt tail is truncated.
+    /// only the active segment is scanned, from its recovery point when one
+    /// can be trusted (what was synced before it is not re-read), every
+    /// batch's CRC is checked and a torn or corrupt tail is truncated.
     pub async fn open(
         backend: B,
         dir: impl Into<PathBuf>,
@@ -445,15 +474,45 @@ impl<B: Backend> PartitionLog<B> {
                 }
             }
         }
+        let mut recovery_position = 0;
+        let mut scanned_bytes = 0;
+        let mut last_batch = None;
         let (size, next_offset, index) = match recovered {
             Some(r) => r,
             None => {
-                if file_bytes > 0 {
-                    info!(path = %path.display(), bytes = file_bytes,
-                        "partition was not closed cleanly; recovering: checking every batch of the active segment");
+                let start = match trusted_recovery_point(
+                    &backend,
+                    &dir,
+                    file.get(),
+                    active_base,
+                    file_bytes,
+                )
+                .await?
+                {
+                    Some(start) => {
+                        recovery_position = start.position;
+                        start
+                    }
+                    None => ScanStart::segment_start(active_base),
+                };
+                if file_bytes > start.position {
+                    info!(path = %path.display(), bytes = file_bytes, from = start.position,
+                        "partition was not closed cleanly; recovering: checking every batch after the recovery point");
                 }
                 let cfg_interval = config.index_interval_bytes;
-                scan_segment(file.get(), &path, active_base, file_bytes, cfg_interval).await?
+                let from = start.position;
+                let found = scan_segment(
+                    file.get(),
+                    &path,
+                    active_base,
+                    file_bytes,
+                    cfg_interval,
+                    start,
+                )
+                .await?;
+                scanned_bytes = found.size - from;
+                last_batch = found.last;
+                (found.size, found.next_offset, found.index)
             }
         };
         if file_bytes != size {
@@ -495,6 +554,7 @@ impl<B: Backend> PartitionLog<B> {
                 ),
                 log_start_offset: log_start_offset.min(next_offset),
                 durable_offset: next_offset,
+                recovery_scanned_bytes: scanned_bytes,
                 tail: VecDeque::new(),
                 tail_bytes: 0,
                 stream: None,
@@ -508,6 +568,22 @@ impl<B: Backend> PartitionLog<B> {
             budget,
             clock,
         };
+        {
+            let mut s = log.state.borrow_mut();
+            s.active.last_batch = last_batch;
+            s.active.recovery_position = recovery_position;
+        }
+        // The whole segment was synced above: after a long scan, record a
+        // recovery point so the next crash does not repeat it.
+        let interval = log.config.borrow().recovery_point_interval_bytes;
+        if last_batch.is_some() && size >= recovery_position + interval {
+            let out = WrittenOut {
+                covered: next_offset,
+                until: size,
+                last: last_batch,
+            };
+            log.write_recovery_point(&out).await?;
+        }
         // From here on a crash must rescan: drop the clean-shutdown marker.
         log.write_checkpoint(None).await?;
         debug!(dir = %log.dir.display(), log_start_offset, next_offset, "partition log opened");
@@ -525,6 +601,13 @@ impl<B: Backend> PartitionLog<B> {
     /// One past the last offset appended (Kafka's log end offset).
     pub fn log_end_offset(&self) -> i64 {
         self.state.borrow().log_end_offset()
+    }
+
+    /// Bytes of whole batches that recovery CRC-checked when this log was
+    /// opened (0 after a clean shutdown; what follows the recovery point
+    /// after a crash).
+    pub fn recovery_scanned_bytes(&self) -> u64 {
+        self.state.borrow().recovery_scanned_bytes
     }
 
     /// Offsets below this have been synced to disk.
@@ -642,6 +725,12 @@ impl<B: Backend> PartitionLog<B> {
                 cfg.index_interval_bytes,
             );
         }
+        active.last_batch = Some(BatchMark {
+            position,
+            bytes: len as u32,
+            crc: header.crc,
+            last_offset: last,
+        });
         active.seg.size += len;
         active.seg.next_offset = last + 1;
         active.seg.max_timestamp = Some(active.seg.max_timestamp.unwrap_or(-1).max(max_ts));
@@ -770,17 +859,74 @@ impl<B: Backend> PartitionLog<B> {
 
     /// The body of [`PartitionLog::sync`]; caller holds `io_lock`.
     async fn sync_locked(&self) -> StorageResult<i64> {
-        let covered = self.write_out().await?;
+        let out = self.write_out().await?;
         let file = self.state.borrow().active.file.clone();
         file.get().sync().await?;
-        let mut s = self.state.borrow_mut();
-        s.durable_offset = s.durable_offset.max(covered);
-        if covered >= s.log_end_offset() {
-            s.unsynced_messages = 0;
-            s.unsynced_bytes = 0;
-            s.first_unsynced_ms = None;
+        let record = {
+            let mut s = self.state.borrow_mut();
+            s.durable_offset = s.durable_offset.max(out.covered);
+            if out.covered >= s.log_end_offset() {
+                s.unsynced_messages = 0;
+                s.unsynced_bytes = 0;
+                s.first_unsynced_ms = None;
+            }
+            let interval = self.config.borrow().recovery_point_interval_bytes;
+            out.until >= s.active.recovery_position + interval
+        };
+        if record {
+            self.write_recovery_point(&out).await?;
         }
-        Ok(s.durable_offset)
+        Ok(self.durable_offset())
+    }
+
+    /// Records that recovery may start at `out.until` of the active segment,
+    /// which the caller has just synced: first the index files (so the
+    /// recovery point never names entries that are not on disk), then the
+    /// recovery point itself. Caller holds `io_lock`.
+    async fn write_recovery_point(&self, out: &WrittenOut) -> StorageResult<()> {
+        let Some(last) = out.last else {
+            return Ok(());
+        };
+        assert_eq!(
+            last.position + last.bytes as u64,
+            out.until,
+            "recovery point not at the end of its last batch"
+        );
+        assert_eq!(
+            last.last_offset + 1,
+            out.covered,
+            "recovery point offset not after its last batch"
+        );
+        let (base, index) = {
+            let s = self.state.borrow();
+            let a = &s.active;
+            (a.seg.base_offset, a.seg.index.clone().unwrap_or_default())
+        };
+        let rel_next = out.covered - base;
+        let rp = RecoveryPoint {
+            active_base_offset: base,
+            next_offset: out.covered,
+            position: out.until,
+            offset_entries: index
+                .offsets
+                .partition_point(|e| (e.position as u64) < out.until)
+                as u32,
+            time_entries: index
+                .times
+                .partition_point(|e| (e.relative_offset as i64) < rel_next)
+                as u32,
+            last_batch_position: last.position,
+            last_batch_crc: last.crc,
+        };
+        self.write_index_files(base, &index).await?;
+        self.backend
+            .write_small_atomic(&self.dir.join(RECOVERY_POINT_FILE), &rp.encode())
+            .await?;
+        let mut s = self.state.borrow_mut();
+        if s.active.seg.base_offset == base {
+            s.active.recovery_position = out.until;
+        }
+        Ok(())
     }
 
     /// Completes the oldest in-flight write: waits for it if `wait`, else
@@ -932,24 +1078,27 @@ impl<B: Backend> PartitionLog<B> {
     }
 
     /// Writes every unwritten byte of the active segment, the zero-padded
-    /// partial last page included, and waits for all of it. Returns the log
-    /// end offset the written bytes cover. Caller holds `io_lock`.
-    async fn write_out(&self) -> StorageResult<i64> {
+    /// partial last page included, and waits for all of it. Caller holds
+    /// `io_lock`.
+    async fn write_out(&self) -> StorageResult<WrittenOut> {
         self.submit_pages(true, false).await?;
         while self.reap_one(true).await? {}
         let chunk = self.config.borrow().write_chunk_bytes as u64;
         let end = self.state.borrow().active.seg.size;
         self.ensure_allocated(align_up(end)).await?;
-        let (file, writes, until, covered, new_tail_page) = {
+        let (file, writes, out, new_tail_page) = {
             let s = self.state.borrow();
             let a = &s.active;
             assert!(a.inflight.is_empty(), "partial write with writes in flight");
-            let end = a.seg.size;
-            let until = end;
+            let until = a.seg.size;
+            let out = WrittenOut {
+                covered: s.log_end_offset(),
+                until,
+                last: a.last_batch,
+            };
             if until <= a.written {
-                return Ok(s.log_end_offset());
+                return Ok(out);
             }
-            let covered = s.log_end_offset();
             let start = align_down(a.written);
             let stop = align_up(until);
             let mut writes = Vec::new();
@@ -966,7 +1115,7 @@ impl<B: Backend> PartitionLog<B> {
             if !new_tail_page.is_empty() {
                 fill(&mut new_tail_page, page, a, &s.tail, until);
             }
-            (a.file.clone(), writes, until, covered, new_tail_page)
+            (a.file.clone(), writes, out, new_tail_page)
         };
         // Non-overlapping chunks may complete in any order; all must finish
         // before `written` moves, so a reader never sees a hole.
@@ -976,11 +1125,11 @@ impl<B: Backend> PartitionLog<B> {
         }
         futures_util::future::try_join_all(futs).await?;
         let mut s = self.state.borrow_mut();
-        s.active.written = until;
+        s.active.written = out.until;
         s.active.tail_page = new_tail_page;
         let cache_max = self.config.borrow().tail_cache_bytes_max;
         trim_tail(&mut s, cache_max);
-        Ok(covered)
+        Ok(out)
     }
 }
 
@@ -1053,21 +1202,123 @@ async fn remove_segment_files<B: Backend>(backend: &B, dir: &Path, base: i64) ->
     Ok(())
 }
 
-/// Reads a segment from the start, checking every batch's CRC, and returns
-/// (valid bytes, next offset, rebuilt index). Stops at the first torn,
-/// corrupt or out-of-order batch.
+/// The recovery point of active segment `base`, if it can be trusted: it
+/// decodes, names this segment, lies inside the file, its index prefix
+/// decodes, and the batch it says ends at its position is there, whole, with
+/// the recorded CRC and last offset. Anything else means a full scan.
+async fn trusted_recovery_point<B: Backend>(
+    backend: &B,
+    dir: &Path,
+    file: &B::File,
+    base: i64,
+    file_bytes: u64,
+) -> StorageResult<Option<ScanStart>> {
+    let path = dir.join(RECOVERY_POINT_FILE);
+    let Some(buf) = backend.read_small(&path).await? else {
+        return Ok(None);
+    };
+    let rp = match RecoveryPoint::decode(&buf) {
+        Ok(rp) => rp,
+        Err(reason) => {
+            warn!(path = %path.display(), %reason, "recovery point damaged; scanning the whole active segment");
+            return Ok(None);
+        }
+    };
+    if rp.active_base_offset != base {
+        return Ok(None); // left from an earlier segment
+    }
+    let distrust = |reason: &str| {
+        warn!(path = %path.display(), position = rp.position, next_offset = rp.next_offset, reason,
+            "recovery point does not match the segment; scanning the whole active segment");
+        Ok(None)
+    };
+    if rp.position > file_bytes
+        || rp.last_batch_position >= rp.position
+        || rp.next_offset <= base
+        || rp.position - rp.last_batch_position > i32::MAX as u64
+    {
+        return distrust("outside the segment file");
+    }
+    let off = backend
+        .read_small(&dir.join(segment_name(base, "index")))
+        .await?;
+    let tim = backend
+        .read_small(&dir.join(segment_name(base, "timeindex")))
+        .await?;
+    let (Some(off), Some(tim)) = (off, tim) else {
+        return distrust("index files missing");
+    };
+    let (o_len, t_len) = (
+        rp.offset_entries as usize * 8,
+        rp.time_entries as usize * 12,
+    );
+    if off.len() < o_len || tim.len() < t_len {
+        return distrust("index files shorter than recorded");
+    }
+    let next_rel = (rp.next_offset - base) as u64;
+    let Some(index) = SegmentIndex::decode(&off[..o_len], &tim[..t_len], rp.position, next_rel)
+    else {
+        return distrust("index prefix damaged");
+    };
+    let len = (rp.position - rp.last_batch_position) as usize;
+    let last = file.read_at(rp.last_batch_position, len).await?;
+    match batch::validate(&last) {
+        Ok(h)
+            if h.total_bytes() == len
+                && h.crc == rp.last_batch_crc
+                && h.last_offset() + 1 == rp.next_offset => {}
+        _ => return distrust("last batch differs"),
+    }
+    Ok(Some(ScanStart {
+        position: rp.position,
+        next_offset: rp.next_offset,
+        index,
+    }))
+}
+
+/// Where a segment scan starts: the segment start, or a recovery point with
+/// the index of what lies before it.
+struct ScanStart {
+    position: u64,
+    next_offset: i64,
+    index: SegmentIndex,
+}
+
+impl ScanStart {
+    fn segment_start(base_offset: i64) -> Self {
+        ScanStart {
+            position: 0,
+            next_offset: base_offset,
+            index: SegmentIndex::default(),
+        }
+    }
+}
+
+/// What a segment scan found: valid bytes, next offset, the index, and the
+/// last whole batch.
+struct Scanned {
+    size: u64,
+    next_offset: i64,
+    index: SegmentIndex,
+    last: Option<BatchMark>,
+}
+
+/// Reads a segment from `start`, checking every batch's CRC, and returns
+/// what it found. Stops at the first torn, corrupt or out-of-order batch.
 async fn scan_segment<F: SegmentFile>(
     file: &F,
     path: &Path,
     base_offset: i64,
     file_bytes: u64,
     interval_bytes: u64,
-) -> StorageResult<(u64, i64, SegmentIndex)> {
-    let mut index = SegmentIndex::default();
-    let mut pos = 0u64;
-    let mut next_offset = base_offset;
+    start: ScanStart,
+) -> StorageResult<Scanned> {
+    let mut index = start.index;
+    let mut pos = start.position;
+    let mut next_offset = start.next_offset;
+    let mut last = None;
     let mut carry = BytesMut::new();
-    let mut read_pos = 0u64;
+    let mut read_pos = start.position;
     loop {
         if read_pos >= file_bytes {
             break;
@@ -1098,9 +1349,20 @@ async fn scan_segment<F: SegmentFile>(
                 interval_bytes,
             );
             next_offset = h.last_offset() + 1;
+            last = Some(BatchMark {
+                position: pos + at as u64,
+                bytes: h.total_bytes() as u32,
+                crc: h.crc,
+                last_offset: h.last_offset(),
+            });
         }
         if bad {
-            return Ok((pos, next_offset, index));
+            return Ok(Scanned {
+                size: pos,
+                next_offset,
+                index,
+                last,
+            });
         }
         let consumed = walker.position();
         let stop = walker.stopped_at().map(|e| e.to_string());
@@ -1118,7 +1380,12 @@ async fn scan_segment<F: SegmentFile>(
             break;
         }
     }
-    Ok((pos, next_offset, index))
+    Ok(Scanned {
+        size: pos,
+        next_offset,
+        index,
+        last,
+    })
 }
 
 impl<B: Backend> PartitionLog<B> {
@@ -1174,7 +1441,7 @@ impl<B: Backend> PartitionLog<B> {
     /// Closes the active segment and starts a new one at the log end.
     /// Caller holds `io_lock` (and `append_lock` when called from append).
     async fn roll(&self) -> StorageResult<()> {
-        let covered = self.write_out().await?;
+        let covered = self.write_out().await?.covered;
         let (file, size, base, index, next) = {
             let s = self.state.borrow();
             let a = &s.active;
@@ -1256,7 +1523,10 @@ impl<B: Backend> PartitionLog<B> {
                 warn!(path = %path.display(), "segment index missing or damaged; rebuilding it");
                 let file = self.backend.open_segment(&path, false).await?;
                 let interval = self.config.borrow().index_interval_bytes;
-                let (_, _, idx) = scan_segment(&file, &path, base, size, interval).await?;
+                let start = ScanStart::segment_start(base);
+                let idx = scan_segment(&file, &path, base, size, interval, start)
+                    .await?
+                    .index;
                 file.close().await?;
                 self.write_index_files(base, &idx).await?;
                 idx
@@ -1656,6 +1926,12 @@ impl<B: Backend> PartitionLog<B> {
         }
         // Put everything on disk first so truncation works on files only.
         self.write_out().await?;
+        // A recovery point past the cut would vouch for bytes that are about
+        // to go: remove it durably before any segment file changes.
+        self.backend
+            .remove_file(&self.dir.join(RECOVERY_POINT_FILE))
+            .await?;
+        self.backend.sync_dir(&self.dir).await?;
         let active_base = self.state.borrow().active.seg.base_offset;
         let doomed: Vec<i64> = {
             let s = self.state.borrow();
@@ -1770,6 +2046,8 @@ impl<B: Backend> PartitionLog<B> {
             assert!(a.inflight.is_empty(), "truncation with writes in flight");
             a.written = cut;
             a.allocated = cut;
+            a.last_batch = None;
+            a.recovery_position = 0;
             a.tail_page = tail_page;
             s.tail.clear();
             s.tail_bytes = 0;

@@ -10,6 +10,9 @@
 //!   read-cold          sequential read of the 1 GiB partition written by `fill`
 //!   fill               write 1 GiB in 128 MiB segments, sync, then SIGKILL itself
 //!   reopen             time to open the partition left by `fill` (crash recovery)
+//!   lag                append and sync 1 MiB batches to the `fill` partition until its
+//!                      recovery point is almost an interval behind, then SIGKILL itself
+//!                      (the next `reopen` is the worst case of an all-synced log)
 //!   idle-memory        heap per idle open partition (1,000 partitions)
 
 use std::path::{Path, PathBuf};
@@ -212,6 +215,22 @@ fn fill(dir: PathBuf) {
     });
 }
 
+fn lag(dir: PathBuf) {
+    run(async move {
+        let budget = FileBudget::new(64);
+        let c = recovery_cfg();
+        let behind = c.recovery_point_interval_bytes - (1 << 20);
+        let log = open(&dir.join("r-0"), c, &budget).await;
+        let batch = Bytes::from(build::sized(1 << 20, 16, 1));
+        for _ in 0..behind / batch.len() as u64 {
+            log.append(batch.clone(), 0).await.expect("append");
+            log.sync().await.expect("sync");
+        }
+        println!("lagging by {behind} synced bytes");
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    });
+}
+
 fn read_cold(dir: PathBuf) {
     run(async move {
         let budget = FileBudget::new(64);
@@ -244,6 +263,11 @@ fn reopen(dir: PathBuf) {
         let ms = t.elapsed().as_secs_f64() * 1e3;
         assert!(log.log_end_offset() > 0, "fill left no data");
         result("reopen_after_kill_ms", ms, "ms");
+        result(
+            "reopen_scanned_MiB",
+            log.recovery_scanned_bytes() as f64 / (1 << 20) as f64,
+            "MiB",
+        );
         // no close: the next reopen must scan again, like after kill -9
         std::mem::forget(log);
     });
@@ -289,6 +313,7 @@ fn main() {
         "fill" => fill(dir),
         "read-cold" => read_cold(dir),
         "reopen" => reopen(dir),
+        "lag" => lag(dir),
         "idle-memory" => idle_memory(dir),
         other => {
             eprintln!("unknown workload {other}");
