@@ -22,7 +22,8 @@
 //! (fallocate), because a size-extending direct write is serialized by the
 //! file system and handed to an io_uring worker thread. Readers of recent
 //! offsets are served from the tail cache without I/O; older data comes from
-//! disk in read-ahead chunks.
+//! disk through a read-ahead of aligned reads kept in flight, copied once
+//! from the DMA buffers into the `Bytes` a read returns.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -305,31 +306,79 @@ struct TailBatch {
     data: Bytes,
 }
 
-type PendingRead = Pin<Box<dyn Future<Output = StorageResult<Bytes>>>>;
+/// A disk read's buffer, as the backend returned it (no copy).
+type ReadPart = Box<dyn std::ops::Deref<Target = [u8]>>;
+type PendingRead = Pin<Box<dyn Future<Output = StorageResult<ReadPart>>>>;
 
-/// A sequential reader's read-ahead: up to `read_ahead_bytes` of disk reads
-/// kept in flight ahead of the consumer, so the device queue never drains
-/// while the shard copies and walks what already arrived.
+/// Read-ahead parts: at least this many per `read_ahead_bytes` (fio keeps 8
+/// reads in flight to reach the device's rate), each a power of two (the
+/// DMA arena is a buddy allocator) between these sizes.
+const READ_AHEAD_PARTS: u64 = 8;
+const READ_PART_BYTES_MIN: u64 = 64 << 10;
+const READ_PART_BYTES_MAX: u64 = 1 << 20;
+
+/// An aligned disk read of a stream; bytes `[pos, valid_end)` of it hold log
+/// data (the rest lies past what was written when it was issued, or past
+/// the end of the file).
+struct StreamPart<T> {
+    pos: u64,
+    valid_end: u64,
+    data: T,
+}
+
+/// A sequential reader's read-ahead: up to `read_ahead_bytes` of aligned
+/// disk reads kept in flight ahead of the consumer, so the device queue never
+/// drains while the shard copies what already arrived. Batches are copied
+/// once, from the DMA buffers straight into the `Bytes` a read returns.
 struct ReadStream<F> {
     segment_base: i64,
     /// File for closed segments (kept open while the stream lives).
     file: Rc<Handle<F>>,
-    /// Position of the first byte of `leftover`.
+    /// Position of the next batch not yet returned.
     pos: u64,
     /// First offset not yet returned from the stream.
     next_offset: i64,
-    /// Bytes at `pos` already read but not returned (a partial batch or
-    /// batches beyond the last `max_bytes`).
-    leftover: Bytes,
-    /// Reads in flight, contiguous, starting at `pos + leftover.len()`.
-    parts: VecDeque<PendingRead>,
-    /// Where the next read starts.
+    /// Reads that completed, by position (they may overlap where a read was
+    /// repeated because the active segment grew).
+    ready: VecDeque<StreamPart<ReadPart>>,
+    /// Reads in flight, in issue order.
+    parts: VecDeque<StreamPart<PendingRead>>,
+    /// Where the next read starts (aligned).
     next_pos: u64,
+    /// End of the valid bytes of the reads issued so far.
+    issued_end: u64,
 }
 
 impl<F> ReadStream<F> {
     fn buffered_bytes(&self) -> usize {
-        self.leftover.len()
+        self.ready.iter().map(|r| r.data.len()).sum()
+    }
+
+    /// End of the valid bytes contiguous from `pos` in completed reads.
+    fn covered_end(&self) -> u64 {
+        let mut end = self.pos;
+        for r in &self.ready {
+            if r.pos <= end && r.valid_end > end {
+                end = r.valid_end;
+            }
+        }
+        end
+    }
+
+    /// Copies file bytes `[at, at + len)`, which completed reads cover.
+    fn copy_out(&self, mut at: u64, len: u64, mut put: impl FnMut(&[u8])) {
+        let end = at + len;
+        while at < end {
+            let r = self
+                .ready
+                .iter()
+                .rev()
+                .find(|r| r.pos <= at && at < r.valid_end)
+                .expect("read-ahead covers what it reported");
+            let stop = end.min(r.valid_end);
+            put(&r.data[(at - r.pos) as usize..(stop - r.pos) as usize]);
+            at = stop;
+        }
     }
 }
 
@@ -1636,78 +1685,76 @@ impl<B: Backend> PartitionLog<B> {
                 file,
                 pos: start_pos,
                 next_offset: offset,
-                leftover: Bytes::new(),
+                ready: VecDeque::new(),
                 parts: VecDeque::new(),
-                next_pos: start_pos,
+                next_pos: align_down(start_pos),
+                issued_end: align_down(start_pos),
             }
         };
-        let (part_bytes, read_ahead) = {
-            let c = self.config.borrow();
-            (c.write_chunk_bytes as u64, c.read_ahead_bytes as u64)
-        };
+        let read_ahead = self.config.borrow().read_ahead_bytes as u64;
+        let part_bytes = (read_ahead / READ_AHEAD_PARTS)
+            .clamp(READ_PART_BYTES_MIN, READ_PART_BYTES_MAX)
+            .next_power_of_two();
         let depth = (read_ahead / part_bytes).max(1) as usize;
         let mut total = 0usize;
         let mut full = false;
-        let mut buf = std::mem::take(&mut st.leftover);
+        let mut data = BytesMut::new();
+        let mut ranges = Vec::new();
         loop {
-            let mut consumed = 0usize;
-            for (at, h) in BatchWalker::new(&buf, false) {
-                let len = h.total_bytes();
-                if h.last_offset() < offset {
-                    consumed = at + len;
-                    continue;
-                }
-                if total > 0 && total + len > max_bytes {
-                    full = true;
-                    break;
-                }
-                out.batches.push(buf.slice(at..at + len));
-                total += len;
-                consumed = at + len;
-                st.next_offset = h.last_offset() + 1;
-                if total >= max_bytes {
-                    full = true;
-                    break;
-                }
-            }
-            buf = buf.slice(consumed..);
-            st.pos += consumed as u64;
-            if full || st.pos + buf.len() as u64 >= limit {
+            let header_end = st.pos + batch::HEADER_BYTES as u64;
+            if !self
+                .stream_fill(&mut st, header_end, limit, part_bytes, depth)
+                .await?
+            {
                 break;
             }
-            // Keep `depth` reads in flight; part ends fall on indexed batch
-            // starts where possible so batches rarely straddle two parts.
-            while st.parts.len() < depth && st.next_pos < limit {
-                let end = self.part_end(seg_base, st.next_pos, part_bytes, limit);
-                let (pos, len) = (st.next_pos, (end - st.next_pos) as usize);
-                let file = st.file.clone();
-                let mut fut: PendingRead =
-                    Box::pin(async move { file.get().read_at(pos, len).await });
-                // Poll once so the read is queued to the device now.
-                if let Some(r) = futures_lite::future::poll_once(&mut fut).await {
-                    let r = r?;
-                    fut = Box::pin(async move { Ok(r) });
-                }
-                st.parts.push_back(fut);
-                st.next_pos = end;
-            }
-            let Some(part) = st.parts.pop_front() else {
-                break;
+            let mut head = [0u8; batch::HEADER_BYTES];
+            let mut at = 0;
+            st.copy_out(st.pos, head.len() as u64, |b| {
+                head[at..at + b.len()].copy_from_slice(b);
+                at += b.len();
+            });
+            let Ok(h) = BatchHeader::parse(&head) else {
+                break; // not a batch: what the caller gets ends here
             };
-            let data = part.await?;
-            if data.is_empty() {
+            let len = h.total_bytes();
+            if st.pos + len as u64 > limit {
                 break;
             }
-            buf = if buf.is_empty() {
-                data
-            } else {
-                let mut joined = BytesMut::with_capacity(buf.len() + data.len());
-                joined.extend_from_slice(&buf);
-                joined.extend_from_slice(&data);
-                joined.freeze()
-            };
+            if h.last_offset() < offset {
+                st.pos += len as u64; // before the offset asked for
+                continue;
+            }
+            if total > 0 && total + len > max_bytes {
+                full = true;
+                break;
+            }
+            let batch_end = st.pos + len as u64;
+            if !self
+                .stream_fill(&mut st, batch_end, limit, part_bytes, depth)
+                .await?
+            {
+                break;
+            }
+            if data.capacity() - data.len() < len {
+                // Once: what this read returns at most, so no batch is copied twice.
+                let most = (max_bytes - total).min((limit - st.pos) as usize);
+                data.reserve(len.max(most));
+            }
+            let at = data.len();
+            st.copy_out(st.pos, len as u64, |b| data.extend_from_slice(b));
+            ranges.push(at..at + len);
+            total += len;
+            st.pos += len as u64;
+            st.next_offset = h.last_offset() + 1;
+            if total >= max_bytes {
+                full = true;
+                break;
+            }
         }
-        st.leftover = buf;
+        let data = data.freeze();
+        out.batches
+            .extend(ranges.into_iter().map(|r| data.slice(r)));
         if active {
             self.state.borrow_mut().stream = Some(st);
             // Reached what is on disk of the active segment: go on from the tail.
@@ -1735,27 +1782,70 @@ impl<B: Backend> PartitionLog<B> {
         Ok(out)
     }
 
-    /// End of a read-ahead part starting at `pos`: the last indexed batch
-    /// start within `part_bytes`, else `pos + part_bytes`, at most `limit`.
-    fn part_end(&self, seg_base: i64, pos: u64, part_bytes: u64, limit: u64) -> u64 {
-        let s = self.state.borrow();
-        let index = if seg_base == s.active.seg.base_offset {
-            s.active.seg.index.as_ref()
-        } else {
-            s.closed.get(&seg_base).and_then(|g| g.index.as_ref())
-        };
-        let want = pos + part_bytes;
-        let mut end = want;
-        if let Some(idx) = index {
-            let i = idx.offsets.partition_point(|e| (e.position as u64) <= want);
-            if i > 0 {
-                let p = idx.offsets[i - 1].position as u64;
-                if p > pos + part_bytes / 2 {
-                    end = p;
-                }
-            }
+    /// Makes the stream's completed reads cover `[st.pos, need)`, issuing
+    /// aligned reads of `part_bytes` so that `depth` stay in flight, and
+    /// waiting for them in order. False if `need` lies past `limit` (what is
+    /// on disk) or the file ends first.
+    async fn stream_fill(
+        &self,
+        st: &mut ReadStream<B::File>,
+        need: u64,
+        limit: u64,
+        part_bytes: u64,
+        depth: usize,
+    ) -> StorageResult<bool> {
+        if need > limit {
+            return Ok(false);
         }
-        end.min(limit)
+        loop {
+            while st.ready.front().is_some_and(|r| r.valid_end <= st.pos) {
+                st.ready.pop_front();
+            }
+            if st.covered_end() >= need {
+                return Ok(true);
+            }
+            // Keep `depth` reads in flight. A read that stopped at the old
+            // end of the active segment is repeated from its last page once
+            // more has been written.
+            while st.parts.len() < depth && st.issued_end < limit {
+                let pos = st.next_pos;
+                let valid_end = (pos + part_bytes).min(limit);
+                let file = st.file.clone();
+                let mut fut: PendingRead = Box::pin(async move {
+                    let data = file.get().read_aligned(pos, part_bytes as usize).await?;
+                    Ok(Box::new(data) as ReadPart)
+                });
+                // Poll once so the read is queued to the device now.
+                if let Some(r) = futures_lite::future::poll_once(&mut fut).await {
+                    let r = r?;
+                    fut = Box::pin(async move { Ok(r) });
+                }
+                st.parts.push_back(StreamPart {
+                    pos,
+                    valid_end,
+                    data: fut,
+                });
+                st.issued_end = valid_end;
+                st.next_pos = if valid_end < pos + part_bytes {
+                    align_down(valid_end)
+                } else {
+                    pos + part_bytes
+                };
+            }
+            let Some(part) = st.parts.pop_front() else {
+                return Ok(false);
+            };
+            let data = part.data.await?;
+            let valid_end = part.valid_end.min(part.pos + data.len() as u64);
+            if valid_end <= part.pos {
+                return Ok(false); // end of file
+            }
+            st.ready.push_back(StreamPart {
+                pos: part.pos,
+                valid_end,
+                data,
+            });
+        }
     }
 }
 
@@ -2360,6 +2450,44 @@ mod tests {
             assert_eq!(r.batches.len() as i64, leo);
             for b in &r.batches {
                 batch::validate(b).unwrap();
+            }
+        });
+    }
+
+    #[test]
+    fn a_sequential_reader_of_the_active_segment_rereads_what_was_written_since() {
+        let be = MemoryBackend::new();
+        let cfg = LogConfig {
+            tail_cache_bytes_max: 0, // every read below goes to the file
+            read_ahead_bytes: 1 << 20,
+            ..LogConfig::default()
+        };
+        let log = open(&be, cfg);
+        let batch_n = |n: i64| Bytes::from(build::sized(700 + (n as usize * 13) % 500, 1, n));
+        block_on(async {
+            let mut next = 0i64;
+            let mut appended = 0i64;
+            for round in 0..20 {
+                for _ in 0..7 {
+                    log.append(batch_n(appended), 0).await.unwrap();
+                    appended += 1;
+                }
+                log.write_through().await.unwrap();
+                // Small reads: the stream stops mid-part, at the old end of
+                // what was written, and must not serve stale bytes after it.
+                loop {
+                    let r = log.read(next, 1500 + round * 100).await.unwrap();
+                    if r.batches.is_empty() {
+                        break;
+                    }
+                    for b in &r.batches {
+                        let h = batch::validate(b).unwrap();
+                        assert_eq!(h.base_offset, next);
+                        assert_eq!(&b[16..], &batch_n(next)[16..]);
+                        next += 1;
+                    }
+                }
+                assert_eq!(next, appended);
             }
         });
     }

@@ -10,7 +10,7 @@ use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
 use super::{Backend, SegmentFile};
 use crate::error::{StorageError, StorageResult};
@@ -250,6 +250,15 @@ impl SegmentFile for DmaSegment {
             .await
             .map_err(|e| gio(&self.path, e))?;
         Ok(Bytes::copy_from_slice(&r))
+    }
+
+    type ReadBuf = ReadResult;
+
+    async fn read_aligned(&self, pos: u64, len: usize) -> StorageResult<ReadResult> {
+        self.file
+            .read_at_aligned(pos, len)
+            .await
+            .map_err(|e| gio(&self.path, e))
     }
 
     async fn sync(&self) -> StorageResult<()> {

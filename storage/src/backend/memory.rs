@@ -275,6 +275,16 @@ impl SegmentFile for MemSegment {
         Ok(Bytes::copy_from_slice(&f.data[start..end]))
     }
 
+    type ReadBuf = Bytes;
+
+    async fn read_aligned(&self, pos: u64, len: usize) -> StorageResult<Bytes> {
+        assert!(
+            pos.is_multiple_of(ALIGN_BYTES) && (len as u64).is_multiple_of(ALIGN_BYTES),
+            "aligned read must be aligned: pos {pos}, len {len}"
+        );
+        self.read_at(pos, len).await
+    }
+
     async fn sync(&self) -> StorageResult<()> {
         self.backend.check(&self.path)?;
         self.backend.fs.borrow_mut().syncs += 1;

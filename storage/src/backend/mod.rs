@@ -8,7 +8,7 @@
 //! flush. Both backends enforce that alignment so a misaligned write fails
 //! in unit tests the same way it would with `O_DIRECT`.
 
-use std::ops::DerefMut;
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 
 use bytes::Bytes;
@@ -65,6 +65,12 @@ pub trait SegmentFile: 'static {
     async fn write_at(&self, buf: Self::Buf, pos: u64) -> StorageResult<()>;
     /// Reads up to `len` bytes at `pos` (any alignment); short at end of file.
     async fn read_at(&self, pos: u64, len: usize) -> StorageResult<Bytes>;
+    /// A buffer [`SegmentFile::read_aligned`] reads into.
+    type ReadBuf: Deref<Target = [u8]> + 'static;
+    /// Reads up to `len` bytes at `pos` (both aligned) into the backend's own
+    /// buffer, without the copy into `Bytes` that [`SegmentFile::read_at`]
+    /// makes; short at end of file.
+    async fn read_aligned(&self, pos: u64, len: usize) -> StorageResult<Self::ReadBuf>;
     /// fdatasync: everything written so far survives a crash.
     async fn sync(&self) -> StorageResult<()>;
     async fn truncate(&self, len: u64) -> StorageResult<()>;
