@@ -28,8 +28,12 @@ use rill_storage::{DmaBackend, FileBudget, FlushPolicy, LogConfig, PartitionLog}
 static ALLOC: CountingAlloc = CountingAlloc;
 
 const GIB: u64 = 1 << 30;
-/// Per-partition unwritten bytes that make the 1,000-partition flusher write.
+/// Per-partition unsubmitted bytes that make the 1,000-partition flusher
+/// write, and the lower bar it uses while the shard's write budget is less
+/// than half used (the device would otherwise idle, e.g. while every
+/// partition fills up to the first bar at the same time).
 const FLUSH_MIN_BYTES: u64 = 256 << 10;
+const FLUSH_MIN_BYTES_IDLE: u64 = 64 << 10;
 /// 16 KiB appends between two reactor turns in the 1,000-partition workload:
 /// 1 MiB, one full produce request's worth. A shard takes a turn to receive
 /// every request; this loop never blocks, and without turns queued writes
@@ -131,10 +135,15 @@ fn append_16k_1000p(dir: PathBuf) {
             // least FLUSH_MIN_BYTES not yet submitted, so each write is large
             // enough for the device to stream (Kafka leaves this to the page
             // cache). `flush` does not wait for the writes: they run while
-            // the next round is appended.
+            // the next round is appended, within the shard's budget.
+            let min = if budget.inflight_write_bytes() < budget.inflight_write_bytes_max / 2 {
+                FLUSH_MIN_BYTES_IDLE
+            } else {
+                FLUSH_MIN_BYTES
+            };
             futures_util::future::try_join_all(
                 logs.iter()
-                    .filter(|l| l.unsubmitted_bytes() >= FLUSH_MIN_BYTES)
+                    .filter(|l| l.unsubmitted_bytes() >= min)
                     .map(|l| l.flush()),
             )
             .await
