@@ -1051,10 +1051,18 @@ impl<B: Backend> PartitionLog<B> {
             if len < chunk && !short_ok {
                 return Ok(());
             }
-            // Power-of-two lengths: the DMA arena is a buddy allocator, so a
-            // 272 KiB buffer would take 512 KiB of it (and then overflow to
-            // page-faulting heap buffers); the rest goes in the next write.
-            let len = 1u64 << len.ilog2();
+            // Within the budget (a flush), power-of-two lengths: the DMA arena
+            // is a buddy allocator, so a 272 KiB buffer would take 512 KiB of
+            // it (and then overflow to page-faulting heap buffers). The rest
+            // waits to grow into a larger write rather than going out as a
+            // small one: the device's cost is per request. A drain writes it
+            // all, in as few writes as it can.
+            let short = len < chunk;
+            let len = if within_shard_budget {
+                1u64 << len.ilog2()
+            } else {
+                len
+            };
             if inflight > 0 && inflight + len > inflight_max {
                 self.reap_one(true).await?;
                 continue;
@@ -1088,6 +1096,9 @@ impl<B: Backend> PartitionLog<B> {
                     fut,
                     _permit: permit,
                 });
+            if short && within_shard_budget {
+                return Ok(());
+            }
         }
     }
 

@@ -33,7 +33,7 @@ const GIB: u64 = 1 << 30;
 /// than half used (the device would otherwise idle, e.g. while every
 /// partition fills up to the first bar at the same time).
 const FLUSH_MIN_BYTES: u64 = 256 << 10;
-const FLUSH_MIN_BYTES_IDLE: u64 = 64 << 10;
+const FLUSH_MIN_BYTES_IDLE: u64 = 128 << 10;
 /// 16 KiB appends between two reactor turns in the 1,000-partition workload:
 /// 1 MiB, one full produce request's worth. A shard takes a turn to receive
 /// every request; this loop never blocks, and without turns queued writes
