@@ -205,6 +205,8 @@ struct Active<F> {
     /// Preallocation failed once (file system without fallocate, or full):
     /// write past the end instead, which is slower but works.
     preallocate_failed: bool,
+    /// A started fallocate, to this size.
+    preallocating: Option<(u64, PendingIo)>,
     /// The last batch appended (`None` when unknown, after a clean open).
     last_batch: Option<BatchMark>,
     /// Position of the recovery point recorded for this segment (0: none).
@@ -222,6 +224,7 @@ impl<F> Active<F> {
             inflight: VecDeque::new(),
             allocated: size,
             preallocate_failed: false,
+            preallocating: None,
             last_batch: None,
             recovery_position: 0,
         }
@@ -257,13 +260,13 @@ struct WrittenOut {
     last: Option<BatchMark>,
 }
 
-type PendingWrite = Pin<Box<dyn Future<Output = StorageResult<()>>>>;
+type PendingIo = Pin<Box<dyn Future<Output = StorageResult<()>>>>;
 
 /// One direct write of the write-behind in flight: `bytes` ending at `end`.
 struct InflightWrite {
     end: u64,
     bytes: u64,
-    fut: PendingWrite,
+    fut: PendingIo,
     _permit: WritePermit,
 }
 
@@ -1074,7 +1077,7 @@ impl<B: Backend> PartitionLog<B> {
             }
             let permit = WritePermit::new(&self.budget, len);
             self.ensure_allocated(start + len).await?;
-            let mut fut: PendingWrite = {
+            let mut fut: PendingIo = {
                 let s = self.state.borrow();
                 let a = &s.active;
                 let mut buf = a.file.get().alloc(len as usize);
@@ -1103,44 +1106,93 @@ impl<B: Backend> PartitionLog<B> {
     }
 
     /// Grows the active segment file ahead of a write that ends at `end`, so
-    /// the write does not extend the file. Caller holds `io_lock`.
+    /// the write does not extend the file. The next step is started before
+    /// it is needed (once the writes are within half a step of the end) and
+    /// not waited for, so appends rarely wait on fallocate. Caller holds
+    /// `io_lock`.
     async fn ensure_allocated(&self, end: u64) -> StorageResult<()> {
-        let (file, target) = {
-            let s = self.state.borrow();
-            let a = &s.active;
-            if end <= a.allocated || a.preallocate_failed {
+        loop {
+            self.settle_preallocation(false).await;
+            let (file, allocated, step, cap, pending) = {
+                let s = self.state.borrow();
+                let a = &s.active;
+                if a.preallocate_failed {
+                    return Ok(());
+                }
+                let step = a
+                    .seg
+                    .size
+                    .clamp(PREALLOCATE_STEP_BYTES_MIN, PREALLOCATE_STEP_BYTES_MAX);
+                // Not past the segment's roll size unless this write already is.
+                let cap = align_up(self.config.borrow().segment_bytes);
+                let pending = a.preallocating.is_some();
+                (a.file.clone(), a.allocated, step, cap, pending)
+            };
+            if end <= allocated {
+                if !pending && end + step / 2 > allocated && allocated < cap {
+                    self.start_preallocation(&file, (allocated + step).min(cap))
+                        .await;
+                }
                 return Ok(());
             }
-            let step = a
-                .seg
-                .size
-                .clamp(PREALLOCATE_STEP_BYTES_MIN, PREALLOCATE_STEP_BYTES_MAX);
-            // Not past the segment's roll size unless this write already is.
-            let cap = align_up(self.config.borrow().segment_bytes).max(end);
-            (
-                a.file.clone(),
-                align_up(end.max(a.allocated + step)).min(cap),
-            )
-        };
-        match file.get().preallocate(target).await {
-            Ok(()) => {
-                let mut s = self.state.borrow_mut();
-                if Rc::ptr_eq(&s.active.file, &file) {
-                    s.active.allocated = s.active.allocated.max(target);
-                }
+            if pending {
+                self.settle_preallocation(true).await;
+                continue;
             }
-            Err(e) => {
+            let target = align_up(end.max(allocated + step)).min(cap.max(end));
+            self.start_preallocation(&file, target).await;
+            self.settle_preallocation(true).await;
+            return Ok(());
+        }
+    }
+
+    /// Starts growing the active segment file to `target` without waiting.
+    async fn start_preallocation(&self, file: &Rc<Handle<B::File>>, target: u64) {
+        let f = file.clone();
+        let mut fut: PendingIo = Box::pin(async move { f.get().preallocate(target).await });
+        // Poll once so the fallocate is queued now.
+        if let Some(r) = futures_lite::future::poll_once(&mut fut).await {
+            fut = Box::pin(async move { r });
+        }
+        self.state.borrow_mut().active.preallocating = Some((target, fut));
+    }
+
+    /// Takes the result of a started preallocation: waits for it if `wait`,
+    /// else only if it is done. A failure switches preallocation off for
+    /// this segment (writes then extend the file, slower but correct).
+    async fn settle_preallocation(&self, wait: bool) {
+        let Some((target, mut fut)) = self.state.borrow_mut().active.preallocating.take() else {
+            return;
+        };
+        let done = if wait {
+            Some(fut.as_mut().await)
+        } else {
+            futures_lite::future::poll_once(fut.as_mut()).await
+        };
+        let mut s = self.state.borrow_mut();
+        match done {
+            None => s.active.preallocating = Some((target, fut)),
+            Some(Ok(())) => s.active.allocated = s.active.allocated.max(target),
+            Some(Err(e)) => {
                 debug!(dir = %self.dir.display(), error = %e, "preallocation failed; writing past the end of the file instead");
-                self.state.borrow_mut().active.preallocate_failed = true;
+                s.active.preallocate_failed = true;
             }
         }
-        Ok(())
     }
 
     /// Writes every unwritten byte of the active segment, the zero-padded
     /// partial last page included, and waits for all of it. Caller holds
     /// `io_lock`.
     async fn write_out(&self) -> StorageResult<WrittenOut> {
+        let out = self.write_out_all().await?;
+        // A fallocate still running could grow the file again after a seal
+        // or truncation that follows this: finish it first.
+        self.settle_preallocation(true).await;
+        Ok(out)
+    }
+
+    /// The body of [`PartitionLog::write_out`].
+    async fn write_out_all(&self) -> StorageResult<WrittenOut> {
         self.submit_pages(true, false).await?;
         while self.reap_one(true).await? {}
         let chunk = self.config.borrow().write_chunk_bytes as u64;

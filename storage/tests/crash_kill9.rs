@@ -78,7 +78,7 @@ fn child(dir: &Path, seed: u64) {
 
 /// Reopens, checks, and returns (log end offset, bytes the recovery scanned).
 fn verify(dir: &Path, acked: i64) -> (i64, u64) {
-    run_local(async move {
+    let out = run_local(async move {
         let log = PartitionLog::open(DmaBackend::new(), dir, config(), FileBudget::new(64))
             .await
             .expect("reopen after kill -9");
@@ -109,7 +109,27 @@ fn verify(dir: &Path, acked: i64) -> (i64, u64) {
         }
         log.close().await.expect("close");
         (leo, scanned)
-    })
+    });
+    // Every closed segment, and after the close the active one too, is
+    // exactly its batches: no preallocated or padded tail left behind.
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    for path in &logs {
+        let bytes = std::fs::read(path).expect("read segment");
+        let mut walker = batch::BatchWalker::new(&bytes, true);
+        for _ in walker.by_ref() {}
+        assert_eq!(
+            walker.position(),
+            bytes.len(),
+            "{} is not exactly whole batches",
+            path.display()
+        );
+    }
+    out
 }
 
 fn main() {
