@@ -159,6 +159,7 @@ pub fn run(
         let cluster = cluster.clone();
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("rill-shard-{id}"))
+            .io_memory(rill_storage::backend::dma::SHARD_IO_MEMORY_BYTES)
             .spawn(move || async move {
                 let r = shard_main(
                     id,

@@ -302,6 +302,7 @@ impl TopicSettings {
             write_chunk_bytes: storage.write_chunk_bytes,
             tail_cache_bytes_max: storage.tail_cache_bytes_max,
             read_ahead_bytes: storage.read_ahead_bytes,
+            recovery_point_interval_bytes: LogConfig::default().recovery_point_interval_bytes,
             flush: if self.flush_messages <= 1 || self.flush_ms == 0 {
                 FlushPolicy::EveryAppend
             } else {

@@ -41,6 +41,10 @@ pub struct LogConfig {
     pub tail_cache_bytes_max: usize,
     /// Bytes read per disk read when serving older data (read-ahead).
     pub read_ahead_bytes: usize,
+    /// Synced bytes of the active segment after which a sync also records a
+    /// recovery point (index files plus a small file): recovery after a crash
+    /// then scans at most this much plus what was not synced.
+    pub recovery_point_interval_bytes: u64,
     pub flush: FlushPolicy,
 }
 
@@ -57,6 +61,7 @@ impl Default for LogConfig {
             write_chunk_bytes: 1 << 20,
             tail_cache_bytes_max: 1 << 20,
             read_ahead_bytes: 1 << 20,
+            recovery_point_interval_bytes: 32 << 20,
             flush: FlushPolicy::Threshold {
                 messages: u64::MAX,
                 bytes: u64::MAX,
@@ -99,6 +104,9 @@ impl LogConfig {
         if self.read_ahead_bytes < 4096 {
             return bad("read_ahead_bytes", "must be at least 4096");
         }
+        if self.recovery_point_interval_bytes == 0 {
+            return bad("recovery_point_interval_bytes", "must be positive");
+        }
         Ok(())
     }
 }
@@ -125,6 +133,9 @@ mod tests {
                 c.write_buffer_bytes_max = c.batch_bytes_max - 1
             }),
             ("read_ahead_bytes", |c| c.read_ahead_bytes = 1),
+            ("recovery_point_interval_bytes", |c| {
+                c.recovery_point_interval_bytes = 0
+            }),
         ];
         for (field, breaks) in cases {
             let mut c = LogConfig::default();

@@ -5,7 +5,8 @@
 //! produced (only `baseOffset` and `partitionLeaderEpoch` are rewritten, both
 //! outside the CRC), with a sparse `.index` and `.timeindex`, the same layout
 //! Kafka uses. A small rkyv [`checkpoint`] holds the log start offset and the
-//! clean-shutdown marker.
+//! clean-shutdown marker; a [`checkpoint::RecoveryPoint`] says where crash
+//! recovery of the active segment may start.
 //!
 //! I/O goes through the [`backend::Backend`] trait: [`backend::dma::DmaBackend`]
 //! (glommio, io_uring, `O_DIRECT`) in production and

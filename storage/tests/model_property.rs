@@ -44,6 +44,8 @@ fn config(rng: &mut Rng) -> LogConfig {
         write_chunk_bytes: 4096,
         tail_cache_bytes_max: rng.below(3) as usize * 3000,
         read_ahead_bytes: 4096 * (1 + rng.below(3) as usize),
+        // Small, so syncs record recovery points that crashes then start from.
+        recovery_point_interval_bytes: 1 + rng.below(16384),
         ..LogConfig::default()
     }
 }

@@ -10,6 +10,9 @@
 //!   read-cold          sequential read of the 1 GiB partition written by `fill`
 //!   fill               write 1 GiB in 128 MiB segments, sync, then SIGKILL itself
 //!   reopen             time to open the partition left by `fill` (crash recovery)
+//!   lag                append and sync 1 MiB batches to the `fill` partition until its
+//!                      recovery point is almost an interval behind, then SIGKILL itself
+//!                      (the next `reopen` is the worst case of an all-synced log)
 //!   idle-memory        heap per idle open partition (1,000 partitions)
 
 use std::path::{Path, PathBuf};
@@ -25,12 +28,22 @@ use rill_storage::{DmaBackend, FileBudget, FlushPolicy, LogConfig, PartitionLog}
 static ALLOC: CountingAlloc = CountingAlloc;
 
 const GIB: u64 = 1 << 30;
-/// Per-partition unwritten bytes that make the 1,000-partition flusher write.
+/// Per-partition unsubmitted bytes that make the 1,000-partition flusher
+/// write, and the lower bar it uses while the shard's write budget is less
+/// than half used (the device would otherwise idle, e.g. while every
+/// partition fills up to the first bar at the same time).
 const FLUSH_MIN_BYTES: u64 = 256 << 10;
+const FLUSH_MIN_BYTES_IDLE: u64 = 128 << 10;
+/// 16 KiB appends between two reactor turns in the 1,000-partition workload:
+/// 1 MiB, one full produce request's worth. A shard takes a turn to receive
+/// every request; this loop never blocks, and without turns queued writes
+/// would not reach the kernel nor completions be reaped.
+const APPENDS_PER_REACTOR_TURN: usize = 64;
 
 fn run<T>(f: impl std::future::Future<Output = T>) -> T {
     glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(1))
         .name("bench")
+        .io_memory(rill_storage::backend::dma::SHARD_IO_MEMORY_BYTES)
         .make()
         .expect("glommio executor (needs io_uring)")
         .run(f)
@@ -58,6 +71,12 @@ fn recovery_cfg() -> LogConfig {
         segment_bytes: 128 << 20,
         ..cfg()
     }
+}
+
+/// Lets the executor submit queued I/O and reap completions, as it does
+/// whenever a shard's tasks wait on the network.
+async fn reactor_turn() {
+    glommio::timer::sleep(Duration::from_micros(1)).await;
 }
 
 fn result(name: &str, value: f64, unit: &str) {
@@ -106,19 +125,31 @@ fn append_16k_1000p(dir: PathBuf) {
         let rounds = GIB / (batch.len() as u64 * 1000);
         let t = Instant::now();
         for _ in 0..rounds {
-            for log in &logs {
+            for (i, log) in logs.iter().enumerate() {
                 log.append(batch.clone(), 0).await.expect("append");
+                if i % APPENDS_PER_REACTOR_TURN == APPENDS_PER_REACTOR_TURN - 1 {
+                    reactor_turn().await;
+                }
             }
-            // The shard's flusher: write every partition holding at least
-            // FLUSH_MIN_BYTES concurrently, so each write is large enough for
-            // the device to stream (Kafka leaves this to the page cache).
+            // The shard's flusher: start writing every partition holding at
+            // least FLUSH_MIN_BYTES not yet submitted, so each write is large
+            // enough for the device to stream (Kafka leaves this to the page
+            // cache). `flush` does not wait for the writes: they run while
+            // the next round is appended, within the shard's budget.
+            let min = if budget.inflight_write_bytes() < budget.inflight_write_bytes_max / 2 {
+                FLUSH_MIN_BYTES_IDLE
+            } else {
+                FLUSH_MIN_BYTES
+            };
             futures_util::future::try_join_all(
                 logs.iter()
-                    .filter(|l| l.unwritten_bytes() >= FLUSH_MIN_BYTES)
+                    .filter(|l| l.unsubmitted_bytes() >= min)
                     .map(|l| l.flush()),
             )
             .await
             .expect("flush");
+            // Hand the flusher's writes to the kernel at once.
+            reactor_turn().await;
         }
         futures_util::future::try_join_all(logs.iter().map(|l| l.sync()))
             .await
@@ -193,6 +224,22 @@ fn fill(dir: PathBuf) {
     });
 }
 
+fn lag(dir: PathBuf) {
+    run(async move {
+        let budget = FileBudget::new(64);
+        let c = recovery_cfg();
+        let behind = c.recovery_point_interval_bytes - (1 << 20);
+        let log = open(&dir.join("r-0"), c, &budget).await;
+        let batch = Bytes::from(build::sized(1 << 20, 16, 1));
+        for _ in 0..behind / batch.len() as u64 {
+            log.append(batch.clone(), 0).await.expect("append");
+            log.sync().await.expect("sync");
+        }
+        println!("lagging by {behind} synced bytes");
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    });
+}
+
 fn read_cold(dir: PathBuf) {
     run(async move {
         let budget = FileBudget::new(64);
@@ -225,6 +272,11 @@ fn reopen(dir: PathBuf) {
         let ms = t.elapsed().as_secs_f64() * 1e3;
         assert!(log.log_end_offset() > 0, "fill left no data");
         result("reopen_after_kill_ms", ms, "ms");
+        result(
+            "reopen_scanned_MiB",
+            log.recovery_scanned_bytes() as f64 / (1 << 20) as f64,
+            "MiB",
+        );
         // no close: the next reopen must scan again, like after kill -9
         std::mem::forget(log);
     });
@@ -270,6 +322,7 @@ fn main() {
         "fill" => fill(dir),
         "read-cold" => read_cold(dir),
         "reopen" => reopen(dir),
+        "lag" => lag(dir),
         "idle-memory" => idle_memory(dir),
         other => {
             eprintln!("unknown workload {other}");

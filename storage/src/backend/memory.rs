@@ -39,6 +39,9 @@ struct Fs {
     failing: bool,
     /// Segment file syncs performed (group-commit tests count them).
     syncs: u64,
+    /// Polls a segment write stays pending before it takes effect, so tests
+    /// can hold writes in flight as a slow disk would.
+    write_yields: u32,
 }
 
 #[derive(Clone, Default)]
@@ -104,6 +107,11 @@ impl MemoryBackend {
     /// Makes every later operation fail, like a disk that disappeared.
     pub fn set_failing(&self, failing: bool) {
         self.fs.borrow_mut().failing = failing;
+    }
+
+    /// Makes every later segment write stay pending for `yields` polls.
+    pub fn set_write_yields(&self, yields: u32) {
+        self.fs.borrow_mut().write_yields = yields;
     }
 
     /// How many segment-file syncs (fdatasync) have run.
@@ -237,11 +245,17 @@ impl SegmentFile for MemSegment {
     type Buf = Vec<u8>;
 
     fn alloc(&self, len: usize) -> Vec<u8> {
-        vec![0u8; len]
+        // Not zero: a log that forgets to fill part of a buffer writes
+        // garbage that recovery and the property test then catch.
+        vec![0xA5u8; len]
     }
 
     async fn write_at(&self, buf: Vec<u8>, pos: u64) -> StorageResult<()> {
         self.backend.check(&self.path)?;
+        let yields = self.backend.fs.borrow().write_yields;
+        for _ in 0..yields {
+            futures_lite::future::yield_now().await;
+        }
         assert!(
             pos.is_multiple_of(ALIGN_BYTES) && (buf.len() as u64).is_multiple_of(ALIGN_BYTES),
             "direct I/O write must be aligned: pos {pos}, len {}",
@@ -261,6 +275,16 @@ impl SegmentFile for MemSegment {
         Ok(Bytes::copy_from_slice(&f.data[start..end]))
     }
 
+    type ReadBuf = Bytes;
+
+    async fn read_aligned(&self, pos: u64, len: usize) -> StorageResult<Bytes> {
+        assert!(
+            pos.is_multiple_of(ALIGN_BYTES) && (len as u64).is_multiple_of(ALIGN_BYTES),
+            "aligned read must be aligned: pos {pos}, len {len}"
+        );
+        self.read_at(pos, len).await
+    }
+
     async fn sync(&self) -> StorageResult<()> {
         self.backend.check(&self.path)?;
         self.backend.fs.borrow_mut().syncs += 1;
@@ -277,6 +301,16 @@ impl SegmentFile for MemSegment {
         let mut f = self.file.borrow_mut();
         f.data.resize(len as usize, 0);
         f.pending.push(Pending::Truncate(len));
+        Ok(())
+    }
+
+    async fn preallocate(&self, len: u64) -> StorageResult<()> {
+        self.backend.check(&self.path)?;
+        let mut f = self.file.borrow_mut();
+        if (f.data.len() as u64) < len {
+            f.data.resize(len as usize, 0);
+            f.pending.push(Pending::Truncate(len));
+        }
         Ok(())
     }
 

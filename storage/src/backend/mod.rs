@@ -8,7 +8,7 @@
 //! flush. Both backends enforce that alignment so a misaligned write fails
 //! in unit tests the same way it would with `O_DIRECT`.
 
-use std::ops::DerefMut;
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 
 use bytes::Bytes;
@@ -55,17 +55,31 @@ pub trait Backend: Clone + 'static {
 #[allow(async_fn_in_trait)]
 pub trait SegmentFile: 'static {
     /// A buffer suitable for [`SegmentFile::write_at`] (aligned memory for DMA).
-    type Buf: DerefMut<Target = [u8]>;
+    type Buf: DerefMut<Target = [u8]> + 'static;
 
-    /// A zeroed buffer of `len` bytes (a multiple of [`ALIGN_BYTES`]).
+    /// A buffer of `len` bytes (a multiple of [`ALIGN_BYTES`]) whose contents
+    /// are unspecified: the caller fills every byte it writes (zeroing a
+    /// buffer it then overwrites would cost a pass over every byte written).
     fn alloc(&self, len: usize) -> Self::Buf;
     /// Writes the whole buffer at `pos`; both aligned.
     async fn write_at(&self, buf: Self::Buf, pos: u64) -> StorageResult<()>;
     /// Reads up to `len` bytes at `pos` (any alignment); short at end of file.
     async fn read_at(&self, pos: u64, len: usize) -> StorageResult<Bytes>;
+    /// A buffer [`SegmentFile::read_aligned`] reads into.
+    type ReadBuf: Deref<Target = [u8]> + 'static;
+    /// Reads up to `len` bytes at `pos` (both aligned) into the backend's own
+    /// buffer, without the copy into `Bytes` that [`SegmentFile::read_at`]
+    /// makes; short at end of file.
+    async fn read_aligned(&self, pos: u64, len: usize) -> StorageResult<Self::ReadBuf>;
     /// fdatasync: everything written so far survives a crash.
     async fn sync(&self) -> StorageResult<()>;
     async fn truncate(&self, len: u64) -> StorageResult<()>;
+    /// Grows the file to at least `len` bytes of allocated, zero-reading
+    /// blocks (fallocate without KEEP_SIZE); never shrinks it. Direct writes
+    /// inside the file's size are plain overwrites, which the file system
+    /// runs concurrently and without a worker thread, unlike size-extending
+    /// writes.
+    async fn preallocate(&self, len: u64) -> StorageResult<()>;
     async fn size(&self) -> StorageResult<u64>;
     async fn close(self) -> StorageResult<()>;
 }
