@@ -47,10 +47,19 @@ RAW=$DIR/limits.txt
 export RUST_BACKTRACE=0
 
 BROKER_PID=
+# Disk use stays bounded (a saturation search writes tens of GB): each partition keeps at
+# most 512 MiB, checked every second; deleting whole segments is cheap next to the writes.
+cat > "$DIR/rill.toml" <<TOML
+retention_check_interval_ms = 1000
+metrics_listen = ""
+[topic_defaults]
+"retention.bytes" = 536870912
+"segment.bytes" = 134217728
+TOML
 start_broker() {
   rm -rf "$DIR/data"
   mkdir -p "$DIR/data"
-  taskset -c $BROKER_CPU $RILL broker --data-dir "$DIR/data" --listen 127.0.0.1:$PORT --shards 1 \
+  taskset -c $BROKER_CPU $RILL broker --config "$DIR/rill.toml" --data-dir "$DIR/data" --listen 127.0.0.1:$PORT --shards 1 \
     > "$DIR/broker.log" 2>&1 &
   BROKER_PID=$!
   for _ in $(seq 200); do
@@ -95,9 +104,9 @@ loadgen() { # report-dir, args...: runs pinned; a run with problems (exit 1) is 
 }
 summary() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]+'/summary.json'))['throughput']['$2'])" "$1"; }
 
-COMMON=(--partitions $PARTITIONS --batch-bytes $BATCH_BYTES --max-inflight $MAX_INFLIGHT
-        --linger-ms $LINGER_MS --acks $ACKS --duration $DURATION --warmup $WARMUP
-        --producers $PRODUCERS --consumers $CONSUMERS)
+BASE=(--partitions $PARTITIONS --batch-bytes $BATCH_BYTES --max-inflight $MAX_INFLIGHT
+      --linger-ms $LINGER_MS --acks $ACKS --producers $PRODUCERS --consumers $CONSUMERS)
+COMMON=("${BASE[@]}" --duration $DURATION --warmup $WARMUP)
 
 for run in $(seq "$RUNS"); do
   echo "== run $run/$RUNS: limits"
@@ -122,7 +131,7 @@ for run in $(seq "$RUNS"); do
     # passes SAT_P99_MS (shorter steps than the fixed runs, up to 12 of them).
     loadgen "$RUNDIR/sat-$size-$run" --bootstrap 127.0.0.1:$PORT --topic sat-$size --create-topic \
       --record-bytes $size --find-saturation --saturation-p99-ms $SAT_P99_MS \
-      "${COMMON[@]}" --duration $SAT_STEP_S --warmup 1
+      "${BASE[@]}" --duration $SAT_STEP_S --warmup 1
     half=$(python3 -c "print(int($(summary "$RUNDIR/max-$size-$run" produce_records_per_s) / 2))")
     loadgen "$RUNDIR/half-$size-$run" --bootstrap 127.0.0.1:$PORT --topic half-$size --create-topic \
       --record-bytes $size --rate "$half" "${COMMON[@]}"

@@ -165,6 +165,15 @@ fn agreed(all: &[i32]) -> impl Fn(&[(Vec<i32>, i32)]) -> bool + '_ {
 }
 
 fn failover(rill: &Path, dir: &Path, rounds: usize) {
+    // A fresh cluster per round: without partition replication (next issue) a restarted
+    // broker never rejoins an ISR, so a second kill in the same cluster would find
+    // partitions whose only in-sync replica is the dead broker (no clean leader).
+    for round in 0..rounds {
+        failover_round(rill, &dir.join(format!("round-{round}")), round);
+    }
+}
+
+fn failover_round(rill: &Path, dir: &Path, round: usize) {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).expect("bench dir");
     std::fs::write(
@@ -211,7 +220,7 @@ fn failover(rill: &Path, dir: &Path, rounds: usize) {
     )
     .expect("CreateTopics");
     assert_eq!(created.topics[0].error_code, 0, "CreateTopics: {created:?}");
-    for round in 0..rounds {
+    {
         let (_, controller) = cluster.view(0).expect("broker 1 answers");
         let dead = (controller - 1) as usize;
         let survivors: Vec<usize> = (0..3).filter(|&i| i != dead).collect();
@@ -252,8 +261,8 @@ fn failover(rill: &Path, dir: &Path, rounds: usize) {
         );
         println!("RESULT broker_fence_ms {:.1}", fenced.as_secs_f64() * 1e3);
         eprintln!("round {round}: controller {old} killed; new one after {elected:?}, its partitions led elsewhere after {moved:?}, fenced after {fenced:?}");
-        cluster.spawn(dead);
-        cluster.wait(&[0, 1, 2], Duration::from_secs(60), agreed(&all));
+        drop(cluster);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 
