@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod consumer_protocol;
 pub mod error;
 pub mod frame;
 pub mod header;

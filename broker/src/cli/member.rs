@@ -6,10 +6,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
 use rill_net::kafka_protocol::messages::*;
-use rill_net::kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use rill_net::kafka_protocol::protocol::StrBytes;
 use rill_net::ErrorCode;
+
+use rill_net::consumer_protocol::{
+    assigned_partitions, assignment, range_assign, subscribed_topics, subscription,
+};
 
 use super::client::{check, CliError, Client};
 
@@ -23,47 +26,6 @@ const JOIN_ATTEMPTS_MAX: usize = 20;
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
-}
-
-/// A message of the embedded consumer protocol: version (i16) then the body.
-fn embed<M: Encodable>(m: &M, version: i16) -> Result<Bytes, CliError> {
-    let mut buf = BytesMut::new();
-    buf.put_i16(version);
-    m.encode(&mut buf, version)
-        .map_err(|e| CliError::Protocol(format!("encoding the consumer protocol: {e:#}")))?;
-    Ok(buf.freeze())
-}
-
-fn topics_of(metadata: &Bytes) -> Vec<String> {
-    if metadata.len() < 2 {
-        return Vec::new();
-    }
-    let version = i16::from_be_bytes([metadata[0], metadata[1]]).clamp(0, 3);
-    let mut body = metadata.slice(2..);
-    ConsumerProtocolSubscription::decode(&mut body, version)
-        .map(|s| s.topics.iter().map(|t| t.to_string()).collect())
-        .unwrap_or_default()
-}
-
-/// Kafka's range assignor for one topic: members sorted by id, contiguous ranges, the
-/// first members one partition more when it does not divide evenly.
-pub fn range_assign(members: &[String], partitions: &[i32]) -> BTreeMap<String, Vec<i32>> {
-    let mut sorted = members.to_vec();
-    sorted.sort();
-    let mut out: BTreeMap<String, Vec<i32>> =
-        sorted.iter().map(|m| (m.clone(), Vec::new())).collect();
-    if sorted.is_empty() {
-        return out;
-    }
-    let per = partitions.len() / sorted.len();
-    let extra = partitions.len() % sorted.len();
-    let mut at = 0;
-    for (i, m) in sorted.iter().enumerate() {
-        let n = per + usize::from(i < extra);
-        out.insert(m.clone(), partitions[at..at + n].to_vec());
-        at += n;
-    }
-    out
 }
 
 pub struct GroupMember {
@@ -106,10 +68,7 @@ impl GroupMember {
 
     /// Runs JoinGroup and SyncGroup until this member has an assignment.
     pub fn rejoin(&mut self, c: &mut Client, partitions: &[i32]) -> Result<(), CliError> {
-        let subscription = embed(
-            &ConsumerProtocolSubscription::default().with_topics(vec![s(&self.topic)]),
-            0,
-        )?;
+        let subscription = subscription(&self.topic);
         for _ in 0..JOIN_ATTEMPTS_MAX {
             let j = c.send(
                 &JoinGroupRequest::default()
@@ -146,21 +105,16 @@ impl GroupMember {
                 let wanting: Vec<String> = j
                     .members
                     .iter()
-                    .filter(|m| topics_of(&m.metadata).contains(&self.topic))
+                    .filter(|m| subscribed_topics(&m.metadata).contains(&self.topic))
                     .map(|m| m.member_id.to_string())
                     .collect();
                 let plan = range_assign(&wanting, partitions);
                 for id in members {
                     let parts = plan.get(&id).cloned().unwrap_or_default();
-                    let a = ConsumerProtocolAssignment::default().with_assigned_partitions(vec![
-                        consumer_protocol_assignment::TopicPartition::default()
-                            .with_topic(TopicName(s(&self.topic)))
-                            .with_partitions(parts),
-                    ]);
                     assignments.push(
                         sync_group_request::SyncGroupRequestAssignment::default()
                             .with_member_id(s(&id))
-                            .with_assignment(embed(&a, 0)?),
+                            .with_assignment(assignment(&self.topic, &parts)),
                     );
                 }
             }
@@ -340,23 +294,6 @@ impl GroupMember {
     }
 }
 
-fn assigned_partitions(bytes: &Bytes, topic: &str) -> Vec<i32> {
-    if bytes.len() < 2 {
-        return Vec::new();
-    }
-    let version = i16::from_be_bytes([bytes[0], bytes[1]]).clamp(0, 3);
-    let mut body = bytes.slice(2..);
-    ConsumerProtocolAssignment::decode(&mut body, version)
-        .map(|a| {
-            a.assigned_partitions
-                .iter()
-                .filter(|t| &*t.topic.0 == topic)
-                .flat_map(|t| t.partitions.iter().copied())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,17 +310,9 @@ mod tests {
 
     #[test]
     fn embedded_protocol_round_trips() {
-        let sub = embed(
-            &ConsumerProtocolSubscription::default().with_topics(vec![s("t")]),
-            0,
-        )
-        .unwrap();
-        assert_eq!(topics_of(&sub), vec!["t".to_string()]);
-        let a = ConsumerProtocolAssignment::default().with_assigned_partitions(vec![
-            consumer_protocol_assignment::TopicPartition::default()
-                .with_topic(TopicName(s("t")))
-                .with_partitions(vec![2, 5]),
-        ]);
-        assert_eq!(assigned_partitions(&embed(&a, 0).unwrap(), "t"), vec![2, 5]);
+        let sub = subscription("t");
+        assert_eq!(subscribed_topics(&sub), vec!["t".to_string()]);
+        let a = assignment("t", &[2, 5]);
+        assert_eq!(assigned_partitions(&a, "t"), vec![2, 5]);
     }
 }
