@@ -26,7 +26,7 @@ use rill_net::kafka_protocol::messages::describe_groups_response::{
 use rill_net::kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use rill_net::kafka_protocol::messages::list_groups_response::ListedGroup;
 use rill_net::kafka_protocol::messages::*;
-use rill_net::kafka_protocol::protocol::{Decodable, StrBytes};
+use rill_net::kafka_protocol::protocol::StrBytes;
 use rill_net::ErrorCode;
 use rkyv::{Archive, Deserialize, Serialize};
 use tracing::{info, warn};
@@ -393,15 +393,9 @@ impl Group {
             return out;
         }
         for m in self.members.values() {
-            let meta = m.metadata_for(&self.protocol);
-            if meta.len() < 2 {
-                continue;
-            }
-            let version = i16::from_be_bytes([meta[0], meta[1]]).clamp(0, 3);
-            let mut body = meta.slice(2..);
-            if let Ok(sub) = ConsumerProtocolSubscription::decode(&mut body, version) {
-                out.extend(sub.topics.iter().map(|t| t.to_string()));
-            }
+            out.extend(rill_net::consumer_protocol::subscribed_topics(
+                &m.metadata_for(&self.protocol),
+            ));
         }
         out
     }
@@ -1404,6 +1398,19 @@ impl Shard {
             .unwrap_or_else(|_| join_error(ErrorCode::UnknownMemberId, &member_id))
     }
 
+    /// The last member left (or expired): the group is Empty at its new generation, written
+    /// down so a restart does not bring the departed members back.
+    fn group_emptied(self: &Rc<Self>, partition: i32, group_id: &str, g: &mut Group) {
+        g.state = GroupState::Empty;
+        g.leader.clear();
+        info!(
+            group = group_id,
+            generation = g.generation,
+            "group is empty"
+        );
+        let _ = self.enqueue_write(partition, vec![g.stored(group_id)]);
+    }
+
     /// Moves the group to PreparingRebalance (if it is not there) and arms the timer that
     /// ends the join phase with whoever rejoined.
     fn prepare_rebalance(self: &Rc<Self>, partition: i32, group_id: &str, force: bool) {
@@ -1415,17 +1422,9 @@ impl Shard {
             if g.members.is_empty() {
                 // The last member left or expired: nothing to rebalance.
                 if g.state != GroupState::Empty {
-                    g.state = GroupState::Empty;
                     g.generation += 1;
                     g.rebalance_id += 1;
-                    g.leader.clear();
-                    info!(
-                        group = group_id,
-                        generation = g.generation,
-                        "group is empty"
-                    );
-                    // Durable, so a restart does not bring the departed members back.
-                    let _ = self.enqueue_write(partition, vec![g.stored(group_id)]);
+                    self.group_emptied(partition, group_id, g);
                 }
                 return;
             }
@@ -1520,14 +1519,7 @@ impl Shard {
         }
         g.generation += 1;
         if g.members.is_empty() {
-            g.state = GroupState::Empty;
-            g.leader.clear();
-            info!(
-                group = group_id,
-                generation = g.generation,
-                "group is empty"
-            );
-            let _ = self.enqueue_write(partition, vec![g.stored(group_id)]);
+            self.group_emptied(partition, group_id, g);
             return;
         }
         // Protocol: each member votes for its most preferred protocol every member supports.
