@@ -120,30 +120,13 @@ impl Broker {
     /// heartbeats, auto commit every 200 ms and `auto.offset.reset=earliest`; `extra`
     /// overrides. Not subscribed yet.
     pub fn group_consumer(&self, group: &str, name: &str, extra: &[(&str, &str)]) -> GroupConsumer {
-        let mut cfg: ClientConfig = client_config(&self.bootstrap());
-        cfg.set("group.id", group)
-            .set("client.id", name)
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "500")
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "200")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            .set("fetch.wait.max.ms", "100");
-        for (k, v) in extra {
-            cfg.set(*k, *v);
-        }
-        cfg.create_with_context(GroupContext {
-            name: name.to_string(),
-            events: Mutex::new(Vec::new()),
-            commit_errors: Mutex::new(Vec::new()),
-            commits_ok: AtomicUsize::new(0),
-        })
-        .expect("create an rdkafka group consumer")
+        let classic = [
+            ("session.timeout.ms", "6000"),
+            ("heartbeat.interval.ms", "500"),
+        ];
+        self.member_with(group, name, &classic, extra)
     }
-}
 
-impl Broker {
     /// An rdkafka consumer in `group` speaking the KIP-848 protocol
     /// (`group.protocol=consumer`: the broker sets session and heartbeat timing, the
     /// assignment is computed server side), auto commit every 200 ms,
@@ -154,16 +137,27 @@ impl Broker {
         name: &str,
         extra: &[(&str, &str)],
     ) -> GroupConsumer {
+        self.member_with(group, name, &[("group.protocol", "consumer")], extra)
+    }
+
+    /// A group consumer with the settings every group test shares, then `protocol`'s,
+    /// then `extra`.
+    fn member_with(
+        &self,
+        group: &str,
+        name: &str,
+        protocol: &[(&str, &str)],
+        extra: &[(&str, &str)],
+    ) -> GroupConsumer {
         let mut cfg: ClientConfig = client_config(&self.bootstrap());
         cfg.set("group.id", group)
-            .set("group.protocol", "consumer")
             .set("client.id", name)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "200")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("fetch.wait.max.ms", "100");
-        for (k, v) in extra {
+        for (k, v) in protocol.iter().chain(extra) {
             cfg.set(*k, *v);
         }
         cfg.create_with_context(GroupContext {
@@ -172,7 +166,7 @@ impl Broker {
             commit_errors: Mutex::new(Vec::new()),
             commits_ok: AtomicUsize::new(0),
         })
-        .expect("create an rdkafka consumer with group.protocol=consumer")
+        .unwrap_or_else(|e| panic!("create rdkafka group consumer {name} ({protocol:?}): {e}"))
     }
 }
 
