@@ -8,6 +8,7 @@
 #   bash benches/cluster.sh        # RUNS=3, ROUNDS=3 kills per run, data under target/bench-data
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 RUNS=${RUNS:-3}
 ROUNDS=${ROUNDS:-3}
 DIR=${BENCH_DIR:-$PWD/target/bench-data}/cluster
@@ -22,14 +23,7 @@ trap 'rm -rf "$DIR"' EXIT
 
 for run in $(seq "$RUNS"); do
   echo "== run $run/$RUNS"
-  fio --name=sync4k --directory="$DIR" --rw=write --bs=4k --iodepth=1 --direct=1 --fdatasync=1 \
-      --ioengine=sync --size=256M --runtime=10 --time_based --output-format=json > "$DIR/fio.json"
-  python3 - "$DIR/fio.json" >> "$RAW" <<'PY'
-import json, sys
-j = json.load(open(sys.argv[1]))["jobs"][0]["write"]
-print("fio_sync_iops", j["iops"])
-PY
-  rm -f "$DIR"/sync4k.*
+  fio_sync "$DIR" >> "$RAW"
   $BENCH commits 10 "$DIR/raft" | grep ^RESULT >> "$RAW"
   $BENCH failover "$RILL" "$DIR/brokers" "$ROUNDS" | grep ^RESULT >> "$RAW"
 done

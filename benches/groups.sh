@@ -8,6 +8,7 @@
 #   bash benches/groups.sh             # RUNS=3, data under target/bench-data/groups
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 RUNS=${RUNS:-3}
 DIR=${BENCH_DIR:-$PWD/target/bench-data}/groups
 OUT=benches/results/groups.md
@@ -32,16 +33,7 @@ trap stop_broker EXIT
 
 for run in $(seq "$RUNS"); do
   echo "== run $run/$RUNS"
-  fio --name=sync4k --directory="$DIR" --rw=write --bs=4k --iodepth=1 --direct=1 --fdatasync=1 \
-      --ioengine=sync --size=256M --runtime=10 --time_based --output-format=json > "$DIR/fio.json"
-  python3 - "$DIR/fio.json" >> "$RAW" <<'PY'
-import json, sys
-j = json.load(open(sys.argv[1]))["jobs"][0]["write"]
-print("fio_sync_iops", j["iops"])
-# One write + fdatasync cycle (fio's clat leaves the sync out).
-print("fio_sync_ms", 1000.0 / j["iops"])
-PY
-  rm -f "$DIR"/sync4k.*
+  fio_sync "$DIR" >> "$RAW"
   rm -rf "$DIR/data"
   $RILL broker --config "$DIR/rill.toml" --data-dir "$DIR/data" --listen 127.0.0.1:$PORT \
     --shards 1 --metrics-listen "" > "$DIR/broker.log" 2>&1 &
