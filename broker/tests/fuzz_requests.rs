@@ -143,6 +143,60 @@ fn seeds() -> Vec<Vec<u8>> {
             10,
         ),
         frame(DescribeClusterRequest::default().into(), 1, 11),
+        // The KIP-848 group apis and the v9 offset apis that carry member epochs.
+        frame(
+            ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(s("fuzz-group")))
+                .with_member_id(s("fuzz-member"))
+                .with_rebalance_timeout_ms(30_000)
+                .with_subscribed_topic_names(Some(vec![TopicName(s("fuzz"))]))
+                .with_subscribed_topic_regex(Some(s("fu.*")))
+                .with_server_assignor(Some(s("uniform")))
+                .with_topic_partitions(Some(vec![
+                    consumer_group_heartbeat_request::TopicPartitions::default()
+                        .with_partitions(vec![0, 1]),
+                ]))
+                .into(),
+            1,
+            12,
+        ),
+        frame(
+            ConsumerGroupDescribeRequest::default()
+                .with_group_ids(vec![GroupId(s("fuzz-group"))])
+                .into(),
+            1,
+            13,
+        ),
+        frame(
+            OffsetCommitRequest::default()
+                .with_group_id(GroupId(s("fuzz-group")))
+                .with_generation_id_or_member_epoch(3)
+                .with_member_id(s("fuzz-member"))
+                .with_topics(vec![
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(TopicName(s("fuzz")))
+                        .with_partitions(vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(5),
+                        ]),
+                ])
+                .into(),
+            9,
+            14,
+        ),
+        frame(
+            OffsetFetchRequest::default()
+                .with_groups(vec![
+                    offset_fetch_request::OffsetFetchRequestGroup::default()
+                        .with_group_id(GroupId(s("fuzz-group")))
+                        .with_member_id(Some(s("fuzz-member")))
+                        .with_member_epoch(3),
+                ])
+                .into(),
+            9,
+            15,
+        ),
     ]
 }
 
