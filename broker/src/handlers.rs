@@ -174,6 +174,8 @@ async fn metadata(shard: &Rc<Shard>, r: MetadataRequest, v: i16) -> MetadataResp
     };
     let auto_create = config.auto_create_topics && (v < 4 || r.allow_auto_topic_creation);
     let mut topics = Vec::with_capacity(names.len());
+    // The cluster's placement, read once per request (again after an auto-creation).
+    let mut view = shard.cluster.as_ref().map(|c| c.view());
     for name in names {
         let name = match name {
             Ok(n) => n,
@@ -221,12 +223,12 @@ async fn metadata(shard: &Rc<Shard>, r: MetadataRequest, v: i16) -> MetadataResp
                     Err(e) => error = e.code,
                 }
                 snap = shard.snapshot();
+                view = shard.cluster.as_ref().map(|c| c.view());
                 if found.is_none() {
                     found = snap.topic(&name).cloned();
                 }
             }
         }
-        let view = shard.cluster.as_ref().map(|c| c.view());
         topics.push(match found {
             Some(t) => match view.as_ref().and_then(|v| v.topics.get(&*t.name)) {
                 Some(placed) => cluster_metadata_topic(&t, placed),
