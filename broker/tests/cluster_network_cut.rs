@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::block_on;
-use common::cluster::{start_cluster_in, topic_metadata, wait_agreed};
+use common::cluster::{settled_topic_metadata, start_cluster_in, topic_metadata, wait_agreed};
 use common::netns::test_net_or_skip;
 use rdkafka::admin::{NewTopic, TopicReplication};
 
@@ -32,7 +32,7 @@ fn a_broker_cut_off_is_fenced_its_leaderships_move_and_it_rejoins() {
     let new = NewTopic::new(TOPIC, 6, TopicReplication::Fixed(3));
     let r = block_on(admin.create_topics([&new], &common::admin_options())).expect("CreateTopics");
     assert!(r[0].is_ok(), "{r:?}");
-    let before = topic_metadata(&brokers[0], TOPIC);
+    let before = settled_topic_metadata(&brokers[0], TOPIC, 6);
     let victim = 3;
     assert!(
         before.partitions.iter().any(|p| p.leader_id.0 == victim),

@@ -12,7 +12,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::cluster::{start_cluster, topic_metadata, wait_agreed};
+use common::cluster::{settled_topic_metadata, start_cluster, topic_metadata, wait_agreed};
 use common::{block_on, Broker, NetClient};
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::producer::FutureRecord;
@@ -82,7 +82,11 @@ fn replicated_topics_are_placed_by_the_cluster_and_leaders_move_off_a_dead_broke
     assert!(results[0].is_ok(), "CreateTopics: {results:?}");
 
     // Every broker agrees on the placement: three replicas, full ISR, leaders spread.
-    let placed = placement(&topic_metadata(&brokers[1], TOPIC));
+    let placed = placement(&settled_topic_metadata(
+        &brokers[1],
+        TOPIC,
+        PARTITIONS as usize,
+    ));
     for (i, b) in brokers.iter().enumerate() {
         let mut seen = placement(&topic_metadata(b, TOPIC));
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -101,6 +101,30 @@ pub fn topic_metadata(broker: &Broker, topic: &str) -> MetadataResponseTopic {
         .unwrap_or_else(|| panic!("Metadata of {topic} from {}: no topic", broker.bootstrap()))
 }
 
+/// Metadata of `topic` from `broker` once it lists `partitions` partitions (polled, at most
+/// 10 s). CreateTopics is answered by the controller once committed; the other brokers
+/// learn the topic from the metadata log a moment later, as in Kafka.
+#[allow(dead_code)]
+pub fn settled_topic_metadata(
+    broker: &Broker,
+    topic: &str,
+    partitions: usize,
+) -> MetadataResponseTopic {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = topic_metadata(broker, topic);
+        if t.error_code == 0 && t.partitions.len() == partitions {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} does not list {partitions} partitions of {topic}: {t:?}",
+            broker.bootstrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The cluster id each broker reports (DescribeCluster), polled (bounded) until they are
 /// all the same; returns it.
 pub fn wait_one_cluster_id(brokers: &[Broker], alive: &[usize]) -> String {
