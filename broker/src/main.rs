@@ -220,6 +220,13 @@ fn broker(args: BrokerArgs) -> Result<(), String> {
             config.data_dir.display()
         )
     })?;
+    let leftovers = rill_storage::reaper::reap_leftovers(&config.data_dir);
+    if leftovers > 0 {
+        info!(
+            entries = leftovers,
+            "removing partition directories deleted before the last stop"
+        );
+    }
     let registry = RegistryFile::load(&config.data_dir)?;
     let snapshot = Snapshot::build(0, &registry, &config.topic_default_strings())?;
     info!(

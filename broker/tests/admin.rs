@@ -278,6 +278,23 @@ fn create_describe_alter_delete_recreate() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Its partition directories are gone, renamed away at once and removed by the reaper.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left: Vec<String> = std::fs::read_dir(broker.data_dir())
+            .expect("list the data directory")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("{topic}-")))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the deleted topic's directories are still there: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let results = block_on(admin.delete_topics(&[topic], &admin_options()))
         .unwrap_or_else(|e| panic!("DeleteTopics: {e}"));
     assert_eq!(

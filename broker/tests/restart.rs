@@ -153,7 +153,21 @@ fn clean_restart_keeps_topics_configs_and_data() {
 
     broker.terminate();
     assert_stopped_cleanly(&broker, "after the first SIGTERM");
+    // A partition directory deleted just before a crash: renamed, not yet removed.
+    let stray = broker.data_dir().join("gone-0.4242-7.deleted");
+    std::fs::create_dir_all(&stray).expect("create a stray deleted directory");
+    std::fs::write(stray.join("00000000000000000000.log"), vec![0u8; 1 << 20])
+        .expect("write a stray segment");
     broker.restart();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while stray.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the start did not remove {}",
+            stray.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 
     assert_eq!(
         overrides(&broker, A),

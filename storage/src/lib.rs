@@ -20,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod index;
 pub mod log;
+pub mod reaper;
 
 pub use backend::{dma::DmaBackend, memory::MemoryBackend, Backend, SegmentFile};
 pub use config::{FlushPolicy, LogConfig};

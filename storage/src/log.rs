@@ -418,6 +418,9 @@ pub struct PartitionLog<B: Backend> {
     state: RefCell<State<B::File>>,
     append_lock: async_lock::Mutex<()>,
     io_lock: async_lock::Mutex<()>,
+    /// Serializes checkpoint writes (they share a temporary file), so retention can
+    /// write one without holding the append and I/O locks.
+    checkpoint_lock: async_lock::Mutex<()>,
     budget: Rc<FileBudget>,
     clock: Rc<dyn Fn() -> i64>,
 }
@@ -472,7 +475,11 @@ impl<B: Backend> PartitionLog<B> {
         // Segments wholly below the log start were being deleted when we stopped.
         while bases.len() > 1 && bases[1] <= log_start_offset {
             let b = bases.remove(0);
-            remove_segment_files(&backend, &dir, b).await?;
+            discard_segment_files(&backend, &dir, b).await?;
+        }
+        // Files handed to the reaper before a crash or restart.
+        for name in names.iter().filter(|n| crate::reaper::is_deleted_name(n)) {
+            backend.discard(&dir.join(name)).await?;
         }
         let now = clock();
         let active_base = match bases.last() {
@@ -617,6 +624,7 @@ impl<B: Backend> PartitionLog<B> {
             }),
             append_lock: async_lock::Mutex::new(()),
             io_lock: async_lock::Mutex::new(()),
+            checkpoint_lock: async_lock::Mutex::new(()),
             budget,
             clock,
         };
@@ -1305,6 +1313,20 @@ async fn open_budgeted<B: Backend>(
     }
 }
 
+/// Hands a segment's files to the reaper (see [`crate::reaper`]): their names go now,
+/// their space is freed off the shard. For segments below the log start only: a crash
+/// before the renames are durable brings the old names back, and open removes them again.
+async fn discard_segment_files<B: Backend>(
+    backend: &B,
+    dir: &Path,
+    base: i64,
+) -> StorageResult<()> {
+    for ext in ["log", "index", "timeindex"] {
+        backend.discard(&dir.join(segment_name(base, ext))).await?;
+    }
+    Ok(())
+}
+
 async fn remove_segment_files<B: Backend>(backend: &B, dir: &Path, base: i64) -> StorageResult<()> {
     for ext in ["log", "index", "timeindex"] {
         backend
@@ -1536,6 +1558,13 @@ impl<B: Backend> PartitionLog<B> {
     }
 
     async fn write_checkpoint(&self, clean: Option<CleanShutdown>) -> StorageResult<()> {
+        let _one = self.checkpoint_lock.lock().await;
+        if clean.is_none() && self.state.borrow().is_closed {
+            // Retention finishing after a close: the close's checkpoint already has
+            // the new log start (and must stay the clean one); after a delete the
+            // directory is gone.
+            return Ok(());
+        }
         let cp = {
             let s = self.state.borrow();
             Checkpoint {
@@ -1955,8 +1984,8 @@ impl<B: Backend> PartitionLog<B> {
     /// timestamp) or beyond `retention.bytes`, oldest first, and moves the
     /// log start offset. An expired active segment is rolled first.
     pub async fn enforce_retention(&self) -> StorageResult<RetentionOutcome> {
-        let _order = self.append_lock.lock().await;
-        let _io = self.io_lock.lock().await;
+        let order = self.append_lock.lock().await;
+        let io = self.io_lock.lock().await;
         self.check_open()?;
         let cfg = self.config.borrow().clone();
         let now = (self.clock)();
@@ -1993,17 +2022,30 @@ impl<B: Backend> PartitionLog<B> {
             total -= size;
             victims.push(base);
         }
-        self.delete_segments(&victims).await
+        let outcome = self.drop_segments(&victims);
+        // Appends and flushes go on while the checkpoint is written (an fsync of a file
+        // and of the directory, milliseconds under load): readers already see the new
+        // log start, and the files go only once the checkpoint names it.
+        drop(io);
+        drop(order);
+        self.remove_dropped_segments(&victims, outcome).await
     }
 
     /// Removes closed segments `bases` (oldest first), checkpointing the new
     /// log start offset before the files go, so a crash in between only
     /// leaves files that the next open deletes.
     async fn delete_segments(&self, bases: &[i64]) -> StorageResult<RetentionOutcome> {
+        let outcome = self.drop_segments(bases);
+        self.remove_dropped_segments(bases, outcome).await
+    }
+
+    /// Takes closed segments `bases` (oldest first) out of the log and moves the log
+    /// start past them; their files stay until [`Self::remove_dropped_segments`].
+    fn drop_segments(&self, bases: &[i64]) -> RetentionOutcome {
         let mut outcome = RetentionOutcome::default();
         if bases.is_empty() {
             outcome.log_start_offset = self.log_start_offset();
-            return Ok(outcome);
+            return outcome;
         }
         {
             let mut s = self.state.borrow_mut();
@@ -2025,11 +2067,25 @@ impl<B: Backend> PartitionLog<B> {
             s.log_start_offset = s.log_start_offset.max(first);
             outcome.log_start_offset = s.log_start_offset;
         }
+        outcome
+    }
+
+    /// Makes the log start of a [`Self::drop_segments`] durable, then hands the dropped
+    /// segments' files to the reaper.
+    async fn remove_dropped_segments(
+        &self,
+        bases: &[i64],
+        outcome: RetentionOutcome,
+    ) -> StorageResult<RetentionOutcome> {
+        if bases.is_empty() {
+            return Ok(outcome);
+        }
+        // The checkpoint names the new log start before any file goes, so the renames
+        // need no directory sync: segments below the start are removed on open.
         self.write_checkpoint(None).await?;
         for b in bases {
-            remove_segment_files(&self.backend, &self.dir, *b).await?;
+            discard_segment_files(&self.backend, &self.dir, *b).await?;
         }
-        self.backend.sync_dir(&self.dir).await?;
         info!(dir = %self.dir.display(), segments = outcome.segments_deleted, bytes = outcome.bytes_deleted,
             log_start_offset = outcome.log_start_offset, "retention deleted segments");
         Ok(outcome)
@@ -2373,7 +2429,7 @@ impl<B: Backend> PartitionLog<B> {
             s.tail.clear();
             s.stream = None;
         }
-        self.backend.remove_dir_all(&self.dir).await
+        self.backend.discard(&self.dir).await
     }
 }
 

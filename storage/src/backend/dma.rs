@@ -161,6 +161,24 @@ impl Backend for DmaBackend {
         }
     }
 
+    async fn discard(&self, path: &Path) -> StorageResult<()> {
+        let gone = crate::reaper::deleted_name(path);
+        match glommio::io::rename(path, &gone).await {
+            Ok(()) => {
+                crate::reaper::reap(gone);
+                Ok(())
+            }
+            Err(e) => {
+                let e = io::Error::from(e);
+                if e.kind() == io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(StorageError::io(path, e))
+                }
+            }
+        }
+    }
+
     async fn read_small(&self, path: &Path) -> StorageResult<Option<Vec<u8>>> {
         let file = match glommio::io::BufferedFile::open(path).await {
             Ok(f) => f,

@@ -212,6 +212,10 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    async fn discard(&self, path: &Path) -> StorageResult<()> {
+        self.remove_dir_all(path).await
+    }
+
     async fn read_small(&self, path: &Path) -> StorageResult<Option<Vec<u8>>> {
         self.check(path)?;
         Ok(self

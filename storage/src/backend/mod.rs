@@ -42,6 +42,10 @@ pub trait Backend: Clone + 'static {
     /// Removes a file; a missing file is not an error.
     async fn remove_file(&self, path: &Path) -> StorageResult<()>;
     async fn remove_dir_all(&self, dir: &Path) -> StorageResult<()>;
+    /// Removes a file or directory tree that no log needs any more, without
+    /// stalling the caller: its name is gone when this returns, its space may
+    /// be freed later (see [`crate::reaper`]). A missing path is not an error.
+    async fn discard(&self, path: &Path) -> StorageResult<()>;
     /// Reads a small metadata file whole; `None` if it does not exist.
     async fn read_small(&self, path: &Path) -> StorageResult<Option<Vec<u8>>>;
     /// Replaces a small metadata file atomically: write a temporary file,
