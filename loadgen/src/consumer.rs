@@ -65,6 +65,9 @@ struct PartitionState {
     next_offset: i64,
 }
 
+/// Kafka's OFFSET_OUT_OF_RANGE error code.
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+
 /// What one fetch answer amounted to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FetchOutcome {
@@ -166,6 +169,19 @@ impl ConsumerCore {
                 else {
                     continue;
                 };
+                if data.error_code == OFFSET_OUT_OF_RANGE
+                    && data.log_start_offset > state.next_offset
+                {
+                    // Retention deleted what this consumer had not read yet: go on from
+                    // the log start, as auto.offset.reset=earliest does, and count the gap.
+                    stats.error(ErrorKind::Fetch(data.error_code), 1);
+                    stats.skipped(
+                        state.partition as usize,
+                        (data.log_start_offset - state.next_offset) as u64,
+                    );
+                    state.next_offset = data.log_start_offset;
+                    continue;
+                }
                 if data.error_code != 0 {
                     stats.error(ErrorKind::Fetch(data.error_code), 1);
                     outcome.errors += 1;
@@ -180,11 +196,12 @@ impl ConsumerCore {
         Ok(outcome)
     }
 
-    /// Whether every partition has been read up to what producers had acknowledged.
+    /// Whether every partition has been read (or lost to retention) up to what producers
+    /// had acknowledged.
     pub fn caught_up(&self, counters: &PartitionCounters) -> bool {
         self.parts.iter().all(|p| {
             let i = p.partition as usize;
-            counters.consumed(i) >= counters.acked(i)
+            counters.consumed(i) + counters.skipped(i) >= counters.acked(i)
         })
     }
 
@@ -194,7 +211,9 @@ impl ConsumerCore {
             .iter()
             .map(|p| {
                 let i = p.partition as usize;
-                counters.acked(i).saturating_sub(counters.consumed(i))
+                counters
+                    .acked(i)
+                    .saturating_sub(counters.consumed(i) + counters.skipped(i))
             })
             .sum()
     }
@@ -356,5 +375,40 @@ mod tests {
         let out = c.on_response(&err, 0, &mut stats).unwrap();
         assert_eq!(out.errors, 1);
         assert_eq!(stats.errors["fetch COORDINATOR_NOT_AVAILABLE (15)"], 1);
+    }
+
+    #[test]
+    fn retention_overtaking_the_consumer_moves_it_to_the_log_start_and_counts_the_gap() {
+        let counters = Arc::new(PartitionCounters::new(2));
+        let mut stats = Recorder::new(0, Nanos::MAX, counters.clone());
+        let settings = FetchSettings {
+            max_wait_ms: 100,
+            max_bytes: 1 << 20,
+            partition_max_bytes: 1 << 20,
+        };
+        let mut c = ConsumerCore::new("t", 7, settings, &[(0, 10), (1, 50)]);
+        let response =
+            FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+                .with_partitions(vec![
+                    PartitionData::default()
+                        .with_partition_index(0)
+                        .with_error_code(OFFSET_OUT_OF_RANGE)
+                        .with_log_start_offset(250),
+                    // Out of range at the other end (past the log end): not a gap.
+                    PartitionData::default()
+                        .with_partition_index(1)
+                        .with_error_code(OFFSET_OUT_OF_RANGE)
+                        .with_log_start_offset(0),
+                ])]);
+        let out = c.on_response(&response, 0, &mut stats).unwrap();
+        assert_eq!(out.errors, 1, "only the unexplained out-of-range backs off");
+        assert_eq!(c.positions(), vec![(0, 250), (1, 50)]);
+        assert_eq!(counters.skipped(0), 240);
+        assert_eq!(counters.skipped(1), 0);
+        assert_eq!(
+            stats.errors["records deleted by retention before consumed"],
+            240
+        );
+        assert_eq!(stats.errors["fetch OFFSET_OUT_OF_RANGE (1)"], 2);
     }
 }

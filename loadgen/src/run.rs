@@ -525,15 +525,23 @@ fn finish(
         // Per partition: every acknowledged record consumed, and nothing beyond what may
         // have been stored without an answer (in doubt).
         let c = &plan.counters;
-        let (mut missing, mut extra) = (0, 0);
+        let (mut missing, mut extra, mut skipped) = (0, 0, 0);
         for p in 0..c.len() {
             let (acked, consumed, doubt) = (c.acked(p), c.consumed(p), c.in_doubt(p));
-            missing += acked.saturating_sub(consumed);
+            skipped += c.skipped(p);
+            missing += acked.saturating_sub(consumed + c.skipped(p));
             extra += consumed.saturating_sub(acked + doubt);
+        }
+        if skipped > 0 {
+            problems.push(format!(
+                "{skipped} records were deleted by retention before the consumers read them (they fell behind by more than the topic keeps)"
+            ));
         }
         if missing > 0
             || extra > 0
-            || (totals.in_doubt_records == 0 && totals.consumed_records != totals.acked_records)
+            || (totals.in_doubt_records == 0
+                && skipped == 0
+                && totals.consumed_records != totals.acked_records)
         {
             problems.push(format!(
                 "records consumed ({}) != acknowledged ({}){}: {missing} acknowledged but not consumed, {extra} consumed beyond acknowledged + in doubt (duplicates)",

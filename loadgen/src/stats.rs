@@ -178,6 +178,8 @@ pub struct PartitionCounters {
     acked: Box<[AtomicU64]>,
     consumed: Box<[AtomicU64]>,
     in_doubt: Box<[AtomicU64]>,
+    /// Offsets a consumer jumped over because retention deleted them before it read them.
+    skipped: Box<[AtomicU64]>,
 }
 
 impl PartitionCounters {
@@ -188,6 +190,7 @@ impl PartitionCounters {
             acked: zeros(),
             consumed: zeros(),
             in_doubt: zeros(),
+            skipped: zeros(),
         }
     }
 
@@ -212,6 +215,13 @@ impl PartitionCounters {
             .map_or(0, |a| a.load(Ordering::Acquire))
     }
 
+    /// Records of `partition` deleted by retention before a consumer read them.
+    pub fn skipped(&self, partition: usize) -> u64 {
+        self.skipped
+            .get(partition)
+            .map_or(0, |a| a.load(Ordering::Acquire))
+    }
+
     /// Partitions counted.
     pub fn len(&self) -> usize {
         self.acked.len()
@@ -230,6 +240,12 @@ impl PartitionCounters {
 
     fn add_acked(&self, partition: usize, n: u64) {
         if let Some(a) = self.acked.get(partition) {
+            a.fetch_add(n, Ordering::AcqRel);
+        }
+    }
+
+    fn add_skipped(&self, partition: usize, n: u64) {
+        if let Some(a) = self.skipped.get(partition) {
             a.fetch_add(n, Ordering::AcqRel);
         }
     }
@@ -462,6 +478,17 @@ impl Recorder {
             self.last_consume_ns = self.last_consume_ns.max(now);
         }
         self.partitions.add_consumed(partition, 1);
+    }
+
+    /// `n` records of `partition` were deleted by retention before this run's consumer
+    /// read them (it fell behind by more than the topic keeps): counted as an error, and
+    /// as read, so the drain does not wait for them.
+    pub fn skipped(&mut self, partition: usize, n: u64) {
+        self.error(
+            ErrorKind::Client("records deleted by retention before consumed"),
+            n,
+        );
+        self.partitions.add_skipped(partition, n);
     }
 
     /// Records in the topic not written by this run.
