@@ -29,7 +29,7 @@ use rill_raft::ids::{BrokerId, Millis, NodeId};
 use rill_raft::metadata::{BrokerState, Command, MetadataState, Proposal};
 use rill_raft::node::{Node, NodeConfig, ProposalId, Role};
 use rill_raft::transport::{TcpTransport, TcpTransportConfig, Transport};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::BrokerConfig;
 use crate::errors::KafkaError;
@@ -38,6 +38,10 @@ use crate::errors::KafkaError;
 const RAFT_MESSAGES_PER_TURN_MAX: usize = 1024;
 /// How long the loop waits for a message before doing its timed work.
 const LOOP_WAIT: Duration = Duration::from_millis(5);
+/// How often a learner that is not in the group yet asks the voters again.
+const JOIN_RETRY: Duration = Duration::from_secs(1);
+/// How long a learner replays its own log before deciding it is not a member yet.
+const JOIN_FIRST_WAIT: Duration = Duration::from_millis(500);
 /// Admin requests (CreateTopics, ...) waiting for the metadata thread.
 const CLUSTER_REQUESTS_QUEUED_MAX: usize = 1024;
 /// How long an admin request waits for its change to commit before it times out.
@@ -212,20 +216,30 @@ impl Cluster {
         }
         let voters = parse_quorum(&config.controller_quorum)
             .map_err(|e| format!("controller_quorum: {e}"))?;
-        let me = voters
-            .iter()
-            .find(|v| v.id == config.node_id)
-            .ok_or_else(|| {
-                format!(
-                    "node_id {} is not in controller_quorum; joining as a non-voting learner is not built yet, so list every broker as a voter",
-                    config.node_id
-                )
-            })?
-            .clone();
+        // A voter listens on its quorum entry; any other broker is a learner that
+        // listens on `raft_listen` and asks the voters to add it.
+        let learner = !voters.iter().any(|v| v.id == config.node_id);
+        let me = if learner {
+            Voter {
+                id: config.node_id,
+                addr: config.raft_listen.trim().to_string(),
+            }
+        } else {
+            voters
+                .iter()
+                .find(|v| v.id == config.node_id)
+                .expect("a voter is in the quorum")
+                .clone()
+        };
         let my_addr = me.resolve()?;
         let listener = TcpListener::bind(my_addr).map_err(|e| {
             format!(
-                "cannot listen for raft traffic on {my_addr} (this broker's controller_quorum entry): {e}"
+                "cannot listen for raft traffic on {my_addr} ({}): {e}",
+                if learner {
+                    "raft_listen"
+                } else {
+                    "this broker's controller_quorum entry"
+                }
             )
         })?;
         let mut peers: BTreeMap<NodeId, SocketAddr> = BTreeMap::new();
@@ -242,7 +256,11 @@ impl Cluster {
         let mut node_config = NodeConfig::new(
             NodeId(me.id as u64),
             voters.iter().map(|v| NodeId(v.id as u64)).collect(),
-            Vec::new(),
+            if learner {
+                vec![NodeId(me.id as u64)]
+            } else {
+                Vec::new()
+            },
         );
         let tick_ms = config.raft_tick_ms;
         node_config.seed = now_ms() ^ me.id as u64;
@@ -283,13 +301,16 @@ impl Cluster {
             requests: requests_rx,
             pending: BTreeMap::new(),
             named_at: None,
+            join: learner.then(|| (me.addr.clone(), Instant::now(), None)),
+            voters: voters.iter().map(|v| NodeId(v.id as u64)).collect(),
         };
         let handle = std::thread::Builder::new()
             .name("rill-metadata".into())
             .spawn(move || driver.run())
             .map_err(|e| format!("cannot start the metadata thread: {e}"))?;
         *cluster.thread.lock().expect("cluster thread lock") = Some(handle);
-        info!(node_id = me.id, raft = %my_addr, voters = voters.len(), "cluster mode: metadata raft member started");
+        info!(node_id = me.id, raft = %my_addr, voters = voters.len(), learner,
+            "cluster mode: metadata raft member started");
         Ok(Some(cluster))
     }
 
@@ -366,6 +387,10 @@ struct Driver {
     pending: BTreeMap<ProposalId, (Instant, oneshot::Sender<ClusterReply>)>,
     /// When this member last proposed the cluster's id.
     named_at: Option<Instant>,
+    /// A learner not yet in the group: its raft address, when the member started and
+    /// when it last asked the voters to add it.
+    join: Option<(String, Instant, Option<Instant>)>,
+    voters: Vec<NodeId>,
 }
 
 impl Driver {
@@ -374,6 +399,7 @@ impl Driver {
         let mut last_heartbeat: Option<Instant> = None;
         let mut last_register: Option<Instant> = None;
         self.publish();
+        self.sync_peers();
         while !self.cluster.stop.load(Ordering::SeqCst) {
             if let Some(m) = self.transport.recv_timeout(LOOP_WAIT) {
                 self.step(m);
@@ -385,6 +411,7 @@ impl Driver {
                 last_tick = Instant::now();
                 self.node.tick();
             }
+            self.ask_to_join();
             // Register until the cluster has this broker at this address; then heartbeat.
             if self.node.leader().is_some() {
                 if !self.registered() {
@@ -480,6 +507,66 @@ impl Driver {
                     ErrorCode::NotController,
                     format!("no controller to take the change now ({e}); retry"),
                 )));
+            }
+        }
+    }
+
+    /// A learner not yet in the group asks the voters to add it, every [`JOIN_RETRY`].
+    fn ask_to_join(&mut self) {
+        let Some((addr, since, last)) = &mut self.join else {
+            return;
+        };
+        if self.node.is_member() {
+            info!(
+                node_id = self.me.0,
+                "joined the metadata raft group as a learner"
+            );
+            self.join = None;
+            return;
+        }
+        // A restarted member finds itself in its own log once it replayed it.
+        if since.elapsed() < JOIN_FIRST_WAIT {
+            return;
+        }
+        match last {
+            Some(t) if t.elapsed() < JOIN_RETRY => return,
+            Some(_) => debug!(
+                node_id = self.me.0,
+                "asking the voters again to add this broker"
+            ),
+            None => info!(node_id = self.me.0, raft = %addr,
+                "asking the voters to add this broker as a learner"),
+        }
+        *last = Some(Instant::now());
+        for m in Node::<FsDisk>::join_messages(NodeId(self.me.0 as u64), addr, &self.voters) {
+            self.transport.send(m);
+        }
+    }
+
+    /// Sends to every learner the committed membership names (at its raft address),
+    /// and stops sending to removed ones; voters come from the quorum.
+    fn sync_peers(&mut self) {
+        let known = self.transport.peers();
+        for (id, addr) in &self.node.state().raft_learners {
+            let id = NodeId(*id);
+            if id.0 == self.me.0 as u64 {
+                continue;
+            }
+            let Some(sock) = addr.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+                warn!(node = %id, %addr, "cannot resolve a learner's raft address");
+                continue;
+            };
+            if known.get(&id) != Some(&sock) {
+                info!(node = %id, raft = %sock, "raft peer added");
+                if let Err(e) = self.transport.add_peer(id, sock) {
+                    warn!(node = %id, error = %e, "cannot start sending to a raft peer");
+                }
+            }
+        }
+        for id in known.keys() {
+            if !self.voters.contains(id) && !self.node.state().raft_learners.contains_key(&id.0) {
+                info!(node = %id, "raft peer removed");
+                self.transport.remove_peer(*id);
             }
         }
     }
@@ -597,6 +684,7 @@ impl Driver {
             }
         }
         if changed {
+            self.sync_peers();
             self.publish();
         }
         Ok(())

@@ -30,6 +30,10 @@ pub struct BrokerConfig {
     /// broker's `node_id` among them, its entry the address it listens on for raft
     /// traffic). Empty: a single broker with its own registry.
     pub controller_quorum: String,
+    /// Cluster mode, a broker whose `node_id` is not in `controller_quorum`: the
+    /// `host:port` it listens on for raft traffic as a non-voting learner (it joins the
+    /// running cluster through the voters). Voters listen on their quorum entry.
+    pub raft_listen: String,
     /// This broker's rack (replicas are spread over racks); empty for none.
     pub rack: String,
     /// Cluster mode: replicas of topics created without a replication factor
@@ -143,6 +147,7 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 100,
             offsets_checkpoint_bytes: 16 << 20,
             controller_quorum: String::new(),
+            raft_listen: String::new(),
             rack: String::new(),
             default_replication_factor: 1,
             raft_tick_ms: 100,
@@ -297,6 +302,15 @@ impl BrokerConfig {
                 return bad(
                     "node_id",
                     "must be 1 or more in cluster mode (raft reserves 0)",
+                );
+            }
+            let voter = crate::cluster::parse_quorum(&self.controller_quorum)
+                .map(|q| q.iter().any(|v| v.id == self.node_id))
+                .unwrap_or(false);
+            if !voter && self.raft_listen.trim().is_empty() {
+                return bad(
+                    "raft_listen",
+                    "a broker whose node_id is not in controller_quorum joins as a learner and needs its own raft address (--raft-listen host:port)",
                 );
             }
         }

@@ -96,6 +96,10 @@ struct BrokerArgs {
     /// Cluster mode: the metadata raft voters, ID@HOST:PORT,... (1, 3 or 5).
     #[arg(long)]
     controller_quorum: Option<String>,
+    /// Cluster mode, a broker not in the quorum: HOST:PORT it listens on for raft
+    /// traffic as a learner that joins the running cluster.
+    #[arg(long)]
+    raft_listen: Option<String>,
     /// This broker's rack.
     #[arg(long)]
     rack: Option<String>,
@@ -191,6 +195,9 @@ fn broker(args: BrokerArgs) -> Result<(), String> {
     }
     if let Some(q) = args.controller_quorum {
         config.controller_quorum = q;
+    }
+    if let Some(r) = args.raft_listen {
+        config.raft_listen = r;
     }
     if let Some(r) = args.rack {
         config.rack = r;

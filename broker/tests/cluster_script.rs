@@ -1,7 +1,8 @@
 //! `deploy/local-cluster.sh` (how a person tries a cluster) starts three brokers on
 //! 127.0.0.21-23 that form one cluster (`rill cluster info` from any of them lists all
-//! three and one controller), `status` sees them, and `stop` stops exactly them. The
-//! example configs in `deploy/cluster/` are valid.
+//! three and one controller), `add 4` starts a fourth that joins as a learner (then all
+//! four are listed), `status` sees them, and `stop` stops exactly them. The example
+//! configs in `deploy/cluster/` are valid.
 
 mod common;
 
@@ -67,35 +68,54 @@ fn local_cluster_script_starts_a_cluster_and_stops_it() {
         started.contains("cluster of 3 brokers started"),
         "{started}"
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let info = loop {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rill"));
-        cmd.args(["cluster", "info", "--output", "json", "--bootstrap"])
-            .arg(format!("127.0.0.23:{port}"));
-        let out = run_bounded(&mut cmd, SCRIPT_TIMEOUT, None);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        if v["brokers"].as_array().map(|b| b.len()) == Some(3)
-            && v["controller"].as_i64() >= Some(1)
-        {
-            break v;
+    let wait_for = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_rill"));
+            cmd.args(["cluster", "info", "--output", "json", "--bootstrap"])
+                .arg(format!("127.0.0.23:{port}"));
+            let out = run_bounded(&mut cmd, SCRIPT_TIMEOUT, None);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            if v["brokers"].as_array().map(|b| b.len()) == Some(n)
+                && v["controller"].as_i64() >= Some(1)
+            {
+                break v;
+            }
+            if Instant::now() > deadline {
+                let _ = script(&["stop", "--dir", &d]);
+                panic!(
+                    "no {n}-broker cluster within 20 s; last answer {v}, stderr {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
-        if Instant::now() > deadline {
-            let _ = script(&["stop", "--dir", &d]);
-            panic!(
-                "no 3-broker cluster within 20 s; last answer {v}, stderr {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
     };
+    let info = wait_for(3);
     eprintln!("cluster info: {info}");
+    // A fourth broker joins the running cluster as a learner.
+    let added = script(&[
+        "add",
+        "4",
+        "--dir",
+        &d,
+        "--binary",
+        env!("CARGO_BIN_EXE_rill"),
+        "--port",
+        &port,
+        "--first-host",
+        "21",
+    ]);
+    assert!(added.contains("broker 4 started"), "{added}");
+    let info = wait_for(4);
+    eprintln!("cluster info after add: {info}");
     let status = script(&["status", "--dir", &d]);
-    assert_eq!(status.matches(": running").count(), 3, "{status}");
-    let pids: Vec<String> = (1..=3)
+    assert_eq!(status.matches(": running").count(), 4, "{status}");
+    let pids: Vec<String> = (1..=4)
         .map(|i| std::fs::read_to_string(dir.path().join(format!("broker-{i}.pid"))).unwrap())
         .collect();
     let stopped = script(&["stop", base[0], base[1]]);
-    assert!(stopped.contains("stopped 3 broker(s)"), "{stopped}");
+    assert!(stopped.contains("stopped 4 broker(s)"), "{stopped}");
     for pid in pids {
         let alive = Path::new(&format!("/proc/{}", pid.trim())).exists();
         assert!(!alive, "broker pid {} still runs after stop", pid.trim());

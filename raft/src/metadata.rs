@@ -104,6 +104,9 @@ pub struct MetadataState {
     pub applied_index: u64,
     /// The Kafka cluster id, set once by the first controller (empty until then).
     pub cluster_id: String,
+    /// Raft addresses (`host:port`) of members that joined as learners, by raft node
+    /// id, from their AddLearnerNode conf changes; voters' addresses are the quorum.
+    pub raft_learners: BTreeMap<u64, String>,
 }
 
 /// A config key set to `Some(value)` or deleted with `None`.
@@ -191,6 +194,20 @@ pub enum Command {
         partition_epoch: i32,
         leader: Option<BrokerId>,
     },
+}
+
+/// One change of a committed conf change entry, as the state machine sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipChange {
+    AddLearner {
+        node: u64,
+        addr: String,
+    },
+    Remove {
+        node: u64,
+    },
+    /// Voter changes (the quorum is fixed by configuration).
+    Other,
 }
 
 /// The batch one raft entry carries; applied all-or-nothing.
@@ -302,6 +319,23 @@ impl MetadataState {
     pub fn apply_empty(&mut self, index: u64) {
         assert!(index > self.applied_index);
         self.applied_index = index;
+    }
+
+    /// Applies a membership change at `index`: a learner added with its raft address
+    /// (the conf change's context) is recorded, a removed member forgotten.
+    pub fn apply_membership(&mut self, index: u64, changes: &[MembershipChange]) {
+        self.apply_empty(index);
+        for c in changes {
+            match c {
+                MembershipChange::AddLearner { node, addr } => {
+                    self.raft_learners.insert(*node, addr.clone());
+                }
+                MembershipChange::Remove { node } => {
+                    self.raft_learners.remove(node);
+                }
+                MembershipChange::Other => {}
+            }
+        }
     }
 
     /// Looks a topic up by name.

@@ -24,14 +24,17 @@
 //! a partitioned node from disrupting the group.)
 
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message};
+use raft::eraftpb::{
+    ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType,
+    Message, MessageType,
+};
 use raft::{RawNode, StateRole};
 
 use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::ids::NodeId;
 use crate::logger::raft_logger;
-use crate::metadata::{MetadataState, Proposal, Rejection};
+use crate::metadata::{MembershipChange, MetadataState, Proposal, Rejection};
 use crate::storage::{DiskStorage, StorageOptions};
 
 /// Settings of one raft member. Ticks are the owner's timer periods.
@@ -462,9 +465,13 @@ impl<D: Disk> Node<D> {
                         what: "conf change",
                         reason: err.to_string(),
                     })?;
-                    let cs = self.raw.apply_conf_change(&cc)?;
-                    self.raw.mut_store().set_conf_state(cs)?;
-                    self.state.apply_empty(e.index);
+                    let mut single = ConfChangeSingle::default();
+                    single.set_change_type(cc.get_change_type());
+                    single.node_id = cc.node_id;
+                    let mut v2 = ConfChangeV2::default();
+                    v2.mut_changes().push(single);
+                    v2.context = cc.context;
+                    self.apply_conf_change(e.index, v2)?;
                 }
                 EntryType::EntryConfChangeV2 => {
                     let cc =
@@ -472,13 +479,93 @@ impl<D: Disk> Node<D> {
                             what: "conf change",
                             reason: err.to_string(),
                         })?;
-                    let cs = self.raw.apply_conf_change(&cc)?;
-                    self.raw.mut_store().set_conf_state(cs)?;
-                    self.state.apply_empty(e.index);
+                    self.apply_conf_change(e.index, cc)?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Applies a committed membership change to raft and to the state machine (which
+    /// keeps a learner's raft address, the change's context). A change raft refuses
+    /// (e.g. one that would leave no voter) is skipped alike on every member.
+    fn apply_conf_change(&mut self, index: u64, cc: ConfChangeV2) -> Result<()> {
+        match self.raw.apply_conf_change(&cc) {
+            Ok(cs) => self.raw.mut_store().set_conf_state(cs)?,
+            Err(e) => {
+                tracing::warn!(index, error = %e, "membership change refused; skipped");
+                self.state.apply_empty(index);
+                return Ok(());
+            }
+        }
+        let addr = String::from_utf8_lossy(&cc.context).into_owned();
+        let changes: Vec<MembershipChange> = cc
+            .changes
+            .iter()
+            .map(|c| match c.get_change_type() {
+                ConfChangeType::AddLearnerNode if cc.changes.len() == 1 && !addr.is_empty() => {
+                    MembershipChange::AddLearner {
+                        node: c.node_id,
+                        addr: addr.clone(),
+                    }
+                }
+                ConfChangeType::RemoveNode => MembershipChange::Remove { node: c.node_id },
+                _ => MembershipChange::Other,
+            })
+            .collect();
+        self.state.apply_membership(index, &changes);
+        Ok(())
+    }
+
+    /// The messages a member that is not in the group yet sends to ask to join as a
+    /// learner reachable at `raft_addr`: a proposal of the AddLearnerNode change, to each
+    /// voter (a follower forwards it to the leader; the leader appends it). Send them
+    /// again until [`Node::is_member`]; a repeat of a change already made is harmless.
+    pub fn join_messages(me: NodeId, raft_addr: &str, voters: &[NodeId]) -> Vec<Message> {
+        let mut cc = ConfChangeV2::default();
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(ConfChangeType::AddLearnerNode);
+        single.node_id = me.0;
+        cc.mut_changes().push(single);
+        cc.context = raft_addr.as_bytes().to_vec().into();
+        let data = cc.write_to_bytes().expect("encode a conf change");
+        voters
+            .iter()
+            .filter(|v| **v != me)
+            .map(|v| {
+                let mut e = Entry::default();
+                e.set_entry_type(EntryType::EntryConfChangeV2);
+                e.data = data.clone().into();
+                let mut m = Message::default();
+                m.set_msg_type(MessageType::MsgPropose);
+                m.from = me.0;
+                m.to = v.0;
+                m.mut_entries().push(e);
+                m
+            })
+            .collect()
+    }
+
+    /// Proposes removing member `node` from the group (a decommissioned learner).
+    pub fn propose_remove_member(&mut self, node: NodeId) -> Result<()> {
+        if self.raw.raft.leader_id == raft::INVALID_ID {
+            return Err(Error::NotLeader { leader: None });
+        }
+        let mut cc = ConfChangeV2::default();
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(ConfChangeType::RemoveNode);
+        single.node_id = node.0;
+        cc.mut_changes().push(single);
+        let r = self.raw.propose_conf_change(Vec::new(), cc);
+        self.fix_election_timeout();
+        r.map_err(Error::from)
+    }
+
+    /// Whether this member's log has made it a voter or learner of the group (a
+    /// joining learner is one once its AddLearnerNode change reached it).
+    pub fn is_member(&self) -> bool {
+        self.state.raft_learners.contains_key(&self.id.0)
+            || self.raw.store().conf_state().voters.contains(&self.id.0)
     }
 
     fn maybe_snapshot(&mut self) -> Result<()> {

@@ -653,9 +653,19 @@ impl<D: Disk> raft::Storage for DiskStorage<D> {
         Ok(self.last_idx())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        // A member that joined after the stored snapshot would refuse it (raft-rs
+        // restores only a snapshot whose membership names it): make a newer one.
+        let cs = self.snapshot.get_metadata().get_conf_state();
+        let names_to = cs
+            .voters
+            .iter()
+            .chain(&cs.learners)
+            .chain(&cs.voters_outgoing)
+            .any(|n| *n == to);
         if self.snapshot.get_metadata().index < request_index
             || self.snapshot.get_metadata().index == 0
+            || !names_to
         {
             self.snapshot_wanted.set(true);
             return Err(raft::Error::Store(
@@ -746,8 +756,12 @@ mod tests {
             s.term(11),
             Err(raft::Error::Store(StorageError::Compacted))
         ));
-        assert_eq!(s.snapshot(0, 2).unwrap().get_metadata().index, 15);
-        assert!(s.snapshot(16, 2).is_err());
+        assert_eq!(s.snapshot(0, 1).unwrap().get_metadata().index, 15);
+        assert!(s.snapshot(16, 1).is_err());
+        assert!(s.take_snapshot_wanted());
+        // A member the snapshot's membership does not name (it joined later) would refuse
+        // it: a newer snapshot is asked for instead.
+        assert!(s.snapshot(0, 2).is_err());
         assert!(s.take_snapshot_wanted());
         drop(s);
         let s = DiskStorage::open(disk, small()).unwrap();

@@ -81,8 +81,9 @@ pub struct TransportStats {
 pub struct TcpTransport {
     local: NodeId,
     local_addr: SocketAddr,
-    peers: BTreeMap<NodeId, SyncSender<Message>>,
+    peers: BTreeMap<NodeId, (SocketAddr, SyncSender<Message>)>,
     inbound: Receiver<Message>,
+    config: TcpTransportConfig,
     stats: Arc<TransportStats>,
     shutdown: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -119,30 +120,55 @@ impl TcpTransport {
                     .map_err(|e| Error::io("spawn", "raft acceptor thread", e))?,
             );
         }
-        let mut senders = BTreeMap::new();
-        for (peer, addr) in peers {
-            if peer == local {
-                continue;
-            }
-            let (tx, rx) = mpsc::sync_channel(config.peer_queue_messages_max);
-            let (stats, shutdown, config) = (stats.clone(), shutdown.clone(), config.clone());
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("raft-send-{local}-{peer}"))
-                    .spawn(move || send_loop(peer, addr, rx, stats, shutdown, config))
-                    .map_err(|e| Error::io("spawn", "raft sender thread", e))?,
-            );
-            senders.insert(peer, tx);
-        }
-        Ok(TcpTransport {
+        let mut transport = TcpTransport {
             local,
             local_addr,
-            peers: senders,
+            peers: BTreeMap::new(),
             inbound,
+            config,
             stats,
             shutdown,
             threads,
-        })
+        };
+        for (peer, addr) in peers {
+            transport.add_peer(peer, addr)?;
+        }
+        Ok(transport)
+    }
+
+    /// Starts sending to `peer` at `addr` (a member that joined); a known peer at a new
+    /// address gets a new connection. This node's own id is ignored.
+    pub fn add_peer(&mut self, peer: NodeId, addr: SocketAddr) -> Result<()> {
+        if peer == self.local || self.peers.get(&peer).is_some_and(|(a, _)| *a == addr) {
+            return Ok(());
+        }
+        let (tx, rx) = mpsc::sync_channel(self.config.peer_queue_messages_max);
+        let (stats, shutdown, config) = (
+            self.stats.clone(),
+            self.shutdown.clone(),
+            self.config.clone(),
+        );
+        let local = self.local;
+        self.threads.push(
+            std::thread::Builder::new()
+                .name(format!("raft-send-{local}-{peer}"))
+                .spawn(move || send_loop(peer, addr, rx, stats, shutdown, config))
+                .map_err(|e| Error::io("spawn", "raft sender thread", e))?,
+        );
+        // Replacing the sender closes the old queue, which ends the old thread.
+        self.peers.insert(peer, (addr, tx));
+        self.threads.retain(|t| !t.is_finished());
+        Ok(())
+    }
+
+    /// Stops sending to `peer` (a member that was removed).
+    pub fn remove_peer(&mut self, peer: NodeId) {
+        self.peers.remove(&peer);
+    }
+
+    /// The peers messages go to, with their addresses.
+    pub fn peers(&self) -> BTreeMap<NodeId, SocketAddr> {
+        self.peers.iter().map(|(p, (a, _))| (*p, *a)).collect()
     }
 
     /// The address actually listened on (for ephemeral ports).
@@ -166,7 +192,7 @@ impl TcpTransport {
 impl Transport for TcpTransport {
     fn send(&self, msg: Message) {
         let to = NodeId(msg.to);
-        let Some(tx) = self.peers.get(&to) else {
+        let Some((_, tx)) = self.peers.get(&to) else {
             tracing::debug!(local = %self.local, %to, "raft message for an unknown peer dropped");
             self.stats
                 .dropped_outbound_messages

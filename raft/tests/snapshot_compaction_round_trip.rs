@@ -80,7 +80,7 @@ fn snapshot_compacts_the_log_and_survives_reopen() {
     drop(s);
 
     let s = DiskStorage::open(FsDisk::open(dir.path()).unwrap(), opts()).unwrap();
-    let snap = s.snapshot(0, 2).unwrap();
+    let snap = s.snapshot(0, 1).unwrap();
     assert_eq!(snap.get_metadata().index, 50);
     assert_eq!(snap.get_metadata().get_conf_state().voters, vec![1]);
     let mut restored = MetadataState::decode(&snap.data).unwrap();

@@ -1,5 +1,5 @@
 //! Cluster helpers: several `rill broker` processes on their own loopback addresses
-//! (127.0.0.x), every one a voter of the metadata raft group, and the checks that read
+//! (127.0.0.x), voters of the metadata raft group (and learners that join it), and the checks that read
 //! what each broker says about the cluster (DescribeCluster, Metadata).
 
 use std::collections::BTreeSet;
@@ -48,6 +48,36 @@ pub fn start_cluster_in(
             Broker::start_with(&format!("{name}-{}", i + 1), o)
         })
         .collect()
+}
+
+/// Starts broker `node_id` on `host` as a learner of the cluster `member` belongs to
+/// (same `--controller-quorum`, its own `--raft-listen`); it joins the running cluster.
+#[allow(dead_code)]
+pub fn start_learner(
+    name: &str,
+    member: &Broker,
+    node_id: i32,
+    host: &str,
+    config: &str,
+) -> Broker {
+    let args = &member.options().extra_args;
+    let quorum = args
+        .iter()
+        .position(|a| a == "--controller-quorum")
+        .map(|i| args[i + 1].clone())
+        .expect("a cluster member has --controller-quorum");
+    let mut o = BrokerOptions::with_config(config);
+    o.shards = 1;
+    o.host = host.to_string();
+    o.extra_args = vec![
+        "--node-id".into(),
+        node_id.to_string(),
+        "--controller-quorum".into(),
+        quorum,
+        "--raft-listen".into(),
+        format!("{host}:{}", free_port()),
+    ];
+    Broker::start_with(name, o)
 }
 
 /// (broker ids, controller id) as `broker` answers DescribeCluster.

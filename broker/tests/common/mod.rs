@@ -207,6 +207,12 @@ impl Broker {
     }
 
     /// SIGKILL, then reap the process.
+    /// The options this broker was started with.
+    #[allow(dead_code)]
+    pub fn options(&self) -> &BrokerOptions {
+        &self.options
+    }
+
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("kill9: broker is not running");
         // kill() fails only if the process was already reaped; try_wait covers an early exit.
