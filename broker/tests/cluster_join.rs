@@ -11,11 +11,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::cluster::{
-    settled_topic_metadata, start_cluster, start_learner, wait_agreed, wait_one_cluster_id,
+    produce_each_partition, settled_topic_metadata, start_cluster, start_learner, wait_agreed,
+    wait_one_cluster_id,
 };
 use common::{block_on, Broker};
 use rdkafka::admin::{NewTopic, TopicReplication};
-use rdkafka::producer::FutureRecord;
 
 const HOSTS: [&str; 3] = ["127.0.0.31", "127.0.0.32", "127.0.0.33"];
 const LEARNER_HOST: &str = "127.0.0.34";
@@ -24,27 +24,7 @@ const TOPIC: &str = "joined";
 const PARTITIONS: i32 = 8;
 
 fn produce(broker: &Broker, label: &str, per_partition: usize) {
-    let producer = broker.producer("1", &[]);
-    let mut futures = Vec::new();
-    for p in 0..PARTITIONS {
-        for i in 0..per_partition {
-            let value = format!("{label}-{p}-{i}");
-            let f = producer
-                .send_result(
-                    FutureRecord::<(), _>::to(TOPIC)
-                        .partition(p)
-                        .payload(value.as_bytes()),
-                )
-                .unwrap_or_else(|(e, _)| panic!("enqueue {value}: {e}"));
-            futures.push((value, f));
-        }
-    }
-    for (value, f) in futures {
-        match block_on(f) {
-            Ok(Ok(_)) => {}
-            other => panic!("{value} not delivered: {other:?}"),
-        }
-    }
+    produce_each_partition(broker, TOPIC, PARTITIONS, label, per_partition);
 }
 
 #[test]

@@ -12,10 +12,11 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::cluster::{settled_topic_metadata, start_cluster, topic_metadata, wait_agreed};
+use common::cluster::{
+    produce_each_partition, settled_topic_metadata, start_cluster, topic_metadata, wait_agreed,
+};
 use common::{block_on, Broker, NetClient};
 use rdkafka::admin::{NewTopic, TopicReplication};
-use rdkafka::producer::FutureRecord;
 use rill_net::kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use rill_net::ErrorCode;
 
@@ -46,27 +47,7 @@ fn placement(t: &MetadataResponseTopic) -> Placement {
 }
 
 fn produce(broker: &Broker, label: &str, per_partition: usize) {
-    let producer = broker.producer("1", &[]);
-    let mut futures = Vec::new();
-    for p in 0..PARTITIONS {
-        for i in 0..per_partition {
-            let value = format!("{label}-{p}-{i}");
-            let f = producer
-                .send_result(
-                    FutureRecord::<(), _>::to(TOPIC)
-                        .partition(p)
-                        .payload(&value),
-                )
-                .unwrap_or_else(|(e, _)| panic!("enqueue {value}: {e}"));
-            futures.push((value, f));
-        }
-    }
-    for (value, f) in futures {
-        match block_on(f) {
-            Ok(Ok(_)) => {}
-            other => panic!("{value} not delivered: {other:?}"),
-        }
-    }
+    produce_each_partition(broker, TOPIC, PARTITIONS, label, per_partition);
 }
 
 #[test]

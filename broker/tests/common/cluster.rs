@@ -80,6 +80,41 @@ pub fn start_learner(
     Broker::start_with(name, o)
 }
 
+/// Produces `per_partition` records (`{label}-{p}-{i}`) to each of `partitions` partitions
+/// of `topic` with rdkafka bootstrapped from `broker` (acks=1), and waits until every one
+/// is delivered; rdkafka sends each partition's records to its leader.
+#[allow(dead_code)]
+pub fn produce_each_partition(
+    broker: &Broker,
+    topic: &str,
+    partitions: i32,
+    label: &str,
+    per_partition: usize,
+) {
+    use rdkafka::producer::FutureRecord;
+    let producer = broker.producer("1", &[]);
+    let mut futures = Vec::new();
+    for p in 0..partitions {
+        for i in 0..per_partition {
+            let value = format!("{label}-{p}-{i}");
+            let f = producer
+                .send_result(
+                    FutureRecord::<(), _>::to(topic)
+                        .partition(p)
+                        .payload(value.as_bytes()),
+                )
+                .unwrap_or_else(|(e, _)| panic!("enqueue {value}: {e}"));
+            futures.push((value, f));
+        }
+    }
+    for (value, f) in futures {
+        match super::block_on(f) {
+            Ok(Ok(_)) => {}
+            other => panic!("{value} not delivered: {other:?}"),
+        }
+    }
+}
+
 /// (broker ids, controller id) as `broker` answers DescribeCluster.
 pub fn cluster_of(broker: &Broker) -> (BTreeSet<i32>, i32) {
     let mut net = NetClient::connect(broker.addr());
