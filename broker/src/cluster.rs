@@ -72,6 +72,15 @@ pub enum ClusterOp {
         name: String,
         changes: Vec<(String, Option<String>)>,
     },
+    /// A partition leader's ISR change (Kafka's AlterPartition): applies only if the
+    /// partition is still at `partition_epoch` and this broker still leads it.
+    ChangeIsr {
+        name: String,
+        partition: i32,
+        partition_epoch: i32,
+        leader: i32,
+        isr: Vec<i32>,
+    },
 }
 
 /// The answer: committed, or why not (with the Kafka error code to give the client).
@@ -164,6 +173,11 @@ pub struct PartitionView {
     pub leader_epoch: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
+    /// Bumped on every change of leader, ISR or replicas (the ChangeIsr token).
+    pub partition_epoch: i32,
+    /// Replicas an ongoing reassignment adds and removes (empty when none).
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
 }
 
 /// A topic the cluster agreed on.
@@ -490,6 +504,24 @@ impl Driver {
                 }),
                 None => Err(KafkaError::unknown_topic(name)),
             },
+            ClusterOp::ChangeIsr {
+                name,
+                partition,
+                partition_epoch,
+                leader,
+                isr,
+            } => match state.topic_ids.get(name) {
+                Some(id) => Ok(Proposal {
+                    commands: vec![Command::ChangePartition {
+                        topic: *id,
+                        partition: rill_raft::ids::PartitionIndex(*partition),
+                        partition_epoch: *partition_epoch,
+                        leader: Some(BrokerId(*leader)),
+                        isr: isr.iter().map(|b| BrokerId(*b)).collect(),
+                    }],
+                }),
+                None => Err(KafkaError::unknown_topic(name)),
+            },
         };
         let proposal = match proposal {
             Ok(p) => p,
@@ -738,6 +770,9 @@ fn view_of(state: &MetadataState, controller: Option<i32>) -> ClusterView {
                                 leader_epoch: p.leader_epoch.0,
                                 replicas: p.replicas.iter().map(|b| b.0).collect(),
                                 isr: p.isr.iter().map(|b| b.0).collect(),
+                                partition_epoch: p.partition_epoch,
+                                adding: p.adding.iter().map(|b| b.0).collect(),
+                                removing: p.removing.iter().map(|b| b.0).collect(),
                             })
                             .collect(),
                     },

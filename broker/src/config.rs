@@ -44,6 +44,9 @@ pub struct BrokerConfig {
     pub raft_tick_ms: u64,
     pub broker_heartbeat_interval_ms: u64,
     pub broker_session_timeout_ms: u64,
+    /// Cluster mode: a follower that has not caught up to its leader's log end for this
+    /// long leaves the ISR (Kafka's `replica.lag.time.max.ms`).
+    pub replica_lag_time_max_ms: u64,
     /// Create a topic when a client asks Metadata for one that does not exist (Kafka's
     /// `auto.create.topics.enable`).
     pub auto_create_topics: bool,
@@ -153,6 +156,7 @@ impl Default for BrokerConfig {
             raft_tick_ms: 100,
             broker_heartbeat_interval_ms: 1_000,
             broker_session_timeout_ms: 9_000,
+            replica_lag_time_max_ms: 30_000,
             consumer_group_session_timeout_ms: 45_000,
             consumer_group_heartbeat_interval_ms: 5_000,
             consumer_group_assignor: "uniform".to_string(),
@@ -302,6 +306,12 @@ impl BrokerConfig {
                 return bad(
                     "node_id",
                     "must be 1 or more in cluster mode (raft reserves 0)",
+                );
+            }
+            if self.node_id >= 1 << 22 {
+                return bad(
+                    "node_id",
+                    "must be below 4194304 in cluster mode (producer ids carry it)",
                 );
             }
             let voter = crate::cluster::parse_quorum(&self.controller_quorum)

@@ -56,7 +56,9 @@ impl From<StorageError> for KafkaError {
                 ErrorCode::CorruptMessage
             }
             StorageError::UnsupportedMagic { .. } => ErrorCode::UnsupportedForMessageFormat,
-            StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            StorageError::OffsetOutOfRange { .. } | StorageError::NonContiguousAppend { .. } => {
+                ErrorCode::OffsetOutOfRange
+            }
             StorageError::InvalidConfig { .. } => ErrorCode::InvalidConfig,
             // The partition is being closed or deleted: the client retries and finds where
             // it went.

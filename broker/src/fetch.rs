@@ -249,8 +249,15 @@ pub async fn fetch(shard: &Rc<Shard>, r: FetchRequest, version: i16) -> FetchRes
     let min_bytes = r.min_bytes.max(0) as usize;
     let wait = Duration::from_millis((r.max_wait_ms.max(0) as u64).min(limits.fetch_wait_ms_max));
     let deadline = Instant::now() + wait;
+    // A follower broker (Kafka's replica id) reads to the log end and is recorded by the
+    // leader; only brokers of the cluster send one.
+    let replica = if shard.cluster.is_some() {
+        r.replica_id.0.max(-1)
+    } else {
+        -1
+    };
     let got = loop {
-        let got = read_all(shard, &wants, max_bytes).await;
+        let got = read_all(shard, &wants, max_bytes, replica).await;
         let bytes: usize = got.iter().map(|g| g.records.len()).sum();
         let now = Instant::now();
         let errors = got.iter().any(|g| g.error != ErrorCode::None);
@@ -261,7 +268,9 @@ pub async fn fetch(shard: &Rc<Shard>, r: FetchRequest, version: i16) -> FetchRes
             .iter()
             .map(|w| (w.topic.clone(), w.partition, w.fetch_offset))
             .collect();
-        shard.wait_anywhere(parts, deadline - now).await;
+        shard
+            .wait_anywhere(parts, replica >= 0, deadline - now)
+            .await;
     };
     let answered = shard
         .fetch_sessions
@@ -305,7 +314,7 @@ pub async fn fetch(shard: &Rc<Shard>, r: FetchRequest, version: i16) -> FetchRes
 /// Reads run concurrently in waves whose asked-for bytes fit what is left, so a fetch over
 /// many partitions neither reads them one round trip at a time nor pulls far more than it
 /// can return.
-async fn read_all(shard: &Rc<Shard>, wants: &[Want], max_bytes: usize) -> Vec<Got> {
+async fn read_all(shard: &Rc<Shard>, wants: &[Want], max_bytes: usize, replica: i32) -> Vec<Got> {
     let mut out: Vec<Got> = Vec::with_capacity(wants.len());
     let mut remaining = max_bytes;
     let mut i = 0;
@@ -325,6 +334,7 @@ async fn read_all(shard: &Rc<Shard>, wants: &[Want], max_bytes: usize) -> Vec<Go
                 PartitionOp::Fetch {
                     offset: w.fetch_offset,
                     max_bytes: limit,
+                    replica,
                 }
             };
             wave.push(shard.partition_op(&w.topic, w.partition, op));

@@ -771,6 +771,7 @@ impl Shard {
                     PartitionOp::Fetch {
                         offset,
                         max_bytes: 1 << 20,
+                        replica: crate::shard::READ_TO_LOG_END,
                     },
                 )
                 .await;

@@ -51,6 +51,16 @@ pub fn spawn(fut: impl Future<Output = ()> + 'static) {
     glommio::spawn_local(fut).detach();
 }
 
+/// A TCP connection this shard opened (the replica fetchers').
+pub type Stream = TcpStream;
+
+/// Connects to `addr` from this shard, giving up after `timeout`.
+pub async fn connect(addr: std::net::SocketAddr, timeout: Duration) -> std::io::Result<Stream> {
+    TcpStream::connect_timeout(addr, timeout)
+        .await
+        .map_err(std::io::Error::from)
+}
+
 /// Sleeps on this shard's timer.
 pub async fn sleep(d: Duration) {
     glommio::timer::sleep(d).await;
@@ -314,6 +324,7 @@ async fn shard_main(
         }
     };
     spawn(ticker);
+    spawn(crate::replica::run_fetchers(shard.clone()));
     if id == 0 {
         if let Some(addr) = config.metrics_addr() {
             let listener = TcpListener::bind(addr).map_err(|e| {

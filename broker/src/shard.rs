@@ -37,6 +37,13 @@ use crate::producer::{Check, ProducerTable};
 use crate::runtime::{self, Peers};
 use crate::topic_config::{self, TimestampType, TopicSettings};
 
+/// `PartitionOp::Fetch::replica` of the broker's own reads (group loading) that go to the
+/// log end without being a follower.
+pub const READ_TO_LOG_END: i32 = -2;
+
+/// Cluster mode: producer ids are `node_id << PRODUCER_ID_NODE_SHIFT | n` (2^40 per broker).
+const PRODUCER_ID_NODE_SHIFT: u32 = 40;
+
 /// A partition's name on the wire.
 pub type PartitionKey = (Arc<str>, i32);
 
@@ -46,7 +53,13 @@ pub enum PartitionOp {
     /// Append `batch` (one or more record batches of one produce partition).
     Produce { batch: Bytes, acks: i16 },
     /// Read whole batches from `offset`, up to `max_bytes` (at least one batch).
-    Fetch { offset: i64, max_bytes: usize },
+    /// `replica` is the fetching follower's broker id (-1 for a consumer), which reads up
+    /// to the log end instead of the high watermark and is recorded by the leader.
+    Fetch {
+        offset: i64,
+        max_bytes: usize,
+        replica: i32,
+    },
     /// ListOffsets: -1 latest, -2 earliest, -3 max timestamp, else by timestamp.
     ListOffsets { timestamp: i64 },
     /// DeleteRecords before `offset` (-1: the high watermark).
@@ -168,6 +181,8 @@ pub enum ShardMsg {
     /// or after `timeout`; `false` when the owner had no room to park the wait.
     Wait {
         parts: Vec<(Arc<str>, i32, i64)>,
+        /// A follower waits for the log end, a consumer for the high watermark.
+        replica: bool,
         timeout: Duration,
         reply: oneshot::Sender<bool>,
     },
@@ -206,14 +221,51 @@ pub struct Partition {
     produce_lock: async_lock::Mutex<()>,
     /// Whether `producers` was rebuilt from the log since this partition opened.
     producers_rebuilt: Cell<bool>,
+    /// Cluster mode: leader and follower replication state (None on a single node, where
+    /// the high watermark is the log end).
+    pub(crate) repl: Option<RefCell<crate::replica::Replication>>,
 }
 
 impl Partition {
     fn offsets(&self) -> Offsets {
         Offsets {
             log_start_offset: self.log.log_start_offset(),
-            high_watermark: self.log.log_end_offset(),
+            high_watermark: self.high_watermark(),
         }
+    }
+
+    /// Offsets below this are on every in-sync replica: what consumers may read.
+    pub(crate) fn high_watermark(&self) -> i64 {
+        let end = self.log.log_end_offset();
+        match &self.repl {
+            Some(r) => r.borrow().hw.min(end),
+            None => end,
+        }
+    }
+
+    /// Where a reader's view of the log ends: followers read to the log end.
+    fn visible_end(&self, replica: bool) -> i64 {
+        if replica {
+            self.log.log_end_offset()
+        } else {
+            self.high_watermark()
+        }
+    }
+
+    /// Resolves at the next [`Partition::notify`].
+    pub(crate) fn data_listener(&self) -> event_listener::EventListener {
+        self.data.listen()
+    }
+
+    /// Wakes long polls and acks=all producers waiting on this partition.
+    pub(crate) fn notify(&self) {
+        self.data.notify(usize::MAX);
+    }
+
+    /// A follower's append went around the idempotence table: rebuild it from the log
+    /// before this broker, as leader, next checks a producer's sequence.
+    pub(crate) fn forget_producers(&self) {
+        self.producers_rebuilt.set(false);
     }
 }
 
@@ -306,7 +358,7 @@ impl Shard {
         self.snapshot.borrow().clone()
     }
 
-    fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
+    pub(crate) fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
         self.partitions
             .borrow()
             .get(topic)
@@ -315,7 +367,7 @@ impl Shard {
     }
 
     /// Every partition this shard owns (a copy, so callers may await while walking it).
-    fn owned(&self) -> Vec<(PartitionKey, Rc<Partition>)> {
+    pub(crate) fn owned(&self) -> Vec<(PartitionKey, Rc<Partition>)> {
         let parts = self.partitions.borrow();
         let mut out = Vec::new();
         for (topic, m) in parts.iter() {
@@ -401,17 +453,50 @@ impl Shard {
             ));
         };
         let result = match op {
-            PartitionOp::Produce { batch, acks } => self.produce(&p, batch, acks).await,
-            PartitionOp::Fetch { offset, max_bytes } => {
+            PartitionOp::Produce { batch, acks } => {
+                self.produce(topic, partition, &p, batch, acks).await
+            }
+            PartitionOp::Fetch {
+                offset,
+                max_bytes,
+                replica,
+            } => {
+                if replica >= 0 {
+                    if let Err(e) = self.follower_fetched(topic, partition, &p, replica, offset) {
+                        return PartitionReply {
+                            offsets: p.offsets(),
+                            result: Err(e),
+                        };
+                    }
+                }
+                let visible = p.visible_end(replica != -1);
                 let started = Instant::now();
-                let read = p.log.read(offset, max_bytes).await;
+                let read = if offset >= visible && offset <= p.log.log_end_offset() {
+                    // Consumers wait at the high watermark for the followers.
+                    Ok(rill_storage::LogRead::default())
+                } else {
+                    p.log.read(offset, max_bytes).await
+                };
                 self.metrics.read(started.elapsed());
-                read.map(|r| OpOk::Fetched {
-                    records: if r.batches.len() == 1 {
-                        r.batches[0].clone()
-                    } else {
-                        r.concat()
-                    },
+                read.map(|r| {
+                    let mut batches = r.batches;
+                    // Consumers see only what every in-sync replica holds.
+                    batches.retain(|b| {
+                        batch::BatchHeader::parse(b)
+                            .is_ok_and(|h| h.base_offset + i64::from(h.last_offset_delta) < visible)
+                    });
+                    OpOk::Fetched {
+                        records: if batches.len() == 1 {
+                            batches.swap_remove(0)
+                        } else {
+                            let mut all =
+                                BytesMut::with_capacity(batches.iter().map(|b| b.len()).sum());
+                            for b in &batches {
+                                all.extend_from_slice(b);
+                            }
+                            all.freeze()
+                        },
+                    }
                 })
                 .map_err(KafkaError::from)
             }
@@ -444,9 +529,37 @@ impl Shard {
         }
     }
 
-    async fn produce(&self, p: &Partition, data: Bytes, acks: i16) -> Result<OpOk, KafkaError> {
+    async fn produce(
+        &self,
+        topic: &str,
+        partition: i32,
+        p: &Partition,
+        data: Bytes,
+        acks: i16,
+    ) -> Result<OpOk, KafkaError> {
         let settings = p.settings.borrow().clone();
-        if acks == -1 && settings.min_insync_replicas > 1 {
+        let leader_epoch = match &self.cluster {
+            Some(cluster) => {
+                let view = cluster.view();
+                let Some(pv) = view.partition(topic, partition) else {
+                    return Err(KafkaError::unknown_partition(topic, partition));
+                };
+                if acks == -1 && (pv.isr.len() as i64) < settings.min_insync_replicas {
+                    return Err(KafkaError::new(
+                        ErrorCode::NotEnoughReplicas,
+                        format!(
+                            "min.insync.replicas is {} but {topic}-{partition} has {} in-sync replicas {:?}",
+                            settings.min_insync_replicas,
+                            pv.isr.len(),
+                            pv.isr
+                        ),
+                    ));
+                }
+                pv.leader_epoch
+            }
+            None => 0,
+        };
+        if self.cluster.is_none() && acks == -1 && settings.min_insync_replicas > 1 {
             return Err(KafkaError::new(
                 ErrorCode::NotEnoughReplicas,
                 format!(
@@ -456,6 +569,7 @@ impl Shard {
             ));
         }
         let mut first_offset = None;
+        let mut last_offset = -1;
         let mut log_append_time = -1;
         let mut rest = data;
         let mut sync_due = false;
@@ -483,12 +597,18 @@ impl Shard {
                     one = buf.freeze();
                     log_append_time = now;
                 }
-                let info = p.log.append(one, 0).await.map_err(KafkaError::from)?;
+                let info = p
+                    .log
+                    .append(one, leader_epoch)
+                    .await
+                    .map_err(KafkaError::from)?;
                 p.producers.borrow_mut().record(&header, info.base_offset);
                 first_offset.get_or_insert(info.base_offset);
+                last_offset = info.last_offset;
                 sync_due |= info.sync_due;
             }
         }
+        self.advance_high_watermark(topic, partition, p);
         p.data.notify(usize::MAX);
         // acks=all on a single node means durable; flush.messages / flush.ms can ask for it
         // too. acks=1 waits until the bytes are in the file, which survives kill -9.
@@ -498,6 +618,10 @@ impl Shard {
             self.metrics.synced(started.elapsed());
         } else if acks == 1 {
             p.log.write_through().await.map_err(KafkaError::from)?;
+        }
+        if acks == -1 && last_offset >= 0 {
+            self.await_replication(topic, partition, p, last_offset)
+                .await?;
         }
         Ok(OpOk::Produced {
             base_offset: first_offset.unwrap_or(-1),
@@ -510,6 +634,7 @@ impl Shard {
     pub async fn wait_for_data(
         self: &Rc<Self>,
         parts: Vec<(Arc<str>, i32, i64)>,
+        replica: bool,
         timeout: Duration,
     ) -> bool {
         if self.waiters.get() >= self.config.limits.fetch_waiters_max {
@@ -528,7 +653,7 @@ impl Shard {
         }
         loop {
             let listeners: Vec<_> = owned.iter().map(|(p, _)| p.data.listen()).collect();
-            if owned.iter().any(|(p, o)| p.log.log_end_offset() > *o) {
+            if owned.iter().any(|(p, o)| p.visible_end(replica) > *o) {
                 return true;
             }
             let now = Instant::now();
@@ -550,6 +675,7 @@ impl Shard {
     pub async fn wait_anywhere(
         self: &Rc<Self>,
         parts: Vec<(Arc<str>, i32, i64)>,
+        replica: bool,
         timeout: Duration,
     ) {
         let mut by_shard: BTreeMap<usize, Vec<(Arc<str>, i32, i64)>> = BTreeMap::new();
@@ -566,13 +692,14 @@ impl Shard {
         for (owner, parts) in by_shard {
             if owner == self.id {
                 let me = self.clone();
-                waits.push(Box::pin(
-                    async move { me.wait_for_data(parts, timeout).await },
-                ));
+                waits.push(Box::pin(async move {
+                    me.wait_for_data(parts, replica, timeout).await
+                }));
             } else {
                 let (tx, rx) = oneshot::channel();
                 let msg = ShardMsg::Wait {
                     parts,
+                    replica,
                     timeout,
                     reply: tx,
                 };
@@ -612,15 +739,17 @@ impl Shard {
             }
             ShardMsg::Wait {
                 parts,
+                replica,
                 timeout,
                 mut reply,
             } => {
                 let cancelled = reply.cancellation();
-                let waited = futures_lite::future::or(self.wait_for_data(parts, timeout), async {
-                    cancelled.await;
-                    true
-                })
-                .await;
+                let waited =
+                    futures_lite::future::or(self.wait_for_data(parts, replica, timeout), async {
+                        cancelled.await;
+                        true
+                    })
+                    .await;
                 let _ = reply.send(waited);
             }
             ShardMsg::Admin { op, reply } => {
@@ -880,8 +1009,18 @@ impl Shard {
                 Ok((AdminOk::BrokerConfigs, false))
             }
             AdminOp::AllocateProducerId => {
-                let id = file.next_producer_id;
+                let local = file.next_producer_id;
                 file.next_producer_id += 1;
+                // Cluster mode: a producer may move to another leader, whose duplicate
+                // check must not mistake it for one that broker handed out itself. Each
+                // broker hands out its own range (node id in the high bits), as Kafka's
+                // controller-issued id blocks do.
+                let id = if self.cluster.is_some() {
+                    (i64::from(self.config.node_id) << PRODUCER_ID_NODE_SHIFT)
+                        | (local & ((1 << PRODUCER_ID_NODE_SHIFT) - 1))
+                } else {
+                    local
+                };
                 Ok((AdminOk::ProducerId(id), false))
             }
         }
@@ -984,6 +1123,10 @@ impl Shard {
                 )),
                 produce_lock: async_lock::Mutex::new(()),
                 producers_rebuilt: Cell::new(false),
+                repl: self
+                    .cluster
+                    .is_some()
+                    .then(|| RefCell::new(crate::replica::Replication::new())),
             }),
             Err(e) => {
                 error!(topic = %t.name, partition, dir = %dir.display(), error = %e,
@@ -1036,6 +1179,7 @@ impl Shard {
     /// writes out data that no producer waits on (acks=0) so it reaches the file soon.
     pub fn tick(self: &Rc<Self>) {
         self.sync_cluster_topics();
+        self.maintain_isr();
         for (_, p) in self.owned() {
             if p.io_running.get() {
                 continue;
@@ -1255,7 +1399,7 @@ async fn rebuild_producers(p: &Partition) {
 
 async fn list_offsets(p: &Partition, timestamp: i64) -> Result<OpOk, KafkaError> {
     let found = match timestamp {
-        -1 => Some((p.log.log_end_offset(), -1)),
+        -1 => Some((p.high_watermark(), -1)),
         -2 => Some((p.log.log_start_offset(), -1)),
         -3 => p.log.max_timestamp_offset().await?,
         t if t >= 0 => p.log.offset_for_timestamp(t).await?,

@@ -568,6 +568,8 @@ impl MetadataState {
                 isr,
             } => {
                 let leader_ok = leader.is_none_or(|l| self.is_live(l));
+                let live: Vec<BrokerId> =
+                    isr.iter().copied().filter(|b| self.is_live(*b)).collect();
                 let (p, unclean) = self.partition_mut(*topic, *partition)?;
                 if p.partition_epoch != *partition_epoch {
                     return Err(Rejection::StalePartitionEpoch {
@@ -580,6 +582,12 @@ impl MetadataState {
                     || isr.iter().any(|b| !p.replicas.contains(b))
                 {
                     return Err(Rejection::InvalidIsr(format!("{isr:?}")));
+                }
+                // Only live brokers join the ISR (a fenced one may only keep its place).
+                if isr.iter().any(|b| !p.isr.contains(b) && !live.contains(b)) {
+                    return Err(Rejection::InvalidIsr(format!(
+                        "{isr:?} adds a fenced or unknown broker"
+                    )));
                 }
                 if let Some(l) = leader {
                     if !leader_ok || !isr.contains(l) {
@@ -911,6 +919,31 @@ mod tests {
         };
         assert!(s.apply(i + 3, &bad).is_err());
         assert_eq!(s.brokers, before.brokers);
+        // The leader cannot put the fenced broker back in the ISR (KIP-841)...
+        let rejoin = |epoch| {
+            one(Command::ChangePartition {
+                topic: tid,
+                partition: PartitionIndex(0),
+                partition_epoch: epoch,
+                leader: Some(BrokerId(1)),
+                isr: vec![BrokerId(1), BrokerId(2), BrokerId(0)],
+            })
+        };
+        assert!(matches!(
+            s.apply(i + 4, &rejoin(1)),
+            Err(Rejection::InvalidIsr(_))
+        ));
+        // ...until it is unfenced.
+        s.apply(
+            i + 5,
+            &one(Command::UnfenceBroker {
+                broker: BrokerId(0),
+            }),
+        )
+        .unwrap();
+        s.apply(i + 6, &rejoin(1)).unwrap();
+        assert_eq!(s.partition(tid, PartitionIndex(0)).unwrap().isr.len(), 3);
+        s.check_invariants().unwrap();
     }
 
     #[test]

@@ -34,6 +34,11 @@ pub enum StorageError {
     InvalidConfig { field: &'static str, reason: String },
     #[error("too many open segment files: limit {limit} (open_files_max)")]
     TooManyOpenFiles { limit: usize },
+    #[error("replicated batch at offset {base_offset} does not continue the log, which ends at {log_end_offset}")]
+    NonContiguousAppend {
+        base_offset: i64,
+        log_end_offset: i64,
+    },
     #[error("the partition log was closed")]
     Closed,
 }

@@ -712,6 +712,24 @@ impl<B: Backend> PartitionLog<B> {
     /// Validates `batch` (header, length, CRC-32C), assigns its offsets and
     /// adds it to the log. Durable only after [`PartitionLog::sync`] covers it.
     pub async fn append(&self, batch: Bytes, leader_epoch: i32) -> StorageResult<AppendInfo> {
+        self.append_as(batch, Some(leader_epoch)).await
+    }
+
+    /// A replication follower's append: `batch` already carries the leader's offsets and
+    /// leader epoch, which are kept. Its base offset must be this log's end offset; a
+    /// batch that does not continue the log is refused with
+    /// [`StorageError::NonContiguousAppend`] and changes nothing.
+    pub async fn append_replica(&self, batch: Bytes) -> StorageResult<AppendInfo> {
+        self.append_as(batch, None).await
+    }
+
+    /// `leader_epoch`: Some for a leader's append (offsets assigned here), None for a
+    /// follower's (offsets and epoch kept from the batch).
+    async fn append_as(
+        &self,
+        batch: Bytes,
+        leader_epoch: Option<i32>,
+    ) -> StorageResult<AppendInfo> {
         let limit = self.config.borrow().batch_bytes_max;
         if batch.len() > limit {
             return Err(StorageError::BatchTooLarge {
@@ -722,6 +740,16 @@ impl<B: Backend> PartitionLog<B> {
         let header = batch::validate(&batch)?;
         let _order = self.append_lock.lock().await;
         self.check_open()?;
+        if leader_epoch.is_none() {
+            let end = self.log_end_offset();
+            if header.base_offset != end {
+                return Err(StorageError::NonContiguousAppend {
+                    base_offset: header.base_offset,
+                    log_end_offset: end,
+                });
+            }
+        }
+        let leader_epoch = leader_epoch.unwrap_or(header.partition_leader_epoch);
         let cfg = self.config.borrow().clone();
         let len = batch.len() as u64;
         if self.state.borrow().unwritten_bytes() + len > cfg.write_buffer_bytes_max as u64 {
@@ -2448,6 +2476,67 @@ mod tests {
             FileBudget::new(16),
         ))
         .unwrap()
+    }
+
+    #[test]
+    fn a_follower_copy_keeps_the_leaders_offsets_and_epochs_and_refuses_gaps() {
+        let be = MemoryBackend::new();
+        let leader = open(&be, LogConfig::default());
+        let follower = block_on(PartitionLog::open(
+            be.clone(),
+            PathBuf::from("/mem/f-0"),
+            LogConfig::default(),
+            FileBudget::new(16),
+        ))
+        .unwrap();
+        block_on(async {
+            leader
+                .append(Bytes::from(build::sized(200, 3, 1)), 4)
+                .await
+                .unwrap();
+            leader
+                .append(Bytes::from(build::sized(200, 2, 2)), 7)
+                .await
+                .unwrap();
+            let read = leader.read(0, 1 << 20).await.unwrap();
+            assert_eq!(read.batches.len(), 2);
+            // The second batch alone does not continue the empty follower log.
+            let err = follower
+                .append_replica(read.batches[1].clone())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    StorageError::NonContiguousAppend {
+                        base_offset: 3,
+                        log_end_offset: 0
+                    }
+                ),
+                "{err:?}"
+            );
+            assert_eq!(follower.log_end_offset(), 0);
+            for b in &read.batches {
+                follower.append_replica(b.clone()).await.unwrap();
+            }
+            assert_eq!(follower.log_end_offset(), 5);
+            let copy = follower.read(0, 1 << 20).await.unwrap();
+            assert_eq!(
+                copy.batches, read.batches,
+                "byte-identical, epochs included"
+            );
+            let epochs: Vec<i32> = copy
+                .batches
+                .iter()
+                .map(|b| BatchHeader::parse(b).unwrap().partition_leader_epoch)
+                .collect();
+            assert_eq!(epochs, vec![4, 7]);
+            // A replayed batch is refused too.
+            assert!(follower
+                .append_replica(read.batches[0].clone())
+                .await
+                .is_err());
+        });
     }
 
     #[test]
