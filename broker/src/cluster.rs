@@ -72,6 +72,13 @@ pub enum ClusterOp {
         name: String,
         changes: Vec<(String, Option<String>)>,
     },
+    /// AlterPartitionReassignments for one partition: move it to `target` (replacing a
+    /// running reassignment), or cancel the running one (`None`).
+    Reassign {
+        name: String,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    },
     /// A partition leader's ISR change (Kafka's AlterPartition): applies only if the
     /// partition is still at `partition_epoch` and this broker still leads it.
     ChangeIsr {
@@ -504,6 +511,34 @@ impl Driver {
                 }),
                 None => Err(KafkaError::unknown_topic(name)),
             },
+            ClusterOp::Reassign {
+                name,
+                partition,
+                target,
+            } => match state.topic_ids.get(name) {
+                Some(id) => {
+                    let pi = rill_raft::ids::PartitionIndex(*partition);
+                    let running = state
+                        .partition(*id, pi)
+                        .is_some_and(|p| !p.adding.is_empty() || !p.removing.is_empty());
+                    let mut commands = Vec::new();
+                    if running || target.is_none() {
+                        commands.push(Command::CancelReassignment {
+                            topic: *id,
+                            partition: pi,
+                        });
+                    }
+                    if let Some(target) = target {
+                        commands.push(Command::BeginReassignment {
+                            topic: *id,
+                            partition: pi,
+                            target: target.iter().map(|b| BrokerId(*b)).collect(),
+                        });
+                    }
+                    Ok(Proposal { commands })
+                }
+                None => Err(KafkaError::unknown_topic(name)),
+            },
             ClusterOp::ChangeIsr {
                 name,
                 partition,
@@ -687,6 +722,15 @@ impl Driver {
                         rill_raft::metadata::Rejection::InvalidReplicas(_)
                         | rill_raft::metadata::Rejection::UnknownBroker(_) => {
                             ErrorCode::InvalidReplicaAssignment
+                        }
+                        rill_raft::metadata::Rejection::NoReassignment(..) => {
+                            ErrorCode::NoReassignmentInProgress
+                        }
+                        rill_raft::metadata::Rejection::ReassignmentInProgress(..) => {
+                            ErrorCode::ReassignmentInProgress
+                        }
+                        rill_raft::metadata::Rejection::UnknownPartition(..) => {
+                            ErrorCode::UnknownTopicOrPartition
                         }
                         _ => ErrorCode::InvalidRequest,
                     };

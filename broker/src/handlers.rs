@@ -127,6 +127,10 @@ pub async fn handle(
         }
         Request::DeleteRecords(r) => frame(cid, v, &delete_records(&shard, r).await),
         Request::DescribeCluster(r) => frame(cid, v, &describe_cluster(&shard, r)),
+        Request::AlterPartitionReassignments(r) => {
+            frame(cid, v, &crate::reassign::alter(&shard, r, v).await)
+        }
+        Request::ListPartitionReassignments(r) => frame(cid, v, &crate::reassign::list(&shard, r)),
         Request::InitProducerId(r) => frame(cid, v, &init_producer_id(&shard, r).await),
         Request::FindCoordinator(r) => frame(cid, v, &find_coordinator(&shard, r, v).await),
         Request::JoinGroup(r) => {

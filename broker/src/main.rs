@@ -30,6 +30,7 @@ mod handlers;
 mod metadata;
 mod metrics;
 mod producer;
+mod reassign;
 mod replica;
 mod runtime;
 mod shard;

@@ -67,6 +67,9 @@ pub const SUPPORTED_VERSIONS: &[ApiVersionRange] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::OffsetDelete, 0, 0),
+    // v1 (KIP-860) lets the client say whether the replication factor may change.
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
     // v2 adds fenced-broker listing (KIP-1073).
     (ApiKey::DescribeCluster, 0, 1),
     // KIP-848 consumer groups; v1 (KIP-1082) has the client choose its member id and adds
@@ -228,6 +231,8 @@ apis! {
     DeleteGroups(DeleteGroupsRequest, DeleteGroupsResponse),
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse),
     OffsetDelete(OffsetDeleteRequest, OffsetDeleteResponse),
+    AlterPartitionReassignments(AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse),
+    ListPartitionReassignments(ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse),
     DescribeCluster(DescribeClusterRequest, DescribeClusterResponse),
     ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse),
     ConsumerGroupDescribe(ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse),
@@ -392,6 +397,8 @@ fn api_name(api_key: ApiKey) -> &'static str {
         DeleteGroups,
         IncrementalAlterConfigs,
         OffsetDelete,
+        AlterPartitionReassignments,
+        ListPartitionReassignments,
         DescribeCluster,
         ConsumerGroupHeartbeat,
         ConsumerGroupDescribe

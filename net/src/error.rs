@@ -111,6 +111,8 @@ error_codes! {
     OperationNotAttempted = 55, "OPERATION_NOT_ATTEMPTED", false;
     KafkaStorageError = 56, "KAFKA_STORAGE_ERROR", true;
     UnknownProducerId = 59, "UNKNOWN_PRODUCER_ID", false;
+    /// A partition reassignment is already running for this partition.
+    ReassignmentInProgress = 60, "REASSIGNMENT_IN_PROGRESS", false;
     NonEmptyGroup = 68, "NON_EMPTY_GROUP", false;
     GroupIdNotFound = 69, "GROUP_ID_NOT_FOUND", false;
     FetchSessionIdNotFound = 70, "FETCH_SESSION_ID_NOT_FOUND", true;
@@ -123,6 +125,8 @@ error_codes! {
     MemberIdRequired = 79, "MEMBER_ID_REQUIRED", false;
     GroupMaxSizeReached = 81, "GROUP_MAX_SIZE_REACHED", false;
     FencedInstanceId = 82, "FENCED_INSTANCE_ID", false;
+    /// Cancelling a partition reassignment that is not running.
+    NoReassignmentInProgress = 85, "NO_REASSIGNMENT_IN_PROGRESS", false;
     GroupSubscribedToTopic = 86, "GROUP_SUBSCRIBED_TO_TOPIC", false;
     InvalidRecord = 87, "INVALID_RECORD", false;
     UnstableOffsetCommit = 88, "UNSTABLE_OFFSET_COMMIT", true;

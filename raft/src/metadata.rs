@@ -194,6 +194,12 @@ pub enum Command {
         partition_epoch: i32,
         leader: Option<BrokerId>,
     },
+    /// Stops a reassignment: the added replicas leave the replicas and the ISR (a leader
+    /// among them hands over to the first live remaining ISR member).
+    CancelReassignment {
+        topic: TopicId,
+        partition: PartitionIndex,
+    },
 }
 
 /// One change of a committed conf change entry, as the state machine sees it.
@@ -686,6 +692,41 @@ impl MetadataState {
                 p.removing.clear();
                 p.partition_epoch += 1;
             }
+            Command::CancelReassignment { topic, partition } => {
+                let live: Vec<BrokerId> = self
+                    .brokers
+                    .values()
+                    .filter(|b| b.state == BrokerState::Alive)
+                    .map(|b| b.id)
+                    .collect();
+                let (p, _) = self.partition_mut(*topic, *partition)?;
+                if p.adding.is_empty() && p.removing.is_empty() {
+                    return Err(Rejection::NoReassignment(*topic, *partition));
+                }
+                let adding = std::mem::take(&mut p.adding);
+                p.removing.clear();
+                p.replicas.retain(|b| !adding.contains(b));
+                let mut isr: Vec<BrokerId> = p
+                    .isr
+                    .iter()
+                    .copied()
+                    .filter(|b| !adding.contains(b))
+                    .collect();
+                if isr.is_empty() {
+                    // Only added replicas were in sync: the original ones keep their claim.
+                    isr = p.replicas.clone();
+                }
+                let leader = match p.leader {
+                    Some(l) if !adding.contains(&l) => Some(l),
+                    _ => isr.iter().copied().find(|b| live.contains(b)),
+                };
+                if leader != p.leader {
+                    p.leader_epoch = p.leader_epoch.next();
+                }
+                p.leader = leader;
+                p.isr = isr;
+                p.partition_epoch += 1;
+            }
         }
         Ok(())
     }
@@ -994,6 +1035,42 @@ mod tests {
         assert_eq!(p.replicas, vec![BrokerId(3), BrokerId(1), BrokerId(2)]);
         assert!(!p.isr.contains(&BrokerId(0)));
         assert_eq!(p.leader, Some(BrokerId(3)));
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_cancelled_reassignment_drops_the_added_replicas() {
+        let (mut s, i) = cluster();
+        s.apply(i + 1, &one(reg(3, "r"))).unwrap();
+        let tid = s.topic_by_name("t").unwrap().id;
+        let p0 = PartitionIndex(0);
+        let cancel = one(Command::CancelReassignment {
+            topic: tid,
+            partition: p0,
+        });
+        assert_eq!(
+            s.apply(i + 2, &cancel),
+            Err(Rejection::NoReassignment(tid, p0))
+        );
+        let before = s.partition(tid, p0).unwrap().clone();
+        s.apply(
+            i + 3,
+            &one(Command::BeginReassignment {
+                topic: tid,
+                partition: p0,
+                target: vec![BrokerId(3), BrokerId(1)],
+            }),
+        )
+        .unwrap();
+        s.apply(i + 4, &cancel).unwrap();
+        let p = s.partition(tid, p0).unwrap();
+        let mut replicas = p.replicas.clone();
+        replicas.sort();
+        assert_eq!(replicas, vec![BrokerId(0), BrokerId(1), BrokerId(2)]);
+        assert!(p.adding.is_empty() && p.removing.is_empty());
+        assert_eq!(p.isr, before.isr);
+        assert_eq!(p.leader, before.leader);
+        assert_eq!(p.partition_epoch, before.partition_epoch + 2);
         s.check_invariants().unwrap();
     }
 

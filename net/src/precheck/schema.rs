@@ -558,6 +558,50 @@ pub(crate) static OFFSET_DELETE: Message = Message {
     ],
 };
 
+/// AlterPartitionReassignments request (api key 45).
+pub(crate) static ALTER_PARTITION_REASSIGNMENTS: Message = Message {
+    api_key: 45,
+    version_max: 1,
+    flexible_min: 0,
+    fields: &[
+        Field::inline(Ty::Fixed(4), 0, MAX),
+        Field::inline(Ty::Fixed(1), 1, MAX),
+        Field::inline(
+            Ty::Array(&Ty::Struct(&[
+                Field::inline(Ty::Str, 0, MAX),
+                Field::inline(
+                    Ty::Array(&Ty::Struct(&[
+                        Field::inline(Ty::Fixed(4), 0, MAX),
+                        Field::inline(Ty::Array(&Ty::Fixed(4)), 0, MAX),
+                    ])),
+                    0,
+                    MAX,
+                ),
+            ])),
+            0,
+            MAX,
+        ),
+    ],
+};
+
+/// ListPartitionReassignments request (api key 46).
+pub(crate) static LIST_PARTITION_REASSIGNMENTS: Message = Message {
+    api_key: 46,
+    version_max: 0,
+    flexible_min: 0,
+    fields: &[
+        Field::inline(Ty::Fixed(4), 0, MAX),
+        Field::inline(
+            Ty::Array(&Ty::Struct(&[
+                Field::inline(Ty::Str, 0, MAX),
+                Field::inline(Ty::Array(&Ty::Fixed(4)), 0, MAX),
+            ])),
+            0,
+            MAX,
+        ),
+    ],
+};
+
 /// DescribeCluster request (api key 60).
 pub(crate) static DESCRIBE_CLUSTER: Message = Message {
     api_key: 60,
@@ -632,6 +676,8 @@ pub(crate) fn message(api_key: i16) -> Option<&'static Message> {
         37 => &CREATE_PARTITIONS,
         42 => &DELETE_GROUPS,
         44 => &INCREMENTAL_ALTER_CONFIGS,
+        45 => &ALTER_PARTITION_REASSIGNMENTS,
+        46 => &LIST_PARTITION_REASSIGNMENTS,
         47 => &OFFSET_DELETE,
         60 => &DESCRIBE_CLUSTER,
         68 => &CONSUMER_GROUP_HEARTBEAT,

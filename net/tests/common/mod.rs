@@ -51,6 +51,8 @@ pub fn defaults() -> Vec<Request> {
         DeleteGroupsRequest::default().into(),
         IncrementalAlterConfigsRequest::default().into(),
         OffsetDeleteRequest::default().into(),
+        AlterPartitionReassignmentsRequest::default().into(),
+        ListPartitionReassignmentsRequest::default().into(),
         DescribeClusterRequest::default().into(),
         ConsumerGroupHeartbeatRequest::default().into(),
         ConsumerGroupDescribeRequest::default().into(),
@@ -148,6 +150,29 @@ pub fn populated() -> Vec<Request> {
                 GroupId(StrBytes::from_static_str("g")),
                 GroupId(StrBytes::from_static_str("h")),
             ])
+            .into(),
+        AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![
+                alter_partition_reassignments_request::ReassignableTopic::default()
+                    .with_name(name("orders"))
+                    .with_partitions(vec![
+                        alter_partition_reassignments_request::ReassignablePartition::default()
+                            .with_partition_index(0)
+                            .with_replicas(Some(vec![BrokerId(4), BrokerId(2)])),
+                        alter_partition_reassignments_request::ReassignablePartition::default()
+                            .with_partition_index(1)
+                            .with_replicas(None),
+                    ]),
+            ])
+            .into(),
+        ListPartitionReassignmentsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(Some(vec![
+                list_partition_reassignments_request::ListPartitionReassignmentsTopics::default()
+                    .with_name(name("orders"))
+                    .with_partition_indexes(vec![0, 3]),
+            ]))
             .into(),
     ]
 }

@@ -1,0 +1,240 @@
+//! Partition reassignment (AlterPartitionReassignments / ListPartitionReassignments)
+//! driven by kafka-python's admin client against 3 voters and a fourth broker that joined
+//! as a learner:
+//! - a move onto a broker that is down stays listed as ongoing (the new replica cannot
+//!   catch up) until it is cancelled, which restores the old replicas;
+//! - with the fourth broker up, a partition moves onto it with its data: the new replica
+//!   copies the log from the leader, joins the ISR, the controller completes the move, and
+//!   a Kafka client reads every record at its old offset from the new replicas;
+//! - bad targets get the Kafka error codes.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::cluster::{
+    produce_each_partition, settled_topic_metadata, start_cluster, start_learner, topic_metadata,
+    wait_agreed,
+};
+use common::Broker;
+use common::{assign, block_on, by_position, consume_exactly, run_bounded, tool_available};
+use rdkafka::admin::{NewTopic, TopicReplication};
+use rdkafka::Offset;
+
+const HOSTS: [&str; 3] = ["127.0.0.51", "127.0.0.52", "127.0.0.53"];
+const LEARNER_HOST: &str = "127.0.0.54";
+const CONFIG: &str = "metrics_listen = \"\"\nauto_create_topics = false\nbroker_heartbeat_interval_ms = 200\nbroker_session_timeout_ms = 2000\nreplica_lag_time_max_ms = 4000\n";
+const TOPIC: &str = "moving";
+const PARTITIONS: i32 = 2;
+const PER_PARTITION: usize = 400;
+const INSTALL_HINT: &str = "pip install -U kafka-python";
+
+fn script(args: &[&str]) -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/kafka_python_reassign.py"
+    );
+    let out = run_bounded(
+        Command::new("python3").arg(path).args(args),
+        Duration::from_secs(60),
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "kafka_python_reassign.py {args:?} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.trim().to_string()
+}
+
+fn replicas(broker: &Broker, partition: i32) -> (Vec<i32>, i32, BTreeSet<i32>) {
+    let t = topic_metadata(broker, TOPIC);
+    let p = &t.partitions[partition as usize];
+    (
+        p.replica_nodes.iter().map(|b| b.0).collect(),
+        p.leader_id.0,
+        p.isr_nodes.iter().map(|b| b.0).collect(),
+    )
+}
+
+fn wait_until<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn partitions_move_onto_a_new_broker_with_their_data() {
+    if !tool_available(
+        "kafka-python with partition reassignment",
+        Command::new("python3").args([
+            "-c",
+            "from kafka.admin import KafkaAdminClient as A; A.alter_partition_reassignments",
+        ]),
+        INSTALL_HINT,
+        "this test",
+    ) {
+        return;
+    }
+    let mut brokers = start_cluster("cluster-reassign", &HOSTS, CONFIG);
+    wait_agreed(
+        &brokers,
+        &[0, 1, 2],
+        &[1, 2, 3].into(),
+        Duration::from_secs(20),
+    );
+    brokers.push(start_learner(
+        "cluster-reassign-4",
+        &brokers[0],
+        4,
+        LEARNER_HOST,
+        CONFIG,
+    ));
+    let four: BTreeSet<i32> = [1, 2, 3, 4].into();
+    wait_agreed(&brokers, &[0, 1, 2, 3], &four, Duration::from_secs(20));
+    let bootstrap = brokers[0].bootstrap();
+
+    let admin = brokers[0].admin();
+    let new = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(2));
+    let r = block_on(admin.create_topics([&new], &common::admin_options())).expect("CreateTopics");
+    assert!(r[0].is_ok(), "CreateTopics: {r:?}");
+    for b in &brokers {
+        settled_topic_metadata(b, TOPIC, PARTITIONS as usize);
+    }
+    produce_each_partition(&brokers[0], TOPIC, PARTITIONS, "before", PER_PARTITION);
+
+    // Bad targets.
+    // (Kafka codes: 39 INVALID_REPLICA_ASSIGNMENT, 3 UNKNOWN_TOPIC_OR_PARTITION,
+    // 85 NO_REASSIGNMENT_IN_PROGRESS.)
+    for (args, code) in [
+        (["alter", &bootstrap, TOPIC, "0", "1,1"], 39),
+        (["alter", &bootstrap, TOPIC, "0", "1,9"], 39),
+        (["alter", &bootstrap, TOPIC, "7", "1,2"], 3),
+        (["cancel", &bootstrap, TOPIC, "1", ""], 85),
+    ] {
+        let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
+        let out = script(&args);
+        assert!(
+            out.starts_with(&format!("error {code} ")),
+            "{args:?}: {out}"
+        );
+    }
+    assert_eq!(script(&["list", &bootstrap]), "", "nothing is moving yet");
+
+    // The partition broker 4 does not hold (4 replicas over 4 brokers: it holds one).
+    let q: i32 = (0..PARTITIONS)
+        .find(|p| !replicas(&brokers[0], *p).0.contains(&4))
+        .expect("broker 4 holds a replica of every partition");
+    let qs = q.to_string();
+    let (before, leader_before, _) = replicas(&brokers[0], q);
+    let keep = *before.last().unwrap();
+    let target = vec![4, keep];
+    let target_arg = format!("4,{keep}");
+
+    // A move onto a broker that is down stays ongoing until cancelled.
+    brokers[3].terminate();
+    // Fenced: clients no longer see it (they would try to connect to it).
+    wait_agreed(
+        &brokers,
+        &[0, 1, 2],
+        &[1, 2, 3].into(),
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        script(&["alter", &bootstrap, TOPIC, &qs, &target_arg]),
+        "ok"
+    );
+    let listed = script(&["list", &bootstrap]);
+    let removed: Vec<String> = before
+        .iter()
+        .filter(|b| !target.contains(b))
+        .map(|b| b.to_string())
+        .collect();
+    assert_eq!(
+        listed,
+        format!(
+            "{TOPIC} {q} replicas=4,{keep},{} adding=4 removing={}",
+            removed.join(","),
+            removed.join(",")
+        ),
+        "ongoing reassignment not listed as expected"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        script(&["list", &bootstrap]),
+        listed,
+        "a move onto a stopped broker completed"
+    );
+    assert_eq!(script(&["cancel", &bootstrap, TOPIC, &qs]), "ok");
+    assert_eq!(script(&["list", &bootstrap]), "");
+    wait_until(Duration::from_secs(10), "the old replicas back", || {
+        let r = replicas(&brokers[0], q);
+        (r.0.iter().collect::<BTreeSet<_>>() == before.iter().collect()).then_some(())
+    });
+
+    // Broker 4 back: the partition moves onto it with its data.
+    brokers[3].restart();
+    wait_agreed(&brokers, &[0, 1, 2, 3], &four, Duration::from_secs(20));
+    let started = Instant::now();
+    assert_eq!(
+        script(&["alter", &bootstrap, TOPIC, &qs, &target_arg]),
+        "ok"
+    );
+    let (now, leader, isr) = wait_until(
+        Duration::from_secs(30),
+        "the partition on its target replicas, all in sync",
+        || {
+            let r = replicas(&brokers[0], q);
+            (r.0 == target && r.2 == target.iter().copied().collect::<BTreeSet<i32>>()).then_some(r)
+        },
+    );
+    eprintln!(
+        "partition {q}: {before:?} (leader {leader_before}) -> {now:?} (leader {leader}, isr {isr:?}) in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        target.contains(&leader),
+        "leader {leader} not in {target:?}"
+    );
+    assert_eq!(
+        script(&["list", &bootstrap]),
+        "",
+        "the move is still listed"
+    );
+
+    // Every record is served by the new replicas at its old offset; new ones go there too.
+    produce_each_partition(&brokers[3], TOPIC, PARTITIONS, "after", 10);
+    let consumer = brokers[3].consumer(&[]);
+    assign(&consumer, TOPIC, &[q], Offset::Beginning);
+    let got = by_position(&consume_exactly(
+        &consumer,
+        PER_PARTITION + 10,
+        Duration::from_secs(30),
+    ));
+    for i in 0..PER_PARTITION {
+        let rec = got
+            .get(&(q, i as i64))
+            .unwrap_or_else(|| panic!("record {i} of partition {q} is missing after the move"));
+        assert_eq!(
+            rec.value.as_deref(),
+            Some(format!("before-{q}-{i}").as_bytes()),
+            "at offset {i}"
+        );
+    }
+    for i in 0..10 {
+        let rec = got.get(&(q, (PER_PARTITION + i) as i64)).unwrap();
+        assert_eq!(
+            rec.value.as_deref(),
+            Some(format!("after-{q}-{i}").as_bytes())
+        );
+    }
+}
