@@ -79,6 +79,12 @@ pub enum ClusterOp {
         partition: i32,
         target: Option<Vec<i32>>,
     },
+    /// Decommissions a broker (UnregisterBroker): the controller moves its replicas to
+    /// other brokers, then unregisters it (and removes it from the raft group if it is
+    /// a learner).
+    Decommission {
+        broker: i32,
+    },
     /// A partition leader's ISR change (Kafka's AlterPartition): applies only if the
     /// partition is still at `partition_epoch` and this broker still leads it.
     ChangeIsr {
@@ -324,6 +330,8 @@ impl Cluster {
             named_at: None,
             join: learner.then(|| (me.addr.clone(), Instant::now(), None)),
             voters: voters.iter().map(|v| NodeId(v.id as u64)).collect(),
+            decommissioned: false,
+            leaving_members: BTreeMap::new(),
         };
         let handle = std::thread::Builder::new()
             .name("rill-metadata".into())
@@ -412,6 +420,12 @@ struct Driver {
     /// when it last asked the voters to add it.
     join: Option<(String, Instant, Option<Instant>)>,
     voters: Vec<NodeId>,
+    /// This broker was decommissioning; once unregistered it stops registering,
+    /// heartbeating and asking to join (until the process restarts).
+    decommissioned: bool,
+    /// Controller: unregistered learners to remove from the raft group, and when that
+    /// was last proposed.
+    leaving_members: BTreeMap<NodeId, Option<Instant>>,
 }
 
 impl Driver {
@@ -432,9 +446,11 @@ impl Driver {
                 last_tick = Instant::now();
                 self.node.tick();
             }
-            self.ask_to_join();
+            if !self.gone() {
+                self.ask_to_join();
+            }
             // Register until the cluster has this broker at this address; then heartbeat.
-            if self.node.leader().is_some() {
+            if self.node.leader().is_some() && !self.gone() {
                 if !self.registered() {
                     if last_register.is_none_or(|t| t.elapsed() >= self.heartbeat) {
                         last_register = Some(Instant::now());
@@ -538,6 +554,21 @@ impl Driver {
                     Ok(Proposal { commands })
                 }
                 None => Err(KafkaError::unknown_topic(name)),
+            },
+            ClusterOp::Decommission { broker } => match state.brokers.get(&BrokerId(*broker)) {
+                None => Err(KafkaError::new(
+                    ErrorCode::BrokerIdNotRegistered,
+                    format!("broker {broker} is not registered"),
+                )),
+                Some(b) if b.state == BrokerState::Fenced => Err(KafkaError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("broker {broker} is fenced; start it again so its replicas can be moved off, then decommission it"),
+                )),
+                Some(_) => Ok(Proposal {
+                    commands: vec![Command::DecommissionBroker {
+                        broker: BrokerId(*broker),
+                    }],
+                }),
             },
             ClusterOp::ChangeIsr {
                 name,
@@ -655,6 +686,68 @@ impl Driver {
         }
     }
 
+    /// Decommissioned and unregistered: this process no longer takes part.
+    fn gone(&self) -> bool {
+        self.decommissioned && !self.node.state().brokers.contains_key(&self.me)
+    }
+
+    /// Tracks this broker's own decommission, and (controller) removes unregistered
+    /// learners from the raft group, retrying every [`JOIN_RETRY`] until it applies.
+    fn follow_decommissions(&mut self, applied: &[rill_raft::node::Applied], was_gone: bool) {
+        let me = self.me;
+        let state = self.node.state();
+        // Several entries may apply in one cycle, so the state may never show the
+        // Decommissioning step: look at the commands too.
+        if state
+            .brokers
+            .get(&me)
+            .is_some_and(|b| b.state == BrokerState::Decommissioning)
+            || applied.iter().filter(|a| a.outcome.is_ok()).any(|a| {
+                a.commands
+                    .commands
+                    .iter()
+                    .any(|c| matches!(c, Command::DecommissionBroker { broker } if *broker == me))
+            })
+        {
+            self.decommissioned = true;
+        }
+        if !was_gone && self.gone() {
+            tracing::warn!(
+                node_id = me.0,
+                "this broker was decommissioned: it holds no replicas and left the cluster; stop this process (a restart registers it again)"
+            );
+        }
+        for a in applied.iter().filter(|a| a.outcome.is_ok()) {
+            for c in &a.commands.commands {
+                if let Command::UnregisterBroker { broker } = c {
+                    let node = NodeId(broker.0 as u64);
+                    if self.node.state().raft_learners.contains_key(&node.0) {
+                        self.leaving_members.insert(node, None);
+                    }
+                }
+            }
+        }
+        if self.controller.is_none() {
+            return;
+        }
+        let learners = &self.node.state().raft_learners;
+        self.leaving_members
+            .retain(|n, _| learners.contains_key(&n.0));
+        let due: Vec<NodeId> = self
+            .leaving_members
+            .iter()
+            .filter(|(_, t)| t.is_none_or(|t| t.elapsed() >= JOIN_RETRY))
+            .map(|(n, _)| *n)
+            .collect();
+        for n in due {
+            info!(node = %n, "removing the decommissioned learner from the metadata raft group");
+            if let Err(e) = self.node.propose_remove_member(n) {
+                debug!(node = %n, error = %e, "raft member removal not accepted now; retrying");
+            }
+            self.leaving_members.insert(n, Some(Instant::now()));
+        }
+    }
+
     fn registered(&self) -> bool {
         let Command::RegisterBroker { host, port, .. } = &self.registration else {
             return false;
@@ -685,6 +778,7 @@ impl Driver {
         if !self.node.has_ready() && self.controller.is_none() {
             return Ok(());
         }
+        let was_gone = self.gone();
         let out = self.node.handle_ready()?;
         for m in out.messages {
             self.transport.send(m);
@@ -750,6 +844,7 @@ impl Driver {
                 cluster_id: crate::metadata::new_cluster_id(),
             }]);
         }
+        self.follow_decommissions(&out.applied, was_gone);
         if let Some(c) = &mut self.controller {
             c.observe(&out.applied, now);
             let proposals = c.tick(self.node.state(), now);

@@ -130,6 +130,9 @@ pub async fn handle(
         Request::AlterPartitionReassignments(r) => {
             frame(cid, v, &crate::reassign::alter(&shard, r, v).await)
         }
+        Request::UnregisterBroker(r) => {
+            frame(cid, v, &crate::reassign::decommission(&shard, r).await)
+        }
         Request::ListPartitionReassignments(r) => frame(cid, v, &crate::reassign::list(&shard, r)),
         Request::InitProducerId(r) => frame(cid, v, &init_producer_id(&shard, r).await),
         Request::FindCoordinator(r) => frame(cid, v, &find_coordinator(&shard, r, v).await),

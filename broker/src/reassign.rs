@@ -1,4 +1,5 @@
-//! AlterPartitionReassignments and ListPartitionReassignments (KIP-455).
+//! AlterPartitionReassignments and ListPartitionReassignments (KIP-455), and
+//! decommissioning a broker (UnregisterBroker).
 //!
 //! A reassignment moves a partition to a target replica list. The controller makes the
 //! replicas the union of old and new, the added replicas fetch from the leader
@@ -8,6 +9,13 @@
 //! Any broker takes these requests (changes go through the metadata raft group, as
 //! CreateTopics does); a target for a partition that is already moving replaces the
 //! running move, and a `null` target cancels it.
+//!
+//! UnregisterBroker decommissions: Kafka's version removes a broker that is already gone
+//! and leaves its partitions under-replicated; Rill's first moves every replica the
+//! broker holds to other brokers (the same reassignments, placed by the controller and
+//! listed by ListPartitionReassignments), hands its leaderships over, and unregisters it
+//! once it holds nothing; a learner also leaves the metadata raft group. The request is
+//! answered once the decommission has started.
 
 use std::rc::Rc;
 
@@ -20,6 +28,7 @@ use rill_net::kafka_protocol::messages::list_partition_reassignments_response::{
 use rill_net::kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
     ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, TopicName,
+    UnregisterBrokerRequest, UnregisterBrokerResponse,
 };
 use rill_net::kafka_protocol::protocol::StrBytes;
 use rill_net::ErrorCode;
@@ -153,6 +162,35 @@ fn check_target(
         ));
     }
     Ok(())
+}
+
+pub async fn decommission(
+    shard: &Rc<Shard>,
+    r: UnregisterBrokerRequest,
+) -> UnregisterBrokerResponse {
+    let broker = r.broker_id.0;
+    let outcome = match &shard.cluster {
+        None => Err(KafkaError::new(
+            ErrorCode::InvalidRequest,
+            "a single-node broker has no other broker to move its partitions to",
+        )),
+        Some(cluster) => cluster.request(ClusterOp::Decommission { broker }).await,
+    };
+    match outcome {
+        Ok(()) => {
+            tracing::info!(
+                broker,
+                "decommission started: its replicas move to other brokers"
+            );
+            UnregisterBrokerResponse::default()
+        }
+        Err(e) => {
+            shard.metrics.error("UnregisterBroker", e.code);
+            UnregisterBrokerResponse::default()
+                .with_error_code(e.code.code())
+                .with_error_message(e.message_str())
+        }
+    }
 }
 
 pub fn list(

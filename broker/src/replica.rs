@@ -285,7 +285,7 @@ impl Shard {
                 self.replica_lag_max(),
                 &view,
             );
-            if isr == pv.isr {
+            if same_members(&isr, &pv.isr) {
                 continue;
             }
             info!(topic = %topic, partition, from = ?pv.isr, to = ?isr,
@@ -310,6 +310,10 @@ impl Shard {
             });
         }
     }
+}
+
+fn same_members(a: &[i32], b: &[i32]) -> bool {
+    a.len() == b.len() && a.iter().all(|x| b.contains(x))
 }
 
 /// The ISR a leader wants now: itself, the members that caught up within `lag_max`, and

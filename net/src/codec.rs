@@ -70,6 +70,8 @@ pub const SUPPORTED_VERSIONS: &[ApiVersionRange] = &[
     // v1 (KIP-860) lets the client say whether the replication factor may change.
     (ApiKey::AlterPartitionReassignments, 0, 1),
     (ApiKey::ListPartitionReassignments, 0, 0),
+    // Rill decommissions the broker: its replicas move elsewhere, then it is unregistered.
+    (ApiKey::UnregisterBroker, 0, 0),
     // v2 adds fenced-broker listing (KIP-1073).
     (ApiKey::DescribeCluster, 0, 1),
     // KIP-848 consumer groups; v1 (KIP-1082) has the client choose its member id and adds
@@ -234,6 +236,7 @@ apis! {
     AlterPartitionReassignments(AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse),
     ListPartitionReassignments(ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse),
     DescribeCluster(DescribeClusterRequest, DescribeClusterResponse),
+    UnregisterBroker(UnregisterBrokerRequest, UnregisterBrokerResponse),
     ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse),
     ConsumerGroupDescribe(ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse),
 }
@@ -400,6 +403,7 @@ fn api_name(api_key: ApiKey) -> &'static str {
         AlterPartitionReassignments,
         ListPartitionReassignments,
         DescribeCluster,
+        UnregisterBroker,
         ConsumerGroupHeartbeat,
         ConsumerGroupDescribe
     )

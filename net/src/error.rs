@@ -135,6 +135,7 @@ error_codes! {
     ResourceNotFound = 91, "RESOURCE_NOT_FOUND", false;
     DuplicateResource = 92, "DUPLICATE_RESOURCE", false;
     UnknownTopicId = 100, "UNKNOWN_TOPIC_ID", true;
+    BrokerIdNotRegistered = 102, "BROKER_ID_NOT_REGISTERED", false;
     InconsistentTopicId = 103, "INCONSISTENT_TOPIC_ID", true;
     InconsistentClusterId = 104, "INCONSISTENT_CLUSTER_ID", false;
     FetchSessionTopicIdError = 106, "FETCH_SESSION_TOPIC_ID_ERROR", true;

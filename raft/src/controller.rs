@@ -141,6 +141,7 @@ impl Controller {
                 out.push(proposal);
             }
         }
+        out.extend(self.drain_decommissioning(state, now));
         for t in state.topics.values() {
             for (i, p) in t.partitions.iter().enumerate() {
                 let pi = PartitionIndex(i as i32);
@@ -160,6 +161,95 @@ impl Controller {
         }
         out
     }
+}
+
+impl Controller {
+    /// Decommissioning brokers: each replica they hold moves to another broker (a
+    /// reassignment, one per partition at a time); a broker that holds none is
+    /// unregistered.
+    fn drain_decommissioning(&mut self, state: &MetadataState, now: Millis) -> Vec<Proposal> {
+        let mut out = Vec::new();
+        let leaving: Vec<BrokerId> = state
+            .brokers
+            .values()
+            .filter(|b| b.state == BrokerState::Decommissioning)
+            .map(|b| b.id)
+            .collect();
+        if leaving.is_empty() {
+            return out;
+        }
+        let mut held: BTreeMap<BrokerId, usize> = BTreeMap::new();
+        for p in state.topics.values().flat_map(|t| &t.partitions) {
+            for r in &p.replicas {
+                *held.entry(*r).or_default() += 1;
+            }
+        }
+        for b in leaving {
+            if held.get(&b).copied().unwrap_or(0) == 0 {
+                if self.may_propose(ActionKey::Broker(b), now) {
+                    out.push(Proposal {
+                        commands: vec![Command::UnregisterBroker { broker: b }],
+                    });
+                }
+                continue;
+            }
+            for t in state.topics.values() {
+                for (i, p) in t.partitions.iter().enumerate() {
+                    if !p.replicas.contains(&b) || !p.adding.is_empty() || !p.removing.is_empty() {
+                        continue;
+                    }
+                    let Some(to) = replacement_for(state, p, &held) else {
+                        continue; // no broker to take it: stays until one joins
+                    };
+                    let key = ActionKey::Partition(t.id, PartitionIndex(i as i32));
+                    if !self.may_propose(key, now) {
+                        continue;
+                    }
+                    *held.entry(to).or_default() += 1;
+                    out.push(Proposal {
+                        commands: vec![Command::BeginReassignment {
+                            topic: t.id,
+                            partition: PartitionIndex(i as i32),
+                            target: p
+                                .replicas
+                                .iter()
+                                .map(|r| if *r == b { to } else { *r })
+                                .collect(),
+                        }],
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The Alive broker that should take over a replica of `p`: not already a replica, on
+/// a rack the other replicas do not use if possible, holding the fewest replicas.
+fn replacement_for(
+    state: &MetadataState,
+    p: &Partition,
+    held: &BTreeMap<BrokerId, usize>,
+) -> Option<BrokerId> {
+    let racks: BTreeSet<&str> = p
+        .replicas
+        .iter()
+        .filter_map(|r| state.brokers.get(r))
+        .filter(|b| b.state != BrokerState::Decommissioning)
+        .filter_map(|b| b.rack.as_deref())
+        .collect();
+    state
+        .brokers
+        .values()
+        .filter(|b| b.state == BrokerState::Alive && !p.replicas.contains(&b.id))
+        .min_by_key(|b| {
+            (
+                b.rack.as_deref().is_some_and(|r| racks.contains(r)),
+                held.get(&b.id).copied().unwrap_or(0),
+                b.id,
+            )
+        })
+        .map(|b| b.id)
 }
 
 /// Whether `b` may lead: registered and Alive (a decommissioning broker
@@ -648,5 +738,85 @@ mod tests {
         assert_eq!(p.replicas, target);
         assert!(p.adding.is_empty() && p.removing.is_empty());
         assert!(p.leader.is_some_and(|l| target.contains(&l)));
+    }
+
+    #[test]
+    fn a_decommissioned_broker_has_its_replicas_moved_then_is_unregistered() {
+        let mut c = Cluster::new(&[(0, "a"), (1, "b"), (2, "c"), (3, "d")]);
+        c.apply(create_topic(&c.state, "t", 4, 2, BTreeMap::new()).unwrap());
+        let tid = c.state.topic_by_name("t").unwrap().id;
+        let gone = BrokerId(1);
+        let held = |c: &Cluster| {
+            c.state
+                .topic_by_name("t")
+                .unwrap()
+                .partitions
+                .iter()
+                .filter(|p| p.replicas.contains(&gone))
+                .count()
+        };
+        assert_eq!(held(&c), 2, "balanced placement: 8 replicas over 4 brokers");
+        c.apply(Proposal {
+            commands: vec![Command::DecommissionBroker { broker: gone }],
+        });
+        let mut ctl = Controller::new(
+            ControllerConfig {
+                auto_leader_rebalance: false,
+                ..ControllerConfig::default()
+            },
+            Millis(0),
+        );
+        let mut t = 1;
+        let mut tick = |c: &mut Cluster, ctl: &mut Controller| {
+            for b in [0, 2, 3, 1] {
+                ctl.observe(&[heartbeat(b)], Millis(t));
+            }
+            t += ctl.config.retry_ms + 1;
+            c.apply_all(ctl.tick(&c.state, Millis(t)))
+        };
+        // Leadership moves off and each of its replicas starts moving elsewhere.
+        tick(&mut c, &mut ctl);
+        tick(&mut c, &mut ctl);
+        let moving: Vec<(usize, Vec<BrokerId>)> = c
+            .state
+            .topic_by_name("t")
+            .unwrap()
+            .partitions
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.adding.is_empty())
+            .map(|(i, p)| (i, p.adding.clone()))
+            .collect();
+        assert_eq!(moving.len(), 2, "both replicas moving: {moving:?}");
+        for (_, adding) in &moving {
+            assert!(!adding.contains(&gone));
+        }
+        assert!(c
+            .state
+            .topic_by_name("t")
+            .unwrap()
+            .partitions
+            .iter()
+            .all(|p| p.leader != Some(gone)));
+        // The new replicas catch up (their leaders add them to the ISR).
+        for (i, adding) in &moving {
+            let p = c.state.topic_by_name("t").unwrap().partitions[*i].clone();
+            let mut isr = p.isr.clone();
+            isr.extend(adding);
+            c.apply(Proposal {
+                commands: vec![Command::ChangePartition {
+                    topic: tid,
+                    partition: PartitionIndex(*i as i32),
+                    partition_epoch: p.partition_epoch,
+                    leader: p.leader,
+                    isr,
+                }],
+            });
+        }
+        tick(&mut c, &mut ctl);
+        assert_eq!(held(&c), 0);
+        assert!(c.state.brokers.contains_key(&gone));
+        tick(&mut c, &mut ctl);
+        assert!(!c.state.brokers.contains_key(&gone), "not unregistered");
     }
 }

@@ -411,7 +411,114 @@ fn alter(
 }
 
 pub fn cluster(cmd: ClusterCmd) -> Result<(), CliError> {
-    let ClusterCmd::Info { common } = cmd;
+    match cmd {
+        ClusterCmd::Info { common } => cluster_info(common),
+        ClusterCmd::Decommission { id, common } => {
+            let mut c = Client::connect(&common.bootstrap)?;
+            let r = c.send(&UnregisterBrokerRequest::default().with_broker_id(BrokerId(id)))?;
+            check(
+                format!("decommission broker {id}"),
+                r.error_code,
+                msg(&r.error_message),
+            )?;
+            match common.output {
+                Output::Json => println!("{}", json!({"decommissioning": id})),
+                Output::Table => println!(
+                    "broker {id} is decommissioning: its replicas move to other brokers (rill cluster reassignments); it leaves the cluster when it holds none"
+                ),
+            }
+            Ok(())
+        }
+        ClusterCmd::Reassign {
+            topic,
+            partition,
+            replicas,
+            common,
+        } => {
+            let mut c = Client::connect(&common.bootstrap)?;
+            let request = AlterPartitionReassignmentsRequest::default()
+                .with_timeout_ms(30_000)
+                .with_topics(vec![
+                    alter_partition_reassignments_request::ReassignableTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                        .with_partitions(vec![
+                            alter_partition_reassignments_request::ReassignablePartition::default()
+                                .with_partition_index(partition)
+                                .with_replicas(Some(
+                                    replicas.iter().map(|b| BrokerId(*b)).collect(),
+                                )),
+                        ]),
+                ]);
+            let r = c.send(&request)?;
+            check("reassign", r.error_code, msg(&r.error_message))?;
+            let p = r
+                .responses
+                .first()
+                .and_then(|t| t.partitions.first())
+                .ok_or_else(|| {
+                    CliError::Protocol("empty AlterPartitionReassignments response".into())
+                })?;
+            check(
+                format!("reassign {topic}-{partition}"),
+                p.error_code,
+                msg(&p.error_message),
+            )?;
+            match common.output {
+                Output::Json => println!(
+                    "{}",
+                    json!({"topic": topic, "partition": partition, "target": replicas})
+                ),
+                Output::Table => println!(
+                    "{topic}-{partition} is moving to {replicas:?} (rill cluster reassignments)"
+                ),
+            }
+            Ok(())
+        }
+        ClusterCmd::Reassignments { common } => {
+            let mut c = Client::connect(&common.bootstrap)?;
+            let r = c.send(
+                &ListPartitionReassignmentsRequest::default()
+                    .with_timeout_ms(30_000)
+                    .with_topics(None),
+            )?;
+            check("list reassignments", r.error_code, msg(&r.error_message))?;
+            let ids = |v: &[BrokerId]| {
+                v.iter()
+                    .map(|b| b.0.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let mut rows = Vec::new();
+            for t in &r.topics {
+                for p in &t.partitions {
+                    rows.push(vec![
+                        t.name.0.to_string(),
+                        p.partition_index.to_string(),
+                        ids(&p.replicas),
+                        ids(&p.adding_replicas),
+                        ids(&p.removing_replicas),
+                    ]);
+                }
+            }
+            match common.output {
+                Output::Json => println!(
+                    "{}",
+                    json!(rows
+                        .iter()
+                        .map(|r| json!({"topic": r[0], "partition": r[1].parse::<i32>().unwrap_or(-1), "replicas": r[2], "adding": r[3], "removing": r[4]}))
+                        .collect::<Vec<_>>())
+                ),
+                Output::Table => print!(
+                    "{}",
+                    table(&["TOPIC", "PARTITION", "REPLICAS", "ADDING", "REMOVING"], &rows)
+                ),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn cluster_info(common: Common) -> Result<(), CliError> {
     let mut c = Client::connect(&common.bootstrap)?;
     let d = c.send(&DescribeClusterRequest::default())?;
     check("describe cluster", d.error_code, msg(&d.error_message))?;

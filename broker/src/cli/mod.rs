@@ -215,6 +215,32 @@ pub enum ClusterCmd {
         #[command(flatten)]
         common: Common,
     },
+    /// Decommission a broker: move every replica it holds to other brokers, then remove
+    /// it from the cluster. Returns once started; `rill cluster reassignments` shows the
+    /// moves, and the broker leaves `rill cluster info` when done.
+    Decommission {
+        /// The broker's node id.
+        #[arg(long)]
+        id: i32,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Partition moves in progress (reassignments and decommissions).
+    Reassignments {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Move one partition to the given replicas (the first is the preferred leader).
+    Reassign {
+        topic: String,
+        #[arg(long)]
+        partition: i32,
+        /// Comma-separated broker ids, e.g. 4,2,3.
+        #[arg(long, value_delimiter = ',', required = true)]
+        replicas: Vec<i32>,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 pub fn topic(cmd: TopicCmd) -> Result<(), CliError> {

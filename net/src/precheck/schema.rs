@@ -613,6 +613,14 @@ pub(crate) static DESCRIBE_CLUSTER: Message = Message {
     ],
 };
 
+/// UnregisterBroker request (api key 64).
+pub(crate) static UNREGISTER_BROKER: Message = Message {
+    api_key: 64,
+    version_max: 0,
+    flexible_min: 0,
+    fields: &[Field::inline(Ty::Fixed(4), 0, MAX)],
+};
+
 /// ConsumerGroupHeartbeat request (api key 68).
 pub(crate) static CONSUMER_GROUP_HEARTBEAT: Message = Message {
     api_key: 68,
@@ -680,6 +688,7 @@ pub(crate) fn message(api_key: i16) -> Option<&'static Message> {
         46 => &LIST_PARTITION_REASSIGNMENTS,
         47 => &OFFSET_DELETE,
         60 => &DESCRIBE_CLUSTER,
+        64 => &UNREGISTER_BROKER,
         68 => &CONSUMER_GROUP_HEARTBEAT,
         69 => &CONSUMER_GROUP_DESCRIBE,
         _ => return None,

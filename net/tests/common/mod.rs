@@ -54,6 +54,9 @@ pub fn defaults() -> Vec<Request> {
         AlterPartitionReassignmentsRequest::default().into(),
         ListPartitionReassignmentsRequest::default().into(),
         DescribeClusterRequest::default().into(),
+        UnregisterBrokerRequest::default()
+            .with_broker_id(BrokerId(4))
+            .into(),
         ConsumerGroupHeartbeatRequest::default().into(),
         ConsumerGroupDescribeRequest::default().into(),
     ]
