@@ -79,6 +79,12 @@ pub enum ClusterOp {
         partition: i32,
         target: Option<Vec<i32>>,
     },
+    /// Broker-level topic defaults: cluster-wide (`None`, resource name "") or one
+    /// broker's; already validated by the asker (topic config names).
+    AlterBrokerConfigs {
+        broker: Option<i32>,
+        changes: Vec<(String, Option<String>)>,
+    },
     /// Decommissions a broker (UnregisterBroker): the controller moves its replicas to
     /// other brokers, then unregisters it (and removes it from the raft group if it is
     /// a learner).
@@ -211,6 +217,8 @@ pub struct ClusterView {
     /// The raft leader's broker id, when one is known.
     pub controller: Option<i32>,
     pub topics: BTreeMap<String, TopicView>,
+    /// Broker-level topic defaults: cluster-wide (None) and per broker (topic config names).
+    pub broker_configs: BTreeMap<Option<i32>, BTreeMap<String, String>>,
     pub applied_index: u64,
 }
 
@@ -555,6 +563,12 @@ impl Driver {
                 }
                 None => Err(KafkaError::unknown_topic(name)),
             },
+            ClusterOp::AlterBrokerConfigs { broker, changes } => Ok(Proposal {
+                commands: vec![Command::AlterBrokerConfigs {
+                    broker: broker.map(BrokerId),
+                    changes: changes.clone(),
+                }],
+            }),
             ClusterOp::Decommission { broker } => match state.brokers.get(&BrokerId(*broker)) {
                 None => Err(KafkaError::new(
                     ErrorCode::BrokerIdNotRegistered,
@@ -917,6 +931,11 @@ fn view_of(state: &MetadataState, controller: Option<i32>) -> ClusterView {
                     },
                 )
             })
+            .collect(),
+        broker_configs: state
+            .broker_configs
+            .iter()
+            .map(|(b, c)| (b.map(|b| b.0), c.clone()))
             .collect(),
         applied_index: state.applied_index,
     }

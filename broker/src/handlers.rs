@@ -777,6 +777,76 @@ async fn cluster_alter_topic(
     .await
 }
 
+/// Broker-level config change in cluster mode: resource "" is the cluster-wide default,
+/// "N" broker N's own (over the cluster-wide one). Checked here, committed as the
+/// difference, answered once this broker applied it.
+async fn cluster_alter_broker(
+    shard: &Rc<Shard>,
+    cluster: &crate::cluster::Cluster,
+    resource_name: &str,
+    change: ConfigChange,
+    validate_only: bool,
+) -> Result<(), KafkaError> {
+    let view = cluster.view();
+    let broker = match resource_name {
+        "" => None,
+        id => match id.parse::<i32>() {
+            Ok(b) if view.brokers.iter().any(|x| x.id == b) => Some(b),
+            _ => {
+                return Err(KafkaError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("`{id}` is not a registered broker id (use \"\" for every broker)"),
+                ))
+            }
+        },
+    };
+    let before: std::collections::BTreeMap<String, String> = view
+        .broker_configs
+        .get(&broker)
+        .cloned()
+        .unwrap_or_default();
+    let after: std::collections::BTreeMap<String, String> = shard
+        .checked_broker_configs(before.clone().into_iter().collect(), change)?
+        .into_iter()
+        .collect();
+    if validate_only || before == after {
+        return Ok(());
+    }
+    let mut changes: Vec<(String, Option<String>)> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(v))
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    changes.extend(
+        before
+            .keys()
+            .filter(|k| !after.contains_key(*k))
+            .map(|k| (k.clone(), None)),
+    );
+    cluster
+        .request(crate::cluster::ClusterOp::AlterBrokerConfigs { broker, changes })
+        .await?;
+    // Answered once this broker's snapshot has its new defaults (its own over the
+    // cluster-wide ones), so a DescribeConfigs that follows shows them.
+    let me = shard.config.node_id;
+    let started = std::time::Instant::now();
+    loop {
+        let v = cluster.view();
+        let mut want = v.broker_configs.get(&None).cloned().unwrap_or_default();
+        want.extend(v.broker_configs.get(&Some(me)).cloned().unwrap_or_default());
+        if shard.snapshot().defaults.dynamic == want {
+            return Ok(());
+        }
+        if started.elapsed() > CLUSTER_SYNC_WAIT {
+            return Err(KafkaError::new(
+                ErrorCode::RequestTimedOut,
+                "the broker configs changed in the cluster but not yet on this broker",
+            ));
+        }
+        crate::runtime::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 async fn cluster_delete_topic(
     shard: &Rc<Shard>,
     cluster: &crate::cluster::Cluster,
@@ -1068,6 +1138,11 @@ async fn alter_resource(
             change,
             validate_only,
         },
+        RESOURCE_BROKER if shard.cluster.is_some() => {
+            let cluster = shard.cluster.as_ref().expect("checked");
+            return cluster_alter_broker(shard, cluster, resource_name, change, validate_only)
+                .await;
+        }
         RESOURCE_BROKER => {
             // "" is the cluster-wide default; on one node it is this broker.
             let me = shard.config.node_id.to_string();

@@ -155,6 +155,9 @@ pub enum AdminOp {
     AllocateProducerId,
     /// Cluster mode: the registry's topics become the cluster's.
     SyncCluster {
+        /// The broker-level topic defaults the cluster sets for this broker (its own
+        /// over the cluster-wide ones), topic config names.
+        broker_configs: Vec<(String, String)>,
         topics: Vec<TopicRecord>,
     },
 }
@@ -974,7 +977,14 @@ impl Shard {
                 }
                 Ok((AdminOk::BrokerConfigs, validate_only))
             }
-            AdminOp::SyncCluster { topics } => {
+            AdminOp::SyncCluster {
+                topics,
+                broker_configs,
+            } => {
+                if file.broker_configs != broker_configs {
+                    info!(configs = ?broker_configs, "broker topic defaults changed in the cluster");
+                    file.broker_configs = broker_configs;
+                }
                 // Every topic is the cluster's, __consumer_offsets included.
                 let mut next: Vec<TopicRecord> = Vec::new();
                 for t in topics {
@@ -1165,7 +1175,21 @@ impl Shard {
                     configs: t.configs.clone(),
                 })
                 .collect();
-            let result = me.admin(AdminOp::SyncCluster { topics }).await;
+            let me_id = me.config.node_id;
+            let mut merged: BTreeMap<String, String> =
+                view.broker_configs.get(&None).cloned().unwrap_or_default();
+            merged.extend(
+                view.broker_configs
+                    .get(&Some(me_id))
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+            let result = me
+                .admin(AdminOp::SyncCluster {
+                    topics,
+                    broker_configs: merged.into_iter().collect(),
+                })
+                .await;
             let reg = me.registry.as_ref().expect("shard 0 holds the registry");
             match result {
                 Ok(_) => reg.cluster_synced.set(view.applied_index),
@@ -1412,6 +1436,29 @@ async fn list_offsets(p: &Partition, timestamp: i64) -> Result<OpOk, KafkaError>
     };
     let (offset, timestamp) = found.unwrap_or((-1, -1));
     Ok(OpOk::Offset { offset, timestamp })
+}
+
+impl Shard {
+    /// Cluster mode: the broker-level defaults `base` after `change`, checked as a local
+    /// change is (names, values, and every topic still resolving with them).
+    pub(crate) fn checked_broker_configs(
+        &self,
+        base: Vec<(String, String)>,
+        change: ConfigChange,
+    ) -> Result<Vec<(String, String)>, KafkaError> {
+        let change = broker_names_to_topic_names(change)?;
+        let next = check_configs(apply_change(base, change)?)?;
+        let defaults = crate::topic_config::BrokerDefaults {
+            file: self.file_defaults.clone(),
+            dynamic: next.iter().cloned().collect(),
+        };
+        for (name, t) in &self.snapshot().topics {
+            TopicSettings::resolve(&defaults, &t.configs).map_err(|e| {
+                KafkaError::new(ErrorCode::InvalidConfig, format!("topic {name}: {e}"))
+            })?;
+        }
+        Ok(next)
+    }
 }
 
 /// Translates broker-level config names (`log.retention.ms`) to the topic names the

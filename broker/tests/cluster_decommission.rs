@@ -194,4 +194,81 @@ fn a_decommissioned_broker_hands_its_replicas_over_and_leaves() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // Broker-level configs go through the cluster from any broker: "" is every broker's
+    // default, an id one broker's own over it; topics without overrides follow.
+    let retention = |i: usize, resource: &str, key: &str| -> String {
+        let out = rill(&[
+            "config",
+            "get",
+            resource,
+            &if resource == "broker" {
+                (i + 1).to_string()
+            } else {
+                TOPIC.to_string()
+            },
+            "--output",
+            "json",
+            "--bootstrap",
+            &brokers[i].bootstrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "config get: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[key]["value"].as_str().unwrap_or_default().to_string()
+    };
+    let set = |resource_name: &str, kv: &str| {
+        let out = rill(&[
+            "config",
+            "set",
+            "broker",
+            resource_name,
+            kv,
+            "--bootstrap",
+            &bootstrap,
+        ]);
+        assert!(
+            out.status.success(),
+            "config set broker {resource_name:?} {kv}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    set("", "log.retention.ms=3600000");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (0..3).any(|i| retention(i, "broker", "log.retention.ms") != "3600000") {
+        assert!(
+            Instant::now() < deadline,
+            "the cluster-wide default did not reach every broker"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    set("3", "log.retention.ms=7200000");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while retention(2, "broker", "log.retention.ms") != "7200000"
+        || retention(2, "topic", "retention.ms") != "7200000"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "broker 3's own default did not apply"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(retention(1, "broker", "log.retention.ms"), "3600000");
+    assert_eq!(retention(1, "topic", "retention.ms"), "3600000");
+    let out = rill(&[
+        "config",
+        "set",
+        "broker",
+        "9",
+        "log.retention.ms=1",
+        "--bootstrap",
+        &bootstrap,
+    ]);
+    assert!(
+        !out.status.success(),
+        "a config for an unregistered broker was taken"
+    );
 }

@@ -343,7 +343,18 @@ pub fn discover(w: &Workload) -> Result<Cluster, LoadgenError> {
             .versions()
             .require(ApiKey::Fetch)
             .map_err(net_err(format!("broker {}", b.addr)))?;
-        for (p, offset) in leader.latest_offsets(&w.topic, &partitions)? {
+        // In a cluster a new topic reaches the other brokers a moment after the one that
+        // created it, which answers UNKNOWN_TOPIC_OR_PARTITION until then: retry.
+        let offsets = loop {
+            match leader.latest_offsets(&w.topic, &partitions) {
+                Ok(o) => break o,
+                Err(LoadgenError::Broker { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        for (p, offset) in offsets {
             start_offsets[p as usize] = offset;
         }
     }

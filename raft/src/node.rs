@@ -37,6 +37,10 @@ use crate::logger::raft_logger;
 use crate::metadata::{MembershipChange, MetadataState, Proposal, Rejection};
 use crate::storage::{DiskStorage, StorageOptions};
 
+/// Learners (brokers outside the controller quorum) the metadata group takes at most;
+/// join requests past it are refused.
+pub const RAFT_LEARNERS_MAX: usize = 256;
+
 /// Settings of one raft member. Ticks are the owner's timer periods.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -307,6 +311,10 @@ impl<D: Disk> Node<D> {
 
     /// Feeds a message from a peer.
     pub fn step(&mut self, msg: Message) -> Result<()> {
+        if let Err(why) = self.admissible(&msg) {
+            tracing::warn!(from = msg.from, reason = %why, "refusing a membership change proposed by a peer");
+            return Ok(());
+        }
         let r = self.raw.step(msg);
         self.fix_election_timeout();
         match r {
@@ -319,6 +327,54 @@ impl<D: Disk> Node<D> {
             | Err(raft::Error::ProposalDropped) => Ok(()),
             other => other.map_err(Error::from),
         }
+    }
+
+    /// Membership changes a peer may propose: a node asks to join as a learner for itself
+    /// only, while the group has fewer than [`RAFT_LEARNERS_MAX`] learners; only a voter
+    /// removes members; voters are fixed by configuration.
+    fn admissible(&self, msg: &Message) -> std::result::Result<(), String> {
+        if msg.get_msg_type() != MessageType::MsgPropose {
+            return Ok(());
+        }
+        let voters = &self.raw.store().conf_state().voters;
+        for e in msg.get_entries() {
+            let cc = match e.get_entry_type() {
+                EntryType::EntryNormal => continue,
+                EntryType::EntryConfChange => {
+                    return Err("single conf changes are not used by rill".into())
+                }
+                EntryType::EntryConfChangeV2 => ConfChangeV2::parse_from_bytes(&e.data)
+                    .map_err(|err| format!("undecodable conf change: {err}"))?,
+            };
+            for c in cc.get_changes() {
+                match c.get_change_type() {
+                    ConfChangeType::AddLearnerNode => {
+                        if c.node_id != msg.from {
+                            return Err(format!(
+                                "node {} asked to add node {}; a node may only add itself",
+                                msg.from, c.node_id
+                            ));
+                        }
+                        let learners = &self.state.raft_learners;
+                        if !learners.contains_key(&c.node_id) && learners.len() >= RAFT_LEARNERS_MAX
+                        {
+                            return Err(format!(
+                                "the group has {} learners, the limit (RAFT_LEARNERS_MAX)",
+                                learners.len()
+                            ));
+                        }
+                    }
+                    ConfChangeType::RemoveNode if voters.contains(&msg.from) => {}
+                    ConfChangeType::RemoveNode => {
+                        return Err(format!("node {} is not a voter", msg.from))
+                    }
+                    ConfChangeType::AddNode => {
+                        return Err("voters are fixed by the controller quorum".into())
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Proposes a batch of commands. On a follower or learner raft forwards
@@ -658,6 +714,56 @@ mod tests {
         let applied: Vec<_> = out.applied.iter().filter_map(|a| a.proposal).collect();
         assert_eq!(applied, vec![id]);
         assert!(n.state().brokers.contains_key(&BrokerId(0)));
+    }
+
+    #[test]
+    fn peers_may_only_ask_to_add_themselves_as_learners() {
+        let mut n = single();
+        while !n.is_leader() {
+            n.tick();
+            n.handle_ready().unwrap();
+        }
+        let step_all = |n: &mut Node<MemDisk>, ms: Vec<Message>| {
+            for m in ms {
+                n.step(m).unwrap();
+            }
+            for _ in 0..3 {
+                n.handle_ready().unwrap();
+            }
+        };
+        // A join for itself is taken.
+        step_all(
+            &mut n,
+            Node::<MemDisk>::join_messages(NodeId(5), "h:1", &[NodeId(1)]),
+        );
+        assert!(n.state().raft_learners.contains_key(&5));
+        // Node 6 asking to add node 7, and a peer adding a voter, are refused.
+        let mut forged = Node::<MemDisk>::join_messages(NodeId(7), "h:2", &[NodeId(1)]);
+        forged[0].from = 6;
+        step_all(&mut n, forged);
+        assert!(!n.state().raft_learners.contains_key(&7));
+        let mut voter = Node::<MemDisk>::join_messages(NodeId(8), "h:3", &[NodeId(1)]);
+        let mut cc = ConfChangeV2::default();
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(ConfChangeType::AddNode);
+        single.node_id = 8;
+        cc.mut_changes().push(single);
+        voter[0].mut_entries()[0].data = cc.write_to_bytes().unwrap().into();
+        step_all(&mut n, voter);
+        assert!(!n.raw.store().conf_state().voters.contains(&8));
+        // Past the cap, new learners are refused.
+        for i in 0..RAFT_LEARNERS_MAX as u64 {
+            let id = 100 + i;
+            step_all(
+                &mut n,
+                Node::<MemDisk>::join_messages(NodeId(id), "h:4", &[NodeId(1)]),
+            );
+        }
+        assert_eq!(n.state().raft_learners.len(), RAFT_LEARNERS_MAX);
+        assert!(!n
+            .state()
+            .raft_learners
+            .contains_key(&(100 + RAFT_LEARNERS_MAX as u64 - 1)));
     }
 
     #[test]
