@@ -60,7 +60,7 @@ lines = [
     f"| kill -9 of the controller to the dead broker fenced (gone from Metadata) | {m['broker_fence_ms']:.0f} ms | **{m['broker_fence_ms'] / session_ms:.2f}x** the broker session ({session_ms:.0f} ms) |",
     f"| kill -9 of the controller to every partition it led (12-partition topic, replication factor 3) led by a survivor | {m['leaders_moved_ms']:.0f} ms | **{m['leaders_moved_ms'] / session_ms:.2f}x** the broker session ({session_ms:.0f} ms) |",
     "",
-    "Leadership moves when the dead broker is fenced (the controller moves its partitions in the same raft entry), so it follows the session timeout; partition data is not replicated yet, so the new leaders start from their own logs.",
+    "Leadership moves when the dead broker is fenced (the controller moves its partitions in the same raft entry), so it follows the session timeout; followers keep copies of the data (benches/replication.sh measures their cost).",
     "",
     "All runs: " + "; ".join(f"{k}={v}" for k, v in sorted(vals.items())),
     "",

@@ -232,6 +232,16 @@ impl ClusterView {
     }
 }
 
+/// Where this broker's metadata raft member keeps its log and snapshots.
+fn metadata_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("meta").join("raft")
+}
+
+/// Whether `data_dir` was used in cluster mode before (it has a metadata raft log).
+pub fn has_metadata(data_dir: &Path) -> bool {
+    metadata_dir(data_dir).exists()
+}
+
 /// The running metadata member of this broker.
 pub struct Cluster {
     view: Mutex<Arc<ClusterView>>,
@@ -303,7 +313,7 @@ impl Cluster {
         node_config
             .validate()
             .map_err(|e| format!("raft settings: {e}"))?;
-        let dir = config.data_dir.join("meta").join("raft");
+        let dir = metadata_dir(&config.data_dir);
         let node = open_node(&dir, node_config)?;
         let (host, port) = config.advertised();
         let me_broker = Command::RegisterBroker {

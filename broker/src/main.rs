@@ -237,6 +237,7 @@ fn broker(args: BrokerArgs) -> Result<(), String> {
         );
     }
     let registry = RegistryFile::load(&config.data_dir)?;
+    refuse_single_node_data_in_cluster_mode(&config, &registry)?;
     let snapshot = Snapshot::build(0, &registry, &config.topic_default_strings())?;
     info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -260,4 +261,38 @@ fn broker(args: BrokerArgs) -> Result<(), String> {
     info!("rill broker stopped cleanly");
     drop(lock);
     Ok(())
+}
+
+/// A data directory a single-node broker used holds topics the cluster does not know; in
+/// cluster mode the broker follows the cluster's topics and would drop them. Refuse.
+fn refuse_single_node_data_in_cluster_mode(
+    config: &config::BrokerConfig,
+    registry: &RegistryFile,
+) -> Result<(), String> {
+    if config.controller_quorum.trim().is_empty()
+        || registry.topics.is_empty()
+        || cluster::has_metadata(&config.data_dir)
+    {
+        return Ok(());
+    }
+    let names: Vec<&str> = registry
+        .topics
+        .iter()
+        .map(|t| t.name.as_str())
+        .take(5)
+        .collect();
+    Err(format!(
+        "data directory {} holds {} topic(s) of a single-node broker ({}{}); in cluster mode the \
+         broker serves the cluster's topics and would delete these. Start it without \
+         --controller-quorum to keep serving them, or give the cluster broker an empty --data-dir \
+         (importing a single node's topics into a cluster is not supported)",
+        config.data_dir.display(),
+        registry.topics.len(),
+        names.join(", "),
+        if registry.topics.len() > names.len() {
+            ", ..."
+        } else {
+            ""
+        }
+    ))
 }

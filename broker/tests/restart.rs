@@ -287,3 +287,37 @@ fn restart_with_another_shard_count_finds_every_partition() {
     }
     broker.terminate();
 }
+
+/// A data directory of a single-node broker is not taken over by cluster mode (which
+/// would drop its topics for the cluster's): the broker refuses to start and says why,
+/// and the data is still there for the single-node broker.
+#[test]
+fn cluster_mode_refuses_a_single_node_data_directory() {
+    let mut broker = Broker::start("restart-cluster-refused");
+    broker.create_topic("kept", 1, &[]);
+    broker.terminate();
+    let out = common::run_bounded(
+        std::process::Command::new(env!("CARGO_BIN_EXE_rill")).args([
+            "broker",
+            "--data-dir",
+            broker.data_dir().to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{}", common::free_port()),
+            "--node-id",
+            "1",
+            "--controller-quorum",
+            &format!("1@127.0.0.1:{}", common::free_port()),
+        ]),
+        std::time::Duration::from_secs(20),
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("topic(s) of a single-node broker (kept"),
+        "cluster mode on a single-node data directory: {}\n{stderr}",
+        out.status
+    );
+    assert!(!broker.data_dir().join("meta").join("raft").exists());
+    broker.restart();
+    broker.wait_for_topic("kept", 1);
+}
