@@ -749,17 +749,7 @@ async fn cluster_alter_topic(
     if validate_only || before == after {
         return Ok(());
     }
-    let mut changes: Vec<(String, Option<String>)> = after
-        .iter()
-        .filter(|(k, v)| before.get(*k) != Some(v))
-        .map(|(k, v)| (k.clone(), Some(v.clone())))
-        .collect();
-    changes.extend(
-        before
-            .keys()
-            .filter(|k| !after.contains_key(*k))
-            .map(|k| (k.clone(), None)),
-    );
+    let changes = config_diff(&before, &after);
     cluster
         .request(crate::cluster::ClusterOp::AlterTopicConfigs {
             name: name.to_string(),
@@ -775,6 +765,25 @@ async fn cluster_alter_topic(
         })
     })
     .await
+}
+
+/// What turns config set `before` into `after`: set (`Some`) or removed (`None`) keys.
+fn config_diff(
+    before: &std::collections::BTreeMap<String, String>,
+    after: &std::collections::BTreeMap<String, String>,
+) -> Vec<(String, Option<String>)> {
+    let mut changes: Vec<(String, Option<String>)> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(v))
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    changes.extend(
+        before
+            .keys()
+            .filter(|k| !after.contains_key(*k))
+            .map(|k| (k.clone(), None)),
+    );
+    changes
 }
 
 /// Broker-level config change in cluster mode: resource "" is the cluster-wide default,
@@ -812,17 +821,7 @@ async fn cluster_alter_broker(
     if validate_only || before == after {
         return Ok(());
     }
-    let mut changes: Vec<(String, Option<String>)> = after
-        .iter()
-        .filter(|(k, v)| before.get(*k) != Some(v))
-        .map(|(k, v)| (k.clone(), Some(v.clone())))
-        .collect();
-    changes.extend(
-        before
-            .keys()
-            .filter(|k| !after.contains_key(*k))
-            .map(|k| (k.clone(), None)),
-    );
+    let changes = config_diff(&before, &after);
     cluster
         .request(crate::cluster::ClusterOp::AlterBrokerConfigs { broker, changes })
         .await?;

@@ -11,11 +11,9 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    produce_each_partition, settled_topic_metadata, start_cluster, start_learner, topic_metadata,
-    wait_agreed,
+    four_brokers_with_topic, produce_each_partition, topic_metadata, wait_agreed,
 };
-use common::{assign, block_on, by_position, consume_exactly, run_bounded};
-use rdkafka::admin::{NewTopic, TopicReplication};
+use common::{assign, by_position, consume_exactly, run_bounded};
 use rdkafka::Offset;
 
 const HOSTS: [&str; 3] = ["127.0.0.55", "127.0.0.56", "127.0.0.57"];
@@ -35,31 +33,15 @@ fn rill(args: &[&str]) -> Output {
 
 #[test]
 fn a_decommissioned_broker_hands_its_replicas_over_and_leaves() {
-    let mut brokers = start_cluster("cluster-decommission", &HOSTS, CONFIG);
-    wait_agreed(
-        &brokers,
-        &[0, 1, 2],
-        &[1, 2, 3].into(),
-        Duration::from_secs(20),
-    );
-    brokers.push(start_learner(
-        "cluster-decommission-4",
-        &brokers[0],
-        4,
+    let mut brokers = four_brokers_with_topic(
+        "cluster-decommission",
+        &HOSTS,
         LEARNER_HOST,
         CONFIG,
-    ));
-    let four: BTreeSet<i32> = [1, 2, 3, 4].into();
-    wait_agreed(&brokers, &[0, 1, 2, 3], &four, Duration::from_secs(20));
+        TOPIC,
+        PARTITIONS,
+    );
     let bootstrap = brokers[0].bootstrap();
-
-    let admin = brokers[0].admin();
-    let new = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(2));
-    let r = block_on(admin.create_topics([&new], &common::admin_options())).expect("CreateTopics");
-    assert!(r[0].is_ok(), "CreateTopics: {r:?}");
-    for b in &brokers {
-        settled_topic_metadata(b, TOPIC, PARTITIONS as usize);
-    }
     let held = |b: i32| {
         topic_metadata(&brokers[0], TOPIC)
             .partitions

@@ -15,12 +15,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    produce_each_partition, settled_topic_metadata, start_cluster, start_learner, topic_metadata,
-    wait_agreed,
+    four_brokers_with_topic, produce_each_partition, topic_metadata, wait_agreed,
 };
 use common::Broker;
-use common::{assign, block_on, by_position, consume_exactly, run_bounded, tool_available};
-use rdkafka::admin::{NewTopic, TopicReplication};
+use common::{assign, by_position, consume_exactly, run_bounded, tool_available};
 use rdkafka::Offset;
 
 const HOSTS: [&str; 3] = ["127.0.0.51", "127.0.0.52", "127.0.0.53"];
@@ -85,31 +83,16 @@ fn partitions_move_onto_a_new_broker_with_their_data() {
     ) {
         return;
     }
-    let mut brokers = start_cluster("cluster-reassign", &HOSTS, CONFIG);
-    wait_agreed(
-        &brokers,
-        &[0, 1, 2],
-        &[1, 2, 3].into(),
-        Duration::from_secs(20),
-    );
-    brokers.push(start_learner(
-        "cluster-reassign-4",
-        &brokers[0],
-        4,
+    let mut brokers = four_brokers_with_topic(
+        "cluster-reassign",
+        &HOSTS,
         LEARNER_HOST,
         CONFIG,
-    ));
+        TOPIC,
+        PARTITIONS,
+    );
     let four: BTreeSet<i32> = [1, 2, 3, 4].into();
-    wait_agreed(&brokers, &[0, 1, 2, 3], &four, Duration::from_secs(20));
     let bootstrap = brokers[0].bootstrap();
-
-    let admin = brokers[0].admin();
-    let new = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(2));
-    let r = block_on(admin.create_topics([&new], &common::admin_options())).expect("CreateTopics");
-    assert!(r[0].is_ok(), "CreateTopics: {r:?}");
-    for b in &brokers {
-        settled_topic_metadata(b, TOPIC, PARTITIONS as usize);
-    }
     produce_each_partition(&brokers[0], TOPIC, PARTITIONS, "before", PER_PARTITION);
 
     // Bad targets.

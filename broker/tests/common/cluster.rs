@@ -80,6 +80,50 @@ pub fn start_learner(
     Broker::start_with(name, o)
 }
 
+/// Three voters on `hosts` (node ids 1-3) and broker 4 on `learner_host`, joined as a
+/// learner; once all four agree, creates `topic` (`partitions`, replication factor 2)
+/// and waits until every broker lists it.
+#[allow(dead_code)]
+pub fn four_brokers_with_topic(
+    name: &str,
+    hosts: &[&str; 3],
+    learner_host: &str,
+    config: &str,
+    topic: &str,
+    partitions: i32,
+) -> Vec<Broker> {
+    use rdkafka::admin::{NewTopic, TopicReplication};
+    let mut brokers = start_cluster(name, hosts, config);
+    wait_agreed(
+        &brokers,
+        &[0, 1, 2],
+        &[1, 2, 3].into(),
+        Duration::from_secs(20),
+    );
+    brokers.push(start_learner(
+        &format!("{name}-4"),
+        &brokers[0],
+        4,
+        learner_host,
+        config,
+    ));
+    wait_agreed(
+        &brokers,
+        &[0, 1, 2, 3],
+        &[1, 2, 3, 4].into(),
+        Duration::from_secs(20),
+    );
+    let admin = brokers[0].admin();
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(2));
+    let r = super::block_on(admin.create_topics([&new], &super::admin_options()))
+        .expect("CreateTopics");
+    assert!(r[0].is_ok(), "CreateTopics: {r:?}");
+    for b in &brokers {
+        settled_topic_metadata(b, topic, partitions as usize);
+    }
+    brokers
+}
+
 /// Produces `per_partition` records (`{label}-{p}-{i}`) to each of `partitions` partitions
 /// of `topic` with rdkafka bootstrapped from `broker` (acks=1), and waits until every one
 /// is delivered; rdkafka sends each partition's records to its leader.
