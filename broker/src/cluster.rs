@@ -8,9 +8,12 @@
 //! heartbeats for it, and publishes an immutable [`ClusterView`] after every change. Shards
 //! only read the latest view (an `Arc` swapped under a mutex held for a pointer copy).
 //!
-//! What the cluster agrees on so far: the brokers (registration, fencing of brokers that
-//! stop heartbeating) and which broker is the controller (the raft leader). Topics and
-//! partition placement still live in each broker's own registry.
+//! What the cluster agrees on: the brokers (registration, fencing of brokers that stop
+//! heartbeating, decommissioning), which broker is the controller (the raft leader), the
+//! topics with their configs and partition placement (replicas, leader, ISR, ongoing
+//! reassignments), and broker-level configs. Shard 0 copies the topics into its registry
+//! (which opens and closes partitions); partition data itself is copied between brokers by
+//! [`crate::replica`].
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};

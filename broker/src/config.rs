@@ -333,6 +333,13 @@ impl BrokerConfig {
                 "raft_tick_ms and broker_heartbeat_interval_ms must be positive, and the session longer than the heartbeat interval",
             );
         }
+        if self.replica_lag_time_max_ms < 1000 {
+            // Followers long-poll for 500 ms: below a second an idle follower leaves the ISR.
+            return bad(
+                "replica_lag_time_max_ms",
+                "must be at least 1000 (followers wait up to 500 ms per fetch)",
+            );
+        }
         if self.offsets_checkpoint_bytes < 4096 {
             return bad("offsets_checkpoint_bytes", "must be at least 4096");
         }
@@ -464,6 +471,22 @@ mod tests {
 
         let e = toml::from_str::<BrokerConfig>("listen_port = 3\n").unwrap_err();
         assert!(e.to_string().contains("listen_port"), "{e}");
+
+        let c = BrokerConfig {
+            replica_lag_time_max_ms: 10,
+            ..BrokerConfig::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("replica_lag_time_max_ms"), "{e}");
+
+        let c = BrokerConfig {
+            controller_quorum: "1@127.0.0.1:9093".into(),
+            node_id: 1 << 22,
+            raft_listen: "127.0.0.1:9094".into(),
+            ..BrokerConfig::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("node_id") && e.contains("4194304"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //! the registry kept by shard 0 ([`metadata`], [`topic_config`]). Consumer groups are
 //! coordinated by the shard owning their `__consumer_offsets` partition ([`group`], with
 //! the request side in [`groups`]); idempotent producer state is in [`producer`] and the
-//! Prometheus endpoint in [`metrics`]. The other subcommands (`rill topic`, `config`,
+//! Prometheus endpoint in [`metrics`]. With `--controller-quorum` the broker is one of a
+//! cluster: [`cluster`] runs its metadata raft member, [`replica`] copies partition data
+//! from leaders to followers, and [`reassign`] moves partitions and decommissions brokers.
+//! The other subcommands (`rill topic`, `config`,
 //! `produce`, `consume`, `group`, `cluster`) are Kafka clients ([`cli`]).
 
 use std::path::PathBuf;

@@ -28,7 +28,7 @@ use rill_net::kafka_protocol::protocol::StrBytes;
 use rill_net::ErrorCode;
 use tracing::{debug, info, warn};
 
-use crate::cluster::{ClusterOp, ClusterView};
+use crate::cluster::{ClusterOp, ClusterView, PartitionView};
 use crate::errors::KafkaError;
 use crate::runtime;
 use crate::shard::{Partition, Shard};
@@ -48,7 +48,7 @@ const REPLICA_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Back-off after a failed connection or request, doubling up to the max.
 const REPLICA_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const REPLICA_BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// How often a leader checks its partitions' ISR.
+/// How often a shard's leaders check their partitions' ISR.
 pub(crate) const ISR_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// How often an acks=all produce waiting for the followers re-reads the ISR.
 const ACKS_ALL_RECHECK: Duration = Duration::from_millis(50);
@@ -76,7 +76,6 @@ pub(crate) struct Replication {
     pub hw: i64,
     /// An ISR change is waiting for the controller.
     pub isr_change_pending: bool,
-    pub last_isr_check: Option<Instant>,
 }
 
 impl Replication {
@@ -86,7 +85,6 @@ impl Replication {
             followers: BTreeMap::new(),
             hw: 0,
             isr_change_pending: false,
-            last_isr_check: None,
         }
     }
 }
@@ -162,20 +160,24 @@ impl Shard {
                 },
             );
         }
-        self.advance_high_watermark(topic, partition, p);
+        self.advance_hw(p, pv);
         Ok(())
     }
 
     /// Leader: moves the high watermark up to the lowest log end among the in-sync
     /// replicas (a follower not heard from in this leadership holds it where it is).
     pub(crate) fn advance_high_watermark(&self, topic: &str, partition: i32, p: &Partition) {
-        let (Some(cluster), Some(repl)) = (&self.cluster, &p.repl) else {
+        let (Some(cluster), Some(_)) = (&self.cluster, &p.repl) else {
             return;
         };
-        let view = cluster.view();
-        let Some(pv) = view.partition(topic, partition) else {
-            return;
-        };
+        if let Some(pv) = cluster.view().partition(topic, partition) {
+            self.advance_hw(p, pv);
+        }
+    }
+
+    /// [`Shard::advance_high_watermark`] with the partition's placement at hand.
+    pub(crate) fn advance_hw(&self, p: &Partition, pv: &PartitionView) {
+        let Some(repl) = &p.repl else { return };
         if pv.leader != self.my_id() {
             return;
         }
@@ -247,8 +249,8 @@ impl Shard {
         }
     }
 
-    /// Leader, every tick (at most every [`ISR_CHECK_INTERVAL`] per partition): asks the
-    /// controller to drop followers that fell behind and to add followers that caught up.
+    /// Leader, every [`ISR_CHECK_INTERVAL`] (the shard's ticker): asks the controller to
+    /// drop followers that fell behind and to add followers that caught up.
     pub(crate) fn maintain_isr(self: &Rc<Self>) {
         let Some(cluster) = &self.cluster else { return };
         let view = cluster.view();
@@ -264,17 +266,10 @@ impl Shard {
                 }
                 continue;
             }
-            {
-                let r = repl.borrow();
-                if r.isr_change_pending
-                    || r.last_isr_check
-                        .is_some_and(|t| now - t < ISR_CHECK_INTERVAL)
-                {
-                    continue;
-                }
+            if repl.borrow().isr_change_pending {
+                continue;
             }
-            repl.borrow_mut().last_isr_check = Some(now);
-            self.advance_high_watermark(&topic, partition, &p);
+            self.advance_hw(&p, pv);
             let isr = desired_isr(
                 self.my_id(),
                 &pv.replicas,
@@ -564,13 +559,9 @@ async fn apply_fetched(
     }
     let mut records: Bytes = pd.records.unwrap_or_default();
     let mut grew = false;
-    while records.len() >= 12 {
-        let len = i32::from_be_bytes([records[8], records[9], records[10], records[11]]);
-        let total = 12 + len.max(0) as usize;
-        if len <= 0 || total > records.len() {
-            break; // a partial batch at the end of a size-limited response
-        }
-        let batch = records.split_to(total);
+    // A partial batch at the end of a size-limited response is left for the next fetch.
+    while let Ok(len) = crate::shard::batch_len(&records) {
+        let batch = records.split_to(len);
         match p.log.append_replica(batch).await {
             Ok(_) => grew = true,
             Err(e) => {

@@ -309,9 +309,14 @@ async fn shard_main(
         async move {
             let mut last_retention = std::time::Instant::now();
             let mut last_sessions = std::time::Instant::now();
+            let mut last_isr = std::time::Instant::now();
             loop {
                 sleep(tick).await;
                 shard.tick();
+                if last_isr.elapsed() >= crate::replica::ISR_CHECK_INTERVAL {
+                    last_isr = std::time::Instant::now();
+                    shard.maintain_isr();
+                }
                 if last_sessions.elapsed() >= GROUP_SESSION_CHECK {
                     last_sessions = std::time::Instant::now();
                     shard.expire_group_members();

@@ -481,24 +481,18 @@ impl Shard {
                     p.log.read(offset, max_bytes).await
                 };
                 self.metrics.read(started.elapsed());
-                read.map(|r| {
-                    let mut batches = r.batches;
-                    // Consumers see only what every in-sync replica holds.
-                    batches.retain(|b| {
-                        batch::BatchHeader::parse(b)
-                            .is_ok_and(|h| h.base_offset + i64::from(h.last_offset_delta) < visible)
-                    });
+                read.map(|mut r| {
+                    // Consumers see only what every in-sync replica holds (a read past the
+                    // high watermark only happens while followers catch up).
+                    if visible < p.log.log_end_offset() {
+                        r.batches.retain(|b| {
+                            batch::BatchHeader::parse(b).is_ok_and(|h| {
+                                h.base_offset + i64::from(h.last_offset_delta) < visible
+                            })
+                        });
+                    }
                     OpOk::Fetched {
-                        records: if batches.len() == 1 {
-                            batches.swap_remove(0)
-                        } else {
-                            let mut all =
-                                BytesMut::with_capacity(batches.iter().map(|b| b.len()).sum());
-                            for b in &batches {
-                                all.extend_from_slice(b);
-                            }
-                            all.freeze()
-                        },
+                        records: r.concat(),
                     }
                 })
                 .map_err(KafkaError::from)
@@ -508,7 +502,7 @@ impl Shard {
                 records: Bytes::new(),
             }),
             PartitionOp::DeleteRecords { offset } => {
-                let hw = p.log.log_end_offset();
+                let hw = p.high_watermark();
                 let target = if offset == -1 { hw } else { offset };
                 if target < 0 || target > hw {
                     Err(KafkaError::new(
@@ -541,12 +535,17 @@ impl Shard {
         acks: i16,
     ) -> Result<OpOk, KafkaError> {
         let settings = p.settings.borrow().clone();
-        let leader_epoch = match &self.cluster {
-            Some(cluster) => {
-                let view = cluster.view();
-                let Some(pv) = view.partition(topic, partition) else {
-                    return Err(KafkaError::unknown_partition(topic, partition));
-                };
+        // Cluster mode: the partition's placement, read once for the whole request.
+        let view = self.cluster.as_ref().map(|c| c.view());
+        let placed = match &view {
+            Some(view) => Some(
+                view.partition(topic, partition)
+                    .ok_or_else(|| KafkaError::unknown_partition(topic, partition))?,
+            ),
+            None => None,
+        };
+        let leader_epoch = match placed {
+            Some(pv) => {
                 if acks == -1 && (pv.isr.len() as i64) < settings.min_insync_replicas {
                     return Err(KafkaError::new(
                         ErrorCode::NotEnoughReplicas,
@@ -611,7 +610,9 @@ impl Shard {
                 sync_due |= info.sync_due;
             }
         }
-        self.advance_high_watermark(topic, partition, p);
+        if let Some(pv) = placed {
+            self.advance_hw(p, pv);
+        }
         p.data.notify(usize::MAX);
         // acks=all on a single node means durable; flush.messages / flush.ms can ask for it
         // too. acks=1 waits until the bytes are in the file, which survives kill -9.
@@ -1203,7 +1204,6 @@ impl Shard {
     /// writes out data that no producer waits on (acks=0) so it reaches the file soon.
     pub fn tick(self: &Rc<Self>) {
         self.sync_cluster_topics();
-        self.maintain_isr();
         for (_, p) in self.owned() {
             if p.io_running.get() {
                 continue;
@@ -1361,7 +1361,7 @@ fn partitions_limit(current: i64, max: usize) -> KafkaError {
 }
 
 /// The bytes of the first record batch in `data` (batchLength + 12), checked against `data`.
-fn batch_len(data: &[u8]) -> Result<usize, KafkaError> {
+pub(crate) fn batch_len(data: &[u8]) -> Result<usize, KafkaError> {
     if data.len() < batch::LOG_OVERHEAD_BYTES {
         return Err(KafkaError::new(
             ErrorCode::CorruptMessage,

@@ -171,8 +171,8 @@ fn acknowledged_records_survive_the_leaders_kill9_and_the_old_leader_catches_up(
 }
 
 /// With one broker of three down and min.insync.replicas = 3, acks=all is refused with
-/// NOT_ENOUGH_REPLICAS (retriable, so the client keeps retrying until it times out), and
-/// nothing the client was told failed is ever served as committed past the high watermark.
+/// NOT_ENOUGH_REPLICAS before anything is appended (the next acks=1 record gets offset 0),
+/// and acks=1 is still taken.
 #[test]
 fn acks_all_is_refused_below_min_insync_replicas() {
     let mut brokers = start_cluster("cluster-replication-min-isr", &HOSTS_MIN_ISR, CONFIG);

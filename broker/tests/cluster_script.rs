@@ -53,17 +53,22 @@ fn local_cluster_script_starts_a_cluster_and_stops_it() {
     let d = dir.path().to_str().expect("utf-8 path").to_string();
     let port = free_port().to_string();
     let base = ["--dir", d.as_str()];
-    let started = script(&[
-        "start",
-        "--dir",
-        &d,
-        "--binary",
-        env!("CARGO_BIN_EXE_rill"),
-        "--port",
-        &port,
-        "--first-host",
-        "21",
-    ]);
+    // `start` and `add` take the same placement flags.
+    let placed = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend([
+            "--dir",
+            &d,
+            "--binary",
+            env!("CARGO_BIN_EXE_rill"),
+            "--port",
+            &port,
+            "--first-host",
+            "21",
+        ]);
+        script(&all)
+    };
+    let started = placed(&["start"]);
     assert!(
         started.contains("cluster of 3 brokers started"),
         "{started}"
@@ -94,18 +99,7 @@ fn local_cluster_script_starts_a_cluster_and_stops_it() {
     let info = wait_for(3);
     eprintln!("cluster info: {info}");
     // A fourth broker joins the running cluster as a learner.
-    let added = script(&[
-        "add",
-        "4",
-        "--dir",
-        &d,
-        "--binary",
-        env!("CARGO_BIN_EXE_rill"),
-        "--port",
-        &port,
-        "--first-host",
-        "21",
-    ]);
+    let added = placed(&["add", "4"]);
     assert!(added.contains("broker 4 started"), "{added}");
     let info = wait_for(4);
     eprintln!("cluster info after add: {info}");

@@ -292,16 +292,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn counts_latency_from_the_stamp_and_skips_what_was_read() {
+    /// A consumer of topic "t" (2 partitions) reading `from` (partition, offset), its
+    /// counters and its recorder.
+    fn consumer(from: &[(i32, i64)]) -> (Arc<PartitionCounters>, Recorder, ConsumerCore) {
         let counters = Arc::new(PartitionCounters::new(2));
-        let mut stats = Recorder::new(0, Nanos::MAX, counters.clone());
+        let stats = Recorder::new(0, Nanos::MAX, counters.clone());
         let settings = FetchSettings {
             max_wait_ms: 100,
             max_bytes: 1 << 20,
             partition_max_bytes: 1 << 20,
         };
-        let mut c = ConsumerCore::new("t", 7, settings, &[(1, 101)]);
+        (counters, stats, ConsumerCore::new("t", 7, settings, from))
+    }
+
+    #[test]
+    fn counts_latency_from_the_stamp_and_skips_what_was_read() {
+        let (counters, mut stats, mut c) = consumer(&[(1, 101)]);
         let req = c.fetch_request();
         assert_eq!(req.topics[0].partitions[0].fetch_offset, 101);
         // A batch at base offset 100 (offsets 100..=103): one before our position, one
@@ -379,14 +385,7 @@ mod tests {
 
     #[test]
     fn retention_overtaking_the_consumer_moves_it_to_the_log_start_and_counts_the_gap() {
-        let counters = Arc::new(PartitionCounters::new(2));
-        let mut stats = Recorder::new(0, Nanos::MAX, counters.clone());
-        let settings = FetchSettings {
-            max_wait_ms: 100,
-            max_bytes: 1 << 20,
-            partition_max_bytes: 1 << 20,
-        };
-        let mut c = ConsumerCore::new("t", 7, settings, &[(0, 10), (1, 50)]);
+        let (counters, mut stats, mut c) = consumer(&[(0, 10), (1, 50)]);
         let response =
             FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
                 .with_partitions(vec![

@@ -3,19 +3,14 @@
 //! io_uring poll ring; a brand-new empty segment used to make that probe pass on devices
 //! without polled I/O, and every later disk read failed with EOPNOTSUPP.
 
+mod common;
+
 use std::path::PathBuf;
 
 use bytes::Bytes;
+use common::test_dir;
 use rill_storage::batch::build;
 use rill_storage::{DmaBackend, FileBudget, LogConfig, PartitionLog};
-
-fn test_dir() -> PathBuf {
-    let base = std::env::var_os("RILL_TEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&base).unwrap();
-    tempfile::tempdir_in(base).unwrap().keep()
-}
 
 /// Two executors (as a broker's shards do) each create a log at the same moment: neither
 /// may open its empty segment before the probe has finished.

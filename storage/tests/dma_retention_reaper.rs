@@ -4,20 +4,15 @@
 //! renamed files soon after, and `*.deleted` names a crash left behind are removed when
 //! the log is opened again.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::test_dir;
 use rill_storage::batch::build;
 use rill_storage::{reaper, DmaBackend, FileBudget, LogConfig, PartitionLog};
-
-fn test_dir() -> PathBuf {
-    let base = std::env::var_os("RILL_TEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&base).unwrap();
-    tempfile::tempdir_in(base).unwrap().keep()
-}
 
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)

@@ -141,17 +141,7 @@ impl Backend for DmaBackend {
     }
 
     async fn remove_file(&self, path: &Path) -> StorageResult<()> {
-        match glommio::io::remove(path).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let e = io::Error::from(e);
-                if e.kind() == io::ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(StorageError::io(path, e))
-                }
-            }
-        }
+        gone_is_fine(path, glommio::io::remove(path).await)
     }
 
     async fn remove_dir_all(&self, dir: &Path) -> StorageResult<()> {
@@ -163,20 +153,11 @@ impl Backend for DmaBackend {
 
     async fn discard(&self, path: &Path) -> StorageResult<()> {
         let gone = crate::reaper::deleted_name(path);
-        match glommio::io::rename(path, &gone).await {
-            Ok(()) => {
-                crate::reaper::reap(gone);
-                Ok(())
-            }
-            Err(e) => {
-                let e = io::Error::from(e);
-                if e.kind() == io::ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(StorageError::io(path, e))
-                }
-            }
+        let renamed = glommio::io::rename(path, &gone).await;
+        if renamed.is_ok() {
+            crate::reaper::reap(gone);
         }
+        gone_is_fine(path, renamed)
     }
 
     async fn read_small(&self, path: &Path) -> StorageResult<Option<Vec<u8>>> {
@@ -303,5 +284,13 @@ impl SegmentFile for DmaSegment {
 
     async fn close(self) -> StorageResult<()> {
         self.file.close().await.map_err(|e| gio(&self.path, e))
+    }
+}
+
+/// A file that is already gone is what removing it wanted.
+fn gone_is_fine(path: &Path, r: Result<(), glommio::GlommioError<()>>) -> StorageResult<()> {
+    match r.map_err(io::Error::from) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StorageError::io(path, e)),
+        _ => Ok(()),
     }
 }
