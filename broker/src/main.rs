@@ -1,46 +1,46 @@
 //! `rill`: the Rill broker binary.
 //!
-//! `rill broker` starts a single-node, Kafka-compatible broker: one glommio executor (shard)
-//! per core, each owning a share of the partitions and serving its own connections
-//! ([`runtime`]). Requests are decoded by `rill-net`, handled in [`handlers`] and [`fetch`],
-//! and reach partitions on their owner shard ([`shard`]); topics and their configs live in
-//! the registry kept by shard 0 ([`metadata`], [`topic_config`]). Consumer groups are
-//! coordinated by the shard owning their `__consumer_offsets` partition ([`group`], with
-//! the request side in [`groups`]); idempotent producer state is in [`producer`] and the
-//! Prometheus endpoint in [`metrics`]. With `--controller-quorum` the broker is one of a
-//! cluster: [`cluster`] runs its metadata raft member, [`replica`] copies partition data
-//! from leaders to followers, and [`reassign`] moves partitions and decommissions brokers.
-//! The other subcommands (`rill topic`, `config`,
-//! `produce`, `consume`, `group`, `cluster`) are Kafka clients ([`cli`]).
+//! `rill broker` starts a Kafka-compatible broker: one glommio executor (shard) per core,
+//! each owning a share of the partitions and serving its own connections. Alone it is a
+//! cluster of one; with `--controller-quorum` it is one broker of a cluster whose metadata
+//! a raft group keeps. The other subcommands (`rill topic`, `config`, `produce`, `consume`,
+//! `group`, `cluster`) are Kafka clients ([`cli`]).
+//!
+//! Layout (each room uses only the ones after it):
+//! - [`boot`]: starts and stops a broker; the only room that knows all the others;
+//! - [`server`]: the Kafka listener and its connections, the metrics endpoint;
+//! - [`handlers`]: one file per Kafka API family, decode → work → response;
+//! - [`group`]: the consumer group coordinators;
+//! - [`replica`]: followers fetching partition data from their leaders;
+//! - [`shard`]: a core's partitions, routing between shards, the metadata authority as
+//!   handlers see it, the periodic tasks;
+//! - [`partition`]: one partition's log, replication state and producers;
+//! - [`metadata`]: the image every shard reads; the registry and raft authorities;
+//! - [`runtime`]: the glommio wrappers (the only room that names glommio), [`fifo`],
+//!   [`config`] (with the topic configs), [`errors`], [`metrics`]: leaves.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use tracing::{error, info};
+use tracing::error;
 
+mod boot;
 mod cli;
-mod cluster;
 mod config;
-mod consumer_group;
 mod errors;
-mod fetch;
+mod fifo;
 mod group;
-mod groups;
 mod handlers;
 mod metadata;
 mod metrics;
-mod producer;
-mod reassign;
+mod partition;
 mod replica;
 mod runtime;
+mod server;
 mod shard;
-mod topic_config;
 
 use config::BrokerConfig;
-use metadata::{RegistryFile, Snapshot};
 
 #[derive(Parser)]
 #[command(
@@ -215,87 +215,6 @@ fn broker(args: BrokerArgs) -> Result<(), String> {
         print!("{}", config.to_toml());
         return Ok(());
     }
-    let meta_dir = config.data_dir.join("meta");
-    std::fs::create_dir_all(&meta_dir).map_err(|e| {
-        format!(
-            "cannot create data directory {}: {e}; check the path and its permissions",
-            meta_dir.display()
-        )
-    })?;
-    // One broker per data directory: a second one would corrupt the logs.
-    let lock_path = meta_dir.join("lock");
-    let lock = std::fs::File::create(&lock_path)
-        .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
-    lock.try_lock().map_err(|_| {
-        format!(
-            "data directory {} is in use by another rill broker; stop it or pick another --data-dir",
-            config.data_dir.display()
-        )
-    })?;
-    let leftovers = rill_storage::reaper::reap_leftovers(&config.data_dir);
-    if leftovers > 0 {
-        info!(
-            entries = leftovers,
-            "removing partition directories deleted before the last stop"
-        );
-    }
-    let registry = RegistryFile::load(&config.data_dir)?;
-    refuse_single_node_data_in_cluster_mode(&config, &registry)?;
-    let snapshot = Snapshot::build(0, &registry, &config.topic_default_strings())?;
-    info!(
-        version = env!("CARGO_PKG_VERSION"),
-        cluster_id = %registry.cluster_id,
-        topics = registry.topics.len(),
-        shards = config.shards,
-        "starting rill broker"
-    );
     print_backtrace_on_abort();
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, stop.clone())
-            .map_err(|e| format!("cannot install the signal handler: {e}"))?;
-    }
-    let cluster = cluster::Cluster::start(&config)?;
-    let result = runtime::run(config, registry, snapshot, stop, cluster.clone());
-    if let Some(c) = &cluster {
-        c.stop();
-    }
-    result?;
-    info!("rill broker stopped cleanly");
-    drop(lock);
-    Ok(())
-}
-
-/// A data directory a single-node broker used holds topics the cluster does not know; in
-/// cluster mode the broker follows the cluster's topics and would drop them. Refuse.
-fn refuse_single_node_data_in_cluster_mode(
-    config: &config::BrokerConfig,
-    registry: &RegistryFile,
-) -> Result<(), String> {
-    if config.controller_quorum.trim().is_empty()
-        || registry.topics.is_empty()
-        || cluster::has_metadata(&config.data_dir)
-    {
-        return Ok(());
-    }
-    let names: Vec<&str> = registry
-        .topics
-        .iter()
-        .map(|t| t.name.as_str())
-        .take(5)
-        .collect();
-    Err(format!(
-        "data directory {} holds {} topic(s) of a single-node broker ({}{}); in cluster mode the \
-         broker serves the cluster's topics and would delete these. Start it without \
-         --controller-quorum to keep serving them, or give the cluster broker an empty --data-dir \
-         (importing a single node's topics into a cluster is not supported)",
-        config.data_dir.display(),
-        registry.topics.len(),
-        names.join(", "),
-        if registry.topics.len() > names.len() {
-            ", ..."
-        } else {
-            ""
-        }
-    ))
+    boot::run(config)
 }

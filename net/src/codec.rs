@@ -333,15 +333,26 @@ pub const SPLICE_BYTES_MIN: usize = 1024;
 /// emitted as that `Bytes` itself instead of being copied. The frame comes back as pieces to
 /// write in order with [`crate::frame::write_pieces`].
 ///
-/// This is how Fetch responses carry stored record batches without a copy: pass the
-/// partitions' `records` ([`fetch_response_records`] collects them). Each partition's
-/// records must be one contiguous `Bytes`; a partition whose data lives in several buffers
-/// has to be joined (copied) first.
+/// This is how Fetch responses carry stored record batches without a copy: see
+/// [`RecordSplices`], which also lets one partition's records be several buffers.
 pub fn encode_response_pieces<R: ApiResponse>(
     correlation_id: i32,
     api_version: i16,
     response: &R,
     splice: &[Bytes],
+) -> Result<Vec<Bytes>, EncodeError> {
+    let splices: Vec<(Bytes, Vec<Bytes>)> = splice
+        .iter()
+        .map(|b| (b.clone(), vec![b.clone()]))
+        .collect();
+    encode_spliced(correlation_id, api_version, response, &splices)
+}
+
+fn encode_spliced<R: ApiResponse>(
+    correlation_id: i32,
+    api_version: i16,
+    response: &R,
+    splice: &[(Bytes, Vec<Bytes>)],
 ) -> Result<Vec<Bytes>, EncodeError> {
     let header_version = response_header_version(R::API_KEY, api_version);
     let mut first =
@@ -363,6 +374,63 @@ pub fn encode_response_pieces<R: ApiResponse>(
             reason: format!("{e:#}"),
         })?;
     buf.finish(api_version)
+}
+
+/// Bytes of the stand-in region: the most record data one response can splice from several
+/// buffers per partition (more is joined by copying).
+pub const STAND_IN_BYTES: usize = 64 << 20;
+
+/// Zeroes that stand for record data held in several buffers. Never read nor written (the
+/// encoder recognises a stand-in by its address and emits the buffers instead), so its pages
+/// are never touched and take no memory.
+static STAND_IN: [u8; STAND_IN_BYTES] = [0; STAND_IN_BYTES];
+
+/// The record data of a Fetch response's partitions, for [`encode_fetch_response`]: a
+/// partition's whole batches may be several buffers (as the log returns them), and none of
+/// them is copied into the frame.
+///
+/// kafka-protocol encodes a partition's `records` as one buffer; for data in several buffers
+/// [`RecordSplices::records`] hands out a stand-in of the right length (a slice of a static
+/// zero region with its own address), which the encoder replaces by the buffers.
+#[derive(Debug, Default)]
+pub struct RecordSplices {
+    entries: Vec<(Bytes, Vec<Bytes>)>,
+    stand_in_used: usize,
+}
+
+impl RecordSplices {
+    pub fn new() -> RecordSplices {
+        RecordSplices::default()
+    }
+
+    /// The `records` value for a partition whose data is `chunks`, in order.
+    pub fn records(&mut self, chunks: Vec<Bytes>) -> Bytes {
+        let total: usize = chunks.iter().map(Bytes::len).sum();
+        if chunks.len() <= 1 {
+            let one = chunks.into_iter().next().unwrap_or_default();
+            if one.len() >= SPLICE_BYTES_MIN {
+                self.entries.push((one.clone(), vec![one.clone()]));
+            }
+            return one;
+        }
+        if total < SPLICE_BYTES_MIN || self.stand_in_used + total > STAND_IN_BYTES {
+            // Small, or past the stand-in region: one joined copy.
+            let mut joined = BytesMut::with_capacity(total);
+            for c in &chunks {
+                joined.extend_from_slice(c);
+            }
+            let joined = joined.freeze();
+            if joined.len() >= SPLICE_BYTES_MIN {
+                self.entries.push((joined.clone(), vec![joined.clone()]));
+            }
+            return joined;
+        }
+        let stand_in =
+            Bytes::from_static(&STAND_IN[self.stand_in_used..self.stand_in_used + total]);
+        self.stand_in_used += total;
+        self.entries.push((stand_in.clone(), chunks));
+        stand_in
+    }
 }
 
 fn api_name(api_key: ApiKey) -> &'static str {
@@ -409,25 +477,15 @@ fn api_name(api_key: ApiKey) -> &'static str {
     )
 }
 
-/// Every non-empty `records` buffer of a Fetch response, for [`encode_response_pieces`].
-pub fn fetch_response_records(response: &FetchResponse) -> Vec<Bytes> {
-    response
-        .responses
-        .iter()
-        .flat_map(|topic| topic.partitions.iter())
-        .filter_map(|partition| partition.records.clone())
-        .filter(|records| records.len() >= SPLICE_BYTES_MIN)
-        .collect()
-}
-
-/// Encodes a Fetch response with its record data spliced in without copying.
+/// Encodes a Fetch response with its record data spliced in without copying: the
+/// partitions' `records` must come from `splices` ([`RecordSplices::records`]).
 pub fn encode_fetch_response(
     correlation_id: i32,
     api_version: i16,
     response: &FetchResponse,
+    splices: &RecordSplices,
 ) -> Result<Vec<Bytes>, EncodeError> {
-    let records = fetch_response_records(response);
-    encode_response_pieces(correlation_id, api_version, response, &records)
+    encode_spliced(correlation_id, api_version, response, &splices.entries)
 }
 
 /// The encode target for [`encode_response_pieces`]: a `BufMut` that copies small writes
@@ -444,7 +502,8 @@ struct SplicingBuf<'a> {
     current: BytesMut,
     /// Bytes in `first` and `pieces` (the offset where `current` starts).
     flushed_bytes: usize,
-    splice: &'a [Bytes],
+    /// Buffers recognised by address and length, and the pieces emitted in their place.
+    splice: &'a [(Bytes, Vec<Bytes>)],
 }
 
 impl SplicingBuf<'_> {
@@ -515,13 +574,14 @@ unsafe impl BufMut for SplicingBuf<'_> {
             let found = self
                 .splice
                 .iter()
-                .find(|b| b.as_ptr() == src.as_ptr() && b.len() == src.len());
-            if let Some(piece) = found {
-                let piece = piece.clone();
+                .find(|(b, _)| b.as_ptr() == src.as_ptr() && b.len() == src.len());
+            if let Some((_, pieces)) = found {
                 // Close the piece being written; small writes continue in `current`.
                 self.flush_current();
-                self.flushed_bytes += piece.len();
-                self.pieces.push(piece);
+                for piece in pieces {
+                    self.flushed_bytes += piece.len();
+                    self.pieces.push(piece.clone());
+                }
                 return;
             }
         }
@@ -620,9 +680,15 @@ mod tests {
         let a = Bytes::from(vec![0xaa; 4096]);
         let b = Bytes::from(vec![0xbb; 2000]);
         let small = Bytes::from(vec![0xcc; 10]);
-        let response = fetch_with(vec![a.clone(), small, b.clone()]);
         for version in [4, 11, 12] {
-            let pieces = encode_fetch_response(5, version, &response).unwrap();
+            let mut splices = RecordSplices::new();
+            let records = vec![
+                splices.records(vec![a.clone()]),
+                splices.records(vec![small.clone()]),
+                splices.records(vec![b.clone()]),
+            ];
+            let response = fetch_with(records);
+            let pieces = encode_fetch_response(5, version, &response, &splices).unwrap();
             let copied = encode_response(5, version, &response).unwrap();
             assert_eq!(concat(&pieces), copied.to_vec(), "v{version}");
             assert!(pieces
@@ -633,6 +699,42 @@ mod tests {
                 .any(|p| p.as_ptr() == b.as_ptr() && p.len() == b.len()));
             let length = i32::from_be_bytes(pieces[0][..4].try_into().unwrap()) as usize;
             assert_eq!(length + 4, copied.len());
+        }
+    }
+
+    #[test]
+    fn a_partition_held_in_several_buffers_is_spliced_in_order() {
+        let chunks = vec![
+            Bytes::from(vec![1u8; 3000]),
+            Bytes::from(vec![2u8; 5]),
+            Bytes::from(vec![3u8; 2048]),
+        ];
+        let joined: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        let tiny = vec![Bytes::from(vec![4u8; 3]), Bytes::from(vec![5u8; 4])];
+        for version in [4, 12] {
+            let mut splices = RecordSplices::new();
+            let records = vec![
+                splices.records(chunks.clone()),
+                splices.records(tiny.clone()),
+            ];
+            assert_eq!(records[0].len(), joined.len());
+            assert_eq!(&records[1][..], &[4, 4, 4, 5, 5, 5, 5]);
+            let pieces = encode_fetch_response(9, version, &fetch_with(records), &splices).unwrap();
+            // The same frame as a response built from one joined buffer.
+            let reference = fetch_with(vec![
+                Bytes::from(joined.clone()),
+                Bytes::from(vec![4, 4, 4, 5, 5, 5, 5]),
+            ]);
+            let copied = encode_response(9, version, &reference).unwrap();
+            assert_eq!(concat(&pieces), copied.to_vec(), "v{version}");
+            for c in [&chunks[0], &chunks[2]] {
+                assert!(
+                    pieces
+                        .iter()
+                        .any(|p| p.as_ptr() == c.as_ptr() && p.len() == c.len()),
+                    "a large chunk goes out as itself"
+                );
+            }
         }
     }
 

@@ -101,11 +101,9 @@ fn mini_broker(stream: TcpStream) {
                     vec![encode_response(id, version, &response).unwrap()]
                 }
                 Request::Fetch(_) => {
-                    let records: Bytes = log
-                        .iter()
-                        .flat_map(|b| b.iter().copied())
-                        .collect::<Vec<u8>>()
-                        .into();
+                    // The stored batches as the broker hands them over: one buffer each.
+                    let mut splices = rill_net::codec::RecordSplices::new();
+                    let records = splices.records(log.clone());
                     let response = FetchResponse::default().with_responses(vec![
                         FetchableTopicResponse::default()
                             .with_topic(TopicName(StrBytes::from_static_str("t")))
@@ -113,7 +111,7 @@ fn mini_broker(stream: TcpStream) {
                                 .with_high_watermark(next_offset)
                                 .with_records(Some(records))]),
                     ]);
-                    encode_fetch_response(id, version, &response).unwrap()
+                    encode_fetch_response(id, version, &response, &splices).unwrap()
                 }
                 other => panic!("mini broker does not serve {}", other.api_name()),
             };

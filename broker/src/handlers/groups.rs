@@ -1,5 +1,5 @@
-//! Handlers for the consumer group apis, on the connection's shard: each request goes to
-//! its group's coordinator shard ([`crate::group`]) and its answer comes back here.
+//! The consumer group APIs and FindCoordinator, on the connection's shard: each request goes
+//! to its group's coordinator shard ([`crate::group`]) and its answer comes back here.
 
 use std::rc::Rc;
 
@@ -8,8 +8,9 @@ use rill_net::kafka_protocol::messages::offset_fetch_response::*;
 use rill_net::kafka_protocol::messages::*;
 use rill_net::kafka_protocol::protocol::StrBytes;
 use rill_net::ErrorCode;
+use tracing::warn;
 
-use crate::group::{Committed, GroupOp, GroupReply};
+use crate::group::{Committed, GroupOp, GroupReply, Groups};
 use crate::shard::Shard;
 
 fn s(v: &str) -> StrBytes {
@@ -25,7 +26,7 @@ pub async fn join(
 ) -> JoinGroupResponse {
     let group = r.group_id.0.to_string();
     let member = r.member_id.clone();
-    match shard
+    match Groups::of(shard)
         .group_op(&group, GroupOp::Join(r, v, client_id, host))
         .await
     {
@@ -47,7 +48,7 @@ fn failed(r: Result<GroupReply, ErrorCode>) -> ErrorCode {
 
 pub async fn sync(shard: &Rc<Shard>, r: SyncGroupRequest) -> SyncGroupResponse {
     let group = r.group_id.0.to_string();
-    match shard.group_op(&group, GroupOp::Sync(r)).await {
+    match Groups::of(shard).group_op(&group, GroupOp::Sync(r)).await {
         Ok(GroupReply::Sync(resp)) => resp,
         other => SyncGroupResponse::default().with_error_code(failed(other).code()),
     }
@@ -55,7 +56,10 @@ pub async fn sync(shard: &Rc<Shard>, r: SyncGroupRequest) -> SyncGroupResponse {
 
 pub async fn heartbeat(shard: &Rc<Shard>, r: HeartbeatRequest) -> HeartbeatResponse {
     let group = r.group_id.0.to_string();
-    match shard.group_op(&group, GroupOp::Heartbeat(r)).await {
+    match Groups::of(shard)
+        .group_op(&group, GroupOp::Heartbeat(r))
+        .await
+    {
         Ok(GroupReply::Heartbeat(resp)) => resp,
         other => HeartbeatResponse::default().with_error_code(failed(other).code()),
     }
@@ -63,7 +67,10 @@ pub async fn heartbeat(shard: &Rc<Shard>, r: HeartbeatRequest) -> HeartbeatRespo
 
 pub async fn leave(shard: &Rc<Shard>, r: LeaveGroupRequest, v: i16) -> LeaveGroupResponse {
     let group = r.group_id.0.to_string();
-    match shard.group_op(&group, GroupOp::Leave(r, v)).await {
+    match Groups::of(shard)
+        .group_op(&group, GroupOp::Leave(r, v))
+        .await
+    {
         Ok(GroupReply::Leave(resp)) => resp,
         other => LeaveGroupResponse::default().with_error_code(failed(other).code()),
     }
@@ -73,7 +80,10 @@ pub async fn commit(shard: &Rc<Shard>, r: OffsetCommitRequest, v: i16) -> Offset
     use offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
     let group = r.group_id.0.to_string();
     let topics = r.topics.clone();
-    match shard.group_op(&group, GroupOp::Commit(r, v)).await {
+    match Groups::of(shard)
+        .group_op(&group, GroupOp::Commit(r, v))
+        .await
+    {
         Ok(GroupReply::Commit(resp)) => resp,
         other => {
             let code = failed(other).code();
@@ -107,7 +117,7 @@ async fn offsets_of(
     topics: Option<Vec<(String, Vec<i32>)>>,
     member: Option<(String, i32)>,
 ) -> Result<Vec<(String, Vec<(i32, Committed)>)>, ErrorCode> {
-    let reply = shard
+    let reply = Groups::of(shard)
         .group_op(
             group,
             GroupOp::Fetch {
@@ -211,7 +221,7 @@ pub async fn fetch(shard: &Rc<Shard>, r: OffsetFetchRequest, v: i16) -> OffsetFe
 }
 
 pub async fn list(shard: &Rc<Shard>, r: ListGroupsRequest) -> ListGroupsResponse {
-    let mut groups = shard.list_groups().await;
+    let mut groups = Groups::of(shard).list_groups().await;
     if !r.states_filter.is_empty() {
         groups.retain(|g| {
             r.states_filter
@@ -235,7 +245,7 @@ pub async fn describe(shard: &Rc<Shard>, r: DescribeGroupsRequest) -> DescribeGr
     let mut out = Vec::with_capacity(r.groups.len());
     for g in &r.groups {
         out.push(
-            match shard
+            match Groups::of(shard)
                 .group_op(&g.0, GroupOp::Describe(g.0.to_string()))
                 .await
             {
@@ -252,7 +262,10 @@ pub async fn describe(shard: &Rc<Shard>, r: DescribeGroupsRequest) -> DescribeGr
 pub async fn delete(shard: &Rc<Shard>, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(r.groups_names.len());
     for g in &r.groups_names {
-        let code = match shard.group_op(&g.0, GroupOp::Delete(g.0.to_string())).await {
+        let code = match Groups::of(shard)
+            .group_op(&g.0, GroupOp::Delete(g.0.to_string()))
+            .await
+        {
             Ok(GroupReply::Delete(code)) => code,
             other => failed(other),
         };
@@ -267,7 +280,10 @@ pub async fn delete(shard: &Rc<Shard>, r: DeleteGroupsRequest) -> DeleteGroupsRe
 
 pub async fn offset_delete(shard: &Rc<Shard>, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group = r.group_id.0.to_string();
-    match shard.group_op(&group, GroupOp::OffsetDelete(r)).await {
+    match Groups::of(shard)
+        .group_op(&group, GroupOp::OffsetDelete(r))
+        .await
+    {
         Ok(GroupReply::OffsetDelete(resp)) => resp,
         other => OffsetDeleteResponse::default().with_error_code(failed(other).code()),
     }
@@ -281,7 +297,7 @@ pub async fn consumer_heartbeat(
     host: String,
 ) -> ConsumerGroupHeartbeatResponse {
     let group = r.group_id.0.to_string();
-    match shard
+    match Groups::of(shard)
         .group_op(&group, GroupOp::ConsumerHeartbeat(r, v, client_id, host))
         .await
     {
@@ -300,7 +316,7 @@ pub async fn consumer_describe(
     for g in &r.group_ids {
         let group = g.0.to_string();
         out.push(
-            match shard
+            match Groups::of(shard)
                 .group_op(&group, GroupOp::ConsumerDescribe(group.clone()))
                 .await
             {
@@ -312,4 +328,58 @@ pub async fn consumer_describe(
         );
     }
     ConsumerGroupDescribeResponse::default().with_groups(out)
+}
+
+/// Key type 0 in FindCoordinator: a consumer group (1 is a transactional id).
+const COORDINATOR_GROUP: i8 = 0;
+
+/// On a single node this broker coordinates every consumer group. Transactions have no
+/// coordinator yet, which the answer says.
+pub async fn find_coordinator(
+    shard: &Rc<Shard>,
+    r: FindCoordinatorRequest,
+    v: i16,
+) -> FindCoordinatorResponse {
+    use find_coordinator_response::Coordinator;
+    // The group's coordinator (creating __consumer_offsets on first use, as Kafka does, so
+    // it is ready when the client's JoinGroup arrives).
+    let answer = |key: StrBytes| async move {
+        let coordinator = Coordinator::default().with_key(key.clone());
+        if r.key_type != COORDINATOR_GROUP {
+            return coordinator
+                .with_node_id(BrokerId(-1))
+                .with_error_code(ErrorCode::CoordinatorNotAvailable.code())
+                .with_error_message(Some(s("transactions are not supported yet")));
+        }
+        match Groups::of(shard).group_coordinator(&key).await {
+            Ok(b) => coordinator
+                .with_node_id(BrokerId(b.id))
+                .with_host(s(&b.host))
+                .with_port(b.port),
+            Err(code) => {
+                warn!(group = %key, error = ?code, "no group coordinator available");
+                coordinator
+                    .with_node_id(BrokerId(-1))
+                    .with_error_code(code.code())
+            }
+        }
+    };
+    if v >= 4 {
+        let mut coordinators = Vec::with_capacity(r.coordinator_keys.len());
+        for key in r.coordinator_keys.iter().cloned() {
+            coordinators.push(answer(key).await);
+        }
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let one = answer(r.key.clone()).await;
+    let response = FindCoordinatorResponse::default()
+        .with_error_code(one.error_code)
+        .with_node_id(one.node_id)
+        .with_host(one.host)
+        .with_port(one.port);
+    if v >= 1 {
+        response.with_error_message(one.error_message)
+    } else {
+        response
+    }
 }

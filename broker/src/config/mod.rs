@@ -3,12 +3,14 @@
 //! first bad field. Read once at start, then shared read-only by every shard.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::topic_config;
+pub mod topic;
+
+use self::topic as topic_config;
 
 /// Everything `rill broker` reads from `rill.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -292,14 +294,14 @@ impl BrokerConfig {
                 "must be positive and below consumer_group_session_timeout_ms (at most 2^31-1)",
             );
         }
-        if !crate::consumer_group::ASSIGNORS.contains(&self.consumer_group_assignor.as_str()) {
+        if !CONSUMER_GROUP_ASSIGNORS.contains(&self.consumer_group_assignor.as_str()) {
             return bad(
                 "consumer_group_assignor",
                 "must be \"uniform\" or \"range\"",
             );
         }
         if !self.controller_quorum.trim().is_empty() {
-            if let Err(e) = crate::cluster::parse_quorum(&self.controller_quorum) {
+            if let Err(e) = parse_quorum(&self.controller_quorum) {
                 return bad("controller_quorum", &e);
             }
             if self.node_id < 1 {
@@ -314,7 +316,7 @@ impl BrokerConfig {
                     "must be below 4194304 in cluster mode (producer ids carry it)",
                 );
             }
-            let voter = crate::cluster::parse_quorum(&self.controller_quorum)
+            let voter = parse_quorum(&self.controller_quorum)
                 .map(|q| q.iter().any(|v| v.id == self.node_id))
                 .unwrap_or(false);
             if !voter && self.raft_listen.trim().is_empty() {
@@ -443,6 +445,72 @@ fn parse_host_port(s: &str) -> Option<(String, i32)> {
     ))
 }
 
+/// The server-side assignors of KIP-848 consumer groups.
+pub const CONSUMER_GROUP_ASSIGNORS: &[&str] = &["uniform", "range"];
+
+/// One voter of `--controller-quorum`: `id@host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voter {
+    pub id: i32,
+    /// `host:port`, resolved when the broker starts.
+    pub addr: String,
+}
+
+impl Voter {
+    pub fn resolve(&self) -> Result<SocketAddr, String> {
+        self.addr
+            .to_socket_addrs()
+            .map_err(|e| {
+                format!(
+                    "cannot resolve voter {}'s address {}: {e}",
+                    self.id, self.addr
+                )
+            })?
+            .next()
+            .ok_or_else(|| {
+                format!(
+                    "voter {}'s address {} resolves to nothing",
+                    self.id, self.addr
+                )
+            })
+    }
+}
+
+/// Parses `1@host:port,2@host:port,...` (1, 3 or 5 voters, distinct ids >= 1). Names are
+/// resolved only at start, so a config can be checked on another machine.
+pub fn parse_quorum(s: &str) -> Result<Vec<Voter>, String> {
+    let mut out: Vec<Voter> = Vec::new();
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addr) = entry
+            .split_once('@')
+            .ok_or_else(|| format!("{entry:?} is not id@host:port"))?;
+        let id: i32 = id
+            .parse()
+            .map_err(|_| format!("{entry:?}: {id:?} is not a node id"))?;
+        if id < 1 {
+            return Err(format!("{entry:?}: node ids start at 1"));
+        }
+        match addr.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => return Err(format!("{entry:?}: {addr:?} is not host:port")),
+        }
+        if out.iter().any(|v| v.id == id) {
+            return Err(format!("node id {id} is listed twice"));
+        }
+        out.push(Voter {
+            id,
+            addr: addr.to_string(),
+        });
+    }
+    if ![1, 3, 5].contains(&out.len()) {
+        return Err(format!(
+            "the quorum has {} voters; use 1, 3 or 5",
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,7 +559,8 @@ mod tests {
 
     #[test]
     fn the_example_in_deploy_states_every_default() {
-        let example: BrokerConfig = toml::from_str(include_str!("../../deploy/rill.toml")).unwrap();
+        let example: BrokerConfig =
+            toml::from_str(include_str!("../../../deploy/rill.toml")).unwrap();
         example.validate().unwrap();
         assert_eq!(example.to_toml(), BrokerConfig::default().to_toml());
     }
@@ -502,5 +571,30 @@ mod tests {
         assert_eq!(c.advertised(), ("127.0.0.1".to_string(), 9092));
         c.advertise = "broker-1.example:19092".into();
         assert_eq!(c.advertised(), ("broker-1.example".to_string(), 19092));
+    }
+
+    #[test]
+    fn quorum_strings_parse_or_say_what_is_wrong() {
+        let q = parse_quorum("1@127.0.0.11:9093, 2@127.0.0.12:9093,3@127.0.0.13:9093").unwrap();
+        assert_eq!(q.len(), 3);
+        assert_eq!(q[1].id, 2);
+        assert_eq!(q[2].addr, "127.0.0.13:9093");
+        assert_eq!(
+            q[2].resolve().unwrap(),
+            "127.0.0.13:9093".parse::<SocketAddr>().unwrap()
+        );
+        // Names are not resolved while parsing (configs are checked anywhere).
+        assert!(parse_quorum("1@broker-1.invalid:9093").is_ok());
+        for (bad, says) in [
+            ("1@127.0.0.1:9093,2@127.0.0.1:9094", "use 1, 3 or 5"),
+            ("0@127.0.0.1:9093", "start at 1"),
+            ("1@127.0.0.1:9093,1@127.0.0.1:9094,2@127.0.0.1:1", "twice"),
+            ("x@127.0.0.1:9093", "not a node id"),
+            ("127.0.0.1:9093", "not id@host:port"),
+            ("1@hostonly", "not host:port"),
+        ] {
+            let e = parse_quorum(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }

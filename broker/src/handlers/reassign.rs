@@ -33,8 +33,8 @@ use rill_net::kafka_protocol::messages::{
 use rill_net::kafka_protocol::protocol::StrBytes;
 use rill_net::ErrorCode;
 
-use crate::cluster::{ClusterOp, ClusterView, PartitionView};
 use crate::errors::KafkaError;
+use crate::metadata::{Image, Placement};
 use crate::shard::Shard;
 
 /// Partitions one AlterPartitionReassignments request may move (each is one metadata
@@ -68,7 +68,7 @@ pub async fn alter(
             let mut res =
                 ReassignablePartitionResponse::default().with_partition_index(p.partition_index);
             if let Err(e) = outcome {
-                shard.metrics.error("AlterPartitionReassignments", e.code);
+                shard.metrics().error("AlterPartitionReassignments", e.code);
                 res = res
                     .with_error_code(e.code.code())
                     .with_error_message(e.message_str());
@@ -91,52 +91,31 @@ async fn alter_one(
     target: Option<Vec<i32>>,
     allow_rf_change: bool,
 ) -> Result<(), KafkaError> {
-    let Some(cluster) = &shard.cluster else {
-        let me = shard.config.node_id;
-        shard.owner_of(topic, partition)?;
-        return match target {
-            Some(t) if t == [me] => Ok(()),
-            None => Err(KafkaError::new(
-                ErrorCode::NoReassignmentInProgress,
-                format!("{topic}-{partition} is not being reassigned"),
-            )),
-            Some(t) => Err(KafkaError::new(
-                ErrorCode::InvalidReplicaAssignment,
-                format!("{t:?}: this single-node broker can only place replicas on itself ({me})"),
-            )),
-        };
-    };
-    let view = cluster.view();
-    let pv =
-        view.partition(topic, partition)
-            .ok_or_else(|| match view.topics.contains_key(topic) {
-                true => KafkaError::unknown_partition(topic, partition),
-                false => KafkaError::unknown_topic(topic),
-            })?;
+    let image = shard.image();
+    let pv = image.placement(topic, partition).ok_or_else(|| {
+        match image.topics.contains_key(topic) {
+            true => KafkaError::unknown_partition(topic, partition),
+            false => KafkaError::unknown_topic(topic),
+        }
+    })?;
     match &target {
-        None if pv.adding.is_empty() && pv.removing.is_empty() => {
+        None if !pv.is_reassigning() => {
             return Err(KafkaError::new(
                 ErrorCode::NoReassignmentInProgress,
                 format!("{topic}-{partition} is not being reassigned"),
             ))
         }
         None => {}
-        Some(t) => check_target(&view, pv, t, allow_rf_change)?,
+        Some(t) => check_target(&image, pv, t, allow_rf_change)?,
     }
-    cluster
-        .request(ClusterOp::Reassign {
-            name: topic.to_string(),
-            partition,
-            target,
-        })
-        .await
+    shard.authority().reassign(topic, partition, target).await
 }
 
 /// A target replica list: distinct registered brokers, and the replication factor kept
 /// unless the client allows a change.
 fn check_target(
-    view: &ClusterView,
-    pv: &PartitionView,
+    image: &Image,
+    pv: &Placement,
     target: &[i32],
     allow_rf_change: bool,
 ) -> Result<(), KafkaError> {
@@ -148,7 +127,7 @@ fn check_target(
         if target[..i].contains(b) {
             return bad(format!("broker {b} is listed twice in {target:?}"));
         }
-        if !view.brokers.iter().any(|x| x.id == *b) {
+        if image.broker(*b).is_none() {
             return bad(format!("broker {b} is not registered in the cluster"));
         }
     }
@@ -169,14 +148,7 @@ pub async fn decommission(
     r: UnregisterBrokerRequest,
 ) -> UnregisterBrokerResponse {
     let broker = r.broker_id.0;
-    let outcome = match &shard.cluster {
-        None => Err(KafkaError::new(
-            ErrorCode::InvalidRequest,
-            "a single-node broker has no other broker to move its partitions to",
-        )),
-        Some(cluster) => cluster.request(ClusterOp::Decommission { broker }).await,
-    };
-    match outcome {
+    match shard.authority().decommission(broker).await {
         Ok(()) => {
             tracing::info!(
                 broker,
@@ -185,7 +157,7 @@ pub async fn decommission(
             UnregisterBrokerResponse::default()
         }
         Err(e) => {
-            shard.metrics.error("UnregisterBroker", e.code);
+            shard.metrics().error("UnregisterBroker", e.code);
             UnregisterBrokerResponse::default()
                 .with_error_code(e.code.code())
                 .with_error_message(e.message_str())
@@ -197,13 +169,9 @@ pub fn list(
     shard: &Rc<Shard>,
     r: ListPartitionReassignmentsRequest,
 ) -> ListPartitionReassignmentsResponse {
-    let Some(cluster) = &shard.cluster else {
-        // A single node never moves partitions.
-        return ListPartitionReassignmentsResponse::default();
-    };
-    let view = cluster.view();
-    let ongoing = |pv: &PartitionView| !pv.adding.is_empty() || !pv.removing.is_empty();
-    let entry = |index: i32, pv: &PartitionView| {
+    let view = shard.image();
+    let ongoing = |pv: &Placement| pv.is_reassigning();
+    let entry = |index: i32, pv: &Placement| {
         let ids = |v: &[i32]| v.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>();
         OngoingPartitionReassignment::default()
             .with_partition_index(index)
@@ -240,7 +208,7 @@ pub fn list(
                 let parts = t
                     .partition_indexes
                     .iter()
-                    .filter_map(|i| view.partition(name, *i).map(|pv| (*i, pv)))
+                    .filter_map(|i| view.placement(name, *i).map(|pv| (*i, pv)))
                     .filter(|(_, pv)| ongoing(pv))
                     .map(|(i, pv)| entry(i, pv))
                     .collect();

@@ -1,5 +1,5 @@
-//! Fetch: reads across partitions and shards, long polls (`max_wait_ms`, `min_bytes`), the
-//! response byte limits, and incremental fetch sessions (KIP-227).
+//! Incremental fetch sessions (KIP-227): which partitions a Fetch reads, and which of them
+//! an incremental response must carry.
 //!
 //! Sessions live on the shard that serves the connection ([`FetchSessions`], one per shard,
 //! bounded by `limits.fetch_sessions_max`, least recently used evicted). A client that
@@ -7,17 +7,14 @@
 //! it would after a broker restart.
 
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
-use rill_net::kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use rill_net::kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
-use rill_net::kafka_protocol::protocol::StrBytes;
+use rill_net::kafka_protocol::messages::FetchRequest;
 use rill_net::ErrorCode;
 
-use crate::shard::{Offsets, OpOk, PartitionOp, Shard};
+use crate::partition::Offsets;
 
 /// One partition a fetch reads.
 #[derive(Debug, Clone)]
@@ -28,17 +25,23 @@ pub struct Want {
     pub max_bytes: usize,
 }
 
-/// What one partition returned.
+/// What one partition returned: its offsets, an error, and whole batches.
 #[derive(Debug, Clone)]
-struct Got {
-    offsets: Offsets,
-    error: ErrorCode,
-    records: Bytes,
+pub(super) struct Got {
+    pub offsets: Offsets,
+    pub error: ErrorCode,
+    pub records: Vec<Bytes>,
+}
+
+impl Got {
+    pub fn bytes(&self) -> usize {
+        self.records.iter().map(Bytes::len).sum()
+    }
 }
 
 /// How the request relates to a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(super) enum Mode {
     /// No session: answer every partition.
     Sessionless,
     /// A new session: answer every partition and give the client its id.
@@ -123,7 +126,11 @@ impl FetchSessions {
     }
 
     /// Works out which partitions `r` reads and in which session mode.
-    fn resolve(&mut self, r: &FetchRequest, version: i16) -> Result<(Vec<Want>, Mode), ErrorCode> {
+    pub(super) fn resolve(
+        &mut self,
+        r: &FetchRequest,
+        version: i16,
+    ) -> Result<(Vec<Want>, Mode), ErrorCode> {
         let wants = request_wants(r);
         if version < 7 {
             return Ok((wants, Mode::Sessionless));
@@ -181,7 +188,7 @@ impl FetchSessions {
 
     /// Records what is being sent and, for incremental requests, keeps only the partitions
     /// with news (records, an error, moved offsets).
-    fn settle(&mut self, mode: Mode, got: Vec<(Want, Got)>) -> Vec<(Want, Got)> {
+    pub(super) fn settle(&mut self, mode: Mode, got: Vec<(Want, Got)>) -> Vec<(Want, Got)> {
         let id = match mode {
             Mode::Sessionless => return got,
             Mode::Full(id) | Mode::Incremental(id) => id,
@@ -204,10 +211,7 @@ impl FetchSessions {
                 }
                 None => true,
             };
-            if mode != Mode::Incremental(id)
-                || news
-                || !g.records.is_empty()
-                || g.error != ErrorCode::None
+            if mode != Mode::Incremental(id) || news || g.bytes() > 0 || g.error != ErrorCode::None
             {
                 out.push((want, g));
             }
@@ -232,145 +236,14 @@ fn request_wants(r: &FetchRequest) -> Vec<Want> {
     wants
 }
 
-/// Serves one Fetch request.
-pub async fn fetch(shard: &Rc<Shard>, r: FetchRequest, version: i16) -> FetchResponse {
-    let resolved = shard.fetch_sessions.borrow_mut().resolve(&r, version);
-    let (wants, mode) = match resolved {
-        Ok(x) => x,
-        Err(code) => {
-            shard.metrics.error("Fetch", code);
-            return FetchResponse::default()
-                .with_error_code(code.code())
-                .with_session_id(0);
-        }
-    };
-    let limits = &shard.config.limits;
-    let max_bytes = (r.max_bytes.max(0) as usize).min(limits.fetch_response_bytes_max);
-    let min_bytes = r.min_bytes.max(0) as usize;
-    let wait = Duration::from_millis((r.max_wait_ms.max(0) as u64).min(limits.fetch_wait_ms_max));
-    let deadline = Instant::now() + wait;
-    // A follower broker (Kafka's replica id) reads to the log end and is recorded by the
-    // leader; only brokers of the cluster send one.
-    let replica = if shard.cluster.is_some() {
-        r.replica_id.0.max(-1)
-    } else {
-        -1
-    };
-    let got = loop {
-        let got = read_all(shard, &wants, max_bytes, replica).await;
-        let bytes: usize = got.iter().map(|g| g.records.len()).sum();
-        let now = Instant::now();
-        let errors = got.iter().any(|g| g.error != ErrorCode::None);
-        if bytes >= min_bytes.max(1) || errors || now >= deadline || wants.is_empty() {
-            break got;
-        }
-        let parts = wants
-            .iter()
-            .map(|w| (w.topic.clone(), w.partition, w.fetch_offset))
-            .collect();
-        shard
-            .wait_anywhere(parts, replica >= 0, deadline - now)
-            .await;
-    };
-    let answered = shard
-        .fetch_sessions
-        .borrow_mut()
-        .settle(mode, wants.into_iter().zip(got).collect());
-    let read_committed = r.isolation_level == 1;
-    let mut responses: Vec<FetchableTopicResponse> = Vec::new();
-    for (want, g) in answered {
-        if g.error == ErrorCode::None {
-            shard.metrics.fetched(&want.topic, g.records.len() as u64);
-        } else {
-            shard.metrics.error("Fetch", g.error);
-        }
-        let data = PartitionData::default()
-            .with_partition_index(want.partition)
-            .with_error_code(g.error.code())
-            .with_high_watermark(g.offsets.high_watermark)
-            .with_last_stable_offset(g.offsets.high_watermark)
-            .with_log_start_offset(g.offsets.log_start_offset)
-            .with_aborted_transactions(read_committed.then(Vec::new))
-            .with_records(Some(g.records));
-        match responses.last_mut() {
-            Some(t) if *t.topic.0 == *want.topic => t.partitions.push(data),
-            _ => responses.push(
-                FetchableTopicResponse::default()
-                    .with_topic(TopicName(StrBytes::from_string(want.topic.to_string())))
-                    .with_partitions(vec![data]),
-            ),
-        }
-    }
-    let session_id = match mode {
-        Mode::Sessionless => 0,
-        Mode::Full(id) | Mode::Incremental(id) => id,
-    };
-    FetchResponse::default()
-        .with_session_id(if version >= 7 { session_id } else { 0 })
-        .with_responses(responses)
-}
-
-/// Reads every wanted partition, in order, within `max_bytes` for the whole response.
-/// Reads run concurrently in waves whose asked-for bytes fit what is left, so a fetch over
-/// many partitions neither reads them one round trip at a time nor pulls far more than it
-/// can return.
-async fn read_all(shard: &Rc<Shard>, wants: &[Want], max_bytes: usize, replica: i32) -> Vec<Got> {
-    let mut out: Vec<Got> = Vec::with_capacity(wants.len());
-    let mut remaining = max_bytes;
-    let mut i = 0;
-    while i < wants.len() {
-        let mut wave = Vec::new();
-        let mut asked = 0usize;
-        while i < wants.len() {
-            let w = &wants[i];
-            let limit = w.max_bytes.min(remaining);
-            if !wave.is_empty() && asked + limit > remaining {
-                break;
-            }
-            asked += limit;
-            let op = if limit == 0 {
-                PartitionOp::Peek
-            } else {
-                PartitionOp::Fetch {
-                    offset: w.fetch_offset,
-                    max_bytes: limit,
-                    replica,
-                }
-            };
-            wave.push(shard.partition_op(&w.topic, w.partition, op));
-            i += 1;
-        }
-        for reply in futures_util::future::join_all(wave).await {
-            let got = match reply.result {
-                Ok(OpOk::Fetched { records }) => Got {
-                    offsets: reply.offsets,
-                    error: ErrorCode::None,
-                    records,
-                },
-                Ok(_) => Got {
-                    offsets: reply.offsets,
-                    error: ErrorCode::None,
-                    records: Bytes::new(),
-                },
-                Err(e) => Got {
-                    offsets: reply.offsets,
-                    error: e.code,
-                    records: Bytes::new(),
-                },
-            };
-            remaining = remaining.saturating_sub(got.records.len());
-            out.push(got);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use rill_net::kafka_protocol::messages::fetch_request::{
         FetchPartition, FetchTopic, ForgottenTopic,
     };
+    use rill_net::kafka_protocol::messages::TopicName;
+    use rill_net::kafka_protocol::protocol::StrBytes;
 
     fn request(session_id: i32, epoch: i32, parts: &[(&str, i32, i64)]) -> FetchRequest {
         let mut topics: Vec<FetchTopic> = Vec::new();
@@ -401,7 +274,7 @@ mod tests {
                 high_watermark: hw,
             },
             error: ErrorCode::None,
-            records: Bytes::from_static(records),
+            records: vec![Bytes::from_static(records)],
         }
     }
 

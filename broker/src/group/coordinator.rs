@@ -1,23 +1,5 @@
-//! Consumer groups: the classic group protocol (JoinGroup, SyncGroup, Heartbeat,
-//! LeaveGroup), KIP-848 groups (ConsumerGroupHeartbeat, ConsumerGroupDescribe; the state
-//! machine and assignors are in `consumer_group`), committed offsets (OffsetCommit,
-//! OffsetFetch, OffsetDelete), plus ListGroups, DescribeGroups and DeleteGroups.
-//!
-//! A group's coordinator is the shard that owns the partition of the internal
-//! `__consumer_offsets` topic chosen by hashing the group id (Java's `String.hashCode`, as
-//! Kafka does); in a cluster, the broker leading that partition. Group metadata, members
-//! and offsets are records in that partition, appended and fdatasync'd before a commit or
-//! an assignment is acknowledged, so they survive restarts and kill -9; the coordinator
-//! replays its partitions the first time a group on them is used. The topic is created on
-//! first use, like Kafka's.
-//!
-//! One writer per offsets partition appends the records in the order they were computed
-//! (several requests share a batch and its fdatasync), and after `offsets_checkpoint_bytes`
-//! writes the groups' whole state again and deletes the records before it, so the topic
-//! stays small without compaction.
-//!
-//! State lives on the coordinator shard only (`RefCell`, never borrowed across an await).
-//! JoinGroup and SyncGroup park on oneshots until the rebalance completes.
+//! The coordinator of the groups whose offsets partitions this shard owns: routing, the
+//! classic protocol, offsets, and the records that make them durable.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -39,12 +21,12 @@ use rkyv::{Archive, Deserialize, Serialize};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::consumer_group as cg;
+use super::consumer as cg;
+use crate::metadata::{BrokerInfo, NewTopic, OFFSETS_TOPIC};
+use crate::partition::Reader;
 use crate::runtime;
-use crate::shard::{OpOk, PartitionOp, Shard, ShardMsg};
+use crate::shard::{Lane, Shard};
 
-/// The internal topic holding group metadata and committed offsets.
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Segment size of `__consumer_offsets` (Kafka: offsets.topic.segment.bytes).
 const OFFSETS_SEGMENT_BYTES: u64 = 16 << 20;
 /// Largest offset metadata string accepted (Kafka's `offset.metadata.max.bytes`).
@@ -469,6 +451,46 @@ pub struct Coordinator {
     topics_cache: RefCell<Option<(u64, Rc<BTreeMap<String, cg::TopicMeta>>)>>,
 }
 
+/// This shard's coordinator, with its shard at hand (the shard's methods through `Deref`).
+#[derive(Clone)]
+pub struct Groups {
+    shard: Rc<Shard>,
+    state: Rc<Coordinator>,
+}
+
+impl std::ops::Deref for Groups {
+    type Target = Shard;
+
+    fn deref(&self) -> &Shard {
+        &self.shard
+    }
+}
+
+/// How often group member sessions are checked for expiry.
+const GROUP_SESSION_CHECK: Duration = Duration::from_millis(100);
+
+impl Groups {
+    /// The coordinator of `shard` (registered by [`start`]).
+    pub fn of(shard: &Rc<Shard>) -> Groups {
+        Groups {
+            shard: shard.clone(),
+            state: shard.service::<Coordinator>(),
+        }
+    }
+}
+
+/// Gives `shard` its coordinator and starts the member session expiry.
+pub fn start(shard: &Rc<Shard>) {
+    shard.provide(Rc::new(Coordinator::default()));
+    let groups = Groups::of(shard);
+    runtime::spawn(async move {
+        loop {
+            runtime::sleep(GROUP_SESSION_CHECK).await;
+            groups.expire_group_members();
+        }
+    });
+}
+
 /// Group work, executed on the coordinator shard.
 #[derive(Debug)]
 pub enum GroupOp {
@@ -486,8 +508,6 @@ pub enum GroupOp {
     ConsumerHeartbeat(ConsumerGroupHeartbeatRequest, i16, String, String),
     ConsumerDescribe(String),
     Describe(String),
-    /// Groups of this shard (ListGroups fans out to every shard).
-    List,
     Delete(String),
     OffsetDelete(OffsetDeleteRequest),
 }
@@ -503,7 +523,6 @@ pub enum GroupReply {
     ConsumerHeartbeat(ConsumerGroupHeartbeatResponse),
     ConsumerDescribe(consumer_group_describe_response::DescribedGroup),
     Describe(DescribedGroup),
-    List(Vec<ListedGroup>),
     Delete(ErrorCode),
     OffsetDelete(OffsetDeleteResponse),
 }
@@ -523,12 +542,12 @@ fn sync_error(code: ErrorCode) -> SyncGroupResponse {
     SyncGroupResponse::default().with_error_code(code.code())
 }
 
-impl Shard {
+impl Groups {
     /// The coordinator shard and offsets partition of `group`, creating the offsets topic
     /// on first use.
-    pub async fn coordinator_of(self: &Rc<Self>, group: &str) -> Result<(usize, i32), ErrorCode> {
-        let partitions = match self.snapshot().topic(OFFSETS_TOPIC) {
-            Some(t) => t.partitions,
+    pub async fn coordinator_of(&self, group: &str) -> Result<(usize, i32), ErrorCode> {
+        let partitions = match self.image().topic(OFFSETS_TOPIC) {
+            Some(t) => t.partition_count(),
             None => {
                 // Offsets stay until a checkpoint replaces them (retention would drop live
                 // offsets); small segments let the replaced records leave the disk soon.
@@ -539,47 +558,27 @@ impl Shard {
                         OFFSETS_SEGMENT_BYTES.to_string(),
                     ),
                 ];
-                let created = match &self.cluster {
-                    Some(cluster) => {
-                        // Kafka's offsets.topic.replication.factor (3), or as many brokers
-                        // as are up in a smaller cluster.
-                        let alive = cluster.view().brokers.iter().filter(|b| b.alive).count();
-                        let op = crate::cluster::ClusterOp::CreateTopic {
-                            name: OFFSETS_TOPIC.to_string(),
-                            partitions: self.config.offsets_topic_partitions,
-                            replication_factor: alive.clamp(1, 3),
-                            configs: configs.into_iter().collect(),
-                        };
-                        cluster.request(op).await.map(|_| ())
-                    }
-                    None => {
-                        let op = crate::shard::AdminOp::CreateTopic {
-                            name: OFFSETS_TOPIC.to_string(),
-                            partitions: self.config.offsets_topic_partitions,
-                            configs,
-                            validate_only: false,
-                        };
-                        self.admin(op).await.map(|_| ())
-                    }
+                // Kafka's offsets.topic.replication.factor (3), or as many brokers as are
+                // up in a smaller cluster.
+                let alive = self.image().live_brokers().len();
+                let spec = NewTopic {
+                    name: OFFSETS_TOPIC.to_string(),
+                    partitions: self.config().offsets_topic_partitions,
+                    replication_factor: alive.clamp(1, 3),
+                    assignments: None,
+                    configs,
                 };
-                match created {
-                    Ok(()) => info!(topic = OFFSETS_TOPIC, "created the offsets topic"),
+                match self.shard.authority().create_topic(spec, false).await {
+                    Ok(_) => info!(topic = OFFSETS_TOPIC, "created the offsets topic"),
                     Err(e) if e.code == ErrorCode::TopicAlreadyExists => {}
                     Err(e) => {
                         warn!(error = ?e, "cannot create the offsets topic");
                         return Err(ErrorCode::CoordinatorNotAvailable);
                     }
                 }
-                // In cluster mode the topic reaches this broker's registry a moment later.
-                let started = Instant::now();
-                while self.snapshot().topic(OFFSETS_TOPIC).is_none()
-                    && started.elapsed() < Duration::from_secs(10)
-                {
-                    runtime::sleep(Duration::from_millis(10)).await;
-                }
-                self.snapshot()
+                self.image()
                     .topic(OFFSETS_TOPIC)
-                    .map(|t| t.partitions)
+                    .map(|t| t.partition_count())
                     .ok_or(ErrorCode::CoordinatorNotAvailable)?
             }
         };
@@ -591,95 +590,59 @@ impl Shard {
     }
 
     /// Runs `op` for `group` on its coordinator shard.
-    pub async fn group_op(
-        self: &Rc<Self>,
-        group: &str,
-        op: GroupOp,
-    ) -> Result<GroupReply, ErrorCode> {
+    pub async fn group_op(&self, group: &str, op: GroupOp) -> Result<GroupReply, ErrorCode> {
         // Kafka refuses the empty group id everywhere (an OffsetCommit would otherwise
         // create a nameless group).
         if group.is_empty() {
             return Err(ErrorCode::InvalidGroupId);
         }
         let (owner, partition) = self.coordinator_of(group).await?;
-        // In a cluster the leader of the group's offsets partition coordinates it; clients
-        // that reached another broker look it up again.
-        if let Some(cluster) = &self.cluster {
-            let leader = cluster
-                .view()
-                .partition(OFFSETS_TOPIC, partition)
-                .map(|p| p.leader);
-            if leader != Some(self.config.node_id) {
-                return Err(ErrorCode::NotCoordinator);
-            }
+        // The leader of the group's offsets partition coordinates it; clients that reached
+        // another broker look it up again.
+        let leader = self
+            .image()
+            .placement(OFFSETS_TOPIC, partition)
+            .map(|p| p.leader);
+        if leader != Some(self.node_id()) {
+            return Err(ErrorCode::NotCoordinator);
         }
-        if owner == self.id {
-            return self.run_group_op(partition, op).await;
-        }
-        let (tx, rx) = oneshot::channel();
-        let msg = ShardMsg::Group {
-            partition,
-            op: Box::new(op),
-            reply: tx,
-        };
-        self.peers_send(owner, msg)
+        self.shard
+            .ask(owner, Lane::Control, move |shard: Rc<Shard>| async move {
+                Groups::of(&shard).run_group_op(partition, op).await
+            })
             .await
-            .map_err(|_| ErrorCode::CoordinatorNotAvailable)?;
-        rx.await.unwrap_or(Err(ErrorCode::CoordinatorNotAvailable))
+            .unwrap_or(Err(ErrorCode::CoordinatorNotAvailable))
     }
 
-    /// The broker coordinating `group` (creating the offsets topic on first use): this one,
-    /// or in a cluster the leader of the group's offsets partition.
-    pub async fn group_coordinator(
-        self: &Rc<Self>,
-        group: &str,
-    ) -> Result<crate::cluster::BrokerView, ErrorCode> {
+    /// The broker coordinating `group` (creating the offsets topic on first use): the
+    /// leader of the group's offsets partition.
+    pub async fn group_coordinator(&self, group: &str) -> Result<BrokerInfo, ErrorCode> {
         let (_, partition) = self.coordinator_of(group).await?;
-        let c = &self.config;
-        let Some(cluster) = &self.cluster else {
-            let (host, port) = c.advertised();
-            return Ok(crate::cluster::BrokerView {
-                id: c.node_id,
-                host: host.to_string(),
-                port,
-                rack: None,
-                alive: true,
-            });
-        };
-        let view = cluster.view();
-        let leader = view
-            .partition(OFFSETS_TOPIC, partition)
+        let image = self.image();
+        let leader = image
+            .placement(OFFSETS_TOPIC, partition)
             .map(|p| p.leader)
             .ok_or(ErrorCode::CoordinatorNotAvailable)?;
-        view.brokers
-            .iter()
-            .find(|b| b.id == leader && b.alive)
-            .cloned()
+        image
+            .live_brokers()
+            .into_iter()
+            .find(|b| b.id == leader)
             .ok_or(ErrorCode::CoordinatorNotAvailable)
     }
 
     /// ListGroups over every shard.
-    pub async fn list_groups(self: &Rc<Self>) -> Vec<ListedGroup> {
-        let mut out = self.listed_groups();
-        for to in (0..self.shards).filter(|&to| to != self.id) {
-            let (tx, rx) = oneshot::channel();
-            let msg = ShardMsg::Group {
-                partition: -1,
-                op: Box::new(GroupOp::List),
-                reply: tx,
-            };
-            if self.peers_send(to, msg).await.is_ok() {
-                if let Ok(Ok(GroupReply::List(groups))) = rx.await {
-                    out.extend(groups);
-                }
-            }
-        }
-        out
+    pub async fn list_groups(&self) -> Vec<ListedGroup> {
+        self.shard
+            .ask_all(|shard: Rc<Shard>| async move { Groups::of(&shard).listed_groups() })
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// Every committed offset of the groups this shard coordinates, for metrics.
     pub fn group_offsets(&self) -> Vec<(String, String, i32, i64)> {
-        let groups = self.groups.groups.borrow();
+        let groups = self.state.groups.borrow();
         let mut out = Vec::new();
         for (g, group) in groups.iter() {
             for ((t, p), c) in &group.offsets {
@@ -690,7 +653,7 @@ impl Shard {
     }
 
     fn listed_groups(&self) -> Vec<ListedGroup> {
-        self.groups
+        self.state
             .groups
             .borrow()
             .iter()
@@ -710,14 +673,7 @@ impl Shard {
     }
 
     /// Executes a group operation here (this shard coordinates `partition`).
-    pub async fn run_group_op(
-        self: &Rc<Self>,
-        partition: i32,
-        op: GroupOp,
-    ) -> Result<GroupReply, ErrorCode> {
-        if let GroupOp::List = op {
-            return Ok(GroupReply::List(self.listed_groups()));
-        }
+    pub async fn run_group_op(&self, partition: i32, op: GroupOp) -> Result<GroupReply, ErrorCode> {
         self.load_groups(partition).await?;
         Ok(match op {
             GroupOp::Join(r, v, client_id, host) => {
@@ -746,43 +702,37 @@ impl Shard {
             GroupOp::OffsetDelete(r) => {
                 GroupReply::OffsetDelete(self.offset_delete(partition, r).await)
             }
-            GroupOp::List => unreachable!("handled above"),
         })
     }
 
     /// Replays `__consumer_offsets` partition `p` into the group state, once.
     async fn load_groups(&self, p: i32) -> Result<(), ErrorCode> {
-        if self.groups.loaded.borrow().contains(&p) {
+        if self.state.loaded.borrow().contains(&p) {
             return Ok(());
         }
-        let _one = self.groups.load_lock.lock().await;
-        if self.groups.loaded.borrow().contains(&p) {
+        let _one = self.state.load_lock.lock().await;
+        if self.state.loaded.borrow().contains(&p) {
             return Ok(());
         }
         let started = Instant::now();
         let mut offset = 0;
         let mut records = 0u64;
         let mut replayed_bytes = 0u64;
+        let Some(log) = self.partition(OFFSETS_TOPIC, p) else {
+            warn!(
+                partition = p,
+                "cannot load consumer groups: the offsets partition is not open here"
+            );
+            return Err(ErrorCode::CoordinatorLoadInProgress);
+        };
         loop {
-            let reply = self
-                .execute(
-                    OFFSETS_TOPIC,
-                    p,
-                    PartitionOp::Fetch {
-                        offset,
-                        max_bytes: 1 << 20,
-                        replica: crate::shard::READ_TO_LOG_END,
-                    },
-                )
-                .await;
-            let data = match reply.result {
-                Ok(OpOk::Fetched { records }) => records,
-                Ok(_) => Bytes::new(),
+            let data: Vec<Bytes> = match log.read(Reader::Internal, offset, 1 << 20).await {
+                Ok(batches) => batches,
                 Err(e)
                     if e.code == ErrorCode::OffsetOutOfRange
-                        && offset < reply.offsets.log_start_offset =>
+                        && offset < log.offsets().log_start_offset =>
                 {
-                    offset = reply.offsets.log_start_offset;
+                    offset = log.offsets().log_start_offset;
                     continue;
                 }
                 Err(e) => {
@@ -793,11 +743,14 @@ impl Shard {
             if data.is_empty() {
                 break;
             }
-            replayed_bytes += data.len() as u64;
-            let decoded = decode_record_batches(&data).map_err(|e| {
-                warn!(partition = p, error = %e, "damaged record in the offsets topic");
-                ErrorCode::CoordinatorNotAvailable
-            })?;
+            let mut decoded = Vec::new();
+            for batch in &data {
+                replayed_bytes += batch.len() as u64;
+                decoded.extend(decode_record_batches(batch).map_err(|e| {
+                    warn!(partition = p, error = %e, "damaged record in the offsets topic");
+                    ErrorCode::CoordinatorNotAvailable
+                })?);
+            }
             if decoded.is_empty() {
                 break;
             }
@@ -815,9 +768,9 @@ impl Shard {
                 }
             }
         }
-        self.groups.loaded.borrow_mut().insert(p);
+        self.state.loaded.borrow_mut().insert(p);
         // A long log gets a checkpoint with the next write.
-        self.groups
+        self.state
             .writers
             .borrow_mut()
             .entry(p)
@@ -835,7 +788,7 @@ impl Shard {
     }
 
     fn replay(&self, r: StoredRecord) {
-        let mut groups = self.groups.groups.borrow_mut();
+        let mut groups = self.state.groups.borrow_mut();
         match r {
             StoredRecord::Offset {
                 group,
@@ -970,11 +923,7 @@ impl Shard {
     /// poll, so records reach the log in the order the coordinator computed them (callers
     /// compute and call this without an await in between): the last record of a key in the
     /// log is always its latest state, which is what replay and checkpoints rely on.
-    async fn persist(
-        self: &Rc<Self>,
-        partition: i32,
-        records: Vec<StoredRecord>,
-    ) -> Result<(), ErrorCode> {
+    async fn persist(&self, partition: i32, records: Vec<StoredRecord>) -> Result<(), ErrorCode> {
         if records.is_empty() {
             return Ok(());
         }
@@ -985,13 +934,13 @@ impl Shard {
     }
 
     fn enqueue_write(
-        self: &Rc<Self>,
+        &self,
         partition: i32,
         records: Vec<StoredRecord>,
     ) -> Result<oneshot::Receiver<Result<i64, ErrorCode>>, ErrorCode> {
         let (tx, rx) = oneshot::channel();
         let start = {
-            let mut writers = self.groups.writers.borrow_mut();
+            let mut writers = self.state.writers.borrow_mut();
             let w = writers.entry(partition).or_default();
             if w.queue.len() >= GROUP_WRITES_QUEUED_MAX {
                 warn!(
@@ -1014,22 +963,25 @@ impl Shard {
     /// The one writer of offsets partition `partition`: appends queued records in order,
     /// several requests' records per batch (one fdatasync covers them), and writes a
     /// checkpoint when enough has been appended since the last one.
-    async fn write_loop(self: Rc<Self>, partition: i32) {
+    async fn write_loop(self, partition: i32) {
         loop {
             let due = self
-                .groups
+                .state
                 .writers
                 .borrow()
                 .get(&partition)
                 .is_some_and(|w| {
                     w.bytes_since_checkpoint
-                        > self.config.offsets_checkpoint_bytes.max(w.checkpoint_bytes)
+                        > self
+                            .config()
+                            .offsets_checkpoint_bytes
+                            .max(w.checkpoint_bytes)
                 });
-            if due && self.groups.loaded.borrow().contains(&partition) {
+            if due && self.state.loaded.borrow().contains(&partition) {
                 self.checkpoint(partition).await;
             }
             let batch: Vec<PendingWrite> = {
-                let mut writers = self.groups.writers.borrow_mut();
+                let mut writers = self.state.writers.borrow_mut();
                 let w = writers.entry(partition).or_default();
                 let mut out = Vec::new();
                 let mut count = 0;
@@ -1049,7 +1001,7 @@ impl Shard {
             let records: Vec<&StoredRecord> = batch.iter().flat_map(|w| w.records.iter()).collect();
             match self.append_records(partition, &records).await {
                 Ok((base, bytes)) => {
-                    if let Some(w) = self.groups.writers.borrow_mut().get_mut(&partition) {
+                    if let Some(w) = self.state.writers.borrow_mut().get_mut(&partition) {
                         w.bytes_since_checkpoint += bytes;
                     }
                     // Offsets and deletions take effect once durable, here, before anything
@@ -1103,22 +1055,16 @@ impl Shard {
             ErrorCode::UnknownServerError
         })?;
         let bytes = data.len() as u64;
-        let reply = self
-            .execute(
-                OFFSETS_TOPIC,
+        let Some(log) = self.partition(OFFSETS_TOPIC, partition) else {
+            warn!(
                 partition,
-                PartitionOp::Produce {
-                    batch: data,
-                    acks: -1,
-                },
-            )
-            .await;
-        match reply.result {
-            Ok(OpOk::Produced { base_offset, .. }) => Ok((base_offset, bytes)),
-            Ok(other) => {
-                warn!(?other, "unexpected answer to a group records append");
-                Err(ErrorCode::UnknownServerError)
-            }
+                "cannot persist group records: the offsets partition is not open here"
+            );
+            return Err(ErrorCode::CoordinatorNotAvailable);
+        };
+        let lag_max = Duration::from_millis(self.config().replica_lag_time_max_ms);
+        match log.produce(data, -1, lag_max).await {
+            Ok(produced) => Ok((produced.base_offset, bytes)),
             Err(e) => {
                 warn!(group = records[0].group(), error = ?e, "cannot persist group records");
                 Err(if e.code == ErrorCode::MessageTooLarge {
@@ -1136,7 +1082,11 @@ impl Shard {
     /// after it. Runs inside the partition's writer, so nothing is appended in between.
     async fn checkpoint(&self, partition: i32) {
         let started = Instant::now();
-        let Some(partitions) = self.snapshot().topic(OFFSETS_TOPIC).map(|t| t.partitions) else {
+        let Some(partitions) = self
+            .image()
+            .topic(OFFSETS_TOPIC)
+            .map(|t| t.partition_count())
+        else {
             return;
         };
         let records = self.state_records(partition, partitions);
@@ -1155,7 +1105,7 @@ impl Shard {
                         ?code,
                         "consumer group checkpoint failed; will retry after more writes"
                     );
-                    if let Some(w) = self.groups.writers.borrow_mut().get_mut(&partition) {
+                    if let Some(w) = self.state.writers.borrow_mut().get_mut(&partition) {
                         w.bytes_since_checkpoint = 0;
                     }
                     return;
@@ -1164,26 +1114,14 @@ impl Shard {
         }
         // Nothing before the checkpoint is needed any more (an empty partition state
         // deletes up to the log end).
-        let upto = match first {
-            Some(o) => o,
-            None => {
-                let reply = self
-                    .execute(OFFSETS_TOPIC, partition, PartitionOp::Peek)
-                    .await;
-                reply.offsets.high_watermark
-            }
+        let Some(log) = self.partition(OFFSETS_TOPIC, partition) else {
+            return;
         };
-        let reply = self
-            .execute(
-                OFFSETS_TOPIC,
-                partition,
-                PartitionOp::DeleteRecords { offset: upto },
-            )
-            .await;
-        if let Err(e) = reply.result {
+        let upto = first.unwrap_or_else(|| log.offsets().high_watermark);
+        if let Err(e) = log.delete_records(Some(upto)).await {
             warn!(partition, error = ?e, "cannot delete records before the group checkpoint");
         }
-        if let Some(w) = self.groups.writers.borrow_mut().get_mut(&partition) {
+        if let Some(w) = self.state.writers.borrow_mut().get_mut(&partition) {
             w.bytes_since_checkpoint = 0;
             w.checkpoint_bytes = bytes;
         }
@@ -1199,7 +1137,7 @@ impl Shard {
 
     /// Every record needed to rebuild the groups of `partition` from nothing.
     fn state_records(&self, partition: i32, partitions: i32) -> Vec<StoredRecord> {
-        let groups = self.groups.groups.borrow();
+        let groups = self.state.groups.borrow();
         let now = runtime::now_ms();
         let mut out = Vec::new();
         let mut ids: Vec<&String> = groups
@@ -1235,7 +1173,7 @@ impl Shard {
     }
 
     async fn join(
-        self: &Rc<Self>,
+        &self,
         partition: i32,
         r: JoinGroupRequest,
         version: i16,
@@ -1244,7 +1182,7 @@ impl Shard {
     ) -> JoinGroupResponse {
         let group_id = r.group_id.0.to_string();
         let member_id = r.member_id.to_string();
-        let cfg = &self.config;
+        let cfg = self.config();
         if group_id.is_empty() {
             return join_error(ErrorCode::InvalidGroupId, &member_id);
         }
@@ -1269,7 +1207,7 @@ impl Shard {
         let instance_id = r.group_instance_id.as_ref().map(|i| i.to_string());
         let (tx, rx) = oneshot::channel();
         {
-            let mut groups = self.groups.groups.borrow_mut();
+            let mut groups = self.state.groups.borrow_mut();
             let g = match group_entry(&mut groups, &group_id, cfg.limits.groups_per_shard_max) {
                 Ok(g) => g,
                 Err(code) => return join_error(code, &member_id),
@@ -1298,9 +1236,9 @@ impl Shard {
             }
             let known_static = instance_id.as_ref().and_then(|i| g.statics.get(i).cloned());
             let id = if member_id.is_empty() {
-                let seq = self.groups.member_seq.get() + 1;
-                self.groups.member_seq.set(seq);
-                let new_id = format!("{client_id}-{}-{seq}-{:08x}", self.id, fastrand::u32(..));
+                let seq = self.state.member_seq.get() + 1;
+                self.state.member_seq.set(seq);
+                let new_id = format!("{client_id}-{}-{seq}-{:08x}", self.id(), fastrand::u32(..));
                 match (&instance_id, known_static) {
                     (Some(inst), Some(old)) => {
                         // A static member restarted: it takes over its old slot.
@@ -1408,7 +1346,7 @@ impl Shard {
 
     /// The last member left (or expired): the group is Empty at its new generation, written
     /// down so a restart does not bring the departed members back.
-    fn group_emptied(self: &Rc<Self>, partition: i32, group_id: &str, g: &mut Group) {
+    fn group_emptied(&self, partition: i32, group_id: &str, g: &mut Group) {
         g.state = GroupState::Empty;
         g.leader.clear();
         info!(
@@ -1421,9 +1359,9 @@ impl Shard {
 
     /// Moves the group to PreparingRebalance (if it is not there) and arms the timer that
     /// ends the join phase with whoever rejoined.
-    fn prepare_rebalance(self: &Rc<Self>, partition: i32, group_id: &str, force: bool) {
+    fn prepare_rebalance(&self, partition: i32, group_id: &str, force: bool) {
         let (id, wait) = {
-            let mut groups = self.groups.groups.borrow_mut();
+            let mut groups = self.state.groups.borrow_mut();
             let Some(g) = groups.get_mut(group_id) else {
                 return;
             };
@@ -1456,7 +1394,7 @@ impl Shard {
                 .max()
                 .unwrap_or_default();
             let wait = if was_empty {
-                Duration::from_millis(self.config.group_initial_rebalance_delay_ms)
+                Duration::from_millis(self.config().group_initial_rebalance_delay_ms)
             } else {
                 timeout
             };
@@ -1472,9 +1410,9 @@ impl Shard {
 
     /// Ends the join phase when every member has rejoined (and an empty group's initial
     /// delay has passed).
-    fn try_complete_join(self: &Rc<Self>, partition: i32, group_id: &str) {
+    fn try_complete_join(&self, partition: i32, group_id: &str) {
         let (ready, id) = {
-            let groups = self.groups.groups.borrow();
+            let groups = self.state.groups.borrow();
             let Some(g) = groups.get(group_id) else {
                 return;
             };
@@ -1482,7 +1420,7 @@ impl Shard {
             // one generation; later rebalances end as soon as every member is back.
             let delay_over = g.generation > 0
                 || g.rebalance_started.elapsed()
-                    >= Duration::from_millis(self.config.group_initial_rebalance_delay_ms);
+                    >= Duration::from_millis(self.config().group_initial_rebalance_delay_ms);
             let all = !g.members.is_empty() && g.members.values().all(|m| m.join_tx.is_some());
             (
                 g.state == GroupState::PreparingRebalance && all && delay_over,
@@ -1494,14 +1432,8 @@ impl Shard {
         }
     }
 
-    fn complete_join(
-        self: &Rc<Self>,
-        partition: i32,
-        group_id: &str,
-        rebalance_id: u64,
-        timer: bool,
-    ) {
-        let mut groups = self.groups.groups.borrow_mut();
+    fn complete_join(&self, partition: i32, group_id: &str, rebalance_id: u64, timer: bool) {
+        let mut groups = self.state.groups.borrow_mut();
         let Some(g) = groups.get_mut(group_id) else {
             return;
         };
@@ -1613,7 +1545,7 @@ impl Shard {
         let group_id = group_id.to_string();
         runtime::spawn(async move {
             runtime::sleep(timeout).await;
-            let stuck = me.groups.groups.borrow().get(&group_id).is_some_and(|g| {
+            let stuck = me.state.groups.borrow().get(&group_id).is_some_and(|g| {
                 g.state == GroupState::CompletingRebalance && g.rebalance_id == id
             });
             if stuck {
@@ -1646,12 +1578,12 @@ impl Shard {
         Ok(())
     }
 
-    async fn sync(self: &Rc<Self>, partition: i32, r: SyncGroupRequest) -> SyncGroupResponse {
+    async fn sync(&self, partition: i32, r: SyncGroupRequest) -> SyncGroupResponse {
         let group_id = r.group_id.0.to_string();
         let member_id = r.member_id.to_string();
         let (tx, rx) = oneshot::channel();
         let persist = {
-            let mut groups = self.groups.groups.borrow_mut();
+            let mut groups = self.state.groups.borrow_mut();
             let Some(g) = groups.get_mut(&group_id) else {
                 return sync_error(ErrorCode::UnknownMemberId);
             };
@@ -1694,7 +1626,7 @@ impl Shard {
         };
         if let Some((generation, record)) = persist {
             let result = self.persist(partition, vec![record]).await;
-            let mut groups = self.groups.groups.borrow_mut();
+            let mut groups = self.state.groups.borrow_mut();
             if let Some(g) = groups.get_mut(&group_id) {
                 if g.generation == generation && g.state == GroupState::CompletingRebalance {
                     match result {
@@ -1729,7 +1661,7 @@ impl Shard {
 
     fn heartbeat(&self, r: HeartbeatRequest) -> HeartbeatResponse {
         let code = {
-            let mut groups = self.groups.groups.borrow_mut();
+            let mut groups = self.state.groups.borrow_mut();
             match groups.get_mut(r.group_id.0.as_str()) {
                 None => ErrorCode::UnknownMemberId,
                 Some(g) => match Self::check_member(
@@ -1754,12 +1686,7 @@ impl Shard {
         HeartbeatResponse::default().with_error_code(code.code())
     }
 
-    fn leave(
-        self: &Rc<Self>,
-        partition: i32,
-        r: LeaveGroupRequest,
-        version: i16,
-    ) -> LeaveGroupResponse {
+    fn leave(&self, partition: i32, r: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
         let group_id = r.group_id.0.to_string();
         let leaving: Vec<(String, Option<String>)> = if version >= 3 {
             r.members
@@ -1777,7 +1704,7 @@ impl Shard {
         let mut results = Vec::new();
         let mut removed = false;
         {
-            let mut groups = self.groups.groups.borrow_mut();
+            let mut groups = self.state.groups.borrow_mut();
             let Some(g) = groups.get_mut(&group_id) else {
                 return LeaveGroupResponse::default()
                     .with_error_code(ErrorCode::UnknownMemberId.code());
@@ -1824,8 +1751,8 @@ impl Shard {
     /// Every topic as the KIP-848 assignors see it (rebuilt only when the registry changes,
     /// not per heartbeat).
     fn assignable_topics(&self) -> Rc<BTreeMap<String, cg::TopicMeta>> {
-        let snap = self.snapshot();
-        if let Some((version, topics)) = &*self.groups.topics_cache.borrow() {
+        let snap = self.image();
+        if let Some((version, topics)) = &*self.state.topics_cache.borrow() {
             if *version == snap.version {
                 return topics.clone();
             }
@@ -1838,13 +1765,13 @@ impl Shard {
                         t.name.to_string(),
                         cg::TopicMeta {
                             id: t.id,
-                            partitions: t.partitions,
+                            partitions: t.partition_count(),
                         },
                     )
                 })
                 .collect(),
         );
-        *self.groups.topics_cache.borrow_mut() = Some((snap.version, topics.clone()));
+        *self.state.topics_cache.borrow_mut() = Some((snap.version, topics.clone()));
         topics
     }
 
@@ -1855,10 +1782,10 @@ impl Shard {
         cg::Context {
             now: Instant::now(),
             topics,
-            session_timeout: Duration::from_millis(self.config.consumer_group_session_timeout_ms),
-            heartbeat_interval_ms: self.config.consumer_group_heartbeat_interval_ms as i32,
-            members_max: self.config.limits.group_members_max,
-            default_assignor: &self.config.consumer_group_assignor,
+            session_timeout: Duration::from_millis(self.config().consumer_group_session_timeout_ms),
+            heartbeat_interval_ms: self.config().consumer_group_heartbeat_interval_ms as i32,
+            members_max: self.config().limits.group_members_max,
+            default_assignor: &self.config().consumer_group_assignor,
         }
     }
 
@@ -1903,7 +1830,7 @@ impl Shard {
 
     /// ConsumerGroupHeartbeat (KIP-848): join, reconcile, leave.
     async fn consumer_heartbeat(
-        self: &Rc<Self>,
+        &self,
         partition: i32,
         r: ConsumerGroupHeartbeatRequest,
         version: i16,
@@ -1945,11 +1872,11 @@ impl Shard {
         let topics = self.assignable_topics();
         let ctx = self.consumer_context(&topics);
         let (reply, records) = {
-            let mut groups = self.groups.groups.borrow_mut();
+            let mut groups = self.state.groups.borrow_mut();
             let g = match group_entry(
                 &mut groups,
                 &group_id,
-                self.config.limits.groups_per_shard_max,
+                self.config().limits.groups_per_shard_max,
             ) {
                 Ok(g) => g,
                 Err(code) => {
@@ -2013,7 +1940,7 @@ impl Shard {
             TopicPartitions as DTp,
         };
         let base = D::default().with_group_id(GroupId(s(group)));
-        let groups = self.groups.groups.borrow();
+        let groups = self.state.groups.borrow();
         let Some(g) = groups.get(group) else {
             return base
                 .with_error_code(ErrorCode::GroupIdNotFound.code())
@@ -2026,7 +1953,7 @@ impl Shard {
                 .with_error_message(Some(s(&format!("group {group} is not a consumer group"))))
                 .with_group_state(s("Dead"));
         };
-        let snap = self.snapshot();
+        let snap = self.image();
         let describe = |a: &cg::Assignment| {
             DAssignment::default().with_topic_partitions(
                 a.iter()
@@ -2070,12 +1997,15 @@ impl Shard {
     }
 
     /// Removes members whose session expired; called by the shard's ticker.
-    pub fn expire_group_members(self: &Rc<Self>) {
+    pub fn expire_group_members(&self) {
         self.expire_consumer_members();
         let mut expired: Vec<(String, i32)> = Vec::new();
         {
-            let mut groups = self.groups.groups.borrow_mut();
-            let Some(partitions) = self.snapshot().topic(OFFSETS_TOPIC).map(|t| t.partitions)
+            let mut groups = self.state.groups.borrow_mut();
+            let Some(partitions) = self
+                .image()
+                .topic(OFFSETS_TOPIC)
+                .map(|t| t.partition_count())
             else {
                 return;
             };
@@ -2142,14 +2072,14 @@ impl Shard {
     /// Removes KIP-848 members whose session ran out, and persists that, in a background
     /// task. Each group's change is computed right before its write starts, so a heartbeat
     /// that comes in meanwhile cannot be overtaken by an older state of its group.
-    fn expire_consumer_members(self: &Rc<Self>) {
-        if self.groups.consumer_expiry_running.get() {
+    fn expire_consumer_members(&self) {
+        if self.state.consumer_expiry_running.get() {
             return;
         }
         let topics = self.assignable_topics();
         let due: Vec<String> = {
             let ctx = self.consumer_context(&topics);
-            self.groups
+            self.state
                 .groups
                 .borrow()
                 .iter()
@@ -2161,20 +2091,24 @@ impl Shard {
                 .map(|(id, _)| id.clone())
                 .collect()
         };
-        let Some(partitions) = self.snapshot().topic(OFFSETS_TOPIC).map(|t| t.partitions) else {
+        let Some(partitions) = self
+            .image()
+            .topic(OFFSETS_TOPIC)
+            .map(|t| t.partition_count())
+        else {
             return;
         };
         if due.is_empty() {
             return;
         }
-        self.groups.consumer_expiry_running.set(true);
+        self.state.consumer_expiry_running.set(true);
         let me = self.clone();
         runtime::spawn(async move {
             for id in due {
                 let records = {
                     let topics = me.assignable_topics();
                     let ctx = me.consumer_context(&topics);
-                    let mut groups = me.groups.groups.borrow_mut();
+                    let mut groups = me.state.groups.borrow_mut();
                     let Some(c) = groups.get_mut(&id).and_then(|g| g.consumer.as_mut()) else {
                         continue;
                     };
@@ -2192,12 +2126,12 @@ impl Shard {
                     .persist(offsets_partition(&id, partitions), records)
                     .await;
             }
-            me.groups.consumer_expiry_running.set(false);
+            me.state.consumer_expiry_running.set(false);
         });
     }
 
     async fn commit(
-        self: &Rc<Self>,
+        &self,
         partition: i32,
         r: OffsetCommitRequest,
         version: i16,
@@ -2230,11 +2164,11 @@ impl Shard {
             )
         };
         let check = {
-            let mut groups = self.groups.groups.borrow_mut();
+            let mut groups = self.state.groups.borrow_mut();
             match group_entry(
                 &mut groups,
                 &group_id,
-                self.config.limits.groups_per_shard_max,
+                self.config().limits.groups_per_shard_max,
             ) {
                 Err(code) => Err(code),
                 Ok(g) => {
@@ -2309,7 +2243,7 @@ impl Shard {
         topics: Option<Vec<(String, Vec<i32>)>>,
         member: Option<(String, i32)>,
     ) -> Result<Vec<(String, i32, Committed)>, ErrorCode> {
-        let groups = self.groups.groups.borrow();
+        let groups = self.state.groups.borrow();
         if let (Some((id, epoch)), Some(c)) =
             (&member, groups.get(group).and_then(|g| g.consumer.as_ref()))
         {
@@ -2349,7 +2283,7 @@ impl Shard {
     }
 
     fn describe_group(&self, group: &str) -> DescribedGroup {
-        let groups = self.groups.groups.borrow();
+        let groups = self.state.groups.borrow();
         let base = DescribedGroup::default().with_group_id(GroupId(s(group)));
         let Some(g) = groups.get(group) else {
             return base.with_group_state(s("Dead"));
@@ -2378,9 +2312,9 @@ impl Shard {
             )
     }
 
-    async fn delete_group(self: &Rc<Self>, partition: i32, group: &str) -> ErrorCode {
+    async fn delete_group(&self, partition: i32, group: &str) -> ErrorCode {
         {
-            let groups = self.groups.groups.borrow();
+            let groups = self.state.groups.borrow();
             match groups.get(group) {
                 None => return ErrorCode::GroupIdNotFound,
                 Some(g) if !g.members.is_empty() => return ErrorCode::NonEmptyGroup,
@@ -2402,15 +2336,11 @@ impl Shard {
         }
     }
 
-    async fn offset_delete(
-        self: &Rc<Self>,
-        partition: i32,
-        r: OffsetDeleteRequest,
-    ) -> OffsetDeleteResponse {
+    async fn offset_delete(&self, partition: i32, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
         use offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
         let group = r.group_id.0.to_string();
         let subscribed = {
-            let groups = self.groups.groups.borrow();
+            let groups = self.state.groups.borrow();
             match groups.get(&group) {
                 None => {
                     return OffsetDeleteResponse::default()

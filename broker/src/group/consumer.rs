@@ -26,7 +26,7 @@ use uuid::Uuid;
 pub type Assignment = BTreeMap<Uuid, BTreeSet<i32>>;
 
 /// The assignors this broker runs, the default first.
-pub const ASSIGNORS: &[&str] = &["uniform", "range"];
+pub use crate::config::CONSUMER_GROUP_ASSIGNORS as ASSIGNORS;
 /// The member epoch of a member leaving for good.
 pub const LEAVE_EPOCH: i32 = -1;
 /// The member epoch of a static member leaving for now (it will rejoin).

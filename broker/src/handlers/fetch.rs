@@ -1,0 +1,163 @@
+//! Fetch: reads across partitions and shards, long polls (`max_wait_ms`, `min_bytes`), the
+//! response byte limits, and incremental fetch sessions ([`super::fetch_sessions`]). The
+//! stored batches go to the socket as the log returned them (several buffers per partition
+//! are spliced into the frame, never joined).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rill_net::codec::{encode_fetch_response, RecordSplices};
+use rill_net::kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use rill_net::kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use rill_net::kafka_protocol::protocol::StrBytes;
+use rill_net::ErrorCode;
+use tracing::error;
+
+use super::fetch_sessions::{FetchSessions, Got, Mode, Want};
+use super::Reply;
+use crate::partition::{Offsets, Reader};
+use crate::shard::Shard;
+
+/// Serves one Fetch request.
+pub async fn fetch(shard: &Rc<Shard>, r: FetchRequest, correlation_id: i32, version: i16) -> Reply {
+    let mut splices = RecordSplices::new();
+    let response = answer(shard, r, version, &mut splices).await;
+    match encode_fetch_response(correlation_id, version, &response, &splices) {
+        Ok(pieces) => Reply::Frame(pieces),
+        Err(e) => {
+            error!(error = %e, "cannot encode fetch response; closing the connection");
+            Reply::Close
+        }
+    }
+}
+
+async fn answer(
+    shard: &Rc<Shard>,
+    r: FetchRequest,
+    version: i16,
+    splices: &mut RecordSplices,
+) -> FetchResponse {
+    let sessions = shard.service::<RefCell<FetchSessions>>();
+    let resolved = sessions.borrow_mut().resolve(&r, version);
+    let (wants, mode) = match resolved {
+        Ok(x) => x,
+        Err(code) => {
+            shard.metrics().error("Fetch", code);
+            return FetchResponse::default()
+                .with_error_code(code.code())
+                .with_session_id(0);
+        }
+    };
+    let limits = &shard.config().limits;
+    let max_bytes = (r.max_bytes.max(0) as usize).min(limits.fetch_response_bytes_max);
+    let min_bytes = r.min_bytes.max(0) as usize;
+    let wait = Duration::from_millis((r.max_wait_ms.max(0) as u64).min(limits.fetch_wait_ms_max));
+    let deadline = Instant::now() + wait;
+    // A follower broker (Kafka's replica id) reads to the log end and is recorded by the
+    // leader.
+    let reader = Reader::from_replica_id(r.replica_id.0);
+    let got = loop {
+        let got = read_all(shard, &wants, max_bytes, reader).await;
+        let bytes: usize = got.iter().map(Got::bytes).sum();
+        let now = Instant::now();
+        let errors = got.iter().any(|g| g.error != ErrorCode::None);
+        if bytes >= min_bytes.max(1) || errors || now >= deadline || wants.is_empty() {
+            break got;
+        }
+        let parts = wants
+            .iter()
+            .map(|w| (w.topic.clone(), w.partition, w.fetch_offset))
+            .collect();
+        shard.wait_anywhere(parts, reader, deadline - now).await;
+    };
+    let answered = sessions
+        .borrow_mut()
+        .settle(mode, wants.into_iter().zip(got).collect());
+    let read_committed = r.isolation_level == 1;
+    let mut responses: Vec<FetchableTopicResponse> = Vec::new();
+    for (want, g) in answered {
+        if g.error == ErrorCode::None {
+            shard.metrics().fetched(&want.topic, g.bytes() as u64);
+        } else {
+            shard.metrics().error("Fetch", g.error);
+        }
+        let data = PartitionData::default()
+            .with_partition_index(want.partition)
+            .with_error_code(g.error.code())
+            .with_high_watermark(g.offsets.high_watermark)
+            .with_last_stable_offset(g.offsets.high_watermark)
+            .with_log_start_offset(g.offsets.log_start_offset)
+            .with_aborted_transactions(read_committed.then(Vec::new))
+            .with_records(Some(splices.records(g.records)));
+        match responses.last_mut() {
+            Some(t) if *t.topic.0 == *want.topic => t.partitions.push(data),
+            _ => responses.push(
+                FetchableTopicResponse::default()
+                    .with_topic(TopicName(StrBytes::from_string(want.topic.to_string())))
+                    .with_partitions(vec![data]),
+            ),
+        }
+    }
+    let session_id = match mode {
+        Mode::Sessionless => 0,
+        Mode::Full(id) | Mode::Incremental(id) => id,
+    };
+    FetchResponse::default()
+        .with_session_id(if version >= 7 { session_id } else { 0 })
+        .with_responses(responses)
+}
+
+/// Reads every wanted partition, in order, within `max_bytes` for the whole response.
+/// Reads run concurrently in waves whose asked-for bytes fit what is left, so a fetch over
+/// many partitions neither reads them one round trip at a time nor pulls far more than it
+/// can return.
+async fn read_all(shard: &Rc<Shard>, wants: &[Want], max_bytes: usize, reader: Reader) -> Vec<Got> {
+    let mut out: Vec<Got> = Vec::with_capacity(wants.len());
+    let mut remaining = max_bytes;
+    let mut i = 0;
+    while i < wants.len() {
+        let mut wave = Vec::new();
+        let mut asked = 0usize;
+        while i < wants.len() {
+            let w = &wants[i];
+            let limit = w.max_bytes.min(remaining);
+            if !wave.is_empty() && asked + limit > remaining {
+                break;
+            }
+            asked += limit;
+            let offset = w.fetch_offset;
+            wave.push(
+                shard.with_partition(&w.topic, w.partition, move |p| async move {
+                    // Past the response's byte limit only the offsets are reported.
+                    let records = if limit == 0 {
+                        p.ensure_leader()?;
+                        Vec::new()
+                    } else {
+                        p.read(reader, offset, limit).await?
+                    };
+                    Ok((p.offsets(), records))
+                }),
+            );
+            i += 1;
+        }
+        for reply in futures_util::future::join_all(wave).await {
+            let got = match reply {
+                Ok((offsets, records)) => Got {
+                    offsets,
+                    error: ErrorCode::None,
+                    records,
+                },
+                Err(e) => Got {
+                    offsets: Offsets::UNKNOWN,
+                    error: e.code,
+                    records: Vec::<Bytes>::new(),
+                },
+            };
+            remaining = remaining.saturating_sub(got.bytes());
+            out.push(got);
+        }
+    }
+    out
+}

@@ -1,0 +1,120 @@
+//! Produce: each partition's record batches go to the partition's owner shard, which checks
+//! and appends them in the order they arrive and waits for the durability `acks` asks for
+//! ([`crate::partition::Partition::produce`]). The batches travel as `Bytes` of the request
+//! frame, never copied or decoded.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rill_net::kafka_protocol::messages::produce_response::*;
+use rill_net::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use rill_net::ErrorCode;
+
+use super::topic_name;
+use crate::errors::KafkaError;
+use crate::metadata::OFFSETS_TOPIC;
+use crate::partition::Produced;
+use crate::shard::Shard;
+
+pub async fn produce(shard: &Rc<Shard>, r: ProduceRequest) -> ProduceResponse {
+    let refuse = if !matches!(r.acks, -1..=1) {
+        Some(KafkaError::new(
+            ErrorCode::InvalidRequiredAcks,
+            format!("acks must be -1, 0 or 1, not {}", r.acks),
+        ))
+    } else if r.transactional_id.is_some() {
+        Some(KafkaError::new(
+            ErrorCode::InvalidRequest,
+            "transactions are not supported yet",
+        ))
+    } else {
+        None
+    };
+    let lag_max = Duration::from_millis(shard.config().replica_lag_time_max_ms);
+    let acks = r.acks;
+    let mut work = Vec::new();
+    for t in &r.topic_data {
+        let topic: Arc<str> = Arc::from(&*t.name.0);
+        let internal = (&*topic == OFFSETS_TOPIC).then(|| {
+            KafkaError::new(
+                ErrorCode::InvalidTopicException,
+                format!("{OFFSETS_TOPIC} is internal: only the group coordinator writes it"),
+            )
+        });
+        for p in &t.partition_data {
+            let topic = topic.clone();
+            let index = p.index;
+            let records = p.records.clone();
+            let (bytes, count) = records.as_deref().map_or((0, 0), batch_stats);
+            let refuse = refuse.clone().or_else(|| internal.clone());
+            work.push(async move {
+                let result: Result<Produced, KafkaError> = match (refuse, records) {
+                    (Some(e), _) => Err(e),
+                    (None, None) => Err(KafkaError::new(
+                        ErrorCode::CorruptMessage,
+                        "produce partition carries no records",
+                    )),
+                    (None, Some(data)) => {
+                        shard
+                            .with_partition(&topic, index, move |p| async move {
+                                p.produce(data, acks, lag_max).await
+                            })
+                            .await
+                    }
+                };
+                (topic, index, result, bytes, count)
+            });
+        }
+    }
+    let results = futures_util::future::join_all(work).await;
+    let mut responses: Vec<TopicProduceResponse> = Vec::new();
+    for (topic, index, result, bytes, records) in results {
+        match &result {
+            Ok(_) => shard.metrics().produced(&topic, bytes, records),
+            Err(e) => shard.metrics().error("Produce", e.code),
+        }
+        let mut part = PartitionProduceResponse::default().with_index(index);
+        match result {
+            Ok(produced) => {
+                part = part
+                    .with_base_offset(produced.base_offset)
+                    .with_log_append_time_ms(produced.log_append_time)
+                    .with_log_start_offset(produced.log_start_offset);
+            }
+            Err(e) => {
+                part = part
+                    .with_error_code(e.code.code())
+                    .with_base_offset(-1)
+                    .with_error_message(e.message_str());
+            }
+        }
+        match responses.last_mut() {
+            Some(t) if *t.name.0 == *topic => t.partition_responses.push(part),
+            _ => responses.push(
+                TopicProduceResponse::default()
+                    .with_name(topic_name(&topic))
+                    .with_partition_responses(vec![part]),
+            ),
+        }
+    }
+    ProduceResponse::default().with_responses(responses)
+}
+
+/// Bytes and records of the record batches in a produce partition (records counted from
+/// each batch header; a malformed tail counts as bytes only).
+fn batch_stats(data: &[u8]) -> (u64, u64) {
+    let mut records = 0u64;
+    let mut at = 0usize;
+    while data.len() >= at + 61 {
+        let len = i32::from_be_bytes([data[at + 8], data[at + 9], data[at + 10], data[at + 11]]);
+        let count =
+            i32::from_be_bytes([data[at + 57], data[at + 58], data[at + 59], data[at + 60]]);
+        if len <= 0 || count < 0 {
+            break;
+        }
+        records += count as u64;
+        at += 12 + len as usize;
+    }
+    (data.len() as u64, records)
+}

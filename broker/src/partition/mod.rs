@@ -1,0 +1,708 @@
+//! One partition on its owner shard: its log, its replication state, its idempotent
+//! producers, and the operations on them (produce, fetch, a follower's append, offsets,
+//! DeleteRecords). Every request that touches a partition's data ends here, on the shard
+//! that owns it; the decisions about replication are in [`replication`] (no I/O), this
+//! file does the I/O around them.
+//!
+//! Order: appends are served first come, first served ([`FifoLock`]), and the place in line
+//! is taken when [`Partition::produce`] is called, so requests that reach the partition in
+//! order are appended in order, however long each waits for its turn.
+//!
+//! Layout: `mod.rs` (this: the partition and its operations) → `replication` (sans-I/O
+//! leader/follower state), `producers` (idempotence table), `follow` (a follower applying
+//! what it fetched).
+
+mod follow;
+mod producers;
+pub mod replication;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use event_listener::{Event, EventListener};
+use rill_net::ErrorCode;
+use rill_storage::{batch, Backend, DmaBackend, FileBudget, PartitionLog};
+use tracing::{error, info, warn};
+use uuid::Uuid;
+
+pub use follow::FetchedPartition;
+use producers::{Check, ProducerTable};
+use replication::{NotAFollower, ReplicaState};
+
+use crate::config::topic::{TimestampType, TopicSettings};
+use crate::errors::KafkaError;
+use crate::fifo::FifoLock;
+use crate::metadata::Placement;
+use crate::metrics::ShardMetrics;
+use crate::runtime;
+
+/// How often an acks=all produce waiting for the followers re-reads the ISR.
+const ACKS_ALL_RECHECK: Duration = Duration::from_millis(50);
+/// Records (counted back from the log end) scanned to rebuild idempotent producer state.
+const PRODUCER_REBUILD_RECORDS: i64 = 50_000;
+
+/// Who reads a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// A client: reads below the high watermark.
+    Consumer,
+    /// A follower broker (Fetch's replica id): reads to the log end, and its fetch offset
+    /// tells the leader what it holds.
+    Follower(i32),
+    /// The broker itself (loading consumer groups): reads to the log end.
+    Internal,
+}
+
+impl Reader {
+    /// The reader a Fetch's `replica_id` names (-1 and other negatives are consumers).
+    pub fn from_replica_id(replica_id: i32) -> Reader {
+        if replica_id >= 0 {
+            Reader::Follower(replica_id)
+        } else {
+            Reader::Consumer
+        }
+    }
+}
+
+/// ListOffsets' question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetQuery {
+    /// -1: the high watermark.
+    Latest,
+    /// -2: the log start.
+    Earliest,
+    /// -3: the record with the largest timestamp.
+    MaxTimestamp,
+    /// The first record at or after this time.
+    Timestamp(i64),
+}
+
+impl OffsetQuery {
+    pub fn from_wire(timestamp: i64) -> Result<OffsetQuery, KafkaError> {
+        match timestamp {
+            -1 => Ok(OffsetQuery::Latest),
+            -2 => Ok(OffsetQuery::Earliest),
+            -3 => Ok(OffsetQuery::MaxTimestamp),
+            t if t >= 0 => Ok(OffsetQuery::Timestamp(t)),
+            other => Err(KafkaError::new(
+                ErrorCode::InvalidRequest,
+                format!("timestamp {other} is not a time nor -1/-2/-3"),
+            )),
+        }
+    }
+}
+
+/// A partition's offsets as responses report them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offsets {
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+}
+
+impl Offsets {
+    pub const UNKNOWN: Offsets = Offsets {
+        log_start_offset: -1,
+        high_watermark: -1,
+    };
+}
+
+/// What a produce appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Produced {
+    /// The first batch's offset (a duplicate's original one).
+    pub base_offset: i64,
+    /// The broker's time stamped into the batches (LogAppendTime topics), else -1.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+}
+
+/// One partition, on its owner shard.
+pub struct Partition<B: Backend = DmaBackend> {
+    topic: Arc<str>,
+    index: i32,
+    topic_id: Uuid,
+    log: PartitionLog<B>,
+    settings: RefCell<TopicSettings>,
+    replica: RefCell<ReplicaState>,
+    /// Idempotent producers' recent batches; checked and updated in append order.
+    producers: RefCell<ProducerTable>,
+    /// Whether `producers` was rebuilt from the log since this partition opened.
+    producers_rebuilt: Cell<bool>,
+    /// Appends in the order produces were called.
+    appends: FifoLock,
+    /// Notified on every append and high watermark move (long polls, acks=all waits).
+    data: Event,
+    /// A background write or sync is running (the tick does not pile up another).
+    io_running: Cell<bool>,
+    metrics: Rc<ShardMetrics>,
+}
+
+/// What opening a partition needs.
+pub struct Opening<'a> {
+    pub topic: Arc<str>,
+    pub index: i32,
+    pub topic_id: Uuid,
+    pub settings: TopicSettings,
+    pub placement: Placement,
+    pub me: i32,
+    pub producers_max: usize,
+    pub metrics: &'a Rc<ShardMetrics>,
+}
+
+impl<B: Backend> Partition<B> {
+    /// Wraps an opened log.
+    pub fn new(log: PartitionLog<B>, o: Opening<'_>) -> Partition<B> {
+        let replica = ReplicaState::new(o.me, o.placement, log.log_end_offset(), Instant::now());
+        Partition {
+            topic: o.topic,
+            index: o.index,
+            topic_id: o.topic_id,
+            log,
+            settings: RefCell::new(o.settings),
+            replica: RefCell::new(replica),
+            producers: RefCell::new(ProducerTable::new(o.producers_max)),
+            producers_rebuilt: Cell::new(false),
+            appends: FifoLock::new(),
+            data: Event::new(),
+            io_running: Cell::new(false),
+            metrics: o.metrics.clone(),
+        }
+    }
+
+    pub fn topic_id(&self) -> Uuid {
+        self.topic_id
+    }
+
+    pub fn log(&self) -> &PartitionLog<B> {
+        &self.log
+    }
+
+    pub fn offsets(&self) -> Offsets {
+        Offsets {
+            log_start_offset: self.log.log_start_offset(),
+            high_watermark: self.high_watermark(),
+        }
+    }
+
+    /// Offsets below this are on every in-sync replica: what consumers may read.
+    pub fn high_watermark(&self) -> i64 {
+        self.replica
+            .borrow()
+            .high_watermark(self.log.log_end_offset())
+    }
+
+    /// Where a reader's view of the log ends: followers and the broker itself read to the
+    /// log end.
+    pub fn visible_end(&self, reader: Reader) -> i64 {
+        match reader {
+            Reader::Consumer => self.high_watermark(),
+            Reader::Follower(_) | Reader::Internal => self.log.log_end_offset(),
+        }
+    }
+
+    /// Resolves at the next append or high watermark move.
+    pub fn data_listener(&self) -> EventListener {
+        self.data.listen()
+    }
+
+    fn notify(&self) {
+        self.data.notify(usize::MAX);
+    }
+
+    /// This broker leads the partition (always, on a single broker).
+    pub fn is_leader(&self) -> bool {
+        self.replica.borrow().is_leader()
+    }
+
+    /// New settings and placement from the metadata image.
+    pub fn apply(
+        &self,
+        settings: &TopicSettings,
+        placement: &Placement,
+        storage: &crate::config::StorageSettings,
+    ) {
+        if *self.settings.borrow() != *settings {
+            if let Err(e) = self.log.set_config(settings.log_config(storage)) {
+                warn!(topic = %self.topic, partition = self.index, error = %e, "config not applied");
+            }
+            *self.settings.borrow_mut() = settings.clone();
+        }
+        if self.replica.borrow().placement() != placement {
+            let end = self.log.log_end_offset();
+            let moved =
+                self.replica
+                    .borrow_mut()
+                    .set_placement(placement.clone(), end, Instant::now());
+            if moved {
+                self.notify();
+            }
+        }
+    }
+
+    /// Clients (and followers) deal with the leader only; anyone else answers
+    /// NOT_LEADER_OR_FOLLOWER and the client refreshes its metadata.
+    pub fn ensure_leader(&self) -> Result<(), KafkaError> {
+        if self.is_leader() {
+            Ok(())
+        } else {
+            Err(self.not_leader())
+        }
+    }
+
+    fn not_leader(&self) -> KafkaError {
+        let r = self.replica.borrow();
+        let p = r.placement();
+        KafkaError::new(
+            ErrorCode::NotLeaderOrFollower,
+            format!(
+                "this broker does not lead {}-{} (leader {}, epoch {})",
+                self.topic, self.index, p.leader, p.leader_epoch
+            ),
+        )
+    }
+
+    /// Appends the record batches of one produce partition and waits for the durability
+    /// `acks` asks for. The place in the append order is taken by this call.
+    pub fn produce(
+        &self,
+        data: Bytes,
+        acks: i16,
+        replica_lag_max: Duration,
+    ) -> impl std::future::Future<Output = Result<Produced, KafkaError>> + '_ {
+        let turn = self.appends.lock();
+        async move {
+            let turn = turn.await;
+            let (produced, last_offset, sync_due) = self.append_in_turn(data, acks).await?;
+            drop(turn);
+            // acks=all means durable here and on every in-sync replica; flush.messages /
+            // flush.ms can ask for durability too. acks=1 waits until the bytes are in the
+            // file, which survives kill -9.
+            if acks == -1 || sync_due {
+                let started = Instant::now();
+                self.log.sync().await.map_err(KafkaError::from)?;
+                self.metrics.synced(started.elapsed());
+            } else if acks == 1 {
+                self.log.write_through().await.map_err(KafkaError::from)?;
+            }
+            if acks == -1 && last_offset >= 0 {
+                self.await_replication(last_offset, replica_lag_max).await?;
+            }
+            Ok(produced)
+        }
+    }
+
+    /// The part of a produce that runs in append order: leadership, producer sequences,
+    /// the appends. Returns what was appended, the last offset to wait for and whether the
+    /// flush policy asks for a sync.
+    async fn append_in_turn(
+        &self,
+        data: Bytes,
+        acks: i16,
+    ) -> Result<(Produced, i64, bool), KafkaError> {
+        let settings = self.settings.borrow().clone();
+        // Leadership and epoch are read here, in turn, so a batch is stamped with the
+        // epoch it is appended under.
+        let leader_epoch = {
+            let r = self.replica.borrow();
+            if !r.is_leader() {
+                drop(r);
+                return Err(self.not_leader());
+            }
+            let isr = &r.placement().isr;
+            if acks == -1 && (isr.len() as i64) < settings.min_insync_replicas {
+                return Err(KafkaError::new(
+                    ErrorCode::NotEnoughReplicas,
+                    format!(
+                        "min.insync.replicas is {} but {}-{} has {} in-sync replicas {:?}",
+                        settings.min_insync_replicas,
+                        self.topic,
+                        self.index,
+                        isr.len(),
+                        isr
+                    ),
+                ));
+            }
+            r.leader_epoch()
+        };
+        let mut first_offset = None;
+        let mut last_offset = -1;
+        let mut log_append_time = -1;
+        let mut rest = data;
+        let mut sync_due = false;
+        while !rest.is_empty() {
+            let len = batch_len(&rest)?;
+            let mut one = rest.split_to(len);
+            let header = batch::BatchHeader::parse(&one).map_err(KafkaError::from)?;
+            if header.producer_id >= 0 && !self.producers_rebuilt.get() {
+                self.rebuild_producers().await;
+            }
+            let check = self.producers.borrow().check(&header)?;
+            if let Check::Duplicate { base_offset } = check {
+                // A retry of a stored batch: answered with its offset once it is as durable
+                // as a new one would be.
+                first_offset.get_or_insert(base_offset);
+                last_offset = last_offset.max(base_offset + i64::from(header.last_offset_delta));
+                continue;
+            }
+            if settings.timestamp_type == TimestampType::LogAppendTime {
+                // The producer's CRC is checked before the broker re-stamps the batch.
+                batch::validate(&one).map_err(KafkaError::from)?;
+                let now = runtime::now_ms();
+                let mut buf = BytesMut::from(&one[..]);
+                batch::set_log_append_time(&mut buf, now);
+                one = buf.freeze();
+                log_append_time = now;
+            }
+            let info = self
+                .log
+                .append(one, leader_epoch)
+                .await
+                .map_err(KafkaError::from)?;
+            self.producers
+                .borrow_mut()
+                .record(&header, info.base_offset);
+            first_offset.get_or_insert(info.base_offset);
+            last_offset = last_offset.max(info.last_offset);
+            sync_due |= info.sync_due;
+        }
+        let end = self.log.log_end_offset();
+        self.replica.borrow_mut().advance(end);
+        self.notify();
+        Ok((
+            Produced {
+                base_offset: first_offset.unwrap_or(-1),
+                log_append_time,
+                log_start_offset: self.log.log_start_offset(),
+            },
+            last_offset,
+            sync_due,
+        ))
+    }
+
+    /// acks=all: waits until every in-sync replica holds `last_offset`, or answers
+    /// REQUEST_TIMED_OUT after the lag limit (by then a slow follower has left the ISR, so
+    /// this only happens when the ISR cannot change).
+    async fn await_replication(
+        &self,
+        last_offset: i64,
+        lag_max: Duration,
+    ) -> Result<(), KafkaError> {
+        let deadline = Instant::now() + lag_max + ACKS_ALL_RECHECK * 20;
+        loop {
+            let listener = self.data_listener();
+            let end = self.log.log_end_offset();
+            self.replica.borrow_mut().advance(end);
+            if self.high_watermark() > last_offset {
+                return Ok(());
+            }
+            if !self.is_leader() {
+                return Err(KafkaError::new(
+                    ErrorCode::NotLeaderOrFollower,
+                    format!(
+                        "this broker lost the leadership of {}-{} before the batch at {last_offset} was replicated",
+                        self.topic, self.index
+                    ),
+                ));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(KafkaError::new(
+                    ErrorCode::RequestTimedOut,
+                    format!(
+                        "the in-sync replicas of {}-{} did not fetch offset {last_offset} in time",
+                        self.topic, self.index
+                    ),
+                ));
+            }
+            futures_lite::future::or(
+                listener,
+                runtime::sleep(ACKS_ALL_RECHECK.min(deadline - now)),
+            )
+            .await;
+        }
+    }
+
+    /// Reads whole batches from `offset`, up to `max_bytes` (at least one batch), as far as
+    /// `reader` may see. A follower's read also tells the leader what it holds.
+    pub async fn read(
+        &self,
+        reader: Reader,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Vec<Bytes>, KafkaError> {
+        if reader != Reader::Internal {
+            self.ensure_leader()?;
+        }
+        if let Reader::Follower(id) = reader {
+            let end = self.log.log_end_offset();
+            let moved = self
+                .replica
+                .borrow_mut()
+                .follower_fetched(id, offset, end, Instant::now())
+                .map_err(|NotAFollower| {
+                    KafkaError::new(
+                        ErrorCode::NotLeaderOrFollower,
+                        format!(
+                            "broker {id} is not a follower of {}-{}",
+                            self.topic, self.index
+                        ),
+                    )
+                })?;
+            if moved {
+                self.notify();
+            }
+        }
+        let visible = self.visible_end(reader);
+        let log_end = self.log.log_end_offset();
+        if offset >= visible && offset <= log_end {
+            // Consumers wait at the high watermark for the followers.
+            return Ok(Vec::new());
+        }
+        let started = Instant::now();
+        let mut read = self
+            .log
+            .read(offset, max_bytes)
+            .await
+            .map_err(KafkaError::from)?;
+        self.metrics.read(started.elapsed());
+        // Consumers see only what every in-sync replica holds (a read past the high
+        // watermark only happens while followers catch up).
+        if visible < self.log.log_end_offset() {
+            read.batches.retain(|b| {
+                batch::BatchHeader::parse(b)
+                    .is_ok_and(|h| h.base_offset + i64::from(h.last_offset_delta) < visible)
+            });
+        }
+        Ok(read.batches)
+    }
+
+    /// ListOffsets: (offset, timestamp), (-1, -1) when there is none.
+    pub async fn list_offsets(&self, query: OffsetQuery) -> Result<(i64, i64), KafkaError> {
+        self.ensure_leader()?;
+        let found = match query {
+            OffsetQuery::Latest => Some((self.high_watermark(), -1)),
+            OffsetQuery::Earliest => Some((self.log.log_start_offset(), -1)),
+            OffsetQuery::MaxTimestamp => self.log.max_timestamp_offset().await?,
+            OffsetQuery::Timestamp(t) => self.log.offset_for_timestamp(t).await?,
+        };
+        Ok(found.unwrap_or((-1, -1)))
+    }
+
+    /// DeleteRecords before `offset` (None: the high watermark); the new log start.
+    pub async fn delete_records(&self, offset: Option<i64>) -> Result<i64, KafkaError> {
+        self.ensure_leader()?;
+        let hw = self.high_watermark();
+        let target = offset.unwrap_or(hw);
+        if target < 0 || target > hw {
+            return Err(KafkaError::new(
+                ErrorCode::OffsetOutOfRange,
+                format!(
+                    "cannot delete records before {}: the high watermark is {hw}",
+                    offset.unwrap_or(-1)
+                ),
+            ));
+        }
+        self.log
+            .delete_records(target)
+            .await
+            .map_err(KafkaError::from)
+    }
+
+    /// Leader: the ISR to ask the controller for now, if it should change.
+    pub fn isr_change(
+        &self,
+        lag_max: Duration,
+        alive: impl Fn(i32) -> bool,
+    ) -> Option<(Placement, Vec<i32>)> {
+        let end = self.log.log_end_offset();
+        let mut r = self.replica.borrow_mut();
+        let isr = r.isr_change(Instant::now(), lag_max, alive, end)?;
+        Some((r.placement().clone(), isr))
+    }
+
+    /// The controller answered an ISR change.
+    pub fn isr_change_done(&self) {
+        self.replica.borrow_mut().isr_change_done();
+    }
+
+    /// Background work of the shard's flush tick: a due sync, or writing out data no
+    /// producer waits on (acks=0) so it reaches the file soon. None when there is nothing
+    /// to do or a flush is running.
+    pub fn background_flush(
+        self: &Rc<Self>,
+    ) -> Option<impl std::future::Future<Output = ()> + 'static>
+    where
+        B: 'static,
+    {
+        if self.io_running.get() {
+            return None;
+        }
+        let sync = self.log.sync_due();
+        if !sync && self.log.unwritten_bytes() == 0 {
+            return None;
+        }
+        self.io_running.set(true);
+        let p = self.clone();
+        Some(async move {
+            let r = if sync {
+                let started = Instant::now();
+                let r = p.log.sync().await.map(|_| ());
+                p.metrics.synced(started.elapsed());
+                r
+            } else {
+                p.log.write_through().await
+            };
+            if let Err(e) = r {
+                if !matches!(e, rill_storage::StorageError::Closed) {
+                    error!(dir = %p.log.dir().display(), error = %e, "background flush failed");
+                }
+            }
+            p.io_running.set(false);
+        })
+    }
+
+    /// Retention: deletes segments past the topic's time and size limits.
+    pub async fn enforce_retention(&self) {
+        match self.log.enforce_retention().await {
+            Ok(out) if out.segments_deleted > 0 => info!(
+                topic = %self.topic, partition = self.index, segments = out.segments_deleted,
+                bytes = out.bytes_deleted, log_start_offset = out.log_start_offset,
+                "retention deleted segments"
+            ),
+            Ok(_) | Err(rill_storage::StorageError::Closed) => {}
+            Err(e) => {
+                error!(topic = %self.topic, partition = self.index, error = %e, "retention failed")
+            }
+        }
+    }
+
+    /// Flushes and seals the log (clean-shutdown marker); wakes every waiter.
+    pub async fn close(&self) {
+        self.notify();
+        if let Err(e) = self.log.close().await {
+            error!(topic = %self.topic, partition = self.index, error = %e,
+                "partition did not close cleanly; the next start recovers it");
+        }
+    }
+
+    /// Closes the log and deletes its files (topic deleted).
+    pub async fn delete(&self) {
+        self.notify();
+        if let Err(e) = self.log.delete().await {
+            error!(topic = %self.topic, partition = self.index, error = %e,
+                "cannot delete the partition's files; remove the directory by hand");
+        }
+    }
+
+    /// Refills the producer table from the batches at the end of the log, the first time
+    /// an idempotent producer writes after the partition opened (a restart or a crash), so
+    /// a retry of a batch appended before the restart is still recognised. Runs in append
+    /// order.
+    async fn rebuild_producers(&self) {
+        let end = self.log.log_end_offset();
+        let mut at = (end - PRODUCER_REBUILD_RECORDS).max(self.log.log_start_offset());
+        let mut batches = 0u64;
+        while at < end {
+            let read = match self.log.read(at, 1 << 20).await {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(dir = %self.log.dir().display(), error = %e, "cannot rebuild idempotent producer state");
+                    break;
+                }
+            };
+            if read.batches.is_empty() {
+                break;
+            }
+            for b in &read.batches {
+                let Ok(h) = batch::BatchHeader::parse(b) else {
+                    continue;
+                };
+                if h.producer_id >= 0 {
+                    self.producers.borrow_mut().record(&h, h.base_offset);
+                    batches += 1;
+                }
+                at = at.max(h.last_offset() + 1);
+            }
+        }
+        self.producers_rebuilt.set(true);
+        if batches > 0 {
+            info!(dir = %self.log.dir().display(), batches, "idempotent producer state rebuilt from the log");
+        }
+    }
+}
+
+/// Opens the log of a partition under `dir` on the real disk.
+pub async fn open(
+    dir: &std::path::Path,
+    storage: &crate::config::StorageSettings,
+    budget: Rc<FileBudget>,
+    o: Opening<'_>,
+) -> Result<Partition, KafkaError> {
+    let cfg = o.settings.log_config(storage);
+    let log = PartitionLog::open(DmaBackend::new(), dir, cfg, budget)
+        .await
+        .map_err(KafkaError::from)?;
+    Ok(Partition::new(log, o))
+}
+
+/// The bytes of the first record batch in `data` (batchLength + 12), checked against `data`.
+pub fn batch_len(data: &[u8]) -> Result<usize, KafkaError> {
+    if data.len() < batch::LOG_OVERHEAD_BYTES {
+        return Err(KafkaError::new(
+            ErrorCode::CorruptMessage,
+            "records end inside a batch header",
+        ));
+    }
+    let len = i32::from_be_bytes([data[8], data[9], data[10], data[11]]);
+    let total = (len as i64) + batch::LOG_OVERHEAD_BYTES as i64;
+    if len <= 0 || total > data.len() as i64 {
+        return Err(KafkaError::new(
+            ErrorCode::CorruptMessage,
+            format!(
+                "record batch length {len} does not fit the {} bytes sent",
+                data.len()
+            ),
+        ));
+    }
+    Ok(total as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_len_rejects_lengths_that_do_not_fit() {
+        let mut b = vec![0u8; 70];
+        b[8..12].copy_from_slice(&58i32.to_be_bytes());
+        assert_eq!(batch_len(&b).unwrap(), 70);
+        b[8..12].copy_from_slice(&59i32.to_be_bytes());
+        assert_eq!(batch_len(&b).unwrap_err().code, ErrorCode::CorruptMessage);
+        b[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+        assert!(batch_len(&b).is_err());
+        assert!(batch_len(&b[..5]).is_err());
+    }
+
+    #[test]
+    fn offset_queries_follow_the_wire_values() {
+        assert_eq!(OffsetQuery::from_wire(-1).unwrap(), OffsetQuery::Latest);
+        assert_eq!(OffsetQuery::from_wire(-2).unwrap(), OffsetQuery::Earliest);
+        assert_eq!(
+            OffsetQuery::from_wire(-3).unwrap(),
+            OffsetQuery::MaxTimestamp
+        );
+        assert_eq!(
+            OffsetQuery::from_wire(5).unwrap(),
+            OffsetQuery::Timestamp(5)
+        );
+        assert_eq!(
+            OffsetQuery::from_wire(-4).unwrap_err().code,
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(Reader::from_replica_id(-1), Reader::Consumer);
+        assert_eq!(Reader::from_replica_id(3), Reader::Follower(3));
+    }
+}
