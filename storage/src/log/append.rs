@@ -14,7 +14,6 @@ use tracing::info;
 use super::*;
 use crate::backend::align_down;
 use crate::batch::{self, BatchHeader};
-use crate::config::FlushPolicy;
 
 impl<B: Backend> PartitionLog<B> {
     /// Validates `batch` (header, length, CRC-32C), assigns its offsets and
@@ -146,19 +145,7 @@ impl<B: Backend> PartitionLog<B> {
         // A task that holds `io_lock` (a sync, a roll) writes it out anyway.
         let chunk_ready =
             align_down(s.active.seg.size) >= s.active.submit_pos() + cfg.write_chunk_bytes as u64;
-        let sync_due = match cfg.flush {
-            FlushPolicy::EveryAppend => true,
-            FlushPolicy::Threshold {
-                messages,
-                bytes,
-                interval_ms,
-            } => {
-                s.unsynced_messages >= messages
-                    || s.unsynced_bytes >= bytes
-                    || s.first_unsynced_ms
-                        .is_some_and(|t| now.saturating_sub(t) as u64 >= interval_ms)
-            }
-        };
+        let sync_due = s.sync_due(cfg.flush, || now);
         let info = AppendInfo {
             base_offset: base,
             last_offset: last,
@@ -187,19 +174,13 @@ impl<B: Backend> PartitionLog<B> {
     /// Caller holds `io_lock` (and `append_lock` when called from append).
     pub(super) async fn roll(&self) -> StorageResult<()> {
         let covered = self.write_out().await?.covered;
-        let (file, size, base, index, next) = {
-            let s = self.state.borrow();
-            let a = &s.active;
-            (
-                a.file.clone(),
-                a.seg.size,
-                a.seg.base_offset,
-                a.seg.index.clone().unwrap_or_default(),
-                a.seg.next_offset,
-            )
-        };
-        // Drop the zero padding of the last page: closed segments are exact.
-        self.seal_segment(&file, size, base, &index).await?;
+        // Closed segments are exact: no zero padding after the last batch.
+        let Sealed {
+            size,
+            base,
+            index,
+            next_offset: next,
+        } = self.seal_active().await?;
         let path = self.dir.join(segment_name(next, "log"));
         let new_file = self.open_budgeted(&path, true).await?;
         self.backend.sync_dir(&self.dir).await?;
@@ -244,10 +225,7 @@ impl<B: Backend> PartitionLog<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::memory::MemoryBackend;
-    use crate::batch::build;
-    use crate::log::test_support::open;
-    use futures_lite::future::block_on;
+    use crate::log::test_support::*;
 
     #[test]
     fn a_follower_copy_keeps_the_leaders_offsets_and_epochs_and_refuses_gaps() {

@@ -72,6 +72,27 @@ impl<F> Active<F> {
     }
 }
 
+impl<F> State<F> {
+    /// Whether `policy` wants the unsynced appends synced now. The clock is
+    /// read only when the interval is what decides.
+    pub(super) fn sync_due(&self, policy: FlushPolicy, now: impl FnOnce() -> i64) -> bool {
+        match policy {
+            FlushPolicy::EveryAppend => true,
+            FlushPolicy::Threshold {
+                messages,
+                bytes,
+                interval_ms,
+            } => {
+                self.unsynced_messages >= messages
+                    || self.unsynced_bytes >= bytes
+                    || self
+                        .first_unsynced_ms
+                        .is_some_and(|t| now().saturating_sub(t) as u64 >= interval_ms)
+            }
+        }
+    }
+}
+
 impl<B: Backend> PartitionLog<B> {
     /// Whether the flush policy wants a sync now (interval elapsed).
     pub fn sync_due(&self) -> bool {
@@ -79,19 +100,7 @@ impl<B: Backend> PartitionLog<B> {
         if s.durable_offset >= s.log_end_offset() {
             return false;
         }
-        match self.config.borrow().flush {
-            FlushPolicy::EveryAppend => true,
-            FlushPolicy::Threshold {
-                messages,
-                bytes,
-                interval_ms,
-            } => {
-                s.unsynced_messages >= messages
-                    || s.unsynced_bytes >= bytes
-                    || s.first_unsynced_ms
-                        .is_some_and(|t| (self.clock)().saturating_sub(t) as u64 >= interval_ms)
-            }
-        }
+        s.sync_due(self.config.borrow().flush, || (self.clock)())
     }
 
     /// Bytes appended but not yet written to disk (in flight included).
@@ -527,10 +536,7 @@ pub(super) fn trim_tail<F>(s: &mut State<F>, cache_max: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::memory::MemoryBackend;
-    use crate::batch::{self, build};
-    use crate::log::test_support::open;
-    use futures_lite::future::block_on;
+    use crate::log::test_support::*;
 
     #[test]
     fn write_through_reaches_the_file_without_a_sync() {

@@ -245,6 +245,15 @@ struct BatchMark {
     last_offset: i64,
 }
 
+/// The active segment as [`PartitionLog::seal_active`] left it.
+struct Sealed {
+    size: u64,
+    base: i64,
+    index: SegmentIndex,
+    /// One past its last offset: the log end.
+    next_offset: i64,
+}
+
 /// What [`PartitionLog::write_out`] wrote: everything below `until` (bytes)
 /// and `covered` (offsets), ending with batch `last`.
 struct WrittenOut {
@@ -385,18 +394,26 @@ impl<B: Backend> PartitionLog<B> {
             .await
     }
 
-    /// Makes a segment file exact and durable (drops the zero padding of the
-    /// last page) and writes its index files.
-    async fn seal_segment(
-        &self,
-        file: &Handle<B::File>,
-        size: u64,
-        base: i64,
-        index: &SegmentIndex,
-    ) -> StorageResult<()> {
-        file.get().truncate(size).await?;
+    /// Makes the active segment file exact and durable (drops the zero padding
+    /// of the last page) and writes its index files: what a roll does before
+    /// the next segment starts and a close before its clean-shutdown
+    /// checkpoint. Caller has written the segment out and holds `io_lock`.
+    async fn seal_active(&self) -> StorageResult<Sealed> {
+        let (file, sealed) = {
+            let s = self.state.borrow();
+            let a = &s.active;
+            let sealed = Sealed {
+                size: a.seg.size,
+                base: a.seg.base_offset,
+                index: a.seg.index.clone().unwrap_or_default(),
+                next_offset: a.seg.next_offset,
+            };
+            (a.file.clone(), sealed)
+        };
+        file.get().truncate(sealed.size).await?;
         file.get().sync().await?;
-        self.write_index_files(base, index).await
+        self.write_index_files(sealed.base, &sealed.index).await?;
+        Ok(sealed)
     }
 
     async fn write_checkpoint(&self, clean: Option<CleanShutdown>) -> StorageResult<()> {
@@ -430,18 +447,12 @@ impl<B: Backend> PartitionLog<B> {
             return Ok(());
         }
         self.write_out().await?;
-        let (file, size, base, index, leo) = {
-            let s = self.state.borrow();
-            let a = &s.active;
-            (
-                a.file.clone(),
-                a.seg.size,
-                a.seg.base_offset,
-                a.seg.index.clone().unwrap_or_default(),
-                s.log_end_offset(),
-            )
-        };
-        self.seal_segment(&file, size, base, &index).await?;
+        let Sealed {
+            size,
+            base,
+            next_offset: leo,
+            ..
+        } = self.seal_active().await?;
         self.state.borrow_mut().durable_offset = leo;
         self.write_checkpoint(Some(CleanShutdown {
             log_end_offset: leo,
@@ -517,6 +528,21 @@ async fn discard_segment_files<B: Backend>(
     Ok(())
 }
 
+/// The `.index` and `.timeindex` files of segment `base` as stored (`None`: missing).
+async fn read_index_files<B: Backend>(
+    backend: &B,
+    dir: &Path,
+    base: i64,
+) -> StorageResult<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+    let offsets = backend
+        .read_small(&dir.join(segment_name(base, "index")))
+        .await?;
+    let times = backend
+        .read_small(&dir.join(segment_name(base, "timeindex")))
+        .await?;
+    Ok((offsets, times))
+}
+
 async fn remove_segment_files<B: Backend>(backend: &B, dir: &Path, base: i64) -> StorageResult<()> {
     for ext in ["log", "index", "timeindex"] {
         backend
@@ -526,12 +552,14 @@ async fn remove_segment_files<B: Backend>(backend: &B, dir: &Path, base: i64) ->
     Ok(())
 }
 
-/// What the tests of every part of the log open their logs with.
+/// What the tests of every part of the log share: how they open a log, and
+/// what they need to name for it.
 #[cfg(test)]
 mod test_support {
-    use super::*;
-    use crate::backend::memory::MemoryBackend;
-    use futures_lite::future::block_on;
+    pub(super) use super::*;
+    pub(super) use crate::backend::memory::MemoryBackend;
+    pub(super) use crate::batch::{self, build, BatchHeader};
+    pub(super) use futures_lite::future::block_on;
 
     pub(super) fn open(be: &MemoryBackend, cfg: LogConfig) -> PartitionLog<MemoryBackend> {
         block_on(PartitionLog::open(

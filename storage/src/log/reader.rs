@@ -103,15 +103,7 @@ impl<B: Backend> PartitionLog<B> {
                 _ => return Ok(()),
             }
         };
-        let o = self
-            .backend
-            .read_small(&self.dir.join(segment_name(base, "index")))
-            .await?;
-        let t = self
-            .backend
-            .read_small(&self.dir.join(segment_name(base, "timeindex")))
-            .await?;
-        let decoded = match (o, t) {
+        let decoded = match read_index_files(&self.backend, &self.dir, base).await? {
             (Some(o), Some(t)) => SegmentIndex::decode(&o, &t, size, (next - base) as u64),
             _ => None,
         };
@@ -502,10 +494,7 @@ impl<B: Backend> PartitionLog<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::memory::MemoryBackend;
-    use crate::batch::build;
-    use crate::log::test_support::open;
-    use futures_lite::future::block_on;
+    use crate::log::test_support::*;
 
     #[test]
     fn a_sequential_reader_of_the_active_segment_rereads_what_was_written_since() {

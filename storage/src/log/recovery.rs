@@ -114,13 +114,7 @@ impl<B: Backend> PartitionLog<B> {
             });
         let mut recovered = None;
         if let Some(c) = &clean {
-            let off = backend
-                .read_small(&dir.join(segment_name(active_base, "index")))
-                .await?;
-            let tim = backend
-                .read_small(&dir.join(segment_name(active_base, "timeindex")))
-                .await?;
-            if let (Some(o), Some(t)) = (off, tim) {
+            if let (Some(o), Some(t)) = read_index_files(&backend, &dir, active_base).await? {
                 let next_rel = (c.log_end_offset - active_base) as u64;
                 if let Some(idx) =
                     SegmentIndex::decode(&o, &t, c.active_segment_bytes, next_rel.max(1))
@@ -284,13 +278,7 @@ async fn trusted_recovery_point<B: Backend>(
     {
         return distrust("outside the segment file");
     }
-    let off = backend
-        .read_small(&dir.join(segment_name(base, "index")))
-        .await?;
-    let tim = backend
-        .read_small(&dir.join(segment_name(base, "timeindex")))
-        .await?;
-    let (Some(off), Some(tim)) = (off, tim) else {
+    let (Some(off), Some(tim)) = read_index_files(backend, dir, base).await? else {
         return distrust("index files missing");
     };
     let (o_len, t_len) = (

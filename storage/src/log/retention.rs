@@ -317,10 +317,7 @@ impl<B: Backend> PartitionLog<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::memory::MemoryBackend;
-    use crate::batch::{build, BatchHeader};
-    use crate::log::test_support::open;
-    use futures_lite::future::block_on;
+    use crate::log::test_support::*;
 
     #[test]
     fn retention_by_bytes_and_delete_records_move_the_log_start() {
