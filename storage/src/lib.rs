@@ -18,7 +18,8 @@
 //! - [`log`]: [`PartitionLog`], by concern in `log/{mod, recovery, append,
 //!   flush, reader, retention}.rs`; the one room with state, and the only one
 //!   that uses the others together.
-//! - [`batch`]: the RecordBatch v2 header and its CRC-32C, the on-disk format.
+//! - [`batch`]: the RecordBatch v2 header and its CRC-32C, the on-disk format,
+//!   and [`batch::CheckedBatch`], a batch checked once that the log takes as is.
 //! - [`index`]: a segment's sparse offset and time indexes.
 //! - [`checkpoint`]: the rkyv partition checkpoint and recovery point.
 //! - [`config`]: [`LogConfig`], a partition's storage settings.

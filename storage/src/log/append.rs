@@ -1,8 +1,10 @@
-//! The append path: checking a batch, assigning its offsets, copying it into
-//! the tail cache and indexing it, and rolling to a new segment when the
-//! active one is full or old.
+//! The append path: assigning a batch its offsets, copying it into the tail
+//! cache and indexing it, and rolling to a new segment when the active one is
+//! full or old.
 //!
-//! An append copies the batch once (rewriting `baseOffset` and
+//! Batches arrive as [`CheckedBatch`]: the caller has checked the header and
+//! CRC-32C once (it needs the header anyway), so the log does not compute the
+//! CRC a second time. An append copies the batch once (rewriting `baseOffset` and
 //! `partitionLeaderEpoch`, both outside the CRC) into the tail cache and
 //! returns; getting it to disk is `flush`'s business. An append only starts a
 //! write itself when a whole write chunk waits and no other task holds
@@ -13,12 +15,16 @@ use tracing::info;
 
 use super::*;
 use crate::backend::align_down;
-use crate::batch::{self, BatchHeader};
+use crate::batch::{self, BatchHeader, CheckedBatch};
 
 impl<B: Backend> PartitionLog<B> {
-    /// Validates `batch` (header, length, CRC-32C), assigns its offsets and
-    /// adds it to the log. Durable only after [`PartitionLog::sync`] covers it.
-    pub async fn append(&self, batch: Bytes, leader_epoch: i32) -> StorageResult<AppendInfo> {
+    /// Assigns offsets to `batch` and adds it to the log, stamped with
+    /// `leader_epoch`. Durable only after [`PartitionLog::sync`] covers it.
+    pub async fn append(
+        &self,
+        batch: CheckedBatch,
+        leader_epoch: i32,
+    ) -> StorageResult<AppendInfo> {
         self.append_as(batch, Some(leader_epoch)).await
     }
 
@@ -26,7 +32,7 @@ impl<B: Backend> PartitionLog<B> {
     /// leader epoch, which are kept. Its base offset must be this log's end offset; a
     /// batch that does not continue the log is refused with
     /// [`StorageError::NonContiguousAppend`] and changes nothing.
-    pub async fn append_replica(&self, batch: Bytes) -> StorageResult<AppendInfo> {
+    pub async fn append_replica(&self, batch: CheckedBatch) -> StorageResult<AppendInfo> {
         self.append_as(batch, None).await
     }
 
@@ -34,7 +40,7 @@ impl<B: Backend> PartitionLog<B> {
     /// follower's (offsets and epoch kept from the batch).
     async fn append_as(
         &self,
-        batch: Bytes,
+        batch: CheckedBatch,
         leader_epoch: Option<i32>,
     ) -> StorageResult<AppendInfo> {
         let limit = self.config.borrow().batch_bytes_max;
@@ -44,7 +50,7 @@ impl<B: Backend> PartitionLog<B> {
                 limit_bytes: limit,
             });
         }
-        let header = batch::validate(&batch)?;
+        let header = *batch.header();
         let _order = self.append_lock.lock().await;
         self.check_open()?;
         if leader_epoch.is_none() {
@@ -73,7 +79,7 @@ impl<B: Backend> PartitionLog<B> {
             let _io = self.io_lock.lock().await;
             self.roll().await?;
         }
-        let buf = BytesMut::from(&batch[..]);
+        let buf = BytesMut::from(&batch.bytes()[..]);
         let now = (self.clock)();
         let (info, chunk_ready) = self.add_to_tail(buf, &header, leader_epoch, now, &cfg);
         if chunk_ready {
@@ -240,18 +246,24 @@ mod tests {
         .unwrap();
         block_on(async {
             leader
-                .append(Bytes::from(build::sized(200, 3, 1)), 4)
+                .append(
+                    CheckedBatch::check(Bytes::from(build::sized(200, 3, 1))).unwrap(),
+                    4,
+                )
                 .await
                 .unwrap();
             leader
-                .append(Bytes::from(build::sized(200, 2, 2)), 7)
+                .append(
+                    CheckedBatch::check(Bytes::from(build::sized(200, 2, 2))).unwrap(),
+                    7,
+                )
                 .await
                 .unwrap();
             let read = leader.read(0, 1 << 20).await.unwrap();
             assert_eq!(read.batches.len(), 2);
             // The second batch alone does not continue the empty follower log.
             let err = follower
-                .append_replica(read.batches[1].clone())
+                .append_replica(CheckedBatch::check(read.batches[1].clone()).unwrap())
                 .await
                 .unwrap_err();
             assert!(
@@ -266,7 +278,10 @@ mod tests {
             );
             assert_eq!(follower.log_end_offset(), 0);
             for b in &read.batches {
-                follower.append_replica(b.clone()).await.unwrap();
+                follower
+                    .append_replica(CheckedBatch::check(b.clone()).unwrap())
+                    .await
+                    .unwrap();
             }
             assert_eq!(follower.log_end_offset(), 5);
             let copy = follower.read(0, 1 << 20).await.unwrap();
@@ -282,7 +297,7 @@ mod tests {
             assert_eq!(epochs, vec![4, 7]);
             // A replayed batch is refused too.
             assert!(follower
-                .append_replica(read.batches[0].clone())
+                .append_replica(CheckedBatch::check(read.batches[0].clone()).unwrap())
                 .await
                 .is_err());
         });

@@ -544,7 +544,8 @@ mod tests {
         let log = open(&be, LogConfig::default());
         block_on(async {
             let batch = build::sized(300, 2, 5);
-            log.append(Bytes::from(batch.clone()), 0).await.unwrap();
+            let checked = CheckedBatch::check(Bytes::from(batch.clone())).unwrap();
+            log.append(checked, 0).await.unwrap();
             let syncs = be.sync_count();
             log.write_through().await.unwrap();
             assert_eq!(be.sync_count(), syncs, "write_through must not fdatasync");
@@ -576,7 +577,7 @@ mod tests {
                     .unwrap();
                 logs.push(log);
             }
-            let batch = Bytes::from(build::sized(100_000, 2, 5));
+            let batch = CheckedBatch::check(Bytes::from(build::sized(100_000, 2, 5))).unwrap();
             // Over the shard budget in total: each log alone would submit it all.
             let per_log = SHARD_INFLIGHT_WRITE_BYTES_MAX / 2 / 100_000;
             for log in &logs {
@@ -617,7 +618,7 @@ mod tests {
             write_chunk_bytes: 8192,
             ..LogConfig::default()
         };
-        let batch = Bytes::from(build::sized(3000, 1, 5));
+        let batch = CheckedBatch::check(Bytes::from(build::sized(3000, 1, 5))).unwrap();
         block_on(async {
             let log = open(&be, cfg.clone());
             for _ in 0..10 {

@@ -558,7 +558,7 @@ async fn remove_segment_files<B: Backend>(backend: &B, dir: &Path, base: i64) ->
 mod test_support {
     pub(super) use super::*;
     pub(super) use crate::backend::memory::MemoryBackend;
-    pub(super) use crate::batch::{self, build, BatchHeader};
+    pub(super) use crate::batch::{self, build, BatchHeader, CheckedBatch};
     pub(super) use futures_lite::future::block_on;
 
     pub(super) fn open(be: &MemoryBackend, cfg: LogConfig) -> PartitionLog<MemoryBackend> {

@@ -511,7 +511,8 @@ mod tests {
             let mut appended = 0i64;
             for round in 0..20 {
                 for _ in 0..7 {
-                    log.append(batch_n(appended), 0).await.unwrap();
+                    let checked = CheckedBatch::check(batch_n(appended)).unwrap();
+                    log.append(checked, 0).await.unwrap();
                     appended += 1;
                 }
                 log.write_through().await.unwrap();
@@ -540,9 +541,12 @@ mod tests {
         let log = open(&be, LogConfig::default());
         block_on(async {
             for i in 0..3 {
-                log.append(Bytes::from(build::sized(1000, 1, i)), 0)
-                    .await
-                    .unwrap();
+                log.append(
+                    CheckedBatch::check(Bytes::from(build::sized(1000, 1, i))).unwrap(),
+                    0,
+                )
+                .await
+                .unwrap();
             }
             let r = log.read(1, 10).await.unwrap();
             assert_eq!(r.batches.len(), 1);

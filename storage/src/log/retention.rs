@@ -331,9 +331,12 @@ mod tests {
         let log = open(&be, cfg);
         block_on(async {
             for i in 0..40 {
-                log.append(Bytes::from(build::sized(1000, 1, i)), 0)
-                    .await
-                    .unwrap();
+                log.append(
+                    CheckedBatch::check(Bytes::from(build::sized(1000, 1, i))).unwrap(),
+                    0,
+                )
+                .await
+                .unwrap();
             }
             let out = log.enforce_retention().await.unwrap();
             assert!(out.segments_deleted > 0);
