@@ -16,6 +16,8 @@
 //! 53 baseSequence i32        57 recordCount i32       61 records...
 //! ```
 
+use bytes::{Bytes, BytesMut};
+
 use crate::error::{StorageError, StorageResult};
 
 /// Bytes before the records: the fixed part of a v2 batch.
@@ -169,6 +171,67 @@ pub fn validate(buf: &[u8]) -> StorageResult<BatchHeader> {
         });
     }
     Ok(h)
+}
+
+/// One record batch whose header, length and CRC-32C were checked: the type is the proof, so the
+/// log does not check again.
+///
+/// The owner shard checks a produced batch once, when it arrives, and needs the header there
+/// anyway (producer state, timestamps); the log takes the same check as given instead of
+/// computing the CRC of every batch a second time.
+#[derive(Debug, Clone)]
+pub struct CheckedBatch {
+    bytes: Bytes,
+    header: BatchHeader,
+}
+
+impl CheckedBatch {
+    /// Checks `bytes` as [`validate`] does: exactly one whole batch, a sane header, the CRC-32C.
+    pub fn check(bytes: Bytes) -> StorageResult<CheckedBatch> {
+        let header = validate(&bytes)?;
+        Ok(CheckedBatch { bytes, header })
+    }
+
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
+    /// Bytes of the whole batch, `baseOffset` and `batchLength` included.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Always false: a batch holds at least its header.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Re-stamps the batch with LogAppendTime `now_ms`, as [`set_log_append_time`] does: the
+    /// CRC is recomputed over the stamped bytes, so the batch stays valid without another check
+    /// (the bytes were checked before they changed, and only the two stamped fields did).
+    pub fn with_log_append_time(self, now_ms: i64) -> CheckedBatch {
+        // No copy when nothing else shares the bytes; a slice of a request buffer is copied.
+        let mut buf = self
+            .bytes
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        set_log_append_time(&mut buf, now_ms);
+        let bytes = buf.freeze();
+        let header = BatchHeader::parse(&bytes).expect("re-stamping kept the header parseable");
+        assert!(
+            header.is_log_append_time() && header.max_timestamp == now_ms,
+            "LogAppendTime stamp not in the re-parsed header"
+        );
+        CheckedBatch { bytes, header }
+    }
 }
 
 /// Rewrites `baseOffset` in place (outside the CRC).
@@ -476,6 +539,45 @@ mod tests {
         let h = validate(&b).unwrap();
         assert!(h.is_log_append_time());
         assert_eq!(h.max_timestamp, 99_999);
+    }
+
+    #[test]
+    fn a_checked_batch_carries_the_header_validate_finds_and_refuses_what_it_refuses() {
+        let b = sized(300, 3, 7);
+        let checked = CheckedBatch::check(Bytes::from(b.clone())).unwrap();
+        assert_eq!(*checked.header(), validate(&b).unwrap());
+        assert_eq!(checked.len(), b.len());
+        assert!(!checked.is_empty());
+        assert_eq!(checked.bytes()[..], b[..]);
+        assert_eq!(checked.into_bytes()[..], b[..]);
+        let mut bad = b.clone();
+        let n = bad.len();
+        bad[n - 3] ^= 0x40;
+        assert!(matches!(
+            CheckedBatch::check(Bytes::from(bad)),
+            Err(StorageError::CrcMismatch { .. })
+        ));
+        assert!(CheckedBatch::check(Bytes::copy_from_slice(&b[..b.len() - 1])).is_err());
+    }
+
+    #[test]
+    fn a_checked_batch_restamped_with_log_append_time_still_validates() {
+        let original = Bytes::from(sized(200, 2, 5));
+        // Shared bytes (as a slice of a produce request is) are copied, not stamped in place.
+        let checked = CheckedBatch::check(original.clone()).unwrap();
+        let stamped = checked.with_log_append_time(99_999);
+        let h = validate(stamped.bytes()).unwrap();
+        assert_eq!(h, *stamped.header(), "the header kept matches the bytes");
+        assert!(h.is_log_append_time());
+        assert_eq!(h.max_timestamp, 99_999);
+        assert_eq!(h.record_count, 2);
+        assert!(!validate(&original).unwrap().is_log_append_time());
+        // Bytes nothing else shares are stamped in place, with the same result.
+        let unique = CheckedBatch::check(Bytes::from(sized(200, 2, 5))).unwrap();
+        assert_eq!(
+            unique.with_log_append_time(99_999).bytes()[..],
+            stamped.bytes()[..]
+        );
     }
 
     #[test]

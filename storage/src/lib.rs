@@ -12,6 +12,26 @@
 //! (glommio, io_uring, `O_DIRECT`) in production and
 //! [`backend::memory::MemoryBackend`] in tests. Every log is owned by one
 //! shard; nothing here is `Send`, by design (thread-per-core).
+//!
+//! # Layout
+//!
+//! - [`log`]: [`PartitionLog`], by concern in `log/{mod, recovery, append,
+//!   flush, reader, retention}.rs`; the one room with state, and the only one
+//!   that uses the others together.
+//! - [`batch`]: the RecordBatch v2 header and its CRC-32C, the on-disk format,
+//!   and [`batch::CheckedBatch`], a batch checked once that the log takes as is.
+//! - [`index`]: a segment's sparse offset and time indexes.
+//! - [`checkpoint`]: the rkyv partition checkpoint and recovery point.
+//! - [`config`]: [`LogConfig`], a partition's storage settings.
+//! - [`backend`]: the I/O the log needs: io_uring direct I/O, or in memory.
+//! - [`reaper`]: the thread that frees dropped files off the shards.
+//! - [`error`]: [`StorageError`], every fallible call's error.
+//!
+//! Dependencies point one way, towards the leaves: `log` uses them all;
+//! `backend` hands dropped files to `reaper`; `config` asks `batch` for the
+//! header size; all return `error`. None of them knows the log; `batch`,
+//! `index` and `checkpoint` are bytes in, values out, and only `backend` and
+//! `reaper` touch files.
 
 pub mod backend;
 pub mod batch;

@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rill_storage::batch::{self, build};
+use rill_storage::batch::{self, build, CheckedBatch};
 use rill_storage::{DmaBackend, FileBudget, LogConfig, PartitionLog};
 
 const RECORDS_PER_BATCH: i64 = 4;
@@ -67,7 +67,8 @@ fn child(dir: &Path, seed: u64) {
             rng ^= rng << 17;
             for _ in 0..1 + rng % 8 {
                 let b = expected_batch(n);
-                log.append(Bytes::from(b), 0).await.expect("append");
+                let b = CheckedBatch::check(Bytes::from(b)).expect("valid batch");
+                log.append(b, 0).await.expect("append");
                 n += 1;
             }
             let durable = log.sync().await.expect("sync");

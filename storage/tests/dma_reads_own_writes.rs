@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use common::test_dir;
-use rill_storage::batch::build;
+use rill_storage::batch::{build, CheckedBatch};
 use rill_storage::{DmaBackend, FileBudget, LogConfig, PartitionLog};
 
 /// Two executors (as a broker's shards do) each create a log at the same moment: neither
@@ -35,7 +35,8 @@ fn spawn_writer_reader(dir: PathBuf) -> glommio::ExecutorJoinHandle<()> {
                     .unwrap();
             let batches: Vec<Vec<u8>> = (0..512).map(|i| build::sized(4000, 1, i)).collect();
             for b in &batches {
-                log.append(Bytes::from(b.clone()), 0).await.unwrap();
+                let checked = CheckedBatch::check(Bytes::from(b.clone())).unwrap();
+                log.append(checked, 0).await.unwrap();
             }
             log.sync().await.unwrap();
             // Offset 0 left the 4 KiB tail cache long ago: this read goes to the disk.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::test_dir;
-use rill_storage::batch::build;
+use rill_storage::batch::{build, CheckedBatch};
 use rill_storage::{reaper, DmaBackend, FileBudget, LogConfig, PartitionLog};
 
 fn names(dir: &Path) -> Vec<String> {
@@ -48,9 +48,12 @@ fn retention_renames_now_and_the_reaper_frees_later() {
                 .unwrap();
             // 8 MiB in 1 MiB segments.
             for i in 0..2048 {
-                log.append(Bytes::from(build::sized(4000, 1, i)), 0)
-                    .await
-                    .unwrap();
+                log.append(
+                    CheckedBatch::check(Bytes::from(build::sized(4000, 1, i))).unwrap(),
+                    0,
+                )
+                .await
+                .unwrap();
             }
             log.sync().await.unwrap();
             let segments_before = names(&dir).iter().filter(|n| n.ends_with(".log")).count();

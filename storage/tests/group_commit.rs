@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use futures_lite::future::block_on;
-use rill_storage::batch::build;
+use rill_storage::batch::{build, CheckedBatch};
 use rill_storage::{FileBudget, LogConfig, MemoryBackend, PartitionLog};
 
 #[test]
@@ -29,7 +29,10 @@ fn concurrent_syncs_share_fdatasyncs() {
             let log = log.clone();
             tasks.push(async move {
                 let info = log
-                    .append(Bytes::from(build::sized(500, 1, i)), 0)
+                    .append(
+                        CheckedBatch::check(Bytes::from(build::sized(500, 1, i))).unwrap(),
+                        0,
+                    )
                     .await
                     .unwrap();
                 let durable = log.sync().await.unwrap();

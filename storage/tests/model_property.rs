@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use futures_lite::future::block_on;
-use rill_storage::batch::{self, build};
+use rill_storage::batch::{self, build, CheckedBatch};
 use rill_storage::{FileBudget, LogConfig, MemoryBackend, PartitionLog};
 
 struct Rng(u64);
@@ -124,7 +124,8 @@ fn run(seed: u64) {
                     let size = 80 + rng.below(2500) as usize;
                     ts += rng.below(50) as i64;
                     let mut b = build::sized(size, n, ts);
-                    let info = log.append(Bytes::from(b.clone()), 3).await.unwrap();
+                    let checked = CheckedBatch::check(Bytes::from(b.clone())).unwrap();
+                    let info = log.append(checked, 3).await.unwrap();
                     assert_eq!(info.base_offset, leo, "seed {seed} step {step}");
                     batch::set_base_offset(&mut b, leo);
                     batch::set_partition_leader_epoch(&mut b, 3);

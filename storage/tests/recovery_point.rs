@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures_lite::future::block_on;
-use rill_storage::batch::{self, build};
+use rill_storage::batch::{self, build, CheckedBatch};
 use rill_storage::{Backend, FileBudget, LogConfig, MemoryBackend, PartitionLog};
 
 const DIR: &str = "/mem/rp-0";
@@ -41,7 +41,8 @@ fn batch_bytes(n: i64, salt: usize) -> Bytes {
 fn append(log: &PartitionLog<MemoryBackend>, from: i64, to: i64, salt: usize) {
     block_on(async {
         for n in from..to {
-            log.append(batch_bytes(n, salt), 0).await.expect("append");
+            let b = CheckedBatch::check(batch_bytes(n, salt)).expect("valid batch");
+            log.append(b, 0).await.expect("append");
         }
     });
 }

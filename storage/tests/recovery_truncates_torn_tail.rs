@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use futures_lite::future::block_on;
-use rill_storage::batch::build;
+use rill_storage::batch::{build, CheckedBatch};
 use rill_storage::{FileBudget, LogConfig, MemoryBackend, PartitionLog};
 
 fn cfg() -> LogConfig {
@@ -30,7 +30,9 @@ fn corrupt_byte_in_last_batch_truncates_from_that_batch() {
             let b = build::sized(700, 2, 1000 + i);
             positions.push(pos);
             pos += b.len();
-            log.append(Bytes::from(b), 0).await.unwrap();
+            log.append(CheckedBatch::check(Bytes::from(b)).unwrap(), 0)
+                .await
+                .unwrap();
         }
         log.sync().await.unwrap();
         drop(log); // no clean close: the next open scans
@@ -54,7 +56,10 @@ fn corrupt_byte_in_last_batch_truncates_from_that_batch() {
         assert_eq!(r.batches.len(), 7);
         // appends continue at the recovered end
         let info = log
-            .append(Bytes::from(build::sized(300, 1, 5)), 0)
+            .append(
+                CheckedBatch::check(Bytes::from(build::sized(300, 1, 5))).unwrap(),
+                0,
+            )
             .await
             .unwrap();
         assert_eq!(info.base_offset, 14);
@@ -70,9 +75,12 @@ fn garbage_after_valid_data_is_dropped_and_clean_close_skips_scan() {
             .await
             .unwrap();
         for i in 0..5 {
-            log.append(Bytes::from(build::sized(1000, 1, i)), 0)
-                .await
-                .unwrap();
+            log.append(
+                CheckedBatch::check(Bytes::from(build::sized(1000, 1, i))).unwrap(),
+                0,
+            )
+            .await
+            .unwrap();
         }
         log.sync().await.unwrap();
         drop(log);
@@ -106,9 +114,12 @@ fn damaged_closed_segment_index_is_rebuilt() {
             .await
             .unwrap();
         for i in 0..40 {
-            log.append(Bytes::from(build::sized(900, 3, 10 + i)), 0)
-                .await
-                .unwrap();
+            log.append(
+                CheckedBatch::check(Bytes::from(build::sized(900, 3, 10 + i))).unwrap(),
+                0,
+            )
+            .await
+            .unwrap();
         }
         log.close().await.unwrap();
         assert!(log.stats().segments > 3);

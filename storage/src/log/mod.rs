@@ -1,0 +1,573 @@
+//! One partition's log: the [`PartitionLog`] type, the state its parts share,
+//! and what belongs to no single part (accessors, config, stats, close, delete,
+//! segment file names, budgeted file handles, index and checkpoint writes).
+//!
+//! Owned by exactly one shard and used from that shard's tasks only (it is
+//! `!Send`). Methods take `&self` so concurrent produce, fetch and flush tasks
+//! can share it through an `Rc`; state lives in a `RefCell` that is borrowed
+//! only between awaits, never across one. Two FIFO async locks order the rest:
+//! `append_lock` keeps offsets in arrival order (pipelined produce requests
+//! of one connection must not overtake each other), `io_lock` lets one task at
+//! a time write the tail, sync, roll or truncate, which is also what turns
+//! concurrent `sync` calls into one fdatasync (group commit).
+//!
+//! The methods live by concern, one `impl` block of [`PartitionLog`] a file:
+//! - `recovery`: opening a log, which is recovering its active segment;
+//! - `append`: assigning offsets, the tail cache, rolling segments;
+//! - `flush`: write-behind, preallocation, `flush`, `write_through`, `sync`
+//!   and the recovery points they leave;
+//! - `reader`: reads, the read-ahead stream, timestamp lookups, index loading;
+//! - `retention`: retention, DeleteRecords, truncation.
+//!
+//! The state structs stay here with private fields: every part sees the same
+//! state, nothing outside the log does, and what one part needs from another
+//! is a `pub(super)` method, so the seams show.
+
+mod append;
+mod flush;
+mod reader;
+mod recovery;
+mod retention;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::backend::{Backend, SegmentFile};
+use crate::checkpoint::{Checkpoint, CleanShutdown};
+use crate::config::LogConfig;
+use crate::error::{StorageError, StorageResult};
+use crate::index::SegmentIndex;
+
+use flush::{trim_tail, InflightWrite};
+use reader::ReadStream;
+pub use retention::RetentionOutcome;
+
+const CHECKPOINT_FILE: &str = "partition.checkpoint";
+/// The active segment's [`crate::checkpoint::RecoveryPoint`].
+const RECOVERY_POINT_FILE: &str = "partition.recovery";
+
+fn segment_name(base: i64, ext: &str) -> String {
+    format!("{base:020}.{ext}")
+}
+
+fn system_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Write-behind bytes a shard keeps in flight across its logs before a
+/// flush holds back: enough to keep a fast device's queue full (fio's 8 x
+/// 1 MiB), and within [`crate::backend::dma::SHARD_IO_MEMORY_BYTES`] with
+/// room for reads, so write buffers come from the registered DMA arena.
+pub const SHARD_INFLIGHT_WRITE_BYTES_MAX: u64 = 32 << 20;
+
+/// Shard-wide limits shared by that shard's logs: open segment files, and
+/// write-behind bytes in flight (so 1,000 partitions flushing at once queue
+/// their writes instead of allocating 1,000 write buffers).
+#[derive(Debug)]
+pub struct FileBudget {
+    open: Cell<usize>,
+    /// Most segment files the shard may hold open (`open_files_max`).
+    pub open_files_max: usize,
+    inflight_write: Cell<u64>,
+    /// Most write-behind bytes in flight that a flush may add to.
+    pub inflight_write_bytes_max: u64,
+}
+
+impl FileBudget {
+    pub fn new(open_files_max: usize) -> Rc<FileBudget> {
+        Rc::new(FileBudget {
+            open: Cell::new(0),
+            open_files_max,
+            inflight_write: Cell::new(0),
+            inflight_write_bytes_max: SHARD_INFLIGHT_WRITE_BYTES_MAX,
+        })
+    }
+    pub fn open_files(&self) -> usize {
+        self.open.get()
+    }
+    /// Write-behind bytes in flight across the shard's logs.
+    pub fn inflight_write_bytes(&self) -> u64 {
+        self.inflight_write.get()
+    }
+    fn acquire(&self) -> StorageResult<()> {
+        if self.open.get() >= self.open_files_max {
+            return Err(StorageError::TooManyOpenFiles {
+                limit: self.open_files_max,
+            });
+        }
+        self.open.set(self.open.get() + 1);
+        Ok(())
+    }
+    fn release(&self) {
+        self.open.set(self.open.get().saturating_sub(1));
+    }
+}
+
+/// An open file that gives its budget slot back when the last handle drops.
+struct Handle<F> {
+    file: Option<F>,
+    budget: Rc<FileBudget>,
+}
+
+impl<F> Drop for Handle<F> {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            self.budget.release();
+        }
+    }
+}
+
+impl<F> Handle<F> {
+    fn get(&self) -> &F {
+        self.file.as_ref().expect("file handle used after close")
+    }
+}
+
+/// What an append assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub log_start_offset: i64,
+    /// True when the flush policy asks the caller to sync now.
+    pub sync_due: bool,
+}
+
+/// Whole batches read from the log.
+#[derive(Debug, Clone, Default)]
+pub struct LogRead {
+    pub batches: Vec<Bytes>,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+impl LogRead {
+    pub fn bytes(&self) -> usize {
+        self.batches.iter().map(|b| b.len()).sum()
+    }
+    /// One contiguous buffer (copies unless there is a single batch chunk).
+    pub fn concat(&self) -> Bytes {
+        match self.batches.len() {
+            0 => Bytes::new(),
+            1 => self.batches[0].clone(),
+            _ => {
+                let mut out = BytesMut::with_capacity(self.bytes());
+                for b in &self.batches {
+                    out.extend_from_slice(b);
+                }
+                out.freeze()
+            }
+        }
+    }
+}
+
+/// Figures for metrics and the memory benchmark.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogStats {
+    pub segments: usize,
+    pub size_bytes: u64,
+    pub tail_cache_bytes: usize,
+    pub read_cache_bytes: usize,
+    pub index_heap_bytes: usize,
+}
+
+struct Segment {
+    base_offset: i64,
+    /// One past the last offset stored (for the active segment: log end).
+    next_offset: i64,
+    /// Logical bytes, including any not yet written for the active segment.
+    size: u64,
+    /// Largest batch max timestamp; `None` until the index is loaded.
+    max_timestamp: Option<i64>,
+    index: Option<SegmentIndex>,
+}
+
+struct Active<F> {
+    seg: Segment,
+    file: Rc<Handle<F>>,
+    /// Logical bytes on disk (contiguous prefix).
+    written: u64,
+    /// The bytes of the partially filled last page on disk: [align_down(written), written).
+    tail_page: Vec<u8>,
+    created_ms: i64,
+    /// Whole-page writes submitted and not yet reaped, in file order, contiguous
+    /// from `align_down(written)`. They cover bytes the tail cache still holds,
+    /// so readers never need them; `written` moves only when the oldest is reaped.
+    inflight: VecDeque<InflightWrite>,
+    /// File size as far as this log made it (writes and preallocation).
+    allocated: u64,
+    /// Preallocation failed once (file system without fallocate, or full):
+    /// write past the end instead, which is slower but works.
+    preallocate_failed: bool,
+    /// A started fallocate, to this size.
+    preallocating: Option<(u64, PendingIo)>,
+    /// The last batch appended (`None` when unknown, after a clean open).
+    last_batch: Option<BatchMark>,
+    /// Position of the recovery point recorded for this segment (0: none).
+    recovery_position: u64,
+}
+
+impl<F> Active<F> {
+    fn new(seg: Segment, file: Rc<Handle<F>>, size: u64, tail_page: Vec<u8>, now: i64) -> Self {
+        Active {
+            seg,
+            file,
+            written: size,
+            tail_page,
+            created_ms: now,
+            inflight: VecDeque::new(),
+            allocated: size,
+            preallocate_failed: false,
+            preallocating: None,
+            last_batch: None,
+            recovery_position: 0,
+        }
+    }
+}
+
+/// Where a batch lies in the active segment and what identifies it: enough to
+/// check on open that a recovery point still matches the file.
+#[derive(Debug, Clone, Copy)]
+struct BatchMark {
+    position: u64,
+    bytes: u32,
+    crc: u32,
+    last_offset: i64,
+}
+
+/// The active segment as [`PartitionLog::seal_active`] left it.
+struct Sealed {
+    size: u64,
+    base: i64,
+    index: SegmentIndex,
+    /// One past its last offset: the log end.
+    next_offset: i64,
+}
+
+/// What [`PartitionLog::write_out`] wrote: everything below `until` (bytes)
+/// and `covered` (offsets), ending with batch `last`.
+struct WrittenOut {
+    covered: i64,
+    until: u64,
+    last: Option<BatchMark>,
+}
+
+type PendingIo = Pin<Box<dyn Future<Output = StorageResult<()>>>>;
+
+/// An appended batch held in memory: until it is on disk (the write-behind
+/// copies from here) and after, within `tail_cache_bytes_max`, for readers of
+/// recent offsets.
+struct TailBatch {
+    base_offset: i64,
+    last_offset: i64,
+    position: u64,
+    data: Bytes,
+}
+
+struct State<F> {
+    closed: BTreeMap<i64, Segment>,
+    active: Active<F>,
+    log_start_offset: i64,
+    durable_offset: i64,
+    tail: VecDeque<TailBatch>,
+    tail_bytes: usize,
+    stream: Option<ReadStream<F>>,
+    unsynced_messages: u64,
+    unsynced_bytes: u64,
+    first_unsynced_ms: Option<i64>,
+    is_closed: bool,
+    /// Bytes of the active segment the open's recovery scan covered.
+    recovery_scanned_bytes: u64,
+}
+
+impl<F> State<F> {
+    fn log_end_offset(&self) -> i64 {
+        self.active.seg.next_offset
+    }
+    fn unwritten_bytes(&self) -> u64 {
+        self.active.seg.size - self.active.written
+    }
+}
+
+/// One partition's log.
+pub struct PartitionLog<B: Backend> {
+    backend: B,
+    dir: PathBuf,
+    config: RefCell<LogConfig>,
+    state: RefCell<State<B::File>>,
+    append_lock: async_lock::Mutex<()>,
+    io_lock: async_lock::Mutex<()>,
+    /// Serializes checkpoint writes (they share a temporary file), so retention can
+    /// write one without holding the append and I/O locks.
+    checkpoint_lock: async_lock::Mutex<()>,
+    budget: Rc<FileBudget>,
+    clock: Rc<dyn Fn() -> i64>,
+}
+
+impl<B: Backend> PartitionLog<B> {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.state.borrow().log_start_offset
+    }
+
+    /// One past the last offset appended (Kafka's log end offset).
+    pub fn log_end_offset(&self) -> i64 {
+        self.state.borrow().log_end_offset()
+    }
+
+    /// Bytes of whole batches that recovery CRC-checked when this log was
+    /// opened (0 after a clean shutdown; what follows the recovery point
+    /// after a crash).
+    pub fn recovery_scanned_bytes(&self) -> u64 {
+        self.state.borrow().recovery_scanned_bytes
+    }
+
+    /// Offsets below this have been synced to disk.
+    pub fn durable_offset(&self) -> i64 {
+        self.state.borrow().durable_offset
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.config.borrow().clone()
+    }
+
+    /// Applies new settings (topic config change); takes effect on the next
+    /// append, flush or retention pass.
+    pub fn set_config(&self, config: LogConfig) -> StorageResult<()> {
+        config.validate()?;
+        *self.config.borrow_mut() = config;
+        Ok(())
+    }
+
+    pub fn stats(&self) -> LogStats {
+        let s = self.state.borrow();
+        let mut index_heap_bytes = s.active.seg.index.as_ref().map_or(0, |i| i.heap_bytes());
+        for seg in s.closed.values() {
+            index_heap_bytes += seg.index.as_ref().map_or(0, |i| i.heap_bytes());
+        }
+        LogStats {
+            segments: s.closed.len() + 1,
+            size_bytes: s.closed.values().map(|g| g.size).sum::<u64>() + s.active.seg.size,
+            tail_cache_bytes: s.tail_bytes,
+            read_cache_bytes: s.stream.as_ref().map_or(0, |c| c.buffered_bytes()),
+            index_heap_bytes,
+        }
+    }
+
+    fn check_open(&self) -> StorageResult<()> {
+        if self.state.borrow().is_closed {
+            return Err(StorageError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Opens a segment file against the shard's open-file budget.
+    async fn open_budgeted(&self, path: &Path, create: bool) -> StorageResult<Rc<Handle<B::File>>> {
+        open_budgeted(&self.backend, &self.budget, path, create).await
+    }
+
+    async fn write_index_files(&self, base: i64, index: &SegmentIndex) -> StorageResult<()> {
+        self.backend
+            .write_small_atomic(
+                &self.dir.join(segment_name(base, "index")),
+                &index.encode_offsets(),
+            )
+            .await?;
+        self.backend
+            .write_small_atomic(
+                &self.dir.join(segment_name(base, "timeindex")),
+                &index.encode_times(),
+            )
+            .await
+    }
+
+    /// Makes the active segment file exact and durable (drops the zero padding
+    /// of the last page) and writes its index files: what a roll does before
+    /// the next segment starts and a close before its clean-shutdown
+    /// checkpoint. Caller has written the segment out and holds `io_lock`.
+    async fn seal_active(&self) -> StorageResult<Sealed> {
+        let (file, sealed) = {
+            let s = self.state.borrow();
+            let a = &s.active;
+            let sealed = Sealed {
+                size: a.seg.size,
+                base: a.seg.base_offset,
+                index: a.seg.index.clone().unwrap_or_default(),
+                next_offset: a.seg.next_offset,
+            };
+            (a.file.clone(), sealed)
+        };
+        file.get().truncate(sealed.size).await?;
+        file.get().sync().await?;
+        self.write_index_files(sealed.base, &sealed.index).await?;
+        Ok(sealed)
+    }
+
+    async fn write_checkpoint(&self, clean: Option<CleanShutdown>) -> StorageResult<()> {
+        let _one = self.checkpoint_lock.lock().await;
+        if clean.is_none() && self.state.borrow().is_closed {
+            // Retention finishing after a close: the close's checkpoint already has
+            // the new log start (and must stay the clean one); after a delete the
+            // directory is gone.
+            return Ok(());
+        }
+        let cp = {
+            let s = self.state.borrow();
+            Checkpoint {
+                log_start_offset: s.log_start_offset,
+                recovery_point: s.durable_offset,
+                clean_shutdown: clean,
+                leader_epochs: Vec::new(),
+            }
+        };
+        self.backend
+            .write_small_atomic(&self.dir.join(CHECKPOINT_FILE), &cp.encode())
+            .await
+    }
+
+    /// Clean shutdown: syncs, trims the padding, writes the active index and
+    /// a checkpoint that lets the next open skip the recovery scan.
+    pub async fn close(&self) -> StorageResult<()> {
+        let _order = self.append_lock.lock().await;
+        let _io = self.io_lock.lock().await;
+        if self.state.borrow().is_closed {
+            return Ok(());
+        }
+        self.write_out().await?;
+        let Sealed {
+            size,
+            base,
+            next_offset: leo,
+            ..
+        } = self.seal_active().await?;
+        self.state.borrow_mut().durable_offset = leo;
+        self.write_checkpoint(Some(CleanShutdown {
+            log_end_offset: leo,
+            active_base_offset: base,
+            active_segment_bytes: size,
+        }))
+        .await?;
+        let mut s = self.state.borrow_mut();
+        s.is_closed = true;
+        s.tail.clear();
+        s.tail_bytes = 0;
+        s.stream = None;
+        Ok(())
+    }
+
+    /// Drops in-memory caches (tail cache beyond unwritten data, read-ahead,
+    /// closed-segment indexes) of an idle partition to bound shard memory.
+    pub fn trim_caches(&self) {
+        let mut s = self.state.borrow_mut();
+        trim_tail(&mut s, 0);
+        s.tail.shrink_to_fit();
+        s.stream = None;
+        for g in s.closed.values_mut() {
+            g.index = None;
+            // max_timestamp stays: it is small and retention needs it.
+        }
+    }
+
+    /// Deletes the partition: closes it and removes its directory.
+    pub async fn delete(&self) -> StorageResult<()> {
+        {
+            let _order = self.append_lock.lock().await;
+            let _io = self.io_lock.lock().await;
+            let mut s = self.state.borrow_mut();
+            s.is_closed = true;
+            s.tail.clear();
+            s.stream = None;
+        }
+        self.backend.discard(&self.dir).await
+    }
+}
+
+async fn open_budgeted<B: Backend>(
+    backend: &B,
+    budget: &Rc<FileBudget>,
+    path: &Path,
+    create: bool,
+) -> StorageResult<Rc<Handle<B::File>>> {
+    budget.acquire()?;
+    match backend.open_segment(path, create).await {
+        Ok(f) => Ok(Rc::new(Handle {
+            file: Some(f),
+            budget: budget.clone(),
+        })),
+        Err(e) => {
+            budget.release();
+            Err(e)
+        }
+    }
+}
+
+/// Hands a segment's files to the reaper (see [`crate::reaper`]): their names go now,
+/// their space is freed off the shard. For segments below the log start only: a crash
+/// before the renames are durable brings the old names back, and open removes them again.
+async fn discard_segment_files<B: Backend>(
+    backend: &B,
+    dir: &Path,
+    base: i64,
+) -> StorageResult<()> {
+    for ext in ["log", "index", "timeindex"] {
+        backend.discard(&dir.join(segment_name(base, ext))).await?;
+    }
+    Ok(())
+}
+
+/// The `.index` and `.timeindex` files of segment `base` as stored (`None`: missing).
+async fn read_index_files<B: Backend>(
+    backend: &B,
+    dir: &Path,
+    base: i64,
+) -> StorageResult<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+    let offsets = backend
+        .read_small(&dir.join(segment_name(base, "index")))
+        .await?;
+    let times = backend
+        .read_small(&dir.join(segment_name(base, "timeindex")))
+        .await?;
+    Ok((offsets, times))
+}
+
+async fn remove_segment_files<B: Backend>(backend: &B, dir: &Path, base: i64) -> StorageResult<()> {
+    for ext in ["log", "index", "timeindex"] {
+        backend
+            .remove_file(&dir.join(segment_name(base, ext)))
+            .await?;
+    }
+    Ok(())
+}
+
+/// What the tests of every part of the log share: how they open a log, and
+/// what they need to name for it.
+#[cfg(test)]
+mod test_support {
+    pub(super) use super::*;
+    pub(super) use crate::backend::memory::MemoryBackend;
+    pub(super) use crate::batch::{self, build, BatchHeader, CheckedBatch};
+    pub(super) use futures_lite::future::block_on;
+
+    pub(super) fn open(be: &MemoryBackend, cfg: LogConfig) -> PartitionLog<MemoryBackend> {
+        block_on(PartitionLog::open(
+            be.clone(),
+            PathBuf::from("/mem/t-0"),
+            cfg,
+            FileBudget::new(16),
+        ))
+        .unwrap()
+    }
+}
