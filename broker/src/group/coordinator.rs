@@ -1063,7 +1063,11 @@ impl Groups {
             return Err(ErrorCode::CoordinatorNotAvailable);
         };
         let lag_max = Duration::from_millis(self.config().replica_lag_time_max_ms);
-        match log.produce(data, -1, lag_max).await {
+        let batches = crate::partition::split_batches(data).map_err(|e| {
+            warn!(error = ?e, "group records encoded into a bad batch");
+            ErrorCode::UnknownServerError
+        })?;
+        match log.produce(batches, -1, lag_max).await {
             Ok(produced) => Ok((produced.base_offset, bytes)),
             Err(e) => {
                 warn!(group = records[0].group(), error = ?e, "cannot persist group records");

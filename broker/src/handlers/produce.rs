@@ -14,7 +14,7 @@ use rill_net::ErrorCode;
 use super::topic_name;
 use crate::errors::KafkaError;
 use crate::metadata::OFFSETS_TOPIC;
-use crate::partition::Produced;
+use crate::partition::{split_batches, Produced};
 use crate::shard::Shard;
 
 pub async fn produce(shard: &Rc<Shard>, r: ProduceRequest) -> ProduceResponse {
@@ -45,20 +45,31 @@ pub async fn produce(shard: &Rc<Shard>, r: ProduceRequest) -> ProduceResponse {
         for p in &t.partition_data {
             let topic = topic.clone();
             let index = p.index;
-            let records = p.records.clone();
-            let (bytes, count) = records.as_deref().map_or((0, 0), batch_stats);
-            let refuse = refuse.clone().or_else(|| internal.clone());
+            let bytes = p.records.as_ref().map_or(0, |r| r.len() as u64);
+            // Every batch is parsed and checked once, here; the owner appends them as they are.
+            let batches = match (
+                refuse.clone().or_else(|| internal.clone()),
+                p.records.clone(),
+            ) {
+                (Some(e), _) => Err(e),
+                (None, None) => Err(KafkaError::new(
+                    ErrorCode::CorruptMessage,
+                    "produce partition carries no records",
+                )),
+                (None, Some(data)) => split_batches(data),
+            };
+            let count: u64 = batches.as_ref().map_or(0, |b| {
+                b.iter()
+                    .map(|b| b.header().record_count.max(0) as u64)
+                    .sum()
+            });
             work.push(async move {
-                let result: Result<Produced, KafkaError> = match (refuse, records) {
-                    (Some(e), _) => Err(e),
-                    (None, None) => Err(KafkaError::new(
-                        ErrorCode::CorruptMessage,
-                        "produce partition carries no records",
-                    )),
-                    (None, Some(data)) => {
+                let result: Result<Produced, KafkaError> = match batches {
+                    Err(e) => Err(e),
+                    Ok(batches) => {
                         shard
                             .with_partition(&topic, index, move |p| async move {
-                                p.produce(data, acks, lag_max).await
+                                p.produce(batches, acks, lag_max).await
                             })
                             .await
                     }
@@ -99,22 +110,4 @@ pub async fn produce(shard: &Rc<Shard>, r: ProduceRequest) -> ProduceResponse {
         }
     }
     ProduceResponse::default().with_responses(responses)
-}
-
-/// Bytes and records of the record batches in a produce partition (records counted from
-/// each batch header; a malformed tail counts as bytes only).
-fn batch_stats(data: &[u8]) -> (u64, u64) {
-    let mut records = 0u64;
-    let mut at = 0usize;
-    while data.len() >= at + 61 {
-        let len = i32::from_be_bytes([data[at + 8], data[at + 9], data[at + 10], data[at + 11]]);
-        let count =
-            i32::from_be_bytes([data[at + 57], data[at + 58], data[at + 59], data[at + 60]]);
-        if len <= 0 || count < 0 {
-            break;
-        }
-        records += count as u64;
-        at += 12 + len as usize;
-    }
-    (data.len() as u64, records)
 }

@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use rill_net::ErrorCode;
+use rill_storage::batch::CheckedBatch;
 use rill_storage::Backend;
 use tracing::{debug, warn};
 
@@ -69,8 +70,11 @@ impl<B: Backend> Partition<B> {
         let mut grew = false;
         // A partial batch at the end of a size-limited response is left for the next fetch.
         while let Ok(len) = batch_len(&records) {
-            let batch = records.split_to(len);
-            match self.log.append_replica(batch).await {
+            let appended = match CheckedBatch::check(records.split_to(len)) {
+                Ok(batch) => self.log.append_replica(batch).await,
+                Err(e) => Err(e),
+            };
+            match appended {
                 Ok(_) => grew = true,
                 Err(e) => {
                     warn!(topic, partition, error = %e, "cannot append a replicated batch");

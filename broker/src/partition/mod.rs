@@ -21,10 +21,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use event_listener::{Event, EventListener};
 use rill_net::ErrorCode;
-use rill_storage::{batch, Backend, DmaBackend, FileBudget, PartitionLog};
+use rill_storage::batch::{self, CheckedBatch};
+use rill_storage::{Backend, DmaBackend, FileBudget, PartitionLog};
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
@@ -268,14 +269,14 @@ impl<B: Backend> Partition<B> {
     /// `acks` asks for. The place in the append order is taken by this call.
     pub fn produce(
         &self,
-        data: Bytes,
+        batches: Vec<CheckedBatch>,
         acks: i16,
         replica_lag_max: Duration,
     ) -> impl std::future::Future<Output = Result<Produced, KafkaError>> + '_ {
         let turn = self.appends.lock();
         async move {
             let turn = turn.await;
-            let (produced, last_offset, sync_due) = self.append_in_turn(data, acks).await?;
+            let (produced, last_offset, sync_due) = self.append_in_turn(batches, acks).await?;
             drop(turn);
             // acks=all means durable here and on every in-sync replica; flush.messages /
             // flush.ms can ask for durability too. acks=1 waits until the bytes are in the
@@ -299,7 +300,7 @@ impl<B: Backend> Partition<B> {
     /// flush policy asks for a sync.
     async fn append_in_turn(
         &self,
-        data: Bytes,
+        batches: Vec<CheckedBatch>,
         acks: i16,
     ) -> Result<(Produced, i64, bool), KafkaError> {
         let settings = self.settings.borrow().clone();
@@ -330,12 +331,9 @@ impl<B: Backend> Partition<B> {
         let mut first_offset = None;
         let mut last_offset = -1;
         let mut log_append_time = -1;
-        let mut rest = data;
         let mut sync_due = false;
-        while !rest.is_empty() {
-            let len = batch_len(&rest)?;
-            let mut one = rest.split_to(len);
-            let header = batch::BatchHeader::parse(&one).map_err(KafkaError::from)?;
+        for mut one in batches {
+            let header = *one.header();
             if header.producer_id >= 0 && !self.producers_rebuilt.get() {
                 self.rebuild_producers().await;
             }
@@ -348,12 +346,8 @@ impl<B: Backend> Partition<B> {
                 continue;
             }
             if settings.timestamp_type == TimestampType::LogAppendTime {
-                // The producer's CRC is checked before the broker re-stamps the batch.
-                batch::validate(&one).map_err(KafkaError::from)?;
                 let now = runtime::now_ms();
-                let mut buf = BytesMut::from(&one[..]);
-                batch::set_log_append_time(&mut buf, now);
-                one = buf.freeze();
+                one = one.with_log_append_time(now);
                 log_append_time = now;
             }
             let info = self
@@ -646,6 +640,24 @@ pub async fn open(
         .await
         .map_err(KafkaError::from)?;
     Ok(Partition::new(log, o))
+}
+
+/// The record batches of a produce partition, each checked once (header, length, CRC-32C):
+/// all of them, or the first error (nothing of a partition is appended when one batch is
+/// bad).
+pub fn split_batches(mut data: Bytes) -> Result<Vec<CheckedBatch>, KafkaError> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        let len = batch_len(&data)?;
+        out.push(CheckedBatch::check(data.split_to(len)).map_err(KafkaError::from)?);
+    }
+    if out.is_empty() {
+        return Err(KafkaError::new(
+            ErrorCode::CorruptMessage,
+            "produce partition carries no record batch",
+        ));
+    }
+    Ok(out)
 }
 
 /// The bytes of the first record batch in `data` (batchLength + 12), checked against `data`.
