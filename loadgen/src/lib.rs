@@ -20,6 +20,12 @@
 //! per-partition progress counters ([`stats::PartitionCounters`]) and the run's
 //! [`driver::Control`] atomics. The producer and consumer logic has no I/O in it, so tests
 //! drive it in virtual time.
+//!
+//! Layout: `run` drives a workload: `admin` sets it up, `driver` runs the executors
+//! (`runtime`, `reconnect`, `wire`) with their `producer`s, `consumer`s and `group` members,
+//! which use `schedule`, `batch` and `payload`; `stats` records; `report`, `html`, `hgrm`,
+//! `hlog`, `compare` and `saturation` turn the records into results; `config` and `error`
+//! are shared by all.
 
 pub mod admin;
 pub mod batch;

@@ -9,6 +9,10 @@
 //!
 //! `kafka-protocol` is re-exported so the broker and tools use the exact message types this
 //! crate decodes to.
+//!
+//! Layout (dependencies point down): `client` → `codec` (with `precheck`, which rejects
+//! malformed requests before they are decoded, and `consumer_protocol`) → `header`, `frame`
+//! → `error`.
 
 pub mod client;
 pub mod codec;

@@ -1,13 +1,14 @@
 //! rill-raft: the cluster metadata raft group.
 //!
-//! Every broker runs one member of this group on shard 0; a configured
-//! quorum (1, 3 or 5) votes and the other brokers follow as learners. The
-//! raft leader is the controller. Consensus here knows no Kafka requests
-//! and no glommio: the broker drives it.
+//! Every broker runs one member of this group on its own `rill-metadata`
+//! thread (off the shards, so the raft log's fsyncs never stall one); a
+//! configured quorum (1, 3 or 5) votes and the other brokers follow as
+//! learners. The raft leader is the controller. Consensus here knows no Kafka
+//! requests and no glommio: the broker drives it.
 //!
 //! What lives where (and who owns it):
 //! - [`node`]: the raft-rs driver [`node::Node`] (the Ready loop), owned by
-//!   shard 0. Sans-IO towards time and network: `tick`, `step`, `propose`,
+//!   the metadata thread. Sans-IO towards time and network: `tick`, `step`, `propose`,
 //!   `handle_ready -> Output`.
 //! - [`storage`]: [`storage::DiskStorage`], the durable raft log, hard
 //!   state and snapshots implementing `raft::Storage`, owned by the Node.
@@ -21,7 +22,10 @@
 //! - [`logger`]: raft-rs's slog into `tracing`.
 //! - [`ids`]: newtypes (NodeId, BrokerId, TopicId, LeaderEpoch, ...).
 //!
-//! Driving it from a shard (every `tick_ms`, and whenever messages arrive):
+//! Layout (dependencies point down): `node` → `storage` → `disk`; `node` →
+//! `metadata` ← `controller`; `transport`, `logger`, `ids`, `error` are leaves.
+//!
+//! Driving it (every `tick_ms`, and whenever messages arrive):
 //! ```text
 //! for m in transport.try_recv_many(n) { node.step(m)? }
 //! if tick_due { node.tick() }

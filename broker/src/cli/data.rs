@@ -102,7 +102,7 @@ pub fn produce(args: ProduceArgs) -> Result<(), CliError> {
             key: key.map(|k| Bytes::from(k.into_bytes())),
             value: Some(Bytes::from(value.into_bytes())),
             headers: headers.clone(),
-            timestamp_ms: crate::runtime::now_ms(),
+            timestamp_ms: now_ms(),
         });
         entry.1 += size;
         pending_records += 1;
@@ -395,4 +395,11 @@ fn print_record(
             )
         }
     }
+}
+
+/// Wall-clock milliseconds for record timestamps.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -173,13 +173,17 @@ pub fn queue<T>(capacity: usize) -> (QueueTx<T>, QueueRx<T>) {
     (QueueTx(tx), QueueRx(rx))
 }
 
+/// The receiving end of a [`queue`] is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueClosed;
+
 /// The sending end of a [`queue`].
 pub struct QueueTx<T>(glommio::channels::local_channel::LocalSender<T>);
 
 impl<T> QueueTx<T> {
     /// Waits while the queue is full; fails once the receiver is gone.
-    pub async fn send(&self, item: T) -> Result<(), ()> {
-        self.0.send(item).await.map_err(|_| ())
+    pub async fn send(&self, item: T) -> Result<(), QueueClosed> {
+        self.0.send(item).await.map_err(|_| QueueClosed)
     }
 }
 
