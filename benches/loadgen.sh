@@ -9,6 +9,11 @@
 #   bash benches/loadgen.sh                       # RUNS=3, 10 s measured per run
 #   RUNS=5 DURATION=30 ACKS=all bash benches/loadgen.sh
 #
+# Side by side: BROKERS="old=/tmp/old/target/release/rill new=target/release/rill" runs
+# every workload against each binary in turn within each run (the half-rate workloads at
+# half of the first binary's max, so latencies compare at the same load) and adds a table
+# of ratios to the first binary. SATURATION=0 skips the saturation search.
+#
 # Every run's report directory (summary.json, .hgrm, report.html) is kept under
 # $BENCH_DIR/runs for a closer look, e.g. `rill-loadgen compare $BENCH_DIR/runs/max-100-*`.
 set -euo pipefail
@@ -25,6 +30,7 @@ CONSUMERS=${CONSUMERS:-2}
 LINGER_MS=${LINGER_MS:-5}
 SAT_P99_MS=${SAT_P99_MS:-50}
 SAT_STEP_S=${SAT_STEP_S:-4}
+SATURATION=${SATURATION:-1}
 # The broker pins shard i to the i-th CPU of its affinity mask: with one shard and
 # taskset -c 0 it runs on CPU 0; the load generator gets the next core.
 BROKER_CPU=0
@@ -36,8 +42,11 @@ OUT=benches/results/loadgen.md
 command -v fio >/dev/null || { apt-get update -qq && apt-get install -y -qq fio; }
 command -v iperf3 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3; }
 cargo build --release -p rill-broker -p rill-loadgen
-RILL=target/release/rill
+BROKERS=${BROKERS:-rill=target/release/rill}
 LG=target/release/rill-loadgen
+for b in $BROKERS; do
+  [ -x "${b#*=}" ] || { echo "broker binary ${b#*=} (BROKERS entry $b) is not executable" >&2; exit 2; }
+done
 mkdir -p "$DIR" benches/results
 RUNDIR=$DIR/runs
 rm -rf "$RUNDIR"
@@ -59,7 +68,7 @@ TOML
 start_broker() {
   rm -rf "$DIR/data"
   mkdir -p "$DIR/data"
-  taskset -c $BROKER_CPU $RILL broker --config "$DIR/rill.toml" --data-dir "$DIR/data" --listen 127.0.0.1:$PORT --shards 1 \
+  taskset -c $BROKER_CPU "$RILL" broker --config "$DIR/rill.toml" --data-dir "$DIR/data" --listen 127.0.0.1:$PORT --shards 1 \
     > "$DIR/broker.log" 2>&1 &
   BROKER_PID=$!
   for _ in $(seq 200); do
@@ -124,22 +133,34 @@ for run in $(seq "$RUNS"); do
     echo "== run $run/$RUNS: $size B records"
     loadgen "$RUNDIR/dry-$size-$run" --dry-run --record-bytes $size --batch-bytes $BATCH_BYTES \
       --duration 5 --warmup 1
-    start_broker
-    loadgen "$RUNDIR/max-$size-$run" --bootstrap 127.0.0.1:$PORT --topic max-$size --create-topic \
-      --record-bytes $size --rate max "${COMMON[@]}"
-    # The saturation search: open-loop steps until one misses its rate or its ack p99
-    # passes SAT_P99_MS (shorter steps than the fixed runs, up to 12 of them).
-    loadgen "$RUNDIR/sat-$size-$run" --bootstrap 127.0.0.1:$PORT --topic sat-$size --create-topic \
-      --record-bytes $size --find-saturation --saturation-p99-ms $SAT_P99_MS \
-      "${BASE[@]}" --duration $SAT_STEP_S --warmup 1
-    half=$(python3 -c "print(int($(summary "$RUNDIR/max-$size-$run" produce_records_per_s) / 2))")
-    loadgen "$RUNDIR/half-$size-$run" --bootstrap 127.0.0.1:$PORT --topic half-$size --create-topic \
-      --record-bytes $size --rate "$half" "${COMMON[@]}"
-    stop_broker
+    half=
+    for b in $BROKERS; do
+      name=${b%%=*}
+      RILL=${b#*=}
+      echo "== run $run/$RUNS: $size B records, broker $name ($RILL)"
+      # Report directories: <kind>-<size>-<run>[-<broker>] (no suffix for a single broker).
+      tag=$run
+      [ "$BROKERS" = "${BROKERS%% *}" ] || tag=$run-$name
+      start_broker
+      loadgen "$RUNDIR/max-$size-$tag" --bootstrap 127.0.0.1:$PORT --topic max-$size --create-topic \
+        --record-bytes $size --rate max "${COMMON[@]}"
+      if [ "$SATURATION" = 1 ]; then
+        # The saturation search: open-loop steps until one misses its rate or its ack p99
+        # passes SAT_P99_MS (shorter steps than the fixed runs, up to 12 of them).
+        loadgen "$RUNDIR/sat-$size-$tag" --bootstrap 127.0.0.1:$PORT --topic sat-$size --create-topic \
+          --record-bytes $size --find-saturation --saturation-p99-ms $SAT_P99_MS \
+          "${BASE[@]}" --duration $SAT_STEP_S --warmup 1
+      fi
+      # Half of the first broker's max, for every broker of this run.
+      [ -n "$half" ] || half=$(python3 -c "print(int($(summary "$RUNDIR/max-$size-$tag" produce_records_per_s) / 2))")
+      loadgen "$RUNDIR/half-$size-$tag" --bootstrap 127.0.0.1:$PORT --topic half-$size --create-topic \
+        --record-bytes $size --rate "$half" "${COMMON[@]}"
+      stop_broker
+    done
   done
 done
 
-SAT_P99_MS=$SAT_P99_MS SAT_STEP_S=$SAT_STEP_S python3 - "$RAW" "$RUNDIR" "$OUT" "$RUNS" "$ACKS" "$DURATION" "$WARMUP" "$PARTITIONS" "$BATCH_BYTES" "$MAX_INFLIGHT" "$LINGER_MS" "$PRODUCERS" "$CONSUMERS" <<'PY'
+BROKERS=$BROKERS SATURATION=$SATURATION SAT_P99_MS=$SAT_P99_MS SAT_STEP_S=$SAT_STEP_S python3 - "$RAW" "$RUNDIR" "$OUT" "$RUNS" "$ACKS" "$DURATION" "$WARMUP" "$PARTITIONS" "$BATCH_BYTES" "$MAX_INFLIGHT" "$LINGER_MS" "$PRODUCERS" "$CONSUMERS" <<'PY'
 import sys, json, glob, os, statistics, collections, datetime, platform, subprocess
 raw, rundir, out, runs, acks, duration, warmup, partitions, batch, inflight, linger, producers, consumers = sys.argv[1:]
 lim = collections.defaultdict(list)
@@ -147,14 +168,23 @@ for line in open(raw):
     k, v = line.split()
     lim[k].append(float(v))
 runs_by = collections.defaultdict(list)
+by_broker = collections.defaultdict(lambda: collections.defaultdict(list))
+brokers = [b.split("=", 1)[0] for b in os.environ.get("BROKERS", "").split()] or ["rill"]
 for path in sorted(glob.glob(os.path.join(rundir, "*", "summary.json"))):
     d = os.path.dirname(path)
-    kind, size, _ = os.path.basename(d).split("-")[:3]
+    parts = os.path.basename(d).split("-")
+    kind, size = parts[0], parts[1]
+    broker = parts[3] if len(parts) > 3 else None
     s = json.load(open(path))
     loadgen_cpu, broker_cpu = (float(x) for x in open(d + ".cpu").read().split())
     s["cpu"] = {"loadgen": loadgen_cpu, "broker": broker_cpu}
-    runs_by[(kind, int(size))].append(s)
+    if kind != "dry":
+        by_broker[broker][(kind, int(size))].append(s)
+    # With several brokers, the main tables show the last one (the candidate).
+    if kind == "dry" or broker is None or broker == brokers[-1]:
+        runs_by[(kind, int(size))].append(s)
 med = statistics.median
+
 disk = med(lim["fio_seqwrite_MBps"])
 net = med(lim["iperf3_loopback_MBps"])
 def m(kind, size, f):
@@ -166,10 +196,18 @@ def fmt_rate(v):
     return f"{v/1e6:.2f}M" if v >= 1e6 else f"{v/1e3:.0f}k"
 def ms(v):
     return "-" if v != v else (f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}")
+command = f"RUNS={runs} ACKS={acks}"
+if len(brokers) > 1:
+    command += ' BROKERS="' + os.environ["BROKERS"] + '"'
+if os.environ.get("SATURATION", "1") != "1":
+    command += " SATURATION=0"
+command += " bash benches/loadgen.sh"
+main_note = f"; main tables: `{brokers[-1]}`" if len(brokers) > 1 else ""
 lines = [
     f"## Load generator (issue 4): broker + rill-loadgen vs the machine's limits, {datetime.date.today()}",
     "",
-    f"Command: `RUNS={runs} bash benches/loadgen.sh` (medians of {runs} runs; limits measured in the same run).",
+    f"Command: `{command}` "
+    f"(medians of {runs} runs; limits measured in the same run{main_note}).",
     f"Machine: {platform.machine()}, {subprocess.run(['nproc'],capture_output=True,text=True).stdout.strip()} cores, kernel {platform.release()}. "
     f"Broker: `rill broker --shards 1` pinned to CPU 0. Load generator: `rill-loadgen --cores 1` ({producers} producers + {consumers} consumers on one executor) pinned to CPU 1.",
     f"Workload: topic with {partitions} partitions, acks={acks}, batch {batch} B, linger {linger} ms, max in flight {inflight} per producer, "
@@ -234,6 +272,34 @@ lines += [
     "All runs: " + ", ".join(f"{k}={[round(x, 1) for x in v]}" for k, v in sorted(lim.items())) + "; "
     + ", ".join(f"{k}-{s}: {[round(x['throughput']['produce_records_per_s']) for x in v]} rec/s" for (k, s), v in sorted(runs_by.items())),
 ]
+if len(brokers) > 1:
+    base = brokers[0]
+    def bm(b, kind, size, f):
+        vals = [f(s) for s in by_broker[b][(kind, size)] if f(s) is not None]
+        return med(vals) if vals else float("nan")
+    lines += [
+        "",
+        f"Side by side in this run (`BROKERS` = {', '.join(brokers)}; each workload ran against every binary in turn, the half-rate ones at half of `{base}`'s max). "
+        f"Ratios are to `{base}`: throughput above 1 and latency below 1 are better.",
+        "",
+        "| broker | records | max rec/s | max / disk | ratio | half-rate ack p50 | ack p99 | ratio | ack p99.9 | e2e p99 | ratio | broker CPU at max | clean runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for size in (1024, 100):
+        for b in brokers:
+            mx = bm(b, "max", size, tp("produce_records_per_s"))
+            mxb = bm(b, "max", size, tp("produce_mb_per_s"))
+            p99 = bm(b, "half", size, lat("ack", "p99_ms"))
+            e99 = bm(b, "half", size, lat("e2e", "p99_ms"))
+            r = lambda v, key, f: v / bm(base, key, size, f)
+            clean = sum(1 for k in ("max", "half") for s in by_broker[b][(k, size)] if not s["problems"])
+            total = sum(len(by_broker[b][(k, size)]) for k in ("max", "half"))
+            lines.append(
+                f"| {b} | {size} B | {fmt_rate(mx)} | {mxb/disk:.2f}x | **{r(mx, 'max', tp('produce_records_per_s')):.2f}x** | "
+                f"{ms(bm(b, 'half', size, lat('ack', 'p50_ms')))} | {ms(p99)} | **{r(p99, 'half', lat('ack', 'p99_ms')):.2f}x** | "
+                f"{ms(bm(b, 'half', size, lat('ack', 'p999_ms')))} | {ms(e99)} | **{r(e99, 'half', lat('e2e', 'p99_ms')):.2f}x** | "
+                f"{bm(b, 'max', size, lambda s: s['cpu']['broker']):.2f} | {clean}/{total} |"
+            )
 problems = sorted({p for v in runs_by.values() for s in v for p in s["problems"]})
 if problems:
     lines += ["", "Problems reported by runs: " + "; ".join(problems)]
