@@ -380,10 +380,22 @@ fn describe_rows(out: &Output, topic: &str) -> BTreeMap<i32, (i64, i64, i64)> {
 
 #[test]
 fn kafka_consumer_groups_describe_lag_reset_delete() {
+    consumer_groups_tool("classic");
+}
+
+/// The same on a group whose member spoke KIP-848 (`group.protocol=consumer`): the tool
+/// describes it with ConsumerGroupDescribe.
+#[test]
+fn kafka_consumer_groups_on_a_consumer_protocol_group() {
+    consumer_groups_tool("consumer");
+}
+
+fn consumer_groups_tool(protocol: &str) {
     let Some(mut c) = tools("kafka-consumer-groups") else {
         return;
     };
-    let broker = Broker::start_with("tools-groups", group_options(""));
+    let broker = Broker::start_with(&format!("tools-groups-{protocol}"), group_options(""));
+    let protocol_prop = format!("group.protocol={protocol}");
     let b = broker.bootstrap();
     let (t, g) = ("groups-topic", "tools-group");
     broker.create_topic(t, 2, &[]);
@@ -407,6 +419,8 @@ fn kafka_consumer_groups_describe_lag_reset_delete() {
             "30000",
             "--command-property",
             "max.poll.records=1",
+            "--command-property",
+            &protocol_prop,
         ],
     );
     assert_eq!(out.stdout.len(), 20, "{}", out.report());
