@@ -44,7 +44,8 @@ fn go_classic_group_rebalance_and_commits() {
         return;
     };
     let broker = Broker::start_with("go-group-classic", group_options(""));
-    check_group(&broker, &mut c, "go", "classic");
+    let mut admin = go_proc("franz-go admin");
+    check_group_with_admin(&broker, &mut c, "go", "classic", Some(&mut admin));
 }
 
 #[test]
@@ -53,7 +54,8 @@ fn go_consumer_protocol_group_rebalance_and_commits() {
         return;
     };
     let broker = Broker::start_with("go-group-consumer", group_options(""));
-    check_group(&broker, &mut c, "go", "consumer");
+    let mut admin = go_proc("franz-go admin");
+    check_group_with_admin(&broker, &mut c, "go", "consumer", Some(&mut admin));
 }
 
 #[test]

@@ -44,7 +44,8 @@ fn java_classic_group_rebalance_and_commits() {
         return;
     };
     let broker = Broker::start_with("java-group-classic", group_options(""));
-    check_group(&broker, &mut c, "java", "classic");
+    let mut admin = java_proc("java kafka-clients admin");
+    check_group_with_admin(&broker, &mut c, "java", "classic", Some(&mut admin));
 }
 
 #[test]
@@ -53,7 +54,8 @@ fn java_consumer_protocol_group_rebalance_and_commits() {
         return;
     };
     let broker = Broker::start_with("java-group-consumer", group_options(""));
-    check_group(&broker, &mut c, "java", "consumer");
+    let mut admin = java_proc("java kafka-clients admin");
+    check_group_with_admin(&broker, &mut c, "java", "consumer", Some(&mut admin));
 }
 
 #[test]

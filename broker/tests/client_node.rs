@@ -45,7 +45,8 @@ fn node_classic_group_rebalance_and_commits() {
         return;
     };
     let broker = Broker::start_with("node-group-classic", group_options(""));
-    check_group(&broker, &mut c, "node", "classic");
+    let mut admin = node_proc("kafkajs admin");
+    check_group_with_admin(&broker, &mut c, "node", "classic", Some(&mut admin));
 }
 
 #[test]

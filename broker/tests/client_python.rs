@@ -48,7 +48,8 @@ fn aiokafka_classic_group_rebalance_and_commits() {
         return;
     };
     let broker = Broker::start_with("aiokafka-group", group_options(""));
-    check_group(&broker, &mut c, "aiokafka", "classic");
+    let mut admin = python_proc("aiokafka admin", "aiokafka_client.py");
+    check_group_with_admin(&broker, &mut c, "aiokafka", "classic", Some(&mut admin));
 }
 
 #[test]
@@ -104,7 +105,8 @@ fn kafka_python_classic_group_rebalance_and_commits() {
         return;
     };
     let broker = Broker::start_with("kafka-python-group2", group_options(""));
-    check_group(&broker, &mut c, "kafka-python", "classic");
+    let mut admin = python_proc("kafka-python admin", "kafka_python_client.py");
+    check_group_with_admin(&broker, &mut c, "kafka-python", "classic", Some(&mut admin));
 }
 
 #[test]

@@ -575,6 +575,19 @@ pub fn check_consume_every_codec(broker: &Broker, client: &mut ClientProc, who: 
 /// gone (the group is empty and its committed offsets are the partitions' ends), then a
 /// third member resumes exactly after them. `protocol` is `classic` or `consumer`.
 pub fn check_group(broker: &Broker, client: &mut ClientProc, who: &str, protocol: &str) {
+    check_group_with_admin(broker, client, who, protocol, None)
+}
+
+/// [`check_group`], and while two members share the topic a second process of the same
+/// client (`admin`) describes the group with the client's own admin api: two members, the
+/// state the broker reports, and each member's partitions where the client decodes them.
+pub fn check_group_with_admin(
+    broker: &Broker,
+    client: &mut ClientProc,
+    who: &str,
+    protocol: &str,
+    mut admin: Option<&mut ClientProc>,
+) {
     let topic = format!("{who}-group-{protocol}");
     let group = format!("{who}-group-{protocol}");
     let partitions = 4;
@@ -603,6 +616,47 @@ pub fn check_group(broker: &Broker, client: &mut ClientProc, who: &str, protocol
                         "{who}: the broker should list two members: {members:?}\n{}",
                         lines.join("\n")
                     );
+                    if let Some(admin) = admin.as_deref_mut() {
+                        let out = admin
+                            .run(
+                                &["admin-describe-group", &broker.bootstrap(), &group],
+                                COMMAND_TIMEOUT,
+                            )
+                            .ok();
+                        let w = out.line("group");
+                        let field = |name: &str| {
+                            w.iter()
+                                .position(|x| x == name)
+                                .and_then(|i| w.get(i + 1))
+                                .map(|v| v.to_lowercase())
+                        };
+                        assert_eq!(
+                            (field("state").as_deref(), field("members").as_deref()),
+                            (Some("stable"), Some("2")),
+                            "{who}: the admin api's view of the group\n{}",
+                            out.report()
+                        );
+                        let described: BTreeMap<String, BTreeSet<i32>> = out
+                            .lines("member")
+                            .into_iter()
+                            .filter(|m| m[1] != "?")
+                            .map(|m| {
+                                let parts = m[1]
+                                    .split(',')
+                                    .filter(|p| *p != "-")
+                                    .map(parse)
+                                    .collect();
+                                (m[0].clone(), parts)
+                            })
+                            .collect();
+                        if !described.is_empty() {
+                            assert_eq!(
+                                described, members,
+                                "{who}: the admin api's assignment differs from the broker's\n{}",
+                                out.report()
+                            );
+                        }
+                    }
                     let parts: Vec<&BTreeSet<i32>> = members.values().collect();
                     assert!(
                         parts[0].is_disjoint(parts[1])

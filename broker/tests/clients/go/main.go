@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -574,6 +575,29 @@ func group(a []string) error {
 	return m3.close()
 }
 
+func describeConsumerGroup(c context.Context, adm *kadm.Client, group string) error {
+	ds, err := adm.DescribeConsumerGroups(c, group)
+	if err != nil {
+		return err
+	}
+	d := ds[group]
+	if d.Err != nil {
+		return d.Err
+	}
+	fmt.Printf("group %s state %s type consumer members %d\n", d.Group, d.State, len(d.Members))
+	for _, m := range d.Members {
+		ps := []int{}
+		for _, parts := range m.Assignment {
+			for p := range parts {
+				ps = append(ps, int(p))
+			}
+		}
+		sort.Ints(ps)
+		fmt.Printf("member %s %s\n", m.ClientID, list(ps))
+	}
+	return nil
+}
+
 func kvs(a []string) map[string]string {
 	out := map[string]string{}
 	for _, s := range a {
@@ -751,6 +775,10 @@ func admin(name string, a []string) error {
 			return err
 		}
 		d := ds[a[1]]
+		if errors.Is(d.Err, kerr.GroupIDNotFound) {
+			// A KIP-848 group: DescribeGroups serves classic groups only, as in Kafka.
+			return describeConsumerGroup(c, adm, a[1])
+		}
 		if d.Err != nil {
 			return d.Err
 		}
