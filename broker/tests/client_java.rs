@@ -272,3 +272,105 @@ fn java_admin_clear_replication_throttles() {
     )
     .ok();
 }
+
+/// Fetch limits far below one batch: Kafka still returns the first batch of each partition
+/// (so the consumer makes progress), then applies the limits.
+#[test]
+fn java_consumer_with_fetch_limits_below_one_batch() {
+    let Some(mut c) = java("the Java consumer with tiny fetch limits") else {
+        return;
+    };
+    let broker = Broker::start("java-fetch-limits");
+    check_consume_every_codec_with(
+        &broker,
+        &mut c,
+        "java-limits",
+        &["max.partition.fetch.bytes=64", "fetch.max.bytes=64"],
+    );
+}
+
+/// Committing an offset for a topic that does not exist is refused with
+/// UNKNOWN_TOPIC_OR_PARTITION, and nothing is stored.
+#[test]
+#[ignore = "needs OffsetCommit to check the topic: Rill answers NONE (0) to OffsetCommit v9 for a topic that does not exist, where Kafka answers UNKNOWN_TOPIC_OR_PARTITION"]
+fn java_commit_for_an_unknown_topic_is_refused() {
+    let Some(mut c) = java("OffsetCommit for an unknown topic") else {
+        return;
+    };
+    let broker = Broker::start_with("java-commit-unknown", group_options(""));
+    let out = c.run(
+        &[
+            "admin-alter-group-offsets",
+            &broker.bootstrap(),
+            "java-unknown-commit",
+            "no-such-topic",
+            "0=5",
+        ],
+        COMMAND_TIMEOUT,
+    );
+    assert!(
+        out.code == 1 && out.mentions("UnknownTopicOrPartitionException"),
+        "{}",
+        out.report()
+    );
+    let committed = common::groups::committed_offsets(
+        &mut broker.net(),
+        "java-unknown-commit",
+        "no-such-topic",
+        1,
+    );
+    assert_eq!(committed.get(&0), Some(&-1), "{committed:?}");
+}
+
+/// A transactional producer commits one transaction and aborts another; a read_committed
+/// consumer sees exactly the committed records.
+#[test]
+#[ignore = "needs transactions: FindCoordinator(key_type=1 TRANSACTION) answers COORDINATOR_NOT_AVAILABLE (retriable), so initTransactions() retries until max.block.ms and times out; then InitProducerId with a transactional.id, AddPartitionsToTxn, EndTxn and the LSO for read_committed"]
+fn java_transactional_producer() {
+    let Some(mut c) = java("the Java transactional producer") else {
+        return;
+    };
+    let broker = Broker::start_with("java-txn", group_options(""));
+    broker.create_topic("java-txn", 1, &[]);
+    let b = broker.bootstrap();
+    let out = c
+        .run(
+            &[
+                "produce-txn",
+                &b,
+                "java-txn",
+                "0",
+                "10",
+                "java-txn-id",
+                "max.block.ms=15000",
+            ],
+            COMMAND_TIMEOUT,
+        )
+        .ok();
+    assert_eq!(
+        out.line("committed"),
+        vec!["0", "0", "9"],
+        "{}",
+        out.report()
+    );
+    let out = c
+        .run(
+            &[
+                "consume",
+                &b,
+                "java-txn",
+                "1",
+                "10",
+                "isolation.level=read_committed",
+            ],
+            COMMAND_TIMEOUT,
+        )
+        .ok();
+    let recs = out.records();
+    assert_eq!(recs.len(), 10, "{}", out.report());
+    assert!(
+        recs.values().all(|r| r.value.as_deref() != Some("aborted")),
+        "{}",
+        out.report()
+    );
+}

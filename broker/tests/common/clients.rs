@@ -480,6 +480,16 @@ pub fn check_produce_every_codec(
 /// rdkafka produces `count` records per codec (one partition each, keys, values, two
 /// headers); the client's `consume` (assign, from the beginning) prints exactly them.
 pub fn check_consume_every_codec(broker: &Broker, client: &mut ClientProc, who: &str) {
+    check_consume_every_codec_with(broker, client, who, &[])
+}
+
+/// [`check_consume_every_codec`] with extra consumer settings (`k=v`) for the client.
+pub fn check_consume_every_codec_with(
+    broker: &Broker,
+    client: &mut ClientProc,
+    who: &str,
+    extra: &[&str],
+) {
     let topic = format!("{who}-consume");
     let count = 40usize;
     broker.create_topic(&topic, CODECS.len() as i32, &[]);
@@ -530,18 +540,12 @@ pub fn check_consume_every_codec(broker: &Broker, client: &mut ClientProc, who: 
         }
     }
     let total = count * CODECS.len();
-    let out = client
-        .run(
-            &[
-                "consume",
-                &broker.bootstrap(),
-                &topic,
-                &CODECS.len().to_string(),
-                &total.to_string(),
-            ],
-            COMMAND_TIMEOUT,
-        )
-        .ok();
+    let b = broker.bootstrap();
+    let partitions = CODECS.len().to_string();
+    let total_s = total.to_string();
+    let mut args = vec!["consume", &b, &topic, &partitions, &total_s];
+    args.extend_from_slice(extra);
+    let out = client.run(&args, COMMAND_TIMEOUT).ok();
     let got = out.records();
     if got != want {
         let missing: Vec<_> = want

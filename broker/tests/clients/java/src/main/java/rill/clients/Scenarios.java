@@ -83,6 +83,8 @@ final class Scenarios {
         return consume(a);
       case "group":
         return group(a);
+      case "produce-txn":
+        return produceTransactional(a);
       default:
         return Admins.run(name, a);
     }
@@ -145,6 +147,39 @@ final class Scenarios {
         last = md.offset();
       }
       OUT.println("produced " + partition + " " + first + " " + last);
+    }
+    return 0;
+  }
+
+  /**
+   * produce-txn BOOTSTRAP TOPIC PARTITION COUNT LABEL: a transactional producer
+   * (transactional.id LABEL) commits one transaction of COUNT records and aborts one of
+   * COUNT more; prints {@code committed P FIRST LAST}.
+   */
+  static int produceTransactional(String[] a) throws Exception {
+    String topic = a[1];
+    int partition = Integer.parseInt(a[2]);
+    int count = Integer.parseInt(a[3]);
+    String label = a[4];
+    Properties p = props(a[0], a, 5);
+    p.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, label);
+    try (KafkaProducer<String, String> producer = producer(p)) {
+      producer.initTransactions();
+      producer.beginTransaction();
+      List<Future<RecordMetadata>> sent = new ArrayList<>();
+      for (int i = 0; i < count; i++) {
+        sent.add(producer.send(new ProducerRecord<>(topic, partition, label + "-k-" + i, label + "-v-" + i)));
+      }
+      producer.commitTransaction();
+      long first = sent.get(0).get(30, TimeUnit.SECONDS).offset();
+      long last = sent.get(count - 1).get(30, TimeUnit.SECONDS).offset();
+      OUT.println("committed " + partition + " " + first + " " + last);
+      producer.beginTransaction();
+      for (int i = 0; i < count; i++) {
+        producer.send(new ProducerRecord<>(topic, partition, label + "-aborted-" + i, "aborted"));
+      }
+      producer.abortTransaction();
+      OUT.println("aborted " + count);
     }
     return 0;
   }
