@@ -40,7 +40,8 @@ final class StreamsScenarios {
     p.put(StreamsConfig.DEFAULT_KEY_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
     p.put(StreamsConfig.DEFAULT_VALUE_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
     p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, "200");
-    p.put(StreamsConfig.STATE_DIR_CONFIG, java.nio.file.Files.createTempDirectory("rill-streams").toString());
+    java.nio.file.Path stateDir = java.nio.file.Files.createTempDirectory("rill-streams");
+    p.put(StreamsConfig.STATE_DIR_CONFIG, stateDir.toString());
     p.put(StreamsConfig.consumerPrefix("auto.offset.reset"), "earliest");
     p.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, 1);
     StreamsBuilder b = new StreamsBuilder();
@@ -95,6 +96,10 @@ final class StreamsScenarios {
     } finally {
       streams.close(Duration.ofSeconds(30));
       OUT.println("closed " + streams.state());
+      streams.cleanUp();
+      try (java.util.stream.Stream<java.nio.file.Path> files = java.nio.file.Files.walk(stateDir)) {
+        files.sorted(java.util.Comparator.reverseOrder()).forEach(f -> f.toFile().delete());
+      }
     }
   }
 
