@@ -37,6 +37,7 @@ pub mod backend;
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
+pub mod epochs;
 pub mod error;
 pub mod index;
 pub mod log;

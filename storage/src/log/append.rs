@@ -63,6 +63,17 @@ impl<B: Backend> PartitionLog<B> {
             }
         }
         let leader_epoch = leader_epoch.unwrap_or(header.partition_leader_epoch);
+        // The first batch of a new leader epoch: its start goes into the history, durably,
+        // before the batch itself (a crash in between leaves an entry at the log end, which
+        // the next open drops).
+        let new_epoch = {
+            let mut s = self.state.borrow_mut();
+            let end = s.log_end_offset();
+            s.epochs.assign(leader_epoch, end)
+        };
+        if new_epoch {
+            self.write_checkpoint(None).await?;
+        }
         let cfg = self.config.borrow().clone();
         let len = batch.len() as u64;
         if self.state.borrow().unwritten_bytes() + len > cfg.write_buffer_bytes_max as u64 {

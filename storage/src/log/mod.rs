@@ -42,6 +42,7 @@ use bytes::{Bytes, BytesMut};
 use crate::backend::{Backend, SegmentFile};
 use crate::checkpoint::{Checkpoint, CleanShutdown};
 use crate::config::LogConfig;
+use crate::epochs::LeaderEpochs;
 use crate::error::{StorageError, StorageResult};
 use crate::index::SegmentIndex;
 
@@ -288,6 +289,8 @@ struct State<F> {
     is_closed: bool,
     /// Bytes of the active segment the open's recovery scan covered.
     recovery_scanned_bytes: u64,
+    /// Where each leader epoch starts in this log.
+    epochs: LeaderEpochs,
 }
 
 impl<F> State<F> {
@@ -333,6 +336,18 @@ impl<B: Backend> PartitionLog<B> {
     /// after a crash).
     pub fn recovery_scanned_bytes(&self) -> u64 {
         self.state.borrow().recovery_scanned_bytes
+    }
+
+    /// The leader-epoch history: where each epoch that wrote to this log starts.
+    pub fn leader_epochs(&self) -> LeaderEpochs {
+        self.state.borrow().epochs.clone()
+    }
+
+    /// OffsetForLeaderEpoch: the largest epoch at or below `epoch` in this log and the
+    /// offset where it ends (see [`LeaderEpochs::end_offset_for`]).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        let s = self.state.borrow();
+        s.epochs.end_offset_for(epoch, s.log_end_offset())
     }
 
     /// Offsets below this have been synced to disk.
@@ -425,12 +440,15 @@ impl<B: Backend> PartitionLog<B> {
             return Ok(());
         }
         let cp = {
-            let s = self.state.borrow();
+            let mut s = self.state.borrow_mut();
+            // A log start that moved up (retention, DeleteRecords) moves the epochs' start.
+            let start = s.log_start_offset;
+            s.epochs.truncate_from_start(start);
             Checkpoint {
                 log_start_offset: s.log_start_offset,
                 recovery_point: s.durable_offset,
                 clean_shutdown: clean,
-                leader_epochs: Vec::new(),
+                leader_epochs: s.epochs.entries().to_vec(),
             }
         };
         self.backend

@@ -182,6 +182,12 @@ impl<B: Backend> PartitionLog<B> {
             Vec::new()
         };
         let max_timestamp = index.times.last().map(|t| t.timestamp_ms).unwrap_or(-1);
+        // Epochs that start at or past the recovered end never got their batch.
+        let mut epochs = checkpoint
+            .as_ref()
+            .map(|c| LeaderEpochs::from_entries(&c.leader_epochs))
+            .unwrap_or_default();
+        epochs.truncate_from_end(next_offset);
         let log = PartitionLog {
             backend,
             dir,
@@ -211,6 +217,7 @@ impl<B: Backend> PartitionLog<B> {
                 unsynced_bytes: 0,
                 first_unsynced_ms: None,
                 is_closed: false,
+                epochs,
             }),
             append_lock: async_lock::Mutex::new(()),
             io_lock: async_lock::Mutex::new(()),
@@ -234,10 +241,42 @@ impl<B: Backend> PartitionLog<B> {
             };
             log.write_recovery_point(&out).await?;
         }
+        let (start, end, missing) = {
+            let s = log.state.borrow();
+            (s.log_start_offset, s.log_end_offset(), s.epochs.is_empty())
+        };
+        if missing && end > start {
+            // A log written before epochs were kept (or whose checkpoint was lost).
+            log.rebuild_epochs().await?;
+        }
         // From here on a crash must rescan: drop the clean-shutdown marker.
         log.write_checkpoint(None).await?;
         debug!(dir = %log.dir.display(), log_start_offset, next_offset, "partition log opened");
         Ok(log)
+    }
+}
+
+impl<B: Backend> PartitionLog<B> {
+    /// Rebuilds the leader-epoch history from the batch headers of the whole log, for a
+    /// log whose checkpoint has none (written before epochs were kept, or lost).
+    async fn rebuild_epochs(&self) -> StorageResult<()> {
+        let (mut at, end) = (self.log_start_offset(), self.log_end_offset());
+        let mut epochs = LeaderEpochs::default();
+        while at < end {
+            let read = self.read(at, RECOVERY_READ_BYTES).await?;
+            if read.batches.is_empty() {
+                break;
+            }
+            for b in &read.batches {
+                let h = batch::BatchHeader::parse(b)?;
+                epochs.assign(h.partition_leader_epoch, h.base_offset.max(at));
+                at = at.max(h.last_offset() + 1);
+            }
+        }
+        info!(dir = %self.dir.display(), epochs = epochs.entries().len(),
+            "leader-epoch history rebuilt from the log's batches");
+        self.state.borrow_mut().epochs = epochs;
+        Ok(())
     }
 }
 

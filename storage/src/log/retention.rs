@@ -307,6 +307,7 @@ impl<B: Backend> PartitionLog<B> {
             let leo = s.log_end_offset();
             s.durable_offset = leo;
             s.log_start_offset = s.log_start_offset.min(leo);
+            s.epochs.truncate_from_end(leo);
         }
         self.write_checkpoint(None).await?;
         info!(dir = %self.dir.display(), offset, log_end_offset = self.log_end_offset(), "log truncated");
