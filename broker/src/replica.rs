@@ -127,11 +127,16 @@ async fn fetch_from(shard: &Rc<Shard>, leader: i32) {
                 let Some(p) = shard.partition(topic, pd.partition_index) else {
                     continue;
                 };
+                // Kafka's default diverging epoch (-1, -1) means none.
+                let d = &pd.diverging_epoch;
+                let diverging =
+                    (d.epoch >= 0 || d.end_offset >= 0).then_some((d.epoch, d.end_offset));
                 let fetched = FetchedPartition {
                     error: ErrorCode::from_code(pd.error_code)
                         .unwrap_or(ErrorCode::UnknownServerError),
                     high_watermark: pd.high_watermark,
                     log_start_offset: pd.log_start_offset,
+                    diverging,
                     records: pd.records.unwrap_or_default(),
                 };
                 match p.append_fetched(fetched).await {
@@ -189,6 +194,7 @@ fn fetch_request(shard: &Shard, view: &Image, parts: &[(Arc<str>, i32)]) -> Fetc
             .with_partition(*partition)
             .with_current_leader_epoch(epoch)
             .with_fetch_offset(p.fetch_offset())
+            .with_last_fetched_epoch(p.last_fetched_epoch())
             .with_log_start_offset(p.log().log_start_offset())
             .with_partition_max_bytes(REPLICA_FETCH_PARTITION_BYTES_MAX);
         match topics.last_mut() {

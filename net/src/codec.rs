@@ -37,6 +37,9 @@ pub const SUPPORTED_VERSIONS: &[ApiVersionRange] = &[
     (ApiKey::Fetch, 4, 12),
     // v8 adds earliest-local (-4), v9 latest-tiered (-5) timestamps for tiered storage.
     (ApiKey::ListOffsets, 1, 7),
+    // KIP-320: v2 carries the client's current leader epoch (Kafka 4 dropped v0-1); v3 the
+    // replica id.
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
     // v13 only adds a top-level error code; 12 is where librdkafka and Java 3.x stop.
     (ApiKey::Metadata, 0, 12),
     // v9 carries KIP-848 member epochs (the field is shared with the generation id).
@@ -212,6 +215,7 @@ apis! {
     Produce(ProduceRequest, ProduceResponse),
     Fetch(FetchRequest, FetchResponse),
     ListOffsets(ListOffsetsRequest, ListOffsetsResponse),
+    OffsetForLeaderEpoch(OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse),
     Metadata(MetadataRequest, MetadataResponse),
     OffsetCommit(OffsetCommitRequest, OffsetCommitResponse),
     OffsetFetch(OffsetFetchRequest, OffsetFetchResponse),
@@ -447,6 +451,7 @@ fn api_name(api_key: ApiKey) -> &'static str {
         Produce,
         Fetch,
         ListOffsets,
+        OffsetForLeaderEpoch,
         Metadata,
         OffsetCommit,
         OffsetFetch,

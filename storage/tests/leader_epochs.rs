@@ -117,3 +117,30 @@ fn a_lost_history_is_rebuilt_from_the_batches() {
     assert_eq!(log.log_end_offset(), 9);
     assert_eq!(log.leader_epochs().entries(), &[(1, 0), (3, 5)]);
 }
+
+#[test]
+fn a_follower_behind_the_leaders_log_start_restarts_there() {
+    let be = MemoryBackend::new();
+    let log = open(&be, "/mem/t-0");
+    append_all(&log, &[(3, 1), (2, 2)]);
+    block_on(log.truncate_fully_and_start_at(100)).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (100, 100));
+    assert!(log.leader_epochs().is_empty());
+    assert!(block_on(log.read(100, 1 << 20)).unwrap().batches.is_empty());
+    // It continues from there as a follower would: the leader's batch at 100.
+    let mut b = build::sized(100, 2, 1);
+    batch::set_base_offset(&mut b, 100);
+    batch::set_partition_leader_epoch(&mut b, 6);
+    let b = CheckedBatch::check(Bytes::from(b)).unwrap();
+    block_on(log.append_replica(b)).unwrap();
+    assert_eq!(log.log_end_offset(), 102);
+    assert_eq!(log.leader_epochs().entries(), &[(6, 100)]);
+    // And after a crash it is still the log that starts at 100 (with what was synced).
+    block_on(log.sync()).unwrap();
+    be.crash(3);
+    let log = open(&be, "/mem/t-0");
+    assert_eq!(log.log_start_offset(), 100);
+    assert_eq!(log.leader_epochs().entries(), &[(6, 100)]);
+    let read = block_on(log.read(100, 1 << 20)).unwrap();
+    assert_eq!(read.batches.len(), 1);
+}

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rill_net::codec::{encode_fetch_response, RecordSplices};
-use rill_net::kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use rill_net::kafka_protocol::messages::fetch_response::{
+    EpochEndOffset, FetchableTopicResponse, PartitionData,
+};
 use rill_net::kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use rill_net::kafka_protocol::protocol::StrBytes;
 use rill_net::ErrorCode;
@@ -17,7 +19,7 @@ use tracing::error;
 
 use super::fetch_sessions::{FetchSessions, Got, Mode, Want};
 use super::Reply;
-use crate::partition::{Offsets, Reader};
+use crate::partition::{FetchAt, Fetched, Offsets, Reader};
 use crate::shard::Shard;
 
 /// Serves one Fetch request.
@@ -90,6 +92,15 @@ async fn answer(
             .with_last_stable_offset(g.offsets.high_watermark)
             .with_log_start_offset(g.offsets.log_start_offset)
             .with_aborted_transactions(read_committed.then(Vec::new))
+            .with_diverging_epoch(
+                g.diverging
+                    .map(|(epoch, end_offset)| {
+                        EpochEndOffset::default()
+                            .with_epoch(epoch)
+                            .with_end_offset(end_offset)
+                    })
+                    .unwrap_or_default(),
+            )
             .with_records(Some(splices.records(g.records)));
         match responses.last_mut() {
             Some(t) if *t.topic.0 == *want.topic => t.partitions.push(data),
@@ -127,32 +138,39 @@ async fn read_all(shard: &Rc<Shard>, wants: &[Want], max_bytes: usize, reader: R
                 break;
             }
             asked += limit;
-            let offset = w.fetch_offset;
+            let at = FetchAt {
+                offset: w.fetch_offset,
+                max_bytes: limit,
+                current_leader_epoch: w.current_leader_epoch,
+                last_fetched_epoch: w.last_fetched_epoch,
+            };
             wave.push(
                 shard.with_partition(&w.topic, w.partition, move |p| async move {
-                    // Past the response's byte limit only the offsets are reported.
-                    let records = if limit == 0 {
-                        p.ensure_leader()?;
-                        Vec::new()
-                    } else {
-                        p.read(reader, offset, limit).await?
-                    };
-                    Ok((p.offsets(), records))
+                    let fetched = p.fetch(reader, at).await?;
+                    Ok((p.offsets(), fetched))
                 }),
             );
             i += 1;
         }
         for reply in futures_util::future::join_all(wave).await {
             let got = match reply {
-                Ok((offsets, records)) => Got {
+                Ok((offsets, Fetched::Records(records))) => Got {
                     offsets,
                     error: ErrorCode::None,
                     records,
+                    diverging: None,
+                },
+                Ok((offsets, Fetched::Diverging { epoch, end_offset })) => Got {
+                    offsets,
+                    error: ErrorCode::None,
+                    records: Vec::new(),
+                    diverging: Some((epoch, end_offset)),
                 },
                 Err(e) => Got {
                     offsets: Offsets::UNKNOWN,
                     error: e.code,
                     records: Vec::<Bytes>::new(),
+                    diverging: None,
                 },
             };
             remaining = remaining.saturating_sub(got.bytes());

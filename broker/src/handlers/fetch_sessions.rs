@@ -23,6 +23,9 @@ pub struct Want {
     pub partition: i32,
     pub fetch_offset: i64,
     pub max_bytes: usize,
+    /// KIP-320: the leader epoch the client saw, and the epoch of its last batch (-1: none).
+    pub current_leader_epoch: i32,
+    pub last_fetched_epoch: i32,
 }
 
 /// What one partition returned: its offsets, an error, and whole batches.
@@ -31,6 +34,8 @@ pub(super) struct Got {
     pub offsets: Offsets,
     pub error: ErrorCode,
     pub records: Vec<Bytes>,
+    /// Where the fetcher's log diverges from the leader's: (epoch, end offset).
+    pub diverging: Option<(i32, i64)>,
 }
 
 impl Got {
@@ -211,7 +216,11 @@ impl FetchSessions {
                 }
                 None => true,
             };
-            if mode != Mode::Incremental(id) || news || g.bytes() > 0 || g.error != ErrorCode::None
+            if mode != Mode::Incremental(id)
+                || news
+                || g.bytes() > 0
+                || g.diverging.is_some()
+                || g.error != ErrorCode::None
             {
                 out.push((want, g));
             }
@@ -230,6 +239,8 @@ fn request_wants(r: &FetchRequest) -> Vec<Want> {
                 partition: p.partition,
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
+                current_leader_epoch: p.current_leader_epoch,
+                last_fetched_epoch: p.last_fetched_epoch,
             });
         }
     }
@@ -275,6 +286,7 @@ mod tests {
             },
             error: ErrorCode::None,
             records: vec![Bytes::from_static(records)],
+            diverging: None,
         }
     }
 

@@ -3,7 +3,7 @@
 //! that serves the connection.
 //!
 //! Layout: `mod.rs` (this: dispatch, the advertised API table) → `produce`, `fetch` (with
-//! `fetch_sessions`), `offsets` (ListOffsets, DeleteRecords), `metadata` (Metadata,
+//! `fetch_sessions`), `offsets` (ListOffsets, OffsetForLeaderEpoch, DeleteRecords), `metadata` (Metadata,
 //! DescribeCluster), `topics` (CreateTopics, DeleteTopics, CreatePartitions), `configs`,
 //! `groups` (the consumer group APIs, FindCoordinator), `producers` (InitProducerId),
 //! `reassign` (reassignments, decommission). They use `shard`, `metadata`, `partition` and
@@ -127,6 +127,9 @@ pub async fn handle(
         Request::Fetch(r) => fetch::fetch(shard, r, cid, v).await,
         Request::ListOffsets(r) => frame(cid, v, &offsets::list_offsets(shard, r, v).await),
         Request::DeleteRecords(r) => frame(cid, v, &offsets::delete_records(shard, r).await),
+        Request::OffsetForLeaderEpoch(r) => {
+            frame(cid, v, &offsets::offset_for_leader_epoch(shard, r).await)
+        }
         Request::CreateTopics(r) => frame(cid, v, &topics::create_topics(shard, r, v).await),
         Request::DeleteTopics(r) => frame(cid, v, &topics::delete_topics(shard, r).await),
         Request::CreatePartitions(r) => frame(cid, v, &topics::create_partitions(shard, r).await),

@@ -1,6 +1,8 @@
 //! A follower applying what it fetched from its leader: whole batches appended with the
-//! leader's offsets and epochs, the leader's high watermark taken, and the log cut back when
-//! it runs past the leader's.
+//! leader's offsets and epochs, the leader's high watermark taken, and the log cut back to
+//! exactly where it diverges from the leader's (the leader names the epoch and end offset,
+//! the follower's own epoch history says where that is here; KIP-101, KIP-279, KIP-595).
+//! A follower that fell behind the leader's log start empties its log and restarts there.
 
 use bytes::Bytes;
 use rill_net::ErrorCode;
@@ -16,6 +18,8 @@ pub struct FetchedPartition {
     pub error: ErrorCode,
     pub high_watermark: i64,
     pub log_start_offset: i64,
+    /// The leader says this follower's log diverges: (epoch, end offset) there.
+    pub diverging: Option<(i32, i64)>,
     pub records: Bytes,
 }
 
@@ -29,6 +33,57 @@ impl<B: Backend> Partition<B> {
         self.log.log_end_offset()
     }
 
+    /// The epoch of the last batch this follower holds (-1 when it holds none): the leader
+    /// checks it against its own history.
+    pub fn last_fetched_epoch(&self) -> i32 {
+        self.log.leader_epochs().latest().map_or(-1, |(e, _)| e)
+    }
+
+    /// Where to cut this log when the leader says it diverges at (`epoch`, `end_offset`),
+    /// and whether that settles it (else the follower fetches again and may cut more), as
+    /// Kafka's fetcher decides it.
+    fn truncation_point(&self, epoch: i32, end_offset: i64) -> (i64, bool) {
+        let end = self.log.log_end_offset();
+        if end_offset < 0 {
+            // The leader knows no epoch history: fall back to its high watermark.
+            return (self.high_watermark().min(end), true);
+        }
+        if epoch < 0 {
+            return (end_offset.min(end), true);
+        }
+        let (mine, mine_end) = self.log.end_offset_for_epoch(epoch);
+        if mine < 0 {
+            (end_offset.min(end), true)
+        } else if mine != epoch {
+            (mine_end.min(end), false)
+        } else {
+            (mine_end.min(end_offset).min(end), true)
+        }
+    }
+
+    /// Cuts the log back to `offset` (it never held what the leader did there).
+    async fn truncate(&self, offset: i64, why: &str) -> Result<(), NotApplied> {
+        let (topic, partition) = (&*self.topic, self.index);
+        let from = self.log.log_end_offset();
+        warn!(
+            topic,
+            partition,
+            from,
+            to = offset,
+            why,
+            "truncating the follower log"
+        );
+        if let Err(e) = self.log.truncate_to(offset).await {
+            warn!(topic, partition, error = %e, "cannot truncate the follower log");
+            return Err(NotApplied);
+        }
+        self.replica
+            .borrow_mut()
+            .truncated(self.log.log_end_offset());
+        self.producers_rebuilt.set(false);
+        Ok(())
+    }
+
     /// Appends one partition's fetched batches. `Ok(true)` when the log changed.
     pub async fn append_fetched(&self, f: FetchedPartition) -> Result<bool, NotApplied> {
         let (topic, partition) = (&*self.topic, self.index);
@@ -36,28 +91,33 @@ impl<B: Backend> Partition<B> {
             ErrorCode::None => {}
             ErrorCode::OffsetOutOfRange => {
                 let end = self.log.log_end_offset();
-                if end > f.high_watermark && f.high_watermark >= 0 {
-                    // This log has more than the leader: what is past the leader's high
-                    // watermark was never acknowledged to acks=all producers; drop it.
-                    warn!(topic, partition, from = end, to = f.high_watermark,
-                        "follower log runs past the leader's; truncating to the leader's high watermark");
-                    if let Err(e) = self.log.truncate_to(f.high_watermark).await {
-                        warn!(topic, partition, error = %e, "cannot truncate the follower log");
+                if f.log_start_offset > end {
+                    // Retention at the leader deleted what this follower needs next.
+                    if let Err(e) = self
+                        .log
+                        .truncate_fully_and_start_at(f.log_start_offset)
+                        .await
+                    {
+                        warn!(topic, partition, error = %e, "cannot restart the follower log at the leader's log start");
                         return Err(NotApplied);
                     }
-                    self.replica
-                        .borrow_mut()
-                        .truncated(self.log.log_end_offset());
+                    self.replica.borrow_mut().truncated(f.log_start_offset);
                     self.producers_rebuilt.set(false);
                     return Ok(true);
                 }
-                warn!(
+                if end > f.high_watermark && f.high_watermark >= 0 {
+                    // Past the leader's log end without a diverging epoch to say where: what
+                    // is past the leader's high watermark was never acknowledged to acks=all
+                    // producers.
+                    self.truncate(f.high_watermark, "the follower log runs past the leader's")
+                        .await?;
+                    return Ok(true);
+                }
+                debug!(
                     topic,
                     partition,
                     log_end = end,
-                    leader_log_start = f.log_start_offset,
-                    "the leader no longer has this follower's next offset (deleted by retention); \
-                     this replica cannot catch up until its partition directory is removed"
+                    "offset out of range at the leader; fetching again"
                 );
                 return Err(NotApplied);
             }
@@ -65,6 +125,14 @@ impl<B: Backend> Partition<B> {
                 debug!(topic, partition, error = ?other, "replica fetch error for a partition");
                 return Err(NotApplied);
             }
+        }
+        if let Some((epoch, end_offset)) = f.diverging {
+            let (offset, _settled) = self.truncation_point(epoch, end_offset);
+            // Unsettled: the next fetch names the epoch this log now ends with, and the
+            // leader says again where that one diverges.
+            self.truncate(offset, "the leader's log diverges from this one")
+                .await?;
+            return Ok(true);
         }
         let mut records = f.records;
         let mut grew = false;

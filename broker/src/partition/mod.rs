@@ -8,12 +8,14 @@
 //! is taken when [`Partition::produce`] is called, so requests that reach the partition in
 //! order are appended in order, however long each waits for its turn.
 //!
-//! Layout: `mod.rs` (this: the partition and its operations) → `replication` (sans-I/O
-//! leader/follower state), `producers` (idempotence table), `follow` (a follower applying
-//! what it fetched).
+//! Layout: `mod.rs` (this: the partition, produce and the rest of its operations), `read`
+//! (fetch, ListOffsets, OffsetForLeaderEpoch, epoch fencing), `follow` (a follower applying
+//! what it fetched) → `replication` (sans-I/O leader/follower state), `producers`
+//! (idempotence table).
 
 mod follow;
 mod producers;
+mod read;
 pub mod replication;
 
 use std::cell::{Cell, RefCell};
@@ -31,7 +33,8 @@ use uuid::Uuid;
 
 pub use follow::FetchedPartition;
 use producers::{Check, ProducerTable};
-use replication::{NotAFollower, ReplicaState};
+pub use read::{FetchAt, Fetched};
+use replication::ReplicaState;
 
 use crate::config::topic::{TimestampType, TopicSettings};
 use crate::errors::KafkaError;
@@ -417,72 +420,6 @@ impl<B: Backend> Partition<B> {
             )
             .await;
         }
-    }
-
-    /// Reads whole batches from `offset`, up to `max_bytes` (at least one batch), as far as
-    /// `reader` may see. A follower's read also tells the leader what it holds.
-    pub async fn read(
-        &self,
-        reader: Reader,
-        offset: i64,
-        max_bytes: usize,
-    ) -> Result<Vec<Bytes>, KafkaError> {
-        if reader != Reader::Internal {
-            self.ensure_leader()?;
-        }
-        if let Reader::Follower(id) = reader {
-            let end = self.log.log_end_offset();
-            let moved = self
-                .replica
-                .borrow_mut()
-                .follower_fetched(id, offset, end, Instant::now())
-                .map_err(|NotAFollower| {
-                    KafkaError::new(
-                        ErrorCode::NotLeaderOrFollower,
-                        format!(
-                            "broker {id} is not a follower of {}-{}",
-                            self.topic, self.index
-                        ),
-                    )
-                })?;
-            if moved {
-                self.notify();
-            }
-        }
-        let visible = self.visible_end(reader);
-        let log_end = self.log.log_end_offset();
-        if offset >= visible && offset <= log_end {
-            // Consumers wait at the high watermark for the followers.
-            return Ok(Vec::new());
-        }
-        let started = Instant::now();
-        let mut read = self
-            .log
-            .read(offset, max_bytes)
-            .await
-            .map_err(KafkaError::from)?;
-        self.metrics.read(started.elapsed());
-        // Consumers see only what every in-sync replica holds (a read past the high
-        // watermark only happens while followers catch up).
-        if visible < self.log.log_end_offset() {
-            read.batches.retain(|b| {
-                batch::BatchHeader::parse(b)
-                    .is_ok_and(|h| h.base_offset + i64::from(h.last_offset_delta) < visible)
-            });
-        }
-        Ok(read.batches)
-    }
-
-    /// ListOffsets: (offset, timestamp), (-1, -1) when there is none.
-    pub async fn list_offsets(&self, query: OffsetQuery) -> Result<(i64, i64), KafkaError> {
-        self.ensure_leader()?;
-        let found = match query {
-            OffsetQuery::Latest => Some((self.high_watermark(), -1)),
-            OffsetQuery::Earliest => Some((self.log.log_start_offset(), -1)),
-            OffsetQuery::MaxTimestamp => self.log.max_timestamp_offset().await?,
-            OffsetQuery::Timestamp(t) => self.log.offset_for_timestamp(t).await?,
-        };
-        Ok(found.unwrap_or((-1, -1)))
     }
 
     /// DeleteRecords before `offset` (None: the high watermark); the new log start.

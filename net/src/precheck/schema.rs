@@ -121,6 +121,32 @@ pub(crate) static LIST_OFFSETS: Message = Message {
     ],
 };
 
+/// OffsetForLeaderEpoch request (api key 23).
+pub(crate) static OFFSET_FOR_LEADER_EPOCH: Message = Message {
+    api_key: 23,
+    version_max: 4,
+    flexible_min: 4,
+    fields: &[
+        Field::inline(Ty::Fixed(4), 3, MAX),
+        Field::inline(
+            Ty::Array(&Ty::Struct(&[
+                Field::inline(Ty::Str, 0, MAX),
+                Field::inline(
+                    Ty::Array(&Ty::Struct(&[
+                        Field::inline(Ty::Fixed(4), 0, MAX),
+                        Field::inline(Ty::Fixed(4), 2, MAX),
+                        Field::inline(Ty::Fixed(4), 0, MAX),
+                    ])),
+                    0,
+                    MAX,
+                ),
+            ])),
+            0,
+            MAX,
+        ),
+    ],
+};
+
 /// Metadata request (api key 3).
 pub(crate) static METADATA: Message = Message {
     api_key: 3,
@@ -679,6 +705,7 @@ pub(crate) fn message(api_key: i16) -> Option<&'static Message> {
         20 => &DELETE_TOPICS,
         21 => &DELETE_RECORDS,
         22 => &INIT_PRODUCER_ID,
+        23 => &OFFSET_FOR_LEADER_EPOCH,
         32 => &DESCRIBE_CONFIGS,
         33 => &ALTER_CONFIGS,
         37 => &CREATE_PARTITIONS,

@@ -59,6 +59,7 @@ pub fn defaults() -> Vec<Request> {
             .into(),
         ConsumerGroupHeartbeatRequest::default().into(),
         ConsumerGroupDescribeRequest::default().into(),
+        OffsetForLeaderEpochRequest::default().into(),
     ]
 }
 
@@ -147,6 +148,17 @@ pub fn populated() -> Vec<Request> {
                     .with_topic_id(uuid::Uuid::from_u128(7))
                     .with_partitions(vec![0, 2, 4]),
             ]))
+            .into(),
+        OffsetForLeaderEpochRequest::default()
+            .with_topics(vec![
+                offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                    .with_topic(TopicName(StrBytes::from_static_str("t")))
+                    .with_partitions(vec![
+                        offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                            .with_partition(3)
+                            .with_leader_epoch(7),
+                    ]),
+            ])
             .into(),
         ConsumerGroupDescribeRequest::default()
             .with_group_ids(vec![

@@ -166,6 +166,64 @@ impl<B: Backend> PartitionLog<B> {
         Ok(self.log_start_offset())
     }
 
+    /// A follower that fell behind its leader's log start (retention deleted what it
+    /// needs next): drops the whole log and starts it again, empty, at `offset` (Kafka's
+    /// `truncateFullyAndStartAt`). The new empty segment is created and the checkpoint
+    /// names the new log start before the old files go, so a crash in between leaves old
+    /// segments below the log start, which the next open removes.
+    pub async fn truncate_fully_and_start_at(&self, offset: i64) -> StorageResult<()> {
+        let _order = self.append_lock.lock().await;
+        let _io = self.io_lock.lock().await;
+        self.check_open()?;
+        self.write_out().await?;
+        self.backend
+            .remove_file(&self.dir.join(RECOVERY_POINT_FILE))
+            .await?;
+        let old: Vec<i64> = {
+            let s = self.state.borrow();
+            s.closed
+                .keys()
+                .copied()
+                .chain(std::iter::once(s.active.seg.base_offset))
+                .collect()
+        };
+        let path = self.dir.join(segment_name(offset, "log"));
+        let handle = self.open_budgeted(&path, true).await?;
+        handle.get().truncate(0).await?;
+        handle.get().sync().await?;
+        self.backend.sync_dir(&self.dir).await?;
+        {
+            let now = (self.clock)();
+            let mut s = self.state.borrow_mut();
+            s.closed.clear();
+            s.active = Active::new(
+                Segment {
+                    base_offset: offset,
+                    next_offset: offset,
+                    size: 0,
+                    max_timestamp: Some(-1),
+                    index: Some(SegmentIndex::default()),
+                },
+                handle,
+                0,
+                Vec::new(),
+                now,
+            );
+            s.log_start_offset = offset;
+            s.durable_offset = offset;
+            s.tail.clear();
+            s.tail_bytes = 0;
+            s.stream = None;
+            s.epochs = LeaderEpochs::default();
+        }
+        self.write_checkpoint(None).await?;
+        for base in old.into_iter().filter(|b| *b != offset) {
+            remove_segment_files(&self.backend, &self.dir, base).await?;
+        }
+        info!(dir = %self.dir.display(), offset, "log emptied to restart at the leader's log start");
+        Ok(())
+    }
+
     /// Removes every batch whose last offset is at or past `offset` (a
     /// replication follower truncating to the leader's epoch boundary).
     /// Returns the new log end offset.
