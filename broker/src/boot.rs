@@ -14,6 +14,7 @@ use crate::handlers::FetchSessions;
 use crate::metadata::local::{image_of, LocalRegistry};
 use crate::metadata::raft::{self, Cluster};
 use crate::metadata::{BrokerInfo, Image, RegistryFile};
+use crate::partition::hw_checkpoint::{self, HighWatermarks};
 use crate::runtime::{self, Listener, ShardStart};
 use crate::shard::{ReplyMsg, Shard, ShardMsg, ShardParts};
 use crate::{group, replica, server, shard};
@@ -80,7 +81,9 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     let config = Arc::new(config);
     let ready = Arc::new(Barrier::new(config.shards));
     let registry = Arc::new(std::sync::Mutex::new(Some(registry)));
+    let high_watermarks = Arc::new(hw_checkpoint::load_all(&config.data_dir));
     let shared = Shared {
+        high_watermarks,
         config: config.clone(),
         image,
         cluster: cluster.clone(),
@@ -113,6 +116,7 @@ struct Shared {
     cluster: Option<Arc<Cluster>>,
     /// Taken by shard 0.
     registry: Arc<std::sync::Mutex<Option<RegistryFile>>>,
+    high_watermarks: Arc<HighWatermarks>,
     ready: Arc<Barrier>,
     stop: Arc<AtomicBool>,
 }
@@ -141,6 +145,7 @@ async fn shard_main(start: ShardStart<ShardMsg, ReplyMsg>, shared: Shared) -> Re
         replies,
         registry,
         cluster: shared.cluster.clone(),
+        high_watermarks: shared.high_watermarks.clone(),
     });
     // The services of the modules above the shard, before anything can ask for them.
     group::start(&shard);

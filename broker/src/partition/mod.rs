@@ -14,6 +14,7 @@
 //! (idempotence table).
 
 mod follow;
+pub mod hw_checkpoint;
 mod producers;
 mod read;
 pub mod replication;
@@ -154,12 +155,20 @@ pub struct Opening<'a> {
     pub me: i32,
     pub producers_max: usize,
     pub metrics: &'a Rc<ShardMetrics>,
+    /// The high watermark the last checkpoint had (0: none).
+    pub high_watermark: i64,
 }
 
 impl<B: Backend> Partition<B> {
     /// Wraps an opened log.
     pub fn new(log: PartitionLog<B>, o: Opening<'_>) -> Partition<B> {
-        let replica = ReplicaState::new(o.me, o.placement, log.log_end_offset(), Instant::now());
+        let replica = ReplicaState::new(
+            o.me,
+            o.placement,
+            log.log_end_offset(),
+            o.high_watermark,
+            Instant::now(),
+        );
         Partition {
             topic: o.topic,
             index: o.index,
@@ -393,6 +402,19 @@ impl<B: Backend> Partition<B> {
             let end = self.log.log_end_offset();
             self.replica.borrow_mut().advance(end);
             if self.high_watermark() > last_offset {
+                // As Kafka: replicated, but by fewer replicas than the topic asks for (the ISR
+                // shrank while the produce waited).
+                let isr = self.replica.borrow().placement().isr.len() as i64;
+                let min = self.settings.borrow().min_insync_replicas;
+                if isr < min {
+                    return Err(KafkaError::new(
+                        ErrorCode::NotEnoughReplicasAfterAppend,
+                        format!(
+                            "the batch at {last_offset} is on the {isr} in-sync replicas of {}-{}, fewer than min.insync.replicas {min}",
+                            self.topic, self.index
+                        ),
+                    ));
+                }
                 return Ok(());
             }
             if !self.is_leader() {

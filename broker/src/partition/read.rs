@@ -159,6 +159,15 @@ impl<B: Backend> Partition<B> {
         let epochs = self.log.leader_epochs();
         let found = match query {
             OffsetQuery::Latest => {
+                if !self.replica.borrow().high_watermark_known() {
+                    return Err(KafkaError::new(
+                        ErrorCode::OffsetNotAvailable,
+                        format!(
+                            "{}-{} has a new leader that does not know its high watermark yet; retry",
+                            self.topic, self.index
+                        ),
+                    ));
+                }
                 let epoch = epochs.latest().map_or(UNDEFINED_EPOCH, |(e, _)| e);
                 return Ok((self.high_watermark(), -1, epoch));
             }

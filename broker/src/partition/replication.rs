@@ -38,6 +38,9 @@ pub struct ReplicaState {
     placement: Placement,
     /// When this broker started leading at `placement.leader_epoch`; None while following.
     leading_since: Option<Instant>,
+    /// The log end when this leadership began: offsets the new leader cannot yet know to be
+    /// on every in-sync replica start here (Kafka's leader epoch start offset).
+    leader_epoch_start: i64,
     /// Followers of the current leadership (at most the partition's replicas).
     followers: BTreeMap<i32, Follower>,
     /// Offsets below this are on every in-sync replica. A follower keeps the leader's.
@@ -47,13 +50,22 @@ pub struct ReplicaState {
 }
 
 impl ReplicaState {
-    pub fn new(me: i32, placement: Placement, log_end: i64, now: Instant) -> ReplicaState {
+    /// The state of a partition just opened, with the high watermark its last checkpoint
+    /// had (0 when none).
+    pub fn new(
+        me: i32,
+        placement: Placement,
+        log_end: i64,
+        checkpointed_high_watermark: i64,
+        now: Instant,
+    ) -> ReplicaState {
         let mut s = ReplicaState {
             me,
             placement: Placement::single(me),
             leading_since: None,
+            leader_epoch_start: 0,
             followers: BTreeMap::new(),
-            high_watermark: 0,
+            high_watermark: checkpointed_high_watermark.clamp(0, log_end),
             isr_change_pending: false,
         };
         s.set_placement(placement, log_end, now);
@@ -69,6 +81,7 @@ impl ReplicaState {
                 || self.placement.leader_epoch != placement.leader_epoch;
             if new_epoch {
                 self.leading_since = Some(now);
+                self.leader_epoch_start = log_end;
                 self.followers.clear();
                 self.isr_change_pending = false;
             }
@@ -99,6 +112,13 @@ impl ReplicaState {
     /// Offsets below this may be read by consumers.
     pub fn high_watermark(&self, log_end: i64) -> i64 {
         self.high_watermark.min(log_end)
+    }
+
+    /// A leader knows its high watermark once it reached the start of its epoch: until
+    /// then it is a lower bound left from before (Kafka answers ListOffsets for the latest
+    /// offset with OFFSET_NOT_AVAILABLE meanwhile).
+    pub fn high_watermark_known(&self) -> bool {
+        !self.is_leader() || self.high_watermark >= self.leader_epoch_start
     }
 
     /// Leader: moves the high watermark up to the lowest log end among the in-sync
@@ -197,7 +217,9 @@ impl ReplicaState {
     }
 
     /// The ISR the leader wants now: itself, the members that caught up within `lag_max`,
-    /// and live replicas whose log reached the high watermark in this leadership.
+    /// and live replicas whose log reached the high watermark and the start of this
+    /// leadership (KAFKA-7128: a replica that has not seen the new leader's epoch may still
+    /// hold another leader's suffix).
     fn desired_isr(
         &self,
         now: Instant,
@@ -223,6 +245,7 @@ impl ReplicaState {
                     alive(*b)
                         && f.is_some_and(|f| {
                             f.fetch_offset >= hw
+                                && f.fetch_offset >= self.leader_epoch_start
                                 && now.saturating_duration_since(f.last_fetch) <= lag_max
                         })
                 }
@@ -254,7 +277,7 @@ mod tests {
     #[test]
     fn a_single_broker_high_watermark_is_its_log_end() {
         let now = Instant::now();
-        let mut s = ReplicaState::new(1, Placement::single(1), 10, now);
+        let mut s = ReplicaState::new(1, Placement::single(1), 10, 0, now);
         assert_eq!(s.high_watermark(10), 10);
         assert!(s.advance(15));
         assert_eq!(s.high_watermark(15), 15);
@@ -267,7 +290,7 @@ mod tests {
     #[test]
     fn the_high_watermark_waits_for_every_in_sync_follower() {
         let now = Instant::now();
-        let mut s = ReplicaState::new(1, placement(1, 3, &[1, 2, 3], &[1, 2, 3]), 10, now);
+        let mut s = ReplicaState::new(1, placement(1, 3, &[1, 2, 3], &[1, 2, 3]), 10, 0, now);
         assert_eq!(s.high_watermark(10), 0, "followers not heard from hold it");
         assert!(!s.follower_fetched(2, 10, 10, now).unwrap());
         assert!(s.follower_fetched(3, 7, 10, now).unwrap());
@@ -283,7 +306,7 @@ mod tests {
     fn a_lagging_follower_leaves_the_isr_and_a_caught_up_one_joins() {
         let t0 = Instant::now();
         let lag = Duration::from_secs(10);
-        let mut s = ReplicaState::new(1, placement(1, 1, &[1, 2, 3], &[1, 2]), 100, t0);
+        let mut s = ReplicaState::new(1, placement(1, 1, &[1, 2, 3], &[1, 2]), 100, 100, t0);
         s.follower_fetched(2, 100, 100, t0).unwrap();
         // 3 is not in the ISR; it catches up to the high watermark and joins.
         s.follower_fetched(3, 100, 100, t0).unwrap();
@@ -309,9 +332,32 @@ mod tests {
     }
 
     #[test]
+    fn a_new_leader_knows_its_high_watermark_once_its_epoch_start_is_replicated() {
+        let now = Instant::now();
+        let lag = Duration::from_secs(10);
+        // Led by 2 before; checkpointed high watermark 40, log end 50.
+        let mut s = ReplicaState::new(1, placement(2, 4, &[1, 2, 3], &[1, 2, 3]), 50, 40, now);
+        assert_eq!(s.high_watermark(50), 40);
+        assert!(
+            s.high_watermark_known(),
+            "a follower does not answer for it"
+        );
+        s.set_placement(placement(1, 5, &[1, 2, 3], &[1, 2]), 50, now);
+        assert!(!s.high_watermark_known(), "40 is below the epoch start, 50");
+        s.follower_fetched(2, 50, 50, now).unwrap();
+        assert!(s.high_watermark_known());
+        assert_eq!(s.high_watermark(50), 50);
+        // 3 reached the high watermark of an older leadership only: it stays out.
+        s.follower_fetched(3, 45, 50, now).unwrap();
+        assert_eq!(s.isr_change(now, lag, |_| true, 50), None);
+        s.follower_fetched(3, 50, 50, now).unwrap();
+        assert_eq!(s.isr_change(now, lag, |_| true, 50), Some(vec![1, 2, 3]));
+    }
+
+    #[test]
     fn a_follower_takes_the_leaders_high_watermark_up_to_its_log_end() {
         let now = Instant::now();
-        let mut s = ReplicaState::new(2, placement(1, 1, &[1, 2], &[1, 2]), 5, now);
+        let mut s = ReplicaState::new(2, placement(1, 1, &[1, 2], &[1, 2]), 5, 0, now);
         assert!(!s.is_leader());
         s.leader_high_watermark(9, 5);
         assert_eq!(s.high_watermark(5), 5);

@@ -95,6 +95,11 @@ impl Shard {
             me: self.config.node_id,
             producers_max: self.config.limits.producers_per_partition_max,
             metrics: &self.metrics,
+            high_watermark: self
+                .high_watermarks
+                .get(&(*t.id.as_bytes(), index))
+                .copied()
+                .unwrap_or(0),
         };
         match partition::open(&dir, &self.config.storage, self.budget.clone(), opening).await {
             Ok(p) => Some(p),

@@ -40,6 +40,7 @@ use crate::metadata::local::LocalRegistry;
 use crate::metadata::raft::Cluster;
 use crate::metadata::{owner_shard, Image};
 use crate::metrics::ShardMetrics;
+use crate::partition::hw_checkpoint::HighWatermarks;
 use crate::partition::Partition;
 use crate::runtime::Peers;
 
@@ -60,6 +61,8 @@ pub struct ShardParts {
     pub registry: Option<LocalRegistry>,
     /// Cluster mode: the metadata raft member.
     pub cluster: Option<Arc<Cluster>>,
+    /// The high watermarks checkpointed before the last stop.
+    pub high_watermarks: Arc<HighWatermarks>,
 }
 
 /// The state of one shard.
@@ -82,6 +85,8 @@ pub struct Shard {
     /// Long-poll waits parked on this shard's partitions.
     waiters: Cell<usize>,
     metrics: Rc<ShardMetrics>,
+    /// High watermarks checkpointed before the last stop, for partitions as they open.
+    high_watermarks: Arc<HighWatermarks>,
     /// Per-shard services of the modules above this one (the group coordinator, fetch
     /// sessions, connection counts), registered once at start and found by their type, so
     /// this module depends on none of them.
@@ -106,6 +111,7 @@ impl Shard {
             waiters: Cell::new(0),
             metrics: Rc::new(ShardMetrics::default()),
             services: RefCell::new(HashMap::new()),
+            high_watermarks: parts.high_watermarks,
             config: parts.config,
         })
     }
@@ -222,8 +228,10 @@ impl Shard {
         self.ask(owner, Lane::Data, run).await?
     }
 
-    /// Closes every partition (flush, seal, clean-shutdown marker).
+    /// Closes every partition (flush, seal, clean-shutdown marker), with a last
+    /// high-watermark checkpoint.
     pub async fn close_all(&self) {
+        tasks::hw_checkpoint::write(self, tasks::hw_checkpoint::entries(self)).await;
         let parts = self.owned();
         self.partitions.borrow_mut().clear();
         let count = parts.len();
