@@ -3,13 +3,17 @@
 //! its checkpointed high watermark, and while a leader does not know its high watermark yet
 //! it answers OFFSET_NOT_AVAILABLE (retriable), as Kafka does. Before the checkpoint, a
 //! restarted broker answered ListOffsets with 0 for up to 2.2 s in chaos runs.
+//!
+//! The restart is a new incarnation of the broker (KIP-380): its log may have lost what it
+//! had not synced, so it does not keep leading at the old leader epoch; the controller hands
+//! its leadership to another in-sync replica (a new epoch) before it may lead again.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::cluster::{settled_topic_metadata, start_cluster, wait_agreed};
+use common::cluster::{settled_topic_metadata, start_cluster, topic_metadata, wait_agreed};
 use common::{block_on, Broker};
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::producer::FutureRecord;
@@ -52,9 +56,9 @@ fn a_restarted_broker_never_answers_a_latest_offset_below_what_was_acknowledged(
     let new = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(3));
     let r = block_on(admin.create_topics([&new], &common::admin_options())).expect("CreateTopics");
     assert!(r[0].is_ok(), "{r:?}");
-    let leader = settled_topic_metadata(&brokers[0], TOPIC, 1).partitions[0]
-        .leader_id
-        .0;
+    let placed = settled_topic_metadata(&brokers[0], TOPIC, 1);
+    let leader = placed.partitions[0].leader_id.0;
+    let epoch_before = placed.partitions[0].leader_epoch;
     let l = (leader - 1) as usize;
     let producer = brokers[(l + 1) % 3].producer("all", &[]);
     for i in 0..RECORDS {
@@ -94,6 +98,20 @@ fn a_restarted_broker_never_answers_a_latest_offset_below_what_was_acknowledged(
             .map(|c| c.name())
             .collect::<BTreeSet<_>>()
     );
+    // The restarted incarnation did not go on leading at the old epoch.
+    let other = (l + 1) % 3;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let p = &topic_metadata(&brokers[other], TOPIC).partitions[0];
+        if p.leader_epoch > epoch_before && p.leader_id.0 > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "broker {leader} restarted and still leads at epoch {epoch_before}: {p:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     for b in &mut brokers {
         b.assert_alive();
     }

@@ -141,11 +141,19 @@ impl Controller {
                 out.push(proposal);
             }
         }
+        // Restarted brokers: out of the ISRs others share, leaderships moved, then free to
+        // lead again.
+        for b in state.brokers.values().filter(|b| b.recovering) {
+            if !fenced_now.contains(&b.id) && self.may_propose(ActionKey::Broker(b.id), now) {
+                fenced_now.insert(b.id);
+                out.push(recover_broker(state, b.id));
+            }
+        }
         out.extend(self.drain_decommissioning(state, now));
         for t in state.topics.values() {
             for (i, p) in t.partitions.iter().enumerate() {
                 let pi = PartitionIndex(i as i32);
-                // Partitions a fence in this batch already handles wait.
+                // Partitions a fence or recovery in this batch already handles wait.
                 if p.replicas.iter().any(|r| fenced_now.contains(r)) {
                     continue;
                 }
@@ -258,7 +266,7 @@ fn can_lead(state: &MetadataState, b: BrokerId) -> bool {
     state
         .brokers
         .get(&b)
-        .is_some_and(|br| br.state == BrokerState::Alive)
+        .is_some_and(|br| br.state == BrokerState::Alive && !br.recovering)
 }
 
 /// Picks a leader among `isr` in replica order: an Alive one first, then a
@@ -311,6 +319,39 @@ pub fn fence_broker(state: &MetadataState, broker: BrokerId) -> Proposal {
             });
         }
     }
+    Proposal { commands }
+}
+
+/// The batch that lets a restarted broker (a new incarnation) lead again: it leaves every
+/// ISR it shares with others (it rejoins once it has caught up, through its leader's ISR
+/// check) and the partitions it led get a new leader from those others. Where it is the
+/// last member it keeps its claim, as Kafka's last ISR member does.
+pub fn recover_broker(state: &MetadataState, broker: BrokerId) -> Proposal {
+    let mut commands = Vec::new();
+    for t in state.topics.values() {
+        for (i, p) in t.partitions.iter().enumerate() {
+            if !p.isr.contains(&broker) && p.leader != Some(broker) {
+                continue;
+            }
+            let isr: Vec<BrokerId> = p.isr.iter().copied().filter(|b| *b != broker).collect();
+            if isr.is_empty() {
+                continue;
+            }
+            let leader = if p.leader == Some(broker) || p.leader.is_none() {
+                pick_leader(state, p, &isr, broker)
+            } else {
+                p.leader
+            };
+            commands.push(Command::ChangePartition {
+                topic: t.id,
+                partition: PartitionIndex(i as i32),
+                partition_epoch: p.partition_epoch,
+                leader,
+                isr,
+            });
+        }
+    }
+    commands.push(Command::BrokerRecovered { broker });
     Proposal { commands }
 }
 
@@ -534,6 +575,7 @@ mod tests {
                         host: "h".into(),
                         port: 9092,
                         rack: Some(rack.to_string()),
+                        incarnation: 1,
                     }],
                 });
             }
@@ -656,6 +698,65 @@ mod tests {
         c.apply_all(ctl.tick(&c.state, Millis(9000)));
         let p = &c.state.topic_by_name("t").unwrap().partitions[0];
         assert_eq!(p.leader, Some(preferred));
+    }
+
+    #[test]
+    fn a_restarted_broker_leaves_shared_isrs_and_leads_nothing_until_recovered() {
+        let mut c = Cluster::new(&[(0, "a"), (1, "b"), (2, "c")]);
+        c.apply(create_topic(&c.state, "t", 3, 3, BTreeMap::new()).unwrap());
+        c.apply(create_topic(&c.state, "solo", 1, 1, BTreeMap::new()).unwrap());
+        let restarted = c.state.topic_by_name("t").unwrap().partitions[0]
+            .leader
+            .unwrap();
+        let solo_owner = c.state.topic_by_name("solo").unwrap().partitions[0].replicas[0];
+        // The same incarnation registering again is not a restart.
+        c.apply(Proposal {
+            commands: vec![Command::RegisterBroker {
+                broker: restarted,
+                host: "h".into(),
+                port: 9092,
+                rack: None,
+                incarnation: 1,
+            }],
+        });
+        assert!(!c.state.brokers[&restarted].recovering);
+        // A new incarnation is.
+        c.apply(Proposal {
+            commands: vec![Command::RegisterBroker {
+                broker: restarted,
+                host: "h".into(),
+                port: 9092,
+                rack: None,
+                incarnation: 2,
+            }],
+        });
+        assert!(c.state.brokers[&restarted].recovering);
+        let mut ctl = Controller::new(ControllerConfig::default(), Millis(0));
+        let fixes = ctl.tick(&c.state, Millis(10));
+        assert_eq!(
+            fixes.len(),
+            1,
+            "one batch for the restarted broker: {fixes:?}"
+        );
+        assert_eq!(
+            fixes[0].commands.last(),
+            Some(&Command::BrokerRecovered { broker: restarted })
+        );
+        c.apply_all(fixes);
+        assert!(!c.state.brokers[&restarted].recovering);
+        for p in &c.state.topic_by_name("t").unwrap().partitions {
+            assert!(!p.isr.contains(&restarted), "{p:?}");
+            assert_ne!(p.leader, Some(restarted));
+            assert_eq!(p.isr.len(), 2);
+        }
+        // The preferred-leader pass does not hand leadership back before it rejoined.
+        assert!(ctl
+            .tick(&c.state, Millis(5000))
+            .iter()
+            .all(|p| p.commands.iter().all(|c| !matches!(c, Command::ChangePartition { leader: Some(l), .. } if *l == restarted))));
+        // A partition it alone holds keeps it (there is nobody else).
+        let solo = &c.state.topic_by_name("solo").unwrap().partitions[0];
+        assert_eq!(solo.isr, vec![solo_owner]);
     }
 
     #[test]

@@ -48,6 +48,13 @@ pub struct Broker {
     pub port: u16,
     pub rack: Option<String>,
     pub state: BrokerState,
+    /// Which run of the broker process registered (a new one at every start: KIP-380's
+    /// broker epoch).
+    pub incarnation: u64,
+    /// The broker restarted (a new incarnation registered) while it still held ISR seats or
+    /// leaderships: its log may have lost what it had, so it leads nothing until the
+    /// controller has moved those to other in-sync replicas ([`Command::BrokerRecovered`]).
+    pub recovering: bool,
 }
 
 /// One partition's placement and leadership.
@@ -126,6 +133,13 @@ pub enum Command {
         host: String,
         port: u16,
         rack: Option<String>,
+        /// A value new at every start of the broker process.
+        incarnation: u64,
+    },
+    /// The controller has taken a restarted broker out of the ISRs it held (where others
+    /// remain) and moved its leaderships: it may lead again.
+    BrokerRecovered {
+        broker: BrokerId,
     },
     /// "Still here": the controller times brokers by these.
     BrokerHeartbeat {
@@ -357,6 +371,14 @@ impl MetadataState {
     }
 
     /// Whether `b` is registered and not fenced.
+    /// Whether `b` is in an ISR or leads a partition.
+    pub fn holds_isr_seat(&self, b: BrokerId) -> bool {
+        self.topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .any(|p| p.isr.contains(&b) || p.leader == Some(b))
+    }
+
     pub fn is_live(&self, b: BrokerId) -> bool {
         self.brokers
             .get(&b)
@@ -450,7 +472,14 @@ impl MetadataState {
                 host,
                 port,
                 rack,
+                incarnation,
             } => {
+                // A new incarnation of a broker that holds ISR seats or leaderships restarted
+                // from a log that may have lost records: it recovers first.
+                let before = self.brokers.get(broker);
+                let restarted = before.is_some_and(|b| b.incarnation != *incarnation);
+                let recovering = before.is_some_and(|b| b.recovering)
+                    || (restarted && self.holds_isr_seat(*broker));
                 self.brokers.insert(
                     *broker,
                     Broker {
@@ -459,8 +488,13 @@ impl MetadataState {
                         port: *port,
                         rack: rack.clone(),
                         state: BrokerState::Alive,
+                        incarnation: *incarnation,
+                        recovering,
                     },
                 );
+            }
+            Command::BrokerRecovered { broker } => {
+                self.broker_mut(*broker)?.recovering = false;
             }
             Command::BrokerHeartbeat { broker } => {
                 self.broker_mut(*broker)?;
@@ -830,6 +864,7 @@ mod tests {
             host: format!("host{b}"),
             port: 9092,
             rack: Some(rack.into()),
+            incarnation: 1,
         }
     }
 

@@ -695,6 +695,7 @@ mod tests {
                 host: "h".into(),
                 port: 1,
                 rack: None,
+                incarnation: 1,
             }],
         }
     }

@@ -37,7 +37,8 @@ const SEGMENT_PREFIX: &str = "log-";
 const RECORD_HEADER_BYTES: usize = 8;
 const RAFTSTATE_MAGIC: &[u8; 4] = b"RRHS";
 const SNAPSHOT_MAGIC: &[u8; 4] = b"RRSN";
-const FORMAT_VERSION: u32 = 1;
+// 2: brokers carry their incarnation (RegisterBroker, Broker).
+const FORMAT_VERSION: u32 = 2;
 const SEAL_PREFIX_BYTES: usize = 12;
 
 /// Limits of the on-disk log.

@@ -25,6 +25,7 @@ fn register(b: i32) -> Proposal {
             host: format!("broker{b}"),
             port: 9092,
             rack: None,
+            incarnation: 1,
         }],
     }
 }

@@ -62,6 +62,7 @@ fn run_member(
                     host: "127.0.0.1".into(),
                     port: 9092,
                     rack: None,
+                    incarnation: 1,
                 }
             };
             let _ = node.propose(&Proposal {

@@ -118,6 +118,9 @@ pub struct Image {
     /// replayed its raft log yet publishes an image that is not ready: it must not close
     /// partitions it does not list).
     pub ready: bool,
+    /// This broker may lead the partitions placed on it: always alone; in a cluster once
+    /// this run of it is registered and what it held before a restart was handed over.
+    pub me_can_lead: bool,
     /// This broker.
     pub me: BrokerInfo,
     /// The Kafka cluster id (until a new cluster's first controller names it, this broker's
@@ -141,6 +144,7 @@ impl Image {
         Image {
             version: 0,
             ready: false,
+            me_can_lead: false,
             me,
             cluster_id,
             controller: -1,

@@ -275,6 +275,7 @@ pub fn image_of(
     Ok(Image {
         version,
         ready: true,
+        me_can_lead: true,
         me: me.clone(),
         cluster_id: Arc::from(file.cluster_id.as_str()),
         controller: me.id,

@@ -139,6 +139,8 @@ pub fn has_metadata(data_dir: &Path) -> bool {
 /// What the image builder needs to know of this broker.
 pub(super) struct ImageContext {
     pub me: BrokerInfo,
+    /// This run of the broker process (its registration's incarnation).
+    pub incarnation: u64,
     /// Reported until the cluster's first controller names the cluster.
     pub provisional_cluster_id: Arc<str>,
     pub file_defaults: BTreeMap<String, String>,
@@ -214,8 +216,9 @@ impl Cluster {
                 Vec::new()
             },
         );
-        node_config.seed = now_ms() ^ me.id as u64;
-        node_config.incarnation = now_ms();
+        let incarnation = now_ms();
+        node_config.seed = incarnation ^ me.id as u64;
+        node_config.incarnation = incarnation;
         node_config
             .validate()
             .map_err(|e| format!("raft settings: {e}"))?;
@@ -227,8 +230,10 @@ impl Cluster {
             host: me_info.host.clone(),
             port: me_info.port as u16,
             rack: me_info.rack.clone(),
+            incarnation,
         };
         let context = ImageContext {
+            incarnation,
             me: me_info,
             provisional_cluster_id: Arc::from(provisional_cluster_id),
             file_defaults: config.topic_default_strings(),
@@ -416,9 +421,19 @@ pub(super) fn image_of_state(
             }),
         );
     }
+    // This broker leads only once this run's registration applied and the controller moved
+    // what it held before the restart (KIP-380/841: a restarted broker's log may have lost
+    // records, so it must not lead from it before others took over).
+    let me_can_lead = state
+        .brokers
+        .get(&BrokerId(context.me.id))
+        .is_some_and(|b| {
+            b.incarnation == context.incarnation && !b.recovering && b.state != BrokerState::Fenced
+        });
     Image {
         version: state.applied_index,
         ready: state.applied_index > 0,
+        me_can_lead,
         me: context.me.clone(),
         cluster_id: if state.cluster_id.is_empty() {
             context.provisional_cluster_id.clone()

@@ -479,14 +479,22 @@ impl Driver {
     }
 
     fn registered(&self) -> bool {
-        let Command::RegisterBroker { host, port, .. } = &self.registration else {
+        let Command::RegisterBroker {
+            host,
+            port,
+            incarnation,
+            ..
+        } = &self.registration
+        else {
             return false;
         };
-        self.node
-            .state()
-            .brokers
-            .get(&self.me)
-            .is_some_and(|b| &b.host == host && b.port == *port && b.state != BrokerState::Fenced)
+        // A restart is a new incarnation: it registers again even at the same address.
+        self.node.state().brokers.get(&self.me).is_some_and(|b| {
+            &b.host == host
+                && b.port == *port
+                && b.incarnation == *incarnation
+                && b.state != BrokerState::Fenced
+        })
     }
 
     fn step(&mut self, m: rill_raft::raft::eraftpb::Message) {

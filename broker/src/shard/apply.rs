@@ -9,11 +9,21 @@ use std::sync::Arc;
 use tracing::error;
 
 use super::Shard;
-use crate::metadata::{owner_shard, partition_dir, Image, TopicInfo};
+use crate::metadata::{owner_shard, partition_dir, Image, Placement, TopicInfo};
 use crate::partition::{self, Opening, Partition};
 
 /// Partitions opened concurrently while applying an image.
 const OPENS_IN_PARALLEL_MAX: usize = 32;
+
+/// The placement as this broker acts on it: a partition it may not lead yet (a restarted
+/// broker before the controller handed over what it held) has no leader here.
+fn effective(placement: &Placement, image: &Image) -> Placement {
+    let mut p = placement.clone();
+    if p.leader == image.me.id && !image.me_can_lead {
+        p.leader = -1;
+    }
+    p
+}
 
 impl Shard {
     /// Makes this shard's partitions match `image` and publishes it here. Images apply one
@@ -44,7 +54,9 @@ impl Shard {
             }
         }
         for chunk in to_open.chunks(OPENS_IN_PARALLEL_MAX) {
-            let opens = chunk.iter().map(|(t, p)| self.open_partition(t, *p));
+            let opens = chunk
+                .iter()
+                .map(|(t, p)| self.open_partition(t, *p, &image));
             let opened = futures_util::future::join_all(opens).await;
             let mut parts = self.partitions.borrow_mut();
             for ((t, p), opened) in chunk.iter().zip(opened) {
@@ -64,7 +76,8 @@ impl Shard {
                 .and_then(|t| t.placement(index).map(|pl| (t, pl)));
             match placed {
                 Some((t, placement)) => {
-                    p.apply(&t.settings, placement, &self.config.storage);
+                    let placement = effective(placement, &image);
+                    p.apply(&t.settings, &placement, &self.config.storage);
                 }
                 None => {
                     {
@@ -83,9 +96,9 @@ impl Shard {
         self.image_applied.notify(usize::MAX);
     }
 
-    async fn open_partition(&self, t: &TopicInfo, index: i32) -> Option<Partition> {
+    async fn open_partition(&self, t: &TopicInfo, index: i32, image: &Image) -> Option<Partition> {
         let dir = partition_dir(&self.config.data_dir, &t.name, index);
-        let placement = t.placement(index)?.clone();
+        let placement = effective(t.placement(index)?, image);
         let opening = Opening {
             topic: t.name.clone(),
             index,

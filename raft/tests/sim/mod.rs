@@ -632,6 +632,7 @@ impl Sim {
                 host: format!("broker{}.sim", b.0),
                 port: 9092,
                 rack: Some(format!("rack{}", b.0 % 3)),
+                incarnation: 1,
             }
         };
         self.propose(
