@@ -164,7 +164,7 @@ impl StoredConsumerMember {
     }
 
     fn restore(self, now: Instant) -> cg::Member {
-        cg::ConsumerGroup::stored_member(
+        cg::Member::restored(
             self.member_id,
             self.instance_id,
             self.rack_id,

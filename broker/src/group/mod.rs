@@ -22,7 +22,9 @@
 //! Layout: `coordinator` (routing, the classic protocol, offsets, the ordered writer and
 //! checkpoints) → `consumer` (the KIP-848 state machine and assignors, no I/O).
 
+mod assignors;
 mod consumer;
+mod consumer_member;
 mod coordinator;
 
 pub use coordinator::{start, Committed, GroupOp, GroupReply, Groups};
