@@ -26,5 +26,6 @@ mod assignors;
 mod consumer;
 mod consumer_member;
 mod coordinator;
+mod records;
 
 pub use coordinator::{start, Committed, GroupOp, GroupReply, Groups};
