@@ -9,10 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_channel::oneshot;
 use rill_net::client::{decode_record_batches, encode_record_batch, BatchOptions, ProduceRecord};
-use rill_net::kafka_protocol::messages::describe_groups_response::{
-    DescribedGroup, DescribedGroupMember,
-};
-use rill_net::kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use rill_net::kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use rill_net::kafka_protocol::messages::list_groups_response::ListedGroup;
 use rill_net::kafka_protocol::messages::*;
 use rill_net::kafka_protocol::protocol::StrBytes;
@@ -20,8 +17,11 @@ use rill_net::ErrorCode;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use super::classic::{
+    self, join_error, sync_error, ClassicGroup, GroupState, Join, Output, Synced, Ticket,
+};
 use super::consumer as cg;
-use super::records::{consumer_records, offsets_partition, StoredMember, StoredRecord};
+use super::records::{consumer_records, offsets_partition, StoredRecord};
 use crate::metadata::{BrokerInfo, NewTopic, OFFSETS_TOPIC};
 use crate::partition::Reader;
 use crate::runtime;
@@ -40,134 +40,14 @@ pub struct Committed {
     pub metadata: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupState {
-    Empty,
-    PreparingRebalance,
-    CompletingRebalance,
-    Stable,
-}
-
-impl GroupState {
-    pub fn name(self) -> &'static str {
-        match self {
-            GroupState::Empty => "Empty",
-            GroupState::PreparingRebalance => "PreparingRebalance",
-            GroupState::CompletingRebalance => "CompletingRebalance",
-            GroupState::Stable => "Stable",
-        }
-    }
-}
-
-struct Member {
-    id: String,
-    instance_id: Option<String>,
-    client_id: String,
-    client_host: String,
-    session_timeout: Duration,
-    rebalance_timeout: Duration,
-    protocols: Vec<(String, Bytes)>,
-    assignment: Bytes,
-    last_heartbeat: Instant,
-    join_tx: Option<oneshot::Sender<JoinGroupResponse>>,
-    sync_tx: Option<oneshot::Sender<SyncGroupResponse>>,
-}
-
-impl Member {
-    fn metadata_for(&self, protocol: &str) -> Bytes {
-        self.protocols
-            .iter()
-            .find(|(n, _)| n == protocol)
-            .map(|(_, m)| m.clone())
-            .unwrap_or_default()
-    }
-
-    fn stored(&self, protocol: &str) -> StoredMember {
-        StoredMember {
-            member_id: self.id.clone(),
-            instance_id: self.instance_id.clone(),
-            client_id: self.client_id.clone(),
-            client_host: self.client_host.clone(),
-            session_timeout_ms: self.session_timeout.as_millis() as i32,
-            rebalance_timeout_ms: self.rebalance_timeout.as_millis() as i32,
-            metadata: self.metadata_for(protocol).to_vec(),
-            assignment: self.assignment.to_vec(),
-        }
-    }
-}
-
+/// One group on its coordinator: a classic group or a KIP-848 one, and its committed offsets.
+#[derive(Default)]
 struct Group {
-    state: GroupState,
-    protocol_type: String,
-    protocol: String,
-    generation: i32,
-    leader: String,
-    members: BTreeMap<String, Member>,
-    /// Member ids handed out with MEMBER_ID_REQUIRED, waiting for their second join.
-    pending: HashSet<String>,
-    /// Static members: group.instance.id -> member id.
-    statics: HashMap<String, String>,
-    offsets: BTreeMap<(String, i32), Committed>,
-    /// Bumped at every rebalance, so a stale timer does nothing.
-    rebalance_id: u64,
-    rebalance_started: Instant,
-    /// Set when this is a KIP-848 consumer group (then the classic fields stay empty).
+    /// The classic protocol's state (without members while this is a KIP-848 group).
+    classic: ClassicGroup,
+    /// Set when this is a KIP-848 consumer group.
     consumer: Option<cg::ConsumerGroup>,
-}
-
-impl Group {
-    fn new() -> Group {
-        Group {
-            state: GroupState::Empty,
-            protocol_type: String::new(),
-            protocol: String::new(),
-            generation: 0,
-            leader: String::new(),
-            members: BTreeMap::new(),
-            pending: HashSet::new(),
-            statics: HashMap::new(),
-            offsets: BTreeMap::new(),
-            rebalance_id: 0,
-            rebalance_started: Instant::now(),
-            consumer: None,
-        }
-    }
-
-    fn stored(&self, group: &str) -> StoredRecord {
-        StoredRecord::Group {
-            group: group.to_string(),
-            protocol_type: self.protocol_type.clone(),
-            protocol: self.protocol.clone(),
-            generation: self.generation,
-            leader: self.leader.clone(),
-            members: self
-                .members
-                .values()
-                .map(|m| m.stored(&self.protocol))
-                .collect(),
-        }
-    }
-
-    /// Topics the members subscribe to (consumer protocol), for OffsetDelete.
-    fn subscribed_topics(&self) -> HashSet<String> {
-        let mut out = HashSet::new();
-        if let Some(c) = &self.consumer {
-            for m in c.members.values() {
-                out.extend(m.topics.iter().cloned());
-            }
-            out.extend(c.topics_seen.keys().cloned());
-            return out;
-        }
-        if self.protocol_type != "consumer" {
-            return out;
-        }
-        for m in self.members.values() {
-            out.extend(rill_net::consumer_protocol::subscribed_topics(
-                &m.metadata_for(&self.protocol),
-            ));
-        }
-        out
-    }
+    offsets: BTreeMap<(String, i32), Committed>,
 }
 
 /// The group `id`, created if there is room for one more (`limits.groups_per_shard_max`).
@@ -185,9 +65,22 @@ fn group_entry<'a>(
             );
             return Err(ErrorCode::GroupMaxSizeReached);
         }
-        groups.insert(id.to_string(), Group::new());
+        groups.insert(id.to_string(), Group::default());
     }
     Ok(groups.get_mut(id).expect("present"))
+}
+
+/// Topics the members subscribe to, for OffsetDelete.
+fn subscribed_topics(g: &Group) -> HashSet<String> {
+    let Some(c) = &g.consumer else {
+        return g.classic.subscribed_topics();
+    };
+    let mut out = HashSet::new();
+    for m in c.members.values() {
+        out.extend(m.topics.iter().cloned());
+    }
+    out.extend(c.topics_seen.keys().cloned());
+    out
 }
 
 /// Group writes waiting for their offsets partition's writer, per partition.
@@ -222,6 +115,10 @@ pub struct Coordinator {
     loaded: RefCell<HashSet<i32>>,
     load_lock: async_lock::Mutex<()>,
     member_seq: Cell<u64>,
+    /// Classic JoinGroup and SyncGroup requests waiting for the state machine's answer (at
+    /// most one of each per member).
+    parked: RefCell<HashMap<Ticket, Parked>>,
+    next_ticket: Cell<u64>,
     /// A KIP-848 expiry pass is running (at most one at a time).
     consumer_expiry_running: Cell<bool>,
     /// Ordered writers of the offsets partitions this shard coordinates.
@@ -229,6 +126,12 @@ pub struct Coordinator {
     /// Topics as the KIP-848 assignors see them, with the registry version they come from.
     #[allow(clippy::type_complexity)]
     topics_cache: RefCell<Option<(u64, Rc<BTreeMap<String, cg::TopicMeta>>)>>,
+}
+
+/// The reply channel of a parked classic request.
+enum Parked {
+    Join(oneshot::Sender<JoinGroupResponse>),
+    Sync(oneshot::Sender<SyncGroupResponse>),
 }
 
 /// This shard's coordinator, with its shard at hand (the shard's methods through `Deref`).
@@ -309,17 +212,6 @@ pub enum GroupReply {
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
-}
-
-fn join_error(code: ErrorCode, member_id: &str) -> JoinGroupResponse {
-    JoinGroupResponse::default()
-        .with_error_code(code.code())
-        .with_generation_id(-1)
-        .with_member_id(s(member_id))
-}
-
-fn sync_error(code: ErrorCode) -> SyncGroupResponse {
-    SyncGroupResponse::default().with_error_code(code.code())
 }
 
 impl Groups {
@@ -445,8 +337,8 @@ impl Groups {
                     .with_group_type(s("consumer")),
                 None => ListedGroup::default()
                     .with_group_id(GroupId(s(id)))
-                    .with_protocol_type(s(&g.protocol_type))
-                    .with_group_state(s(g.state.name()))
+                    .with_protocol_type(s(g.classic.protocol_type()))
+                    .with_group_state(s(g.classic.state().name()))
                     .with_group_type(s("classic")),
             })
             .collect()
@@ -567,7 +459,10 @@ impl Groups {
         Ok(())
     }
 
+    /// Applies a stored record to the group state. Requests parked in a classic group that
+    /// the record replaces or deletes are dropped (they answer as on a coordinator move).
     fn replay(&self, r: StoredRecord) {
+        let mut abandoned = Vec::new();
         let mut groups = self.state.groups.borrow_mut();
         match r {
             StoredRecord::Offset {
@@ -579,18 +474,14 @@ impl Groups {
                 metadata,
                 ..
             } => {
-                groups
-                    .entry(group)
-                    .or_insert_with(Group::new)
-                    .offsets
-                    .insert(
-                        (topic, partition),
-                        Committed {
-                            offset,
-                            leader_epoch,
-                            metadata,
-                        },
-                    );
+                groups.entry(group).or_default().offsets.insert(
+                    (topic, partition),
+                    Committed {
+                        offset,
+                        leader_epoch,
+                        metadata,
+                    },
+                );
             }
             StoredRecord::OffsetDeleted {
                 group,
@@ -609,60 +500,25 @@ impl Groups {
                 leader,
                 members,
             } => {
-                // As Kafka after a coordinator failover: the members of the last stable
-                // generation are back with fresh sessions, so members that keep
-                // heartbeating carry on with their assignment and the ones that are gone
-                // expire after their session timeout.
-                let g = groups.entry(group).or_insert_with(Group::new);
+                let g = groups.entry(group).or_default();
+                abandoned.extend(g.classic.parked());
                 g.consumer = None;
-                g.members.clear();
-                g.statics.clear();
-                g.pending.clear();
-                g.rebalance_id += 1;
-                g.state = if members.is_empty() {
-                    GroupState::Empty
-                } else {
-                    GroupState::Stable
-                };
-                for m in members {
-                    if let Some(inst) = &m.instance_id {
-                        g.statics.insert(inst.clone(), m.member_id.clone());
-                    }
-                    g.members.insert(
-                        m.member_id.clone(),
-                        Member {
-                            id: m.member_id,
-                            instance_id: m.instance_id,
-                            client_id: m.client_id,
-                            client_host: m.client_host,
-                            session_timeout: Duration::from_millis(
-                                m.session_timeout_ms.max(0) as u64
-                            ),
-                            rebalance_timeout: Duration::from_millis(
-                                m.rebalance_timeout_ms.max(0) as u64
-                            ),
-                            protocols: vec![(protocol.clone(), Bytes::from(m.metadata))],
-                            assignment: Bytes::from(m.assignment),
-                            last_heartbeat: Instant::now(),
-                            join_tx: None,
-                            sync_tx: None,
-                        },
-                    );
-                }
-                g.leader = if g.members.contains_key(&leader) {
-                    leader
-                } else {
-                    String::new()
-                };
-                g.protocol_type = protocol_type;
-                g.protocol = protocol;
-                g.generation = generation;
+                g.classic.restore(
+                    protocol_type,
+                    protocol,
+                    generation,
+                    leader,
+                    members,
+                    Instant::now(),
+                );
             }
             StoredRecord::GroupDeleted { group } => {
-                groups.remove(&group);
+                if let Some(g) = groups.remove(&group) {
+                    abandoned.extend(g.classic.parked());
+                }
             }
             StoredRecord::ConsumerGroup { group, meta } => {
-                let g = groups.entry(group).or_insert_with(Group::new);
+                let g = groups.entry(group).or_default();
                 let c = g.consumer.get_or_insert_with(Default::default);
                 c.epoch = meta.epoch;
                 c.assignment_epoch = meta.assignment_epoch;
@@ -682,7 +538,7 @@ impl Groups {
                     .collect();
             }
             StoredRecord::ConsumerMember { group, member } => {
-                let g = groups.entry(group.clone()).or_insert_with(Group::new);
+                let g = groups.entry(group.clone()).or_default();
                 let c = g.consumer.get_or_insert_with(Default::default);
                 let id = member.member_id.clone();
                 if let Err(e) = c.restore_member(member.restore(Instant::now()), Instant::now()) {
@@ -694,6 +550,11 @@ impl Groups {
                     c.remove_restored(&member_id);
                 }
             }
+        }
+        drop(groups);
+        let mut parked = self.state.parked.borrow_mut();
+        for t in abandoned {
+            parked.remove(&t);
         }
     }
 
@@ -938,8 +799,8 @@ impl Groups {
                     removed: Default::default(),
                 };
                 out.extend(consumer_records(id, c, &changes));
-            } else if g.generation > 0 || !g.protocol_type.is_empty() {
-                out.push(g.stored(id));
+            } else {
+                out.extend(g.classic.checkpoint(id));
             }
             for ((topic, p), c) in &g.offsets {
                 out.push(StoredRecord::Offset {
@@ -956,6 +817,109 @@ impl Groups {
         out
     }
 
+    /// The clock and settings for the classic state machine.
+    fn classic_context(&self) -> classic::Context {
+        let cfg = self.config();
+        classic::Context {
+            now: Instant::now(),
+            settings: classic::Settings {
+                min_session_timeout_ms: cfg.group_min_session_timeout_ms,
+                max_session_timeout_ms: cfg.group_max_session_timeout_ms,
+                initial_rebalance_delay: Duration::from_millis(
+                    cfg.group_initial_rebalance_delay_ms,
+                ),
+                members_max: cfg.limits.group_members_max,
+            },
+        }
+    }
+
+    fn ticket(&self) -> Ticket {
+        let t = self.state.next_ticket.get();
+        self.state.next_ticket.set(t + 1);
+        Ticket(t)
+    }
+
+    /// Runs `event` on classic group `group`, if it exists, and carries out its outputs.
+    fn classic_event(
+        &self,
+        partition: i32,
+        group: &str,
+        event: impl FnOnce(&mut ClassicGroup, &classic::Context, &mut Vec<Output>),
+    ) {
+        let ctx = self.classic_context();
+        let mut out = Vec::new();
+        {
+            let mut groups = self.state.groups.borrow_mut();
+            let Some(g) = groups.get_mut(group) else {
+                return;
+            };
+            event(&mut g.classic, &ctx, &mut out);
+        }
+        self.carry_out(partition, group, out);
+    }
+
+    /// Does what the classic state machine asked for, in its order. Records are queued
+    /// before anything else can run (no await here), so they reach the log in the order the
+    /// state machine produced them.
+    fn carry_out(&self, partition: i32, group: &str, out: Vec<Output>) {
+        for o in out {
+            match o {
+                Output::Join(t, answer) => {
+                    let parked = self.state.parked.borrow_mut().remove(&t);
+                    if let Some(Parked::Join(tx)) = parked {
+                        let _ = tx.send(answer);
+                    }
+                }
+                Output::Sync(t, answer) => {
+                    let parked = self.state.parked.borrow_mut().remove(&t);
+                    if let Some(Parked::Sync(tx)) = parked {
+                        let _ = tx.send(answer);
+                    }
+                }
+                Output::Abandon(t) => {
+                    self.state.parked.borrow_mut().remove(&t);
+                }
+                Output::Persist(record) => {
+                    // A failure is logged by the writer; the group's next change writes its
+                    // state again.
+                    let _ = self.enqueue_write(partition, vec![record]);
+                }
+                Output::JoinDeadline { rebalance, after } => {
+                    self.classic_timer(partition, group, after, move |g, group, ctx, out| {
+                        g.join_deadline(group, rebalance, ctx, out)
+                    })
+                }
+                Output::SyncDeadline { rebalance, after } => {
+                    self.classic_timer(partition, group, after, move |g, group, ctx, out| {
+                        g.sync_deadline(group, rebalance, ctx, out)
+                    })
+                }
+            }
+        }
+    }
+
+    fn classic_timer(
+        &self,
+        partition: i32,
+        group: &str,
+        after: Duration,
+        fire: impl FnOnce(&mut ClassicGroup, &str, &classic::Context, &mut Vec<Output>) + 'static,
+    ) {
+        let me = self.clone();
+        let group = group.to_string();
+        runtime::spawn(async move {
+            runtime::sleep(after).await;
+            me.classic_event(partition, &group, |g, ctx, out| fire(g, &group, ctx, out));
+        });
+    }
+
+    /// A fresh member id: client id, shard, a sequence number and a random part.
+    fn new_member_id(&self, client_id: &str) -> String {
+        let seq = self.state.member_seq.get() + 1;
+        self.state.member_seq.set(seq);
+        format!("{client_id}-{}-{seq}-{:08x}", self.id(), fastrand::u32(..))
+    }
+
     async fn join(
         &self,
         partition: i32,
@@ -964,35 +928,22 @@ impl Groups {
         client_id: String,
         client_host: String,
     ) -> JoinGroupResponse {
-        let group_id = r.group_id.0.to_string();
-        let member_id = r.member_id.to_string();
-        let cfg = self.config();
-        if group_id.is_empty() {
-            return join_error(ErrorCode::InvalidGroupId, &member_id);
-        }
-        let session = r.session_timeout_ms as u64;
-        if session < cfg.group_min_session_timeout_ms || session > cfg.group_max_session_timeout_ms
-        {
-            return join_error(ErrorCode::InvalidSessionTimeout, &member_id);
-        }
-        let rebalance_timeout = if version >= 1 {
-            r.rebalance_timeout_ms
-        } else {
-            r.session_timeout_ms
+        let ctx = self.classic_context();
+        let mut join = match Join::decode(&r, version, client_id, client_host, &ctx.settings) {
+            Ok(join) => join,
+            Err(code) => return join_error(code, &r.member_id),
         };
-        let protocols: Vec<(String, Bytes)> = r
-            .protocols
-            .iter()
-            .map(|p| (p.name.to_string(), p.metadata.clone()))
-            .collect();
-        if protocols.is_empty() || r.protocol_type.is_empty() {
-            return join_error(ErrorCode::InconsistentGroupProtocol, &member_id);
+        if join.member_id.is_empty() {
+            join.new_member_id = self.new_member_id(&join.client_id);
         }
-        let instance_id = r.group_instance_id.as_ref().map(|i| i.to_string());
-        let (tx, rx) = oneshot::channel();
-        {
+        let group_id = r.group_id.0.to_string();
+        let member_id = join.member_id.clone();
+        let ticket = self.ticket();
+        let mut out = Vec::new();
+        let answer = {
             let mut groups = self.state.groups.borrow_mut();
-            let g = match group_entry(&mut groups, &group_id, cfg.limits.groups_per_shard_max) {
+            let groups_max = self.config().limits.groups_per_shard_max;
+            let g = match group_entry(&mut groups, &group_id, groups_max) {
                 Ok(g) => g,
                 Err(code) => return join_error(code, &member_id),
             };
@@ -1003,532 +954,112 @@ impl Groups {
                 }
                 g.consumer = None;
             }
-            let busy = g.state != GroupState::Empty || !g.members.is_empty();
-            let compatible = g.protocol_type == r.protocol_type.as_str()
-                && protocols.iter().any(|(n, _)| {
-                    g.members
-                        .values()
-                        .all(|m| m.protocols.iter().any(|(o, _)| o == n))
-                });
-            if busy && !compatible {
-                return join_error(ErrorCode::InconsistentGroupProtocol, &member_id);
-            }
-            if g.members.len() >= cfg.limits.group_members_max
-                && !g.members.contains_key(&member_id)
-            {
-                return join_error(ErrorCode::GroupMaxSizeReached, &member_id);
-            }
-            let known_static = instance_id.as_ref().and_then(|i| g.statics.get(i).cloned());
-            let id = if member_id.is_empty() {
-                let seq = self.state.member_seq.get() + 1;
-                self.state.member_seq.set(seq);
-                let new_id = format!("{client_id}-{}-{seq}-{:08x}", self.id(), fastrand::u32(..));
-                match (&instance_id, known_static) {
-                    (Some(inst), Some(old)) => {
-                        // A static member restarted: it takes over its old slot.
-                        if let Some(mut m) = g.members.remove(&old) {
-                            if let Some(tx) = m.join_tx.take() {
-                                let _ = tx.send(join_error(ErrorCode::FencedInstanceId, &old));
-                            }
-                            if let Some(tx) = m.sync_tx.take() {
-                                let _ = tx.send(sync_error(ErrorCode::FencedInstanceId));
-                            }
-                            m.id = new_id.clone();
-                            m.last_heartbeat = Instant::now();
-                            let same = m.protocols == protocols;
-                            m.protocols = protocols.clone();
-                            if g.leader == old {
-                                g.leader = new_id.clone();
-                            }
-                            g.members.insert(new_id.clone(), m);
-                            g.statics.insert(inst.clone(), new_id.clone());
-                            if g.state == GroupState::Stable && same {
-                                // No rebalance: the member gets the current generation and,
-                                // at SyncGroup, its old assignment.
-                                return JoinGroupResponse::default()
-                                    .with_generation_id(g.generation)
-                                    .with_protocol_type(Some(s(&g.protocol_type)))
-                                    .with_protocol_name(Some(s(&g.protocol)))
-                                    .with_leader(s(&g.leader))
-                                    .with_member_id(s(&new_id));
-                            }
-                        }
-                        new_id
-                    }
-                    (None, _) if version >= 4 => {
-                        // KIP-394: the member id is handed out first; the member rejoins
-                        // with it.
-                        if g.pending.len() >= cfg.limits.group_members_max {
-                            return join_error(ErrorCode::GroupMaxSizeReached, &member_id);
-                        }
-                        g.pending.insert(new_id.clone());
-                        return join_error(ErrorCode::MemberIdRequired, &new_id);
-                    }
-                    _ => new_id,
-                }
-            } else {
-                if !g.members.contains_key(&member_id) && !g.pending.contains(&member_id) {
-                    return join_error(ErrorCode::UnknownMemberId, &member_id);
-                }
-                if let (Some(inst), Some(owner)) = (&instance_id, &known_static) {
-                    if *owner != member_id {
-                        return join_error(ErrorCode::FencedInstanceId, &member_id);
-                    }
-                    let _ = inst;
-                }
-                member_id.clone()
-            };
-            g.pending.remove(&id);
-            let existing = g.members.get(&id).map(|m| m.protocols == protocols);
-            if let (Some(true), GroupState::Stable | GroupState::CompletingRebalance) =
-                (existing, g.state)
-            {
-                if g.leader != id || g.state == GroupState::CompletingRebalance {
-                    // A follower rejoining with the same metadata: nothing to rebalance.
-                    let m = g.members.get_mut(&id).expect("member present");
-                    m.last_heartbeat = Instant::now();
-                    return JoinGroupResponse::default()
-                        .with_generation_id(g.generation)
-                        .with_protocol_type(Some(s(&g.protocol_type)))
-                        .with_protocol_name(Some(s(&g.protocol)))
-                        .with_leader(s(&g.leader))
-                        .with_member_id(s(&id));
-                }
-            }
-            let member = g.members.entry(id.clone()).or_insert_with(|| Member {
-                id: id.clone(),
-                instance_id: instance_id.clone(),
-                client_id: client_id.clone(),
-                client_host: client_host.clone(),
-                session_timeout: Duration::from_millis(session),
-                rebalance_timeout: Duration::from_millis(rebalance_timeout.max(0) as u64),
-                protocols: protocols.clone(),
-                assignment: Bytes::new(),
-                last_heartbeat: Instant::now(),
-                join_tx: None,
-                sync_tx: None,
-            });
-            member.protocols = protocols;
-            member.session_timeout = Duration::from_millis(session);
-            member.rebalance_timeout = Duration::from_millis(rebalance_timeout.max(0) as u64);
-            member.last_heartbeat = Instant::now();
-            if let Some(old) = member.join_tx.replace(tx) {
-                let _ = old.send(join_error(ErrorCode::UnknownMemberId, &id));
-            }
-            if let Some(inst) = &instance_id {
-                g.statics.insert(inst.clone(), id.clone());
-            }
-            if g.protocol_type.is_empty() || g.members.len() == 1 {
-                g.protocol_type = r.protocol_type.to_string();
-            }
-        }
-        self.prepare_rebalance(partition, &group_id, false);
-        self.try_complete_join(partition, &group_id);
-        rx.await
-            .unwrap_or_else(|_| join_error(ErrorCode::UnknownMemberId, &member_id))
-    }
-
-    /// The last member left (or expired): the group is Empty at its new generation, written
-    /// down so a restart does not bring the departed members back.
-    fn group_emptied(&self, partition: i32, group_id: &str, g: &mut Group) {
-        g.state = GroupState::Empty;
-        g.leader.clear();
-        info!(
-            group = group_id,
-            generation = g.generation,
-            "group is empty"
-        );
-        let _ = self.enqueue_write(partition, vec![g.stored(group_id)]);
-    }
-
-    /// Moves the group to PreparingRebalance (if it is not there) and arms the timer that
-    /// ends the join phase with whoever rejoined.
-    fn prepare_rebalance(&self, partition: i32, group_id: &str, force: bool) {
-        let (id, wait) = {
-            let mut groups = self.state.groups.borrow_mut();
-            let Some(g) = groups.get_mut(group_id) else {
-                return;
-            };
-            if g.members.is_empty() {
-                // The last member left or expired: nothing to rebalance.
-                if g.state != GroupState::Empty {
-                    g.generation += 1;
-                    g.rebalance_id += 1;
-                    self.group_emptied(partition, group_id, g);
-                }
-                return;
-            }
-            if g.state == GroupState::PreparingRebalance && !force {
-                return;
-            }
-            let was_empty = g.state == GroupState::Empty;
-            g.state = GroupState::PreparingRebalance;
-            g.rebalance_id += 1;
-            g.rebalance_started = Instant::now();
-            // Members that wait on SyncGroup of the old generation must rejoin.
-            for m in g.members.values_mut() {
-                if let Some(tx) = m.sync_tx.take() {
-                    let _ = tx.send(sync_error(ErrorCode::RebalanceInProgress));
-                }
-            }
-            let timeout = g
-                .members
-                .values()
-                .map(|m| m.rebalance_timeout)
-                .max()
-                .unwrap_or_default();
-            let wait = if was_empty {
-                Duration::from_millis(self.config().group_initial_rebalance_delay_ms)
-            } else {
-                timeout
-            };
-            (g.rebalance_id, wait)
+            g.classic.join(&group_id, join, ticket, &ctx, &mut out)
         };
-        let me = self.clone();
-        let group_id = group_id.to_string();
-        runtime::spawn(async move {
-            runtime::sleep(wait).await;
-            me.complete_join(partition, &group_id, id, true);
+        let rx = answer.is_none().then(|| {
+            let (tx, rx) = oneshot::channel();
+            self.state
+                .parked
+                .borrow_mut()
+                .insert(ticket, Parked::Join(tx));
+            rx
         });
-    }
-
-    /// Ends the join phase when every member has rejoined (and an empty group's initial
-    /// delay has passed).
-    fn try_complete_join(&self, partition: i32, group_id: &str) {
-        let (ready, id) = {
-            let groups = self.state.groups.borrow();
-            let Some(g) = groups.get(group_id) else {
-                return;
-            };
-            // A new group waits out the initial delay so members starting together join
-            // one generation; later rebalances end as soon as every member is back.
-            let delay_over = g.generation > 0
-                || g.rebalance_started.elapsed()
-                    >= Duration::from_millis(self.config().group_initial_rebalance_delay_ms);
-            let all = !g.members.is_empty() && g.members.values().all(|m| m.join_tx.is_some());
-            (
-                g.state == GroupState::PreparingRebalance && all && delay_over,
-                g.rebalance_id,
-            )
-        };
-        if ready {
-            self.complete_join(partition, group_id, id, false);
+        self.carry_out(partition, &group_id, out);
+        match (answer, rx) {
+            (Some(answer), _) => answer,
+            (None, Some(rx)) => rx
+                .await
+                .unwrap_or_else(|_| join_error(ErrorCode::UnknownMemberId, &member_id)),
+            (None, None) => unreachable!("a parked join has a channel"),
         }
-    }
-
-    fn complete_join(&self, partition: i32, group_id: &str, rebalance_id: u64, timer: bool) {
-        let mut groups = self.state.groups.borrow_mut();
-        let Some(g) = groups.get_mut(group_id) else {
-            return;
-        };
-        if g.state != GroupState::PreparingRebalance || g.rebalance_id != rebalance_id {
-            return;
-        }
-        if !timer && g.members.values().any(|m| m.join_tx.is_none()) {
-            return;
-        }
-        // Members that did not rejoin in time leave the group.
-        let gone: Vec<String> = g
-            .members
-            .values()
-            .filter(|m| m.join_tx.is_none())
-            .map(|m| m.id.clone())
-            .collect();
-        for id in &gone {
-            if let Some(m) = g.members.remove(id) {
-                if let Some(inst) = &m.instance_id {
-                    g.statics.remove(inst);
-                }
-            }
-        }
-        g.generation += 1;
-        if g.members.is_empty() {
-            self.group_emptied(partition, group_id, g);
-            return;
-        }
-        // Protocol: each member votes for its most preferred protocol every member supports.
-        let candidates: Vec<String> = g
-            .members
-            .values()
-            .next()
-            .map(|m| {
-                m.protocols
-                    .iter()
-                    .map(|(n, _)| n.clone())
-                    .collect::<Vec<String>>()
-            })
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|n| {
-                g.members
-                    .values()
-                    .all(|m| m.protocols.iter().any(|(o, _)| o == n))
-            })
-            .collect();
-        let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
-        for m in g.members.values() {
-            if let Some((n, _)) = m.protocols.iter().find(|(n, _)| candidates.contains(n)) {
-                *votes.entry(n.as_str()).or_default() += 1;
-            }
-        }
-        g.protocol = votes
-            .iter()
-            .max_by_key(|(_, v)| **v)
-            .map(|(n, _)| n.to_string())
-            .unwrap_or_default();
-        if !g.members.contains_key(&g.leader) {
-            g.leader = g.members.keys().next().cloned().unwrap_or_default();
-        }
-        g.state = GroupState::CompletingRebalance;
-        g.rebalance_started = Instant::now();
-        let all: Vec<JoinGroupResponseMember> = g
-            .members
-            .values()
-            .map(|m| {
-                JoinGroupResponseMember::default()
-                    .with_member_id(s(&m.id))
-                    .with_group_instance_id(m.instance_id.as_deref().map(s))
-                    .with_metadata(m.metadata_for(&g.protocol))
-            })
-            .collect();
-        info!(group = group_id, generation = g.generation, members = g.members.len(),
-            protocol = %g.protocol, removed = gone.len(), "rebalance: join phase complete");
-        let (generation, protocol_type, protocol, leader) = (
-            g.generation,
-            g.protocol_type.clone(),
-            g.protocol.clone(),
-            g.leader.clone(),
-        );
-        for m in g.members.values_mut() {
-            m.last_heartbeat = Instant::now();
-            m.assignment = Bytes::new();
-            let Some(tx) = m.join_tx.take() else { continue };
-            let response = JoinGroupResponse::default()
-                .with_generation_id(generation)
-                .with_protocol_type(Some(s(&protocol_type)))
-                .with_protocol_name(Some(s(&protocol)))
-                .with_leader(s(&leader))
-                .with_member_id(s(&m.id))
-                .with_members(if m.id == leader {
-                    all.clone()
-                } else {
-                    Vec::new()
-                });
-            let _ = tx.send(response);
-        }
-        // If the leader never sends SyncGroup, start over after the rebalance timeout.
-        let timeout = g
-            .members
-            .values()
-            .map(|m| m.rebalance_timeout)
-            .max()
-            .unwrap_or_default();
-        let id = g.rebalance_id;
-        drop(groups);
-        let me = self.clone();
-        let group_id = group_id.to_string();
-        runtime::spawn(async move {
-            runtime::sleep(timeout).await;
-            let stuck = me.state.groups.borrow().get(&group_id).is_some_and(|g| {
-                g.state == GroupState::CompletingRebalance && g.rebalance_id == id
-            });
-            if stuck {
-                warn!(group = %group_id, "the leader sent no assignment in time; rebalancing again");
-                me.prepare_rebalance(partition, &group_id, true);
-            }
-        });
-    }
-
-    /// Checks member id, generation and static fencing.
-    fn check_member(
-        g: &Group,
-        member_id: &str,
-        generation: i32,
-        instance: Option<&str>,
-    ) -> Result<(), ErrorCode> {
-        if let Some(inst) = instance {
-            if let Some(owner) = g.statics.get(inst) {
-                if owner != member_id {
-                    return Err(ErrorCode::FencedInstanceId);
-                }
-            }
-        }
-        if !g.members.contains_key(member_id) {
-            return Err(ErrorCode::UnknownMemberId);
-        }
-        if generation != g.generation {
-            return Err(ErrorCode::IllegalGeneration);
-        }
-        Ok(())
     }
 
     async fn sync(&self, partition: i32, r: SyncGroupRequest) -> SyncGroupResponse {
         let group_id = r.group_id.0.to_string();
-        let member_id = r.member_id.to_string();
-        let (tx, rx) = oneshot::channel();
-        let persist = {
+        let ctx = self.classic_context();
+        let ticket = self.ticket();
+        let mut out = Vec::new();
+        let synced = {
             let mut groups = self.state.groups.borrow_mut();
             let Some(g) = groups.get_mut(&group_id) else {
                 return sync_error(ErrorCode::UnknownMemberId);
             };
-            if let Err(code) = Self::check_member(
-                g,
-                &member_id,
-                r.generation_id,
-                r.group_instance_id.as_deref(),
-            ) {
-                return sync_error(code);
-            }
-            match g.state {
-                GroupState::Empty => return sync_error(ErrorCode::UnknownMemberId),
-                GroupState::PreparingRebalance => {
-                    return sync_error(ErrorCode::RebalanceInProgress)
-                }
-                GroupState::Stable => {
-                    let m = &g.members[&member_id];
-                    return SyncGroupResponse::default()
-                        .with_protocol_type(Some(s(&g.protocol_type)))
-                        .with_protocol_name(Some(s(&g.protocol)))
-                        .with_assignment(m.assignment.clone());
-                }
-                GroupState::CompletingRebalance => {}
-            }
-            if let Some(m) = g.members.get_mut(&member_id) {
-                m.sync_tx = Some(tx);
-                m.last_heartbeat = Instant::now();
-            }
-            if member_id == g.leader {
-                for a in &r.assignments {
-                    if let Some(m) = g.members.get_mut(a.member_id.as_str()) {
-                        m.assignment = a.assignment.clone();
-                    }
-                }
-                Some((g.generation, g.stored(&group_id)))
-            } else {
-                None
-            }
+            g.classic.sync(&group_id, &r, ticket, &ctx, &mut out)
         };
+        let persist = match synced {
+            Synced::Now(answer) => {
+                self.carry_out(partition, &group_id, out);
+                return answer;
+            }
+            Synced::Parked => None,
+            Synced::Persist { generation, record } => Some((generation, record)),
+        };
+        let (tx, rx) = oneshot::channel();
+        self.state
+            .parked
+            .borrow_mut()
+            .insert(ticket, Parked::Sync(tx));
+        self.carry_out(partition, &group_id, out);
         if let Some((generation, record)) = persist {
             let result = self.persist(partition, vec![record]).await;
-            let mut groups = self.state.groups.borrow_mut();
-            if let Some(g) = groups.get_mut(&group_id) {
-                if g.generation == generation && g.state == GroupState::CompletingRebalance {
-                    match result {
-                        Ok(()) => {
-                            g.state = GroupState::Stable;
-                            info!(group = %group_id, generation, "rebalance complete");
-                            for m in g.members.values_mut() {
-                                if let Some(tx) = m.sync_tx.take() {
-                                    let _ = tx.send(
-                                        SyncGroupResponse::default()
-                                            .with_protocol_type(Some(s(&g.protocol_type)))
-                                            .with_protocol_name(Some(s(&g.protocol)))
-                                            .with_assignment(m.assignment.clone()),
-                                    );
-                                }
-                            }
-                        }
-                        Err(code) => {
-                            for m in g.members.values_mut() {
-                                if let Some(tx) = m.sync_tx.take() {
-                                    let _ = tx.send(sync_error(code));
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            self.classic_event(partition, &group_id, |g, _, out| {
+                g.assignment_persisted(&group_id, generation, result, out)
+            });
         }
         rx.await
             .unwrap_or_else(|_| sync_error(ErrorCode::RebalanceInProgress))
     }
 
     fn heartbeat(&self, r: HeartbeatRequest) -> HeartbeatResponse {
-        let code = {
-            let mut groups = self.state.groups.borrow_mut();
-            match groups.get_mut(r.group_id.0.as_str()) {
-                None => ErrorCode::UnknownMemberId,
-                Some(g) => match Self::check_member(
-                    g,
-                    &r.member_id,
-                    r.generation_id,
-                    r.group_instance_id.as_deref(),
-                ) {
-                    Err(code) => code,
-                    Ok(()) => {
-                        if let Some(m) = g.members.get_mut(r.member_id.as_str()) {
-                            m.last_heartbeat = Instant::now();
-                        }
-                        match g.state {
-                            GroupState::PreparingRebalance => ErrorCode::RebalanceInProgress,
-                            _ => ErrorCode::None,
-                        }
-                    }
-                },
-            }
-        };
-        HeartbeatResponse::default().with_error_code(code.code())
+        let ctx = self.classic_context();
+        match self
+            .state
+            .groups
+            .borrow_mut()
+            .get_mut(r.group_id.0.as_str())
+        {
+            None => HeartbeatResponse::default().with_error_code(ErrorCode::UnknownMemberId.code()),
+            Some(g) => g.classic.heartbeat(&r, &ctx),
+        }
     }
 
     fn leave(&self, partition: i32, r: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
         let group_id = r.group_id.0.to_string();
-        let leaving: Vec<(String, Option<String>)> = if version >= 3 {
-            r.members
-                .iter()
-                .map(|m| {
-                    (
-                        m.member_id.to_string(),
-                        m.group_instance_id.as_ref().map(|i| i.to_string()),
-                    )
-                })
-                .collect()
-        } else {
-            vec![(r.member_id.to_string(), None)]
-        };
-        let mut results = Vec::new();
-        let mut removed = false;
-        {
+        let ctx = self.classic_context();
+        let mut out = Vec::new();
+        let answer = {
             let mut groups = self.state.groups.borrow_mut();
             let Some(g) = groups.get_mut(&group_id) else {
                 return LeaveGroupResponse::default()
                     .with_error_code(ErrorCode::UnknownMemberId.code());
             };
-            for (member_id, instance) in leaving {
-                let id = match (&instance, member_id.is_empty()) {
-                    (Some(inst), true) => g.statics.get(inst).cloned().unwrap_or_default(),
-                    _ => member_id.clone(),
-                };
-                let code = match g.members.remove(&id) {
-                    Some(mut m) => {
-                        if let Some(inst) = &m.instance_id {
-                            g.statics.remove(inst);
-                        }
-                        if let Some(tx) = m.join_tx.take() {
-                            let _ = tx.send(join_error(ErrorCode::UnknownMemberId, &id));
-                        }
-                        removed = true;
-                        info!(group = %group_id, member = %id, "member left the group");
-                        ErrorCode::None
-                    }
-                    None => ErrorCode::UnknownMemberId,
-                };
-                results.push(
-                    leave_group_response::MemberResponse::default()
-                        .with_member_id(s(&member_id))
-                        .with_group_instance_id(instance.as_deref().map(s))
-                        .with_error_code(code.code()),
-                );
+            g.classic.leave(&group_id, &r, version, &ctx, &mut out)
+        };
+        self.carry_out(partition, &group_id, out);
+        answer
+    }
+
+    /// Removes members whose session expired; called by the shard's ticker.
+    pub fn expire_group_members(&self) {
+        self.expire_consumer_members();
+        let Some(partitions) = self
+            .image()
+            .topic(OFFSETS_TOPIC)
+            .map(|t| t.partition_count())
+        else {
+            return;
+        };
+        let ctx = self.classic_context();
+        let mut expired = Vec::new();
+        for (id, g) in self.state.groups.borrow_mut().iter_mut() {
+            let mut out = Vec::new();
+            g.classic.expire_sessions(id, &ctx, &mut out);
+            if !out.is_empty() {
+                expired.push((id.clone(), out));
             }
         }
-        if removed {
-            self.prepare_rebalance(partition, &group_id, false);
-            self.try_complete_join(partition, &group_id);
-        }
-        if version >= 3 {
-            LeaveGroupResponse::default().with_members(results)
-        } else {
-            let code = results.first().map_or(0, |m| m.error_code);
-            LeaveGroupResponse::default().with_error_code(code)
+        for (group, out) in expired {
+            self.carry_out(offsets_partition(&group, partitions), &group, out);
         }
     }
 
@@ -1632,7 +1163,7 @@ impl Groups {
                 }
             };
             if g.consumer.is_none() {
-                if !g.members.is_empty() {
+                if g.classic.has_members() {
                     return fail(
                         ErrorCode::GroupIdNotFound,
                         format!("group {group_id} is a classic group with members"),
@@ -1739,50 +1270,6 @@ impl Groups {
                     })
                     .collect(),
             )
-    }
-
-    /// Removes members whose session expired; called by the shard's ticker.
-    pub fn expire_group_members(&self) {
-        self.expire_consumer_members();
-        let mut expired: Vec<(String, i32)> = Vec::new();
-        {
-            let mut groups = self.state.groups.borrow_mut();
-            let Some(partitions) = self
-                .image()
-                .topic(OFFSETS_TOPIC)
-                .map(|t| t.partition_count())
-            else {
-                return;
-            };
-            for (id, g) in groups.iter_mut() {
-                let dead: Vec<String> = g
-                    .members
-                    .values()
-                    .filter(|m| {
-                        m.join_tx.is_none() && m.last_heartbeat.elapsed() > m.session_timeout
-                    })
-                    .map(|m| m.id.clone())
-                    .collect();
-                for member in &dead {
-                    if let Some(mut m) = g.members.remove(member) {
-                        if let Some(inst) = &m.instance_id {
-                            g.statics.remove(inst);
-                        }
-                        if let Some(tx) = m.sync_tx.take() {
-                            let _ = tx.send(sync_error(ErrorCode::UnknownMemberId));
-                        }
-                        info!(group = %id, member = %member, "member session expired");
-                    }
-                }
-                if !dead.is_empty() {
-                    expired.push((id.clone(), offsets_partition(id, partitions)));
-                }
-            }
-        }
-        for (group, partition) in expired {
-            self.prepare_rebalance(partition, &group, false);
-            self.try_complete_join(partition, &group);
-        }
     }
 
     /// Kafka's check of a commit or offset fetch by a KIP-848 member: a standalone client
@@ -1921,28 +1408,24 @@ impl Groups {
                         Self::check_consumer_member(c, &member_id, generation, version)
                     } else if generation < 0 && member_id.is_empty() {
                         // A standalone commit (a consumer using assign()).
-                        if g.members.is_empty() {
-                            Ok(())
-                        } else {
+                        if g.classic.has_members() {
                             Err(ErrorCode::UnknownMemberId)
+                        } else {
+                            Ok(())
                         }
                     } else {
-                        Self::check_member(
-                            g,
-                            &member_id,
-                            generation,
-                            r.group_instance_id.as_deref(),
-                        )
-                        .and_then(|_| {
-                            // Members of the current generation may still commit while the
-                            // group prepares a rebalance (consumers commit as they give up
-                            // partitions); only the window between join and sync is closed.
-                            if g.state == GroupState::CompletingRebalance {
-                                Err(ErrorCode::RebalanceInProgress)
-                            } else {
-                                Ok(())
-                            }
-                        })
+                        g.classic
+                            .check_member(&member_id, generation, r.group_instance_id.as_deref())
+                            .and_then(|_| {
+                                // Members of the current generation may still commit while the
+                                // group prepares a rebalance (consumers commit as they give up
+                                // partitions); only the window between join and sync is closed.
+                                if g.classic.state() == GroupState::CompletingRebalance {
+                                    Err(ErrorCode::RebalanceInProgress)
+                                } else {
+                                    Ok(())
+                                }
+                            })
                     }
                 }
             }
@@ -2038,23 +1521,7 @@ impl Groups {
                 .with_error_code(ErrorCode::GroupIdNotFound.code())
                 .with_group_state(s("Dead"));
         }
-        base.with_group_state(s(g.state.name()))
-            .with_protocol_type(s(&g.protocol_type))
-            .with_protocol_data(s(&g.protocol))
-            .with_members(
-                g.members
-                    .values()
-                    .map(|m| {
-                        DescribedGroupMember::default()
-                            .with_member_id(s(&m.id))
-                            .with_group_instance_id(m.instance_id.as_deref().map(s))
-                            .with_client_id(s(&m.client_id))
-                            .with_client_host(s(&m.client_host))
-                            .with_member_metadata(m.metadata_for(&g.protocol))
-                            .with_member_assignment(m.assignment.clone())
-                    })
-                    .collect(),
-            )
+        g.classic.describe(group)
     }
 
     async fn delete_group(&self, partition: i32, group: &str) -> ErrorCode {
@@ -2062,7 +1529,7 @@ impl Groups {
             let groups = self.state.groups.borrow();
             match groups.get(group) {
                 None => return ErrorCode::GroupIdNotFound,
-                Some(g) if !g.members.is_empty() => return ErrorCode::NonEmptyGroup,
+                Some(g) if g.classic.has_members() => return ErrorCode::NonEmptyGroup,
                 Some(Group {
                     consumer: Some(c), ..
                 }) if !c.members.is_empty() => return ErrorCode::NonEmptyGroup,
@@ -2091,7 +1558,7 @@ impl Groups {
                     return OffsetDeleteResponse::default()
                         .with_error_code(ErrorCode::GroupIdNotFound.code())
                 }
-                Some(g) => g.subscribed_topics(),
+                Some(g) => subscribed_topics(g),
             }
         };
         let mut records = Vec::new();

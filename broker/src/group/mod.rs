@@ -23,6 +23,7 @@
 //! checkpoints) → `consumer` (the KIP-848 state machine and assignors, no I/O).
 
 mod assignors;
+mod classic;
 mod consumer;
 mod consumer_member;
 mod coordinator;
