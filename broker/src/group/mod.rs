@@ -25,8 +25,12 @@
 mod assignors;
 mod classic;
 mod consumer;
+mod consumer_glue;
 mod consumer_member;
 mod coordinator;
+mod log;
+mod offsets;
 mod records;
 
-pub use coordinator::{start, Committed, GroupOp, GroupReply, Groups};
+pub use coordinator::{start, GroupOp, GroupReply, Groups};
+pub use offsets::Committed;
