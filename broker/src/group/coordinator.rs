@@ -28,6 +28,7 @@ use super::consumer_glue::ConsumerGlue;
 use super::log::Log;
 use super::offsets::Committed;
 use super::records::{offsets_partition, StoredRecord};
+use crate::errors::KafkaError;
 use crate::metadata::{BrokerInfo, NewTopic, OFFSETS_TOPIC};
 use crate::runtime;
 use crate::shard::{Lane, Shard};
@@ -159,11 +160,11 @@ pub enum GroupReply {
     Heartbeat(HeartbeatResponse),
     Leave(LeaveGroupResponse),
     Commit(OffsetCommitResponse),
-    Fetch(Result<Vec<(String, i32, Committed)>, ErrorCode>),
+    Fetch(Result<Vec<(String, i32, Committed)>, KafkaError>),
     ConsumerHeartbeat(ConsumerGroupHeartbeatResponse),
     ConsumerDescribe(consumer_group_describe_response::DescribedGroup),
     Describe(DescribedGroup),
-    Delete(ErrorCode),
+    Delete(Result<(), KafkaError>),
     OffsetDelete(OffsetDeleteResponse),
 }
 
@@ -171,10 +172,15 @@ fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
+/// The error of a request whose coordinator cannot serve it now; clients look it up again.
+fn unavailable(why: impl Into<String>) -> KafkaError {
+    KafkaError::new(ErrorCode::CoordinatorNotAvailable, why)
+}
+
 impl Groups {
     /// The coordinator shard and offsets partition of `group`, creating the offsets topic
     /// on first use.
-    pub async fn coordinator_of(&self, group: &str) -> Result<(usize, i32), ErrorCode> {
+    async fn coordinator_of(&self, group: &str) -> Result<(usize, i32), KafkaError> {
         let partitions = match self.image().topic(OFFSETS_TOPIC) {
             Some(t) => t.partition_count(),
             None => {
@@ -202,28 +208,31 @@ impl Groups {
                     Err(e) if e.code == ErrorCode::TopicAlreadyExists => {}
                     Err(e) => {
                         warn!(error = ?e, "cannot create the offsets topic");
-                        return Err(ErrorCode::CoordinatorNotAvailable);
+                        return Err(unavailable("cannot create the offsets topic"));
                     }
                 }
                 self.image()
                     .topic(OFFSETS_TOPIC)
                     .map(|t| t.partition_count())
-                    .ok_or(ErrorCode::CoordinatorNotAvailable)?
+                    .ok_or_else(|| unavailable("the offsets topic is not there yet"))?
             }
         };
         let p = offsets_partition(group, partitions);
         let owner = self
             .owner_of(OFFSETS_TOPIC, p)
-            .map_err(|_| ErrorCode::CoordinatorNotAvailable)?;
+            .map_err(|e| unavailable(e.message.unwrap_or_default()))?;
         Ok((owner, p))
     }
 
     /// Runs `op` for `group` on its coordinator shard.
-    pub async fn group_op(&self, group: &str, op: GroupOp) -> Result<GroupReply, ErrorCode> {
+    pub async fn group_op(&self, group: &str, op: GroupOp) -> Result<GroupReply, KafkaError> {
         // Kafka refuses the empty group id everywhere (an OffsetCommit would otherwise
         // create a nameless group).
         if group.is_empty() {
-            return Err(ErrorCode::InvalidGroupId);
+            return Err(KafkaError::new(
+                ErrorCode::InvalidGroupId,
+                "the group id is empty",
+            ));
         }
         let (owner, partition) = self.coordinator_of(group).await?;
         // The leader of the group's offsets partition coordinates it; clients that reached
@@ -233,30 +242,33 @@ impl Groups {
             .placement(OFFSETS_TOPIC, partition)
             .map(|p| p.leader);
         if leader != Some(self.node_id()) {
-            return Err(ErrorCode::NotCoordinator);
+            return Err(KafkaError::new(
+                ErrorCode::NotCoordinator,
+                format!("this broker does not lead offsets partition {partition}"),
+            ));
         }
         self.shard
             .ask(owner, Lane::Control, move |shard: Rc<Shard>| async move {
                 Groups::of(&shard).run_group_op(partition, op).await
             })
             .await
-            .unwrap_or(Err(ErrorCode::CoordinatorNotAvailable))
+            .unwrap_or_else(|_| Err(unavailable("the coordinator shard is stopping")))
     }
 
     /// The broker coordinating `group` (creating the offsets topic on first use): the
     /// leader of the group's offsets partition.
-    pub async fn group_coordinator(&self, group: &str) -> Result<BrokerInfo, ErrorCode> {
+    pub async fn group_coordinator(&self, group: &str) -> Result<BrokerInfo, KafkaError> {
         let (_, partition) = self.coordinator_of(group).await?;
         let image = self.image();
         let leader = image
             .placement(OFFSETS_TOPIC, partition)
             .map(|p| p.leader)
-            .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+            .ok_or_else(|| unavailable(format!("offsets partition {partition} has no leader")))?;
         image
             .live_brokers()
             .into_iter()
             .find(|b| b.id == leader)
-            .ok_or(ErrorCode::CoordinatorNotAvailable)
+            .ok_or_else(|| unavailable(format!("broker {leader}, the coordinator, is not alive")))
     }
 
     /// ListGroups over every shard.
@@ -302,8 +314,10 @@ impl Groups {
     }
 
     /// Executes a group operation here (this shard coordinates `partition`).
-    pub async fn run_group_op(&self, partition: i32, op: GroupOp) -> Result<GroupReply, ErrorCode> {
-        self.load_groups(partition).await?;
+    async fn run_group_op(&self, partition: i32, op: GroupOp) -> Result<GroupReply, KafkaError> {
+        self.load_groups(partition).await.map_err(|code| {
+            KafkaError::new(code, format!("offsets partition {partition} is not loaded"))
+        })?;
         Ok(match op {
             GroupOp::Join(r, v, client_id, host) => {
                 GroupReply::Join(self.join(partition, r, v, client_id, host).await)
@@ -316,7 +330,10 @@ impl Groups {
                 group,
                 topics,
                 member,
-            } => GroupReply::Fetch(self.fetch_offsets(&group, topics, member)),
+            } => GroupReply::Fetch(
+                self.fetch_offsets(&group, topics, member)
+                    .map_err(KafkaError::code),
+            ),
             GroupOp::ConsumerHeartbeat(r, v, client_id, host) => GroupReply::ConsumerHeartbeat(
                 self.consumer_heartbeat(partition, r, v, client_id, host)
                     .await,
@@ -348,28 +365,36 @@ impl Groups {
         g.classic.describe(group)
     }
 
-    async fn delete_group(&self, partition: i32, group: &str) -> ErrorCode {
+    async fn delete_group(&self, partition: i32, group: &str) -> Result<(), KafkaError> {
         {
             let groups = self.state.groups.borrow();
-            match groups.get(group) {
-                None => return ErrorCode::GroupIdNotFound,
-                Some(g) if g.classic.has_members() => return ErrorCode::NonEmptyGroup,
-                Some(Group {
-                    consumer: Some(c), ..
-                }) if !c.members.is_empty() => return ErrorCode::NonEmptyGroup,
-                Some(_) => {}
+            let members = match groups.get(group) {
+                None => {
+                    return Err(KafkaError::new(
+                        ErrorCode::GroupIdNotFound,
+                        format!("group {group} does not exist"),
+                    ))
+                }
+                Some(g) => {
+                    g.classic.has_members()
+                        || g.consumer.as_ref().is_some_and(|c| !c.members.is_empty())
+                }
+            };
+            if members {
+                return Err(KafkaError::new(
+                    ErrorCode::NonEmptyGroup,
+                    format!("group {group} has members"),
+                ));
             }
         }
         let record = StoredRecord::GroupDeleted {
             group: group.to_string(),
         };
-        match self.persist(partition, vec![record]).await {
-            Ok(()) => {
-                info!(group, "group deleted");
-                ErrorCode::None
-            }
-            Err(code) => code,
-        }
+        self.persist(partition, vec![record])
+            .await
+            .map_err(KafkaError::code)?;
+        info!(group, "group deleted");
+        Ok(())
     }
 }
 
