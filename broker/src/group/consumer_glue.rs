@@ -16,7 +16,6 @@ use uuid::Uuid;
 use super::consumer as cg;
 use super::coordinator::{group_entry, Groups};
 use super::records::{consumer_records, offsets_partition};
-use crate::metadata::OFFSETS_TOPIC;
 use crate::runtime;
 
 /// The KIP-848 part of a shard's coordinator state.
@@ -268,11 +267,7 @@ impl Groups {
                 .map(|(id, _)| id.clone())
                 .collect()
         };
-        let Some(partitions) = self
-            .image()
-            .topic(OFFSETS_TOPIC)
-            .map(|t| t.partition_count())
-        else {
+        let Some(partitions) = self.offsets_partitions() else {
             return;
         };
         if due.is_empty() {

@@ -181,8 +181,8 @@ impl Groups {
     /// The coordinator shard and offsets partition of `group`, creating the offsets topic
     /// on first use.
     async fn coordinator_of(&self, group: &str) -> Result<(usize, i32), KafkaError> {
-        let partitions = match self.image().topic(OFFSETS_TOPIC) {
-            Some(t) => t.partition_count(),
+        let partitions = match self.offsets_partitions() {
+            Some(partitions) => partitions,
             None => {
                 // Offsets stay until a checkpoint replaces them (retention would drop live
                 // offsets); small segments let the replaced records leave the disk soon.
@@ -211,9 +211,7 @@ impl Groups {
                         return Err(unavailable("cannot create the offsets topic"));
                     }
                 }
-                self.image()
-                    .topic(OFFSETS_TOPIC)
-                    .map(|t| t.partition_count())
+                self.offsets_partitions()
                     .ok_or_else(|| unavailable("the offsets topic is not there yet"))?
             }
         };
@@ -222,6 +220,13 @@ impl Groups {
             .owner_of(OFFSETS_TOPIC, p)
             .map_err(|e| unavailable(e.message.unwrap_or_default()))?;
         Ok((owner, p))
+    }
+
+    /// How many partitions `__consumer_offsets` has, once it exists.
+    pub(super) fn offsets_partitions(&self) -> Option<i32> {
+        self.image()
+            .topic(OFFSETS_TOPIC)
+            .map(|t| t.partition_count())
     }
 
     /// Runs `op` for `group` on its coordinator shard.
@@ -633,11 +638,7 @@ impl Groups {
     /// Removes members whose session expired; called by the shard's ticker.
     pub fn expire_group_members(&self) {
         self.expire_consumer_members();
-        let Some(partitions) = self
-            .image()
-            .topic(OFFSETS_TOPIC)
-            .map(|t| t.partition_count())
-        else {
+        let Some(partitions) = self.offsets_partitions() else {
             return;
         };
         let ctx = self.classic_context();

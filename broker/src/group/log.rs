@@ -413,11 +413,7 @@ impl Groups {
     /// after it. Runs inside the partition's writer, so nothing is appended in between.
     async fn checkpoint(&self, partition: i32) {
         let started = Instant::now();
-        let Some(partitions) = self
-            .image()
-            .topic(OFFSETS_TOPIC)
-            .map(|t| t.partition_count())
-        else {
+        let Some(partitions) = self.offsets_partitions() else {
             return;
         };
         let records = self.state_records(partition, partitions);
