@@ -403,6 +403,8 @@ impl Groups {
     }
 }
 
+// The I/O shell of the classic state machine: requests parked by ticket, records queued in
+// order, timers.
 impl Groups {
     /// Forgets parked classic requests whose group was replaced or deleted: they answer as
     /// when the coordinator goes away.
@@ -552,22 +554,19 @@ impl Groups {
             }
             g.classic.join(&group_id, join, ticket, &ctx, &mut out)
         };
-        let rx = answer.is_none().then(|| {
-            let (tx, rx) = oneshot::channel();
-            self.state
-                .parked
-                .borrow_mut()
-                .insert(ticket, Parked::Join(tx));
-            rx
-        });
-        self.carry_out(partition, &group_id, out);
-        match (answer, rx) {
-            (Some(answer), _) => answer,
-            (None, Some(rx)) => rx
-                .await
-                .unwrap_or_else(|_| join_error(ErrorCode::UnknownMemberId, &member_id)),
-            (None, None) => unreachable!("a parked join has a channel"),
+        if let Some(answer) = answer {
+            self.carry_out(partition, &group_id, out);
+            return answer;
         }
+        // Parked before the outputs are carried out: they may already answer it.
+        let (tx, rx) = oneshot::channel();
+        self.state
+            .parked
+            .borrow_mut()
+            .insert(ticket, Parked::Join(tx));
+        self.carry_out(partition, &group_id, out);
+        rx.await
+            .unwrap_or_else(|_| join_error(ErrorCode::UnknownMemberId, &member_id))
     }
 
     async fn sync(&self, partition: i32, r: SyncGroupRequest) -> SyncGroupResponse {
