@@ -1,9 +1,10 @@
 //! KIP-848 consumer groups (`group.protocol=consumer`): the group state machine the
-//! coordinator runs for ConsumerGroupHeartbeat, and the server-side assignors.
+//! coordinator runs for ConsumerGroupHeartbeat; the assignors it calls are in
+//! [`super::assignors`].
 //!
 //! Pure and deterministic: no I/O, no clock (time is passed in), no requests. The
-//! coordinator shard (`group.rs`) owns one [`ConsumerGroup`] per group inside its
-//! `RefCell`'d group map, persists the records [`Changes`] names, and answers.
+//! coordinator shard owns one [`ConsumerGroup`] per group inside its `RefCell`'d group map,
+//! persists the records [`Changes`] names, and answers.
 //!
 //! The protocol, as Kafka's coordinator runs it:
 //! - the *group epoch* goes up whenever membership, a subscription or the partition count
@@ -22,136 +23,15 @@ use std::time::{Duration, Instant};
 use rill_net::ErrorCode;
 use uuid::Uuid;
 
-/// Partitions by topic id.
-pub type Assignment = BTreeMap<Uuid, BTreeSet<i32>>;
+use super::assignors;
+use super::consumer_member::sorted_topics;
+pub use super::consumer_member::{Member, MemberState};
 
-/// The assignors this broker runs, the default first.
-pub use crate::config::CONSUMER_GROUP_ASSIGNORS as ASSIGNORS;
+pub use super::assignors::{Assignment, ASSIGNORS};
 /// The member epoch of a member leaving for good.
 pub const LEAVE_EPOCH: i32 = -1;
 /// The member epoch of a static member leaving for now (it will rejoin).
 pub const STATIC_LEAVE_EPOCH: i32 = -2;
-/// Longest subscription regex accepted, in bytes.
-const REGEX_BYTES_MAX: usize = 1024;
-
-/// Where a member is on its way to the target assignment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemberState {
-    /// At the target epoch, owning all its target partitions.
-    Stable,
-    /// Must give up `pending_revocation` before it can move on.
-    UnrevokedPartitions,
-    /// At the target epoch, waiting for partitions other members still own.
-    UnreleasedPartitions,
-}
-
-impl MemberState {
-    pub fn code(self) -> u8 {
-        match self {
-            MemberState::Stable => 0,
-            MemberState::UnrevokedPartitions => 1,
-            MemberState::UnreleasedPartitions => 2,
-        }
-    }
-
-    pub fn from_code(code: u8) -> MemberState {
-        match code {
-            1 => MemberState::UnrevokedPartitions,
-            2 => MemberState::UnreleasedPartitions,
-            _ => MemberState::Stable,
-        }
-    }
-}
-
-/// One member of a consumer group.
-#[derive(Debug, Clone)]
-pub struct Member {
-    pub id: String,
-    pub instance_id: Option<String>,
-    pub rack_id: Option<String>,
-    pub client_id: String,
-    pub client_host: String,
-    /// Subscribed topic names, sorted.
-    pub topics: Vec<String>,
-    /// Subscription regex (full match against topic names), if any.
-    pub regex: Option<String>,
-    compiled: Option<regex::Regex>,
-    /// The assignor this member asked for, if any.
-    pub assignor: Option<String>,
-    pub rebalance_timeout_ms: i32,
-    pub epoch: i32,
-    pub previous_epoch: i32,
-    pub state: MemberState,
-    pub assigned: Assignment,
-    pub pending_revocation: Assignment,
-    /// This member's share of the target assignment.
-    pub target: Assignment,
-    pub last_heartbeat: Instant,
-    /// When the member was asked to revoke partitions it has not given up yet.
-    pub revoking_since: Option<Instant>,
-}
-
-impl Member {
-    fn new(id: &str, now: Instant) -> Member {
-        Member {
-            id: id.to_string(),
-            instance_id: None,
-            rack_id: None,
-            client_id: String::new(),
-            client_host: String::new(),
-            topics: Vec::new(),
-            regex: None,
-            compiled: None,
-            assignor: None,
-            rebalance_timeout_ms: 0,
-            epoch: 0,
-            previous_epoch: 0,
-            state: MemberState::Stable,
-            assigned: Assignment::new(),
-            pending_revocation: Assignment::new(),
-            target: Assignment::new(),
-            last_heartbeat: now,
-            revoking_since: None,
-        }
-    }
-
-    /// Sets the subscription regex, compiled for a full match as Kafka (RE2/J `matches`).
-    pub fn set_regex(&mut self, regex: Option<String>) -> Result<(), String> {
-        self.compiled = match &regex {
-            None => None,
-            Some(r) if r.len() > REGEX_BYTES_MAX => {
-                return Err(format!(
-                    "the subscription regex is {} bytes, over the {REGEX_BYTES_MAX}-byte limit",
-                    r.len()
-                ))
-            }
-            Some(r) => Some(
-                regex::Regex::new(&format!("^(?:{r})$"))
-                    .map_err(|e| format!("invalid subscription regex {r:?}: {e}"))?,
-            ),
-        };
-        self.regex = regex;
-        Ok(())
-    }
-
-    /// Whether this member subscribes to `topic` (by name or regex; internal topics only by
-    /// name).
-    pub fn subscribes(&self, topic: &str) -> bool {
-        self.topics
-            .binary_search_by(|t| t.as_str().cmp(topic))
-            .is_ok()
-            || (!topic.starts_with("__")
-                && self.compiled.as_ref().is_some_and(|r| r.is_match(topic)))
-    }
-}
-
-fn sorted_topics(topics: &[String]) -> Vec<String> {
-    let mut sorted = topics.to_vec();
-    sorted.sort();
-    sorted.dedup();
-    sorted
-}
-
 /// A topic as the assignors see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TopicMeta {
@@ -553,7 +433,7 @@ impl ConsumerGroup {
                     out.insert(name.clone(), *t);
                 }
             }
-            if let (Some(r), Some(c)) = (&m.regex, &m.compiled) {
+            if let (Some(r), Some(c)) = (&m.regex, m.compiled_regex()) {
                 regexes.insert(r.as_str(), c);
             }
         }
@@ -580,7 +460,10 @@ impl ConsumerGroup {
         if self.assignment_epoch == self.epoch {
             return;
         }
-        self.assignor = self.choose_assignor(ctx.default_assignor);
+        self.assignor = assignors::choose(
+            self.members.values().filter_map(|m| m.assignor.as_deref()),
+            ctx.default_assignor,
+        );
         let subscriptions: BTreeMap<String, BTreeSet<Uuid>> = self
             .members
             .values()
@@ -604,10 +487,7 @@ impl ConsumerGroup {
             .values()
             .map(|m| (m.id.clone(), m.target.clone()))
             .collect();
-        let target = match self.assignor.as_str() {
-            "range" => assign_range(&subscriptions, &partitions),
-            _ => assign_uniform(&subscriptions, &partitions, &previous),
-        };
+        let target = assignors::assign(&self.assignor, &subscriptions, &partitions, &previous);
         for (id, m) in self.members.iter_mut() {
             let t = target.get(id).cloned().unwrap_or_default();
             if t != m.target {
@@ -617,22 +497,6 @@ impl ConsumerGroup {
         }
         self.assignment_epoch = self.epoch;
         changes.group = true;
-    }
-
-    /// The assignor most members asked for (ties by name), or the broker's default.
-    fn choose_assignor(&self, default: &str) -> String {
-        let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
-        for m in self.members.values() {
-            if let Some(a) = &m.assignor {
-                *votes.entry(a.as_str()).or_default() += 1;
-            }
-        }
-        let best = votes.values().copied().max().unwrap_or(0);
-        votes
-            .into_iter()
-            .find(|(_, v)| *v == best && best > 0)
-            .map(|(a, _)| a.to_string())
-            .unwrap_or_else(|| default.to_string())
     }
 
     /// Moves member `id` one step towards its target (Kafka's CurrentAssignmentBuilder).
@@ -778,194 +642,11 @@ impl ConsumerGroup {
         }
     }
 
-    /// A member as it would be restored; for the coordinator's replay.
-    #[allow(clippy::too_many_arguments)]
-    pub fn stored_member(
-        id: String,
-        instance_id: Option<String>,
-        rack_id: Option<String>,
-        client_id: String,
-        client_host: String,
-        topics: Vec<String>,
-        regex: Option<String>,
-        assignor: Option<String>,
-        rebalance_timeout_ms: i32,
-        epochs: (i32, i32),
-        state: MemberState,
-        assigned: Assignment,
-        pending_revocation: Assignment,
-        target: Assignment,
-        now: Instant,
-    ) -> Member {
-        let mut m = Member::new(&id, now);
-        m.instance_id = instance_id;
-        m.rack_id = rack_id;
-        m.client_id = client_id;
-        m.client_host = client_host;
-        m.topics = topics;
-        m.regex = regex;
-        m.assignor = assignor;
-        m.rebalance_timeout_ms = rebalance_timeout_ms;
-        (m.epoch, m.previous_epoch) = epochs;
-        m.state = state;
-        m.assigned = assigned;
-        m.pending_revocation = pending_revocation;
-        m.revoking_since = (state == MemberState::UnrevokedPartitions).then_some(now);
-        m.target = target;
-        m
-    }
-
     /// Every partition with its owner, for checks.
     #[cfg(test)]
     pub fn owners(&self) -> &HashMap<(Uuid, i32), String> {
         &self.owners
     }
-}
-
-/// The uniform assignor: every subscribed partition to exactly one subscribed member,
-/// counts differing by at most one among members that could take each other's partitions,
-/// and as few moves from `previous` as that allows (sticky).
-pub fn assign_uniform(
-    subscriptions: &BTreeMap<String, BTreeSet<Uuid>>,
-    partitions: &BTreeMap<Uuid, i32>,
-    previous: &BTreeMap<String, Assignment>,
-) -> BTreeMap<String, Assignment> {
-    // Members by index (in id order, so ties break the same way every time); counts and
-    // candidate lists are plain vectors: this runs at every group epoch of groups with
-    // thousands of members and partitions.
-    let names: Vec<&String> = subscriptions.keys().collect();
-    let index: HashMap<&str, usize> = names
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.as_str(), i))
-        .collect();
-    let mut count = vec![0usize; names.len()];
-    let candidates: HashMap<Uuid, Vec<usize>> = partitions
-        .keys()
-        .map(|t| {
-            let members = subscriptions
-                .values()
-                .enumerate()
-                .filter(|(_, s)| s.contains(t))
-                .map(|(i, _)| i)
-                .collect();
-            (*t, members)
-        })
-        .collect();
-    let eligible = |t: &Uuid| -> &[usize] { candidates.get(t).map_or(&[], |v| v.as_slice()) };
-    let all: Vec<(Uuid, i32)> = partitions
-        .iter()
-        .filter(|(t, _)| !eligible(t).is_empty())
-        .flat_map(|(t, n)| (0..*n).map(move |p| (*t, p)))
-        .collect();
-    // The fair share of each member if everything were interchangeable: a member keeps at
-    // most that many of its previous partitions, so a newcomer gets its share by moves from
-    // the members over it, not by a reshuffle.
-    let cap = all.len().div_ceil(names.len().max(1));
-    let mut owner: BTreeMap<(Uuid, i32), usize> = BTreeMap::new();
-    for (m, prev) in previous {
-        let Some(&i) = index.get(m.as_str()) else {
-            continue;
-        };
-        let sub = &subscriptions[m];
-        for (t, ps) in prev {
-            if !sub.contains(t) {
-                continue;
-            }
-            let n = partitions.get(t).copied().unwrap_or(0);
-            for p in ps.iter().filter(|p| **p < n) {
-                if count[i] >= cap || owner.contains_key(&(*t, *p)) {
-                    continue;
-                }
-                owner.insert((*t, *p), i);
-                count[i] += 1;
-            }
-        }
-    }
-    let least_loaded = |count: &[usize], among: &[usize]| -> Option<usize> {
-        among.iter().copied().min_by_key(|&i| (count[i], i))
-    };
-    // Partitions with the fewest candidates first, each to its least loaded candidate.
-    let mut free: Vec<(usize, (Uuid, i32))> = all
-        .iter()
-        .filter(|k| !owner.contains_key(k))
-        .map(|k| (eligible(&k.0).len(), *k))
-        .collect();
-    free.sort();
-    for (_, (t, p)) in free {
-        let best = least_loaded(&count, eligible(&t)).expect("a subscribed topic has a subscriber");
-        owner.insert((t, p), best);
-        count[best] += 1;
-    }
-    // Balance: move a partition from a member to a candidate with two fewer, until none can
-    // move (bounded: each move lowers the sum of squared counts).
-    for _ in 0..=all.len() {
-        let mut moved = false;
-        let keys: Vec<(Uuid, i32)> = owner.keys().rev().copied().collect();
-        for key in keys {
-            let from = owner[&key];
-            let Some(to) = least_loaded(&count, eligible(&key.0)) else {
-                continue;
-            };
-            if count[to] + 1 < count[from] {
-                owner.insert(key, to);
-                count[from] -= 1;
-                count[to] += 1;
-                moved = true;
-            }
-        }
-        if !moved {
-            break;
-        }
-    }
-    let mut out: BTreeMap<String, Assignment> = subscriptions
-        .keys()
-        .map(|m| (m.clone(), Assignment::new()))
-        .collect();
-    for ((t, p), i) in owner {
-        out.get_mut(names[i])
-            .expect("member")
-            .entry(t)
-            .or_default()
-            .insert(p);
-    }
-    out
-}
-
-/// The range assignor: for each topic, its subscribers in member id order get contiguous
-/// ranges of partitions, the first `partitions % members` one more, so topics with the same
-/// partition count are co-partitioned.
-pub fn assign_range(
-    subscriptions: &BTreeMap<String, BTreeSet<Uuid>>,
-    partitions: &BTreeMap<Uuid, i32>,
-) -> BTreeMap<String, Assignment> {
-    let mut out: BTreeMap<String, Assignment> = subscriptions
-        .keys()
-        .map(|m| (m.clone(), Assignment::new()))
-        .collect();
-    for (t, n) in partitions {
-        let members: Vec<&String> = subscriptions
-            .iter()
-            .filter(|(_, s)| s.contains(t))
-            .map(|(m, _)| m)
-            .collect();
-        if members.is_empty() {
-            continue;
-        }
-        let per = *n as usize / members.len();
-        let extra = *n as usize % members.len();
-        let mut next = 0i32;
-        for (i, m) in members.into_iter().enumerate() {
-            let take = per + usize::from(i < extra);
-            if take == 0 {
-                continue;
-            }
-            let range: BTreeSet<i32> = (next..next + take as i32).collect();
-            next += take as i32;
-            out.get_mut(m).expect("member").insert(*t, range);
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -1055,87 +736,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn uniform_balances_and_is_sticky() {
-        let t = topic(1);
-        let subs: BTreeMap<String, BTreeSet<Uuid>> = ["a", "b", "c"]
-            .iter()
-            .map(|m| (m.to_string(), BTreeSet::from([t])))
-            .collect();
-        let parts = BTreeMap::from([(t, 7)]);
-        let first = assign_uniform(&subs, &parts, &BTreeMap::new());
-        let counts: Vec<usize> = first.values().map(count).collect();
-        assert_eq!(counts.iter().sum::<usize>(), 7);
-        assert!(counts.iter().all(|c| *c == 2 || *c == 3), "{counts:?}");
-        // A fourth member: only what it needs moves to it.
-        let mut subs4 = subs.clone();
-        subs4.insert("d".into(), BTreeSet::from([t]));
-        let second = assign_uniform(&subs4, &parts, &first);
-        let counts: Vec<usize> = second.values().map(count).collect();
-        assert!(counts.iter().all(|c| *c == 1 || *c == 2), "{counts:?}");
-        let moved: usize = ["a", "b", "c"]
-            .iter()
-            .map(|m| count(&first[*m]) - first[*m][&t].intersection(&second[*m][&t]).count())
-            .sum();
-        assert_eq!(moved, count(&second["d"]), "{first:?} -> {second:?}");
-    }
-
-    #[test]
-    fn uniform_scales_to_a_thousand_members() {
-        let t = topic(9);
-        let subs: BTreeMap<String, BTreeSet<Uuid>> = (0..1000)
-            .map(|i| (format!("m{i:04}"), BTreeSet::from([t])))
-            .collect();
-        let parts = BTreeMap::from([(t, 2000)]);
-        let first = assign_uniform(&subs, &parts, &BTreeMap::new());
-        assert!(first.values().all(|a| count(a) == 2));
-        let mut more = subs.clone();
-        more.insert("new".into(), BTreeSet::from([t]));
-        let second = assign_uniform(&more, &parts, &first);
-        let counts: BTreeSet<usize> = second.values().map(count).collect();
-        assert!(counts.iter().all(|c| (1..=2).contains(c)), "{counts:?}");
-        let kept: usize = subs
-            .keys()
-            .map(|m| first[m][&t].intersection(&second[m][&t]).count())
-            .sum();
-        assert_eq!(
-            2000 - kept,
-            count(&second["new"]),
-            "more moved than the newcomer took"
-        );
-    }
-
-    #[test]
-    fn uniform_respects_subscriptions() {
-        let (t1, t2) = (topic(1), topic(2));
-        let subs = BTreeMap::from([
-            ("a".to_string(), BTreeSet::from([t1])),
-            ("b".to_string(), BTreeSet::from([t1, t2])),
-            ("c".to_string(), BTreeSet::from([t2])),
-        ]);
-        let parts = BTreeMap::from([(t1, 4), (t2, 4)]);
-        let a = assign_uniform(&subs, &parts, &BTreeMap::new());
-        assert!(a["a"].keys().all(|t| *t == t1));
-        assert!(a["c"].keys().all(|t| *t == t2));
-        let total: usize = a.values().map(count).sum();
-        assert_eq!(total, 8);
-        let counts: Vec<usize> = a.values().map(count).collect();
-        assert!(counts.iter().all(|c| (2..=3).contains(c)), "{a:?}");
-    }
-
-    #[test]
-    fn range_gives_contiguous_co_partitioned_ranges() {
-        let (t1, t2) = (topic(1), topic(2));
-        let subs: BTreeMap<String, BTreeSet<Uuid>> = ["m1", "m2"]
-            .iter()
-            .map(|m| (m.to_string(), BTreeSet::from([t1, t2])))
-            .collect();
-        let a = assign_range(&subs, &BTreeMap::from([(t1, 5), (t2, 5)]));
-        assert_eq!(a["m1"][&t1], BTreeSet::from([0, 1, 2]));
-        assert_eq!(a["m2"][&t1], BTreeSet::from([3, 4]));
-        assert_eq!(a["m1"][&t2], a["m1"][&t1]);
     }
 
     #[test]

@@ -1,397 +1,55 @@
-//! The coordinator of the groups whose offsets partitions this shard owns: routing, the
-//! classic protocol, offsets, and the records that make them durable.
+//! The group coordinator as a shard service: the groups whose `__consumer_offsets`
+//! partitions this shard owns, routing a request to its group's coordinator shard,
+//! dispatching it there, DescribeGroups, ListGroups and DeleteGroups, and the I/O shell of
+//! the classic protocol's state machine ([`super::classic`]): a JoinGroup or SyncGroup waits
+//! here on a oneshot under its ticket, the records go to the partition's writer
+//! ([`super::log`]) before anything else runs, and the timers are `runtime::sleep`s.
+//!
+//! State lives on the coordinator shard only (`RefCell`, never borrowed across an await).
+//! [`Groups`] is that state with its shard at hand; [`super::log`], [`super::offsets`] and
+//! [`super::consumer_glue`] add their operations to it, each with its own part of the state.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_channel::oneshot;
-use rill_net::client::{decode_record_batches, encode_record_batch, BatchOptions, ProduceRecord};
-use rill_net::kafka_protocol::messages::describe_groups_response::{
-    DescribedGroup, DescribedGroupMember,
-};
-use rill_net::kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use rill_net::kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use rill_net::kafka_protocol::messages::list_groups_response::ListedGroup;
 use rill_net::kafka_protocol::messages::*;
 use rill_net::kafka_protocol::protocol::StrBytes;
 use rill_net::ErrorCode;
-use rkyv::{Archive, Deserialize, Serialize};
 use tracing::{info, warn};
-use uuid::Uuid;
 
+use super::classic::{self, join_error, sync_error, ClassicGroup, Join, Output, Synced, Ticket};
 use super::consumer as cg;
+use super::consumer_glue::ConsumerGlue;
+use super::log::Log;
+use super::offsets::Committed;
+use super::records::{offsets_partition, StoredRecord};
+use crate::errors::KafkaError;
 use crate::metadata::{BrokerInfo, NewTopic, OFFSETS_TOPIC};
-use crate::partition::Reader;
 use crate::runtime;
 use crate::shard::{Lane, Shard};
 
 /// Segment size of `__consumer_offsets` (Kafka: offsets.topic.segment.bytes).
 const OFFSETS_SEGMENT_BYTES: u64 = 16 << 20;
-/// Largest offset metadata string accepted (Kafka's `offset.metadata.max.bytes`).
-const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+/// How often group member sessions are checked for expiry.
+const GROUP_SESSION_CHECK: Duration = Duration::from_millis(100);
 
-/// The `__consumer_offsets` partition of `group`: `abs(hashCode) % partitions`, as Kafka.
-pub fn offsets_partition(group: &str, partitions: i32) -> i32 {
-    let mut h: i32 = 0;
-    for unit in group.encode_utf16() {
-        h = h.wrapping_mul(31).wrapping_add(unit as i32);
-    }
-    (h & 0x7fff_ffff) % partitions.max(1)
-}
-
-/// What the coordinator writes to its partition.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub enum StoredRecord {
-    Offset {
-        group: String,
-        topic: String,
-        partition: i32,
-        offset: i64,
-        leader_epoch: i32,
-        metadata: String,
-        commit_ms: i64,
-    },
-    OffsetDeleted {
-        group: String,
-        topic: String,
-        partition: i32,
-    },
-    Group {
-        group: String,
-        protocol_type: String,
-        protocol: String,
-        generation: i32,
-        leader: String,
-        /// (member id, instance id, client id, host, session ms, rebalance ms, metadata,
-        /// assignment)
-        members: Vec<StoredMember>,
-    },
-    GroupDeleted {
-        group: String,
-    },
-    // KIP-848 groups. Payloads sit behind a Box so the archived enum keeps its size (records
-    // already on disk are read at `len - size_of::<ArchivedStoredRecord>()`).
-    ConsumerGroup {
-        group: String,
-        meta: Box<StoredConsumerGroup>,
-    },
-    ConsumerMember {
-        group: String,
-        member: Box<StoredConsumerMember>,
-    },
-    ConsumerMemberRemoved {
-        group: String,
-        member_id: String,
-    },
-}
-
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct StoredConsumerGroup {
-    pub epoch: i32,
-    pub assignment_epoch: i32,
-    pub assignor: String,
-    /// The subscribed topics the target assignment was computed from (name, id,
-    /// partitions), so a restart does not look like a metadata change.
-    pub topics: Vec<(String, [u8; 16], i32)>,
-}
-
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct StoredPartitions {
-    pub topic_id: [u8; 16],
-    pub partitions: Vec<i32>,
-}
-
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct StoredConsumerMember {
-    pub member_id: String,
-    pub instance_id: Option<String>,
-    pub rack_id: Option<String>,
-    pub client_id: String,
-    pub client_host: String,
-    pub topics: Vec<String>,
-    pub regex: Option<String>,
-    pub assignor: Option<String>,
-    pub rebalance_timeout_ms: i32,
-    pub epoch: i32,
-    pub previous_epoch: i32,
-    pub state: u8,
-    pub assigned: Vec<StoredPartitions>,
-    pub pending_revocation: Vec<StoredPartitions>,
-    pub target: Vec<StoredPartitions>,
-}
-
-fn stored_partitions(a: &cg::Assignment) -> Vec<StoredPartitions> {
-    a.iter()
-        .map(|(t, ps)| StoredPartitions {
-            topic_id: *t.as_bytes(),
-            partitions: ps.iter().copied().collect(),
-        })
-        .collect()
-}
-
-fn from_stored(a: &[StoredPartitions]) -> cg::Assignment {
-    a.iter()
-        .map(|s| {
-            (
-                Uuid::from_bytes(s.topic_id),
-                s.partitions.iter().copied().collect(),
-            )
-        })
-        .collect()
-}
-
-impl StoredConsumerMember {
-    fn of(m: &cg::Member) -> StoredConsumerMember {
-        StoredConsumerMember {
-            member_id: m.id.clone(),
-            instance_id: m.instance_id.clone(),
-            rack_id: m.rack_id.clone(),
-            client_id: m.client_id.clone(),
-            client_host: m.client_host.clone(),
-            topics: m.topics.clone(),
-            regex: m.regex.clone(),
-            assignor: m.assignor.clone(),
-            rebalance_timeout_ms: m.rebalance_timeout_ms,
-            epoch: m.epoch,
-            previous_epoch: m.previous_epoch,
-            state: m.state.code(),
-            assigned: stored_partitions(&m.assigned),
-            pending_revocation: stored_partitions(&m.pending_revocation),
-            target: stored_partitions(&m.target),
-        }
-    }
-
-    fn restore(self, now: Instant) -> cg::Member {
-        cg::ConsumerGroup::stored_member(
-            self.member_id,
-            self.instance_id,
-            self.rack_id,
-            self.client_id,
-            self.client_host,
-            self.topics,
-            self.regex,
-            self.assignor,
-            self.rebalance_timeout_ms,
-            (self.epoch, self.previous_epoch),
-            cg::MemberState::from_code(self.state),
-            from_stored(&self.assigned),
-            from_stored(&self.pending_revocation),
-            from_stored(&self.target),
-            now,
-        )
-    }
-}
-
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct StoredMember {
-    pub member_id: String,
-    pub instance_id: Option<String>,
-    pub client_id: String,
-    pub client_host: String,
-    pub session_timeout_ms: i32,
-    pub rebalance_timeout_ms: i32,
-    pub metadata: Vec<u8>,
-    pub assignment: Vec<u8>,
-}
-
-impl StoredRecord {
-    fn group(&self) -> &str {
-        match self {
-            StoredRecord::Offset { group, .. }
-            | StoredRecord::OffsetDeleted { group, .. }
-            | StoredRecord::Group { group, .. }
-            | StoredRecord::GroupDeleted { group }
-            | StoredRecord::ConsumerGroup { group, .. }
-            | StoredRecord::ConsumerMember { group, .. }
-            | StoredRecord::ConsumerMemberRemoved { group, .. } => group,
-        }
-    }
-
-    /// The record key: one per offset and one per group, so compaction (once it exists)
-    /// keeps the latest of each.
-    fn key(&self) -> String {
-        match self {
-            StoredRecord::Offset {
-                group,
-                topic,
-                partition,
-                ..
-            }
-            | StoredRecord::OffsetDeleted {
-                group,
-                topic,
-                partition,
-            } => format!("offset\0{group}\0{topic}\0{partition}"),
-            StoredRecord::Group { group, .. } | StoredRecord::GroupDeleted { group } => {
-                format!("group\0{group}")
-            }
-            StoredRecord::ConsumerGroup { group, .. } => format!("cgroup\0{group}"),
-            StoredRecord::ConsumerMember { group, member } => {
-                format!("cmember\0{group}\0{}", member.member_id)
-            }
-            StoredRecord::ConsumerMemberRemoved { group, member_id } => {
-                format!("cmember\0{group}\0{member_id}")
-            }
-        }
-    }
-
-    fn encode(&self) -> Bytes {
-        Bytes::from(
-            rkyv::to_bytes::<rkyv::rancor::Error>(self)
-                .expect("serializing a group record into memory cannot fail")
-                .to_vec(),
-        )
-    }
-
-    fn decode(value: &[u8]) -> Result<StoredRecord, String> {
-        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(value.len());
-        aligned.extend_from_slice(value);
-        rkyv::from_bytes::<StoredRecord, rkyv::rancor::Error>(&aligned).map_err(|e| e.to_string())
-    }
-}
-
-/// A committed offset.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Committed {
-    pub offset: i64,
-    pub leader_epoch: i32,
-    pub metadata: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupState {
-    Empty,
-    PreparingRebalance,
-    CompletingRebalance,
-    Stable,
-}
-
-impl GroupState {
-    pub fn name(self) -> &'static str {
-        match self {
-            GroupState::Empty => "Empty",
-            GroupState::PreparingRebalance => "PreparingRebalance",
-            GroupState::CompletingRebalance => "CompletingRebalance",
-            GroupState::Stable => "Stable",
-        }
-    }
-}
-
-struct Member {
-    id: String,
-    instance_id: Option<String>,
-    client_id: String,
-    client_host: String,
-    session_timeout: Duration,
-    rebalance_timeout: Duration,
-    protocols: Vec<(String, Bytes)>,
-    assignment: Bytes,
-    last_heartbeat: Instant,
-    join_tx: Option<oneshot::Sender<JoinGroupResponse>>,
-    sync_tx: Option<oneshot::Sender<SyncGroupResponse>>,
-}
-
-impl Member {
-    fn metadata_for(&self, protocol: &str) -> Bytes {
-        self.protocols
-            .iter()
-            .find(|(n, _)| n == protocol)
-            .map(|(_, m)| m.clone())
-            .unwrap_or_default()
-    }
-
-    fn stored(&self, protocol: &str) -> StoredMember {
-        StoredMember {
-            member_id: self.id.clone(),
-            instance_id: self.instance_id.clone(),
-            client_id: self.client_id.clone(),
-            client_host: self.client_host.clone(),
-            session_timeout_ms: self.session_timeout.as_millis() as i32,
-            rebalance_timeout_ms: self.rebalance_timeout.as_millis() as i32,
-            metadata: self.metadata_for(protocol).to_vec(),
-            assignment: self.assignment.to_vec(),
-        }
-    }
-}
-
-struct Group {
-    state: GroupState,
-    protocol_type: String,
-    protocol: String,
-    generation: i32,
-    leader: String,
-    members: BTreeMap<String, Member>,
-    /// Member ids handed out with MEMBER_ID_REQUIRED, waiting for their second join.
-    pending: HashSet<String>,
-    /// Static members: group.instance.id -> member id.
-    statics: HashMap<String, String>,
-    offsets: BTreeMap<(String, i32), Committed>,
-    /// Bumped at every rebalance, so a stale timer does nothing.
-    rebalance_id: u64,
-    rebalance_started: Instant,
-    /// Set when this is a KIP-848 consumer group (then the classic fields stay empty).
-    consumer: Option<cg::ConsumerGroup>,
-}
-
-impl Group {
-    fn new() -> Group {
-        Group {
-            state: GroupState::Empty,
-            protocol_type: String::new(),
-            protocol: String::new(),
-            generation: 0,
-            leader: String::new(),
-            members: BTreeMap::new(),
-            pending: HashSet::new(),
-            statics: HashMap::new(),
-            offsets: BTreeMap::new(),
-            rebalance_id: 0,
-            rebalance_started: Instant::now(),
-            consumer: None,
-        }
-    }
-
-    fn stored(&self, group: &str) -> StoredRecord {
-        StoredRecord::Group {
-            group: group.to_string(),
-            protocol_type: self.protocol_type.clone(),
-            protocol: self.protocol.clone(),
-            generation: self.generation,
-            leader: self.leader.clone(),
-            members: self
-                .members
-                .values()
-                .map(|m| m.stored(&self.protocol))
-                .collect(),
-        }
-    }
-
-    /// Topics the members subscribe to (consumer protocol), for OffsetDelete.
-    fn subscribed_topics(&self) -> HashSet<String> {
-        let mut out = HashSet::new();
-        if let Some(c) = &self.consumer {
-            for m in c.members.values() {
-                out.extend(m.topics.iter().cloned());
-            }
-            out.extend(c.topics_seen.keys().cloned());
-            return out;
-        }
-        if self.protocol_type != "consumer" {
-            return out;
-        }
-        for m in self.members.values() {
-            out.extend(rill_net::consumer_protocol::subscribed_topics(
-                &m.metadata_for(&self.protocol),
-            ));
-        }
-        out
-    }
+/// One group on its coordinator: a classic group or a KIP-848 one, and its committed offsets.
+#[derive(Default)]
+pub(super) struct Group {
+    /// The classic protocol's state (without members while this is a KIP-848 group).
+    pub(super) classic: ClassicGroup,
+    /// Set when this is a KIP-848 consumer group.
+    pub(super) consumer: Option<cg::ConsumerGroup>,
+    pub(super) offsets: BTreeMap<(String, i32), Committed>,
 }
 
 /// The group `id`, created if there is room for one more (`limits.groups_per_shard_max`).
-fn group_entry<'a>(
+pub(super) fn group_entry<'a>(
     groups: &'a mut HashMap<String, Group>,
     id: &str,
     groups_max: usize,
@@ -405,57 +63,40 @@ fn group_entry<'a>(
             );
             return Err(ErrorCode::GroupMaxSizeReached);
         }
-        groups.insert(id.to_string(), Group::new());
+        groups.insert(id.to_string(), Group::default());
     }
     Ok(groups.get_mut(id).expect("present"))
-}
-
-/// Group writes waiting for their offsets partition's writer, per partition.
-const GROUP_WRITES_QUEUED_MAX: usize = 4096;
-/// Records per appended batch (several requests' records share one batch and fdatasync).
-const WRITE_BATCH_RECORDS_MAX: usize = 1000;
-
-/// Records of one request waiting to be appended.
-struct PendingWrite {
-    records: Vec<StoredRecord>,
-    /// The offset of the first record, once durable.
-    reply: oneshot::Sender<Result<i64, ErrorCode>>,
-}
-
-/// The write queue of one `__consumer_offsets` partition.
-#[derive(Default)]
-struct PartitionWriter {
-    queue: std::collections::VecDeque<PendingWrite>,
-    /// A writer task is draining the queue.
-    running: bool,
-    /// Bytes appended (or replayed) since the last checkpoint.
-    bytes_since_checkpoint: u64,
-    /// Size of the last checkpoint: the next one waits for at least this much more.
-    checkpoint_bytes: u64,
 }
 
 /// The coordinator state of one shard.
 #[derive(Default)]
 pub struct Coordinator {
-    groups: RefCell<HashMap<String, Group>>,
-    /// `__consumer_offsets` partitions replayed into `groups`.
-    loaded: RefCell<HashSet<i32>>,
-    load_lock: async_lock::Mutex<()>,
+    /// Every group on this shard's offsets partitions, by id.
+    pub(super) groups: RefCell<HashMap<String, Group>>,
+    /// The offsets partitions: which are loaded, and their writers.
+    pub(super) log: Log,
+    /// Numbers the member ids this shard hands out.
     member_seq: Cell<u64>,
-    /// A KIP-848 expiry pass is running (at most one at a time).
-    consumer_expiry_running: Cell<bool>,
-    /// Ordered writers of the offsets partitions this shard coordinates.
-    writers: RefCell<HashMap<i32, PartitionWriter>>,
-    /// Topics as the KIP-848 assignors see them, with the registry version they come from.
-    #[allow(clippy::type_complexity)]
-    topics_cache: RefCell<Option<(u64, Rc<BTreeMap<String, cg::TopicMeta>>)>>,
+    /// Classic JoinGroup and SyncGroup requests waiting for the state machine's answer (at
+    /// most one of each per member).
+    parked: RefCell<HashMap<Ticket, Parked>>,
+    /// Names the next parked request.
+    next_ticket: Cell<u64>,
+    /// What the KIP-848 glue keeps besides the groups.
+    pub(super) consumer: ConsumerGlue,
+}
+
+/// The reply channel of a parked classic request.
+enum Parked {
+    Join(oneshot::Sender<JoinGroupResponse>),
+    Sync(oneshot::Sender<SyncGroupResponse>),
 }
 
 /// This shard's coordinator, with its shard at hand (the shard's methods through `Deref`).
 #[derive(Clone)]
 pub struct Groups {
     shard: Rc<Shard>,
-    state: Rc<Coordinator>,
+    pub(super) state: Rc<Coordinator>,
 }
 
 impl std::ops::Deref for Groups {
@@ -465,9 +106,6 @@ impl std::ops::Deref for Groups {
         &self.shard
     }
 }
-
-/// How often group member sessions are checked for expiry.
-const GROUP_SESSION_CHECK: Duration = Duration::from_millis(100);
 
 impl Groups {
     /// The coordinator of `shard` (registered by [`start`]).
@@ -494,6 +132,7 @@ pub fn start(shard: &Rc<Shard>) {
 /// Group work, executed on the coordinator shard.
 #[derive(Debug)]
 pub enum GroupOp {
+    /// The request, its version, the client id and host.
     Join(JoinGroupRequest, i16, String, String),
     Sync(SyncGroupRequest),
     Heartbeat(HeartbeatRequest),
@@ -505,6 +144,7 @@ pub enum GroupOp {
         /// KIP-848 members fetch with their id and epoch (OffsetFetch v9).
         member: Option<(String, i32)>,
     },
+    /// The request, its version, the client id and host.
     ConsumerHeartbeat(ConsumerGroupHeartbeatRequest, i16, String, String),
     ConsumerDescribe(String),
     Describe(String),
@@ -512,6 +152,7 @@ pub enum GroupOp {
     OffsetDelete(OffsetDeleteRequest),
 }
 
+/// The answer to a [`GroupOp`], of the same name.
 #[derive(Debug)]
 pub enum GroupReply {
     Join(JoinGroupResponse),
@@ -519,11 +160,11 @@ pub enum GroupReply {
     Heartbeat(HeartbeatResponse),
     Leave(LeaveGroupResponse),
     Commit(OffsetCommitResponse),
-    Fetch(Result<Vec<(String, i32, Committed)>, ErrorCode>),
+    Fetch(Result<Vec<(String, i32, Committed)>, KafkaError>),
     ConsumerHeartbeat(ConsumerGroupHeartbeatResponse),
     ConsumerDescribe(consumer_group_describe_response::DescribedGroup),
     Describe(DescribedGroup),
-    Delete(ErrorCode),
+    Delete(Result<(), KafkaError>),
     OffsetDelete(OffsetDeleteResponse),
 }
 
@@ -531,23 +172,17 @@ fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
-fn join_error(code: ErrorCode, member_id: &str) -> JoinGroupResponse {
-    JoinGroupResponse::default()
-        .with_error_code(code.code())
-        .with_generation_id(-1)
-        .with_member_id(s(member_id))
-}
-
-fn sync_error(code: ErrorCode) -> SyncGroupResponse {
-    SyncGroupResponse::default().with_error_code(code.code())
+/// The error of a request whose coordinator cannot serve it now; clients look it up again.
+fn unavailable(why: impl Into<String>) -> KafkaError {
+    KafkaError::new(ErrorCode::CoordinatorNotAvailable, why)
 }
 
 impl Groups {
     /// The coordinator shard and offsets partition of `group`, creating the offsets topic
     /// on first use.
-    pub async fn coordinator_of(&self, group: &str) -> Result<(usize, i32), ErrorCode> {
-        let partitions = match self.image().topic(OFFSETS_TOPIC) {
-            Some(t) => t.partition_count(),
+    async fn coordinator_of(&self, group: &str) -> Result<(usize, i32), KafkaError> {
+        let partitions = match self.offsets_partitions() {
+            Some(partitions) => partitions,
             None => {
                 // Offsets stay until a checkpoint replaces them (retention would drop live
                 // offsets); small segments let the replaced records leave the disk soon.
@@ -573,28 +208,36 @@ impl Groups {
                     Err(e) if e.code == ErrorCode::TopicAlreadyExists => {}
                     Err(e) => {
                         warn!(error = ?e, "cannot create the offsets topic");
-                        return Err(ErrorCode::CoordinatorNotAvailable);
+                        return Err(unavailable("cannot create the offsets topic"));
                     }
                 }
-                self.image()
-                    .topic(OFFSETS_TOPIC)
-                    .map(|t| t.partition_count())
-                    .ok_or(ErrorCode::CoordinatorNotAvailable)?
+                self.offsets_partitions()
+                    .ok_or_else(|| unavailable("the offsets topic is not there yet"))?
             }
         };
         let p = offsets_partition(group, partitions);
         let owner = self
             .owner_of(OFFSETS_TOPIC, p)
-            .map_err(|_| ErrorCode::CoordinatorNotAvailable)?;
+            .map_err(|e| unavailable(e.message.unwrap_or_default()))?;
         Ok((owner, p))
     }
 
+    /// How many partitions `__consumer_offsets` has, once it exists.
+    pub(super) fn offsets_partitions(&self) -> Option<i32> {
+        self.image()
+            .topic(OFFSETS_TOPIC)
+            .map(|t| t.partition_count())
+    }
+
     /// Runs `op` for `group` on its coordinator shard.
-    pub async fn group_op(&self, group: &str, op: GroupOp) -> Result<GroupReply, ErrorCode> {
+    pub async fn group_op(&self, group: &str, op: GroupOp) -> Result<GroupReply, KafkaError> {
         // Kafka refuses the empty group id everywhere (an OffsetCommit would otherwise
         // create a nameless group).
         if group.is_empty() {
-            return Err(ErrorCode::InvalidGroupId);
+            return Err(KafkaError::new(
+                ErrorCode::InvalidGroupId,
+                "the group id is empty",
+            ));
         }
         let (owner, partition) = self.coordinator_of(group).await?;
         // The leader of the group's offsets partition coordinates it; clients that reached
@@ -604,30 +247,33 @@ impl Groups {
             .placement(OFFSETS_TOPIC, partition)
             .map(|p| p.leader);
         if leader != Some(self.node_id()) {
-            return Err(ErrorCode::NotCoordinator);
+            return Err(KafkaError::new(
+                ErrorCode::NotCoordinator,
+                format!("this broker does not lead offsets partition {partition}"),
+            ));
         }
         self.shard
             .ask(owner, Lane::Control, move |shard: Rc<Shard>| async move {
                 Groups::of(&shard).run_group_op(partition, op).await
             })
             .await
-            .unwrap_or(Err(ErrorCode::CoordinatorNotAvailable))
+            .unwrap_or_else(|_| Err(unavailable("the coordinator shard is stopping")))
     }
 
     /// The broker coordinating `group` (creating the offsets topic on first use): the
     /// leader of the group's offsets partition.
-    pub async fn group_coordinator(&self, group: &str) -> Result<BrokerInfo, ErrorCode> {
+    pub async fn group_coordinator(&self, group: &str) -> Result<BrokerInfo, KafkaError> {
         let (_, partition) = self.coordinator_of(group).await?;
         let image = self.image();
         let leader = image
             .placement(OFFSETS_TOPIC, partition)
             .map(|p| p.leader)
-            .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+            .ok_or_else(|| unavailable(format!("offsets partition {partition} has no leader")))?;
         image
             .live_brokers()
             .into_iter()
             .find(|b| b.id == leader)
-            .ok_or(ErrorCode::CoordinatorNotAvailable)
+            .ok_or_else(|| unavailable(format!("broker {leader}, the coordinator, is not alive")))
     }
 
     /// ListGroups over every shard.
@@ -665,16 +311,18 @@ impl Groups {
                     .with_group_type(s("consumer")),
                 None => ListedGroup::default()
                     .with_group_id(GroupId(s(id)))
-                    .with_protocol_type(s(&g.protocol_type))
-                    .with_group_state(s(g.state.name()))
+                    .with_protocol_type(s(g.classic.protocol_type()))
+                    .with_group_state(s(g.classic.state().name()))
                     .with_group_type(s("classic")),
             })
             .collect()
     }
 
     /// Executes a group operation here (this shard coordinates `partition`).
-    pub async fn run_group_op(&self, partition: i32, op: GroupOp) -> Result<GroupReply, ErrorCode> {
-        self.load_groups(partition).await?;
+    async fn run_group_op(&self, partition: i32, op: GroupOp) -> Result<GroupReply, KafkaError> {
+        self.load_groups(partition).await.map_err(|code| {
+            KafkaError::new(code, format!("offsets partition {partition} is not loaded"))
+        })?;
         Ok(match op {
             GroupOp::Join(r, v, client_id, host) => {
                 GroupReply::Join(self.join(partition, r, v, client_id, host).await)
@@ -687,7 +335,10 @@ impl Groups {
                 group,
                 topics,
                 member,
-            } => GroupReply::Fetch(self.fetch_offsets(&group, topics, member)),
+            } => GroupReply::Fetch(
+                self.fetch_offsets(&group, topics, member)
+                    .map_err(KafkaError::code),
+            ),
             GroupOp::ConsumerHeartbeat(r, v, client_id, host) => GroupReply::ConsumerHeartbeat(
                 self.consumer_heartbeat(partition, r, v, client_id, host)
                     .await,
@@ -705,1587 +356,6 @@ impl Groups {
         })
     }
 
-    /// Replays `__consumer_offsets` partition `p` into the group state, once.
-    async fn load_groups(&self, p: i32) -> Result<(), ErrorCode> {
-        if self.state.loaded.borrow().contains(&p) {
-            return Ok(());
-        }
-        let _one = self.state.load_lock.lock().await;
-        if self.state.loaded.borrow().contains(&p) {
-            return Ok(());
-        }
-        let started = Instant::now();
-        let mut offset = 0;
-        let mut records = 0u64;
-        let mut replayed_bytes = 0u64;
-        let Some(log) = self.partition(OFFSETS_TOPIC, p) else {
-            warn!(
-                partition = p,
-                "cannot load consumer groups: the offsets partition is not open here"
-            );
-            return Err(ErrorCode::CoordinatorLoadInProgress);
-        };
-        loop {
-            let data: Vec<Bytes> = match log.read(Reader::Internal, offset, 1 << 20).await {
-                Ok(batches) => batches,
-                Err(e)
-                    if e.code == ErrorCode::OffsetOutOfRange
-                        && offset < log.offsets().log_start_offset =>
-                {
-                    offset = log.offsets().log_start_offset;
-                    continue;
-                }
-                Err(e) => {
-                    warn!(partition = p, error = ?e, "cannot load consumer groups");
-                    return Err(ErrorCode::CoordinatorLoadInProgress);
-                }
-            };
-            if data.is_empty() {
-                break;
-            }
-            let mut decoded = Vec::new();
-            for batch in &data {
-                replayed_bytes += batch.len() as u64;
-                decoded.extend(decode_record_batches(batch).map_err(|e| {
-                    warn!(partition = p, error = %e, "damaged record in the offsets topic");
-                    ErrorCode::CoordinatorNotAvailable
-                })?);
-            }
-            if decoded.is_empty() {
-                break;
-            }
-            for rec in decoded {
-                offset = rec.offset + 1;
-                let Some(value) = rec.value else { continue };
-                match StoredRecord::decode(&value) {
-                    Ok(r) => {
-                        self.replay(r);
-                        records += 1;
-                    }
-                    Err(e) => {
-                        warn!(partition = p, offset = rec.offset, error = %e, "skipping an unreadable group record")
-                    }
-                }
-            }
-        }
-        self.state.loaded.borrow_mut().insert(p);
-        // A long log gets a checkpoint with the next write.
-        self.state
-            .writers
-            .borrow_mut()
-            .entry(p)
-            .or_default()
-            .bytes_since_checkpoint += replayed_bytes;
-        if records > 0 {
-            info!(
-                partition = p,
-                records,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "consumer groups loaded"
-            );
-        }
-        Ok(())
-    }
-
-    fn replay(&self, r: StoredRecord) {
-        let mut groups = self.state.groups.borrow_mut();
-        match r {
-            StoredRecord::Offset {
-                group,
-                topic,
-                partition,
-                offset,
-                leader_epoch,
-                metadata,
-                ..
-            } => {
-                groups
-                    .entry(group)
-                    .or_insert_with(Group::new)
-                    .offsets
-                    .insert(
-                        (topic, partition),
-                        Committed {
-                            offset,
-                            leader_epoch,
-                            metadata,
-                        },
-                    );
-            }
-            StoredRecord::OffsetDeleted {
-                group,
-                topic,
-                partition,
-            } => {
-                if let Some(g) = groups.get_mut(&group) {
-                    g.offsets.remove(&(topic, partition));
-                }
-            }
-            StoredRecord::Group {
-                group,
-                protocol_type,
-                protocol,
-                generation,
-                leader,
-                members,
-            } => {
-                // As Kafka after a coordinator failover: the members of the last stable
-                // generation are back with fresh sessions, so members that keep
-                // heartbeating carry on with their assignment and the ones that are gone
-                // expire after their session timeout.
-                let g = groups.entry(group).or_insert_with(Group::new);
-                g.consumer = None;
-                g.members.clear();
-                g.statics.clear();
-                g.pending.clear();
-                g.rebalance_id += 1;
-                g.state = if members.is_empty() {
-                    GroupState::Empty
-                } else {
-                    GroupState::Stable
-                };
-                for m in members {
-                    if let Some(inst) = &m.instance_id {
-                        g.statics.insert(inst.clone(), m.member_id.clone());
-                    }
-                    g.members.insert(
-                        m.member_id.clone(),
-                        Member {
-                            id: m.member_id,
-                            instance_id: m.instance_id,
-                            client_id: m.client_id,
-                            client_host: m.client_host,
-                            session_timeout: Duration::from_millis(
-                                m.session_timeout_ms.max(0) as u64
-                            ),
-                            rebalance_timeout: Duration::from_millis(
-                                m.rebalance_timeout_ms.max(0) as u64
-                            ),
-                            protocols: vec![(protocol.clone(), Bytes::from(m.metadata))],
-                            assignment: Bytes::from(m.assignment),
-                            last_heartbeat: Instant::now(),
-                            join_tx: None,
-                            sync_tx: None,
-                        },
-                    );
-                }
-                g.leader = if g.members.contains_key(&leader) {
-                    leader
-                } else {
-                    String::new()
-                };
-                g.protocol_type = protocol_type;
-                g.protocol = protocol;
-                g.generation = generation;
-            }
-            StoredRecord::GroupDeleted { group } => {
-                groups.remove(&group);
-            }
-            StoredRecord::ConsumerGroup { group, meta } => {
-                let g = groups.entry(group).or_insert_with(Group::new);
-                let c = g.consumer.get_or_insert_with(Default::default);
-                c.epoch = meta.epoch;
-                c.assignment_epoch = meta.assignment_epoch;
-                c.assignor = meta.assignor;
-                c.topics_seen = meta
-                    .topics
-                    .into_iter()
-                    .map(|(name, id, partitions)| {
-                        (
-                            name,
-                            cg::TopicMeta {
-                                id: Uuid::from_bytes(id),
-                                partitions,
-                            },
-                        )
-                    })
-                    .collect();
-            }
-            StoredRecord::ConsumerMember { group, member } => {
-                let g = groups.entry(group.clone()).or_insert_with(Group::new);
-                let c = g.consumer.get_or_insert_with(Default::default);
-                let id = member.member_id.clone();
-                if let Err(e) = c.restore_member(member.restore(Instant::now()), Instant::now()) {
-                    warn!(group = %group, member = %id, error = %e, "cannot restore a consumer group member; it will rejoin");
-                }
-            }
-            StoredRecord::ConsumerMemberRemoved { group, member_id } => {
-                if let Some(c) = groups.get_mut(&group).and_then(|g| g.consumer.as_mut()) {
-                    c.remove_restored(&member_id);
-                }
-            }
-        }
-    }
-
-    /// Appends `records` to the offsets partition and waits until they are durable.
-    ///
-    /// The records join the partition's write queue before this returns its future's first
-    /// poll, so records reach the log in the order the coordinator computed them (callers
-    /// compute and call this without an await in between): the last record of a key in the
-    /// log is always its latest state, which is what replay and checkpoints rely on.
-    async fn persist(&self, partition: i32, records: Vec<StoredRecord>) -> Result<(), ErrorCode> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let rx = self.enqueue_write(partition, records)?;
-        rx.await
-            .unwrap_or(Err(ErrorCode::CoordinatorNotAvailable))
-            .map(|_| ())
-    }
-
-    fn enqueue_write(
-        &self,
-        partition: i32,
-        records: Vec<StoredRecord>,
-    ) -> Result<oneshot::Receiver<Result<i64, ErrorCode>>, ErrorCode> {
-        let (tx, rx) = oneshot::channel();
-        let start = {
-            let mut writers = self.state.writers.borrow_mut();
-            let w = writers.entry(partition).or_default();
-            if w.queue.len() >= GROUP_WRITES_QUEUED_MAX {
-                warn!(
-                    partition,
-                    queued = w.queue.len(),
-                    "the consumer group write queue is full; answering COORDINATOR_NOT_AVAILABLE (clients retry)"
-                );
-                return Err(ErrorCode::CoordinatorNotAvailable);
-            }
-            w.queue.push_back(PendingWrite { records, reply: tx });
-            !std::mem::replace(&mut w.running, true)
-        };
-        if start {
-            let me = self.clone();
-            runtime::spawn(async move { me.write_loop(partition).await });
-        }
-        Ok(rx)
-    }
-
-    /// The one writer of offsets partition `partition`: appends queued records in order,
-    /// several requests' records per batch (one fdatasync covers them), and writes a
-    /// checkpoint when enough has been appended since the last one.
-    async fn write_loop(self, partition: i32) {
-        loop {
-            let due = self
-                .state
-                .writers
-                .borrow()
-                .get(&partition)
-                .is_some_and(|w| {
-                    w.bytes_since_checkpoint
-                        > self
-                            .config()
-                            .offsets_checkpoint_bytes
-                            .max(w.checkpoint_bytes)
-                });
-            if due && self.state.loaded.borrow().contains(&partition) {
-                self.checkpoint(partition).await;
-            }
-            let batch: Vec<PendingWrite> = {
-                let mut writers = self.state.writers.borrow_mut();
-                let w = writers.entry(partition).or_default();
-                let mut out = Vec::new();
-                let mut count = 0;
-                while let Some(next) = w.queue.front() {
-                    if !out.is_empty() && count + next.records.len() > WRITE_BATCH_RECORDS_MAX {
-                        break;
-                    }
-                    count += next.records.len();
-                    out.push(w.queue.pop_front().expect("front exists"));
-                }
-                if out.is_empty() {
-                    w.running = false;
-                    return;
-                }
-                out
-            };
-            let records: Vec<&StoredRecord> = batch.iter().flat_map(|w| w.records.iter()).collect();
-            match self.append_records(partition, &records).await {
-                Ok((base, bytes)) => {
-                    if let Some(w) = self.state.writers.borrow_mut().get_mut(&partition) {
-                        w.bytes_since_checkpoint += bytes;
-                    }
-                    // Offsets and deletions take effect once durable, here, before anything
-                    // else runs: a checkpoint computed next must include them, or it would
-                    // delete their records without carrying them forward.
-                    for w in &batch {
-                        for r in &w.records {
-                            if matches!(
-                                r,
-                                StoredRecord::Offset { .. }
-                                    | StoredRecord::OffsetDeleted { .. }
-                                    | StoredRecord::GroupDeleted { .. }
-                            ) {
-                                self.replay(r.clone());
-                            }
-                        }
-                    }
-                    let mut offset = base;
-                    for w in batch {
-                        let _ = w.reply.send(Ok(offset));
-                        offset += w.records.len() as i64;
-                    }
-                }
-                Err(code) => {
-                    for w in batch {
-                        let _ = w.reply.send(Err(code));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Appends one batch of `records` with acks=all; returns its base offset and size.
-    async fn append_records(
-        &self,
-        partition: i32,
-        records: &[&StoredRecord],
-    ) -> Result<(i64, u64), ErrorCode> {
-        let now = runtime::now_ms();
-        let batch: Vec<ProduceRecord> = records
-            .iter()
-            .map(|r| ProduceRecord {
-                key: Some(Bytes::from(r.key().into_bytes())),
-                value: Some(r.encode()),
-                headers: Vec::new(),
-                timestamp_ms: now,
-            })
-            .collect();
-        let data = encode_record_batch(&batch, &BatchOptions::default()).map_err(|e| {
-            warn!(error = %e, "cannot encode group records");
-            ErrorCode::UnknownServerError
-        })?;
-        let bytes = data.len() as u64;
-        let Some(log) = self.partition(OFFSETS_TOPIC, partition) else {
-            warn!(
-                partition,
-                "cannot persist group records: the offsets partition is not open here"
-            );
-            return Err(ErrorCode::CoordinatorNotAvailable);
-        };
-        let lag_max = Duration::from_millis(self.config().replica_lag_time_max_ms);
-        let batches = crate::partition::split_batches(data).map_err(|e| {
-            warn!(error = ?e, "group records encoded into a bad batch");
-            ErrorCode::UnknownServerError
-        })?;
-        match log.produce(batches, -1, lag_max).await {
-            Ok(produced) => Ok((produced.base_offset, bytes)),
-            Err(e) => {
-                warn!(group = records[0].group(), error = ?e, "cannot persist group records");
-                Err(if e.code == ErrorCode::MessageTooLarge {
-                    ErrorCode::OffsetMetadataTooLarge
-                } else {
-                    ErrorCode::CoordinatorNotAvailable
-                })
-            }
-        }
-    }
-
-    /// Writes the whole state of the groups on `partition` (every group record and committed
-    /// offset) as new records, then deletes everything before them: the partition stops
-    /// growing with every commit, and a restart replays at most a checkpoint plus what came
-    /// after it. Runs inside the partition's writer, so nothing is appended in between.
-    async fn checkpoint(&self, partition: i32) {
-        let started = Instant::now();
-        let Some(partitions) = self
-            .image()
-            .topic(OFFSETS_TOPIC)
-            .map(|t| t.partition_count())
-        else {
-            return;
-        };
-        let records = self.state_records(partition, partitions);
-        let mut first: Option<i64> = None;
-        let mut bytes = 0;
-        for chunk in records.chunks(WRITE_BATCH_RECORDS_MAX) {
-            let refs: Vec<&StoredRecord> = chunk.iter().collect();
-            match self.append_records(partition, &refs).await {
-                Ok((base, b)) => {
-                    first.get_or_insert(base);
-                    bytes += b;
-                }
-                Err(code) => {
-                    warn!(
-                        partition,
-                        ?code,
-                        "consumer group checkpoint failed; will retry after more writes"
-                    );
-                    if let Some(w) = self.state.writers.borrow_mut().get_mut(&partition) {
-                        w.bytes_since_checkpoint = 0;
-                    }
-                    return;
-                }
-            }
-        }
-        // Nothing before the checkpoint is needed any more (an empty partition state
-        // deletes up to the log end).
-        let Some(log) = self.partition(OFFSETS_TOPIC, partition) else {
-            return;
-        };
-        let upto = first.unwrap_or_else(|| log.offsets().high_watermark);
-        if let Err(e) = log.delete_records(Some(upto)).await {
-            warn!(partition, error = ?e, "cannot delete records before the group checkpoint");
-        }
-        if let Some(w) = self.state.writers.borrow_mut().get_mut(&partition) {
-            w.bytes_since_checkpoint = 0;
-            w.checkpoint_bytes = bytes;
-        }
-        info!(
-            partition,
-            records = records.len(),
-            bytes,
-            log_start_offset = upto,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "consumer group checkpoint written; older records deleted"
-        );
-    }
-
-    /// Every record needed to rebuild the groups of `partition` from nothing.
-    fn state_records(&self, partition: i32, partitions: i32) -> Vec<StoredRecord> {
-        let groups = self.state.groups.borrow();
-        let now = runtime::now_ms();
-        let mut out = Vec::new();
-        let mut ids: Vec<&String> = groups
-            .keys()
-            .filter(|id| offsets_partition(id, partitions) == partition)
-            .collect();
-        ids.sort();
-        for id in ids {
-            let g = &groups[id];
-            if let Some(c) = &g.consumer {
-                let changes = cg::Changes {
-                    group: true,
-                    members: c.members.keys().cloned().collect(),
-                    removed: Default::default(),
-                };
-                out.extend(Self::consumer_records(id, c, &changes));
-            } else if g.generation > 0 || !g.protocol_type.is_empty() {
-                out.push(g.stored(id));
-            }
-            for ((topic, p), c) in &g.offsets {
-                out.push(StoredRecord::Offset {
-                    group: id.clone(),
-                    topic: topic.clone(),
-                    partition: *p,
-                    offset: c.offset,
-                    leader_epoch: c.leader_epoch,
-                    metadata: c.metadata.clone(),
-                    commit_ms: now,
-                });
-            }
-        }
-        out
-    }
-
-    async fn join(
-        &self,
-        partition: i32,
-        r: JoinGroupRequest,
-        version: i16,
-        client_id: String,
-        client_host: String,
-    ) -> JoinGroupResponse {
-        let group_id = r.group_id.0.to_string();
-        let member_id = r.member_id.to_string();
-        let cfg = self.config();
-        if group_id.is_empty() {
-            return join_error(ErrorCode::InvalidGroupId, &member_id);
-        }
-        let session = r.session_timeout_ms as u64;
-        if session < cfg.group_min_session_timeout_ms || session > cfg.group_max_session_timeout_ms
-        {
-            return join_error(ErrorCode::InvalidSessionTimeout, &member_id);
-        }
-        let rebalance_timeout = if version >= 1 {
-            r.rebalance_timeout_ms
-        } else {
-            r.session_timeout_ms
-        };
-        let protocols: Vec<(String, Bytes)> = r
-            .protocols
-            .iter()
-            .map(|p| (p.name.to_string(), p.metadata.clone()))
-            .collect();
-        if protocols.is_empty() || r.protocol_type.is_empty() {
-            return join_error(ErrorCode::InconsistentGroupProtocol, &member_id);
-        }
-        let instance_id = r.group_instance_id.as_ref().map(|i| i.to_string());
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut groups = self.state.groups.borrow_mut();
-            let g = match group_entry(&mut groups, &group_id, cfg.limits.groups_per_shard_max) {
-                Ok(g) => g,
-                Err(code) => return join_error(code, &member_id),
-            };
-            if let Some(c) = &g.consumer {
-                if !c.members.is_empty() {
-                    // Kafka does not mix the protocols in one group either.
-                    return join_error(ErrorCode::InconsistentGroupProtocol, &member_id);
-                }
-                g.consumer = None;
-            }
-            let busy = g.state != GroupState::Empty || !g.members.is_empty();
-            let compatible = g.protocol_type == r.protocol_type.as_str()
-                && protocols.iter().any(|(n, _)| {
-                    g.members
-                        .values()
-                        .all(|m| m.protocols.iter().any(|(o, _)| o == n))
-                });
-            if busy && !compatible {
-                return join_error(ErrorCode::InconsistentGroupProtocol, &member_id);
-            }
-            if g.members.len() >= cfg.limits.group_members_max
-                && !g.members.contains_key(&member_id)
-            {
-                return join_error(ErrorCode::GroupMaxSizeReached, &member_id);
-            }
-            let known_static = instance_id.as_ref().and_then(|i| g.statics.get(i).cloned());
-            let id = if member_id.is_empty() {
-                let seq = self.state.member_seq.get() + 1;
-                self.state.member_seq.set(seq);
-                let new_id = format!("{client_id}-{}-{seq}-{:08x}", self.id(), fastrand::u32(..));
-                match (&instance_id, known_static) {
-                    (Some(inst), Some(old)) => {
-                        // A static member restarted: it takes over its old slot.
-                        if let Some(mut m) = g.members.remove(&old) {
-                            if let Some(tx) = m.join_tx.take() {
-                                let _ = tx.send(join_error(ErrorCode::FencedInstanceId, &old));
-                            }
-                            if let Some(tx) = m.sync_tx.take() {
-                                let _ = tx.send(sync_error(ErrorCode::FencedInstanceId));
-                            }
-                            m.id = new_id.clone();
-                            m.last_heartbeat = Instant::now();
-                            let same = m.protocols == protocols;
-                            m.protocols = protocols.clone();
-                            if g.leader == old {
-                                g.leader = new_id.clone();
-                            }
-                            g.members.insert(new_id.clone(), m);
-                            g.statics.insert(inst.clone(), new_id.clone());
-                            if g.state == GroupState::Stable && same {
-                                // No rebalance: the member gets the current generation and,
-                                // at SyncGroup, its old assignment.
-                                return JoinGroupResponse::default()
-                                    .with_generation_id(g.generation)
-                                    .with_protocol_type(Some(s(&g.protocol_type)))
-                                    .with_protocol_name(Some(s(&g.protocol)))
-                                    .with_leader(s(&g.leader))
-                                    .with_member_id(s(&new_id));
-                            }
-                        }
-                        new_id
-                    }
-                    (None, _) if version >= 4 => {
-                        // KIP-394: the member id is handed out first; the member rejoins
-                        // with it.
-                        if g.pending.len() >= cfg.limits.group_members_max {
-                            return join_error(ErrorCode::GroupMaxSizeReached, &member_id);
-                        }
-                        g.pending.insert(new_id.clone());
-                        return join_error(ErrorCode::MemberIdRequired, &new_id);
-                    }
-                    _ => new_id,
-                }
-            } else {
-                if !g.members.contains_key(&member_id) && !g.pending.contains(&member_id) {
-                    return join_error(ErrorCode::UnknownMemberId, &member_id);
-                }
-                if let (Some(inst), Some(owner)) = (&instance_id, &known_static) {
-                    if *owner != member_id {
-                        return join_error(ErrorCode::FencedInstanceId, &member_id);
-                    }
-                    let _ = inst;
-                }
-                member_id.clone()
-            };
-            g.pending.remove(&id);
-            let existing = g.members.get(&id).map(|m| m.protocols == protocols);
-            if let (Some(true), GroupState::Stable | GroupState::CompletingRebalance) =
-                (existing, g.state)
-            {
-                if g.leader != id || g.state == GroupState::CompletingRebalance {
-                    // A follower rejoining with the same metadata: nothing to rebalance.
-                    let m = g.members.get_mut(&id).expect("member present");
-                    m.last_heartbeat = Instant::now();
-                    return JoinGroupResponse::default()
-                        .with_generation_id(g.generation)
-                        .with_protocol_type(Some(s(&g.protocol_type)))
-                        .with_protocol_name(Some(s(&g.protocol)))
-                        .with_leader(s(&g.leader))
-                        .with_member_id(s(&id));
-                }
-            }
-            let member = g.members.entry(id.clone()).or_insert_with(|| Member {
-                id: id.clone(),
-                instance_id: instance_id.clone(),
-                client_id: client_id.clone(),
-                client_host: client_host.clone(),
-                session_timeout: Duration::from_millis(session),
-                rebalance_timeout: Duration::from_millis(rebalance_timeout.max(0) as u64),
-                protocols: protocols.clone(),
-                assignment: Bytes::new(),
-                last_heartbeat: Instant::now(),
-                join_tx: None,
-                sync_tx: None,
-            });
-            member.protocols = protocols;
-            member.session_timeout = Duration::from_millis(session);
-            member.rebalance_timeout = Duration::from_millis(rebalance_timeout.max(0) as u64);
-            member.last_heartbeat = Instant::now();
-            if let Some(old) = member.join_tx.replace(tx) {
-                let _ = old.send(join_error(ErrorCode::UnknownMemberId, &id));
-            }
-            if let Some(inst) = &instance_id {
-                g.statics.insert(inst.clone(), id.clone());
-            }
-            if g.protocol_type.is_empty() || g.members.len() == 1 {
-                g.protocol_type = r.protocol_type.to_string();
-            }
-        }
-        self.prepare_rebalance(partition, &group_id, false);
-        self.try_complete_join(partition, &group_id);
-        rx.await
-            .unwrap_or_else(|_| join_error(ErrorCode::UnknownMemberId, &member_id))
-    }
-
-    /// The last member left (or expired): the group is Empty at its new generation, written
-    /// down so a restart does not bring the departed members back.
-    fn group_emptied(&self, partition: i32, group_id: &str, g: &mut Group) {
-        g.state = GroupState::Empty;
-        g.leader.clear();
-        info!(
-            group = group_id,
-            generation = g.generation,
-            "group is empty"
-        );
-        let _ = self.enqueue_write(partition, vec![g.stored(group_id)]);
-    }
-
-    /// Moves the group to PreparingRebalance (if it is not there) and arms the timer that
-    /// ends the join phase with whoever rejoined.
-    fn prepare_rebalance(&self, partition: i32, group_id: &str, force: bool) {
-        let (id, wait) = {
-            let mut groups = self.state.groups.borrow_mut();
-            let Some(g) = groups.get_mut(group_id) else {
-                return;
-            };
-            if g.members.is_empty() {
-                // The last member left or expired: nothing to rebalance.
-                if g.state != GroupState::Empty {
-                    g.generation += 1;
-                    g.rebalance_id += 1;
-                    self.group_emptied(partition, group_id, g);
-                }
-                return;
-            }
-            if g.state == GroupState::PreparingRebalance && !force {
-                return;
-            }
-            let was_empty = g.state == GroupState::Empty;
-            g.state = GroupState::PreparingRebalance;
-            g.rebalance_id += 1;
-            g.rebalance_started = Instant::now();
-            // Members that wait on SyncGroup of the old generation must rejoin.
-            for m in g.members.values_mut() {
-                if let Some(tx) = m.sync_tx.take() {
-                    let _ = tx.send(sync_error(ErrorCode::RebalanceInProgress));
-                }
-            }
-            let timeout = g
-                .members
-                .values()
-                .map(|m| m.rebalance_timeout)
-                .max()
-                .unwrap_or_default();
-            let wait = if was_empty {
-                Duration::from_millis(self.config().group_initial_rebalance_delay_ms)
-            } else {
-                timeout
-            };
-            (g.rebalance_id, wait)
-        };
-        let me = self.clone();
-        let group_id = group_id.to_string();
-        runtime::spawn(async move {
-            runtime::sleep(wait).await;
-            me.complete_join(partition, &group_id, id, true);
-        });
-    }
-
-    /// Ends the join phase when every member has rejoined (and an empty group's initial
-    /// delay has passed).
-    fn try_complete_join(&self, partition: i32, group_id: &str) {
-        let (ready, id) = {
-            let groups = self.state.groups.borrow();
-            let Some(g) = groups.get(group_id) else {
-                return;
-            };
-            // A new group waits out the initial delay so members starting together join
-            // one generation; later rebalances end as soon as every member is back.
-            let delay_over = g.generation > 0
-                || g.rebalance_started.elapsed()
-                    >= Duration::from_millis(self.config().group_initial_rebalance_delay_ms);
-            let all = !g.members.is_empty() && g.members.values().all(|m| m.join_tx.is_some());
-            (
-                g.state == GroupState::PreparingRebalance && all && delay_over,
-                g.rebalance_id,
-            )
-        };
-        if ready {
-            self.complete_join(partition, group_id, id, false);
-        }
-    }
-
-    fn complete_join(&self, partition: i32, group_id: &str, rebalance_id: u64, timer: bool) {
-        let mut groups = self.state.groups.borrow_mut();
-        let Some(g) = groups.get_mut(group_id) else {
-            return;
-        };
-        if g.state != GroupState::PreparingRebalance || g.rebalance_id != rebalance_id {
-            return;
-        }
-        if !timer && g.members.values().any(|m| m.join_tx.is_none()) {
-            return;
-        }
-        // Members that did not rejoin in time leave the group.
-        let gone: Vec<String> = g
-            .members
-            .values()
-            .filter(|m| m.join_tx.is_none())
-            .map(|m| m.id.clone())
-            .collect();
-        for id in &gone {
-            if let Some(m) = g.members.remove(id) {
-                if let Some(inst) = &m.instance_id {
-                    g.statics.remove(inst);
-                }
-            }
-        }
-        g.generation += 1;
-        if g.members.is_empty() {
-            self.group_emptied(partition, group_id, g);
-            return;
-        }
-        // Protocol: each member votes for its most preferred protocol every member supports.
-        let candidates: Vec<String> = g
-            .members
-            .values()
-            .next()
-            .map(|m| {
-                m.protocols
-                    .iter()
-                    .map(|(n, _)| n.clone())
-                    .collect::<Vec<String>>()
-            })
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|n| {
-                g.members
-                    .values()
-                    .all(|m| m.protocols.iter().any(|(o, _)| o == n))
-            })
-            .collect();
-        let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
-        for m in g.members.values() {
-            if let Some((n, _)) = m.protocols.iter().find(|(n, _)| candidates.contains(n)) {
-                *votes.entry(n.as_str()).or_default() += 1;
-            }
-        }
-        g.protocol = votes
-            .iter()
-            .max_by_key(|(_, v)| **v)
-            .map(|(n, _)| n.to_string())
-            .unwrap_or_default();
-        if !g.members.contains_key(&g.leader) {
-            g.leader = g.members.keys().next().cloned().unwrap_or_default();
-        }
-        g.state = GroupState::CompletingRebalance;
-        g.rebalance_started = Instant::now();
-        let all: Vec<JoinGroupResponseMember> = g
-            .members
-            .values()
-            .map(|m| {
-                JoinGroupResponseMember::default()
-                    .with_member_id(s(&m.id))
-                    .with_group_instance_id(m.instance_id.as_deref().map(s))
-                    .with_metadata(m.metadata_for(&g.protocol))
-            })
-            .collect();
-        info!(group = group_id, generation = g.generation, members = g.members.len(),
-            protocol = %g.protocol, removed = gone.len(), "rebalance: join phase complete");
-        let (generation, protocol_type, protocol, leader) = (
-            g.generation,
-            g.protocol_type.clone(),
-            g.protocol.clone(),
-            g.leader.clone(),
-        );
-        for m in g.members.values_mut() {
-            m.last_heartbeat = Instant::now();
-            m.assignment = Bytes::new();
-            let Some(tx) = m.join_tx.take() else { continue };
-            let response = JoinGroupResponse::default()
-                .with_generation_id(generation)
-                .with_protocol_type(Some(s(&protocol_type)))
-                .with_protocol_name(Some(s(&protocol)))
-                .with_leader(s(&leader))
-                .with_member_id(s(&m.id))
-                .with_members(if m.id == leader {
-                    all.clone()
-                } else {
-                    Vec::new()
-                });
-            let _ = tx.send(response);
-        }
-        // If the leader never sends SyncGroup, start over after the rebalance timeout.
-        let timeout = g
-            .members
-            .values()
-            .map(|m| m.rebalance_timeout)
-            .max()
-            .unwrap_or_default();
-        let id = g.rebalance_id;
-        drop(groups);
-        let me = self.clone();
-        let group_id = group_id.to_string();
-        runtime::spawn(async move {
-            runtime::sleep(timeout).await;
-            let stuck = me.state.groups.borrow().get(&group_id).is_some_and(|g| {
-                g.state == GroupState::CompletingRebalance && g.rebalance_id == id
-            });
-            if stuck {
-                warn!(group = %group_id, "the leader sent no assignment in time; rebalancing again");
-                me.prepare_rebalance(partition, &group_id, true);
-            }
-        });
-    }
-
-    /// Checks member id, generation and static fencing.
-    fn check_member(
-        g: &Group,
-        member_id: &str,
-        generation: i32,
-        instance: Option<&str>,
-    ) -> Result<(), ErrorCode> {
-        if let Some(inst) = instance {
-            if let Some(owner) = g.statics.get(inst) {
-                if owner != member_id {
-                    return Err(ErrorCode::FencedInstanceId);
-                }
-            }
-        }
-        if !g.members.contains_key(member_id) {
-            return Err(ErrorCode::UnknownMemberId);
-        }
-        if generation != g.generation {
-            return Err(ErrorCode::IllegalGeneration);
-        }
-        Ok(())
-    }
-
-    async fn sync(&self, partition: i32, r: SyncGroupRequest) -> SyncGroupResponse {
-        let group_id = r.group_id.0.to_string();
-        let member_id = r.member_id.to_string();
-        let (tx, rx) = oneshot::channel();
-        let persist = {
-            let mut groups = self.state.groups.borrow_mut();
-            let Some(g) = groups.get_mut(&group_id) else {
-                return sync_error(ErrorCode::UnknownMemberId);
-            };
-            if let Err(code) = Self::check_member(
-                g,
-                &member_id,
-                r.generation_id,
-                r.group_instance_id.as_deref(),
-            ) {
-                return sync_error(code);
-            }
-            match g.state {
-                GroupState::Empty => return sync_error(ErrorCode::UnknownMemberId),
-                GroupState::PreparingRebalance => {
-                    return sync_error(ErrorCode::RebalanceInProgress)
-                }
-                GroupState::Stable => {
-                    let m = &g.members[&member_id];
-                    return SyncGroupResponse::default()
-                        .with_protocol_type(Some(s(&g.protocol_type)))
-                        .with_protocol_name(Some(s(&g.protocol)))
-                        .with_assignment(m.assignment.clone());
-                }
-                GroupState::CompletingRebalance => {}
-            }
-            if let Some(m) = g.members.get_mut(&member_id) {
-                m.sync_tx = Some(tx);
-                m.last_heartbeat = Instant::now();
-            }
-            if member_id == g.leader {
-                for a in &r.assignments {
-                    if let Some(m) = g.members.get_mut(a.member_id.as_str()) {
-                        m.assignment = a.assignment.clone();
-                    }
-                }
-                Some((g.generation, g.stored(&group_id)))
-            } else {
-                None
-            }
-        };
-        if let Some((generation, record)) = persist {
-            let result = self.persist(partition, vec![record]).await;
-            let mut groups = self.state.groups.borrow_mut();
-            if let Some(g) = groups.get_mut(&group_id) {
-                if g.generation == generation && g.state == GroupState::CompletingRebalance {
-                    match result {
-                        Ok(()) => {
-                            g.state = GroupState::Stable;
-                            info!(group = %group_id, generation, "rebalance complete");
-                            for m in g.members.values_mut() {
-                                if let Some(tx) = m.sync_tx.take() {
-                                    let _ = tx.send(
-                                        SyncGroupResponse::default()
-                                            .with_protocol_type(Some(s(&g.protocol_type)))
-                                            .with_protocol_name(Some(s(&g.protocol)))
-                                            .with_assignment(m.assignment.clone()),
-                                    );
-                                }
-                            }
-                        }
-                        Err(code) => {
-                            for m in g.members.values_mut() {
-                                if let Some(tx) = m.sync_tx.take() {
-                                    let _ = tx.send(sync_error(code));
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        rx.await
-            .unwrap_or_else(|_| sync_error(ErrorCode::RebalanceInProgress))
-    }
-
-    fn heartbeat(&self, r: HeartbeatRequest) -> HeartbeatResponse {
-        let code = {
-            let mut groups = self.state.groups.borrow_mut();
-            match groups.get_mut(r.group_id.0.as_str()) {
-                None => ErrorCode::UnknownMemberId,
-                Some(g) => match Self::check_member(
-                    g,
-                    &r.member_id,
-                    r.generation_id,
-                    r.group_instance_id.as_deref(),
-                ) {
-                    Err(code) => code,
-                    Ok(()) => {
-                        if let Some(m) = g.members.get_mut(r.member_id.as_str()) {
-                            m.last_heartbeat = Instant::now();
-                        }
-                        match g.state {
-                            GroupState::PreparingRebalance => ErrorCode::RebalanceInProgress,
-                            _ => ErrorCode::None,
-                        }
-                    }
-                },
-            }
-        };
-        HeartbeatResponse::default().with_error_code(code.code())
-    }
-
-    fn leave(&self, partition: i32, r: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
-        let group_id = r.group_id.0.to_string();
-        let leaving: Vec<(String, Option<String>)> = if version >= 3 {
-            r.members
-                .iter()
-                .map(|m| {
-                    (
-                        m.member_id.to_string(),
-                        m.group_instance_id.as_ref().map(|i| i.to_string()),
-                    )
-                })
-                .collect()
-        } else {
-            vec![(r.member_id.to_string(), None)]
-        };
-        let mut results = Vec::new();
-        let mut removed = false;
-        {
-            let mut groups = self.state.groups.borrow_mut();
-            let Some(g) = groups.get_mut(&group_id) else {
-                return LeaveGroupResponse::default()
-                    .with_error_code(ErrorCode::UnknownMemberId.code());
-            };
-            for (member_id, instance) in leaving {
-                let id = match (&instance, member_id.is_empty()) {
-                    (Some(inst), true) => g.statics.get(inst).cloned().unwrap_or_default(),
-                    _ => member_id.clone(),
-                };
-                let code = match g.members.remove(&id) {
-                    Some(mut m) => {
-                        if let Some(inst) = &m.instance_id {
-                            g.statics.remove(inst);
-                        }
-                        if let Some(tx) = m.join_tx.take() {
-                            let _ = tx.send(join_error(ErrorCode::UnknownMemberId, &id));
-                        }
-                        removed = true;
-                        info!(group = %group_id, member = %id, "member left the group");
-                        ErrorCode::None
-                    }
-                    None => ErrorCode::UnknownMemberId,
-                };
-                results.push(
-                    leave_group_response::MemberResponse::default()
-                        .with_member_id(s(&member_id))
-                        .with_group_instance_id(instance.as_deref().map(s))
-                        .with_error_code(code.code()),
-                );
-            }
-        }
-        if removed {
-            self.prepare_rebalance(partition, &group_id, false);
-            self.try_complete_join(partition, &group_id);
-        }
-        if version >= 3 {
-            LeaveGroupResponse::default().with_members(results)
-        } else {
-            let code = results.first().map_or(0, |m| m.error_code);
-            LeaveGroupResponse::default().with_error_code(code)
-        }
-    }
-
-    /// Every topic as the KIP-848 assignors see it (rebuilt only when the registry changes,
-    /// not per heartbeat).
-    fn assignable_topics(&self) -> Rc<BTreeMap<String, cg::TopicMeta>> {
-        let snap = self.image();
-        if let Some((version, topics)) = &*self.state.topics_cache.borrow() {
-            if *version == snap.version {
-                return topics.clone();
-            }
-        }
-        let topics: Rc<BTreeMap<String, cg::TopicMeta>> = Rc::new(
-            snap.topics
-                .values()
-                .map(|t| {
-                    (
-                        t.name.to_string(),
-                        cg::TopicMeta {
-                            id: t.id,
-                            partitions: t.partition_count(),
-                        },
-                    )
-                })
-                .collect(),
-        );
-        *self.state.topics_cache.borrow_mut() = Some((snap.version, topics.clone()));
-        topics
-    }
-
-    fn consumer_context<'a>(
-        &'a self,
-        topics: &'a BTreeMap<String, cg::TopicMeta>,
-    ) -> cg::Context<'a> {
-        cg::Context {
-            now: Instant::now(),
-            topics,
-            session_timeout: Duration::from_millis(self.config().consumer_group_session_timeout_ms),
-            heartbeat_interval_ms: self.config().consumer_group_heartbeat_interval_ms as i32,
-            members_max: self.config().limits.group_members_max,
-            default_assignor: &self.config().consumer_group_assignor,
-        }
-    }
-
-    /// The records that make `changes` durable.
-    fn consumer_records(
-        group: &str,
-        c: &cg::ConsumerGroup,
-        changes: &cg::Changes,
-    ) -> Vec<StoredRecord> {
-        let mut out = Vec::new();
-        for id in &changes.removed {
-            out.push(StoredRecord::ConsumerMemberRemoved {
-                group: group.to_string(),
-                member_id: id.clone(),
-            });
-        }
-        for id in &changes.members {
-            if let Some(m) = c.members.get(id) {
-                out.push(StoredRecord::ConsumerMember {
-                    group: group.to_string(),
-                    member: Box::new(StoredConsumerMember::of(m)),
-                });
-            }
-        }
-        if changes.group {
-            out.push(StoredRecord::ConsumerGroup {
-                group: group.to_string(),
-                meta: Box::new(StoredConsumerGroup {
-                    epoch: c.epoch,
-                    assignment_epoch: c.assignment_epoch,
-                    assignor: c.assignor.clone(),
-                    topics: c
-                        .topics_seen
-                        .iter()
-                        .map(|(n, t)| (n.clone(), *t.id.as_bytes(), t.partitions))
-                        .collect(),
-                }),
-            });
-        }
-        out
-    }
-
-    /// ConsumerGroupHeartbeat (KIP-848): join, reconcile, leave.
-    async fn consumer_heartbeat(
-        &self,
-        partition: i32,
-        r: ConsumerGroupHeartbeatRequest,
-        version: i16,
-        client_id: String,
-        client_host: String,
-    ) -> ConsumerGroupHeartbeatResponse {
-        let group_id = r.group_id.0.to_string();
-        let fail = |code: ErrorCode, message: String| {
-            ConsumerGroupHeartbeatResponse::default()
-                .with_error_code(code.code())
-                .with_error_message(Some(s(&message)))
-                .with_member_epoch(-1)
-        };
-        let mut member_id = r.member_id.to_string();
-        if member_id.is_empty() && version == 0 && r.member_epoch == 0 {
-            // v0: the coordinator names new members (v1 clients name themselves).
-            member_id = Uuid::from_u128(fastrand::u128(..)).simple().to_string();
-        }
-        let hb = cg::Heartbeat {
-            member_id,
-            member_epoch: r.member_epoch,
-            instance_id: r.instance_id.as_ref().map(|v| v.to_string()),
-            rack_id: r.rack_id.as_ref().map(|v| v.to_string()),
-            rebalance_timeout_ms: r.rebalance_timeout_ms,
-            topics: r
-                .subscribed_topic_names
-                .as_ref()
-                .map(|ts| ts.iter().map(|t| t.0.to_string()).collect()),
-            regex: r.subscribed_topic_regex.as_ref().map(|v| v.to_string()),
-            assignor: r.server_assignor.as_ref().map(|v| v.to_string()),
-            owned: r.topic_partitions.as_ref().map(|tps| {
-                tps.iter()
-                    .map(|tp| (tp.topic_id, tp.partitions.iter().copied().collect()))
-                    .collect()
-            }),
-            client_id,
-            client_host,
-        };
-        let topics = self.assignable_topics();
-        let ctx = self.consumer_context(&topics);
-        let (reply, records) = {
-            let mut groups = self.state.groups.borrow_mut();
-            let g = match group_entry(
-                &mut groups,
-                &group_id,
-                self.config().limits.groups_per_shard_max,
-            ) {
-                Ok(g) => g,
-                Err(code) => {
-                    return fail(
-                        code,
-                        "this coordinator has limits.groups_per_shard_max groups".to_string(),
-                    )
-                }
-            };
-            if g.consumer.is_none() {
-                if !g.members.is_empty() {
-                    return fail(
-                        ErrorCode::GroupIdNotFound,
-                        format!("group {group_id} is a classic group with members"),
-                    );
-                }
-                g.consumer = Some(cg::ConsumerGroup::default());
-            }
-            let c = g.consumer.as_mut().expect("set above");
-            let mut changes = cg::Changes::default();
-            let before = (c.epoch, c.members.len());
-            match c.heartbeat(hb, &ctx, &mut changes) {
-                Ok(reply) => {
-                    if before != (c.epoch, c.members.len()) {
-                        info!(group = %group_id, epoch = c.epoch, members = c.members.len(),
-                            assignor = %c.assignor, "consumer group epoch moved");
-                    }
-                    (reply, Self::consumer_records(&group_id, c, &changes))
-                }
-                Err((code, message)) => return fail(code, message),
-            }
-        };
-        if let Err(code) = self.persist(partition, records).await {
-            return fail(
-                code,
-                "cannot write the group state to __consumer_offsets".to_string(),
-            );
-        }
-        let assignment = reply.assignment.map(|a| {
-            consumer_group_heartbeat_response::Assignment::default().with_topic_partitions(
-                a.into_iter()
-                    .map(|(t, ps)| {
-                        consumer_group_heartbeat_response::TopicPartitions::default()
-                            .with_topic_id(t)
-                            .with_partitions(ps.into_iter().collect())
-                    })
-                    .collect(),
-            )
-        });
-        ConsumerGroupHeartbeatResponse::default()
-            .with_member_id(Some(s(&reply.member_id)))
-            .with_member_epoch(reply.member_epoch)
-            .with_heartbeat_interval_ms(ctx.heartbeat_interval_ms)
-            .with_assignment(assignment)
-    }
-
-    /// ConsumerGroupDescribe of one group this shard coordinates.
-    fn consumer_describe(&self, group: &str) -> consumer_group_describe_response::DescribedGroup {
-        use consumer_group_describe_response::{
-            Assignment as DAssignment, DescribedGroup as D, Member as DMember,
-            TopicPartitions as DTp,
-        };
-        let base = D::default().with_group_id(GroupId(s(group)));
-        let groups = self.state.groups.borrow();
-        let Some(g) = groups.get(group) else {
-            return base
-                .with_error_code(ErrorCode::GroupIdNotFound.code())
-                .with_error_message(Some(s(&format!("group {group} does not exist"))))
-                .with_group_state(s("Dead"));
-        };
-        let Some(c) = &g.consumer else {
-            return base
-                .with_error_code(ErrorCode::GroupIdNotFound.code())
-                .with_error_message(Some(s(&format!("group {group} is not a consumer group"))))
-                .with_group_state(s("Dead"));
-        };
-        let snap = self.image();
-        let describe = |a: &cg::Assignment| {
-            DAssignment::default().with_topic_partitions(
-                a.iter()
-                    .map(|(t, ps)| {
-                        DTp::default()
-                            .with_topic_id(*t)
-                            .with_topic_name(TopicName(s(&snap
-                                .topic_by_id(*t)
-                                .map(|i| i.name.to_string())
-                                .unwrap_or_default())))
-                            .with_partitions(ps.iter().copied().collect())
-                    })
-                    .collect(),
-            )
-        };
-        base.with_group_state(s(cg::state_name(c)))
-            .with_group_epoch(c.epoch)
-            .with_assignment_epoch(c.assignment_epoch)
-            .with_assignor_name(s(&c.assignor))
-            .with_authorized_operations(i32::MIN)
-            .with_members(
-                c.members
-                    .values()
-                    .map(|m| {
-                        DMember::default()
-                            .with_member_id(s(&m.id))
-                            .with_instance_id(m.instance_id.as_deref().map(s))
-                            .with_rack_id(m.rack_id.as_deref().map(s))
-                            .with_member_epoch(m.epoch)
-                            .with_client_id(s(&m.client_id))
-                            .with_client_host(s(&m.client_host))
-                            .with_subscribed_topic_names(
-                                m.topics.iter().map(|t| TopicName(s(t))).collect(),
-                            )
-                            .with_subscribed_topic_regex(m.regex.as_deref().map(s))
-                            .with_assignment(describe(&m.assigned))
-                            .with_target_assignment(describe(&m.target))
-                    })
-                    .collect(),
-            )
-    }
-
-    /// Removes members whose session expired; called by the shard's ticker.
-    pub fn expire_group_members(&self) {
-        self.expire_consumer_members();
-        let mut expired: Vec<(String, i32)> = Vec::new();
-        {
-            let mut groups = self.state.groups.borrow_mut();
-            let Some(partitions) = self
-                .image()
-                .topic(OFFSETS_TOPIC)
-                .map(|t| t.partition_count())
-            else {
-                return;
-            };
-            for (id, g) in groups.iter_mut() {
-                let dead: Vec<String> = g
-                    .members
-                    .values()
-                    .filter(|m| {
-                        m.join_tx.is_none() && m.last_heartbeat.elapsed() > m.session_timeout
-                    })
-                    .map(|m| m.id.clone())
-                    .collect();
-                for member in &dead {
-                    if let Some(mut m) = g.members.remove(member) {
-                        if let Some(inst) = &m.instance_id {
-                            g.statics.remove(inst);
-                        }
-                        if let Some(tx) = m.sync_tx.take() {
-                            let _ = tx.send(sync_error(ErrorCode::UnknownMemberId));
-                        }
-                        info!(group = %id, member = %member, "member session expired");
-                    }
-                }
-                if !dead.is_empty() {
-                    expired.push((id.clone(), offsets_partition(id, partitions)));
-                }
-            }
-        }
-        for (group, partition) in expired {
-            self.prepare_rebalance(partition, &group, false);
-            self.try_complete_join(partition, &group);
-        }
-    }
-
-    /// Kafka's check of a commit or offset fetch by a KIP-848 member: a standalone client
-    /// (no member id, negative epoch) only while the group is empty, a member only at its
-    /// current epoch.
-    fn check_consumer_member(
-        c: &cg::ConsumerGroup,
-        member_id: &str,
-        epoch: i32,
-        version: i16,
-    ) -> Result<(), ErrorCode> {
-        if member_id.is_empty() && epoch < 0 {
-            return if c.members.is_empty() {
-                Ok(())
-            } else {
-                Err(ErrorCode::UnknownMemberId)
-            };
-        }
-        let Some(m) = c.members.get(member_id) else {
-            return Err(ErrorCode::UnknownMemberId);
-        };
-        if m.epoch != epoch {
-            return Err(if version >= 9 {
-                ErrorCode::StaleMemberEpoch
-            } else {
-                ErrorCode::IllegalGeneration
-            });
-        }
-        Ok(())
-    }
-
-    /// Removes KIP-848 members whose session ran out, and persists that, in a background
-    /// task. Each group's change is computed right before its write starts, so a heartbeat
-    /// that comes in meanwhile cannot be overtaken by an older state of its group.
-    fn expire_consumer_members(&self) {
-        if self.state.consumer_expiry_running.get() {
-            return;
-        }
-        let topics = self.assignable_topics();
-        let due: Vec<String> = {
-            let ctx = self.consumer_context(&topics);
-            self.state
-                .groups
-                .borrow()
-                .iter()
-                .filter(|(_, g)| {
-                    g.consumer
-                        .as_ref()
-                        .is_some_and(|c| !c.expired(&ctx).is_empty())
-                })
-                .map(|(id, _)| id.clone())
-                .collect()
-        };
-        let Some(partitions) = self
-            .image()
-            .topic(OFFSETS_TOPIC)
-            .map(|t| t.partition_count())
-        else {
-            return;
-        };
-        if due.is_empty() {
-            return;
-        }
-        self.state.consumer_expiry_running.set(true);
-        let me = self.clone();
-        runtime::spawn(async move {
-            for id in due {
-                let records = {
-                    let topics = me.assignable_topics();
-                    let ctx = me.consumer_context(&topics);
-                    let mut groups = me.state.groups.borrow_mut();
-                    let Some(c) = groups.get_mut(&id).and_then(|g| g.consumer.as_mut()) else {
-                        continue;
-                    };
-                    let mut changes = cg::Changes::default();
-                    let dead = c.expire(&ctx, &mut changes);
-                    if dead.is_empty() {
-                        continue;
-                    }
-                    info!(group = %id, members = ?dead, epoch = c.epoch,
-                        "consumer group members expired (session or rebalance timeout)");
-                    Self::consumer_records(&id, c, &changes)
-                };
-                // A failure is logged inside; the group's next change writes its state again.
-                let _ = me
-                    .persist(offsets_partition(&id, partitions), records)
-                    .await;
-            }
-            me.state.consumer_expiry_running.set(false);
-        });
-    }
-
-    async fn commit(
-        &self,
-        partition: i32,
-        r: OffsetCommitRequest,
-        version: i16,
-    ) -> OffsetCommitResponse {
-        use offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
-        let group_id = r.group_id.0.to_string();
-        let member_id = r.member_id.to_string();
-        let generation = r.generation_id_or_member_epoch;
-        let respond = |codes: &dyn Fn(&str, i32) -> ErrorCode| {
-            OffsetCommitResponse::default().with_topics(
-                r.topics
-                    .iter()
-                    .map(|t| {
-                        OffsetCommitResponseTopic::default()
-                            .with_name(t.name.clone())
-                            .with_partitions(
-                                t.partitions
-                                    .iter()
-                                    .map(|p| {
-                                        OffsetCommitResponsePartition::default()
-                                            .with_partition_index(p.partition_index)
-                                            .with_error_code(
-                                                codes(&t.name.0, p.partition_index).code(),
-                                            )
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect(),
-            )
-        };
-        let check = {
-            let mut groups = self.state.groups.borrow_mut();
-            match group_entry(
-                &mut groups,
-                &group_id,
-                self.config().limits.groups_per_shard_max,
-            ) {
-                Err(code) => Err(code),
-                Ok(g) => {
-                    if let Some(c) = &g.consumer {
-                        Self::check_consumer_member(c, &member_id, generation, version)
-                    } else if generation < 0 && member_id.is_empty() {
-                        // A standalone commit (a consumer using assign()).
-                        if g.members.is_empty() {
-                            Ok(())
-                        } else {
-                            Err(ErrorCode::UnknownMemberId)
-                        }
-                    } else {
-                        Self::check_member(
-                            g,
-                            &member_id,
-                            generation,
-                            r.group_instance_id.as_deref(),
-                        )
-                        .and_then(|_| {
-                            // Members of the current generation may still commit while the
-                            // group prepares a rebalance (consumers commit as they give up
-                            // partitions); only the window between join and sync is closed.
-                            if g.state == GroupState::CompletingRebalance {
-                                Err(ErrorCode::RebalanceInProgress)
-                            } else {
-                                Ok(())
-                            }
-                        })
-                    }
-                }
-            }
-        };
-        if let Err(code) = check {
-            return respond(&|_, _| code);
-        }
-        let now = runtime::now_ms();
-        let mut records = Vec::new();
-        let mut too_large: HashSet<(String, i32)> = HashSet::new();
-        for t in &r.topics {
-            for p in &t.partitions {
-                let metadata = p.committed_metadata.as_deref().unwrap_or("").to_string();
-                if metadata.len() > OFFSET_METADATA_BYTES_MAX {
-                    too_large.insert((t.name.0.to_string(), p.partition_index));
-                    continue;
-                }
-                records.push(StoredRecord::Offset {
-                    group: group_id.clone(),
-                    topic: t.name.0.to_string(),
-                    partition: p.partition_index,
-                    offset: p.committed_offset,
-                    leader_epoch: p.committed_leader_epoch,
-                    metadata,
-                    commit_ms: now,
-                });
-            }
-        }
-        // The writer applies the offsets to the group once they are durable.
-        let result = self.persist(partition, records).await;
-        respond(&|topic, p| {
-            if too_large.contains(&(topic.to_string(), p)) {
-                ErrorCode::OffsetMetadataTooLarge
-            } else {
-                result.err().unwrap_or(ErrorCode::None)
-            }
-        })
-    }
-
-    fn fetch_offsets(
-        &self,
-        group: &str,
-        topics: Option<Vec<(String, Vec<i32>)>>,
-        member: Option<(String, i32)>,
-    ) -> Result<Vec<(String, i32, Committed)>, ErrorCode> {
-        let groups = self.state.groups.borrow();
-        if let (Some((id, epoch)), Some(c)) =
-            (&member, groups.get(group).and_then(|g| g.consumer.as_ref()))
-        {
-            Self::check_consumer_member(c, id, *epoch, 9)?;
-        }
-        let none = Committed {
-            offset: -1,
-            leader_epoch: -1,
-            metadata: String::new(),
-        };
-        let g = groups.get(group);
-        Ok(match topics {
-            None => g
-                .map(|g| {
-                    g.offsets
-                        .iter()
-                        .map(|((t, p), c)| (t.clone(), *p, c.clone()))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            Some(topics) => topics
-                .into_iter()
-                .flat_map(|(t, parts)| {
-                    parts.into_iter().map({
-                        let t = t.clone();
-                        let none = none.clone();
-                        move |p| {
-                            let c = g
-                                .and_then(|g| g.offsets.get(&(t.clone(), p)).cloned())
-                                .unwrap_or_else(|| none.clone());
-                            (t.clone(), p, c)
-                        }
-                    })
-                })
-                .collect(),
-        })
-    }
-
     fn describe_group(&self, group: &str) -> DescribedGroup {
         let groups = self.state.groups.borrow();
         let base = DescribedGroup::default().with_group_id(GroupId(s(group)));
@@ -2297,174 +367,290 @@ impl Groups {
                 .with_error_code(ErrorCode::GroupIdNotFound.code())
                 .with_group_state(s("Dead"));
         }
-        base.with_group_state(s(g.state.name()))
-            .with_protocol_type(s(&g.protocol_type))
-            .with_protocol_data(s(&g.protocol))
-            .with_members(
-                g.members
-                    .values()
-                    .map(|m| {
-                        DescribedGroupMember::default()
-                            .with_member_id(s(&m.id))
-                            .with_group_instance_id(m.instance_id.as_deref().map(s))
-                            .with_client_id(s(&m.client_id))
-                            .with_client_host(s(&m.client_host))
-                            .with_member_metadata(m.metadata_for(&g.protocol))
-                            .with_member_assignment(m.assignment.clone())
-                    })
-                    .collect(),
-            )
+        g.classic.describe(group)
     }
 
-    async fn delete_group(&self, partition: i32, group: &str) -> ErrorCode {
+    async fn delete_group(&self, partition: i32, group: &str) -> Result<(), KafkaError> {
         {
             let groups = self.state.groups.borrow();
-            match groups.get(group) {
-                None => return ErrorCode::GroupIdNotFound,
-                Some(g) if !g.members.is_empty() => return ErrorCode::NonEmptyGroup,
-                Some(Group {
-                    consumer: Some(c), ..
-                }) if !c.members.is_empty() => return ErrorCode::NonEmptyGroup,
-                Some(_) => {}
+            let members = match groups.get(group) {
+                None => {
+                    return Err(KafkaError::new(
+                        ErrorCode::GroupIdNotFound,
+                        format!("group {group} does not exist"),
+                    ))
+                }
+                Some(g) => {
+                    g.classic.has_members()
+                        || g.consumer.as_ref().is_some_and(|c| !c.members.is_empty())
+                }
+            };
+            if members {
+                return Err(KafkaError::new(
+                    ErrorCode::NonEmptyGroup,
+                    format!("group {group} has members"),
+                ));
             }
         }
         let record = StoredRecord::GroupDeleted {
             group: group.to_string(),
         };
-        match self.persist(partition, vec![record]).await {
-            Ok(()) => {
-                info!(group, "group deleted");
-                ErrorCode::None
-            }
-            Err(code) => code,
-        }
-    }
-
-    async fn offset_delete(&self, partition: i32, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
-        use offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
-        let group = r.group_id.0.to_string();
-        let subscribed = {
-            let groups = self.state.groups.borrow();
-            match groups.get(&group) {
-                None => {
-                    return OffsetDeleteResponse::default()
-                        .with_error_code(ErrorCode::GroupIdNotFound.code())
-                }
-                Some(g) => g.subscribed_topics(),
-            }
-        };
-        let mut records = Vec::new();
-        for t in &r.topics {
-            if subscribed.contains(t.name.0.as_str()) {
-                continue;
-            }
-            for p in &t.partitions {
-                records.push(StoredRecord::OffsetDeleted {
-                    group: group.clone(),
-                    topic: t.name.0.to_string(),
-                    partition: p.partition_index,
-                });
-            }
-        }
-        let result = self.persist(partition, records).await;
-        OffsetDeleteResponse::default()
-            .with_error_code(result.err().unwrap_or(ErrorCode::None).code())
-            .with_topics(
-                r.topics
-                    .iter()
-                    .map(|t| {
-                        let code = if subscribed.contains(t.name.0.as_str()) {
-                            ErrorCode::GroupSubscribedToTopic
-                        } else {
-                            ErrorCode::None
-                        };
-                        OffsetDeleteResponseTopic::default()
-                            .with_name(t.name.clone())
-                            .with_partitions(
-                                t.partitions
-                                    .iter()
-                                    .map(|p| {
-                                        OffsetDeleteResponsePartition::default()
-                                            .with_partition_index(p.partition_index)
-                                            .with_error_code(code.code())
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect(),
-            )
+        self.persist(partition, vec![record])
+            .await
+            .map_err(KafkaError::code)?;
+        info!(group, "group deleted");
+        Ok(())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn group_partition_matches_kafkas_hashing() {
-        // Java: "my-group".hashCode() == -1906497762; Kafka masks the sign bit: % 50 == 36.
-        assert_eq!(offsets_partition("my-group", 50), 36);
-        // A negative hashCode is masked, not negated.
-        let h = "polygenelubricants"
-            .encode_utf16()
-            .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32));
-        assert_eq!(h, i32::MIN);
-        assert_eq!(offsets_partition("polygenelubricants", 50), 0);
-        assert_eq!(offsets_partition("", 50), 0);
+// The I/O shell of the classic state machine: requests parked by ticket, records queued in
+// order, timers.
+impl Groups {
+    /// Forgets parked classic requests whose group was replaced or deleted: they answer as
+    /// when the coordinator goes away.
+    pub(super) fn drop_parked(&self, tickets: Vec<Ticket>) {
+        let mut parked = self.state.parked.borrow_mut();
+        for t in tickets {
+            parked.remove(&t);
+        }
     }
 
-    #[test]
-    fn stored_records_round_trip() {
-        let r = StoredRecord::Offset {
-            group: "g".into(),
-            topic: "t".into(),
-            partition: 3,
-            offset: 42,
-            leader_epoch: 0,
-            metadata: "m".into(),
-            commit_ms: 1,
-        };
-        assert_eq!(StoredRecord::decode(&r.encode()).unwrap(), r);
-        assert_ne!(
-            r.key(),
-            StoredRecord::GroupDeleted { group: "g".into() }.key()
-        );
-        let m = StoredRecord::ConsumerMember {
-            group: "g".into(),
-            member: Box::new(StoredConsumerMember {
-                member_id: "m".into(),
-                instance_id: Some("i".into()),
-                rack_id: None,
-                client_id: "c".into(),
-                client_host: "/h".into(),
-                topics: vec!["t".into()],
-                regex: None,
-                assignor: Some("range".into()),
-                rebalance_timeout_ms: 300_000,
-                epoch: 4,
-                previous_epoch: 3,
-                state: 1,
-                assigned: vec![StoredPartitions {
-                    topic_id: [7; 16],
-                    partitions: vec![0, 2],
-                }],
-                pending_revocation: vec![],
-                target: vec![],
-            }),
-        };
-        assert_eq!(StoredRecord::decode(&m.encode()).unwrap(), m);
-        let removed = StoredRecord::ConsumerMemberRemoved {
-            group: "g".into(),
-            member_id: "m".into(),
-        };
-        assert_eq!(m.key(), removed.key(), "a removal must replace the member");
+    /// The clock and settings for the classic state machine.
+    fn classic_context(&self) -> classic::Context {
+        let cfg = self.config();
+        classic::Context {
+            now: Instant::now(),
+            settings: classic::Settings {
+                min_session_timeout_ms: cfg.group_min_session_timeout_ms,
+                max_session_timeout_ms: cfg.group_max_session_timeout_ms,
+                initial_rebalance_delay: Duration::from_millis(
+                    cfg.group_initial_rebalance_delay_ms,
+                ),
+                members_max: cfg.limits.group_members_max,
+            },
+        }
     }
 
-    #[test]
-    fn archived_record_size_is_unchanged() {
-        // Records already in __consumer_offsets are read at `len - size_of::<Archived>()`:
-        // a new variant that grew the archived enum would make every old record unreadable.
-        // Put new payloads behind a Box instead of changing this number.
-        assert_eq!(std::mem::size_of::<ArchivedStoredRecord>(), 56);
+    fn ticket(&self) -> Ticket {
+        let t = self.state.next_ticket.get();
+        self.state.next_ticket.set(t + 1);
+        Ticket(t)
+    }
+
+    /// Runs `event` on classic group `group`, if it exists, and carries out its outputs.
+    fn classic_event(
+        &self,
+        partition: i32,
+        group: &str,
+        event: impl FnOnce(&mut ClassicGroup, &classic::Context, &mut Vec<Output>),
+    ) {
+        let ctx = self.classic_context();
+        let mut out = Vec::new();
+        {
+            let mut groups = self.state.groups.borrow_mut();
+            let Some(g) = groups.get_mut(group) else {
+                return;
+            };
+            event(&mut g.classic, &ctx, &mut out);
+        }
+        self.carry_out(partition, group, out);
+    }
+
+    /// Does what the classic state machine asked for, in its order. Records are queued
+    /// before anything else can run (no await here), so they reach the log in the order the
+    /// state machine produced them.
+    fn carry_out(&self, partition: i32, group: &str, out: Vec<Output>) {
+        for o in out {
+            match o {
+                Output::Join(t, answer) => {
+                    let parked = self.state.parked.borrow_mut().remove(&t);
+                    if let Some(Parked::Join(tx)) = parked {
+                        let _ = tx.send(answer);
+                    }
+                }
+                Output::Sync(t, answer) => {
+                    let parked = self.state.parked.borrow_mut().remove(&t);
+                    if let Some(Parked::Sync(tx)) = parked {
+                        let _ = tx.send(answer);
+                    }
+                }
+                Output::Abandon(t) => {
+                    self.state.parked.borrow_mut().remove(&t);
+                }
+                Output::Persist(record) => {
+                    // A failure is logged by the writer; the group's next change writes its
+                    // state again.
+                    let _ = self.enqueue_write(partition, vec![record]);
+                }
+                Output::JoinDeadline { rebalance, after } => {
+                    self.classic_timer(partition, group, after, move |g, group, ctx, out| {
+                        g.join_deadline(group, rebalance, ctx, out)
+                    })
+                }
+                Output::SyncDeadline { rebalance, after } => {
+                    self.classic_timer(partition, group, after, move |g, group, ctx, out| {
+                        g.sync_deadline(group, rebalance, ctx, out)
+                    })
+                }
+            }
+        }
+    }
+
+    fn classic_timer(
+        &self,
+        partition: i32,
+        group: &str,
+        after: Duration,
+        fire: impl FnOnce(&mut ClassicGroup, &str, &classic::Context, &mut Vec<Output>) + 'static,
+    ) {
+        let me = self.clone();
+        let group = group.to_string();
+        runtime::spawn(async move {
+            runtime::sleep(after).await;
+            me.classic_event(partition, &group, |g, ctx, out| fire(g, &group, ctx, out));
+        });
+    }
+
+    /// A fresh member id: client id, shard, a sequence number and a random part.
+    fn new_member_id(&self, client_id: &str) -> String {
+        let seq = self.state.member_seq.get() + 1;
+        self.state.member_seq.set(seq);
+        format!("{client_id}-{}-{seq}-{:08x}", self.id(), fastrand::u32(..))
+    }
+
+    async fn join(
+        &self,
+        partition: i32,
+        r: JoinGroupRequest,
+        version: i16,
+        client_id: String,
+        client_host: String,
+    ) -> JoinGroupResponse {
+        let ctx = self.classic_context();
+        let mut join = match Join::decode(&r, version, client_id, client_host, &ctx.settings) {
+            Ok(join) => join,
+            Err(code) => return join_error(code, &r.member_id),
+        };
+        if join.member_id.is_empty() {
+            join.new_member_id = self.new_member_id(&join.client_id);
+        }
+        let group_id = r.group_id.0.to_string();
+        let member_id = join.member_id.clone();
+        let ticket = self.ticket();
+        let mut out = Vec::new();
+        let answer = {
+            let mut groups = self.state.groups.borrow_mut();
+            let groups_max = self.config().limits.groups_per_shard_max;
+            let g = match group_entry(&mut groups, &group_id, groups_max) {
+                Ok(g) => g,
+                Err(code) => return join_error(code, &member_id),
+            };
+            if let Some(c) = &g.consumer {
+                if !c.members.is_empty() {
+                    // Kafka does not mix the protocols in one group either.
+                    return join_error(ErrorCode::InconsistentGroupProtocol, &member_id);
+                }
+                g.consumer = None;
+            }
+            g.classic.join(&group_id, join, ticket, &ctx, &mut out)
+        };
+        if let Some(answer) = answer {
+            self.carry_out(partition, &group_id, out);
+            return answer;
+        }
+        // Parked before the outputs are carried out: they may already answer it.
+        let (tx, rx) = oneshot::channel();
+        self.state
+            .parked
+            .borrow_mut()
+            .insert(ticket, Parked::Join(tx));
+        self.carry_out(partition, &group_id, out);
+        rx.await
+            .unwrap_or_else(|_| join_error(ErrorCode::UnknownMemberId, &member_id))
+    }
+
+    async fn sync(&self, partition: i32, r: SyncGroupRequest) -> SyncGroupResponse {
+        let group_id = r.group_id.0.to_string();
+        let ctx = self.classic_context();
+        let ticket = self.ticket();
+        let mut out = Vec::new();
+        let synced = {
+            let mut groups = self.state.groups.borrow_mut();
+            let Some(g) = groups.get_mut(&group_id) else {
+                return sync_error(ErrorCode::UnknownMemberId);
+            };
+            g.classic.sync(&group_id, &r, ticket, &ctx, &mut out)
+        };
+        let persist = match synced {
+            Synced::Now(answer) => {
+                self.carry_out(partition, &group_id, out);
+                return answer;
+            }
+            Synced::Parked => None,
+            Synced::Persist { generation, record } => Some((generation, record)),
+        };
+        let (tx, rx) = oneshot::channel();
+        self.state
+            .parked
+            .borrow_mut()
+            .insert(ticket, Parked::Sync(tx));
+        self.carry_out(partition, &group_id, out);
+        if let Some((generation, record)) = persist {
+            let result = self.persist(partition, vec![record]).await;
+            self.classic_event(partition, &group_id, |g, _, out| {
+                g.assignment_persisted(&group_id, generation, result, out)
+            });
+        }
+        rx.await
+            .unwrap_or_else(|_| sync_error(ErrorCode::RebalanceInProgress))
+    }
+
+    fn heartbeat(&self, r: HeartbeatRequest) -> HeartbeatResponse {
+        let ctx = self.classic_context();
+        match self
+            .state
+            .groups
+            .borrow_mut()
+            .get_mut(r.group_id.0.as_str())
+        {
+            None => HeartbeatResponse::default().with_error_code(ErrorCode::UnknownMemberId.code()),
+            Some(g) => g.classic.heartbeat(&r, &ctx),
+        }
+    }
+
+    fn leave(&self, partition: i32, r: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+        let group_id = r.group_id.0.to_string();
+        let ctx = self.classic_context();
+        let mut out = Vec::new();
+        let answer = {
+            let mut groups = self.state.groups.borrow_mut();
+            let Some(g) = groups.get_mut(&group_id) else {
+                return LeaveGroupResponse::default()
+                    .with_error_code(ErrorCode::UnknownMemberId.code());
+            };
+            g.classic.leave(&group_id, &r, version, &ctx, &mut out)
+        };
+        self.carry_out(partition, &group_id, out);
+        answer
+    }
+
+    /// Removes members whose session expired; called by the shard's ticker.
+    pub fn expire_group_members(&self) {
+        self.expire_consumer_members();
+        let Some(partitions) = self.offsets_partitions() else {
+            return;
+        };
+        let ctx = self.classic_context();
+        let mut expired = Vec::new();
+        for (id, g) in self.state.groups.borrow_mut().iter_mut() {
+            let mut out = Vec::new();
+            g.classic.expire_sessions(id, &ctx, &mut out);
+            if !out.is_empty() {
+                expired.push((id.clone(), out));
+            }
+        }
+        for (group, out) in expired {
+            self.carry_out(offsets_partition(&group, partitions), &group, out);
+        }
     }
 }

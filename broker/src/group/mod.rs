@@ -1,7 +1,7 @@
 //! Consumer groups: the classic group protocol (JoinGroup, SyncGroup, Heartbeat,
-//! LeaveGroup), KIP-848 groups (ConsumerGroupHeartbeat, ConsumerGroupDescribe; the state
-//! machine and assignors are in `consumer_group`), committed offsets (OffsetCommit,
-//! OffsetFetch, OffsetDelete), plus ListGroups, DescribeGroups and DeleteGroups.
+//! LeaveGroup), KIP-848 groups (ConsumerGroupHeartbeat, ConsumerGroupDescribe), committed
+//! offsets (OffsetCommit, OffsetFetch, OffsetDelete), plus ListGroups, DescribeGroups and
+//! DeleteGroups.
 //!
 //! A group's coordinator is the shard that owns the partition of the internal
 //! `__consumer_offsets` topic chosen by hashing the group id (Java's `String.hashCode`, as
@@ -11,18 +11,29 @@
 //! replays its partitions the first time a group on them is used. The topic is created on
 //! first use, like Kafka's.
 //!
-//! One writer per offsets partition appends the records in the order they were computed
-//! (several requests share a batch and its fdatasync), and after `offsets_checkpoint_bytes`
-//! writes the groups' whole state again and deletes the records before it, so the topic
-//! stays small without compaction.
-//!
 //! State lives on the coordinator shard only (`RefCell`, never borrowed across an await).
-//! JoinGroup and SyncGroup park on oneshots until the rebalance completes.
 //!
-//! Layout: `coordinator` (routing, the classic protocol, offsets, the ordered writer and
-//! checkpoints) → `consumer` (the KIP-848 state machine and assignors, no I/O).
+//! Layout (arrows: who uses whom):
+//! - the I/O side, `coordinator` → `offsets`, `consumer_glue` → `log`: one service type,
+//!   [`Groups`], whose methods these files share, each over its own part of the state.
+//!   `coordinator`: routing to a group's coordinator shard, dispatch, Describe/List/Delete,
+//!   and the shell of the classic protocol (parked requests, timers); `offsets`:
+//!   OffsetCommit/Fetch/Delete; `consumer_glue`: KIP-848 heartbeats, describe and expiry;
+//!   `log`: replaying an offsets partition, its ordered writer, checkpoints;
+//! - the state machines, no I/O (requests and the clock in, answers and records out):
+//!   `classic`, and `consumer` → `consumer_member`, `assignors` for KIP-848;
+//! - `records`: what is stored, its keys and placement; `classic` and the I/O side write
+//!   it, and it turns KIP-848 members (`consumer`) into records.
 
+mod assignors;
+mod classic;
 mod consumer;
+mod consumer_glue;
+mod consumer_member;
 mod coordinator;
+mod log;
+mod offsets;
+mod records;
 
-pub use coordinator::{start, Committed, GroupOp, GroupReply, Groups};
+pub use coordinator::{start, GroupOp, GroupReply, Groups};
+pub use offsets::Committed;

@@ -10,6 +10,7 @@ use rill_net::kafka_protocol::protocol::StrBytes;
 use rill_net::ErrorCode;
 use tracing::warn;
 
+use crate::errors::KafkaError;
 use crate::group::{Committed, GroupOp, GroupReply, Groups};
 use crate::shard::Shard;
 
@@ -39,9 +40,9 @@ pub async fn join(
 }
 
 /// The code to answer when the coordinator could not run the op.
-fn failed(r: Result<GroupReply, ErrorCode>) -> ErrorCode {
+fn failed(r: Result<GroupReply, KafkaError>) -> ErrorCode {
     match r {
-        Err(code) => code,
+        Err(e) => e.code,
         Ok(_) => ErrorCode::UnknownServerError,
     }
 }
@@ -128,7 +129,7 @@ async fn offsets_of(
         )
         .await;
     let flat = match reply {
-        Ok(GroupReply::Fetch(r)) => r?,
+        Ok(GroupReply::Fetch(r)) => r.map_err(|e| e.code)?,
         other => return Err(failed(other)),
     };
     let mut out: Vec<(String, Vec<(i32, Committed)>)> = Vec::new();
@@ -266,7 +267,7 @@ pub async fn delete(shard: &Rc<Shard>, r: DeleteGroupsRequest) -> DeleteGroupsRe
             .group_op(&g.0, GroupOp::Delete(g.0.to_string()))
             .await
         {
-            Ok(GroupReply::Delete(code)) => code,
+            Ok(GroupReply::Delete(r)) => r.err().map_or(ErrorCode::None, |e| e.code),
             other => failed(other),
         };
         results.push(
@@ -356,11 +357,11 @@ pub async fn find_coordinator(
                 .with_node_id(BrokerId(b.id))
                 .with_host(s(&b.host))
                 .with_port(b.port),
-            Err(code) => {
-                warn!(group = %key, error = ?code, "no group coordinator available");
+            Err(e) => {
+                warn!(group = %key, error = ?e.code, reason = ?e.message, "no group coordinator available");
                 coordinator
                     .with_node_id(BrokerId(-1))
-                    .with_error_code(code.code())
+                    .with_error_code(e.code.code())
             }
         }
     };
