@@ -1,5 +1,7 @@
 //! Metadata (with auto topic creation) and DescribeCluster: answered from this shard's
-//! metadata image, the same way on a single broker and in a cluster.
+//! metadata image, the same way on a single broker and in a cluster. DescribeCluster names
+//! the actual controller (the metadata raft leader), for operators; Metadata names this
+//! broker, which takes admin requests for the controller.
 
 use std::rc::Rc;
 
@@ -89,7 +91,11 @@ pub async fn metadata(shard: &Rc<Shard>, r: MetadataRequest, v: i16) -> Metadata
                 .collect(),
         )
         .with_cluster_id(Some(s(&*image.cluster_id)))
-        .with_controller_id(BrokerId(image.controller))
+        // Clients send admin requests to the controller Metadata names. Every broker takes
+        // them and hands them to the metadata raft group, so this broker names itself, a
+        // broker that is certainly alive (as Kafka's KRaft brokers name a live broker): after
+        // the raft leader dies, clients are not left sending to it.
+        .with_controller_id(BrokerId(image.me.id))
         .with_topics(topics)
 }
 

@@ -34,6 +34,24 @@ const JOIN_FIRST_WAIT: Duration = Duration::from_millis(500);
 const CLUSTER_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Proposals of shards' requests awaiting their raft entry.
 const PENDING_REQUESTS_MAX: usize = 4096;
+/// After the raft leader changes, how long a proposal made before may still apply (the new
+/// leader may have it) before it is proposed again: one the old leader took with it is
+/// lost, and its client should not wait the whole timeout.
+const LEADER_CHANGE_GRACE: Duration = Duration::from_secs(1);
+/// Proposals of one request at most (the first and its re-proposals).
+const PROPOSALS_PER_REQUEST_MAX: usize = 5;
+
+/// A shard's request waiting for its change to apply.
+struct PendingRequest {
+    started: Instant,
+    reply_to: ReplyTo,
+    /// Proposed again after a leader change: every change here is safe to apply twice
+    /// (the second is refused, or sets what the first set); the first one to apply answers.
+    proposal: Proposal,
+    /// The raft leader when it was last proposed.
+    proposed_under: Option<u64>,
+    proposals: usize,
+}
 
 pub(super) fn now_ms() -> u64 {
     SystemTime::now()
@@ -54,7 +72,13 @@ pub(super) struct Driver {
     heartbeat: Duration,
     requests: Receiver<ClusterRequest>,
     /// Proposals of admin requests, answered when they apply (or time out).
-    pending: BTreeMap<ProposalId, (Instant, ReplyTo)>,
+    /// Proposals in flight and the request each belongs to.
+    pending: BTreeMap<ProposalId, u64>,
+    waiting: BTreeMap<u64, PendingRequest>,
+    next_request: u64,
+    /// The raft leader last seen, and when it changed.
+    leader_seen: Option<u64>,
+    leader_changed_at: Option<Instant>,
     /// When this member last proposed the cluster's id.
     named_at: Option<Instant>,
     /// A learner not yet in the group: its raft address, when the member started and
@@ -98,6 +122,10 @@ impl Driver {
             heartbeat,
             requests,
             pending: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            next_request: 0,
+            leader_seen: None,
+            leader_changed_at: None,
             named_at: None,
             join,
             voters,
@@ -310,7 +338,7 @@ impl Driver {
                 return;
             }
         };
-        if self.pending.len() >= PENDING_REQUESTS_MAX {
+        if self.waiting.len() >= PENDING_REQUESTS_MAX {
             self.cluster.answer(
                 r.reply_to,
                 Err(KafkaError::new(
@@ -320,20 +348,27 @@ impl Driver {
             );
             return;
         }
-        match self.node.propose(&proposal) {
+        let n = self.next_request;
+        self.next_request += 1;
+        let mut request = PendingRequest {
+            started: Instant::now(),
+            reply_to: r.reply_to,
+            proposal,
+            proposed_under: None,
+            proposals: 0,
+        };
+        // Without a raft leader it waits (until the request timeout) for one to appear.
+        match self.node.propose(&request.proposal) {
             Ok(id) => {
-                self.pending.insert(id, (Instant::now(), r.reply_to));
+                request.proposed_under = self.node.leader().map(|l| l.0);
+                request.proposals = 1;
+                self.pending.insert(id, n);
             }
             Err(e) => {
-                self.cluster.answer(
-                    r.reply_to,
-                    Err(KafkaError::new(
-                        ErrorCode::NotController,
-                        format!("no controller to take the change now ({e}); retry"),
-                    )),
-                );
+                debug!(error = %e, "no metadata raft leader to take the change yet; it waits")
             }
         }
+        self.waiting.insert(n, request);
     }
 
     /// A learner not yet in the group asks the voters to add it, every [`JOIN_RETRY`].
@@ -397,16 +432,57 @@ impl Driver {
     }
 
     fn expire_requests(&mut self) {
-        let late: Vec<ProposalId> = self
-            .pending
+        let leader = self.node.leader().map(|n| n.0);
+        if leader != self.leader_seen {
+            self.leader_seen = leader;
+            self.leader_changed_at = Some(Instant::now());
+        }
+        // Proposed under an older leader, not applied a while after the change: propose
+        // again to the new one (as Kafka's brokers keep forwarding to the active controller).
+        let settled = self
+            .leader_changed_at
+            .is_some_and(|c| c.elapsed() > LEADER_CHANGE_GRACE);
+        let unproposed = self.waiting.values().any(|r| r.proposals == 0);
+        if let (Some(l), true) = (leader, settled || unproposed) {
+            let stale: Vec<u64> = self
+                .waiting
+                .iter()
+                .filter(|(_, r)| {
+                    r.proposals < PROPOSALS_PER_REQUEST_MAX
+                        && (r.proposals == 0 || (settled && r.proposed_under != Some(l)))
+                })
+                .map(|(n, _)| *n)
+                .collect();
+            for n in stale {
+                let Some(r) = self.waiting.get_mut(&n) else {
+                    continue;
+                };
+                match self.node.propose(&r.proposal) {
+                    Ok(id) => {
+                        debug!(
+                            request = n,
+                            leader = l,
+                            "proposing a metadata change again after a leader change"
+                        );
+                        r.proposed_under = Some(l);
+                        r.proposals += 1;
+                        self.pending.insert(id, n);
+                    }
+                    Err(e) => debug!(error = %e, "metadata change not proposed again yet"),
+                }
+            }
+        }
+        let late: Vec<u64> = self
+            .waiting
             .iter()
-            .filter(|(_, (since, _))| since.elapsed() > CLUSTER_REQUEST_TIMEOUT)
-            .map(|(id, _)| *id)
+            .filter(|(_, r)| r.started.elapsed() > CLUSTER_REQUEST_TIMEOUT)
+            .map(|(n, _)| *n)
             .collect();
-        for id in late {
-            if let Some((_, reply_to)) = self.pending.remove(&id) {
+        for n in late {
+            if let Some(r) = self.waiting.remove(&n) {
+                self.pending.retain(|_, m| *m != n);
                 self.cluster.answer(
-                    reply_to,
+                    r.reply_to,
                     Err(KafkaError::new(
                         ErrorCode::RequestTimedOut,
                         "the metadata change did not commit in time (no quorum?); it may still apply",
@@ -539,7 +615,16 @@ impl Driver {
         }
         for a in &out.applied {
             let Some(id) = a.proposal else { continue };
-            if let Some((_, reply_to)) = self.pending.remove(&id) {
+            let Some(n) = self.pending.remove(&id) else {
+                continue;
+            };
+            // The first of a request's proposals to apply answers it; the others are dropped.
+            let Some(request) = self.waiting.remove(&n) else {
+                continue;
+            };
+            self.pending.retain(|_, m| *m != n);
+            let reply_to = request.reply_to;
+            {
                 let index = a.index;
                 let reply = a.outcome.clone().map(|()| index).map_err(|r| {
                     let code = match r {
