@@ -124,8 +124,11 @@ pub struct Image {
     /// This broker.
     pub me: BrokerInfo,
     /// The Kafka cluster id (until a new cluster's first controller names it, this broker's
-    /// own).
+    /// own, which no client is told: see `cluster_named`).
     pub cluster_id: Arc<str>,
+    /// The cluster has its id: until then a cluster member answers no client, so no client
+    /// ever sees two cluster ids.
+    pub cluster_named: bool,
     /// The controller's broker id, -1 while none is known.
     pub controller: i32,
     /// Registered brokers (alive or fenced), by id.
@@ -147,6 +150,7 @@ impl Image {
             me_can_lead: false,
             me,
             cluster_id,
+            cluster_named: false,
             controller: -1,
             brokers: Vec::new(),
             broker_configs: BTreeMap::new(),

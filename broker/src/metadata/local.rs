@@ -278,6 +278,7 @@ pub fn image_of(
         me_can_lead: true,
         me: me.clone(),
         cluster_id: Arc::from(file.cluster_id.as_str()),
+        cluster_named: true,
         controller: me.id,
         brokers: vec![me.clone()],
         broker_configs: [(None, defaults.dynamic.clone())].into(),

@@ -435,6 +435,7 @@ pub(super) fn image_of_state(
         ready: state.applied_index > 0,
         me_can_lead,
         me: context.me.clone(),
+        cluster_named: !state.cluster_id.is_empty(),
         cluster_id: if state.cluster_id.is_empty() {
             context.provisional_cluster_id.clone()
         } else {

@@ -38,6 +38,8 @@ const PENDING_REQUESTS_MAX: usize = 4096;
 /// leader may have it) before it is proposed again: one the old leader took with it is
 /// lost, and its client should not wait the whole timeout.
 const LEADER_CHANGE_GRACE: Duration = Duration::from_secs(1);
+/// How often a member that waits (no leader, no cluster id, not registered) says so.
+const WAIT_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 /// Proposals of one request at most (the first and its re-proposals).
 const PROPOSALS_PER_REQUEST_MAX: usize = 5;
 
@@ -139,6 +141,7 @@ impl Driver {
         let mut last_tick = Instant::now();
         let mut last_heartbeat: Option<Instant> = None;
         let mut last_register: Option<Instant> = None;
+        let mut last_wait_report = Instant::now();
         self.publish();
         self.sync_peers();
         while !self.cluster.stop.load(Ordering::SeqCst) {
@@ -171,6 +174,7 @@ impl Driver {
                 self.start_request(r);
             }
             self.expire_requests();
+            self.report_waiting(&mut last_wait_report);
             if let Err(e) = self.cycle() {
                 // The raft log could not be written: this member cannot go on safely.
                 tracing::error!(error = %e, "the metadata raft member failed; stopping the broker");
@@ -178,6 +182,30 @@ impl Driver {
             }
         }
         info!("metadata raft member stopped");
+    }
+
+    /// Says what this member waits for, every [`WAIT_REPORT_INTERVAL`] while the cluster is
+    /// not usable from here (no leader, no cluster id, this broker not registered): a broker
+    /// never waits in silence.
+    fn report_waiting(&self, last: &mut Instant) {
+        if last.elapsed() < WAIT_REPORT_INTERVAL {
+            return;
+        }
+        let state = self.node.state();
+        let waiting_for = if self.node.leader().is_none() {
+            Some("a quorum of the metadata raft voters to elect a leader (are the other voters up and reachable on their raft ports?)")
+        } else if state.cluster_id.is_empty() {
+            Some("the controller to name the cluster")
+        } else if !self.registered() && !self.gone() {
+            Some("this broker's registration to commit")
+        } else {
+            None
+        };
+        if let Some(what) = waiting_for {
+            *last = Instant::now();
+            warn!(node_id = self.me.0, voters = ?self.voters.iter().map(|v| v.0).collect::<Vec<_>>(),
+                applied_index = state.applied_index, "the metadata raft member is waiting for {what}");
+        }
     }
 
     /// Turns an admin request into a proposal (placed against this member's copy of the

@@ -34,6 +34,9 @@ use crate::shard::Shard;
 const STOP_CHECK: Duration = Duration::from_millis(50);
 /// Back-off after a failed accept (out of file descriptors, say).
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
+/// How long a connection to a cluster member that does not know the cluster's id yet
+/// (no quorum of the metadata raft voters so far) waits before it is closed.
+const CLUSTER_ID_WAIT: Duration = Duration::from_secs(30);
 
 /// A byte budget shared by a shard's connections: reading a request takes its size, the
 /// answer gives it back. A single request larger than the budget still passes when nothing
@@ -173,6 +176,13 @@ async fn serve(shard: Rc<Shard>, stream: Stream) {
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    // A cluster member answers nobody until it knows the cluster's id (a client would see
+    // this broker's provisional id, then the cluster's: two clusters).
+    if !shard.until_serving(CLUSTER_ID_WAIT).await {
+        warn!(%peer, waited_s = CLUSTER_ID_WAIT.as_secs(),
+            "closing a connection: the cluster has no id yet (no quorum of the metadata raft voters?)");
+        return;
+    }
     let _ = stream.set_nodelay(true);
     let (reader, mut writer) = futures_lite::io::split(stream);
     let limits = &shard.config().limits;

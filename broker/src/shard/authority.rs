@@ -76,6 +76,24 @@ impl Shard {
         }
     }
 
+    /// Waits until this shard may answer clients: its image is ready and the cluster has
+    /// its id (at once on a single broker). False after `timeout`.
+    pub async fn until_serving(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let listener = self.image_applied.listen();
+            let image = self.image();
+            if image.ready && image.cluster_named {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            futures_lite::future::or(listener, runtime::sleep(deadline - now)).await;
+        }
+    }
+
     /// Cluster mode: hands `op` to the metadata thread and waits for its answer in this
     /// shard's mailbox (the raft index it was applied at).
     async fn cluster_request(&self, cluster: &Cluster, op: ClusterOp) -> ClusterReply {
