@@ -49,6 +49,11 @@ pub struct BrokerConfig {
     /// Cluster mode: a follower that has not caught up to its leader's log end for this
     /// long leaves the ISR (Kafka's `replica.lag.time.max.ms`).
     pub replica_lag_time_max_ms: u64,
+    /// Cluster mode: a follower fdatasyncs what it copied before it tells its leader it
+    /// holds it (acks=all then survives losing power on every machine at once); off, it
+    /// reports what is in its files (survives kill -9 of every broker at once and the loss
+    /// of a minority of machines, as Kafka).
+    pub replica_fsync: bool,
     /// Create a topic when a client asks Metadata for one that does not exist (Kafka's
     /// `auto.create.topics.enable`).
     pub auto_create_topics: bool,
@@ -159,6 +164,7 @@ impl Default for BrokerConfig {
             broker_heartbeat_interval_ms: 1_000,
             broker_session_timeout_ms: 9_000,
             replica_lag_time_max_ms: 30_000,
+            replica_fsync: false,
             consumer_group_session_timeout_ms: 45_000,
             consumer_group_heartbeat_interval_ms: 5_000,
             consumer_group_assignor: "uniform".to_string(),

@@ -154,6 +154,17 @@ impl<B: Backend> Partition<B> {
             // The idempotence table is rebuilt from the log before this broker, as leader,
             // next checks a producer's sequence.
             self.producers_rebuilt.set(false);
+            // The next fetch tells the leader this follower holds everything below its log
+            // end: it must, in its files (or synced, with replica_fsync), not only in memory.
+            let durable = if self.replica_fsync {
+                self.log.sync().await.map(|_| ())
+            } else {
+                self.log.write_through().await
+            };
+            if let Err(e) = durable {
+                warn!(topic, partition, error = %e, "cannot write out a replicated batch");
+                return Err(NotApplied);
+            }
         }
         let end = self.log.log_end_offset();
         self.replica

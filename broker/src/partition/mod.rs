@@ -143,6 +143,7 @@ pub struct Partition<B: Backend = DmaBackend> {
     /// A background write or sync is running (the tick does not pile up another).
     io_running: Cell<bool>,
     metrics: Rc<ShardMetrics>,
+    replica_fsync: bool,
 }
 
 /// What opening a partition needs.
@@ -157,6 +158,8 @@ pub struct Opening<'a> {
     pub metrics: &'a Rc<ShardMetrics>,
     /// The high watermark the last checkpoint had (0: none).
     pub high_watermark: i64,
+    /// A follower syncs what it copied before reporting it (`replica_fsync`).
+    pub replica_fsync: bool,
 }
 
 impl<B: Backend> Partition<B> {
@@ -182,6 +185,7 @@ impl<B: Backend> Partition<B> {
             data: Event::new(),
             io_running: Cell::new(false),
             metrics: o.metrics.clone(),
+            replica_fsync: o.replica_fsync,
         }
     }
 

@@ -113,6 +113,7 @@ impl Shard {
                 .get(&(*t.id.as_bytes(), index))
                 .copied()
                 .unwrap_or(0),
+            replica_fsync: self.config.replica_fsync,
         };
         match partition::open(&dir, &self.config.storage, self.budget.clone(), opening).await {
             Ok(p) => Some(p),

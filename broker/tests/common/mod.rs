@@ -213,6 +213,26 @@ impl Broker {
         &self.options
     }
 
+    /// kill -9 of every broker in `brokers` at the same moment (signals first, then each
+    /// is reaped), as a power cut of the processes would.
+    pub fn kill9_all(brokers: &mut [Broker]) {
+        for b in brokers.iter() {
+            let child = b
+                .child
+                .as_ref()
+                .expect("kill9_all: a broker is not running");
+            // SAFETY: plain kill(2) on our own child, which has not been reaped yet.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        for b in brokers.iter_mut() {
+            let mut child = b.child.take().expect("kill9_all: a broker is not running");
+            child.wait().expect("reap the killed broker");
+            b.wait_port_closed();
+        }
+    }
+
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("kill9: broker is not running");
         // kill() fails only if the process was already reaped; try_wait covers an early exit.
