@@ -92,7 +92,12 @@ async fn fetch_from(shard: &Rc<Shard>, leader: i32) {
             return;
         };
         if conn.is_none() {
-            match connect(&view, leader).await {
+            let Some(client_id) = view.replica_client_id(shard.node_id()) else {
+                // The cluster is not named yet: no leader would take this fetcher's fetches.
+                runtime::sleep(backoff).await;
+                continue;
+            };
+            match connect(&view, leader, client_id).await {
                 Ok(c) => {
                     conn = Some(c);
                     backoff = REPLICA_BACKOFF_MIN;
@@ -155,7 +160,11 @@ async fn fetch_from(shard: &Rc<Shard>, leader: i32) {
     }
 }
 
-async fn connect(view: &Image, leader: i32) -> Result<(Connection<runtime::Stream>, i16), String> {
+async fn connect(
+    view: &Image,
+    leader: i32,
+    client_id: String,
+) -> Result<(Connection<runtime::Stream>, i16), String> {
     let b = view
         .broker(leader)
         .ok_or_else(|| format!("broker {leader} is not registered"))?;
@@ -170,7 +179,7 @@ async fn connect(view: &Image, leader: i32) -> Result<(Connection<runtime::Strea
     let mut c = Connection::with_options(
         stream,
         rill_net::client::ConnectionOptions {
-            client_id: "rill-replica-fetcher".to_string(),
+            client_id,
             inflight_requests_max: 1,
             response_frame_bytes_max: REPLICA_FETCH_FRAME_BYTES_MAX,
         },

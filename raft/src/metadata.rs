@@ -111,6 +111,9 @@ pub struct MetadataState {
     pub applied_index: u64,
     /// The Kafka cluster id, set once by the first controller (empty until then).
     pub cluster_id: String,
+    /// A secret of the cluster's brokers, set with the cluster id: followers present it
+    /// when they fetch as replicas, so a client cannot pose as one. Never sent to clients.
+    pub broker_token: String,
     /// Raft addresses (`host:port`) of members that joined as learners, by raft node
     /// id, from their AddLearnerNode conf changes; voters' addresses are the quorum.
     pub raft_learners: BTreeMap<u64, String>,
@@ -126,6 +129,7 @@ pub enum Command {
     /// Names the cluster (the Kafka cluster id every broker reports); only once.
     InitCluster {
         cluster_id: String,
+        broker_token: String,
     },
     /// Adds a broker, or updates its address and makes it Alive again.
     RegisterBroker {
@@ -461,11 +465,15 @@ impl MetadataState {
     /// nothing) run once at the end of the batch instead.
     fn apply_one(&mut self, cmd: &Command, in_batch: bool) -> std::result::Result<(), Rejection> {
         match cmd {
-            Command::InitCluster { cluster_id } => {
+            Command::InitCluster {
+                cluster_id,
+                broker_token,
+            } => {
                 if !self.cluster_id.is_empty() {
                     return Err(Rejection::ClusterAlreadyNamed);
                 }
                 self.cluster_id = cluster_id.clone();
+                self.broker_token = broker_token.clone();
             }
             Command::RegisterBroker {
                 broker,

@@ -23,9 +23,34 @@ use crate::partition::{FetchAt, Fetched, Offsets, Reader};
 use crate::shard::Shard;
 
 /// Serves one Fetch request.
-pub async fn fetch(shard: &Rc<Shard>, r: FetchRequest, correlation_id: i32, version: i16) -> Reply {
+pub async fn fetch(
+    shard: &Rc<Shard>,
+    r: FetchRequest,
+    correlation_id: i32,
+    version: i16,
+    client_id: &str,
+) -> Reply {
     let mut splices = RecordSplices::new();
-    let response = answer(shard, r, version, &mut splices).await;
+    let response = match Reader::from_replica_id(r.replica_id.0) {
+        // Only the cluster's brokers fetch as replicas: a follower's fetch offset moves the
+        // high watermark, so a client must not pose as one.
+        Reader::Follower(id)
+            if shard.image().replica_client_id(id).as_deref() != Some(client_id) =>
+        {
+            shard
+                .metrics()
+                .error("Fetch", ErrorCode::ClusterAuthorizationFailed);
+            tracing::warn!(
+                replica_id = id,
+                client_id,
+                "refusing a replica fetch from a client that is not that broker's fetcher"
+            );
+            FetchResponse::default()
+                .with_error_code(ErrorCode::ClusterAuthorizationFailed.code())
+                .with_session_id(0)
+        }
+        _ => answer(shard, r, version, &mut splices).await,
+    };
     match encode_fetch_response(correlation_id, version, &response, &splices) {
         Ok(pieces) => Reply::Frame(pieces),
         Err(e) => {

@@ -124,7 +124,7 @@ pub async fn handle(
             }
             frame(cid, v, &response)
         }
-        Request::Fetch(r) => fetch::fetch(shard, r, cid, v).await,
+        Request::Fetch(r) => fetch::fetch(shard, r, cid, v, &client_id).await,
         Request::ListOffsets(r) => frame(cid, v, &offsets::list_offsets(shard, r, v).await),
         Request::DeleteRecords(r) => frame(cid, v, &offsets::delete_records(shard, r).await),
         Request::OffsetForLeaderEpoch(r) => {

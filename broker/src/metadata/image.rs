@@ -129,6 +129,9 @@ pub struct Image {
     /// The cluster has its id: until then a cluster member answers no client, so no client
     /// ever sees two cluster ids.
     pub cluster_named: bool,
+    /// The secret a follower presents when it fetches as a replica (None on a single
+    /// broker, which has no followers). Never sent to clients.
+    pub broker_token: Option<Arc<str>>,
     /// The controller's broker id, -1 while none is known.
     pub controller: i32,
     /// Registered brokers (alive or fenced), by id.
@@ -151,6 +154,7 @@ impl Image {
             me,
             cluster_id,
             cluster_named: false,
+            broker_token: None,
             controller: -1,
             brokers: Vec::new(),
             broker_configs: BTreeMap::new(),
@@ -169,6 +173,16 @@ impl Image {
 
     pub fn placement(&self, topic: &str, partition: i32) -> Option<&Placement> {
         self.topics.get(topic)?.placement(partition)
+    }
+
+    /// The client id broker `broker`'s replica fetcher sends: it carries the cluster's
+    /// broker token, which a leader requires of every fetch that names a replica id (a
+    /// client posing as a follower could otherwise raise the high watermark). None before
+    /// the cluster is named, and on a single broker.
+    pub fn replica_client_id(&self, broker: i32) -> Option<String> {
+        self.broker_token
+            .as_ref()
+            .map(|t| format!("rill-replica/{broker}/{t}"))
     }
 
     /// The brokers clients may use: the alive ones, and this broker until its registration

@@ -279,6 +279,7 @@ pub fn image_of(
         me: me.clone(),
         cluster_id: Arc::from(file.cluster_id.as_str()),
         cluster_named: true,
+        broker_token: None,
         controller: me.id,
         brokers: vec![me.clone()],
         broker_configs: [(None, defaults.dynamic.clone())].into(),

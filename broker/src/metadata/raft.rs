@@ -436,6 +436,8 @@ pub(super) fn image_of_state(
         me_can_lead,
         me: context.me.clone(),
         cluster_named: !state.cluster_id.is_empty(),
+        broker_token: (!state.broker_token.is_empty())
+            .then(|| Arc::from(state.broker_token.as_str())),
         cluster_id: if state.cluster_id.is_empty() {
             context.provisional_cluster_id.clone()
         } else {

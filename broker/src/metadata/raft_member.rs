@@ -695,6 +695,7 @@ impl Driver {
             self.named_at = Some(Instant::now());
             self.propose(vec![Command::InitCluster {
                 cluster_id: crate::metadata::registry::new_cluster_id(),
+                broker_token: crate::metadata::registry::new_broker_token(),
             }]);
         }
         self.follow_decommissions(&out.applied, was_gone);

@@ -83,6 +83,11 @@ pub fn new_cluster_id() -> String {
         .collect()
 }
 
+/// A new secret for a cluster's brokers: 128 random bits, hex.
+pub fn new_broker_token() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
 /// A random topic id (never the nil id, which Kafka reserves).
 pub fn new_topic_id() -> [u8; 16] {
     loop {
