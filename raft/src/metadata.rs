@@ -303,6 +303,9 @@ pub enum Rejection {
     ReassignmentInProgress(TopicId, PartitionIndex),
     /// The added replicas are not all in the ISR yet.
     ReassignmentNotCaughtUp(TopicId, PartitionIndex),
+    /// Cancelling would leave no in-sync replica: only added replicas are in sync, and the
+    /// original ones are behind.
+    CancelLeavesNoInSyncReplica(TopicId, PartitionIndex),
 }
 
 fn has_duplicates(v: &[BrokerId]) -> bool {
@@ -745,19 +748,21 @@ impl MetadataState {
                 if p.adding.is_empty() && p.removing.is_empty() {
                     return Err(Rejection::NoReassignment(*topic, *partition));
                 }
-                let adding = std::mem::take(&mut p.adding);
-                p.removing.clear();
-                p.replicas.retain(|b| !adding.contains(b));
-                let mut isr: Vec<BrokerId> = p
+                let isr: Vec<BrokerId> = p
                     .isr
                     .iter()
                     .copied()
-                    .filter(|b| !adding.contains(b))
+                    .filter(|b| !p.adding.contains(b))
                     .collect();
                 if isr.is_empty() {
-                    // Only added replicas were in sync: the original ones keep their claim.
-                    isr = p.replicas.clone();
+                    // Only added replicas are in sync: putting the original ones back in the
+                    // ISR would claim they hold what they do not (one could then lead without
+                    // it). The move must finish instead.
+                    return Err(Rejection::CancelLeavesNoInSyncReplica(*topic, *partition));
                 }
+                let adding = std::mem::take(&mut p.adding);
+                p.removing.clear();
+                p.replicas.retain(|b| !adding.contains(b));
                 let leader = match p.leader {
                     Some(l) if !adding.contains(&l) => Some(l),
                     _ => isr.iter().copied().find(|b| live.contains(b)),
@@ -1114,6 +1119,51 @@ mod tests {
         assert_eq!(p.isr, before.isr);
         assert_eq!(p.leader, before.leader);
         assert_eq!(p.partition_epoch, before.partition_epoch + 2);
+        s.check_invariants().unwrap();
+
+        // A move whose added replica is the only one in sync cannot be cancelled: the
+        // original replicas would be put back in the ISR without what they lack.
+        let before = s.partition(tid, p0).unwrap().clone();
+        s.apply(
+            i + 5,
+            &one(Command::BeginReassignment {
+                topic: tid,
+                partition: p0,
+                target: vec![BrokerId(3)],
+            }),
+        )
+        .unwrap();
+        // The added replica catches up, then leads alone (the others fell behind).
+        let moving = s.partition(tid, p0).unwrap().clone();
+        let mut isr = moving.isr.clone();
+        isr.push(BrokerId(3));
+        s.apply(
+            i + 6,
+            &one(Command::ChangePartition {
+                topic: tid,
+                partition: p0,
+                partition_epoch: moving.partition_epoch,
+                leader: moving.leader,
+                isr,
+            }),
+        )
+        .unwrap();
+        s.apply(
+            i + 7,
+            &one(Command::ChangePartition {
+                topic: tid,
+                partition: p0,
+                partition_epoch: moving.partition_epoch + 1,
+                leader: Some(BrokerId(3)),
+                isr: vec![BrokerId(3)],
+            }),
+        )
+        .unwrap_or_else(|e| panic!("ISR of the added replica alone: {e:?} (before: {before:?})"));
+        assert_eq!(
+            s.apply(i + 8, &cancel),
+            Err(Rejection::CancelLeavesNoInSyncReplica(tid, p0))
+        );
+        assert_eq!(s.partition(tid, p0).unwrap().isr, vec![BrokerId(3)]);
         s.check_invariants().unwrap();
     }
 
