@@ -98,3 +98,55 @@ fn retries_are_deduplicated_across_restarts() {
     assert_eq!(code, ErrorCode::InvalidProducerEpoch.code());
     assert_eq!(broker.watermarks("idem", 0).1, first + 5);
 }
+
+/// The producer state comes back whole after a restart, not only from the last stretch of
+/// the log: a retry of a batch followed by more than 50,000 other records (the tail the
+/// broker used to rebuild from) is still recognised, after a clean stop (the snapshot
+/// written at close) and after kill -9 (the snapshot written along the way, then the
+/// batches after it).
+#[test]
+fn a_retry_far_behind_the_log_end_is_still_recognised_after_restarts() {
+    let mut broker = Broker::start("idempotence-far");
+    broker.create_topic("far", 1, &[]);
+    let mut net = broker.net();
+    let init = net.send(
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000),
+    );
+    let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+    let b0 = batch(pid, epoch, 0, &["first"]);
+    let (code, first) = net.produce_batch("far", 0, -1, b0.clone());
+    assert_eq!(code, 0);
+    // 120,000 records of plain producers after it, in batches of 1,000.
+    let values: Vec<String> = (0..1000).map(|i| format!("filler-{i}")).collect();
+    let refs: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+    for _ in 0..120 {
+        assert_eq!(net.produce_values("far", 0, &refs).0, 0);
+    }
+    let end = broker.watermarks("far", 0).1;
+    assert_eq!(end, first + 1 + 120_000);
+    broker.kill9();
+    broker.restart();
+    let mut net = broker.net();
+    assert_eq!(
+        net.produce_batch("far", 0, -1, b0.clone()),
+        (0, first),
+        "a retry 120,000 records back after kill -9 was not recognised"
+    );
+    broker.terminate();
+    broker.restart();
+    let mut net = broker.net();
+    assert_eq!(
+        net.produce_batch("far", 0, -1, b0),
+        (0, first),
+        "a retry 120,000 records back after a clean restart was not recognised"
+    );
+    assert_eq!(
+        broker.watermarks("far", 0).1,
+        end,
+        "a retry was stored again"
+    );
+    let (code, next) = net.produce_batch("far", 0, -1, batch(pid, epoch, 1, &["second"]));
+    assert_eq!((code, next), (0, end));
+}

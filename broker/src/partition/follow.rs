@@ -81,6 +81,7 @@ impl<B: Backend> Partition<B> {
             .borrow_mut()
             .truncated(self.log.log_end_offset());
         self.producers_rebuilt.set(false);
+        self.void_producer_snapshot().await;
         Ok(())
     }
 
@@ -103,6 +104,7 @@ impl<B: Backend> Partition<B> {
                     }
                     self.replica.borrow_mut().truncated(f.log_start_offset);
                     self.producers_rebuilt.set(false);
+                    self.void_producer_snapshot().await;
                     return Ok(true);
                 }
                 if end > f.high_watermark && f.high_watermark >= 0 {

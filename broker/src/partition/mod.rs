@@ -46,8 +46,9 @@ use crate::runtime;
 
 /// How often an acks=all produce waiting for the followers re-reads the ISR.
 const ACKS_ALL_RECHECK: Duration = Duration::from_millis(50);
-/// Records (counted back from the log end) scanned to rebuild idempotent producer state.
-const PRODUCER_REBUILD_RECORDS: i64 = 50_000;
+/// Records appended between two producer snapshots (a restart replays at most about this
+/// many after the last one).
+const PRODUCER_SNAPSHOT_EVERY_RECORDS: i64 = 100_000;
 
 /// Who reads a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +137,9 @@ pub struct Partition<B: Backend = DmaBackend> {
     producers: RefCell<ProducerTable>,
     /// Whether `producers` was rebuilt from the log since this partition opened.
     producers_rebuilt: Cell<bool>,
+    producers_max: usize,
+    /// The log end when the producer table was last written beside the log.
+    producer_snapshot_at: Cell<i64>,
     /// Appends in the order produces were called.
     appends: FifoLock,
     /// Notified on every append and high watermark move (long polls, acks=all waits).
@@ -181,6 +185,8 @@ impl<B: Backend> Partition<B> {
             replica: RefCell::new(replica),
             producers: RefCell::new(ProducerTable::new(o.producers_max)),
             producers_rebuilt: Cell::new(false),
+            producers_max: o.producers_max,
+            producer_snapshot_at: Cell::new(0),
             appends: FifoLock::new(),
             data: Event::new(),
             io_running: Cell::new(false),
@@ -378,6 +384,7 @@ impl<B: Backend> Partition<B> {
             last_offset = last_offset.max(info.last_offset);
             sync_due |= info.sync_due;
         }
+        self.snapshot_producers(false).await;
         let end = self.log.log_end_offset();
         self.replica.borrow_mut().advance(end);
         self.notify();
@@ -536,8 +543,14 @@ impl<B: Backend> Partition<B> {
         }
     }
 
-    /// Flushes and seals the log (clean-shutdown marker); wakes every waiter.
+    /// Flushes and seals the log (clean-shutdown marker), with its producer snapshot;
+    /// wakes every waiter.
     pub async fn close(&self) {
+        {
+            // No append in between: the snapshot covers exactly the log.
+            let _turn = self.appends.lock().await;
+            self.snapshot_producers(true).await;
+        }
         self.notify();
         if let Err(e) = self.log.close().await {
             error!(topic = %self.topic, partition = self.index, error = %e,
@@ -554,13 +567,35 @@ impl<B: Backend> Partition<B> {
         }
     }
 
-    /// Refills the producer table from the batches at the end of the log, the first time
-    /// an idempotent producer writes after the partition opened (a restart or a crash), so
-    /// a retry of a batch appended before the restart is still recognised. Runs in append
-    /// order.
+    /// Rebuilds the producer table the first time an idempotent producer writes after the
+    /// partition opened (a restart, a crash, a follower's truncation): from the snapshot
+    /// beside the log and the batches after it, or from every batch of the log when there is
+    /// no usable snapshot, so a retry of a batch appended before is still recognised. Runs
+    /// in append order.
     async fn rebuild_producers(&self) {
-        let end = self.log.log_end_offset();
-        let mut at = (end - PRODUCER_REBUILD_RECORDS).max(self.log.log_start_offset());
+        let (start, end) = (self.log.log_start_offset(), self.log.log_end_offset());
+        let mut from = start;
+        self.producers.borrow_mut().clear();
+        match self.log.read_aux(producers::SNAPSHOT_FILE).await {
+            Ok(Some(bytes)) => match ProducerTable::restore(self.producers_max, &bytes) {
+                Ok((table, offset)) if offset >= start && offset <= end => {
+                    *self.producers.borrow_mut() = table;
+                    from = offset;
+                }
+                Ok((_, offset)) => {
+                    info!(dir = %self.log.dir().display(), offset, log_start_offset = start, log_end_offset = end,
+                        "producer snapshot outside the log (truncated or retained past it); rebuilding from the whole log")
+                }
+                Err(e) => {
+                    warn!(dir = %self.log.dir().display(), error = %e, "producer snapshot damaged; rebuilding from the whole log")
+                }
+            },
+            Ok(None) => {}
+            Err(e) => {
+                warn!(dir = %self.log.dir().display(), error = %e, "cannot read the producer snapshot; rebuilding from the whole log")
+            }
+        }
+        let mut at = from;
         let mut batches = 0u64;
         while at < end {
             let read = match self.log.read(at, 1 << 20).await {
@@ -585,8 +620,41 @@ impl<B: Backend> Partition<B> {
             }
         }
         self.producers_rebuilt.set(true);
-        if batches > 0 {
-            info!(dir = %self.log.dir().display(), batches, "idempotent producer state rebuilt from the log");
+        self.producer_snapshot_at.set(end);
+        if batches > 0 || from > start {
+            info!(dir = %self.log.dir().display(), snapshot_offset = from, batches,
+                "idempotent producer state rebuilt from the snapshot and the log after it");
+        }
+    }
+
+    /// The log lost its tail (a follower's truncation): a snapshot past the cut may hold
+    /// batches of the old suffix, so it is voided and the next rebuild replays the log.
+    pub(super) async fn void_producer_snapshot(&self) {
+        let void = ProducerTable::new(self.producers_max).snapshot(-1);
+        if let Err(e) = self.log.write_aux(producers::SNAPSHOT_FILE, &void).await {
+            warn!(dir = %self.log.dir().display(), error = %e, "cannot void the producer snapshot after a truncation");
+        }
+        self.producer_snapshot_at.set(0);
+    }
+
+    /// Writes the producer table beside the log when enough was appended since the last
+    /// snapshot, or always (`force`, at close). Runs in append order (or after appends end).
+    async fn snapshot_producers(&self, force: bool) {
+        if !self.producers_rebuilt.get() {
+            return; // the table is not the log's state yet: the old snapshot stays right
+        }
+        let end = self.log.log_end_offset();
+        let since = end - self.producer_snapshot_at.get();
+        if since <= 0 || (!force && since < PRODUCER_SNAPSHOT_EVERY_RECORDS) {
+            return;
+        }
+        let bytes = self.producers.borrow().snapshot(end);
+        match self.log.write_aux(producers::SNAPSHOT_FILE, &bytes).await {
+            Ok(()) => self.producer_snapshot_at.set(end),
+            Err(rill_storage::StorageError::Closed) => {}
+            Err(e) => {
+                warn!(dir = %self.log.dir().display(), error = %e, "cannot write the producer snapshot; a restart rebuilds from further back")
+            }
         }
     }
 }

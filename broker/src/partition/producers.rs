@@ -3,14 +3,17 @@
 //! gap in the sequence is refused. Owned by the partition's shard.
 //!
 //! The table lives in memory and is bounded (`limits.producers_per_partition_max`, least
-//! recently used evicted). After a restart the shard refills it from the last batches of the
-//! log the first time an idempotent producer writes (Kafka keeps producer snapshot files
-//! instead), so a retry that crosses a restart is still answered with its first offset.
+//! recently used evicted). Like Kafka's producer snapshots, it is written beside the log
+//! (`producer.snapshot`, with the offset it covers) every so many records and when the
+//! partition closes; after a restart the first idempotent produce loads it and replays the
+//! batches after it (the whole log when there is no usable snapshot), so a retry that
+//! crosses a restart is still answered with its first offset.
 
 use std::collections::{HashMap, VecDeque};
 
 use rill_net::ErrorCode;
 use rill_storage::batch::BatchHeader;
+use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::errors::KafkaError;
 
@@ -46,6 +49,28 @@ pub struct ProducerTable {
     max: usize,
     entries: HashMap<i64, Entry>,
     clock: u64,
+}
+
+const SNAPSHOT_MAGIC: &[u8; 4] = b"RILP";
+const SNAPSHOT_VERSION: u32 = 1;
+/// The snapshot file beside the partition's segments.
+pub const SNAPSHOT_FILE: &str = "producer.snapshot";
+
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq, Eq)]
+struct StoredProducer {
+    producer_id: i64,
+    epoch: i16,
+    /// (first sequence, last sequence, base offset), oldest first.
+    recent: Vec<(i32, i32, i64)>,
+    last_used: u64,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq, Eq)]
+struct StoredTable {
+    /// The table holds every batch below this offset.
+    offset: i64,
+    clock: u64,
+    producers: Vec<StoredProducer>,
 }
 
 fn last_seq(h: &BatchHeader) -> i32 {
@@ -121,6 +146,71 @@ impl ProducerTable {
             ));
         }
         Err(out_of_order(h, expected))
+    }
+
+    /// The table as a snapshot file's bytes, covering every batch below `offset`.
+    pub fn snapshot(&self, offset: i64) -> Vec<u8> {
+        let mut producers: Vec<StoredProducer> = self
+            .entries
+            .iter()
+            .map(|(id, e)| StoredProducer {
+                producer_id: *id,
+                epoch: e.epoch,
+                recent: e
+                    .recent
+                    .iter()
+                    .map(|r| (r.first_seq, r.last_seq, r.base_offset))
+                    .collect(),
+                last_used: e.last_used,
+            })
+            .collect();
+        producers.sort_by_key(|p| p.producer_id);
+        let stored = StoredTable {
+            offset,
+            clock: self.clock,
+            producers,
+        };
+        let payload = rkyv::to_bytes::<rkyv::rancor::Error>(&stored)
+            .expect("serializing producer state into memory cannot fail");
+        rill_storage::checkpoint::seal(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, &payload)
+    }
+
+    /// A table from snapshot bytes, with the offset it covers; the error says what is wrong.
+    pub fn restore(max: usize, bytes: &[u8]) -> Result<(ProducerTable, i64), String> {
+        let payload = rill_storage::checkpoint::unseal(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, bytes)?;
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
+        aligned.extend_from_slice(payload);
+        let stored = rkyv::from_bytes::<StoredTable, rkyv::rancor::Error>(&aligned)
+            .map_err(|e| e.to_string())?;
+        let mut table = ProducerTable::new(max);
+        table.clock = stored.clock;
+        for p in stored.producers.into_iter().take(max) {
+            table.entries.insert(
+                p.producer_id,
+                Entry {
+                    epoch: p.epoch,
+                    recent: p
+                        .recent
+                        .into_iter()
+                        .rev()
+                        .take(RECENT_BATCHES)
+                        .rev()
+                        .map(|(first_seq, last_seq, base_offset)| Recent {
+                            first_seq,
+                            last_seq,
+                            base_offset,
+                        })
+                        .collect(),
+                    last_used: p.last_used,
+                },
+            );
+        }
+        Ok((table, stored.offset))
+    }
+
+    /// Forgets everything (a rebuild starts from nothing).
+    pub fn clear(&mut self) {
+        self.entries.clear();
     }
 
     /// Remembers an appended batch.
@@ -223,6 +313,30 @@ mod tests {
         // Unknown producers and plain batches append.
         assert_eq!(t.check(&header(8, 0, 42, 1)).unwrap(), Check::Append);
         assert_eq!(t.check(&header(-1, -1, -1, 1)).unwrap(), Check::Append);
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_table_and_rejects_damage() {
+        let mut t = ProducerTable::new(10);
+        t.record(&header(7, 1, 0, 3), 100);
+        t.record(&header(7, 1, 3, 2), 103);
+        t.record(&header(9, 0, 0, 1), 105);
+        let bytes = t.snapshot(106);
+        let (back, offset) = ProducerTable::restore(10, &bytes).unwrap();
+        assert_eq!(offset, 106);
+        assert_eq!(
+            back.check(&header(7, 1, 3, 2)).unwrap(),
+            Check::Duplicate { base_offset: 103 }
+        );
+        assert_eq!(back.check(&header(9, 0, 1, 1)).unwrap(), Check::Append);
+        assert_eq!(
+            back.check(&header(7, 0, 5, 1)).unwrap_err().code,
+            ErrorCode::InvalidProducerEpoch
+        );
+        let mut bad = bytes.clone();
+        let n = bad.len();
+        bad[n - 1] ^= 0x10;
+        assert!(ProducerTable::restore(10, &bad).is_err());
     }
 
     #[test]

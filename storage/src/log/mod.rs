@@ -456,6 +456,28 @@ impl<B: Backend> PartitionLog<B> {
             .await
     }
 
+    /// Writes a small file of the partition's own beside its segments, atomically and
+    /// durably: state kept with the log, such as its idempotent producers. Names ending in
+    /// `.log`, `.index`, `.timeindex` or `.deleted` are the log's own and refused.
+    pub async fn write_aux(&self, name: &str, data: &[u8]) -> StorageResult<()> {
+        self.check_open()?;
+        assert!(
+            !name.contains('/')
+                && ![".log", ".index", ".timeindex", ".deleted"]
+                    .iter()
+                    .any(|e| name.ends_with(e)),
+            "aux file name {name:?} collides with the log's own files"
+        );
+        self.backend
+            .write_small_atomic(&self.dir.join(name), data)
+            .await
+    }
+
+    /// A file written by [`PartitionLog::write_aux`] (None when there is none).
+    pub async fn read_aux(&self, name: &str) -> StorageResult<Option<Vec<u8>>> {
+        self.backend.read_small(&self.dir.join(name)).await
+    }
+
     /// Clean shutdown: syncs, trims the padding, writes the active index and
     /// a checkpoint that lets the next open skip the recovery scan.
     pub async fn close(&self) -> StorageResult<()> {
