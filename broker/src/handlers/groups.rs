@@ -1,6 +1,7 @@
 //! The consumer group APIs and FindCoordinator, on the connection's shard: each request goes
 //! to its group's coordinator shard ([`crate::group`]) and its answer comes back here.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use rill_net::kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
@@ -77,38 +78,67 @@ pub async fn leave(shard: &Rc<Shard>, r: LeaveGroupRequest, v: i16) -> LeaveGrou
     }
 }
 
-pub async fn commit(shard: &Rc<Shard>, r: OffsetCommitRequest, v: i16) -> OffsetCommitResponse {
+/// OffsetCommit. As in Kafka, a partition the cluster does not have is answered
+/// UNKNOWN_TOPIC_OR_PARTITION here and never reaches the group; the rest go to the group's
+/// coordinator, and the answer lists every partition of the request in its order.
+pub async fn commit(shard: &Rc<Shard>, mut r: OffsetCommitRequest, v: i16) -> OffsetCommitResponse {
     use offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
     let group = r.group_id.0.to_string();
-    let topics = r.topics.clone();
-    match Groups::of(shard)
-        .group_op(&group, GroupOp::Commit(r, v))
-        .await
-    {
-        Ok(GroupReply::Commit(resp)) => resp,
-        other => {
-            let code = failed(other).code();
-            OffsetCommitResponse::default().with_topics(
-                topics
-                    .into_iter()
-                    .map(|t| {
-                        OffsetCommitResponseTopic::default()
-                            .with_name(t.name)
-                            .with_partitions(
-                                t.partitions
-                                    .iter()
-                                    .map(|p| {
-                                        OffsetCommitResponsePartition::default()
-                                            .with_partition_index(p.partition_index)
-                                            .with_error_code(code)
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect(),
-            )
+    let asked = r.topics.clone();
+    let image = shard.image();
+    let exists = |topic: &str, p: i32| image.placement(topic, p).is_some();
+    for t in &mut r.topics {
+        t.partitions
+            .retain(|p| exists(&t.name.0, p.partition_index));
+    }
+    r.topics.retain(|t| !t.partitions.is_empty());
+    let mut codes: HashMap<(String, i32), i16> = HashMap::new();
+    if !r.topics.is_empty() {
+        let reply = Groups::of(shard)
+            .group_op(&group, GroupOp::Commit(r.clone(), v))
+            .await;
+        match reply {
+            Ok(GroupReply::Commit(resp)) => {
+                for t in resp.topics {
+                    for p in t.partitions {
+                        codes.insert((t.name.0.to_string(), p.partition_index), p.error_code);
+                    }
+                }
+            }
+            other => {
+                let code = failed(other).code();
+                for t in &r.topics {
+                    for p in &t.partitions {
+                        codes.insert((t.name.0.to_string(), p.partition_index), code);
+                    }
+                }
+            }
         }
     }
+    let unknown = ErrorCode::UnknownTopicOrPartition.code();
+    OffsetCommitResponse::default().with_topics(
+        asked
+            .into_iter()
+            .map(|t| {
+                let partitions = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let code = codes
+                            .get(&(t.name.0.to_string(), p.partition_index))
+                            .copied()
+                            .unwrap_or(unknown);
+                        OffsetCommitResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(code)
+                    })
+                    .collect();
+                OffsetCommitResponseTopic::default()
+                    .with_name(t.name)
+                    .with_partitions(partitions)
+            })
+            .collect(),
+    )
 }
 
 /// Committed offsets of one group, by topic.
