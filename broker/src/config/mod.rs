@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub mod topic;
+mod topic_keys;
 
 use self::topic as topic_config;
 
