@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use rill_net::kafka_protocol::records::Compression;
 use rill_storage::{FlushPolicy, LogConfig};
 
 use crate::config::StorageSettings;
@@ -253,17 +254,7 @@ pub enum Recompress {
     Keep,
     /// Recompress every batch to this codec (none, gzip, snappy, lz4, zstd) at `level`
     /// (the codec's `compression.*.level`; `None` for its default).
-    To(Codec, Option<i32>),
-}
-
-/// A record batch codec, as the batch attributes number them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Codec {
-    None = 0,
-    Gzip = 1,
-    Snappy = 2,
-    Lz4 = 3,
-    Zstd = 4,
+    To(Compression, Option<i32>),
 }
 
 /// A topic's effective configs, parsed.
@@ -388,11 +379,11 @@ fn recompress(kind: &str, num: &dyn Fn(&str) -> Result<i64, String>) -> Result<R
     };
     Ok(match kind {
         "producer" => Recompress::Keep,
-        "uncompressed" => Recompress::To(Codec::None, None),
-        "gzip" => Recompress::To(Codec::Gzip, level("compression.gzip.level")?),
-        "snappy" => Recompress::To(Codec::Snappy, None),
-        "lz4" => Recompress::To(Codec::Lz4, level("compression.lz4.level")?),
-        "zstd" => Recompress::To(Codec::Zstd, level("compression.zstd.level")?),
+        "uncompressed" => Recompress::To(Compression::None, None),
+        "gzip" => Recompress::To(Compression::Gzip, level("compression.gzip.level")?),
+        "snappy" => Recompress::To(Compression::Snappy, None),
+        "lz4" => Recompress::To(Compression::Lz4, level("compression.lz4.level")?),
+        "zstd" => Recompress::To(Compression::Zstd, level("compression.zstd.level")?),
         other => return Err(format!("compression.type: `{other}` is not a codec")),
     })
 }
@@ -468,5 +459,71 @@ mod tests {
         assert!(validate_entry("message.timestamp.type", "Wallclock").is_err());
         validate_entry("message.timestamp.type", "LogAppendTime").unwrap();
         validate_entry("cleanup.policy", "delete").unwrap();
+        // The keys of the other kinds, each with a good and a bad value.
+        for (name, good, bad) in [
+            ("unclean.leader.election.enable", "TRUE", "yes"),
+            ("compression.gzip.level", "-1", "0"),
+            ("compression.lz4.level", "17", "18"),
+            ("compression.zstd.level", "-5", "23"),
+            ("min.cleanable.dirty.ratio", "0.25", "1.5"),
+            ("leader.replication.throttled.replicas", "0:1,1:2", "0-1"),
+            ("follower.replication.throttled.replicas", "*", "a:b"),
+            ("compression.type", "zstd", "brotli"),
+            ("remote.storage.enable", "false", "true"),
+            ("local.retention.ms", "-2", "-3"),
+        ] {
+            validate_entry(name, good).unwrap_or_else(|e| panic!("{name}={good}: {e}"));
+            assert!(validate_entry(name, bad).is_err(), "{name}={bad} accepted");
+        }
+        validate_entry("leader.replication.throttled.replicas", "").unwrap();
+        assert!(validate_entry("leader.replication.throttled.rate", "1").is_err());
+        validate_value(
+            broker_only_key("leader.replication.throttled.rate").unwrap(),
+            "1",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn every_kafka_topic_config_resolves_and_is_documented() {
+        assert_eq!(
+            TOPIC_CONFIGS.len(),
+            37,
+            "Kafka 4.4 defines 37 topic configs"
+        );
+        let readme = include_str!("../../../README.md");
+        for k in TOPIC_CONFIGS.iter().chain(BROKER_ONLY_CONFIGS) {
+            validate_value(k, k.default).unwrap_or_else(|e| panic!("default of {}: {e}", k.name));
+            assert!(
+                readme.contains(&format!("`{}`", k.name)),
+                "README.md's config tables do not list `{}`",
+                k.name
+            );
+        }
+        let s = TopicSettings::resolve(
+            &BrokerDefaults::default(),
+            &[
+                ("compression.type".into(), "zstd".into()),
+                ("compression.zstd.level".into(), "7".into()),
+                ("index.interval.bytes".into(), "0".into()),
+                ("segment.jitter.ms".into(), "1000".into()),
+                ("segment.ms".into(), "5000".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.recompress, Recompress::To(Compression::Zstd, Some(7)));
+        let log = s.log_config(&StorageSettings::default());
+        assert_eq!(log.index_interval_bytes, 1, "0 indexes every batch");
+        let ms = log.segment_ms.unwrap();
+        assert!((4001..=5000).contains(&ms), "jittered segment.ms {ms}");
+        let d = TopicSettings::resolve(&BrokerDefaults::default(), &[]).unwrap();
+        assert_eq!(d.recompress, Recompress::Keep);
+        assert_eq!(d.timestamp_after_max_ms, 3_600_000);
+        assert!(!d.unclean_leader_election);
+        assert_eq!(
+            d.log_config(&StorageSettings::default())
+                .index_interval_bytes,
+            StorageSettings::default().index_interval_bytes
+        );
     }
 }

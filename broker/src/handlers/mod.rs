@@ -9,7 +9,8 @@
 //! `reassign` (reassignments, decommission), `api_versions` (with the features),
 //! `log_dirs` (DescribeLogDirs), `elections` (ElectLeaders), `producer_state`
 //! (DescribeProducers), `transactions` (ListTransactions, DescribeTransactions), `acls`
-//! (the ACL apis, SECURITY_DISABLED), `topic_partitions` (DescribeTopicPartitions). They use
+//! (the ACL apis, SECURITY_DISABLED), `topic_partitions` (DescribeTopicPartitions),
+//! `recompress` (Produce's timestamp bounds and broker-side compression). They use
 //! `shard`, `metadata`, `partition` and `group`; nothing below uses them.
 
 mod acls;
@@ -26,6 +27,7 @@ mod produce;
 mod producer_state;
 mod producers;
 mod reassign;
+mod recompress;
 mod topic_partitions;
 mod topics;
 mod transactions;
