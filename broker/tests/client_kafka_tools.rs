@@ -14,6 +14,8 @@
 #[path = "common/clients.rs"]
 mod clients;
 mod common;
+#[path = "common/kafka_tools.rs"]
+mod kafka_tools;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 use clients::*;
 use common::groups::{committed_offsets, group_options, list_groups, produce_spread};
 use common::{batch_codecs, read_all, Broker};
+use kafka_tools::{text, tool, tools};
 
 const TOPICS: &str = "org.apache.kafka.tools.TopicCommand";
 const CONSOLE_PRODUCER: &str = "org.apache.kafka.tools.ConsoleProducer";

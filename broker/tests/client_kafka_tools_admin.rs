@@ -12,6 +12,8 @@
 #[path = "common/clients.rs"]
 mod clients;
 mod common;
+#[path = "common/kafka_tools.rs"]
+mod kafka_tools;
 
 use std::fs;
 use std::time::{Duration, Instant};
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use clients::*;
 use common::groups::produce_spread;
 use common::{read_all, Broker};
+use kafka_tools::{text, tool, tools};
 
 const TOPICS: &str = "org.apache.kafka.tools.TopicCommand";
 const REASSIGN: &str = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand";

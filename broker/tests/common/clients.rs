@@ -1231,21 +1231,3 @@ pub fn check_describe_acls(client: &mut ClientProc, broker: &Broker) {
         out.report()
     );
 }
-
-/// The JVM that runs Kafka's command-line tools (their main classes), when the Java programs
-/// are built.
-pub fn tools(test: &str) -> Option<ClientProc> {
-    java_available(test).then(|| java_proc("kafka tools"))
-}
-
-/// Runs one Kafka tool (its main class) with `args`; fails the test unless it exits 0.
-pub fn tool(c: &mut ClientProc, class: &str, args: &[&str]) -> Output {
-    let mut all = vec!["tool", class];
-    all.extend_from_slice(args);
-    c.run(&all, COMMAND_TIMEOUT).ok()
-}
-
-/// A tool's stdout lines (logging goes to stderr), joined.
-pub fn text(out: &Output) -> String {
-    out.stdout.join("\n")
-}
