@@ -50,6 +50,10 @@ pub struct BrokerConfig {
     /// Cluster mode: a follower that has not caught up to its leader's log end for this
     /// long leaves the ISR (Kafka's `replica.lag.time.max.ms`).
     pub replica_lag_time_max_ms: u64,
+    /// Cluster mode: the controller moves leadership back to a partition's preferred
+    /// replica once it is in sync again (Kafka's `auto.leader.rebalance.enable`); off, it
+    /// moves only on ElectLeaders (`kafka-leader-election`).
+    pub auto_leader_rebalance: bool,
     /// Create a topic when a client asks Metadata for one that does not exist (Kafka's
     /// `auto.create.topics.enable`).
     pub auto_create_topics: bool,
@@ -160,6 +164,7 @@ impl Default for BrokerConfig {
             broker_heartbeat_interval_ms: 1_000,
             broker_session_timeout_ms: 9_000,
             replica_lag_time_max_ms: 30_000,
+            auto_leader_rebalance: true,
             consumer_group_session_timeout_ms: 45_000,
             consumer_group_heartbeat_interval_ms: 5_000,
             consumer_group_assignor: "uniform".to_string(),

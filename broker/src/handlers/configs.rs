@@ -125,6 +125,12 @@ pub fn describe_configs(
                         "Create unknown topics on Metadata requests.",
                     ),
                     (
+                        "auto.leader.rebalance.enable",
+                        c.auto_leader_rebalance.to_string(),
+                        1,
+                        "Move leadership back to preferred replicas on its own (else only ElectLeaders does).",
+                    ),
+                    (
                         "num.partitions",
                         c.default_partitions.to_string(),
                         3,

@@ -270,6 +270,7 @@ impl Cluster {
             transport,
             ControllerConfig {
                 broker_session_timeout_ms: config.broker_session_timeout_ms,
+                auto_leader_rebalance: config.auto_leader_rebalance,
                 ..ControllerConfig::default()
             },
             BrokerId(me.id),
