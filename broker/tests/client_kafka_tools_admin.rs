@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use clients::*;
 use common::groups::produce_spread;
-use common::{read_all, Broker};
+use common::{read_all, Broker, BrokerOptions};
 use kafka_tools::{text, tool, tools};
 
 const TOPICS: &str = "org.apache.kafka.tools.TopicCommand";
@@ -29,6 +29,63 @@ const LOG_DIRS: &str = "org.apache.kafka.tools.LogDirsCommand";
 const LEADER_ELECTION: &str = "org.apache.kafka.tools.LeaderElectionCommand";
 const TRANSACTIONS: &str = "org.apache.kafka.tools.TransactionsCommand";
 const FEATURES: &str = "org.apache.kafka.tools.FeatureCommand";
+
+/// `kafka-reassign-partitions --execute` of `plan`, then `--verify` until both partitions
+/// of `t` are reported completed (within `within`), which also clears the throttles.
+fn execute_and_verify(
+    c: &mut ClientProc,
+    b: &str,
+    plan: &std::path::Path,
+    t: &str,
+    within: Duration,
+) {
+    let plan_arg = plan.display().to_string();
+    let out = tool(
+        c,
+        REASSIGN,
+        &[
+            "--bootstrap-server",
+            b,
+            "--execute",
+            "--reassignment-json-file",
+            &plan_arg,
+        ],
+    );
+    assert!(
+        text(&out).contains("Successfully started partition reassignment"),
+        "{}",
+        out.report()
+    );
+    let deadline = Instant::now() + within;
+    loop {
+        let out = tool(
+            c,
+            REASSIGN,
+            &[
+                "--bootstrap-server",
+                b,
+                "--verify",
+                "--reassignment-json-file",
+                &plan_arg,
+            ],
+        );
+        let s = text(&out);
+        if (0..2).all(|p| s.contains(&format!("Reassignment of partition {t}-{p} is completed"))) {
+            assert!(
+                s.contains("Clearing broker-level throttles"),
+                "{}",
+                out.report()
+            );
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reassignment not completed\n{}",
+            out.report()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
 
 #[test]
 fn kafka_reassign_partitions_generate() {
@@ -92,52 +149,7 @@ fn kafka_reassign_partitions_execute_verify() {
         ),
     )
     .expect("write plan.json");
-    let plan_arg = plan.display().to_string();
-    let out = tool(
-        &mut c,
-        REASSIGN,
-        &[
-            "--bootstrap-server",
-            &b,
-            "--execute",
-            "--reassignment-json-file",
-            &plan_arg,
-        ],
-    );
-    assert!(
-        text(&out).contains("Successfully started partition reassignment"),
-        "{}",
-        out.report()
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = tool(
-            &mut c,
-            REASSIGN,
-            &[
-                "--bootstrap-server",
-                &b,
-                "--verify",
-                "--reassignment-json-file",
-                &plan_arg,
-            ],
-        );
-        let s = text(&out);
-        if (0..2).all(|p| s.contains(&format!("Reassignment of partition {t}-{p} is completed"))) {
-            assert!(
-                s.contains("Clearing broker-level throttles"),
-                "{}",
-                out.report()
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "reassignment not completed\n{}",
-            out.report()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    execute_and_verify(&mut c, &b, &plan, t, Duration::from_secs(60));
 }
 
 #[test]
@@ -256,52 +268,7 @@ fn kafka_reassign_partitions_on_a_cluster() {
         ),
     )
     .expect("write plan.json");
-    let plan_arg = plan.display().to_string();
-    let out = tool(
-        &mut c,
-        REASSIGN,
-        &[
-            "--bootstrap-server",
-            &b,
-            "--execute",
-            "--reassignment-json-file",
-            &plan_arg,
-        ],
-    );
-    assert!(
-        text(&out).contains("Successfully started partition reassignment"),
-        "{}",
-        out.report()
-    );
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let out = tool(
-            &mut c,
-            REASSIGN,
-            &[
-                "--bootstrap-server",
-                &b,
-                "--verify",
-                "--reassignment-json-file",
-                &plan_arg,
-            ],
-        );
-        let s = text(&out);
-        if (0..2).all(|p| s.contains(&format!("Reassignment of partition {t}-{p} is completed"))) {
-            assert!(
-                s.contains("Clearing broker-level throttles"),
-                "{}",
-                out.report()
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "reassignment not completed\n{}",
-            out.report()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    execute_and_verify(&mut c, &b, &plan, t, Duration::from_secs(90));
     for (p, want) in [(0, vec![3, 4]), (1, vec![4, 1])] {
         let md = common::cluster::topic_metadata(&brokers[0], t);
         let got: Vec<i32> = md.partitions[p].replica_nodes.iter().map(|b| b.0).collect();
@@ -417,7 +384,11 @@ fn kafka_topics_describe_pages_through_partitions() {
     let Some(mut c) = tools("kafka-topics --describe with a partition limit") else {
         return;
     };
-    let broker = Broker::start("tools-describe-paged");
+    let port = common::free_port();
+    let broker = Broker::start_with(
+        "tools-describe-paged",
+        BrokerOptions::with_config(&format!("metrics_listen = \"127.0.0.1:{port}\"\n")),
+    );
     let b = broker.bootstrap();
     broker.create_topic("paged-a", 5, &[]);
     broker.create_topic("paged-b", 3, &[]);
@@ -432,6 +403,9 @@ fn kafka_topics_describe_pages_through_partitions() {
             "2",
         ],
     );
+    // Eight partitions two at a time: the admin asked four times at least.
+    let pages = requests_of(port, "DescribeTopicPartitions");
+    assert!(pages >= 4, "{pages} DescribeTopicPartitions requests");
     let s = text(&out);
     for (t, n) in [("paged-a", 5), ("paged-b", 3)] {
         for p in 0..n {
@@ -442,4 +416,20 @@ fn kafka_topics_describe_pages_through_partitions() {
             );
         }
     }
+}
+
+/// How many requests of `api` the broker with metrics on `port` has served.
+fn requests_of(port: u16, api: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics port");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read the scrape");
+    let prefix = format!("rill_requests_total{{api=\"{api}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |n| n.trim().parse().expect("a count"))
 }

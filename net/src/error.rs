@@ -135,7 +135,7 @@ error_codes! {
     /// in-sync replica is alive).
     EligibleLeadersNotAvailable = 83, "ELIGIBLE_LEADERS_NOT_AVAILABLE", true;
     /// ElectLeaders: the preferred (or, for unclean, a live) replica already leads.
-    ElectionNotNeeded = 84, "ELECTION_NOT_NEEDED", false;
+    ElectionNotNeeded = 84, "ELECTION_NOT_NEEDED", true;
     /// Cancelling a partition reassignment that is not running.
     NoReassignmentInProgress = 85, "NO_REASSIGNMENT_IN_PROGRESS", false;
     GroupSubscribedToTopic = 86, "GROUP_SUBSCRIBED_TO_TOPIC", false;
