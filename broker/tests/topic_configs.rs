@@ -2,7 +2,8 @@
 //! accepted by CreateTopics and described back; a bad value or an unknown key fails only its
 //! own topic in a CreateTopics of several; `compression.type` recompresses what producers
 //! send (checked on the stored batches, records unchanged) and follows a change of the
-//! config; `message.timestamp.after.max.ms` refuses a batch from the future with
+//! config, and a batch that would decompress past `max.decompressed.message.bytes` is
+//! refused with RECORD_LIST_TOO_LARGE; `message.timestamp.after.max.ms` refuses a batch from the future with
 //! INVALID_TIMESTAMP and stores nothing; the replication throttles that
 //! `kafka-reassign-partitions` sets and clears are kept on brokers and topics.
 
@@ -335,4 +336,47 @@ fn replication_throttles_are_kept_and_cleared_on_brokers_and_topics() {
     }
     let t = described(&mut net, TOPIC_RESOURCE, "throttled");
     assert_eq!(t["leader.replication.throttled.replicas"], "");
+}
+
+#[test]
+fn a_batch_that_decompresses_past_the_topic_limit_is_refused_and_nothing_is_stored() {
+    use rill_net::client::{encode_record_batch, BatchOptions, ProduceRecord};
+    use rill_net::kafka_protocol::records::Compression;
+    let broker = Broker::start("topic-configs-bomb");
+    let t = "bounded";
+    broker.create_topic(
+        t,
+        1,
+        &[
+            ("compression.type", "lz4"),
+            ("max.decompressed.message.bytes", "1048576"),
+        ],
+    );
+    let mut net = broker.net();
+    // 8 MiB of zeros that zstd packs into a few hundred bytes.
+    let bomb = encode_record_batch(
+        &[ProduceRecord {
+            value: Some(bytes::Bytes::from(vec![0u8; 8 << 20])),
+            timestamp_ms: common::now_ms(),
+            ..Default::default()
+        }],
+        &BatchOptions {
+            compression: Compression::Zstd,
+            ..BatchOptions::default()
+        },
+    )
+    .expect("encode");
+    assert!(
+        bomb.len() < 64 << 10,
+        "the batch itself is small: {}",
+        bomb.len()
+    );
+    let (code, _) = net.produce_batch(t, 0, 1, bomb);
+    assert_eq!(code, ErrorCode::RecordListTooLarge.code());
+    assert_eq!(broker.watermarks(t, 0), (0, 0), "nothing stored");
+    // The broker goes on: a normal batch to the same topic is recompressed and stored.
+    let (code, offset) = net.produce_values(t, 0, &[b"fine"]);
+    assert_eq!((code, offset), (0, 0));
+    let stored = batch_codecs(&net.fetch_once(t, 0, 0).records);
+    assert_eq!(stored, vec![3], "stored as lz4");
 }
