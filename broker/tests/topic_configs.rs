@@ -3,9 +3,9 @@
 //! own topic in a CreateTopics of several; `compression.type` recompresses what producers
 //! send (checked on the stored batches, records unchanged) and follows a change of the
 //! config, and a batch that would decompress past `max.decompressed.message.bytes` is
-//! refused with RECORD_LIST_TOO_LARGE; `message.timestamp.after.max.ms` refuses a batch from the future with
-//! INVALID_TIMESTAMP and stores nothing; the replication throttles that
-//! `kafka-reassign-partitions` sets and clears are kept on brokers and topics.
+//! refused with RECORD_LIST_TOO_LARGE; `message.timestamp.after.max.ms` refuses a batch
+//! from the future with INVALID_TIMESTAMP and stores nothing; the replication throttles
+//! that `kafka-reassign-partitions` sets and clears are kept on brokers and topics.
 
 mod common;
 
