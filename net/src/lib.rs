@@ -4,9 +4,10 @@
 //! decoding and response encoding over the `kafka-protocol` crate ([`codec`]), Kafka error
 //! codes and this crate's errors ([`error`]), the record batch codecs with bounded
 //! decompression for the broker's recompression ([`compression`]), and a small
-//! runtime-agnostic client for the CLI and the load generator ([`client`]). Nothing here owns state shared between shards: the
-//! reader and client types belong to the one task that drives their connection. The crate
-//! knows nothing of storage or of glommio; it runs over any `futures_lite` stream.
+//! runtime-agnostic client for the CLI and the load generator ([`client`]). Nothing here
+//! owns state shared between shards: the reader and client types belong to the one task
+//! that drives their connection. The crate knows nothing of storage or of glommio; it runs
+//! over any `futures_lite` stream.
 //!
 //! `kafka-protocol` is re-exported so the broker and tools use the exact message types this
 //! crate decodes to.
