@@ -4,9 +4,9 @@
 //! kafka-get-offsets, kafka-delete-records and the perf tests (the admin tools,
 //! kafka-reassign-partitions, kafka-log-dirs, kafka-leader-election, kafka-transactions,
 //! kafka-features, are in `client_kafka_tools_admin.rs`). Each tool's main class runs in
-//! one JVM per test (`tests/clients/java/.../Runner.java`, as `kafka-topics.sh` would run it, with Kafka's
-//! Exit hook turned into a return code); what it did is checked through rdkafka and the raw
-//! protocol client, not only through what it printed.
+//! one JVM per test (`tests/clients/java/.../Runner.java`, as `kafka-topics.sh` would run
+//! it, with Kafka's Exit hook turned into a return code); what it did is checked through
+//! rdkafka and the raw protocol client, not only through what it printed.
 //!
 //! Without the Java programs built (`.ci/run` builds them) the tests fail under CI and
 //! otherwise pass with a loud notice.
