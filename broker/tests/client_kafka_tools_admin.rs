@@ -30,6 +30,31 @@ const LEADER_ELECTION: &str = "org.apache.kafka.tools.LeaderElectionCommand";
 const TRANSACTIONS: &str = "org.apache.kafka.tools.TransactionsCommand";
 const FEATURES: &str = "org.apache.kafka.tools.FeatureCommand";
 
+/// `kafka-reassign-partitions --generate` for topic `t` over `brokers` (a topics file
+/// written under `dir`).
+fn generate(c: &mut ClientProc, b: &str, dir: &std::path::Path, t: &str, brokers: &str) -> Output {
+    let topics = dir.join("topics.json");
+    fs::write(
+        &topics,
+        format!(r#"{{"topics":[{{"topic":"{t}"}}],"version":1}}"#),
+    )
+    .expect("write topics.json");
+    let topics = topics.display().to_string();
+    tool(
+        c,
+        REASSIGN,
+        &[
+            "--bootstrap-server",
+            b,
+            "--generate",
+            "--topics-to-move-json-file",
+            &topics,
+            "--broker-list",
+            brokers,
+        ],
+    )
+}
+
 /// `kafka-reassign-partitions --execute` of `plan`, then `--verify` until both partitions
 /// of `t` are reported completed (within `within`), which also clears the throttles.
 fn execute_and_verify(
@@ -97,25 +122,7 @@ fn kafka_reassign_partitions_generate() {
     let t = "reassign-topic";
     broker.create_topic(t, 2, &[]);
     let node = node_id(&broker).to_string();
-    let topics = broker.root().join("topics.json");
-    fs::write(
-        &topics,
-        format!(r#"{{"topics":[{{"topic":"{t}"}}],"version":1}}"#),
-    )
-    .expect("write topics.json");
-    let out = tool(
-        &mut c,
-        REASSIGN,
-        &[
-            "--bootstrap-server",
-            &b,
-            "--generate",
-            "--topics-to-move-json-file",
-            &topics.display().to_string(),
-            "--broker-list",
-            &node,
-        ],
-    );
+    let out = generate(&mut c, &b, broker.root(), t, &node);
     // The proposal is the line after "Proposed partition reassignment configuration".
     let at = out
         .stdout
@@ -234,25 +241,7 @@ fn kafka_reassign_partitions_on_a_cluster() {
     let b = brokers[0].bootstrap();
     let root = brokers[0].root();
 
-    let topics = root.join("topics.json");
-    fs::write(
-        &topics,
-        format!(r#"{{"topics":[{{"topic":"{t}"}}],"version":1}}"#),
-    )
-    .expect("write topics.json");
-    let out = tool(
-        &mut c,
-        REASSIGN,
-        &[
-            "--bootstrap-server",
-            &b,
-            "--generate",
-            "--topics-to-move-json-file",
-            &topics.display().to_string(),
-            "--broker-list",
-            "1,2,3,4",
-        ],
-    );
+    let out = generate(&mut c, &b, root, t, "1,2,3,4");
     assert!(
         text(&out).contains("Proposed partition reassignment configuration"),
         "{}",
