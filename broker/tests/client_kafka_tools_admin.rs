@@ -1,8 +1,9 @@
 //! Kafka's admin command-line tools (the `kafka-tools` 4.4.0 jar) against the real broker:
 //! kafka-reassign-partitions (generate, execute, verify; one node and a four-broker
 //! cluster), kafka-log-dirs, kafka-leader-election (preferred and unclean),
-//! kafka-transactions list, kafka-features describe, and kafka-topics --describe paging
-//! through DescribeTopicPartitions. Each tool's main class runs in the test's JVM (see
+//! kafka-transactions list and find-hanging, kafka-features describe, and kafka-topics
+//! --describe paging through DescribeTopicPartitions. Each tool's main class runs in the
+//! test's JVM (see
 //! `client_kafka_tools.rs`); what it did is checked through the broker, not only through
 //! what it printed.
 //!
@@ -331,6 +332,47 @@ fn kafka_transactions_list_is_empty() {
         lines.len() == 1
             && lines[0].contains("TransactionalId")
             && lines[0].contains("TransactionState"),
+        "{}",
+        out.report()
+    );
+}
+
+/// `find-hanging` reads every partition's producers on a broker (DescribeProducers) and finds
+/// no transaction open among them: no idempotent producer is in one.
+#[test]
+fn kafka_transactions_find_hanging_finds_none() {
+    let Some(mut c) = tools("kafka-transactions find-hanging") else {
+        return;
+    };
+    let port = common::free_port();
+    let broker = Broker::start_with(
+        "tools-transactions-hanging",
+        BrokerOptions::with_config(&format!("metrics_listen = \"127.0.0.1:{port}\"\n")),
+    );
+    let b = broker.bootstrap();
+    let t = "hanging";
+    broker.create_topic(t, 2, &[]);
+    produce_spread(&broker, t, 2, "r", 10);
+    let node = node_id(&broker).to_string();
+    let out = tool(
+        &mut c,
+        TRANSACTIONS,
+        &[
+            "--bootstrap-server",
+            &b,
+            "find-hanging",
+            "--broker-id",
+            &node,
+        ],
+    );
+    assert!(
+        requests_of(port, "DescribeProducers") >= 1,
+        "{}",
+        out.report()
+    );
+    let lines: Vec<&String> = out.stdout.iter().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        lines.len() == 1 && lines[0].contains("Topic") && lines[0].contains("ProducerId"),
         "{}",
         out.report()
     );
