@@ -183,6 +183,21 @@ fn log_dirs_elections_producers_transactions_acls_and_paging_answer_as_kafka_doe
         list.unknown_state_filters,
         vec![StrBytes::from_static_str("Bogus")]
     );
+    let bad_pattern = net.send_at(
+        2,
+        &ListTransactionsRequest::default()
+            .with_transactional_id_pattern(Some(StrBytes::from_static_str("tx-(unclosed"))),
+    );
+    assert_eq!(
+        bad_pattern.error_code,
+        code(ErrorCode::InvalidRegularExpression)
+    );
+    let good_pattern = net.send_at(
+        2,
+        &ListTransactionsRequest::default()
+            .with_transactional_id_pattern(Some(StrBytes::from_static_str("tx-.*"))),
+    );
+    assert_eq!(good_pattern.error_code, 0);
     let described = net.send_at(
         0,
         &DescribeTransactionsRequest::default()

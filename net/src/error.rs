@@ -157,6 +157,8 @@ error_codes! {
     UnsupportedAssignor = 112, "UNSUPPORTED_ASSIGNOR", false;
     StaleMemberEpoch = 113, "STALE_MEMBER_EPOCH", false;
     TransactionAbortable = 120, "TRANSACTION_ABORTABLE", false;
+    /// A regular expression in a request does not compile (ListTransactions' id pattern).
+    InvalidRegularExpression = 128, "INVALID_REGULAR_EXPRESSION", false;
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -20,7 +20,26 @@ const STATES: &[&str] = &[
     "PrepareEpochFence",
 ];
 
+/// Most bytes a compiled transactional id pattern may take (a client's regex must not cost
+/// the broker much memory, even though no transaction is matched against it yet).
+const PATTERN_BYTES_MAX: usize = 1 << 20;
+
 pub fn list(r: ListTransactionsRequest) -> ListTransactionsResponse {
+    // Kafka refuses a pattern that does not compile, whatever the transactions.
+    if let Some(pattern) = r
+        .transactional_id_pattern
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    {
+        if let Err(e) = regex::RegexBuilder::new(pattern)
+            .size_limit(PATTERN_BYTES_MAX)
+            .build()
+        {
+            tracing::debug!(error = %e, "ListTransactions pattern refused");
+            return ListTransactionsResponse::default()
+                .with_error_code(ErrorCode::InvalidRegularExpression.code());
+        }
+    }
     let unknown = r
         .state_filters
         .into_iter()
