@@ -8,11 +8,11 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::Shutdown;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::{assign, block_on, tcp_connect, topic_name, Broker, BrokerOptions, Rec};
+use common::raw::{assert_closed, frame, header, send_raw};
+use common::{assign, block_on, topic_name, Broker, BrokerOptions, Rec};
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -22,59 +22,6 @@ use rill_net::kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use rill_net::kafka_protocol::messages::MetadataRequest;
 
 const TOPIC: &str = "bad-input";
-/// How long a bad connection may stay open before the test calls it a hang.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Reads until the broker closes the socket (EOF or reset); fails on a timeout.
-fn assert_closed(mut s: std::net::TcpStream, what: &str) {
-    s.set_read_timeout(Some(CLOSE_TIMEOUT)).unwrap();
-    let deadline = Instant::now() + CLOSE_TIMEOUT;
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => {} // an error answer before closing is allowed
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                panic!("{what}: the broker kept the connection open for {CLOSE_TIMEOUT:?}")
-            }
-            Err(_) => return, // reset
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: the broker kept sending and never closed the connection"
-        );
-    }
-}
-
-/// Writes `bytes` (a write error means the broker already closed: fine).
-fn send_raw(broker: &Broker, bytes: &[u8], half_close: bool) -> std::net::TcpStream {
-    let mut s = tcp_connect(broker.addr(), CLOSE_TIMEOUT);
-    let _ = s.write_all(bytes);
-    let _ = s.flush();
-    if half_close {
-        let _ = s.shutdown(Shutdown::Write);
-    }
-    s
-}
-
-/// A request header (v1: api key, version, correlation id, client id) for a frame body.
-fn header(api_key: i16, version: i16) -> Vec<u8> {
-    let mut h = Vec::new();
-    h.extend_from_slice(&api_key.to_be_bytes());
-    h.extend_from_slice(&version.to_be_bytes());
-    h.extend_from_slice(&7i32.to_be_bytes());
-    let client = b"bad-input";
-    h.extend_from_slice(&(client.len() as i16).to_be_bytes());
-    h.extend_from_slice(client);
-    h
-}
-
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut f = (body.len() as i32).to_be_bytes().to_vec();
-    f.extend_from_slice(body);
-    f
-}
-
 /// The healthy clients: each call produces one record and waits until the consumer sees it.
 struct Healthy {
     producer: FutureProducer,

@@ -88,7 +88,6 @@ fn go_admin_groups() {
 }
 
 #[test]
-#[ignore = "needs DescribeLogDirs (api key 35): not advertised in ApiVersions, the client fails with 'broker is too old'"]
 fn go_admin_describe_log_dirs() {
     let Some(mut c) = go("kadm DescribeBrokerLogDirs") else {
         return;
@@ -109,7 +108,6 @@ fn go_admin_describe_log_dirs() {
 }
 
 #[test]
-#[ignore = "needs DescribeProducers (api key 61): not advertised, the client fails with 'broker is too old'"]
 fn go_admin_describe_producers() {
     let Some(mut c) = go("kadm DescribeProducers") else {
         return;
@@ -136,7 +134,6 @@ fn go_admin_describe_producers() {
 }
 
 #[test]
-#[ignore = "needs ElectLeaders (api key 43): not advertised, the client fails with 'broker is too old' (Kafka answers ELECTION_NOT_NEEDED here)"]
 fn go_admin_elect_leaders() {
     let Some(mut c) = go("kadm ElectLeaders") else {
         return;
@@ -155,7 +152,6 @@ fn go_admin_elect_leaders() {
 }
 
 #[test]
-#[ignore = "needs ListTransactions (api key 66, and the transaction coordinator behind it): not advertised"]
 fn go_admin_list_transactions() {
     let Some(mut c) = go("kadm ListTransactions") else {
         return;
@@ -169,7 +165,6 @@ fn go_admin_list_transactions() {
 }
 
 #[test]
-#[ignore = "needs DescribeAcls (api key 29): not advertised; Kafka without an authorizer answers SECURITY_DISABLED, which clients report cleanly"]
 fn go_admin_describe_acls() {
     let Some(mut c) = go("kadm DescribeACLs") else {
         return;

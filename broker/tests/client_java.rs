@@ -88,7 +88,6 @@ fn java_admin_groups() {
 }
 
 #[test]
-#[ignore = "needs DescribeLogDirs (api key 35): not advertised in ApiVersions, the client fails with UnsupportedVersionException"]
 fn java_admin_describe_log_dirs() {
     let Some(mut c) = java("the Java AdminClient describeLogDirs") else {
         return;
@@ -109,7 +108,6 @@ fn java_admin_describe_log_dirs() {
 }
 
 #[test]
-#[ignore = "needs DescribeProducers (api key 61): not advertised, the client fails with UnsupportedVersionException"]
 fn java_admin_describe_producers() {
     let Some(mut c) = java("the Java AdminClient describeProducers") else {
         return;
@@ -136,7 +134,6 @@ fn java_admin_describe_producers() {
 }
 
 #[test]
-#[ignore = "needs ElectLeaders (api key 43): not advertised, the client fails with UnsupportedVersionException (Kafka answers ELECTION_NOT_NEEDED here)"]
 fn java_admin_elect_leaders() {
     let Some(mut c) = java("the Java AdminClient electLeaders") else {
         return;
@@ -161,7 +158,6 @@ fn java_admin_elect_leaders() {
 }
 
 #[test]
-#[ignore = "needs ApiVersions v3 SupportedFeatures/FinalizedFeatures (metadata.version, group.version, ...): the broker sends none, describeFeatures is empty"]
 fn java_admin_describe_features() {
     let Some(mut c) = java("the Java AdminClient describeFeatures") else {
         return;
@@ -175,7 +171,6 @@ fn java_admin_describe_features() {
 }
 
 #[test]
-#[ignore = "needs ListTransactions (api key 66, and the transaction coordinator behind it): not advertised"]
 fn java_admin_list_transactions() {
     let Some(mut c) = java("the Java AdminClient listTransactions") else {
         return;
@@ -189,7 +184,6 @@ fn java_admin_list_transactions() {
 }
 
 #[test]
-#[ignore = "needs DescribeAcls (api key 29): not advertised; Kafka without an authorizer answers SECURITY_DISABLED, which clients report cleanly"]
 fn java_admin_describe_acls() {
     let Some(mut c) = java("the Java AdminClient describeAcls") else {
         return;
@@ -201,7 +195,6 @@ fn java_admin_describe_acls() {
 /// Topic configs Kafka defines and Terraform, Strimzi or Helm set: every one must be
 /// accepted and described back.
 #[test]
-#[ignore = "needs every Kafka topic config accepted (CreateTopics v7 answers INVALID_CONFIG for unclean.leader.election.enable, compression.type=zstd, message.timestamp.after.max.ms, index.interval.bytes)"]
 fn java_admin_create_topic_with_standard_kafka_configs() {
     let Some(mut c) = java("topic creation with Kafka's topic configs") else {
         return;
@@ -237,7 +230,6 @@ fn java_admin_create_topic_with_standard_kafka_configs() {
 /// What `kafka-reassign-partitions --verify` does once a reassignment is done: delete the
 /// replication throttles from the brokers and the topic (IncrementalAlterConfigs DELETE).
 #[test]
-#[ignore = "needs the replication throttle configs: IncrementalAlterConfigs answers INVALID_CONFIG for broker leader/follower.replication.throttled.rate and topic leader/follower.replication.throttled.replicas"]
 fn java_admin_clear_replication_throttles() {
     let Some(mut c) = java("clearing replication throttles") else {
         return;
@@ -292,7 +284,6 @@ fn java_consumer_with_fetch_limits_below_one_batch() {
 /// Committing an offset for a topic that does not exist is refused with
 /// UNKNOWN_TOPIC_OR_PARTITION, and nothing is stored.
 #[test]
-#[ignore = "needs OffsetCommit to check the topic: Rill answers NONE (0) to OffsetCommit v9 for a topic that does not exist, where Kafka answers UNKNOWN_TOPIC_OR_PARTITION"]
 fn java_commit_for_an_unknown_topic_is_refused() {
     let Some(mut c) = java("OffsetCommit for an unknown topic") else {
         return;

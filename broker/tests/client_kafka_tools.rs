@@ -1,11 +1,12 @@
 //! Kafka's own command-line tools (the `kafka-tools` 4.4.0 jar from Maven Central) against the
 //! real broker, with `--bootstrap-server`, doing the tasks Kafka's documentation shows:
 //! kafka-topics, the console producer and consumer, kafka-configs, kafka-consumer-groups,
-//! kafka-get-offsets, kafka-delete-records, the perf tests, kafka-reassign-partitions,
-//! kafka-log-dirs and kafka-leader-election. Each tool's main class runs in one JVM per test
-//! (`tests/clients/java/.../Runner.java`, as `kafka-topics.sh` would run it, with Kafka's
-//! Exit hook turned into a return code); what it did is checked through rdkafka and the raw
-//! protocol client, not only through what it printed.
+//! kafka-get-offsets, kafka-delete-records and the perf tests (the admin tools,
+//! kafka-reassign-partitions, kafka-log-dirs, kafka-leader-election, kafka-transactions,
+//! kafka-features, are in `client_kafka_tools_admin.rs`). Each tool's main class runs in
+//! one JVM per test (`tests/clients/java/.../Runner.java`, as `kafka-topics.sh` would run
+//! it, with Kafka's Exit hook turned into a return code); what it did is checked through
+//! rdkafka and the raw protocol client, not only through what it printed.
 //!
 //! Without the Java programs built (`.ci/run` builds them) the tests fail under CI and
 //! otherwise pass with a loud notice.
@@ -13,6 +14,8 @@
 #[path = "common/clients.rs"]
 mod clients;
 mod common;
+#[path = "common/kafka_tools.rs"]
+mod kafka_tools;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -21,6 +24,7 @@ use std::time::{Duration, Instant};
 use clients::*;
 use common::groups::{committed_offsets, group_options, list_groups, produce_spread};
 use common::{batch_codecs, read_all, Broker};
+use kafka_tools::{text, tool, tools};
 
 const TOPICS: &str = "org.apache.kafka.tools.TopicCommand";
 const CONSOLE_PRODUCER: &str = "org.apache.kafka.tools.ConsoleProducer";
@@ -31,25 +35,6 @@ const GET_OFFSETS: &str = "org.apache.kafka.tools.GetOffsetShell";
 const DELETE_RECORDS: &str = "org.apache.kafka.tools.DeleteRecordsCommand";
 const PRODUCER_PERF: &str = "org.apache.kafka.tools.ProducerPerformance";
 const CONSUMER_PERF: &str = "org.apache.kafka.tools.ConsumerPerformance";
-const REASSIGN: &str = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand";
-const LOG_DIRS: &str = "org.apache.kafka.tools.LogDirsCommand";
-const LEADER_ELECTION: &str = "org.apache.kafka.tools.LeaderElectionCommand";
-
-fn tools(test: &str) -> Option<ClientProc> {
-    java_available(test).then(|| java_proc("kafka tools"))
-}
-
-/// Runs one tool (its main class) with `args`; fails the test unless it exits 0.
-fn tool(c: &mut ClientProc, class: &str, args: &[&str]) -> Output {
-    let mut all = vec!["tool", class];
-    all.extend_from_slice(args);
-    c.run(&all, COMMAND_TIMEOUT).ok()
-}
-
-/// Stdout lines that are not logging noise.
-fn text(out: &Output) -> String {
-    out.stdout.join("\n")
-}
 
 #[test]
 fn kafka_topics_create_list_describe_alter_delete() {
@@ -642,291 +627,4 @@ fn kafka_producer_and_consumer_perf_tests() {
         .position(|c| *c == "data.consumed.in.nMsg")
         .expect("column");
     assert_eq!(row[at], n.to_string(), "{}", out.report());
-}
-
-#[test]
-#[ignore = "needs DescribeLogDirs (api key 35): --generate reads every replica's log dir first"]
-fn kafka_reassign_partitions_generate() {
-    let Some(mut c) = tools("kafka-reassign-partitions --generate") else {
-        return;
-    };
-    let broker = Broker::start("tools-reassign-generate");
-    let b = broker.bootstrap();
-    let t = "reassign-topic";
-    broker.create_topic(t, 2, &[]);
-    let node = node_id(&broker).to_string();
-    let topics = broker.root().join("topics.json");
-    fs::write(
-        &topics,
-        format!(r#"{{"topics":[{{"topic":"{t}"}}],"version":1}}"#),
-    )
-    .expect("write topics.json");
-    let out = tool(
-        &mut c,
-        REASSIGN,
-        &[
-            "--bootstrap-server",
-            &b,
-            "--generate",
-            "--topics-to-move-json-file",
-            &topics.display().to_string(),
-            "--broker-list",
-            &node,
-        ],
-    );
-    // The proposal is the line after "Proposed partition reassignment configuration".
-    let at = out
-        .stdout
-        .iter()
-        .position(|l| l.contains("Proposed partition reassignment configuration"))
-        .unwrap_or_else(|| panic!("no proposal\n{}", out.report()));
-    let proposal = &out.stdout[at + 1];
-    for p in 0..2 {
-        let want = format!(r#""topic":"{t}","partition":{p},"replicas":[{node}]"#);
-        assert!(proposal.contains(&want), "no `{want}`\n{}", out.report());
-    }
-}
-
-/// A plan written by hand (as operators do), so `--execute` and `--verify` are checked
-/// whether or not `--generate` works. One node: every replica stays where it is.
-#[test]
-#[ignore = "needs DescribeLogDirs (api key 35): --execute prints the current assignment with log dirs first; --verify then needs the replication throttle configs (leader/follower.replication.throttled.rate, ...replicas) that it deletes"]
-fn kafka_reassign_partitions_execute_verify() {
-    let Some(mut c) = tools("kafka-reassign-partitions --execute/--verify") else {
-        return;
-    };
-    let broker = Broker::start("tools-reassign");
-    let b = broker.bootstrap();
-    let t = "reassign-topic";
-    broker.create_topic(t, 2, &[]);
-    let node = node_id(&broker);
-    let plan = broker.root().join("plan.json");
-    fs::write(
-        &plan,
-        format!(
-            r#"{{"version":1,"partitions":[{{"topic":"{t}","partition":0,"replicas":[{node}],"log_dirs":["any"]}},{{"topic":"{t}","partition":1,"replicas":[{node}],"log_dirs":["any"]}}]}}"#
-        ),
-    )
-    .expect("write plan.json");
-    let plan_arg = plan.display().to_string();
-    let out = tool(
-        &mut c,
-        REASSIGN,
-        &[
-            "--bootstrap-server",
-            &b,
-            "--execute",
-            "--reassignment-json-file",
-            &plan_arg,
-        ],
-    );
-    assert!(
-        text(&out).contains("Successfully started partition reassignment"),
-        "{}",
-        out.report()
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = tool(
-            &mut c,
-            REASSIGN,
-            &[
-                "--bootstrap-server",
-                &b,
-                "--verify",
-                "--reassignment-json-file",
-                &plan_arg,
-            ],
-        );
-        let s = text(&out);
-        if (0..2).all(|p| s.contains(&format!("Reassignment of partition {t}-{p} is completed"))) {
-            assert!(
-                s.contains("Clearing broker-level throttles"),
-                "{}",
-                out.report()
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "reassignment not completed\n{}",
-            out.report()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-#[test]
-#[ignore = "needs DescribeLogDirs (api key 35): not advertised in ApiVersions, the client fails with UnsupportedVersionException"]
-fn kafka_log_dirs_describe() {
-    let Some(mut c) = tools("kafka-log-dirs") else {
-        return;
-    };
-    let broker = Broker::start("tools-log-dirs");
-    let b = broker.bootstrap();
-    let t = "log-dirs-topic";
-    broker.create_topic(t, 2, &[]);
-    produce_spread(&broker, t, 2, "r", 10);
-    let out = tool(
-        &mut c,
-        LOG_DIRS,
-        &["--bootstrap-server", &b, "--describe", "--topic-list", t],
-    );
-    let s = text(&out);
-    for p in 0..2 {
-        assert!(
-            s.contains(&format!("\"partition\":\"{t}-{p}\"")),
-            "{}",
-            out.report()
-        );
-    }
-}
-
-#[test]
-#[ignore = "needs ElectLeaders (api key 43): not advertised, the client fails with UnsupportedVersionException (Kafka answers ELECTION_NOT_NEEDED here)"]
-fn kafka_leader_election_preferred() {
-    let Some(mut c) = tools("kafka-leader-election") else {
-        return;
-    };
-    let broker = Broker::start("tools-election");
-    let b = broker.bootstrap();
-    let t = "election-topic";
-    broker.create_topic(t, 1, &[]);
-    let out = tool(
-        &mut c,
-        LEADER_ELECTION,
-        &[
-            "--bootstrap-server",
-            &b,
-            "--election-type",
-            "preferred",
-            "--topic",
-            t,
-            "--partition",
-            "0",
-        ],
-    );
-    // One node: the preferred leader already leads.
-    assert!(
-        text(&out).contains(&format!(
-            "Valid replica already elected for partitions {t}-0"
-        )),
-        "{}",
-        out.report()
-    );
-}
-
-/// kafka-reassign-partitions on a cluster (3 voters and a learner, replication factor 2):
-/// `--generate` proposes a plan over all four brokers, a plan written by hand moves both
-/// partitions onto new replica sets, `--execute` starts it, `--verify` sees it complete and
-/// clears the throttles, and the records are still there at their offsets.
-#[test]
-#[ignore = "needs DescribeLogDirs (api key 35): --generate and --execute read every replica's log dir first; --verify then needs the replication throttle configs it deletes"]
-fn kafka_reassign_partitions_on_a_cluster() {
-    let Some(mut c) = tools("kafka-reassign-partitions on a cluster") else {
-        return;
-    };
-    const HOSTS: [&str; 3] = ["127.0.0.71", "127.0.0.72", "127.0.0.73"];
-    const CONFIG: &str = "metrics_listen = \"\"\nauto_create_topics = false\nbroker_heartbeat_interval_ms = 200\nbroker_session_timeout_ms = 2000\nreplica_lag_time_max_ms = 4000\n";
-    let t = "tools-moving";
-    let brokers = common::cluster::four_brokers_with_topic(
-        "tools-reassign-cluster",
-        &HOSTS,
-        "127.0.0.74",
-        CONFIG,
-        t,
-        2,
-    );
-    common::cluster::produce_each_partition(&brokers[0], t, 2, "r", 100);
-    let b = brokers[0].bootstrap();
-    let root = brokers[0].root();
-
-    let topics = root.join("topics.json");
-    fs::write(
-        &topics,
-        format!(r#"{{"topics":[{{"topic":"{t}"}}],"version":1}}"#),
-    )
-    .expect("write topics.json");
-    let out = tool(
-        &mut c,
-        REASSIGN,
-        &[
-            "--bootstrap-server",
-            &b,
-            "--generate",
-            "--topics-to-move-json-file",
-            &topics.display().to_string(),
-            "--broker-list",
-            "1,2,3,4",
-        ],
-    );
-    assert!(
-        text(&out).contains("Proposed partition reassignment configuration"),
-        "{}",
-        out.report()
-    );
-
-    // Partition 0 onto {3, 4}, partition 1 onto {4, 1}: every partition gets broker 4.
-    let plan = root.join("plan.json");
-    fs::write(
-        &plan,
-        format!(
-            r#"{{"version":1,"partitions":[{{"topic":"{t}","partition":0,"replicas":[3,4],"log_dirs":["any","any"]}},{{"topic":"{t}","partition":1,"replicas":[4,1],"log_dirs":["any","any"]}}]}}"#
-        ),
-    )
-    .expect("write plan.json");
-    let plan_arg = plan.display().to_string();
-    let out = tool(
-        &mut c,
-        REASSIGN,
-        &[
-            "--bootstrap-server",
-            &b,
-            "--execute",
-            "--reassignment-json-file",
-            &plan_arg,
-        ],
-    );
-    assert!(
-        text(&out).contains("Successfully started partition reassignment"),
-        "{}",
-        out.report()
-    );
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let out = tool(
-            &mut c,
-            REASSIGN,
-            &[
-                "--bootstrap-server",
-                &b,
-                "--verify",
-                "--reassignment-json-file",
-                &plan_arg,
-            ],
-        );
-        let s = text(&out);
-        if (0..2).all(|p| s.contains(&format!("Reassignment of partition {t}-{p} is completed"))) {
-            assert!(
-                s.contains("Clearing broker-level throttles"),
-                "{}",
-                out.report()
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "reassignment not completed\n{}",
-            out.report()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    for (p, want) in [(0, vec![3, 4]), (1, vec![4, 1])] {
-        let md = common::cluster::topic_metadata(&brokers[0], t);
-        let got: Vec<i32> = md.partitions[p].replica_nodes.iter().map(|b| b.0).collect();
-        assert_eq!(got, want, "replicas of {t}/{p} after the move");
-    }
-    let recs = read_all(&brokers[0], t, &[0, 1], 200);
-    assert_eq!(recs[&(0, 99)].value.as_deref(), Some(&b"r-0-99"[..]));
-    assert_eq!(recs[&(1, 0)].value.as_deref(), Some(&b"r-1-0"[..]));
 }

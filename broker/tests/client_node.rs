@@ -79,7 +79,6 @@ fn node_admin_groups() {
 }
 
 #[test]
-#[ignore = "needs DescribeAcls (api key 29): not advertised; Kafka without an authorizer answers SECURITY_DISABLED, which KafkaJS reports KafkaJSServerDoesNotSupportApiKey today"]
 fn node_admin_describe_acls() {
     let Some(mut c) = node("KafkaJS describeAcls") else {
         return;

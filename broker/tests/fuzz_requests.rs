@@ -1,5 +1,6 @@
 //! Seeded fuzzing of the real broker over real sockets: valid requests of every kind the
-//! broker serves, mutated (bit flips, overwritten runs, truncations, bad length prefixes,
+//! broker serves (the admin apis and a compressed batch for a recompressing topic
+//! included), mutated (bit flips, overwritten runs, truncations, bad length prefixes,
 //! pure garbage), are sent on raw connections. Whatever each gets back (an answer, or the
 //! connection closed), the broker must stay up and keep answering well-formed requests on
 //! fresh connections, and a real client must still produce and consume at the end.
@@ -125,6 +126,44 @@ fn seeds() -> Vec<Vec<u8>> {
                     .with_partition_index(0)
                     .with_offset(0),
             ])]);
+    let recompressing = IncrementalAlterConfigsRequest::default()
+        .with_resources(vec![
+            incremental_alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("fuzz"))
+                .with_configs(vec![
+                    incremental_alter_configs_request::AlterableConfig::default()
+                        .with_name(s("compression.type"))
+                        .with_config_operation(0)
+                        .with_value(Some(s("lz4"))),
+                ]),
+        ])
+        .into();
+    let gzip_records = encode_record_batch(
+        &(0..20)
+            .map(|i| ProduceRecord {
+                key: Some(Bytes::from(format!("k{i}"))),
+                value: Some(Bytes::from(vec![b'z'; 300])),
+                headers: Vec::new(),
+                timestamp_ms: 1_700_000_000_000 + i,
+            })
+            .collect::<Vec<_>>(),
+        &BatchOptions {
+            compression: rill_net::kafka_protocol::records::Compression::Gzip,
+            ..BatchOptions::default()
+        },
+    )
+    .expect("encode a gzip record batch");
+    let gzip_produce = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![produce_request::TopicProduceData::default()
+            .with_name(topic_name("fuzz"))
+            .with_partition_data(vec![
+                produce_request::PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(gzip_records)),
+            ])]);
     vec![
         frame(ApiVersionsRequest::default().into(), 3, 1),
         frame(metadata.into(), 12, 2),
@@ -197,6 +236,113 @@ fn seeds() -> Vec<Vec<u8>> {
             9,
             15,
         ),
+        // The admin apis Kafka's tools use.
+        frame(
+            DescribeLogDirsRequest::default()
+                .with_topics(Some(vec![
+                    describe_log_dirs_request::DescribableLogDirTopic::default()
+                        .with_topic(TopicName(s("fuzz")))
+                        .with_partitions(vec![0, 1]),
+                ]))
+                .into(),
+            4,
+            16,
+        ),
+        frame(
+            ElectLeadersRequest::default()
+                .with_election_type(1)
+                .with_timeout_ms(1000)
+                .with_topic_partitions(Some(vec![elect_leaders_request::TopicPartitions::default(
+                )
+                .with_topic(TopicName(s("fuzz")))
+                .with_partitions(vec![0])]))
+                .into(),
+            2,
+            17,
+        ),
+        frame(
+            DescribeProducersRequest::default()
+                .with_topics(vec![describe_producers_request::TopicRequest::default()
+                    .with_name(TopicName(s("fuzz")))
+                    .with_partition_indexes(vec![0])])
+                .into(),
+            0,
+            18,
+        ),
+        frame(
+            ListTransactionsRequest::default()
+                .with_state_filters(vec![s("Ongoing")])
+                .with_producer_id_filters(vec![ProducerId(1)])
+                .with_duration_filter(1000)
+                .with_transactional_id_pattern(Some(s("tx-.*")))
+                .into(),
+            2,
+            19,
+        ),
+        frame(
+            DescribeTransactionsRequest::default()
+                .with_transactional_ids(vec![TransactionalId(s("tx-1"))])
+                .into(),
+            0,
+            20,
+        ),
+        frame(
+            DescribeAclsRequest::default()
+                .with_resource_type_filter(2)
+                .with_resource_name_filter(Some(s("fuzz")))
+                .with_pattern_type_filter(3)
+                .with_operation(2)
+                .with_permission_type(3)
+                .into(),
+            3,
+            21,
+        ),
+        frame(
+            CreateAclsRequest::default()
+                .with_creations(vec![create_acls_request::AclCreation::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("fuzz"))
+                    .with_resource_pattern_type(3)
+                    .with_principal(s("User:fuzz"))
+                    .with_host(s("*"))
+                    .with_operation(2)
+                    .with_permission_type(3)])
+                .into(),
+            3,
+            22,
+        ),
+        frame(
+            DeleteAclsRequest::default()
+                .with_filters(vec![delete_acls_request::DeleteAclsFilter::default()
+                    .with_resource_type_filter(2)
+                    .with_pattern_type_filter(3)
+                    .with_operation(2)
+                    .with_permission_type(3)])
+                .into(),
+            3,
+            23,
+        ),
+        frame(
+            DescribeTopicPartitionsRequest::default()
+                .with_topics(vec![
+                    describe_topic_partitions_request::TopicRequest::default()
+                        .with_name(TopicName(s("fuzz"))),
+                ])
+                .with_response_partition_limit(1)
+                .with_cursor(Some(
+                    describe_topic_partitions_request::Cursor::default()
+                        .with_topic_name(TopicName(s("fuzz")))
+                        .with_partition_index(0),
+                ))
+                .into(),
+            0,
+            24,
+        ),
+        frame(ApiVersionsRequest::default().into(), 4, 25),
+        // A compressed batch to a topic that recompresses: mutations reach the bounded
+        // decompression on the connection's shard.
+        frame(recompressing, 1, 26),
+        frame(gzip_produce.into(), 9, 27),
     ]
 }
 

@@ -72,8 +72,10 @@ fn offset_for_time(broker: &Broker, partition: i32, timestamp: i64) -> Offset {
 fn offsets_by_time_earliest_latest_and_after_delete_records() {
     let mut broker = Broker::start("list-offsets");
     broker.create_topic(TOPIC, 2, &[]);
-    // Recent, so no retention pass may delete them (retention.ms defaults to 7 days).
-    let base_ts = common::now_ms() - 3_600_000;
+    // Recent, so no retention pass may delete them (retention.ms defaults to 7 days), and
+    // the newest (MAX_TS_AFTER_BASE later) still in the past: Kafka 4's default
+    // message.timestamp.after.max.ms refuses records more than an hour ahead.
+    let base_ts = common::now_ms() - 4 * 3_600_000;
     let max_ts = base_ts + MAX_TS_AFTER_BASE;
     let producer = broker.producer("all", &[]);
     for p in 0..2 {

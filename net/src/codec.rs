@@ -57,8 +57,9 @@ pub const SUPPORTED_VERSIONS: &[ApiVersionRange] = &[
     (ApiKey::DescribeGroups, 0, 5),
     // v5 filters by and reports the group type (classic or KIP-848 consumer).
     (ApiKey::ListGroups, 0, 5),
-    // v4 only changes feature-range rules Rill does not use; librdkafka asks for v3.
-    (ApiKey::ApiVersions, 0, 3),
+    // v4 lets the response list features whose lowest version is 0 (KAFKA-17011), which
+    // group.version is; librdkafka asks for v3 and gets the features without those.
+    (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DeleteRecords, 0, 2),
@@ -81,6 +82,21 @@ pub const SUPPORTED_VERSIONS: &[ApiVersionRange] = &[
     // the subscription regex, librdkafka 2.12 asks for exactly v1.
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
+    // Served as Kafka without an authorizer serves them: SECURITY_DISABLED.
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
+    // v4 adds the file system's total and usable bytes; v5 (Kafka 4.x) only adds a flag
+    // kafka-protocol 0.18 does not have.
+    (ApiKey::DescribeLogDirs, 1, 4),
+    // v1 adds the election type (preferred or unclean), v2 top-level errors.
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::DescribeProducers, 0, 0),
+    // Rill has no transactions yet: the list is empty and every id is unknown.
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 2),
+    // KIP-966: the Java admin's describeTopics (kafka-topics --describe) uses it when offered.
+    (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 /// The version range `table` accepts for `api_key`.
@@ -149,6 +165,14 @@ macro_rules! apis {
                 match self {
                     $( Request::$variant(_) => stringify!($variant), )*
                 }
+            }
+        }
+
+        /// The name of an api this enum covers, for errors and logs.
+        fn api_name(api_key: ApiKey) -> &'static str {
+            match api_key {
+                $( ApiKey::$variant => stringify!($variant), )*
+                _ => "response",
             }
         }
 
@@ -243,6 +267,15 @@ apis! {
     UnregisterBroker(UnregisterBrokerRequest, UnregisterBrokerResponse),
     ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse),
     ConsumerGroupDescribe(ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse),
+    DescribeAcls(DescribeAclsRequest, DescribeAclsResponse),
+    CreateAcls(CreateAclsRequest, CreateAclsResponse),
+    DeleteAcls(DeleteAclsRequest, DeleteAclsResponse),
+    DescribeLogDirs(DescribeLogDirsRequest, DescribeLogDirsResponse),
+    ElectLeaders(ElectLeadersRequest, ElectLeadersResponse),
+    DescribeProducers(DescribeProducersRequest, DescribeProducersResponse),
+    DescribeTransactions(DescribeTransactionsRequest, DescribeTransactionsResponse),
+    ListTransactions(ListTransactionsRequest, ListTransactionsResponse),
+    DescribeTopicPartitions(DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse),
 }
 
 /// Decodes a request frame against [`SUPPORTED_VERSIONS`].
@@ -435,51 +468,6 @@ impl RecordSplices {
         self.entries.push((stand_in.clone(), chunks));
         stand_in
     }
-}
-
-fn api_name(api_key: ApiKey) -> &'static str {
-    // Debug of ApiKey is the variant name; leak-free via a match on the known set.
-    macro_rules! names {
-        ($($v:ident),*) => {
-            match api_key {
-                $( ApiKey::$v => stringify!($v), )*
-                _ => "response",
-            }
-        };
-    }
-    names!(
-        Produce,
-        Fetch,
-        ListOffsets,
-        OffsetForLeaderEpoch,
-        Metadata,
-        OffsetCommit,
-        OffsetFetch,
-        FindCoordinator,
-        JoinGroup,
-        Heartbeat,
-        LeaveGroup,
-        SyncGroup,
-        DescribeGroups,
-        ListGroups,
-        ApiVersions,
-        CreateTopics,
-        DeleteTopics,
-        DeleteRecords,
-        InitProducerId,
-        DescribeConfigs,
-        AlterConfigs,
-        CreatePartitions,
-        DeleteGroups,
-        IncrementalAlterConfigs,
-        OffsetDelete,
-        AlterPartitionReassignments,
-        ListPartitionReassignments,
-        DescribeCluster,
-        UnregisterBroker,
-        ConsumerGroupHeartbeat,
-        ConsumerGroupDescribe
-    )
 }
 
 /// Encodes a Fetch response with its record data spliced in without copying: the

@@ -108,8 +108,12 @@ error_codes! {
     DuplicateSequenceNumber = 46, "DUPLICATE_SEQUENCE_NUMBER", false;
     InvalidProducerEpoch = 47, "INVALID_PRODUCER_EPOCH", false;
     InvalidTxnState = 48, "INVALID_TXN_STATE", false;
+    /// The broker has no authorizer: ACLs cannot be listed, created or deleted.
+    SecurityDisabled = 54, "SECURITY_DISABLED", false;
     OperationNotAttempted = 55, "OPERATION_NOT_ATTEMPTED", false;
     KafkaStorageError = 56, "KAFKA_STORAGE_ERROR", true;
+    /// A log directory was asked for that the broker does not have.
+    LogDirNotFound = 57, "LOG_DIR_NOT_FOUND", false;
     UnknownProducerId = 59, "UNKNOWN_PRODUCER_ID", false;
     /// A partition reassignment is already running for this partition.
     ReassignmentInProgress = 60, "REASSIGNMENT_IN_PROGRESS", false;
@@ -123,8 +127,15 @@ error_codes! {
     UnsupportedCompressionType = 76, "UNSUPPORTED_COMPRESSION_TYPE", false;
     OffsetNotAvailable = 78, "OFFSET_NOT_AVAILABLE", true;
     MemberIdRequired = 79, "MEMBER_ID_REQUIRED", false;
+    /// ElectLeaders: the preferred replica is not in the ISR or cannot lead.
+    PreferredLeaderNotAvailable = 80, "PREFERRED_LEADER_NOT_AVAILABLE", true;
     GroupMaxSizeReached = 81, "GROUP_MAX_SIZE_REACHED", false;
     FencedInstanceId = 82, "FENCED_INSTANCE_ID", false;
+    /// ElectLeaders: no replica may lead (none alive, or unclean elections are off and no
+    /// in-sync replica is alive).
+    EligibleLeadersNotAvailable = 83, "ELIGIBLE_LEADERS_NOT_AVAILABLE", true;
+    /// ElectLeaders: the preferred (or, for unclean, a live) replica already leads.
+    ElectionNotNeeded = 84, "ELECTION_NOT_NEEDED", true;
     /// Cancelling a partition reassignment that is not running.
     NoReassignmentInProgress = 85, "NO_REASSIGNMENT_IN_PROGRESS", false;
     GroupSubscribedToTopic = 86, "GROUP_SUBSCRIBED_TO_TOPIC", false;
@@ -138,12 +149,16 @@ error_codes! {
     BrokerIdNotRegistered = 102, "BROKER_ID_NOT_REGISTERED", false;
     InconsistentTopicId = 103, "INCONSISTENT_TOPIC_ID", true;
     InconsistentClusterId = 104, "INCONSISTENT_CLUSTER_ID", false;
+    /// DescribeTransactions: no transaction has this id.
+    TransactionalIdNotFound = 105, "TRANSACTIONAL_ID_NOT_FOUND", false;
     FetchSessionTopicIdError = 106, "FETCH_SESSION_TOPIC_ID_ERROR", true;
     FencedMemberEpoch = 110, "FENCED_MEMBER_EPOCH", false;
     UnreleasedInstanceId = 111, "UNRELEASED_INSTANCE_ID", false;
     UnsupportedAssignor = 112, "UNSUPPORTED_ASSIGNOR", false;
     StaleMemberEpoch = 113, "STALE_MEMBER_EPOCH", false;
     TransactionAbortable = 120, "TRANSACTION_ABORTABLE", false;
+    /// A regular expression in a request does not compile (ListTransactions' id pattern).
+    InvalidRegularExpression = 128, "INVALID_REGULAR_EXPRESSION", false;
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -13,6 +13,7 @@
 //! The walk never allocates and never panics on any input; it is pure and stateless.
 
 mod schema;
+mod schema_admin;
 
 /// Upper end of an open version range ("3+").
 const MAX: i16 = i16::MAX;
@@ -32,6 +33,9 @@ pub(crate) enum Ty {
     Struct(&'static [Field]),
     /// An array: i32 count (compact: unsigned varint count + 1) then the elements.
     Array(&'static Ty),
+    /// A nullable struct: an int8 marker (1: present, anything else: null), then the
+    /// struct's fields when present.
+    NullableStruct(&'static [Field]),
 }
 
 /// One field of a struct or message.
@@ -104,7 +108,7 @@ pub(crate) fn check_request_body(
     version: i16,
     body: &[u8],
 ) -> Result<usize, PrecheckError> {
-    let message = schema::message(api_key).ok_or(PrecheckError::NoLayout)?;
+    let message = layout(api_key).ok_or(PrecheckError::NoLayout)?;
     if version < 0 || version > message.version_max {
         return Err(PrecheckError::NoLayout);
     }
@@ -119,10 +123,15 @@ pub(crate) fn check_request_body(
     Ok(walk.pos)
 }
 
+/// The layout of `api_key`'s request, if Rill decodes it.
+fn layout(api_key: i16) -> Option<&'static Message> {
+    schema::message(api_key).or_else(|| schema_admin::message(api_key))
+}
+
 /// The highest version whose layout [`check_request_body`] knows, per api key.
 #[cfg(test)]
 pub(crate) fn layout_version_max(api_key: i16) -> Option<i16> {
-    schema::message(api_key).map(|m| m.version_max)
+    layout(api_key).map(|m| m.version_max)
 }
 
 struct Walk<'a> {
@@ -257,6 +266,13 @@ impl Walk<'_> {
                 None => Ok(()),
             },
             Ty::Struct(fields) => self.fields(fields),
+            Ty::NullableStruct(fields) => {
+                let [marker] = self.read_array::<1>("nullable struct marker")?;
+                if marker == 1 {
+                    self.fields(fields)?;
+                }
+                Ok(())
+            }
             Ty::Array(element) => {
                 let Some(count) = self.length(false, "array")? else {
                     return Ok(());
@@ -294,6 +310,7 @@ impl Walk<'_> {
                     .sum();
                 inline + usize::from(self.flexible)
             }
+            Ty::NullableStruct(_) => 1,
         }
     }
 }
@@ -438,6 +455,14 @@ mod tests {
                     }
                 }
                 Ty::Struct(fields) => self.fields(fields),
+                Ty::NullableStruct(fields) => {
+                    if self.rng.below(3) == 0 {
+                        self.out.push(0xff);
+                    } else {
+                        self.out.push(1);
+                        self.fields(fields);
+                    }
+                }
                 Ty::Array(element) => {
                     let n = self.rng.below(3) as usize;
                     self.length(n, false);
@@ -457,7 +482,7 @@ mod tests {
         use kafka_protocol::messages::ApiKey;
         let mut rng = Rng(0x5eed_1234_abcd_0001);
         for &(key, min, max) in crate::codec::SUPPORTED_VERSIONS {
-            let message = schema::message(key as i16).unwrap();
+            let message = layout(key as i16).unwrap();
             for version in min..=max {
                 for case in 0..150 {
                     let mut gen = Gen {
@@ -495,10 +520,10 @@ mod tests {
     #[test]
     fn every_table_entry_is_reachable() {
         for key in [
-            0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21, 22, 32, 33, 37, 42, 44,
-            47, 60,
+            0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21, 22, 29, 30, 31, 32, 33,
+            35, 37, 42, 43, 44, 45, 46, 47, 60, 61, 64, 65, 66, 68, 69, 75,
         ] {
-            let message = schema::message(key).unwrap();
+            let message = layout(key).unwrap();
             assert_eq!(message.api_key, key);
         }
     }

@@ -232,15 +232,30 @@ fn negotiate_pipeline_produce_and_fetch_over_tcp() {
 
 #[test]
 fn unsupported_api_versions_version_gets_a_v0_answer() {
+    use std::io::{Read, Write};
     let addr = start_broker();
-    let stream = TcpStream::connect(addr).unwrap();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    // A future client asking for ApiVersions v5 (newer than kafka-protocol and Rill): request
+    // header v2 (key, version, correlation id, null client id, no tags), then a v3+ body
+    // (two empty compact strings, no tags).
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&18i16.to_be_bytes());
+    payload.extend_from_slice(&5i16.to_be_bytes());
+    payload.extend_from_slice(&7i32.to_be_bytes());
+    payload.extend_from_slice(&(-1i16).to_be_bytes());
+    payload.extend_from_slice(&[0, 1, 1, 0]);
+    stream
+        .write_all(&(payload.len() as i32).to_be_bytes())
+        .unwrap();
+    stream.write_all(&payload).unwrap();
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix).unwrap();
+    let mut frame = vec![0u8; i32::from_be_bytes(prefix) as usize];
+    stream.read_exact(&mut frame).unwrap();
+    assert_eq!(&frame[..4], &7i32.to_be_bytes(), "correlation id kept");
     let mut conn = Connection::new(AssertAsync::new(stream));
     block_on(async {
-        // A future client asking for ApiVersions v4 (kafka-protocol knows it; Rill serves 3).
-        conn.send_only(4, &ApiVersionsRequest::default())
-            .await
-            .unwrap();
-        let (_, mut body) = conn.recv_raw().await.unwrap();
+        let mut body = Bytes::from(frame[4..].to_vec());
         use kafka_protocol::protocol::Decodable;
         let answer = ApiVersionsResponse::decode(&mut body, 0).unwrap();
         assert!(body.is_empty(), "v0 body fully consumed");
@@ -252,10 +267,10 @@ fn unsupported_api_versions_version_gets_a_v0_answer() {
                 answer.api_keys[0].min_version,
                 answer.api_keys[0].max_version
             ),
-            (0, 3)
+            (0, 4)
         );
         // The connection stays usable.
         let versions = conn.api_versions().await.unwrap();
-        assert_eq!(versions.version(ApiKey::ApiVersions), Some(3));
+        assert_eq!(versions.version(ApiKey::ApiVersions), Some(4));
     });
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub mod topic;
+mod topic_keys;
 
 use self::topic as topic_config;
 
@@ -54,6 +55,10 @@ pub struct BrokerConfig {
     /// reports what is in its files (survives kill -9 of every broker at once and the loss
     /// of a minority of machines, as Kafka).
     pub replica_fsync: bool,
+    /// Cluster mode: the controller moves leadership back to a partition's preferred
+    /// replica once it is in sync again (Kafka's `auto.leader.rebalance.enable`); off, it
+    /// moves only on ElectLeaders (`kafka-leader-election`).
+    pub auto_leader_rebalance: bool,
     /// Create a topic when a client asks Metadata for one that does not exist (Kafka's
     /// `auto.create.topics.enable`).
     pub auto_create_topics: bool,
@@ -165,6 +170,7 @@ impl Default for BrokerConfig {
             broker_session_timeout_ms: 9_000,
             replica_lag_time_max_ms: 30_000,
             replica_fsync: false,
+            auto_leader_rebalance: true,
             consumer_group_session_timeout_ms: 45_000,
             consumer_group_heartbeat_interval_ms: 5_000,
             consumer_group_assignor: "uniform".to_string(),

@@ -1,36 +1,55 @@
-//! Topic configs: the Kafka keys Rill honours, their types, defaults and checks, and how
-//! they turn into a partition log's [`LogConfig`]. One table ([`TOPIC_CONFIGS`]) drives
-//! validation (CreateTopics, AlterConfigs, `rill.toml`), DescribeConfigs and the log config,
-//! so the three cannot drift apart. Pure data; any shard may use it.
+//! Topic configs: the Kafka keys, their types, defaults and checks, and how they turn into
+//! a partition log's [`LogConfig`] and the produce path's [`TopicSettings`]. One table
+//! ([`TOPIC_CONFIGS`], in `topic_keys.rs`) drives validation (CreateTopics, AlterConfigs,
+//! `rill.toml`), DescribeConfigs and the settings, so they cannot drift apart. Pure data;
+//! any shard may use it.
 
 use std::collections::BTreeMap;
 
+use rill_net::kafka_protocol::records::Compression;
 use rill_storage::{FlushPolicy, LogConfig};
 
 use crate::config::StorageSettings;
 
+pub use super::topic_keys::{BROKER_ONLY_CONFIGS, TOPIC_CONFIGS};
+
 /// How a value is parsed, and what DescribeConfigs v3+ calls the type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Kind {
     /// A 64-bit integer at least `min`.
     Long { min: i64 },
-    /// A 32-bit integer at least `min`.
-    Int { min: i64 },
+    /// A 32-bit integer in `[min, max]`.
+    Int { min: i64, max: i64 },
+    /// A 32-bit integer in `[min, max]`, or -1 (the codec's own default).
+    IntOrMinusOne { min: i64, max: i64 },
+    /// `true` or `false`, any case (as Kafka parses booleans).
+    Bool,
+    /// A number in `[min, max]`.
+    Double { min: f64, max: f64 },
     /// One of the listed words (Kafka's case).
     Choice(&'static [&'static str]),
     /// A comma-separated list whose items are each one of the listed words.
     List(&'static [&'static str]),
+    /// Throttled replicas: empty, `*`, or `partition:broker,...`.
+    ThrottledReplicas,
 }
 
 impl Kind {
     /// The DescribeConfigs `config_type` code.
     pub fn describe_type(self) -> i8 {
         match self {
-            Kind::Long { .. } => 5,
-            Kind::Int { .. } => 3,
+            Kind::Bool => 1,
             Kind::Choice(_) => 2,
-            Kind::List(_) => 7,
+            Kind::Int { .. } | Kind::IntOrMinusOne { .. } => 3,
+            Kind::Long { .. } => 5,
+            Kind::Double { .. } => 6,
+            Kind::List(_) | Kind::ThrottledReplicas => 7,
         }
+    }
+
+    /// Whether APPEND and SUBTRACT apply (comma-separated lists).
+    pub fn is_list(self) -> bool {
+        matches!(self, Kind::List(_) | Kind::ThrottledReplicas)
     }
 }
 
@@ -47,88 +66,6 @@ pub struct ConfigKey {
     pub doc: &'static str,
 }
 
-/// Every topic config Rill accepts. Anything else is INVALID_CONFIG: accepting a key and then
-/// ignoring it would tell the operator something false.
-pub const TOPIC_CONFIGS: &[ConfigKey] = &[
-    ConfigKey {
-        name: "cleanup.policy",
-        broker_name: "log.cleanup.policy",
-        kind: Kind::List(&["delete"]),
-        default: "delete",
-        doc: "What happens to old segments: `delete` drops them by retention.ms / retention.bytes (`compact` is not implemented yet).",
-    },
-    ConfigKey {
-        name: "compression.type",
-        broker_name: "compression.type",
-        kind: Kind::Choice(&["producer"]),
-        default: "producer",
-        doc: "Batches are stored compressed exactly as the producer sent them (`producer`); recompression is not offered.",
-    },
-    ConfigKey {
-        name: "flush.messages",
-        broker_name: "log.flush.interval.messages",
-        kind: Kind::Long { min: 1 },
-        default: "9223372036854775807",
-        doc: "fdatasync after this many records (1: every append is durable before it is acknowledged).",
-    },
-    ConfigKey {
-        name: "flush.ms",
-        broker_name: "log.flush.interval.ms",
-        kind: Kind::Long { min: 0 },
-        default: "9223372036854775807",
-        doc: "fdatasync at most this long after the first unsynced append.",
-    },
-    ConfigKey {
-        name: "max.message.bytes",
-        broker_name: "message.max.bytes",
-        kind: Kind::Int { min: 61 },
-        default: "1048588",
-        doc: "Largest record batch accepted, after compression.",
-    },
-    ConfigKey {
-        name: "message.timestamp.type",
-        broker_name: "log.message.timestamp.type",
-        kind: Kind::Choice(&["CreateTime", "LogAppendTime"]),
-        default: "CreateTime",
-        doc: "Keep the producer's timestamps (CreateTime) or stamp the broker's clock on append (LogAppendTime).",
-    },
-    ConfigKey {
-        name: "min.insync.replicas",
-        broker_name: "min.insync.replicas",
-        kind: Kind::Int { min: 1 },
-        default: "1",
-        doc: "Replicas that must hold a batch before acks=all answers; more than the in-sync replicas gives NOT_ENOUGH_REPLICAS.",
-    },
-    ConfigKey {
-        name: "retention.bytes",
-        broker_name: "log.retention.bytes",
-        kind: Kind::Long { min: -1 },
-        default: "-1",
-        doc: "Delete the oldest segments while a partition is larger than this (-1: no limit).",
-    },
-    ConfigKey {
-        name: "retention.ms",
-        broker_name: "log.retention.ms",
-        kind: Kind::Long { min: -1 },
-        default: "604800000",
-        doc: "Delete segments whose newest record is older than this (-1: keep forever).",
-    },
-    ConfigKey {
-        name: "segment.bytes",
-        broker_name: "log.segment.bytes",
-        kind: Kind::Int { min: 4096 },
-        default: "1073741824",
-        doc: "Roll to a new segment file at this size.",
-    },
-    ConfigKey {
-        name: "segment.ms",
-        broker_name: "log.roll.ms",
-        kind: Kind::Long { min: 1 },
-        default: "604800000",
-        doc: "Roll to a new segment file at this age, so retention can drop old data.",
-    },
-];
-
 /// The table entry for `name`.
 pub fn key(name: &str) -> Option<&'static ConfigKey> {
     TOPIC_CONFIGS.iter().find(|k| k.name == name)
@@ -137,6 +74,11 @@ pub fn key(name: &str) -> Option<&'static ConfigKey> {
 /// The table entry whose broker-level name is `name` (e.g. `log.retention.ms`).
 pub fn key_by_broker_name(name: &str) -> Option<&'static ConfigKey> {
     TOPIC_CONFIGS.iter().find(|k| k.broker_name == name)
+}
+
+/// The broker-only config (not a topic default) named `name`.
+pub fn broker_only_key(name: &str) -> Option<&'static ConfigKey> {
+    BROKER_ONLY_CONFIGS.iter().find(|k| k.name == name)
 }
 
 /// Broker-wide defaults for topic configs, by topic config name: from `rill.toml`
@@ -148,11 +90,11 @@ pub struct BrokerDefaults {
     pub dynamic: BTreeMap<String, String>,
 }
 
-/// Checks one `name=value`; the error says what is wrong in words a user can act on.
+/// Checks one topic `name=value`; the error says what is wrong in words a user can act on.
 pub fn validate_entry(name: &str, value: &str) -> Result<(), String> {
     let Some(k) = key(name) else {
         return Err(format!(
-            "unknown topic config `{name}`; Rill accepts: {}",
+            "unknown topic config `{name}`; Kafka's topic configs are: {}",
             TOPIC_CONFIGS
                 .iter()
                 .map(|k| k.name)
@@ -160,19 +102,58 @@ pub fn validate_entry(name: &str, value: &str) -> Result<(), String> {
                 .join(", ")
         ));
     };
+    validate_value(k, value)
+}
+
+/// Checks a value against its key's type and range.
+pub fn validate_value(k: &ConfigKey, value: &str) -> Result<(), String> {
+    let name = k.name;
+    let integer = || -> Result<i64, String> {
+        value
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name}: `{value}` is not an integer"))
+    };
+    let outside =
+        |v: &dyn std::fmt::Display, min: &dyn std::fmt::Display, max: &dyn std::fmt::Display| {
+            Err(format!("{name}: {v} is outside [{min}, {max}]"))
+        };
     match k.kind {
-        Kind::Long { min } | Kind::Int { min } => {
-            let v: i64 = value
+        Kind::Long { min } => {
+            let v = integer()?;
+            if v < min {
+                return outside(&v, &min, &i64::MAX);
+            }
+        }
+        Kind::Int { min, max } => {
+            let v = integer()?;
+            if v < min || v > max {
+                return outside(&v, &min, &max);
+            }
+        }
+        Kind::IntOrMinusOne { min, max } => {
+            let v = integer()?;
+            if v != -1 && (v < min || v > max) {
+                return Err(format!("{name}: {v} is neither -1 nor in [{min}, {max}]"));
+            }
+        }
+        Kind::Bool => {
+            let v = parse_bool(value)
+                .ok_or_else(|| format!("{name}: `{value}` is not true or false"))?;
+            if name == "remote.storage.enable" && v {
+                return Err(
+                    "remote.storage.enable=true needs tiered storage, which Rill does not have                      (as a Kafka broker without remote.log.storage.system.enable)"
+                        .into(),
+                );
+            }
+        }
+        Kind::Double { min, max } => {
+            let v: f64 = value
                 .trim()
                 .parse()
-                .map_err(|_| format!("{name}: `{value}` is not an integer"))?;
-            let max = if matches!(k.kind, Kind::Int { .. }) {
-                i32::MAX as i64
-            } else {
-                i64::MAX
-            };
-            if v < min || v > max {
-                return Err(format!("{name}: {v} is outside [{min}, {max}]"));
+                .map_err(|_| format!("{name}: `{value}` is not a number"))?;
+            if !(min..=max).contains(&v) {
+                return outside(&v, &min, &max);
             }
         }
         Kind::Choice(words) => {
@@ -186,8 +167,33 @@ pub fn validate_entry(name: &str, value: &str) -> Result<(), String> {
                 return Err(not_supported(name, value, words));
             }
         }
+        Kind::ThrottledReplicas => {
+            let v = value.trim();
+            let entry_ok = |e: &str| {
+                e.split_once(':').is_some_and(|(p, b)| {
+                    p.trim().parse::<u32>().is_ok() && b.trim().parse::<u32>().is_ok()
+                })
+            };
+            if !(v.is_empty() || v == "*" || v.split(',').all(entry_ok)) {
+                return Err(format!(
+                    "{name}: `{value}` is not `*` nor a list of partition:broker pairs (0:1,1:2)"
+                ));
+            }
+        }
     }
     Ok(())
+}
+
+/// A Kafka boolean: `true` or `false` in any case.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    let v = value.trim();
+    if v.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else if v.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 fn not_supported(name: &str, value: &str, words: &[&str]) -> String {
@@ -228,7 +234,9 @@ pub fn effective(
     if let Some(v) = defaults.file.get(name) {
         return (v.clone(), Source::BrokerFile);
     }
-    let default = key(name).map_or("", |k| k.default);
+    let default = key(name)
+        .or_else(|| broker_only_key(name))
+        .map_or("", |k| k.default);
     (default.to_string(), Source::Default)
 }
 
@@ -237,6 +245,16 @@ pub fn effective(
 pub enum TimestampType {
     CreateTime,
     LogAppendTime,
+}
+
+/// What the broker does to produced batches' compression (`compression.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recompress {
+    /// Keep the producer's (`producer`).
+    Keep,
+    /// Recompress every batch to this codec (none, gzip, snappy, lz4, zstd) at `level`
+    /// (the codec's `compression.*.level`; `None` for its default).
+    To(Compression, Option<i32>),
 }
 
 /// A topic's effective configs, parsed.
@@ -251,6 +269,17 @@ pub struct TopicSettings {
     pub flush_messages: i64,
     pub flush_ms: i64,
     pub min_insync_replicas: i64,
+    pub unclean_leader_election: bool,
+    pub recompress: Recompress,
+    /// Largest a batch may decompress to when it is recompressed.
+    pub decompressed_bytes_max: i64,
+    /// CreateTime topics: how far behind / ahead of the broker's clock a batch's
+    /// timestamps may be.
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
+    pub segment_jitter_ms: i64,
+    /// Set on the topic or as a broker default; else the storage setting's.
+    pub index_interval_bytes: Option<i64>,
 }
 
 impl TopicSettings {
@@ -284,19 +313,45 @@ impl TopicSettings {
             flush_messages: num("flush.messages")?,
             flush_ms: num("flush.ms")?,
             min_insync_replicas: num("min.insync.replicas")?,
+            unclean_leader_election: parse_bool(&get("unclean.leader.election.enable")?)
+                .unwrap_or(false),
+            recompress: recompress(&get("compression.type")?, &num)?,
+            decompressed_bytes_max: num("max.decompressed.message.bytes")?,
+            timestamp_before_max_ms: num("message.timestamp.before.max.ms")?,
+            timestamp_after_max_ms: num("message.timestamp.after.max.ms")?,
+            segment_jitter_ms: num("segment.jitter.ms")?,
+            index_interval_bytes: match effective(
+                "index.interval.bytes",
+                broker_defaults,
+                overrides,
+            ) {
+                (_, Source::Default) => None,
+                _ => Some(num("index.interval.bytes")?),
+            },
         })
     }
 
-    /// The partition log configuration these settings ask for.
+    /// The partition log configuration these settings ask for. With `segment.jitter.ms`
+    /// each call draws the partition's own jitter, so partitions roll at different times.
     pub fn log_config(&self, storage: &StorageSettings) -> LogConfig {
         let opt = |v: i64| (v >= 0).then_some(v as u64);
         let batch_bytes_max = self.max_message_bytes as usize;
+        // Kafka subtracts a random jitter below min(segment.jitter.ms, segment.ms).
+        let jitter_max = self.segment_jitter_ms.min(self.segment_ms).max(0) as u64;
+        let jitter = if jitter_max > 0 {
+            fastrand::u64(0..jitter_max)
+        } else {
+            0
+        };
         LogConfig {
             segment_bytes: self.segment_bytes as u64,
-            segment_ms: opt(self.segment_ms),
+            segment_ms: opt(self.segment_ms).map(|ms| ms.saturating_sub(jitter).max(1)),
             retention_ms: opt(self.retention_ms),
             retention_bytes: opt(self.retention_bytes),
-            index_interval_bytes: storage.index_interval_bytes,
+            // 0 asks for an entry per batch: the smallest interval does that.
+            index_interval_bytes: self
+                .index_interval_bytes
+                .map_or(storage.index_interval_bytes, |b| b.max(1) as u64),
             batch_bytes_max,
             write_buffer_bytes_max: storage.write_buffer_bytes_max.max(batch_bytes_max),
             write_chunk_bytes: storage.write_chunk_bytes,
@@ -314,6 +369,23 @@ impl TopicSettings {
             },
         }
     }
+}
+
+/// `compression.type` with its level as the settings keep it.
+fn recompress(kind: &str, num: &dyn Fn(&str) -> Result<i64, String>) -> Result<Recompress, String> {
+    let level = |name: &str| -> Result<Option<i32>, String> {
+        let v = num(name)?;
+        Ok((v != -1).then_some(v as i32))
+    };
+    Ok(match kind {
+        "producer" => Recompress::Keep,
+        "uncompressed" => Recompress::To(Compression::None, None),
+        "gzip" => Recompress::To(Compression::Gzip, level("compression.gzip.level")?),
+        "snappy" => Recompress::To(Compression::Snappy, None),
+        "lz4" => Recompress::To(Compression::Lz4, level("compression.lz4.level")?),
+        "zstd" => Recompress::To(Compression::Zstd, level("compression.zstd.level")?),
+        other => return Err(format!("compression.type: `{other}` is not a codec")),
+    })
 }
 
 #[cfg(test)]
@@ -387,5 +459,71 @@ mod tests {
         assert!(validate_entry("message.timestamp.type", "Wallclock").is_err());
         validate_entry("message.timestamp.type", "LogAppendTime").unwrap();
         validate_entry("cleanup.policy", "delete").unwrap();
+        // The keys of the other kinds, each with a good and a bad value.
+        for (name, good, bad) in [
+            ("unclean.leader.election.enable", "TRUE", "yes"),
+            ("compression.gzip.level", "-1", "0"),
+            ("compression.lz4.level", "17", "18"),
+            ("compression.zstd.level", "-5", "23"),
+            ("min.cleanable.dirty.ratio", "0.25", "1.5"),
+            ("leader.replication.throttled.replicas", "0:1,1:2", "0-1"),
+            ("follower.replication.throttled.replicas", "*", "a:b"),
+            ("compression.type", "zstd", "brotli"),
+            ("remote.storage.enable", "false", "true"),
+            ("local.retention.ms", "-2", "-3"),
+        ] {
+            validate_entry(name, good).unwrap_or_else(|e| panic!("{name}={good}: {e}"));
+            assert!(validate_entry(name, bad).is_err(), "{name}={bad} accepted");
+        }
+        validate_entry("leader.replication.throttled.replicas", "").unwrap();
+        assert!(validate_entry("leader.replication.throttled.rate", "1").is_err());
+        validate_value(
+            broker_only_key("leader.replication.throttled.rate").unwrap(),
+            "1",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn every_kafka_topic_config_resolves_and_is_documented() {
+        assert_eq!(
+            TOPIC_CONFIGS.len(),
+            37,
+            "Kafka 4.4 defines 37 topic configs"
+        );
+        let readme = include_str!("../../../README.md");
+        for k in TOPIC_CONFIGS.iter().chain(BROKER_ONLY_CONFIGS) {
+            validate_value(k, k.default).unwrap_or_else(|e| panic!("default of {}: {e}", k.name));
+            assert!(
+                readme.contains(&format!("`{}`", k.name)),
+                "README.md's config tables do not list `{}`",
+                k.name
+            );
+        }
+        let s = TopicSettings::resolve(
+            &BrokerDefaults::default(),
+            &[
+                ("compression.type".into(), "zstd".into()),
+                ("compression.zstd.level".into(), "7".into()),
+                ("index.interval.bytes".into(), "0".into()),
+                ("segment.jitter.ms".into(), "1000".into()),
+                ("segment.ms".into(), "5000".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.recompress, Recompress::To(Compression::Zstd, Some(7)));
+        let log = s.log_config(&StorageSettings::default());
+        assert_eq!(log.index_interval_bytes, 1, "0 indexes every batch");
+        let ms = log.segment_ms.unwrap();
+        assert!((4001..=5000).contains(&ms), "jittered segment.ms {ms}");
+        let d = TopicSettings::resolve(&BrokerDefaults::default(), &[]).unwrap();
+        assert_eq!(d.recompress, Recompress::Keep);
+        assert_eq!(d.timestamp_after_max_ms, 3_600_000);
+        assert!(!d.unclean_leader_election);
+        assert_eq!(
+            d.log_config(&StorageSettings::default())
+                .index_interval_bytes,
+            StorageSettings::default().index_interval_bytes
+        );
     }
 }

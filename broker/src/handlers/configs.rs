@@ -7,7 +7,7 @@ use rill_net::kafka_protocol::messages::*;
 use rill_net::ErrorCode;
 
 use super::s;
-use crate::config::topic::{self as topic_config, Source, TOPIC_CONFIGS};
+use crate::config::topic::{self as topic_config, Source, BROKER_ONLY_CONFIGS, TOPIC_CONFIGS};
 use crate::errors::KafkaError;
 use crate::metadata::{ConfigChange, ConfigEdit, ConfigOp};
 use crate::shard::Shard;
@@ -98,12 +98,14 @@ pub fn describe_configs(
                 }
                 let c = shard.config();
                 let (host, port) = c.advertised();
+                // Topic defaults (under their broker names) and the broker-only configs, all
+                // settable at run time (AlterConfigs on the broker resource).
                 let mut configs: Vec<DescribeConfigsResourceResult> = TOPIC_CONFIGS
                     .iter()
+                    .chain(BROKER_ONLY_CONFIGS)
                     .filter(|k| wanted(k.broker_name))
                     .map(|k| {
                         let (value, source) = topic_config::effective(k.name, &image.defaults, &[]);
-                        // Settable at run time (AlterConfigs on the broker resource).
                         entry(
                             k.broker_name,
                             value,
@@ -121,6 +123,12 @@ pub fn describe_configs(
                         c.auto_create_topics.to_string(),
                         1,
                         "Create unknown topics on Metadata requests.",
+                    ),
+                    (
+                        "auto.leader.rebalance.enable",
+                        c.auto_leader_rebalance.to_string(),
+                        1,
+                        "Move leadership back to preferred replicas on its own (else only ElectLeaders does).",
                     ),
                     (
                         "num.partitions",

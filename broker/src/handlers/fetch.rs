@@ -177,8 +177,13 @@ async fn read_all(shard: &Rc<Shard>, wants: &[Want], max_bytes: usize, reader: R
             );
             i += 1;
         }
-        for reply in futures_util::future::join_all(wave).await {
-            let got = match reply {
+        let first = out.len();
+        for (k, reply) in futures_util::future::join_all(wave)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            let mut got = match reply {
                 Ok((offsets, Fetched::Records(records))) => Got {
                     offsets,
                     error: ErrorCode::None,
@@ -198,7 +203,22 @@ async fn read_all(shard: &Rc<Shard>, wants: &[Want], max_bytes: usize, reader: R
                     diverging: None,
                 },
             };
-            remaining = remaining.saturating_sub(got.bytes());
+            // KIP-74: only the first partition with data may go past the limits (by its
+            // first batch, so a consumer always progresses); any other keeps the whole
+            // batches that fit its own limit and what is left of the response's.
+            let some_returned = out.iter().any(|g| !g.records.is_empty());
+            let limit = wants[first + k].max_bytes.min(remaining);
+            let mut kept = 0usize;
+            let mut n = 0usize;
+            for b in &got.records {
+                if (some_returned || n > 0) && kept + b.len() > limit {
+                    break;
+                }
+                kept += b.len();
+                n += 1;
+            }
+            got.records.truncate(n);
+            remaining = remaining.saturating_sub(kept);
             out.push(got);
         }
     }

@@ -6,24 +6,36 @@
 //! `fetch_sessions`), `offsets` (ListOffsets, OffsetForLeaderEpoch, DeleteRecords), `metadata` (Metadata,
 //! DescribeCluster), `topics` (CreateTopics, DeleteTopics, CreatePartitions), `configs`,
 //! `groups` (the consumer group APIs, FindCoordinator), `producers` (InitProducerId),
-//! `reassign` (reassignments, decommission). They use `shard`, `metadata`, `partition` and
-//! `group`; nothing below uses them.
+//! `reassign` (reassignments, decommission), `api_versions` (with the features),
+//! `log_dirs` (DescribeLogDirs), `elections` (ElectLeaders), `producer_state`
+//! (DescribeProducers), `transactions` (ListTransactions, DescribeTransactions), `acls`
+//! (the ACL apis, SECURITY_DISABLED), `topic_partitions` (DescribeTopicPartitions),
+//! `recompress` (Produce's timestamp bounds and broker-side compression). They use
+//! `shard`, `metadata`, `partition` and `group`; nothing below uses them.
 
+mod acls;
+mod api_versions;
 mod configs;
+mod elections;
 mod fetch;
 mod fetch_sessions;
 mod groups;
+mod log_dirs;
 mod metadata;
 mod offsets;
 mod produce;
+mod producer_state;
 mod producers;
 mod reassign;
+mod recompress;
+mod topic_partitions;
 mod topics;
+mod transactions;
 
 use std::rc::Rc;
 
 use bytes::Bytes;
-use rill_net::codec::{api_versions_response, SUPPORTED_VERSIONS};
+use rill_net::codec::SUPPORTED_VERSIONS;
 use rill_net::header::unsupported_api_versions_response;
 use rill_net::kafka_protocol::messages::{ApiKey, RequestHeader, TopicName};
 use rill_net::kafka_protocol::protocol::StrBytes;
@@ -68,7 +80,7 @@ pub fn decode_error_reply(e: &DecodeError) -> Reply {
     } = e
     {
         let (min, max) =
-            rill_net::codec::version_range(&api_table(), ApiKey::ApiVersions).unwrap_or((0, 3));
+            rill_net::codec::version_range(&api_table(), ApiKey::ApiVersions).unwrap_or((0, 4));
         let response = unsupported_api_versions_response(min, max);
         return match encode_response(*correlation_id, 0, &response) {
             Ok(frame) => Reply::Frame(vec![frame]),
@@ -113,7 +125,7 @@ pub async fn handle(
     let client_id = header.client_id.as_deref().unwrap_or("").to_string();
     let shard = &shard;
     match request {
-        Request::ApiVersions(_) => frame(cid, v, &api_versions_response(&api_table())),
+        Request::ApiVersions(_) => frame(cid, v, &api_versions::api_versions(shard, v)),
         Request::Metadata(r) => frame(cid, v, &metadata::metadata(shard, r, v).await),
         Request::DescribeCluster(r) => frame(cid, v, &metadata::describe_cluster(shard, r)),
         Request::Produce(r) => {
@@ -167,5 +179,14 @@ pub async fn handle(
         Request::ConsumerGroupDescribe(r) => {
             frame(cid, v, &groups::consumer_describe(shard, r).await)
         }
+        Request::DescribeAcls(r) => frame(cid, v, &acls::describe(r)),
+        Request::CreateAcls(r) => frame(cid, v, &acls::create(r)),
+        Request::DeleteAcls(r) => frame(cid, v, &acls::delete(r)),
+        Request::DescribeLogDirs(r) => frame(cid, v, &log_dirs::describe(shard, r).await),
+        Request::ElectLeaders(r) => frame(cid, v, &elections::elect(shard, r, v).await),
+        Request::DescribeProducers(r) => frame(cid, v, &producer_state::describe(shard, r).await),
+        Request::DescribeTransactions(r) => frame(cid, v, &transactions::describe(r)),
+        Request::ListTransactions(r) => frame(cid, v, &transactions::list(r)),
+        Request::DescribeTopicPartitions(r) => frame(cid, v, &topic_partitions::describe(shard, r)),
     }
 }

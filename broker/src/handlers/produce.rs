@@ -1,7 +1,8 @@
 //! Produce: each partition's record batches go to the partition's owner shard, which checks
 //! and appends them in the order they arrive and waits for the durability `acks` asks for
 //! ([`crate::partition::Partition::produce`]). The batches travel as `Bytes` of the request
-//! frame, never copied or decoded.
+//! frame, never copied or decoded, unless the topic's configs ask otherwise: its timestamp
+//! bounds are checked and its `compression.type` applied here first ([`super::recompress`]).
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -11,10 +12,11 @@ use rill_net::kafka_protocol::messages::produce_response::*;
 use rill_net::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use rill_net::ErrorCode;
 
-use super::topic_name;
+use super::{recompress, topic_name};
 use crate::errors::KafkaError;
 use crate::metadata::OFFSETS_TOPIC;
 use crate::partition::{split_batches, Produced};
+use crate::runtime;
 use crate::shard::Shard;
 
 pub async fn produce(shard: &Rc<Shard>, r: ProduceRequest) -> ProduceResponse {
@@ -33,9 +35,13 @@ pub async fn produce(shard: &Rc<Shard>, r: ProduceRequest) -> ProduceResponse {
     };
     let lag_max = Duration::from_millis(shard.config().replica_lag_time_max_ms);
     let acks = r.acks;
+    let image = shard.image();
+    let now_ms = runtime::now_ms();
     let mut work = Vec::new();
     for t in &r.topic_data {
         let topic: Arc<str> = Arc::from(&*t.name.0);
+        // An unknown topic is the owner lookup's to report.
+        let settings = image.topic(&topic).map(|info| info.settings.clone());
         let internal = (&*topic == OFFSETS_TOPIC).then(|| {
             KafkaError::new(
                 ErrorCode::InvalidTopicException,
@@ -56,7 +62,10 @@ pub async fn produce(shard: &Rc<Shard>, r: ProduceRequest) -> ProduceResponse {
                     ErrorCode::CorruptMessage,
                     "produce partition carries no records",
                 )),
-                (None, Some(data)) => split_batches(data),
+                (None, Some(data)) => split_batches(data).and_then(|batches| match &settings {
+                    Some(s) => recompress::prepare(batches, &topic, s, now_ms),
+                    None => Ok(batches),
+                }),
             };
             let count: u64 = batches.as_ref().map_or(0, |b| {
                 b.iter()

@@ -55,6 +55,16 @@ pub enum Change {
         leader: i32,
         isr: Vec<i32>,
     },
+    /// ElectLeaders: `leader` takes over a partition still at `partition_epoch`, with `isr`
+    /// (the current ISR for a preferred or clean election, the new leader alone for an
+    /// unclean one).
+    ElectLeader {
+        name: String,
+        partition: i32,
+        partition_epoch: i32,
+        leader: i32,
+        isr: Vec<i32>,
+    },
 }
 
 /// CreateTopics for one topic, defaults already resolved by the handler.
@@ -288,7 +298,7 @@ pub fn check_broker_configs(
         .into_iter()
         .collect();
     let change = broker_names_to_topic_names(change)?;
-    let next: BTreeMap<String, String> = check_configs(apply_change(base, change)?)?
+    let next: BTreeMap<String, String> = check_entries(apply_change(base, change)?, Scope::Broker)?
         .into_iter()
         .collect();
     // The defaults this broker would end up with (its own over the cluster-wide ones).
@@ -334,19 +344,22 @@ pub fn partitions_limit(current: i64, max: usize) -> KafkaError {
 }
 
 /// Translates broker-level config names (`log.retention.ms`) to the topic names the
-/// metadata keeps; a name that is not a dynamic broker default is INVALID_CONFIG.
+/// metadata keeps (broker-only configs such as the replication throttle rates keep their
+/// own); a name that is neither is INVALID_CONFIG.
 fn broker_names_to_topic_names(change: ConfigChange) -> Result<ConfigChange, KafkaError> {
     let topic_name = |name: &str| {
         topic_config::key_by_broker_name(name)
+            .or_else(|| topic_config::broker_only_key(name))
             .map(|k| k.name.to_string())
             .ok_or_else(|| {
                 KafkaError::new(
                     ErrorCode::InvalidConfig,
                     format!(
                         "`{name}` cannot be changed at run time; dynamic broker configs are the \
-                         topic defaults: {}",
+                         topic defaults and the replication throttles: {}",
                         topic_config::TOPIC_CONFIGS
                             .iter()
+                            .chain(topic_config::BROKER_ONLY_CONFIGS)
                             .map(|k| k.broker_name)
                             .collect::<Vec<_>>()
                             .join(", ")
@@ -374,12 +387,32 @@ fn broker_names_to_topic_names(change: ConfigChange) -> Result<ConfigChange, Kaf
     })
 }
 
-/// Validates config overrides (each key known, each value in range, no duplicates); sorted.
+/// Which configs a set may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// A topic's overrides: topic configs.
+    Topic,
+    /// A broker's run-time configs: topic defaults (by topic name) and broker-only configs.
+    Broker,
+}
+
+/// Validates topic config overrides (each key known, each value in range, no duplicates);
+/// sorted.
 pub fn check_configs(configs: Vec<(String, String)>) -> Result<Vec<(String, String)>, KafkaError> {
+    check_entries(configs, Scope::Topic)
+}
+
+fn check_entries(
+    configs: Vec<(String, String)>,
+    scope: Scope,
+) -> Result<Vec<(String, String)>, KafkaError> {
     let mut out: Vec<(String, String)> = Vec::with_capacity(configs.len());
     for (k, v) in configs {
-        topic_config::validate_entry(&k, &v)
-            .map_err(|e| KafkaError::new(ErrorCode::InvalidConfig, e))?;
+        match topic_config::broker_only_key(&k) {
+            Some(key) if scope == Scope::Broker => topic_config::validate_value(key, &v),
+            _ => topic_config::validate_entry(&k, &v),
+        }
+        .map_err(|e| KafkaError::new(ErrorCode::InvalidConfig, e))?;
         if out.iter().any(|(seen, _)| *seen == k) {
             return Err(KafkaError::new(
                 ErrorCode::InvalidRequest,
@@ -402,13 +435,15 @@ fn apply_change(
         ConfigChange::Incremental(edits) => edits,
     };
     for ConfigEdit { name, op, value } in edits {
-        let key = topic_config::key(&name).ok_or_else(|| {
-            KafkaError::new(
-                ErrorCode::InvalidConfig,
-                format!("unknown topic config `{name}`"),
-            )
-        })?;
-        let is_list = matches!(key.kind, topic_config::Kind::List(_));
+        let key = topic_config::key(&name)
+            .or_else(|| topic_config::broker_only_key(&name))
+            .ok_or_else(|| {
+                KafkaError::new(
+                    ErrorCode::InvalidConfig,
+                    format!("unknown topic config `{name}`"),
+                )
+            })?;
+        let is_list = key.kind.is_list();
         let existing = current.iter().position(|(k, _)| *k == name);
         let value_of = |v: Option<String>| {
             v.ok_or_else(|| {

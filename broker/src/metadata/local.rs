@@ -231,13 +231,14 @@ impl LocalRegistry {
             {
                 Ok((Outcome::Done, false))
             }
-            Change::Reassign { .. } | Change::Decommission { .. } | Change::Isr { .. } => {
-                Err(KafkaError::new(
-                    ErrorCode::InvalidRequest,
-                    "a single-node broker has no other broker to move partitions to; start it \
+            Change::Reassign { .. }
+            | Change::Decommission { .. }
+            | Change::Isr { .. }
+            | Change::ElectLeader { .. } => Err(KafkaError::new(
+                ErrorCode::InvalidRequest,
+                "a single-node broker has no other broker to move partitions to; start it \
                      with --controller-quorum to form a cluster",
-                ))
-            }
+            )),
         }
     }
 }

@@ -103,6 +103,14 @@ pub enum ClusterOp {
         leader: i32,
         isr: Vec<i32>,
     },
+    /// ElectLeaders: a new leader (and ISR) for a partition still at `partition_epoch`.
+    ElectLeader {
+        name: String,
+        partition: i32,
+        partition_epoch: i32,
+        leader: i32,
+        isr: Vec<i32>,
+    },
 }
 
 /// The answer: the raft index the change was applied at, or why not.
@@ -267,6 +275,7 @@ impl Cluster {
             transport,
             ControllerConfig {
                 broker_session_timeout_ms: config.broker_session_timeout_ms,
+                auto_leader_rebalance: config.auto_leader_rebalance,
                 ..ControllerConfig::default()
             },
             BrokerId(me.id),

@@ -346,6 +346,13 @@ impl Driver {
                 partition_epoch,
                 leader,
                 isr,
+            }
+            | ClusterOp::ElectLeader {
+                name,
+                partition,
+                partition_epoch,
+                leader,
+                isr,
             } => match state.topic_ids.get(name) {
                 Some(id) => Ok(Proposal {
                     commands: vec![Command::ChangePartition {
@@ -677,6 +684,10 @@ impl Driver {
                         }
                         rill_raft::metadata::Rejection::UnknownPartition(..) => {
                             ErrorCode::UnknownTopicOrPartition
+                        }
+                        rill_raft::metadata::Rejection::IneligibleLeader(_)
+                        | rill_raft::metadata::Rejection::UncleanElectionDisabled(_) => {
+                            ErrorCode::EligibleLeadersNotAvailable
                         }
                         _ => ErrorCode::InvalidRequest,
                     };

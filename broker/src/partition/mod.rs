@@ -33,6 +33,7 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 pub use follow::FetchedPartition;
+pub use producers::ActiveProducer;
 use producers::{Check, ProducerTable};
 pub use read::{FetchAt, Fetched};
 use replication::ReplicaState;
@@ -263,6 +264,18 @@ impl<B: Backend> Partition<B> {
                 self.notify();
             }
         }
+    }
+
+    /// The idempotent producers this partition remembers (DescribeProducers), on its leader.
+    /// Taken in append order, after the table was refilled from the log if a restart
+    /// emptied it, so it matches what the next append would check against.
+    pub async fn active_producers(&self) -> Result<Vec<ActiveProducer>, KafkaError> {
+        self.ensure_leader()?;
+        let _turn = self.appends.lock().await;
+        if !self.producers_rebuilt.get() {
+            self.rebuild_producers().await;
+        }
+        Ok(self.producers.borrow().active())
     }
 
     /// Clients (and followers) deal with the leader only; anyone else answers

@@ -32,6 +32,17 @@ struct Entry {
     epoch: i16,
     recent: VecDeque<Recent>,
     last_used: u64,
+    /// The max timestamp of its last batch (DescribeProducers' last timestamp).
+    last_timestamp: i64,
+}
+
+/// One producer as DescribeProducers reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
 }
 
 /// What to do with a batch.
@@ -52,7 +63,8 @@ pub struct ProducerTable {
 }
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"RILP";
-const SNAPSHOT_VERSION: u32 = 1;
+/// 2: each producer's last timestamp (DescribeProducers); a version-1 file is replayed.
+const SNAPSHOT_VERSION: u32 = 2;
 /// The snapshot file beside the partition's segments.
 pub const SNAPSHOT_FILE: &str = "producer.snapshot";
 
@@ -63,6 +75,7 @@ struct StoredProducer {
     /// (first sequence, last sequence, base offset), oldest first.
     recent: Vec<(i32, i32, i64)>,
     last_used: u64,
+    last_timestamp: i64,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, PartialEq, Eq)]
@@ -162,6 +175,7 @@ impl ProducerTable {
                     .map(|r| (r.first_seq, r.last_seq, r.base_offset))
                     .collect(),
                 last_used: e.last_used,
+                last_timestamp: e.last_timestamp,
             })
             .collect();
         producers.sort_by_key(|p| p.producer_id);
@@ -202,6 +216,7 @@ impl ProducerTable {
                         })
                         .collect(),
                     last_used: p.last_used,
+                    last_timestamp: p.last_timestamp,
                 },
             );
         }
@@ -228,6 +243,7 @@ impl ProducerTable {
             epoch: h.producer_epoch,
             recent: VecDeque::with_capacity(RECENT_BATCHES),
             last_used: 0,
+            last_timestamp: -1,
         });
         if h.producer_epoch > e.epoch {
             e.epoch = h.producer_epoch;
@@ -242,6 +258,23 @@ impl ProducerTable {
             base_offset,
         });
         e.last_used = self.clock;
+        e.last_timestamp = h.max_timestamp;
+    }
+
+    /// The producers remembered, by id (read-only, for DescribeProducers).
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut out: Vec<ActiveProducer> = self
+            .entries
+            .iter()
+            .map(|(&producer_id, e)| ActiveProducer {
+                producer_id,
+                epoch: e.epoch,
+                last_sequence: e.recent.back().map_or(-1, |r| r.last_seq),
+                last_timestamp: e.last_timestamp,
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
     }
 }
 
@@ -348,6 +381,8 @@ mod tests {
         t.record(&header(2, 0, 0, 1), 2);
         t.record(&header(3, 0, 0, 1), 3);
         assert_eq!(t.entries.len(), 2);
+        let ids: Vec<i64> = t.active().iter().map(|p| p.producer_id).collect();
+        assert_eq!(ids, vec![2, 3]);
         assert!(
             !t.entries.contains_key(&1),
             "least recently used producer evicted"

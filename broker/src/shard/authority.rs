@@ -313,6 +313,22 @@ impl Authority<'_> {
                     .await?;
                 return Ok(Outcome::Done);
             }
+            Change::ElectLeader {
+                name,
+                partition,
+                partition_epoch,
+                leader,
+                isr,
+            } => (
+                ClusterOp::ElectLeader {
+                    name,
+                    partition,
+                    partition_epoch,
+                    leader,
+                    isr,
+                },
+                Box::new(|_: &Image| Outcome::Done),
+            ),
             Change::AllocateProducerId => unreachable!("producer ids come from the registry"),
         };
         let index = shard.cluster_request(cluster, op).await?;
@@ -409,6 +425,26 @@ impl Authority<'_> {
         self.change(Change::Decommission { broker }, false)
             .await
             .map(|_| ())
+    }
+
+    /// ElectLeaders: `leader` takes over a partition at `placement`, with `isr`; answered
+    /// once this shard's image has the new leader.
+    pub async fn elect_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        placement: &Placement,
+        leader: i32,
+        isr: Vec<i32>,
+    ) -> Result<(), KafkaError> {
+        let change = Change::ElectLeader {
+            name: topic.to_string(),
+            partition,
+            partition_epoch: placement.partition_epoch,
+            leader,
+            isr,
+        };
+        self.change(change, false).await.map(|_| ())
     }
 
     /// A leader asks for a new ISR of a partition it leads at `placement`.

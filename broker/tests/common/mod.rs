@@ -15,6 +15,7 @@
 pub mod cluster;
 pub mod groups;
 pub mod netns;
+pub mod raw;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};

@@ -60,6 +60,15 @@ pub fn defaults() -> Vec<Request> {
         ConsumerGroupHeartbeatRequest::default().into(),
         ConsumerGroupDescribeRequest::default().into(),
         OffsetForLeaderEpochRequest::default().into(),
+        DescribeAclsRequest::default().into(),
+        CreateAclsRequest::default().into(),
+        DeleteAclsRequest::default().into(),
+        DescribeLogDirsRequest::default().into(),
+        ElectLeadersRequest::default().into(),
+        DescribeProducersRequest::default().into(),
+        DescribeTransactionsRequest::default().into(),
+        ListTransactionsRequest::default().into(),
+        DescribeTopicPartitionsRequest::default().into(),
     ]
 }
 
@@ -188,6 +197,66 @@ pub fn populated() -> Vec<Request> {
                     .with_name(name("orders"))
                     .with_partition_indexes(vec![0, 3]),
             ]))
+            .into(),
+        DescribeLogDirsRequest::default()
+            .with_topics(Some(vec![
+                describe_log_dirs_request::DescribableLogDirTopic::default()
+                    .with_topic(name("orders"))
+                    .with_partitions(vec![0, 1, 2]),
+            ]))
+            .into(),
+        ElectLeadersRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topic_partitions(Some(vec![elect_leaders_request::TopicPartitions::default(
+            )
+            .with_topic(name("orders"))
+            .with_partitions(vec![0, 5])]))
+            .into(),
+        DescribeProducersRequest::default()
+            .with_topics(vec![describe_producers_request::TopicRequest::default()
+                .with_name(name("orders"))
+                .with_partition_indexes(vec![1])])
+            .into(),
+        DescribeTransactionsRequest::default()
+            .with_transactional_ids(vec![TransactionalId(StrBytes::from_static_str("tx-1"))])
+            .into(),
+        ListTransactionsRequest::default()
+            .with_state_filters(vec![StrBytes::from_static_str("Ongoing")])
+            .with_producer_id_filters(vec![ProducerId(42)])
+            .into(),
+        DescribeAclsRequest::default()
+            .with_resource_type_filter(2)
+            .with_resource_name_filter(Some(StrBytes::from_static_str("orders")))
+            .with_principal_filter(Some(StrBytes::from_static_str("User:alice")))
+            .with_operation(1)
+            .with_permission_type(1)
+            .into(),
+        CreateAclsRequest::default()
+            .with_creations(vec![create_acls_request::AclCreation::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("orders"))
+                .with_principal(StrBytes::from_static_str("User:alice"))
+                .with_host(StrBytes::from_static_str("*"))
+                .with_operation(3)
+                .with_permission_type(3)])
+            .into(),
+        DeleteAclsRequest::default()
+            .with_filters(vec![delete_acls_request::DeleteAclsFilter::default()
+                .with_resource_type_filter(1)
+                .with_operation(1)
+                .with_permission_type(1)])
+            .into(),
+        DescribeTopicPartitionsRequest::default()
+            .with_topics(vec![
+                describe_topic_partitions_request::TopicRequest::default()
+                    .with_name(name("orders")),
+            ])
+            .with_response_partition_limit(100)
+            .with_cursor(Some(
+                describe_topic_partitions_request::Cursor::default()
+                    .with_topic_name(name("orders"))
+                    .with_partition_index(7),
+            ))
             .into(),
     ]
 }
