@@ -398,7 +398,7 @@ fn partition_fix(
             if let Some(l) = pick_leader(state, p, &p.isr, BrokerId(i32::MIN)) {
                 return Some(change(Some(l), p.isr.clone()));
             }
-            if t.unclean_leader_election() {
+            if t.unclean_leader_election(state.unclean_leader_election_default()) {
                 // Data loss accepted by config: any live replica, alone in the ISR.
                 if let Some(l) = p.replicas.iter().copied().find(|b| can_lead(state, *b)) {
                     return Some(change(Some(l), vec![l]));
@@ -792,6 +792,48 @@ mod tests {
         let p = &c.state.topic_by_name("t").unwrap().partitions[0];
         assert_eq!(p.leader, Some(second));
         assert_eq!(p.isr, vec![second]);
+    }
+
+    #[test]
+    fn the_cluster_wide_unclean_default_applies_where_the_topic_says_nothing() {
+        let mut c = Cluster::new(&[(0, "a"), (1, "b")]);
+        let explicit = BTreeMap::from([(
+            UNCLEAN_LEADER_ELECTION_CONFIG.to_string(),
+            "false".to_string(),
+        )]);
+        c.apply(create_topic(&c.state, "unset", 1, 2, BTreeMap::new()).unwrap());
+        c.apply(create_topic(&c.state, "refuses", 1, 2, explicit).unwrap());
+        let first = c.state.topic_by_name("unset").unwrap().partitions[0].replicas[0];
+        for name in ["unset", "refuses"] {
+            let t = c.state.topic_by_name(name).unwrap();
+            let (tid, p) = (t.id, t.partitions[0].clone());
+            // Every replica but `first` leaves the ISR; `first` leads.
+            c.apply(Proposal {
+                commands: vec![Command::ChangePartition {
+                    topic: tid,
+                    partition: PartitionIndex(0),
+                    partition_epoch: p.partition_epoch,
+                    leader: Some(first),
+                    isr: vec![first],
+                }],
+            });
+        }
+        c.apply(Proposal {
+            commands: vec![Command::AlterBrokerConfigs {
+                broker: None,
+                changes: vec![(UNCLEAN_LEADER_ELECTION_CONFIG.into(), Some("true".into()))],
+            }],
+        });
+        c.apply(fence_broker(&c.state, first));
+        let mut ctl = Controller::new(ControllerConfig::default(), Millis(0));
+        c.apply_all(ctl.tick(&c.state, Millis(1)));
+        let unset = &c.state.topic_by_name("unset").unwrap().partitions[0];
+        assert!(
+            unset.leader.is_some_and(|l| l != first),
+            "the cluster default allows it: {unset:?}"
+        );
+        let refuses = &c.state.topic_by_name("refuses").unwrap().partitions[0];
+        assert_eq!(refuses.leader, None, "the topic's own false wins");
     }
 
     #[test]

@@ -88,11 +88,13 @@ pub struct Topic {
 }
 
 impl Topic {
-    /// Whether `unclean.leader.election.enable=true` is set on the topic.
-    pub fn unclean_leader_election(&self) -> bool {
+    /// Whether the topic allows a leader from outside the ISR: its own
+    /// `unclean.leader.election.enable` when set, else `cluster_default` (the cluster-wide
+    /// broker config, [`MetadataState::unclean_leader_election_default`]), as Kafka resolves it.
+    pub fn unclean_leader_election(&self, cluster_default: bool) -> bool {
         self.configs
             .get(UNCLEAN_LEADER_ELECTION_CONFIG)
-            .is_some_and(|v| v == "true")
+            .map_or(cluster_default, |v| v.eq_ignore_ascii_case("true"))
     }
 }
 
@@ -447,16 +449,27 @@ impl MetadataState {
         }
     }
 
+    /// `unclean.leader.election.enable` as set for every broker (`kafka-configs
+    /// --entity-type brokers --entity-default`); false when unset. A broker's static file
+    /// cannot change it: every member must decide elections alike.
+    pub fn unclean_leader_election_default(&self) -> bool {
+        self.broker_configs
+            .get(&None)
+            .and_then(|c| c.get(UNCLEAN_LEADER_ELECTION_CONFIG))
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
+
     fn partition_mut(
         &mut self,
         topic: TopicId,
         p: PartitionIndex,
     ) -> std::result::Result<(&mut Partition, bool), Rejection> {
+        let cluster_default = self.unclean_leader_election_default();
         let t = self
             .topics
             .get_mut(&topic)
             .ok_or(Rejection::UnknownTopic(topic))?;
-        let unclean = t.unclean_leader_election();
+        let unclean = t.unclean_leader_election(cluster_default);
         let part = usize::try_from(p.0)
             .ok()
             .and_then(|i| t.partitions.get_mut(i))
