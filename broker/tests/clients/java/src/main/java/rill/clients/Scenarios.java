@@ -42,6 +42,8 @@ import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.LogTruncationException;
+import org.apache.kafka.clients.consumer.OffsetOutOfRangeException;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
@@ -85,6 +87,8 @@ final class Scenarios {
         return group(a);
       case "produce-txn":
         return produceTransactional(a);
+      case "consume-truncation":
+        return consumeTruncation(a);
       default:
         return Admins.run(name, a);
     }
@@ -244,6 +248,58 @@ final class Scenarios {
         OUT.println("end " + tp.partition() + " " + ends.get(tp));
       }
       OUT.println("consumed " + got);
+    }
+    return 0;
+  }
+
+  /**
+   * consume-truncation BOOTSTRAP TOPIC PARTITION UNTIL [k=v...]: assigns one partition (no
+   * group, auto.offset.reset=none), reads from offset 0 until its position reaches UNTIL and
+   * prints {@code position P OFFSET EPOCH} (the leader epoch of the last record), pauses
+   * ("positioned") while the test moves the leadership, then polls for up to a minute: {@code
+   * truncated P OFFSET} when the client detects that the log was truncated below its position
+   * (KIP-320: LogTruncationException with the first divergent offset), {@code out-of-range P
+   * OFFSET} when it is only told its offset is out of range, {@code rec ...} for each record it
+   * reads instead.
+   */
+  static int consumeTruncation(String[] a) throws Exception {
+    TopicPartition tp = new TopicPartition(a[1], Integer.parseInt(a[2]));
+    long until = Long.parseLong(a[3]);
+    Properties p = props(a[0], a, 4);
+    p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "none");
+    try (KafkaConsumer<String, String> c = consumer(p)) {
+      c.assign(List.of(tp));
+      c.seek(tp, 0);
+      int epoch = -1;
+      long deadline = System.currentTimeMillis() + WAIT_MS;
+      while (c.position(tp) < until) {
+        if (System.currentTimeMillis() > deadline) {
+          throw new IllegalStateException("position " + c.position(tp) + ", wanted " + until);
+        }
+        for (ConsumerRecord<String, String> r : c.poll(Duration.ofMillis(200))) {
+          epoch = r.leaderEpoch().orElse(-1);
+        }
+      }
+      OUT.println("position " + tp.partition() + " " + c.position(tp) + " " + epoch);
+      Runner.pause("positioned");
+      deadline = System.currentTimeMillis() + WAIT_MS;
+      while (System.currentTimeMillis() < deadline) {
+        try {
+          for (ConsumerRecord<String, String> r : c.poll(Duration.ofMillis(200))) {
+            OUT.println(rec(r));
+          }
+        } catch (LogTruncationException e) {
+          for (Map.Entry<TopicPartition, OffsetAndMetadata> d : e.divergentOffsets().entrySet()) {
+            OUT.println("truncated " + d.getKey().partition() + " " + d.getValue().offset());
+          }
+          return 0;
+        } catch (OffsetOutOfRangeException e) {
+          for (Map.Entry<TopicPartition, Long> o : e.offsetOutOfRangePartitions().entrySet()) {
+            OUT.println("out-of-range " + o.getKey().partition() + " " + o.getValue());
+          }
+          return 0;
+        }
+      }
     }
     return 0;
   }
