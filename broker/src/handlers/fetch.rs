@@ -171,7 +171,9 @@ async fn read_all(shard: &Rc<Shard>, wants: &[Want], max_bytes: usize, reader: R
             };
             wave.push(
                 shard.with_partition(&w.topic, w.partition, move |p| async move {
-                    let fetched = p.fetch(reader, at).await?;
+                    // OFFSET_OUT_OF_RANGE carries the offsets: a follower behind the log
+                    // start learns where to restart from it.
+                    let fetched = p.fetch(reader, at).await;
                     Ok((p.offsets(), fetched))
                 }),
             );
@@ -184,13 +186,23 @@ async fn read_all(shard: &Rc<Shard>, wants: &[Want], max_bytes: usize, reader: R
             .enumerate()
         {
             let mut got = match reply {
-                Ok((offsets, Fetched::Records(records))) => Got {
+                Ok((offsets, Err(e))) => Got {
+                    offsets: if e.code == ErrorCode::OffsetOutOfRange {
+                        offsets
+                    } else {
+                        Offsets::UNKNOWN
+                    },
+                    error: e.code,
+                    records: Vec::new(),
+                    diverging: None,
+                },
+                Ok((offsets, Ok(Fetched::Records(records)))) => Got {
                     offsets,
                     error: ErrorCode::None,
                     records,
                     diverging: None,
                 },
-                Ok((offsets, Fetched::Diverging { epoch, end_offset })) => Got {
+                Ok((offsets, Ok(Fetched::Diverging { epoch, end_offset }))) => Got {
                     offsets,
                     error: ErrorCode::None,
                     records: Vec::new(),

@@ -172,6 +172,23 @@ impl<B: Backend> Partition<B> {
         self.replica
             .borrow_mut()
             .leader_high_watermark(f.high_watermark, end);
+        // What the leader deleted (DeleteRecords, retention) goes here too, as far as this
+        // replica's high watermark, so a later leader never serves it again.
+        let start = f.log_start_offset.min(self.high_watermark());
+        if start > self.log.log_start_offset() {
+            match self.log.delete_records(start).await {
+                Ok(now) => debug!(
+                    topic,
+                    partition,
+                    log_start_offset = now,
+                    "follower log start follows the leader's"
+                ),
+                Err(e) => {
+                    warn!(topic, partition, error = %e, "cannot move the follower log start to the leader's");
+                    return Err(NotApplied);
+                }
+            }
+        }
         if grew {
             self.data.notify(usize::MAX);
         }
