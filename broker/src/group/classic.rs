@@ -238,8 +238,10 @@ pub struct ClassicGroup {
     generation: i32,
     leader: String,
     members: BTreeMap<String, Member>,
-    /// Member ids handed out with MEMBER_ID_REQUIRED, waiting for their second join.
-    pending: HashSet<String>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, waiting for their second join, with
+    /// when they expire (the session timeout of the first join, as Kafka's pending members):
+    /// a client that never comes back does not hold a seat for ever.
+    pending: HashMap<String, Instant>,
     /// Static members: group.instance.id -> member id.
     statics: HashMap<String, String>,
     /// Bumped at every rebalance, so a stale timer does nothing.
@@ -303,16 +305,22 @@ impl ClassicGroup {
                     new_id
                 }
                 (None, _) if j.id_first => {
+                    self.pending.retain(|_, expires| *expires > ctx.now);
                     if self.pending.len() >= ctx.settings.members_max {
                         return Some(join_error(ErrorCode::GroupMaxSizeReached, &j.member_id));
                     }
-                    self.pending.insert(new_id.clone());
+                    let session = Duration::from_millis(j.session_timeout_ms);
+                    self.pending.insert(new_id.clone(), ctx.now + session);
                     return Some(join_error(ErrorCode::MemberIdRequired, &new_id));
                 }
                 _ => new_id,
             }
         } else {
-            if !self.members.contains_key(&j.member_id) && !self.pending.contains(&j.member_id) {
+            let pending = self
+                .pending
+                .get(&j.member_id)
+                .is_some_and(|expires| *expires > ctx.now);
+            if !self.members.contains_key(&j.member_id) && !pending {
                 return Some(join_error(ErrorCode::UnknownMemberId, &j.member_id));
             }
             if let (Some(_), Some(owner)) = (&j.instance_id, &known_static) {

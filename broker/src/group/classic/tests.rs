@@ -416,3 +416,30 @@ fn a_replaced_request_is_answered_once() {
     assert_eq!(sim.joined(c).error_code, 0);
     assert!(sim.g.parked().is_empty());
 }
+
+#[test]
+fn a_member_id_handed_out_but_never_used_expires_and_frees_its_seat() {
+    let mut sim = Sim::new();
+    let mut first = request("", "ghost", None);
+    first.id_first = true;
+    let answer = sim.join(first).unwrap();
+    assert_eq!(answer.error_code, ErrorCode::MemberIdRequired.code());
+    // Within the session timeout the id is good for its second join ...
+    sim.advance(Duration::from_millis(SESSION_MS / 2));
+    let mut again = request("", "ghost2", None);
+    again.id_first = true;
+    sim.join(again).unwrap();
+    // ... after it, an id never used is unknown, and no longer counts against the size limit.
+    sim.advance(Duration::from_millis(SESSION_MS));
+    let late = sim.join(request("ghost", "", None)).unwrap();
+    assert_eq!(late.error_code, ErrorCode::UnknownMemberId.code());
+    let mut fresh = request("", "new", None);
+    fresh.id_first = true;
+    sim.join(fresh).unwrap();
+    assert_eq!(
+        sim.g.pending.len(),
+        1,
+        "expired ids are dropped: {:?}",
+        sim.g.pending
+    );
+}
