@@ -8,7 +8,7 @@
 //! the shard's io_uring, so a Rill broker could follow any broker that honours `replica_id`.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::ToSocketAddrs;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use rill_net::ErrorCode;
 use tracing::{debug, info};
 
 use crate::metadata::Image;
-use crate::partition::FetchedPartition;
+use crate::partition::{FetchAsked, FetchedPartition};
 use crate::runtime;
 use crate::shard::Shard;
 
@@ -113,7 +113,12 @@ async fn fetch_from(shard: &Rc<Shard>, leader: i32) {
         let Some((c, version)) = conn.as_mut() else {
             continue;
         };
-        let request = fetch_request(shard, &view, &parts);
+        let (request, asked) = fetch_request(shard, leader, &parts);
+        if asked.is_empty() {
+            // This shard's partitions have not taken the placement the image shows yet.
+            runtime::sleep(REPLICA_BACKOFF_MIN).await;
+            continue;
+        }
         let response = match c.send(*version, &request).await {
             Ok(r) => r,
             Err(e) => {
@@ -132,6 +137,9 @@ async fn fetch_from(shard: &Rc<Shard>, leader: i32) {
                 let Some(p) = shard.partition(topic, pd.partition_index) else {
                     continue;
                 };
+                let Some(asked) = asked.get(&(topic, pd.partition_index)).copied() else {
+                    continue;
+                };
                 // Kafka's default diverging epoch (-1, -1) means none.
                 let d = &pd.diverging_epoch;
                 let diverging =
@@ -144,7 +152,7 @@ async fn fetch_from(shard: &Rc<Shard>, leader: i32) {
                     diverging,
                     records: pd.records.unwrap_or_default(),
                 };
-                match p.append_fetched(fetched).await {
+                match p.append_fetched(asked, fetched).await {
                     Ok(true) => progressed = true,
                     Ok(false) => {}
                     Err(_) => failed = true,
@@ -190,19 +198,27 @@ async fn connect(
     Ok((c, version))
 }
 
-fn fetch_request(shard: &Shard, view: &Image, parts: &[(Arc<str>, i32)]) -> FetchRequest {
+/// The Fetch for `parts` at `leader`, and what it asks of each partition (partitions whose
+/// own placement does not follow `leader` yet are left out).
+fn fetch_request<'a>(
+    shard: &Shard,
+    leader: i32,
+    parts: &'a [(Arc<str>, i32)],
+) -> (FetchRequest, HashMap<(&'a str, i32), FetchAsked>) {
     let mut topics: Vec<FetchTopic> = Vec::new();
+    let mut asked = HashMap::new();
     for (topic, partition) in parts {
         let Some(p) = shard.partition(topic, *partition) else {
             continue;
         };
-        let epoch = view
-            .placement(topic, *partition)
-            .map_or(-1, |pv| pv.leader_epoch);
+        let Some(a) = p.fetch_asked(leader) else {
+            continue;
+        };
+        asked.insert((&**topic, *partition), a);
         let fp = FetchPartition::default()
             .with_partition(*partition)
-            .with_current_leader_epoch(epoch)
-            .with_fetch_offset(p.fetch_offset())
+            .with_current_leader_epoch(a.leader_epoch)
+            .with_fetch_offset(a.fetch_offset)
             .with_last_fetched_epoch(p.last_fetched_epoch())
             .with_log_start_offset(p.log().log_start_offset())
             .with_partition_max_bytes(REPLICA_FETCH_PARTITION_BYTES_MAX);
@@ -215,12 +231,13 @@ fn fetch_request(shard: &Shard, view: &Image, parts: &[(Arc<str>, i32)]) -> Fetc
             ),
         }
     }
-    FetchRequest::default()
+    let request = FetchRequest::default()
         .with_replica_id(BrokerId(shard.node_id()))
         .with_max_wait_ms(REPLICA_FETCH_WAIT_MS)
         .with_min_bytes(1)
         .with_max_bytes(REPLICA_FETCH_RESPONSE_BYTES_MAX)
         .with_session_id(0)
         .with_session_epoch(-1)
-        .with_topics(topics)
+        .with_topics(topics);
+    (request, asked)
 }

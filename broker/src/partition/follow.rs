@@ -23,14 +23,34 @@ pub struct FetchedPartition {
     pub records: Bytes,
 }
 
+/// What a follower's Fetch asked of one partition. Its answer is applied only while the
+/// partition still follows that leader, in that epoch, from that offset: an answer that
+/// arrives after leadership moved, or after another answer changed the log, describes a
+/// log that is no longer this one (Kafka's fetcher drops it the same way). Applied anyway,
+/// a late diverging-epoch answer from before a truncation cut away records the ISR had
+/// since acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchAsked {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub fetch_offset: i64,
+}
+
 /// Why a fetched partition could not be applied (the fetcher backs off).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotApplied;
 
 impl<B: Backend> Partition<B> {
-    /// The offset a follower fetches from next.
-    pub fn fetch_offset(&self) -> i64 {
-        self.log.log_end_offset()
+    /// What this partition's next Fetch from `leader` asks; None unless this replica
+    /// follows `leader` (its placement may lag the image the fetcher read).
+    pub fn fetch_asked(&self, leader: i32) -> Option<FetchAsked> {
+        let r = self.replica.borrow();
+        let p = r.placement();
+        (p.leader == leader && !r.is_leader()).then(|| FetchAsked {
+            leader,
+            leader_epoch: p.leader_epoch,
+            fetch_offset: self.log.log_end_offset(),
+        })
     }
 
     /// The epoch of the last batch this follower holds (-1 when it holds none): the leader
@@ -85,9 +105,28 @@ impl<B: Backend> Partition<B> {
         Ok(())
     }
 
-    /// Appends one partition's fetched batches. `Ok(true)` when the log changed.
-    pub async fn append_fetched(&self, f: FetchedPartition) -> Result<bool, NotApplied> {
+    /// Appends one partition's fetched batches, the answer to `asked`. `Ok(true)` when the
+    /// log changed; `Ok(false)` also when the answer is stale (see [`FetchAsked`]). Runs in
+    /// append order, so two answers (of an old and a new leader) never change the log at
+    /// once.
+    pub async fn append_fetched(
+        &self,
+        asked: FetchAsked,
+        f: FetchedPartition,
+    ) -> Result<bool, NotApplied> {
         let (topic, partition) = (&*self.topic, self.index);
+        let _turn = self.appends.lock().await;
+        let now = self.fetch_asked(asked.leader);
+        if now != Some(asked) {
+            debug!(
+                topic,
+                partition,
+                ?asked,
+                ?now,
+                "dropping a stale fetch answer: leadership or the log moved since it was asked"
+            );
+            return Ok(false);
+        }
         match f.error {
             ErrorCode::None => {}
             ErrorCode::OffsetOutOfRange => {

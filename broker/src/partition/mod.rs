@@ -32,7 +32,7 @@ use rill_storage::{Backend, DmaBackend, FileBudget, PartitionLog};
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-pub use follow::FetchedPartition;
+pub use follow::{FetchAsked, FetchedPartition};
 pub use producers::ActiveProducer;
 use producers::{Check, ProducerTable};
 pub use read::{FetchAt, Fetched};
