@@ -124,8 +124,11 @@ struct Shared {
 async fn shard_main(start: ShardStart<ShardMsg, ReplyMsg>, shared: Shared) -> Result<(), String> {
     let id = start.id;
     let config = shared.config.clone();
+    // Each step of a start says when it is done, so a start that stalls shows where.
+    info!(shard = id, "shard executor running; joining the shard meshes");
     let (requests, inbound) = start.requests.join().await?;
     let (replies, reply_inbound) = start.replies.join().await?;
+    info!(shard = id, "shard meshes joined");
     let registry = if id == 0 {
         let file = shared
             .registry
