@@ -71,6 +71,9 @@ def parse_args(argv):
     a.add_argument("--keep-data", action="store_true",
                    help="keep the brokers' data directories of a run without violations")
     a.add_argument("--no-faults", action="store_true", help="the workload and checker only")
+    a.add_argument("--allow-kill-all", action="store_true",
+                   help="the nemesis may also kill -9 every broker at once (the metadata "
+                        "quorum is lost until they restart)")
     a.add_argument("--self-test", action="store_true",
                    help="after the run, corrupt copies of what it recorded (one read, one "
                         "ack, one duplicate, one hole, one replica) and require the checker "
@@ -109,13 +112,15 @@ class Run:
         self.net = None
         self.lock = threading.Lock()
         self.placement = {}
+        self.not_served = {}  # broker id -> Metadata answers without the topic (observer)
 
     # ---- logging -------------------------------------------------------------------------
     def now(self):
         return time.monotonic() - self.t0
 
     def log(self, msg):
-        line = f"[chaos t+{self.now():7.2f}s] {msg}"
+        wall = time.strftime("%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
+        line = f"[chaos t+{self.now():7.2f}s {wall}] {msg}"
         with self.lock:
             print(line, flush=True)
             if self.events_fh:
@@ -237,7 +242,16 @@ class Run:
                     else:
                         try:
                             m = metadata(b.addr, [TOPIC], timeout=1.0)
-                            parts = m["topics"].get(TOPIC, {}).get("partitions", {})
+                            t = m["topics"].get(TOPIC)
+                            parts = (t or {}).get("partitions", {})
+                            if t is None or t["error"] or len(parts) != self.args.partitions:
+                                parts = {}
+                                self.not_served[b.id] = self.not_served.get(b.id, 0) + 1
+                                fh.write(f"t+{self.now():8.2f}s broker {b.id}: TOPIC NOT "
+                                         f"SERVED: Metadata({TOPIC}) answered "
+                                         f"{'no topic' if t is None else 'error %d' % t['error']}"
+                                         f" with {len(parts)} partitions (cluster id "
+                                         f"{m['cluster_id']}, controller {m['controller']})\n")
                             view = (f"controller {m['controller']} brokers {m['brokers']} | " +
                                     " ".join(f"p{p}:L{x['leader']}e{x['leader_epoch']}"
                                              f"isr{','.join(map(str, x['isr']))}"
@@ -261,9 +275,13 @@ class Run:
                              "--binary")
         self.run_dir = os.path.abspath(a.run_dir or os.path.join(
             REPO, "target", "chaos", f"seed-{a.seed}-{time.strftime('%Y%m%d-%H%M%S')}"))
+        if os.path.isdir(self.run_dir) and os.listdir(self.run_dir):
+            raise SetupError(f"the run directory {self.run_dir} is not empty: the brokers "
+                             "would start from its old data; remove it or pick another")
         voters = min(3, a.brokers)
         schedule = [] if a.no_faults else make_schedule(
-            a.seed, a.duration, a.warmup, a.settle, a.brokers, voters, a.partitions)
+            a.seed, a.duration, a.warmup, a.settle, a.brokers, voters, a.partitions,
+            kill_all=a.allow_kill_all)
         print(f"chaos: seed {a.seed}, {a.duration:.0f}s, {a.brokers} brokers, binary "
               f"{self.binary}\nchaos: run directory {self.run_dir}\n"
               f"chaos: schedule of {len(schedule)} faults:", flush=True)
@@ -331,11 +349,16 @@ class Run:
         finally:
             probe.close()
         end = time.monotonic() + 20
+        behind = []
         while time.monotonic() < end:
-            if all(all(c.position.get(p, 0) >= h for p, h in highs.items())
-                   for c in consumers):
+            behind = [(c.k, p, c.position.get(p, 0), h) for c in consumers
+                      for p, h in highs.items() if c.position.get(p, 0) < h]
+            if not behind:
                 break
             time.sleep(0.5)
+        if behind:
+            self.log("consumers still behind after 20 s (consumer, partition, position, high "
+                     f"watermark): {behind}")
         cstop.set()
         for w in consumers + [watcher]:
             w.join(timeout=15)
@@ -414,12 +437,30 @@ class Run:
             "final_read": {p: f"offsets {f['low']}..{f['high']}, read {len(f['records'])}"
                            for p, f in sorted(final.items())},
             "partitions_replicas_compared": compared,
+            "anomalies": self.anomalies(),
             "broker_crashes": nem.crashes,
             **figures,
             "violations_total": violations.total(),
             "violations": violations.summary(),
         }
         return summary, violations
+
+    def anomalies(self):
+        """What clients saw that is wrong but not a data-safety violation: brokers answering
+        Metadata without the topic (a restarted broker that has not caught up), clients
+        told two cluster ids, topics seen shrinking to no partitions."""
+        counts = Counter()
+        pattern = re.compile(r"reports different ClusterId|partition count changed from \d+ to 0")
+        try:
+            with open(os.path.join(self.run_dir, "clients.log"), errors="replace") as fh:
+                for line in fh:
+                    m = pattern.search(line)
+                    if m:
+                        counts["client log: " + re.sub(r"\d+ to 0", "N to 0", m.group(0))] += 1
+        except OSError:
+            pass
+        return {"metadata_without_topic_by_broker": dict(sorted(self.not_served.items())),
+                **dict(sorted(counts.items()))}
 
     def grep_logs(self):
         out = {}

@@ -137,8 +137,10 @@ class Broker:
         assert not self.running(), f"broker {self.id} already runs"
         self.starts += 1
         with open(self.log_path, "ab") as log:
+            wall = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + \
+                f".{int(time.time() * 1e6) % 1000000:06d}Z"
             log.write(f"\n===== chaos harness: start #{self.starts} of broker {self.id} at "
-                      f"t={time.monotonic() - t0:.3f}s =====\n".encode())
+                      f"t={time.monotonic() - t0:.3f}s ({wall}) =====\n".encode())
             log.flush()
             # `ip netns exec` execs the broker in place: the child's pid is the broker's.
             # A session of its own, so a Ctrl-C at the terminal reaches only the harness,

@@ -10,9 +10,14 @@ Actions:
   cut_oneway  blackhole routes: `out` drops what the host sends (to every peer broker, to one
               peer, or to the clients' bridge address), `in` drops what every peer broker
               sends to the host
+  kill_all    (only with --allow-kill-all) kill -9 of every broker at once, all restarted
+              after the hold: the quorum is lost for a moment, and what was acknowledged
+              must survive on disk
 Targets: a broker drawn from the seed, the current controller (DescribeCluster), or the
 current leader of a partition drawn from the seed (Metadata). With 4 or 5 brokers a fault
-may hit two brokers at once, never two voters, so the metadata quorum always remains.
+may hit two brokers at once, never two voters, so the metadata quorum always remains; when
+the first is a partition's leader, the second is one of that partition's followers if the
+voter rule allows (the leader and a follower down together).
 
 The schedule is deterministic; what a target resolves to at run time (which broker is the
 controller) depends on the run, and every resolution is logged.
@@ -28,17 +33,20 @@ ACTIONS = ["kill", "kill_fast", "pause", "cut", "cut_oneway"]
 # Hold times (seconds) per action: a kill is held past the session timeout, a fast kill
 # comes back within it.
 HOLD = {"kill": (2.5, 8.0), "kill_fast": (0.0, 1.0), "pause": (0.5, 6.0), "cut": (1.0, 8.0),
-        "cut_oneway": (1.0, 8.0)}
+        "cut_oneway": (1.0, 8.0), "kill_all": (0.0, 3.0)}
 GAP = (2.0, 6.0)
 
 
-def make_schedule(seed, duration, warmup, settle, brokers, voters, partitions):
+def make_schedule(seed, duration, warmup, settle, brokers, voters, partitions,
+                  kill_all=False):
     rng = random.Random(seed)
     faults = []
     t = warmup
     end = duration - settle
     while True:
         action = rng.choice(ACTIONS)
+        if kill_all and rng.random() < 0.15:
+            action = "kill_all"
         hold = round(rng.uniform(*HOLD[action]), 2)
         r = rng.random()
         if r < 0.5:
@@ -53,7 +61,10 @@ def make_schedule(seed, duration, warmup, settle, brokers, voters, partitions):
             f["direction"] = rng.choice(["out", "out", "in"])
             if f["direction"] == "out":
                 f["to"] = rng.choice(["peers", "one_peer", "clients"])
-        if brokers >= 4 and rng.random() < 0.25:
+        if action == "kill_all":
+            target = "all"
+            f["target"] = target
+        elif brokers >= 4 and rng.random() < 0.25:
             second = rng.choice(ACTIONS)
             f["second"] = {"action": second, "hold": round(rng.uniform(*HOLD[second]), 2)}
             if second == "cut_oneway":
@@ -91,6 +102,8 @@ class Nemesis:
 
     def resolve(self, target, rng):
         """Broker index for a target; (index, how it was found)."""
+        if target == "all":
+            return 0, "every broker"
         if target.startswith("broker:"):
             return int(target.split(":")[1]) - 1, "fixed"
         votes = Counter()
@@ -111,6 +124,21 @@ class Nemesis:
             return bid - 1, f"{dict(votes)}"
         i = rng.randrange(len(self.brokers))
         return i, "unresolved (no broker answered): drawn from the seed"
+
+    def followers(self, target):
+        """Indexes of the other replicas of a `leader:p` target's partition (as a reachable
+        broker sees it), or []."""
+        if not target.startswith("leader:"):
+            return []
+        p = int(target.split(":")[1])
+        for b in self.reachable():
+            try:
+                x = metadata(b.addr, [self.topic], timeout=1.5)["topics"][self.topic]
+                part = x["partitions"][p]
+                return sorted(r - 1 for r in part["isr"] if r != part["leader"])
+            except Exception:
+                continue
+        return []
 
     def sleep(self, seconds):
         end = time.monotonic() + seconds
@@ -135,6 +163,10 @@ class Nemesis:
         if action in ("kill", "kill_fast"):
             b.kill9()
             return lambda: b.start(self.t0)
+        if action == "kill_all":
+            for x in self.brokers:
+                x.kill9()
+            return lambda: [x.start(self.t0) for x in self.brokers]
         if action == "pause":
             b.pause()
             return b.resume
@@ -180,7 +212,8 @@ class Nemesis:
                 voter_hit = i < self.voters
                 choices = [j for j in range(len(self.brokers))
                            if j != i and not (voter_hit and j < self.voters)]
-                second_i = rng.choice(choices)
+                followers = [j for j in self.followers(f["target"]) if j in choices]
+                second_i = rng.choice(followers or choices)
                 applied["second"] = dict(f["second"], broker=second_i + 1)
                 heals.append(self.apply(f["second"]["action"], second_i, applied["second"],
                                         rng))

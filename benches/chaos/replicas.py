@@ -31,6 +31,26 @@ def batches(partition_dir):
     return out
 
 
+def headers(partition_dir):
+    """Every batch header of a partition's segment files, for a person reading evidence:
+    [(segment, position, base, last, leader_epoch, crc, producer_id, producer_epoch,
+    base_sequence, records)]."""
+    out = []
+    for seg in sorted(f for f in os.listdir(partition_dir) if f.endswith(".log")):
+        with open(os.path.join(partition_dir, seg), "rb") as fh:
+            data = fh.read()
+        i = 0
+        while i + 61 <= len(data):
+            base, length, epoch, magic, crc, _attrs, last_delta = struct.unpack_from(
+                ">qiibIhi", data, i)
+            if length <= 0 or magic != 2 or i + 12 + length > len(data):
+                break
+            pid, pepoch, seq, count = struct.unpack_from(">qhii", data, i + 43)
+            out.append((seg, i, base, base + last_delta, epoch, crc, pid, pepoch, seq, count))
+            i += 12 + length
+    return out
+
+
 def compare(data_dirs, topic, placement, violations):
     """data_dirs: {broker id: dir}; placement: {partition: [replica ids]}. Adds
     e_replicas_differ violations; returns the number of partitions compared."""
@@ -62,3 +82,15 @@ def compare(data_dirs, topic, placement, violations):
                 batch_b=c[k] if k < len(c) else None,
                 note="(base offset, last offset, leader epoch, crc)")
     return compared
+
+
+if __name__ == "__main__":
+    # python3 benches/chaos/replicas.py RUN_DIR/broker-1/chaos-3 [FROM_OFFSET [TO_OFFSET]]
+    import sys
+    lo = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    hi = int(sys.argv[3]) if len(sys.argv) > 3 else 1 << 62
+    print("segment position base last leader_epoch crc producer_id producer_epoch "
+          "base_sequence records")
+    for h in headers(sys.argv[1]):
+        if h[3] >= lo and h[2] <= hi:
+            print(*h)

@@ -99,6 +99,9 @@ class ProducerWorker(threading.Thread):
             "queue.buffering.max.messages": 20000,
             "error_cb": on_error,
             "logger": self.logger,
+            # The idempotent producer's state changes (producer id, epoch bumps and why)
+            # go to clients.log: the evidence when a duplicate or a loss is found.
+            "debug": "eos",
         })
         return Producer(conf), fatal
 
