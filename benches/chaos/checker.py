@@ -28,9 +28,17 @@ directory (`chaos.py --check-only DIR`) and on the corrupted copies of the self-
 import bisect
 from collections import defaultdict
 
-from workload import parse_value
 
 DETAILS_MAX = 25
+
+
+def parse_value(v: bytes):
+    """(producer_instance, seq, partition) of a value the harness wrote, or None."""
+    try:
+        head = v.split(b":", 3)
+        return head[0].decode(), int(head[1]), int(head[2])
+    except (ValueError, IndexError, UnicodeDecodeError):
+        return None
 
 
 def show(v):

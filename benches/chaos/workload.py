@@ -16,14 +16,6 @@ import time
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 
-def parse_value(v: bytes):
-    """(producer_instance, seq, partition) of a value the harness wrote, or None."""
-    try:
-        head = v.split(b":", 3)
-        return head[0].decode(), int(head[1]), int(head[2])
-    except (ValueError, IndexError, UnicodeDecodeError):
-        return None
-
 
 def client_logger(path):
     log = logging.getLogger(f"rdkafka:{path}")
