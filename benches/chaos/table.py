@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""The chaos results table of one batch of runs (benches/chaos.sh): one row per seed (faults
+by kind, acknowledged records, violations), totals, the exact command. Appended to
+benches/results/chaos.md and written into the "Chaos" section of benches/RESULTS.md.
+
+    python3 benches/chaos/table.py target/chaos/batch-... --command "..." \\
+        [--results benches/results/chaos.md] [--update benches/RESULTS.md]
+"""
+
+import argparse
+import collections
+import datetime
+import json
+import os
+import platform
+import re
+
+
+def main():
+    a = argparse.ArgumentParser()
+    a.add_argument("batch")
+    a.add_argument("--command", required=True)
+    a.add_argument("--results")
+    a.add_argument("--update")
+    args = a.parse_args()
+    rows, kinds, tot = [], collections.Counter(), collections.Counter()
+    anomalies = collections.Counter()
+    durations = set()
+    for line in open(os.path.join(args.batch, "runs")):
+        seed, n, rc = line.split()
+        tot["runs"] += 1
+        path = os.path.join(args.batch, f"seed-{seed}", "summary.json")
+        if not os.path.exists(path):
+            tot["no_summary"] += 1
+            rows.append(f"| {seed} | {n} | - | - | - | - | - | no summary (exit {rc}: "
+                        f"`{args.batch}/seed-{seed}.out`) |")
+            continue
+        s = json.load(open(path))
+        durations.add(s["duration_s"])
+        k = {x: c for x, c in s["faults_by_kind"].items() if not x.startswith("target:")}
+        kinds.update(s["faults_by_kind"])
+        tot["faults"] += s["faults_applied"]
+        tot["acked"] += s["acked"]
+        tot["violations"] += s["violations_total"]
+        tot["crashes"] += len(s.get("broker_crashes", []))
+        for key, val in s.get("anomalies", {}).items():
+            anomalies[key] += sum(val.values()) if isinstance(val, dict) else val
+        viol = ", ".join(f"{v['kind']} x{v['count']}" for v in s["violations"]) or "0"
+        sync = s["in_sync_after_heal_s"]
+        rows.append(f"| {seed} | {n} | {s['faults_applied']} | "
+                    f"{', '.join(f'{x} {c}' for x, c in sorted(k.items()))} | {s['acked']} | "
+                    f"{s['failed']} | {'-' if sync is None else f'{sync:.1f} s'} | {viol} |")
+    by_kind = ", ".join(f"{x} {c}" for x, c in sorted(kinds.items())
+                        if not x.startswith("target:"))
+    targets = ", ".join(f"{x[7:]} {c}" for x, c in sorted(kinds.items())
+                        if x.startswith("target:"))
+    dur = "/".join(f"{d:.0f}" for d in sorted(durations)) or "?"
+    lines = [
+        f"## Chaos (issue 15): {tot['runs']} seeded runs of {dur} s, {datetime.date.today()}",
+        "",
+        f"Command: `{args.command}` (run directories: `{args.batch}`).",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, kernel {platform.release()}. "
+        "Brokers (debug or release as the command says) in network namespaces on a bridge, "
+        "3 metadata voters (more brokers are learners), heartbeat 200 ms, session 2000 ms, "
+        "replica lag 3000 ms; a topic of 6 partitions, RF 3, min.insync.replicas 2; 3 "
+        "idempotent acks=all producers (300 records/s in all), 2 consumers reading from the "
+        "start (one rewinds every 20 s), a ListOffsets watcher. Checks: "
+        "[benches/chaos/README.md](chaos/README.md).",
+        "",
+        f"**{tot['runs']} runs, {tot['faults']} faults, {tot['acked']} acknowledged records, "
+        f"{tot['violations']} violations, {tot['crashes']} broker crashes**"
+        + (f" ({tot['no_summary']} runs without a summary)" if tot["no_summary"] else "")
+        + f". Faults by kind: {by_kind}; targets: {targets}.",
+        "",
+        "| seed | brokers | faults | by kind | acked | failed (not acked) | in sync after heal | violations |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+    if anomalies:
+        lines += ["Anomalies (client-visible, not data-safety violations): " +
+                  ", ".join(f"{k} {v}" for k, v in sorted(anomalies.items())) + ".", ""]
+    text = "\n".join(lines)
+    if args.results:
+        with open(args.results, "a") as fh:
+            fh.write(text + "\n")
+    if args.update:
+        body = open(args.update).read()
+        m = re.search(r"^## Chaos \(issue 15\).*?(?=^## |\Z)", body, re.S | re.M)
+        if m:
+            body = body[:m.start()] + text + "\n" + body[m.end():]
+        else:
+            body = body.rstrip("\n") + "\n\n" + text
+        with open(args.update, "w") as fh:
+            fh.write(body)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
