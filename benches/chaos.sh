@@ -22,8 +22,8 @@ OUT=benches/results/chaos.md
 BATCH=target/chaos/batch-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$BATCH" benches/results
 
-python3 -c "import confluent_kafka" 2>/dev/null \
-  || python3 -m pip install -q "confluent-kafka==2.6.1"
+python3 -c "import confluent_kafka as c, sys; sys.exit(c.version()[0] != '2.11.1')" 2>/dev/null \
+  || python3 -m pip install -q "confluent-kafka==2.11.1"
 [ -n "$BINARY" ] || for b in target/release/rill target/debug/rill; do
   [ -x "$b" ] && { BINARY=$b; break; }
 done

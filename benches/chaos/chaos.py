@@ -54,6 +54,12 @@ def parse_args(argv):
     a.add_argument("--consumers", type=int, default=2)
     a.add_argument("--rate", type=float, default=300, help="records/s over all producers")
     a.add_argument("--value-bytes", type=int, default=100)
+    a.add_argument("--max-in-flight", type=int, default=5, choices=range(1, 6),
+                   metavar="1-5", help="produce requests in flight per connection (librdkafka's "
+                   "max.in.flight; 2-5 lets librdkafka 2.x re-send a possibly stored batch under "
+                   "a new epoch after OUT_OF_ORDER_SEQUENCE_NUMBER: confluentinc/librdkafka#4953)")
+    a.add_argument("--fetch-debug", action="store_true",
+                   help="log every consumer fetch to clients.log (about 150 KB/s)")
     a.add_argument("--warmup", type=float, default=5)
     a.add_argument("--settle", type=float, default=15,
                    help="seconds of workload after the final heal")
@@ -300,11 +306,12 @@ class Run:
         pstop, cstop = threading.Event(), threading.Event()
         producers = [ProducerWorker(k, self.bootstrap(), TOPIC, a.partitions,
                                     a.rate / a.producers, a.value_bytes, self.t0, pstop, logger,
-                                    self.log) for k in range(a.producers)]
+                                    self.log, a.max_in_flight) for k in range(a.producers)]
         consumers = [ConsumerWorker(k, self.bootstrap(), TOPIC, a.partitions, self.t0, cstop,
-                                    logger, self.log, rewind_s=20 if k == 0 else 0)
+                                    logger, self.log, rewind_s=20 if k == 0 else 0,
+                                    debug="topic,metadata" + (",fetch" if a.fetch_debug else ""))
                      for k in range(a.consumers)]
-        watcher = OffsetsWatcher(self.bootstrap(), TOPIC, a.partitions, self.t0, cstop, logger)
+        watcher = OffsetsWatcher(self.brokers, TOPIC, a.partitions, self.t0, cstop)
         for w in consumers + producers + [watcher]:
             w.start()
         nem = Nemesis(a.seed, schedule, self.brokers, self.net, voters, TOPIC, self.t0,
@@ -355,6 +362,7 @@ class Run:
             if not behind:
                 break
             time.sleep(0.5)
+        self.consumers_behind = behind
         if behind:
             self.log("consumers still behind after 20 s (consumer, partition, position, high "
                      f"watermark): {behind}")
@@ -381,10 +389,9 @@ class Run:
         cons = [{"name": f"consumer-{c.k}", "seen": {k: v for k, (v, _t) in c.seen.items()},
                  "conflicts": c.conflicts} for c in consumers]
         ack_times = [t for w in producers for (_p, _o, _v, t) in w.acks]
-        excused = excused_windows(nem.applied)
-        self.save(producers, consumers, final, watcher.samples, excused)
+        self.save(producers, consumers, final, watcher.samples)
         violations, figures = checker.check(acks, cons, final, instances, watcher.samples,
-                                            ack_times, excused)
+                                            ack_times)
         placement = {}
         ref = next((v for v in final_view.values() if "topics" in v), None)
         if ref is not None:
@@ -402,6 +409,8 @@ class Run:
         for bid, st in exits.items():
             if st not in (0, None):
                 violations.add("broker_unclean_exit", broker=bid, status=st)
+        dup_attribution = attribute_duplicates(self.run_dir, violations) \
+            if violations.count.get("c_duplicate") else []
         crash_lines = self.grep_logs()
         for bid, lines in crash_lines.items():
             violations.add("broker_log_panic_or_abort", broker=bid, lines=lines[:20])
@@ -411,6 +420,10 @@ class Run:
             "duration_s": a.duration,
             "brokers": a.brokers,
             "partitions": a.partitions,
+            "max_in_flight": a.max_in_flight,
+            "client": "confluent-kafka %s (librdkafka %s)" % (
+                __import__("confluent_kafka").version()[0],
+                __import__("confluent_kafka").libversion()[0]),
             "binary": self.binary,
             "run_dir": self.run_dir,
             "command": " ".join(sys.argv),
@@ -433,6 +446,7 @@ class Run:
             "consumer_reads": sum(c.reads for c in consumers),
             "consumer_rewinds": sum(c.rewinds for c in consumers),
             "consumer_errors": dict(sum((Counter(c.errors) for c in consumers), Counter())),
+            "latest_offset_errors": watcher.errors,
             "final_read": {p: f"offsets {f['low']}..{f['high']}, read {len(f['records'])}"
                            for p, f in sorted(final.items())},
             "partitions_replicas_compared": compared,
@@ -442,6 +456,8 @@ class Run:
             "violations_total": violations.total(),
             "violations": violations.summary(),
         }
+        if dup_attribution:
+            summary["duplicate_attribution"] = dup_attribution
         return summary, violations
 
     def anomalies(self):
@@ -458,8 +474,13 @@ class Run:
                         counts["client log: " + re.sub(r"\d+ to 0", "N to 0", m.group(0))] += 1
         except OSError:
             pass
-        return {"metadata_without_topic_by_broker": dict(sorted(self.not_served.items())),
-                **dict(sorted(counts.items()))}
+        out = {"metadata_without_topic_by_broker": dict(sorted(self.not_served.items())),
+               **dict(sorted(counts.items()))}
+        if getattr(self, "consumers_behind", None):
+            out["consumers_not_at_high_watermark_20s_after_producers_stopped"] = [
+                {"consumer": k, "partition": p, "position": pos, "high_watermark": h}
+                for k, p, pos, h in self.consumers_behind]
+        return out
 
     def grep_logs(self):
         out = {}
@@ -473,7 +494,7 @@ class Run:
                 out[b.id] = lines
         return out
 
-    def save(self, producers, consumers, final, latest, excused):
+    def save(self, producers, consumers, final, latest):
         """What the checker reads, so `--check-only` can run it again on this directory."""
         def hx(v):
             return v.decode(errors="surrogateescape")
@@ -488,7 +509,7 @@ class Run:
         with open(os.path.join(self.run_dir, "instances.json"), "w") as fh:
             json.dump({k: v for w in producers for k, v in w.sent_by_instance.items()}, fh)
         with open(os.path.join(self.run_dir, "latest-offsets.json"), "w") as fh:
-            json.dump({"samples": latest, "excused": excused}, fh)
+            json.dump({"samples": latest}, fh)
         for c in consumers:
             with open(os.path.join(self.run_dir, f"reads-consumer-{c.k}.jsonl"), "w") as fh:
                 for (p, o), (v, t) in sorted(c.seen.items()):
@@ -510,14 +531,55 @@ class Run:
             self.net.created = False
 
 
-def excused_windows(applied):
-    """Windows in which a deposed leader may still answer ListOffsets with its own older
-    high watermark: while a broker is cut off or paused, and 3 s after."""
+def attribute_duplicates(run_dir, violations):
+    """For each duplicate found, the producer id, epoch and sequence each copy was stored
+    under (from the brokers' segment files) and what that says: copies under one producer
+    epoch mean the broker stored a batch twice; a copy under a later epoch means the client
+    re-sent the record after bumping its epoch (librdkafka does this after
+    OUT_OF_ORDER_SEQUENCE_NUMBER: confluentinc/librdkafka#4953), with the client's own
+    log lines about it."""
+    import glob
     out = []
-    for f in applied:
-        actions = [f["action"]] + ([f["second"]["action"]] if "second" in f else [])
-        if any(a in ("pause", "cut", "cut_oneway") for a in actions):
-            out.append((f["started"], f["healed"] + 3.0))
+    headers = {}
+
+    def header_at(p, o):
+        if p not in headers:
+            headers[p] = []
+            for d in sorted(glob.glob(os.path.join(run_dir, "broker-*", f"{TOPIC}-{p}"))):
+                headers[p] = replicas.headers(d)
+                if headers[p]:
+                    break
+        for h in headers[p]:
+            if h[2] <= o <= h[3]:
+                return {"offset": o, "batch": [h[2], h[3]], "leader_epoch": h[4],
+                        "producer_id": h[6], "producer_epoch": h[7], "base_sequence": h[8]}
+        return {"offset": o, "batch": None}
+
+    client_log = []
+    try:
+        with open(os.path.join(run_dir, "clients.log"), errors="replace") as fh:
+            client_log = [ln.rstrip() for ln in fh
+                          if "ERRSEQ" in ln or "bumped epoch" in ln or "epoch bump" in ln]
+    except OSError:
+        pass
+    for ex in violations.details.get("c_duplicate", []):
+        copies = [header_at(p, o) for p, o in ex["places"]]
+        epochs = {(c.get("producer_id"), c.get("producer_epoch")) for c in copies}
+        if any(c["batch"] is None for c in copies):
+            cause = "unknown: the brokers' files are gone (kept only when a run fails)"
+        elif len(epochs) == 1:
+            cause = ("one producer epoch: the broker stored the same producer batch twice "
+                     "(a broker defect: duplicates of an idempotent batch must be answered, "
+                     "not appended)")
+        else:
+            cause = ("a later producer epoch: the client re-sent the record after bumping its "
+                     "epoch; librdkafka does this after OUT_OF_ORDER_SEQUENCE_NUMBER "
+                     "(confluentinc/librdkafka#4953) -- check that the broker's answers before "
+                     "it were Kafka's")
+        inst = (ex["value"] or "").split(":")[0]
+        lines = [ln for ln in client_log if f"chaos-{inst}#" in ln][:8]
+        out.append({"value": ex["value"], "copies": copies, "cause": cause,
+                    "client_log": lines})
     return out
 
 
@@ -571,15 +633,13 @@ def load_run(run_dir):
              for p, f in raw.items()}
     with open(os.path.join(run_dir, "instances.json")) as fh:
         instances = json.load(fh)
-    latest, excused = None, ()
+    latest = None
     lp = os.path.join(run_dir, "latest-offsets.json")
     if os.path.exists(lp):
         with open(lp) as fh:
             raw = json.load(fh)
         latest = [tuple(x) for x in raw["samples"]]
-        excused = [tuple(x) for x in raw["excused"]]
-    return acks, consumers, final, instances, {"latest": latest, "ack_times": ack_times,
-                                               "excused": excused}
+    return acks, consumers, final, instances, {"latest": latest, "ack_times": ack_times}
 
 
 def self_test(acks, consumers, final, instances, extra=None, run_dir=None, placement=None):
@@ -587,7 +647,7 @@ def self_test(acks, consumers, final, instances, extra=None, run_dir=None, place
     each with the right kind. Returns (corruptions tried, failures): no failure means the
     checker caught every one."""
     import copy
-    extra = extra or {"latest": None, "ack_times": None, "excused": ()}
+    extra = extra or {"latest": None, "ack_times": None}
     tried, failures = [], []
     base, _ = checker.check(acks, consumers, final, instances, **extra)
     parts = [p for p in sorted(final) if len(final[p]["records"]) >= 3]
@@ -657,12 +717,11 @@ def self_test(acks, consumers, final, instances, extra=None, run_dir=None, place
         f[p]["records"][pair[0]], f[p]["records"][pair[1]] = (f[p]["records"][pair[1]],
                                                               f[p]["records"][pair[0]])
         expect("a producer's records reordered", "d_producer_order", f=f)
-    # (f) the latest offset answered as 0 after an ack, outside any excused window.
+    # (f) the current leader answers a latest offset of 0 after an ack.
     if extra.get("ack_times"):
         t_last = max(extra["ack_times"]) + 0.5
         pf = next(pp for pp, oo, _v in reversed(acks) if oo is not None)
-        x = dict(extra, latest=list(extra["latest"] or []) + [(t_last, pf, 0)],
-                 excused=[w for w in extra["excused"] if not w[0] <= t_last <= w[1]])
+        x = dict(extra, latest=list(extra["latest"] or []) + [(t_last, pf, 0, 1, 0)])
         expect("the latest offset went back", "f_latest_offset_below_ack", x=x)
     # (e) one replica's copy differs: a copy of a partition's files, one batch's CRC flipped.
     if run_dir and placement:

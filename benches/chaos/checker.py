@@ -12,13 +12,11 @@ what a fresh consumer reads after the final heal, held against Kafka's promises.
     record (no transactions, no compaction: no holes are expected), every record sits in
     the partition it was sent to, and one producer's records to one partition are in the
     order it sent them (offsets, and acked offsets, rise with its sequence);
-(f) the latest offset (ListOffsets, asked of the leader during the run) never below an
-    offset acknowledged before the question was asked: an ack means the high watermark
-    passed the record, and Kafka's leaders answer OFFSET_NOT_AVAILABLE rather than a
-    high watermark they do not know yet (KIP-207). Answers asked while a broker was cut
-    off or paused (and for 3 s after) are not held to this: a deposed leader that cannot
-    hear the controller yet may still answer with its own older high watermark, in Kafka
-    too. A restarted broker has no such excuse.
+(f) the latest offset, asked during the run of each partition's current leader (the
+    newest leader epoch any broker knows, named in the request as KIP-320 has it), never
+    below an offset acknowledged before the question was asked: an ack means the high
+    watermark passed the record, and Kafka's leaders answer OFFSET_NOT_AVAILABLE rather
+    than a high watermark they do not know yet (KIP-207).
 (e), replicas agreeing byte for byte, is in replicas.py (it reads the brokers' files).
 
 Pure functions over plain data, so the same checks run on a live run, on a saved run
@@ -66,8 +64,7 @@ class Violations:
                 for k in sorted(self.count)]
 
 
-def check(acks, consumers, final, instances, latest=None, ack_times=None,
-          excused=()):
+def check(acks, consumers, final, instances, latest=None, ack_times=None):
     """acks: [(partition, offset, value)]; consumers: [{"name", "seen": {(p, o): value},
     "conflicts": [(p, o, v1, t1, v2, t2)]}]; final: {p: {"low", "high", "records": {o: v},
     "complete", "error"}}; instances: {producer instance name: records sent}.
@@ -208,16 +205,13 @@ def check(acks, consumers, final, instances, latest=None, ack_times=None,
                 best_t.append(mt)
             prefix[p] = (times, best, best_t)
         figures["latest_offset_samples"] = len(latest)
-        figures["latest_offset_samples_excused"] = 0
-        for t, p, high in sorted(latest):
-            if any(a <= t <= b for a, b in excused):
-                figures["latest_offset_samples_excused"] += 1
-                continue
+        for t, p, high, *who in sorted(latest):
             if p not in prefix:
                 continue
             times, best, best_t = prefix[p]
             k = bisect.bisect_left(times, t) - 1  # the last ack strictly before t
             if k >= 0 and high < best[k]:
                 v.add("f_latest_offset_below_ack", partition=p, asked_t=round(t, 3),
-                      latest=high, acked_end=best[k], acked_t=round(best_t[k], 3))
+                      latest=high, acked_end=best[k], acked_t=round(best_t[k], 3),
+                      leader_and_epoch_asked=who)
     return v, figures

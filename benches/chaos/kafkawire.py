@@ -10,6 +10,7 @@ leader, its epoch, the replicas and the ISR) and DescribeCluster v0 (brokers and
 import socket
 import struct
 
+LIST_OFFSETS = 2
 METADATA = 3
 DESCRIBE_CLUSTER = 60
 
@@ -164,3 +165,32 @@ def describe_cluster(addr, timeout=2.0):
     brokers = r.compact_array(broker)
     return {"error": err, "controller": controller, "brokers": sorted(brokers),
             "cluster_id": cluster_id}
+
+
+def list_offsets(addr, topic, partitions, timeout=2.0, timestamp=-1):
+    """ListOffsets v4 (latest by default) from the broker at addr for `partitions`
+    {partition: current_leader_epoch}: {partition: (error, offset, leader_epoch)}. With the
+    current leader epoch (KIP-320) a broker that is not at that epoch answers FENCED or
+    UNKNOWN_LEADER_EPOCH instead of an offset."""
+    body = struct.pack(">ib", -1, 0)  # replica_id (a client), read_uncommitted
+    body += struct.pack(">i", 1) + _string(topic) + struct.pack(">i", len(partitions))
+    for p, epoch in sorted(partitions.items()):
+        body += struct.pack(">iiq", p, epoch, timestamp)
+    r = _request(addr, LIST_OFFSETS, 4, body, False, timeout)
+    r.i32()  # throttle
+    out = {}
+
+    def partition():
+        index = r.i32()
+        err = r.i16()
+        r.take(8)  # timestamp
+        offset = struct.unpack(">q", r.take(8))[0]
+        epoch = r.i32()
+        out[index] = (err, offset, epoch)
+
+    def topic_():
+        r.string()
+        r.array(partition)
+
+    r.array(topic_)
+    return out

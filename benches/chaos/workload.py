@@ -23,7 +23,7 @@ def client_logger(path):
         h = logging.FileHandler(path)
         h.setFormatter(logging.Formatter("%(asctime)s %(threadName)s %(message)s"))
         log.addHandler(h)
-        log.setLevel(logging.INFO)
+        log.setLevel(logging.DEBUG)  # librdkafka debug lines arrive at DEBUG
         log.propagate = False
     return log
 
@@ -42,8 +42,9 @@ class ProducerWorker(threading.Thread):
     report: acks (partition, offset, value) and failures (value, error)."""
 
     def __init__(self, k, bootstrap, topic, partitions, rate, value_bytes, t0, stop, logger,
-                 events):
+                 events, max_in_flight=5):
         super().__init__(name=f"producer-{k}", daemon=True)
+        self.max_in_flight = max_in_flight
         self.k, self.bootstrap, self.topic = k, bootstrap, topic
         self.partitions, self.rate, self.value_bytes = partitions, rate, value_bytes
         self.t0, self.stop, self.logger, self.events = t0, stop, logger, events
@@ -83,6 +84,7 @@ class ProducerWorker(threading.Thread):
             "client.id": f"chaos-p{self.k}.{self.instance}",
             "enable.idempotence": True,
             "acks": "all",
+            "max.in.flight.requests.per.connection": self.max_in_flight,
             "linger.ms": 5,
             "message.timeout.ms": 30000,
             "request.timeout.ms": 5000,
@@ -150,8 +152,10 @@ class ConsumerWorker(threading.Thread):
     seen at each (partition, offset) and every later read of that offset that differs.
     With `rewind_s`, goes back to the beginning every so often to read it all again."""
 
-    def __init__(self, k, bootstrap, topic, partitions, t0, stop, logger, events, rewind_s=0):
+    def __init__(self, k, bootstrap, topic, partitions, t0, stop, logger, events, rewind_s=0,
+                 debug="topic,metadata"):
         super().__init__(name=f"consumer-{k}", daemon=True)
+        self.debug = debug
         self.k, self.bootstrap, self.topic, self.partitions = k, bootstrap, topic, partitions
         self.t0, self.stop, self.logger, self.events = t0, stop, logger, events
         self.rewind_s = rewind_s
@@ -182,6 +186,9 @@ class ConsumerWorker(threading.Thread):
             "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": 500,
             "logger": self.logger,
+            # Partition leaders and metadata changes go to clients.log (with --fetch-debug
+            # every fetch too): the evidence when a consumer stops advancing.
+            "debug": self.debug,
         })
         c = Consumer(conf)
         try:
@@ -271,33 +278,55 @@ def final_read(bootstrap, topic, partitions, logger, deadline_s=90.0):
 
 
 class OffsetsWatcher(threading.Thread):
-    """Asks the partition leaders (as a client finds them) for each partition's latest
-    offset (ListOffsets, the high watermark) twice a second, recording (t asked, partition,
-    latest). Once an offset is acknowledged with acks=all the high watermark has passed it,
-    so no later answer may be lower: the checker holds these samples against the acks."""
+    """Twice a second, asks each partition's current leader for its latest offset (the high
+    watermark): every reachable broker's Metadata is read, the newest leader epoch any of
+    them knows names the leader, and that broker is asked ListOffsets with that epoch
+    (KIP-320), so a deposed leader that has not heard of its deposition is never the one
+    asked, and a broker not at that epoch answers an error, not an offset. Records (t
+    asked, partition, latest, leader, epoch). Once an offset is acknowledged with acks=all
+    the high watermark has passed it, so no later answer of the current leader may be
+    lower: the checker holds the samples against the acks."""
 
-    def __init__(self, bootstrap, topic, partitions, t0, stop, logger, period_s=0.5):
+    def __init__(self, brokers, topic, partitions, t0, stop, period_s=0.5):
         super().__init__(name="offsets-watcher", daemon=True)
-        self.bootstrap, self.topic, self.partitions = bootstrap, topic, partitions
-        self.t0, self.stop, self.logger, self.period_s = t0, stop, logger, period_s
-        self.samples = []  # (t, partition, latest)
-        self.errors = 0
+        self.brokers, self.topic, self.partitions = brokers, topic, partitions
+        self.t0, self.stop, self.period_s = t0, stop, period_s
+        self.samples = []  # (t, partition, latest, leader id, leader epoch)
+        self.errors = {}   # error code (or exception name) -> count
+
+    def count(self, key):
+        self.errors[key] = self.errors.get(key, 0) + 1
 
     def run(self):
-        conf = dict(COMMON)
-        conf.update({"bootstrap.servers": self.bootstrap, "client.id": "chaos-offsets",
-                     "group.id": "chaos-offsets-watcher", "logger": self.logger})
-        c = Consumer(conf)
-        try:
-            while not self.stop.is_set():
-                for p in range(self.partitions):
-                    t = time.monotonic() - self.t0
-                    try:
-                        _low, high = c.get_watermark_offsets(TopicPartition(self.topic, p),
-                                                             timeout=2, cached=False)
-                        self.samples.append((t, p, high))
-                    except KafkaException:
-                        self.errors += 1
-                self.stop.wait(self.period_s)
-        finally:
-            c.close()
+        from kafkawire import list_offsets, metadata
+        by_id = {b.id: b for b in self.brokers}
+        while not self.stop.is_set():
+            t = time.monotonic() - self.t0
+            newest = {}  # partition -> (epoch, leader)
+            for b in self.brokers:
+                try:
+                    m = metadata(b.addr, [self.topic], timeout=0.5)
+                except Exception:
+                    continue
+                tp = m["topics"].get(self.topic)
+                for p, x in (tp or {}).get("partitions", {}).items():
+                    if x["leader"] >= 0 and (p not in newest or x["leader_epoch"] > newest[p][0]):
+                        newest[p] = (x["leader_epoch"], x["leader"])
+            by_leader = {}
+            for p, (epoch, leader) in newest.items():
+                by_leader.setdefault(leader, {})[p] = epoch
+            for leader, parts in by_leader.items():
+                b = by_id.get(leader)
+                if b is None:
+                    continue
+                try:
+                    answers = list_offsets(b.addr, self.topic, parts, timeout=1.0)
+                except Exception as e:
+                    self.count(type(e).__name__)
+                    continue
+                for p, (err, offset, epoch) in answers.items():
+                    if err:
+                        self.count(f"error {err}")
+                    else:
+                        self.samples.append((t, p, offset, leader, parts[p]))
+            self.stop.wait(self.period_s)
