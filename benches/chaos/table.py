@@ -25,7 +25,7 @@ def main():
     args = a.parse_args()
     rows, kinds, tot = [], collections.Counter(), collections.Counter()
     anomalies = collections.Counter()
-    durations = set()
+    durations, clients = set(), set()
     for line in open(os.path.join(args.batch, "runs")):
         seed, n, rc = line.split()
         tot["runs"] += 1
@@ -37,6 +37,7 @@ def main():
             continue
         s = json.load(open(path))
         durations.add(s["duration_s"])
+        clients.add(f"{s.get('client', 'client ?')}, max.in.flight {s.get('max_in_flight', '?')}")
         k = {x: c for x, c in s["faults_by_kind"].items() if not x.startswith("target:")}
         kinds.update(s["faults_by_kind"])
         tot["faults"] += s["faults_applied"]
@@ -55,17 +56,14 @@ def main():
     targets = ", ".join(f"{x[7:]} {c}" for x, c in sorted(kinds.items())
                         if x.startswith("target:"))
     dur = "/".join(f"{d:.0f}" for d in sorted(durations)) or "?"
+    kind = ("with kill -9 of every broker at once" if "--allow-kill-all" in args.command
+            else "faults that keep a metadata quorum")
     lines = [
-        f"## Chaos (issue 15): {tot['runs']} seeded runs of {dur} s, {datetime.date.today()}",
+        f"### {kind.capitalize()}: {tot['runs']} seeded runs of {dur} s, "
+        f"{datetime.date.today()}",
         "",
-        f"Command: `{args.command}` (run directories: `{args.batch}`).",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, kernel {platform.release()}. "
-        "Brokers (debug or release as the command says) in network namespaces on a bridge, "
-        "3 metadata voters (more brokers are learners), heartbeat 200 ms, session 2000 ms, "
-        "replica lag 3000 ms; a topic of 6 partitions, RF 3, min.insync.replicas 2; 3 "
-        "idempotent acks=all producers (300 records/s in all), 2 consumers reading from the "
-        "start (one rewinds every 20 s), a ListOffsets watcher. Checks: "
-        "[benches/chaos/README.md](chaos/README.md).",
+        f"Command: `{args.command}` (run directories: `{args.batch}`). "
+        f"Client: {'; '.join(sorted(clients)) or '?'}.",
         "",
         f"**{tot['runs']} runs, {tot['faults']} faults, {tot['acked']} acknowledged records, "
         f"{tot['violations']} violations, {tot['crashes']} broker crashes**"
@@ -81,16 +79,36 @@ def main():
         lines += ["Anomalies (client-visible, not data-safety violations): " +
                   ", ".join(f"{k} {v}" for k, v in sorted(anomalies.items())) + ".", ""]
     text = "\n".join(lines)
+    intro = "\n".join([
+        "## Chaos (issue 15)",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, kernel {platform.release()}. "
+        "`benches/chaos.sh` runs seeds of `benches/chaos/chaos.py`: brokers in network "
+        "namespaces on a bridge, 3 metadata voters (more brokers are learners), heartbeat "
+        "200 ms, session 2000 ms, replica lag 3000 ms; a topic of 6 partitions, RF 3, "
+        "min.insync.replicas 2; 3 idempotent acks=all producers (300 records/s in all), 2 "
+        "consumers reading from the start (one rewinds every 20 s), a ListOffsets watcher; "
+        "what is checked: [benches/chaos/README.md](chaos/README.md). A violation is any "
+        "of (a)-(f) there, a broker crash, or not in sync within 60 s of the final heal.",
+        "",
+    ])
     if args.results:
         with open(args.results, "a") as fh:
             fh.write(text + "\n")
     if args.update:
         body = open(args.update).read()
         m = re.search(r"^## Chaos \(issue 15\).*?(?=^## |\Z)", body, re.S | re.M)
+        subs = {}
         if m:
-            body = body[:m.start()] + text + "\n" + body[m.end():]
+            for part in re.split(r"^(?=### )", m.group(0), flags=re.M)[1:]:
+                title = part.split("\n", 1)[0]
+                subs[title.split(":")[0]] = part.rstrip("\n") + "\n"
+        subs[f"### {kind.capitalize()}"] = text
+        section = intro + "\n" + "\n".join(subs[k].rstrip("\n") + "\n" for k in sorted(subs))
+        if m:
+            body = body[:m.start()] + section + "\n" + body[m.end():]
         else:
-            body = body.rstrip("\n") + "\n\n" + text
+            body = body.rstrip("\n") + "\n\n" + section
         with open(args.update, "w") as fh:
             fh.write(body)
     print(text)
