@@ -421,6 +421,7 @@ class Run:
             "brokers": a.brokers,
             "partitions": a.partitions,
             "max_in_flight": a.max_in_flight,
+            "tag_and_subnet": [a.tag, a.subnet],
             "client": "confluent-kafka %s (librdkafka %s)" % (
                 __import__("confluent_kafka").version()[0],
                 __import__("confluent_kafka").libversion()[0]),

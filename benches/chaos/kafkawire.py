@@ -10,6 +10,7 @@ leader, its epoch, the replicas and the ISR) and DescribeCluster v0 (brokers and
 import socket
 import struct
 
+FETCH = 1
 LIST_OFFSETS = 2
 METADATA = 3
 DESCRIBE_CLUSTER = 60
@@ -39,6 +40,9 @@ class Reader:
 
     def i32(self):
         return struct.unpack(">i", self.take(4))[0]
+
+    def i64(self):
+        return struct.unpack(">q", self.take(8))[0]
 
     def string(self):
         n = self.i16()
@@ -194,3 +198,65 @@ def list_offsets(addr, topic, partitions, timeout=2.0, timestamp=-1):
 
     r.array(topic_)
     return out
+
+
+def replica_fetch(addr, topic, partition, replica_id, fetch_offset, last_fetched_epoch,
+                  current_leader_epoch=-1, timeout=3.0, max_wait_ms=0):
+    """Fetch v12 as follower `replica_id` would send it (fetch offset and the epoch of the
+    last batch it holds, KIP-595's LastFetchedEpoch): what the leader answers, for a person
+    finding why a follower does not catch up. Returns {error, high_watermark,
+    log_start_offset, diverging_epoch: (epoch, end_offset) or None, records_bytes}."""
+    def cstr(s):
+        b = s.encode()
+        return _uvarint(len(b) + 1) + b
+
+    part = struct.pack(">iiqiqi", partition, current_leader_epoch, fetch_offset,
+                       last_fetched_epoch, -1, 1 << 20) + b"\x00"
+    body = struct.pack(">iiiibii", replica_id, max_wait_ms, 0, 1 << 20, 0, 0, -1)
+    body += _uvarint(2) + cstr(topic) + _uvarint(2) + part + b"\x00"
+    body += _uvarint(1)  # forgotten topics: none
+    body += cstr("")     # rack
+    body += b"\x00"
+    r = _request(addr, FETCH, 12, body, True, timeout)
+    r.i32()  # throttle
+    top_err = r.i16()
+    r.i32()  # session id
+    out = {"top_error": top_err}
+
+    def partition_():
+        d = {"partition": r.i32(), "error": r.i16(), "high_watermark": r.i64(),
+             "last_stable_offset": r.i64(), "log_start_offset": r.i64(),
+             "diverging_epoch": None}
+        r.compact_array(lambda: (r.i64(), r.i64(), r.tagged_fields()))  # aborted txns
+        d["preferred_read_replica"] = r.i32()
+        n = r.uvarint()
+        d["records_bytes"] = max(0, n - 1)
+        if n > 1:
+            r.take(n - 1)
+        for _ in range(r.uvarint()):
+            tag, size = r.uvarint(), r.uvarint()
+            if tag == 0:
+                sub = Reader(r.take(size))
+                d["diverging_epoch"] = (sub.i32(), sub.i64())
+            else:
+                r.take(size)
+        out.setdefault("partitions", []).append(d)
+
+    def topic_():
+        r.compact_string()
+        r.compact_array(partition_)
+        r.tagged_fields()
+
+    r.compact_array(topic_)
+    return out
+
+
+def _uvarint(v):
+    out = b""
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])

@@ -13,7 +13,8 @@ import logging
 import threading
 import time
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer,
+                             TopicPartition)
 
 
 
@@ -72,7 +73,8 @@ class ProducerWorker(threading.Thread):
         fatal = threading.Event()
 
         def on_error(err):
-            if err.fatal():
+            # librdkafka reports a fatal error as _FATAL (the cause is in its text).
+            if err.fatal() or err.code() == KafkaError._FATAL:
                 fatal.set()
                 with self.lock:
                     self.fatal.append((f"p{self.k}.{self.instance}", err.str(), self.now()))
@@ -124,6 +126,13 @@ class ProducerWorker(threading.Thread):
                     # a broker that did not know it yet): counted, retried with the same
                     # value after a pause.
                     err = e.args[0]
+                    if hasattr(err, "code") and err.code() == KafkaError._FATAL:
+                        p.poll(0)  # serve the error callback, which records the cause
+                        if not fatal.is_set():
+                            with self.lock:
+                                self.fatal.append((name, str(err), self.now()))
+                            fatal.set()
+                        break
                     key = err.name() if hasattr(err, "name") else str(e)
                     with self.lock:
                         if key not in self.refused:
