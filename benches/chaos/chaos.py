@@ -426,6 +426,7 @@ class Run:
                 __import__("confluent_kafka").version()[0],
                 __import__("confluent_kafka").libversion()[0]),
             "binary": self.binary,
+            "binary_commit": binary_commit(self.binary),
             "run_dir": self.run_dir,
             "command": " ".join(sys.argv),
             "faults_scheduled": len(schedule),
@@ -582,6 +583,15 @@ def attribute_duplicates(run_dir, violations):
         out.append({"value": ex["value"], "copies": copies, "cause": cause,
                     "client_log": lines})
     return out
+
+
+def binary_commit(path):
+    """The commit a `<binary>.commit` file beside the binary names (None without one)."""
+    try:
+        with open(path + ".commit") as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
 
 
 def summarize_view(v):

@@ -16,6 +16,51 @@ import platform
 import re
 
 
+LOST = {"a_acked_record_lost", "a_two_acks_one_offset"}
+DISAGREE = {"b_offset_read_two_ways", "b_read_record_vanished", "e_replicas_differ",
+            "e_replica_epochs_differ", "e_replica_missing", "f_latest_offset_below_ack"}
+CRASH = {"broker_crashed", "broker_log_panic_or_abort", "broker_unclean_exit"}
+
+
+def classify(s):
+    """One run's violations in the table's columns: lost acknowledged records, offset
+    disagreements, broker crashes, duplicates (those copied under a later producer epoch
+    are the client's re-sends, librdkafka#4953)."""
+    count = {v["kind"]: v["count"] for v in s["violations"]}
+    out = {"lost": sum(c for k, c in count.items() if k in LOST),
+           "disagreements": sum(c for k, c in count.items() if k in DISAGREE),
+           "crashes": sum(c for k, c in count.items() if k in CRASH),
+           "duplicates": count.get("c_duplicate", 0)}
+    attr = s.get("duplicate_attribution", [])
+    out["dup_client"] = sum(1 for d in attr if d["cause"].startswith("a later producer epoch"))
+    out["dup_broker"] = sum(1 for d in attr if d["cause"].startswith("one producer epoch"))
+    return out
+
+
+def describe_binary(path, commit=None):
+    """The broker binary, with the commit it was built from: as the run recorded it, else
+    as a `<binary>.commit` file beside it names it now."""
+    if not path:
+        return "?"
+    if not commit:
+        try:
+            with open(path + ".commit") as fh:
+                commit = fh.read().strip()
+        except OSError:
+            pass
+    return f"`{path}` (built from {commit})" if commit else f"`{path}`"
+
+
+def dup_cell(c):
+    if not c["duplicates"]:
+        return "0"
+    parts = [f"{c['dup_client']} client re-send" if c["dup_client"] else "",
+             f"{c['dup_broker']} stored twice by the broker" if c["dup_broker"] else ""]
+    rest = c["duplicates"] - c["dup_client"] - c["dup_broker"]
+    parts.append(f"{rest} unattributed" if rest > 0 else "")
+    return f"{c['duplicates']} ({', '.join(x for x in parts if x)})"
+
+
 def main():
     a = argparse.ArgumentParser()
     a.add_argument("batch")
@@ -25,19 +70,20 @@ def main():
     args = a.parse_args()
     rows, kinds, tot = [], collections.Counter(), collections.Counter()
     anomalies = collections.Counter()
-    durations, clients = set(), set()
+    durations, clients, binaries = set(), set(), set()
     for line in open(os.path.join(args.batch, "runs")):
         seed, n, rc = line.split()
         tot["runs"] += 1
         path = os.path.join(args.batch, f"seed-{seed}", "summary.json")
         if not os.path.exists(path):
             tot["no_summary"] += 1
-            rows.append(f"| {seed} | {n} | - | - | - | - | - | no summary (exit {rc}: "
+            rows.append(f"| {seed} | {n} | - | - | - | - | - | - | - | - | - | no summary (exit {rc}: "
                         f"`{args.batch}/seed-{seed}.out`) |")
             continue
         s = json.load(open(path))
         durations.add(s["duration_s"])
         clients.add(f"{s.get('client', 'client ?')}, max.in.flight {s.get('max_in_flight', '?')}")
+        binaries.add(describe_binary(s.get("binary"), s.get("binary_commit")))
         k = {x: c for x, c in s["faults_by_kind"].items() if not x.startswith("target:")}
         kinds.update(s["faults_by_kind"])
         tot["faults"] += s["faults_applied"]
@@ -47,10 +93,15 @@ def main():
         for key, val in s.get("anomalies", {}).items():
             anomalies[key] += sum(val.values()) if isinstance(val, dict) else val
         viol = ", ".join(f"{v['kind']} x{v['count']}" for v in s["violations"]) or "0"
+        cls = classify(s)
+        for key, val in cls.items():
+            tot[key] += val
         sync = s["in_sync_after_heal_s"]
         rows.append(f"| {seed} | {n} | {s['faults_applied']} | "
                     f"{', '.join(f'{x} {c}' for x, c in sorted(k.items()))} | {s['acked']} | "
-                    f"{s['failed']} | {'-' if sync is None else f'{sync:.1f} s'} | {viol} |")
+                    f"{s['failed']} | {'-' if sync is None else f'{sync:.1f} s'} | "
+                    f"{cls['lost']} | {cls['disagreements']} | {cls['crashes']} | "
+                    f"{dup_cell(cls)} | {viol} |")
     by_kind = ", ".join(f"{x} {c}" for x, c in sorted(kinds.items())
                         if not x.startswith("target:"))
     targets = ", ".join(f"{x[7:]} {c}" for x, c in sorted(kinds.items())
@@ -63,18 +114,32 @@ def main():
         f"{datetime.date.today()}",
         "",
         f"Command: `{args.command}` (run directories: `{args.batch}`). "
-        f"Client: {'; '.join(sorted(clients)) or '?'}.",
+        f"Client: {'; '.join(sorted(clients)) or '?'}. "
+        f"Broker: {'; '.join(sorted(binaries)) or '?'}.",
         "",
         f"**{tot['runs']} runs, {tot['faults']} faults, {tot['acked']} acknowledged records, "
-        f"{tot['violations']} violations, {tot['crashes']} broker crashes**"
+        f"{tot['lost']} acknowledged records lost, {tot['disagreements']} offset "
+        f"disagreements, {tot['crashes']} broker crashes, {tot['duplicates']} duplicates"
+        + (f" ({tot['dup_client']} of them client re-sends after an epoch bump, "
+           f"librdkafka#4953)" if tot["duplicates"] else "")
+        + f"; {tot['violations']} violations in all**"
         + (f" ({tot['no_summary']} runs without a summary)" if tot["no_summary"] else "")
         + f". Faults by kind: {by_kind}; targets: {targets}.",
         "",
-        "| seed | brokers | faults | by kind | acked | failed (not acked) | in sync after heal | violations |",
-        "|---|---|---|---|---|---|---|---|",
+        "| seed | brokers | faults | by kind | acked | failed (not acked) | in sync after heal "
+        "| lost | disagreements | crashes | duplicates | violations |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
+        "lost: acknowledged records not at their offset with their value (a); disagreements: "
+        "an offset read two ways, a read record gone, replicas' files differing, a leader's "
+        "latest offset below an earlier ack (b, e, f); "
+        "crashes: a broker exiting on its own, a panic or abort in its log, an unclean stop; "
+        "duplicates (c): a client re-send after an epoch bump (librdkafka#4953, see "
+        "[benches/chaos/README.md](chaos/README.md)) or the broker storing a batch twice.",
+        "",
     ]
+    anomalies = {k: v for k, v in anomalies.items() if v}
     if anomalies:
         lines += ["Anomalies (client-visible, not data-safety violations): " +
                   ", ".join(f"{k} {v}" for k, v in sorted(anomalies.items())) + ".", ""]
