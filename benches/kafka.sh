@@ -26,7 +26,7 @@
 # (19592; the controller listens on +1), KAFKA_HOSTS (three loopback addresses for the
 # 3-node cluster), KAFKA_HEAP_OPTS, KAFKA_JVM_PERFORMANCE_OPTS, KAFKA_PROPS_EXTRA
 # (server.properties lines added to every node), KAFKA_START_TIMEOUT (180 s),
-# KAFKA_STOP_TIMEOUT (30 s), JAVA (java).
+# KAFKA_STOP_TIMEOUT (30 s), KAFKA_TOOL_TIMEOUT (300 s: any one tool run), JAVA (java).
 
 KAFKA_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 KAFKA_VERSION=${KAFKA_VERSION:-4.4.0}
@@ -40,6 +40,7 @@ KAFKA_JVM_PERFORMANCE_OPTS=${KAFKA_JVM_PERFORMANCE_OPTS:--server -XX:+UseG1GC -X
 KAFKA_PROPS_EXTRA=${KAFKA_PROPS_EXTRA:-}
 KAFKA_START_TIMEOUT=${KAFKA_START_TIMEOUT:-180}
 KAFKA_STOP_TIMEOUT=${KAFKA_STOP_TIMEOUT:-30}
+KAFKA_TOOL_TIMEOUT=${KAFKA_TOOL_TIMEOUT:-300}
 JAVA=${JAVA:-java}
 # Benchmark disk bounds, as Rill's bench config: each partition keeps at most this much,
 # checked every second, and a deleted segment's file goes after one second (Kafka's
@@ -74,12 +75,13 @@ kafka_check_java() {
 # run), with the heap kafka-run-class.sh gives tools and warnings only on stderr.
 kafka_tool() {
   local class=$1; shift
-  "$JAVA" ${KAFKA_TOOL_HEAP_OPTS:--Xmx512M} -Dorg.slf4j.simpleLogger.defaultLogLevel=warn \
+  # shellcheck disable=SC2086 # the heap options are a list of words
+  timeout -k 5 "$KAFKA_TOOL_TIMEOUT" "$JAVA" ${KAFKA_TOOL_HEAP_OPTS:--Xmx512M} -Dorg.slf4j.simpleLogger.defaultLogLevel=warn \
     -cp "$KAFKA_LIB/*" "$class" "$@"
 }
 
 kafka_hosts() { # N: the N node addresses
-  if [ "$1" = 1 ]; then echo 127.0.0.1; else echo $KAFKA_HOSTS | cut -d' ' -f1-"$1"; fi
+  if [ "$1" = 1 ]; then echo 127.0.0.1; else echo "$KAFKA_HOSTS" | tr -s ' ' | cut -d' ' -f1-"$1"; fi
 }
 
 # kafka_write_props ID HOST VOTERS N FILE: one node's server.properties.
@@ -131,7 +133,8 @@ kafka_start() {
   kafka_stop
   rm -rf "$KAFKA_DIR/data" "$KAFKA_DIR/run"
   mkdir -p "$KAFKA_DIR/data" "$KAFKA_DIR/run" "$KAFKA_DIR/logs"
-  local hosts=($(kafka_hosts "$n"))
+  local hosts
+  read -r -a hosts <<< "$(kafka_hosts "$n")"
   for i in "${!hosts[@]}"; do
     voters+="${voters:+,}$((i + 1))@${hosts[$i]}:$((KAFKA_PORT + 1))"
   done
@@ -152,6 +155,7 @@ kafka_start() {
     id=$((i + 1))
     node_log=$KAFKA_DIR/logs/node-$id.log
     # The properties path stays the last argument: kafka_alive recognises the JVM by it.
+    # shellcheck disable=SC2086 # the JVM options are lists of words
     taskset -c "$KAFKA_CPUS" "$JAVA" $KAFKA_HEAP_OPTS $KAFKA_JVM_PERFORMANCE_OPTS \
       -Dorg.slf4j.simpleLogger.defaultLogLevel=info -Dorg.slf4j.simpleLogger.showDateTime=true \
       -Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS \

@@ -1,11 +1,12 @@
-# Shared by the benchmark scripts (sourced, not run).
+# shellcheck shell=bash
+# Shared by the benchmark scripts (sourced, not run). Each measurement is bounded in time.
 
 # fio_sync DIR: the disk's write + fdatasync rate on DIR's file system (4 KiB, iodepth 1),
 # printed as `fio_sync_iops N` and `fio_sync_ms M` lines (one write + fdatasync cycle;
 # fio's clat leaves the sync out).
 fio_sync() {
   local dir=$1
-  fio --name=sync4k --directory="$dir" --rw=write --bs=4k --iodepth=1 --direct=1 --fdatasync=1 \
+  timeout -k 5 120 fio --name=sync4k --directory="$dir" --rw=write --bs=4k --iodepth=1 --direct=1 --fdatasync=1 \
       --ioengine=sync --size=256M --runtime=10 --time_based --output-format=json > "$dir/fio.json"
   python3 - "$dir/fio.json" <<'PY'
 import json, sys
@@ -21,7 +22,7 @@ PY
 # runs), printed as a `fio_seqwrite_MBps N` line (1 MB = 10^6 bytes).
 fio_seqwrite() {
   local dir=$1 kib
-  kib=$(fio --name=seqwrite --directory="$dir" --output-format=terse --rw=write --bs=1M --iodepth=8 \
+  kib=$(timeout -k 5 300 fio --name=seqwrite --directory="$dir" --output-format=terse --rw=write --bs=1M --iodepth=8 \
           --direct=1 --ioengine=io_uring --size=1G --end_fsync=1 | awk -F';' '{print $48}')
   rm -f "$dir"/seqwrite.*
   echo "fio_seqwrite_MBps $(python3 -c "print($kib * 1024 / 1e6)")"
@@ -39,7 +40,7 @@ iperf3_loopback() {
     ss -ltn "sport = :$port" | grep -q LISTEN && break
     sleep 0.1
   done
-  if ! taskset -c "$ccpu" iperf3 -c 127.0.0.1 -p "$port" -t 5 -J > "$dir/iperf.json"; then
+  if ! timeout -k 5 60 taskset -c "$ccpu" iperf3 -c 127.0.0.1 -p "$port" -t 5 -J > "$dir/iperf.json"; then
     kill "$LIB_IPERF_PID" 2>/dev/null || true
     wait "$LIB_IPERF_PID" 2>/dev/null || true
     LIB_IPERF_PID=
