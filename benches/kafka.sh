@@ -138,8 +138,16 @@ kafka_start() {
   for i in "${!hosts[@]}"; do
     voters+="${voters:+,}$((i + 1))@${hosts[$i]}:$((KAFKA_PORT + 1))"
   done
-  # A cluster id is a base64url UUID without padding (what `kafka-storage random-uuid` prints).
-  cluster_id=$(python3 -c "import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip('='))")
+  # A cluster id is a base64url UUID without padding (what `kafka-storage random-uuid` prints);
+  # like Kafka's Uuid.randomUuid, never one starting with '-', which the tool's argument
+  # parser would take for an option (about one start in 64 failed that way).
+  cluster_id=$(python3 -c "
+import base64, uuid
+while True:
+    s = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip('=')
+    if not s.startswith('-'):
+        break
+print(s)")
   local formats=()
   for i in "${!hosts[@]}"; do
     id=$((i + 1))
