@@ -1,11 +1,12 @@
-# Shared by the benchmark scripts (sourced, not run).
+# shellcheck shell=bash
+# Shared by the benchmark scripts (sourced, not run). Each measurement is bounded in time.
 
 # fio_sync DIR: the disk's write + fdatasync rate on DIR's file system (4 KiB, iodepth 1),
 # printed as `fio_sync_iops N` and `fio_sync_ms M` lines (one write + fdatasync cycle;
 # fio's clat leaves the sync out).
 fio_sync() {
   local dir=$1
-  fio --name=sync4k --directory="$dir" --rw=write --bs=4k --iodepth=1 --direct=1 --fdatasync=1 \
+  timeout -k 5 120 fio --name=sync4k --directory="$dir" --rw=write --bs=4k --iodepth=1 --direct=1 --fdatasync=1 \
       --ioengine=sync --size=256M --runtime=10 --time_based --output-format=json > "$dir/fio.json"
   python3 - "$dir/fio.json" <<'PY'
 import json, sys
@@ -14,4 +15,39 @@ print("fio_sync_iops", j["iops"])
 print("fio_sync_ms", 1000.0 / j["iops"])
 PY
   rm -f "$dir"/sync4k.* "$dir/fio.json"
+}
+
+# fio_seqwrite DIR: the disk's sequential write bandwidth on DIR's file system (1 MiB
+# direct writes, io_uring, iodepth 8, 1 GiB, fsync at the end; the job benches/loadgen.sh
+# runs), printed as a `fio_seqwrite_MBps N` line (1 MB = 10^6 bytes).
+fio_seqwrite() {
+  local dir=$1 kib
+  kib=$(timeout -k 5 300 fio --name=seqwrite --directory="$dir" --output-format=terse --rw=write --bs=1M --iodepth=8 \
+          --direct=1 --ioengine=io_uring --size=1G --end_fsync=1 | awk -F';' '{print $48}')
+  rm -f "$dir"/seqwrite.*
+  echo "fio_seqwrite_MBps $(python3 -c "print($kib * 1024 / 1e6)")"
+}
+
+# iperf3_loopback SERVER_CPU CLIENT_CPU PORT DIR: loopback TCP bandwidth, server and client
+# pinned (5 s), printed as an `iperf3_loopback_MBps N` line. The one-off server's pid is in
+# LIB_IPERF_PID while it runs, for the caller's exit trap.
+LIB_IPERF_PID=
+iperf3_loopback() {
+  local scpu=$1 ccpu=$2 port=$3 dir=$4
+  taskset -c "$scpu" iperf3 -s -1 -p "$port" > "$dir/iperf-server.log" 2>&1 &
+  LIB_IPERF_PID=$!
+  for _ in $(seq 100); do
+    ss -ltn "sport = :$port" | grep -q LISTEN && break
+    sleep 0.1
+  done
+  if ! timeout -k 5 60 taskset -c "$ccpu" iperf3 -c 127.0.0.1 -p "$port" -t 5 -J > "$dir/iperf.json"; then
+    kill "$LIB_IPERF_PID" 2>/dev/null || true
+    wait "$LIB_IPERF_PID" 2>/dev/null || true
+    LIB_IPERF_PID=
+    echo "iperf3 client to 127.0.0.1:$port failed ($dir/iperf.json, $dir/iperf-server.log)" >&2
+    return 1
+  fi
+  wait "$LIB_IPERF_PID" 2>/dev/null || true
+  LIB_IPERF_PID=
+  python3 -c "import json,sys; print('iperf3_loopback_MBps', json.load(open(sys.argv[1]))['end']['sum_received']['bits_per_second'] / 8e6)" "$dir/iperf.json"
 }
