@@ -149,6 +149,9 @@ pub struct Partition<B: Backend = DmaBackend> {
     io_running: Cell<bool>,
     metrics: Rc<ShardMetrics>,
     replica_fsync: bool,
+    /// The clock replication decisions read (follower lag, ISR changes): the real one in
+    /// the broker, a virtual one in the simulator, so a seed replays the same.
+    clock: Rc<dyn Fn() -> Instant>,
 }
 
 /// What opening a partition needs.
@@ -170,12 +173,21 @@ pub struct Opening<'a> {
 impl<B: Backend> Partition<B> {
     /// Wraps an opened log.
     pub fn new(log: PartitionLog<B>, o: Opening<'_>) -> Partition<B> {
+        Partition::with_clock(log, o, Rc::new(Instant::now))
+    }
+
+    /// [`Partition::new`] with the clock its replication decisions read.
+    pub fn with_clock(
+        log: PartitionLog<B>,
+        o: Opening<'_>,
+        clock: Rc<dyn Fn() -> Instant>,
+    ) -> Partition<B> {
         let replica = ReplicaState::new(
             o.me,
             o.placement,
             log.log_end_offset(),
             o.high_watermark,
-            Instant::now(),
+            clock(),
         );
         Partition {
             topic: o.topic,
@@ -193,6 +205,7 @@ impl<B: Backend> Partition<B> {
             io_running: Cell::new(false),
             metrics: o.metrics.clone(),
             replica_fsync: o.replica_fsync,
+            clock,
         }
     }
 
@@ -259,7 +272,7 @@ impl<B: Backend> Partition<B> {
             let moved =
                 self.replica
                     .borrow_mut()
-                    .set_placement(placement.clone(), end, Instant::now());
+                    .set_placement(placement.clone(), end, (self.clock)());
             if moved {
                 self.notify();
             }
@@ -496,7 +509,7 @@ impl<B: Backend> Partition<B> {
     ) -> Option<(Placement, Vec<i32>)> {
         let end = self.log.log_end_offset();
         let mut r = self.replica.borrow_mut();
-        let isr = r.isr_change(Instant::now(), lag_max, alive, end)?;
+        let isr = r.isr_change((self.clock)(), lag_max, alive, end)?;
         Some((r.placement().clone(), isr))
     }
 

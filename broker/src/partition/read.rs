@@ -85,7 +85,7 @@ impl<B: Backend> Partition<B> {
             let moved = self
                 .replica
                 .borrow_mut()
-                .follower_fetched(id, at.offset, end, Instant::now())
+                .follower_fetched(id, at.offset, end, (self.clock)())
                 .map_err(|NotAFollower| {
                     KafkaError::new(
                         ErrorCode::NotLeaderOrFollower,
