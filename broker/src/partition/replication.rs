@@ -47,6 +47,12 @@ pub struct ReplicaState {
     high_watermark: i64,
     /// An ISR change is waiting for the controller.
     isr_change_pending: bool,
+    /// Brokers this leader asked the controller to add to the ISR at the current partition
+    /// epoch. Any such request may be taken before this broker hears of it, so the high
+    /// watermark waits for them as for members (Kafka's maximal ISR, KIP-497): else it could
+    /// pass the log end of a broker the controller already counts in the ISR, and may elect.
+    /// A placement at a new partition epoch settles them.
+    proposed: Vec<i32>,
 }
 
 impl ReplicaState {
@@ -67,6 +73,7 @@ impl ReplicaState {
             followers: BTreeMap::new(),
             high_watermark: checkpointed_high_watermark.clamp(0, log_end),
             isr_change_pending: false,
+            proposed: Vec::new(),
         };
         s.set_placement(placement, log_end, now);
         s
@@ -92,6 +99,7 @@ impl ReplicaState {
         if placement.partition_epoch != self.placement.partition_epoch {
             // The controller took (or refused and superseded) the change we asked for.
             self.isr_change_pending = false;
+            self.proposed.clear();
         }
         self.placement = placement;
         leads && self.advance(log_end)
@@ -128,7 +136,8 @@ impl ReplicaState {
             return false;
         }
         let mut low = log_end;
-        for b in self.placement.isr.iter().filter(|b| **b != self.me) {
+        let members = self.placement.isr.iter().chain(&self.proposed);
+        for b in members.filter(|b| **b != self.me) {
             match self.followers.get(b) {
                 Some(f) => low = low.min(f.fetch_offset),
                 None => return false,
@@ -191,7 +200,9 @@ impl ReplicaState {
 
     /// Leader: the ISR to ask the controller for, when it differs from the current one and
     /// no change is waiting already (the change is then marked waiting until
-    /// [`ReplicaState::isr_change_done`] or a new placement).
+    /// [`ReplicaState::isr_change_done`] or a new placement). While brokers proposed at this
+    /// partition epoch are unsettled (an answer lost, or a taken change not seen yet) it asks
+    /// even for the ISR it has: taken, or refused as stale, either way a new placement follows.
     pub fn isr_change(
         &mut self,
         now: Instant,
@@ -204,8 +215,13 @@ impl ReplicaState {
         }
         self.advance(log_end);
         let isr = self.desired_isr(now, lag_max, alive, log_end);
-        if same_members(&isr, &self.placement.isr) {
+        if same_members(&isr, &self.placement.isr) && self.proposed.is_empty() {
             return None;
+        }
+        for b in &isr {
+            if !self.placement.isr.contains(b) && !self.proposed.contains(b) {
+                self.proposed.push(*b);
+            }
         }
         self.isr_change_pending = true;
         Some(isr)
@@ -329,6 +345,43 @@ mod tests {
         let later = t0 + lag + Duration::from_secs(1);
         s.follower_fetched(3, 150, 150, later).unwrap();
         assert_eq!(s.isr_change(later, lag, |_| true, 150).unwrap(), vec![1, 3]);
+    }
+
+    #[test]
+    fn the_high_watermark_waits_for_a_broker_the_leader_asked_to_add() {
+        // Found by the partition simulator: the controller took 3 into the ISR while the
+        // leader, not yet told, moved the high watermark past 3's log end on the old ISR.
+        let t0 = Instant::now();
+        let lag = Duration::from_secs(10);
+        let mut s = ReplicaState::new(1, placement(1, 1, &[1, 2, 3], &[1, 2]), 100, 100, t0);
+        s.follower_fetched(2, 100, 100, t0).unwrap();
+        s.follower_fetched(3, 100, 100, t0).unwrap();
+        assert_eq!(s.isr_change(t0, lag, |_| true, 100), Some(vec![1, 2, 3]));
+        s.follower_fetched(2, 150, 150, t0).unwrap();
+        assert_eq!(s.high_watermark(150), 100, "3 may be in the ISR already");
+        // The answer is lost: the leader asks again, even for the ISR it has, until a
+        // placement at a new partition epoch says what the ISR is.
+        s.isr_change_done();
+        assert_eq!(s.isr_change(t0, lag, |_| true, 150), Some(vec![1, 2, 3]));
+        s.isr_change_done();
+        s.follower_fetched(3, 120, 150, t0).unwrap();
+        let lagging = t0 + lag + Duration::from_secs(1);
+        s.follower_fetched(2, 150, 150, lagging).unwrap();
+        assert_eq!(
+            s.isr_change(lagging, lag, |_| true, 150),
+            Some(vec![1, 2]),
+            "asked again although 3 no longer qualifies"
+        );
+        assert_eq!(s.high_watermark(150), 120);
+        s.set_placement(
+            Placement {
+                partition_epoch: 2,
+                ..placement(1, 1, &[1, 2, 3], &[1, 2])
+            },
+            150,
+            lagging,
+        );
+        assert_eq!(s.high_watermark(150), 150, "settled without 3");
     }
 
     #[test]
