@@ -321,6 +321,24 @@ impl<B: Backend> Partition<B> {
         acks: i16,
         replica_lag_max: Duration,
     ) -> impl std::future::Future<Output = Result<Produced, KafkaError>> + '_ {
+        let appended = self.append_durably(batches, acks);
+        async move {
+            let (produced, last_offset) = appended.await?;
+            if acks == -1 && last_offset >= 0 {
+                self.await_replication(last_offset, replica_lag_max).await?;
+            }
+            Ok(produced)
+        }
+    }
+
+    /// A produce up to acks=all's wait for the in-sync replicas: the appends, in turn, and
+    /// this broker's part of the durability. Returns what was appended and the last offset
+    /// acks=all waits for. The place in the append order is taken by this call.
+    fn append_durably(
+        &self,
+        batches: Vec<CheckedBatch>,
+        acks: i16,
+    ) -> impl std::future::Future<Output = Result<(Produced, i64), KafkaError>> + '_ {
         let turn = self.appends.lock();
         async move {
             let turn = turn.await;
@@ -336,10 +354,7 @@ impl<B: Backend> Partition<B> {
             } else if acks == 1 {
                 self.log.write_through().await.map_err(KafkaError::from)?;
             }
-            if acks == -1 && last_offset >= 0 {
-                self.await_replication(last_offset, replica_lag_max).await?;
-            }
-            Ok(produced)
+            Ok((produced, last_offset))
         }
     }
 
@@ -436,32 +451,8 @@ impl<B: Backend> Partition<B> {
         let deadline = Instant::now() + lag_max + ACKS_ALL_RECHECK * 20;
         loop {
             let listener = self.data_listener();
-            let end = self.log.log_end_offset();
-            self.replica.borrow_mut().advance(end);
-            if self.high_watermark() > last_offset {
-                // As Kafka: replicated, but by fewer replicas than the topic asks for (the ISR
-                // shrank while the produce waited).
-                let isr = self.replica.borrow().placement().isr.len() as i64;
-                let min = self.settings.borrow().min_insync_replicas;
-                if isr < min {
-                    return Err(KafkaError::new(
-                        ErrorCode::NotEnoughReplicasAfterAppend,
-                        format!(
-                            "the batch at {last_offset} is on the {isr} in-sync replicas of {}-{}, fewer than min.insync.replicas {min}",
-                            self.topic, self.index
-                        ),
-                    ));
-                }
-                return Ok(());
-            }
-            if !self.is_leader() {
-                return Err(KafkaError::new(
-                    ErrorCode::NotLeaderOrFollower,
-                    format!(
-                        "this broker lost the leadership of {}-{} before the batch at {last_offset} was replicated",
-                        self.topic, self.index
-                    ),
-                ));
+            if let Some(answer) = self.replication_outcome(last_offset) {
+                return answer;
             }
             let now = Instant::now();
             if now >= deadline {
@@ -479,6 +470,39 @@ impl<B: Backend> Partition<B> {
             )
             .await;
         }
+    }
+
+    /// acks=all: the answer for a produce whose last record is at `last_offset`, now; None
+    /// while it waits for the in-sync replicas.
+    fn replication_outcome(&self, last_offset: i64) -> Option<Result<(), KafkaError>> {
+        let end = self.log.log_end_offset();
+        self.replica.borrow_mut().advance(end);
+        if self.high_watermark() > last_offset {
+            // As Kafka: replicated, but by fewer replicas than the topic asks for (the ISR
+            // shrank while the produce waited).
+            let isr = self.replica.borrow().placement().isr.len() as i64;
+            let min = self.settings.borrow().min_insync_replicas;
+            if isr < min {
+                return Some(Err(KafkaError::new(
+                    ErrorCode::NotEnoughReplicasAfterAppend,
+                    format!(
+                        "the batch at {last_offset} is on the {isr} in-sync replicas of {}-{}, fewer than min.insync.replicas {min}",
+                        self.topic, self.index
+                    ),
+                )));
+            }
+            return Some(Ok(()));
+        }
+        if !self.is_leader() {
+            return Some(Err(KafkaError::new(
+                ErrorCode::NotLeaderOrFollower,
+                format!(
+                    "this broker lost the leadership of {}-{} before the batch at {last_offset} was replicated",
+                    self.topic, self.index
+                ),
+            )));
+        }
+        None
     }
 
     /// DeleteRecords before `offset` (None: the high watermark); the new log start.
