@@ -18,6 +18,8 @@ pub mod hw_checkpoint;
 mod producers;
 mod read;
 pub mod replication;
+#[cfg(test)]
+mod sim;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

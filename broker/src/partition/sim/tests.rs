@@ -1,0 +1,227 @@
+//! The seeded runs. `cargo test -p rill-broker --bin rill partition::sim` runs
+//! `RILL_SIM_SEEDS` seeds (default 200) from `RILL_SIM_SEED_START` (default 0) in a few
+//! seconds; `RILL_SIM_SEED=n` replays one, `RILL_SIM_TRACE=1` prints its every step.
+//!
+//! The long run, on every core, listing every failing seed:
+//! `RILL_SIM_SEEDS=20000 cargo test -p rill-broker --bin rill partition::sim -- --ignored survey --nocapture`
+//! (`RILL_SIM_SECONDS=600` stops starting seeds after ten minutes; `--release` runs about
+//! ten times as many in the time).
+
+use std::time::Instant;
+
+use super::{run_seed, Mutation, RunSummary, Sim, SimConfig};
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// The seeds to run: one to replay, or a range.
+fn seed_list(default_count: u64) -> Vec<u64> {
+    match env_u64("RILL_SIM_SEED") {
+        Some(one) => vec![one],
+        None => {
+            let start = env_u64("RILL_SIM_SEED_START").unwrap_or(0);
+            let count = env_u64("RILL_SIM_SEEDS").unwrap_or(default_count);
+            (start..start + count).collect()
+        }
+    }
+}
+
+/// The replay line of a failure message.
+fn replay(seed: u64) -> String {
+    format!(
+        "replay: RILL_SIM_SEED={seed} RILL_SIM_TRACE=1 cargo test -p rill-broker --bin rill partition::sim::tests::seeds -- --nocapture"
+    )
+}
+
+/// Runs one seed; a panic inside the run is a failure of that seed too.
+fn run_caught(seed: u64) -> Result<RunSummary, String> {
+    match std::panic::catch_unwind(|| run_seed(seed)) {
+        Ok(r) => r,
+        Err(e) => {
+            let what = e
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| e.downcast_ref::<&str>().copied())
+                .unwrap_or("?");
+            Err(format!(
+                "partition simulation, seed {seed} ({}): panicked: {what}",
+                replay(seed)
+            ))
+        }
+    }
+}
+
+fn run_reporting(seed: u64) -> RunSummary {
+    run_caught(seed).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs `seeds` on `threads` threads (each simulation is single-threaded and owns all its
+/// state) and prints what they did.
+fn run_all(seeds: &[u64], threads: usize) {
+    let began = Instant::now();
+    let chunks: Vec<Vec<u64>> = (0..threads)
+        .map(|t| seeds.iter().copied().skip(t).step_by(threads).collect())
+        .collect();
+    let summaries: Vec<RunSummary> = std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| s.spawn(move || chunk.into_iter().map(run_reporting).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(v) => v,
+                Err(e) => std::panic::resume_unwind(e),
+            })
+            .collect()
+    });
+    print_totals(&summaries, began);
+}
+
+/// Prints what the runs did, and checks they exercised what they claim to survive.
+fn print_totals(summaries: &[RunSummary], began: Instant) {
+    let sum = |f: fn(&RunSummary) -> u64| summaries.iter().map(f).sum::<u64>();
+    println!(
+        "partition simulation: {} seeds in {:.1?}: {} events, {} produces, {} batches acknowledged, {} kills, {} power losses, {} pauses, {} cuts, {} elections, {} truncations, {} committed batches replaced after a crash took them, {} virtual s, slowest convergence after heal {} ms",
+        summaries.len(),
+        began.elapsed(),
+        sum(|s| s.events),
+        sum(|s| s.produces),
+        sum(|s| s.acked_batches),
+        sum(|s| s.kills),
+        sum(|s| s.power_losses),
+        sum(|s| s.pauses),
+        sum(|s| s.cuts),
+        sum(|s| s.elections),
+        sum(|s| s.truncations),
+        sum(|s| s.committed_rewrites),
+        sum(|s| s.virtual_ms) / 1000,
+        summaries.iter().map(|s| s.converged_after_heal_ms).max().unwrap_or(0),
+    );
+    if summaries.len() >= 50 {
+        for (what, n) in [
+            ("acknowledged batches", sum(|s| s.acked_batches)),
+            ("kills", sum(|s| s.kills)),
+            ("power losses", sum(|s| s.power_losses)),
+            ("pauses", sum(|s| s.pauses)),
+            ("cuts", sum(|s| s.cuts)),
+            ("elections", sum(|s| s.elections)),
+            ("truncations", sum(|s| s.truncations)),
+        ] {
+            assert!(n > 0, "no {what} in {} seeds", summaries.len());
+        }
+    }
+}
+
+#[test]
+fn seeds() {
+    run_all(&seed_list(200), 2);
+}
+
+#[test]
+fn replaying_a_seed_gives_the_same_run() {
+    for seed in [3, 4] {
+        let (a, b) = (run_reporting(seed), run_reporting(seed));
+        assert_eq!(
+            a.trace_hash, b.trace_hash,
+            "seed {seed} replayed differently"
+        );
+        assert_eq!(a.events, b.events);
+        assert!(a.acked_batches > 0, "seed {seed} acknowledged nothing");
+    }
+    assert_ne!(run_reporting(3).trace_hash, run_reporting(5).trace_hash);
+}
+
+/// Runs seeds with `mutation` until one breaks an invariant; the message of the first.
+fn first_violation(mutation: Mutation, seeds: std::ops::Range<u64>) -> Option<(u64, String)> {
+    for seed in seeds {
+        let mut cfg = SimConfig::from_seed(seed);
+        cfg.mutation = mutation;
+        if let Err(e) = Sim::new(seed, cfg).run() {
+            return Some((seed, e));
+        }
+    }
+    None
+}
+
+#[test]
+fn a_follower_that_keeps_a_diverging_suffix_is_caught() {
+    let (seed, e) = first_violation(Mutation::NoDivergenceCheck, 0..200)
+        .expect("followers that never truncate went unnoticed for 200 seeds");
+    assert!(
+        e.contains("disagree") || e.contains("acknowledged batch lost"),
+        "seed {seed}: {e}"
+    );
+}
+
+#[test]
+fn an_election_outside_the_isr_is_caught() {
+    let (seed, e) = first_violation(Mutation::UncleanElection, 0..200)
+        .expect("unclean elections went unnoticed for 200 seeds");
+    assert!(
+        e.contains("acknowledged batch lost")
+            || e.contains("disagree")
+            || e.contains("past the log end"),
+        "seed {seed}: {e}"
+    );
+}
+
+/// The long run: every seed of the range on every core (or until `RILL_SIM_SECONDS` have
+/// passed), every failing seed listed with what broke, then the totals:
+/// `RILL_SIM_SEEDS=20000 cargo test -p rill-broker --bin rill partition::sim -- --ignored survey --nocapture`.
+#[test]
+#[ignore = "long: thousands of seeds (see the module doc)"]
+fn survey() {
+    let seeds = seed_list(20_000);
+    let budget = env_u64("RILL_SIM_SECONDS").map(std::time::Duration::from_secs);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let began = Instant::now();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<(u64, Result<RunSummary, String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        if budget.is_some_and(|b| began.elapsed() >= b) {
+                            return out;
+                        }
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&seed) = seeds.get(i) else {
+                            return out;
+                        };
+                        let r = run_caught(seed);
+                        if let Err(e) = &r {
+                            let first = e.lines().next().unwrap_or_default();
+                            println!("FAILED {first}");
+                        }
+                        out.push((seed, r));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let mut failed: Vec<u64> = results
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(seed, _)| *seed)
+        .collect();
+    failed.sort_unstable();
+    let ran: Vec<u64> = results.iter().map(|(seed, _)| *seed).collect();
+    let passed: Vec<RunSummary> = results.into_iter().filter_map(|(_, r)| r.ok()).collect();
+    println!(
+        "survey: {} seeds run ({}..={}) in {:.1?} on {threads} threads, {} failed {failed:?}",
+        ran.len(),
+        ran.iter().min().copied().unwrap_or(0),
+        ran.iter().max().copied().unwrap_or(0),
+        began.elapsed(),
+        failed.len(),
+    );
+    print_totals(&passed, began);
+    assert!(failed.is_empty(), "failing seeds: {failed:?}");
+}
