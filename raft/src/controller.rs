@@ -325,7 +325,10 @@ pub fn fence_broker(state: &MetadataState, broker: BrokerId) -> Proposal {
 /// The batch that lets a restarted broker (a new incarnation) lead again: it leaves every
 /// ISR it shares with others (it rejoins once it has caught up, through its leader's ISR
 /// check) and the partitions it led get a new leader from those others. Where it is the
-/// last member it keeps its claim, as Kafka's last ISR member does.
+/// last member it keeps its claim, as Kafka's last ISR member does, but a partition it led
+/// loses its leader for now and is led again at a new leader epoch: the restarted log may
+/// have lost records it held at the old epoch (kill -9 before the write-behind, a power
+/// loss), and what it appends next must not pass for them with a follower that kept them.
 pub fn recover_broker(state: &MetadataState, broker: BrokerId) -> Proposal {
     let mut commands = Vec::new();
     for t in state.topics.values() {
@@ -335,6 +338,15 @@ pub fn recover_broker(state: &MetadataState, broker: BrokerId) -> Proposal {
             }
             let isr: Vec<BrokerId> = p.isr.iter().copied().filter(|b| *b != broker).collect();
             if isr.is_empty() {
+                if p.leader == Some(broker) {
+                    commands.push(Command::ChangePartition {
+                        topic: t.id,
+                        partition: PartitionIndex(i as i32),
+                        partition_epoch: p.partition_epoch,
+                        leader: None,
+                        isr: vec![broker],
+                    });
+                }
                 continue;
             }
             let leader = if p.leader == Some(broker) || p.leader.is_none() {
@@ -749,14 +761,69 @@ mod tests {
             assert_ne!(p.leader, Some(restarted));
             assert_eq!(p.isr.len(), 2);
         }
-        // The preferred-leader pass does not hand leadership back before it rejoined.
-        assert!(ctl
-            .tick(&c.state, Millis(5000))
-            .iter()
-            .all(|p| p.commands.iter().all(|c| !matches!(c, Command::ChangePartition { leader: Some(l), .. } if *l == restarted))));
-        // A partition it alone holds keeps it (there is nobody else).
+        // A partition it alone holds keeps it (there is nobody else), and is led again at
+        // a new leader epoch.
         let solo = &c.state.topic_by_name("solo").unwrap().partitions[0];
         assert_eq!(solo.isr, vec![solo_owner]);
+        assert_eq!(solo.leader, None);
+        // The preferred-leader pass does not hand leadership back before it rejoined.
+        let tid = c.state.topic_by_name("t").unwrap().id;
+        let fixes = ctl.tick(&c.state, Millis(5000));
+        assert!(fixes
+            .iter()
+            .all(|p| p.commands.iter().all(|c| !matches!(c, Command::ChangePartition { topic, leader: Some(l), .. } if *l == restarted && *topic == tid))));
+        c.apply_all(fixes);
+        let solo = &c.state.topic_by_name("solo").unwrap().partitions[0];
+        assert_eq!(solo.leader, Some(solo_owner));
+        assert_eq!(solo.leader_epoch, LeaderEpoch(2));
+    }
+
+    #[test]
+    fn a_restarted_last_isr_member_leads_again_only_at_a_new_leader_epoch() {
+        // Found by the partition simulator: the leader, alone in the ISR, lost power, came
+        // back within the session timeout with a shorter log and led again at the same
+        // epoch; a follower out of the ISR still held the lost records of that epoch,
+        // which the new appends could not be told apart from (the follower stuck, or kept
+        // another history under the same epoch).
+        let mut c = Cluster::new(&[(0, "a"), (1, "b")]);
+        c.apply(create_topic(&c.state, "t", 1, 2, BTreeMap::new()).unwrap());
+        let tid = c.state.topic_by_name("t").unwrap().id;
+        let p = c.state.topic_by_name("t").unwrap().partitions[0].clone();
+        let leader = p.leader.unwrap();
+        c.apply(Proposal {
+            commands: vec![Command::ChangePartition {
+                topic: tid,
+                partition: PartitionIndex(0),
+                partition_epoch: p.partition_epoch,
+                leader: Some(leader),
+                isr: vec![leader],
+            }],
+        });
+        let before = c.state.topic_by_name("t").unwrap().partitions[0].leader_epoch;
+        c.apply(Proposal {
+            commands: vec![Command::RegisterBroker {
+                broker: leader,
+                host: "h".into(),
+                port: 9092,
+                rack: None,
+                incarnation: 2,
+            }],
+        });
+        assert!(c.state.brokers[&leader].recovering);
+        let mut ctl = Controller::new(ControllerConfig::default(), Millis(0));
+        c.apply_all(ctl.tick(&c.state, Millis(10)));
+        let p = &c.state.topic_by_name("t").unwrap().partitions[0];
+        assert_eq!(p.isr, vec![leader], "the last ISR member keeps its claim");
+        assert_eq!(p.leader, None);
+        assert!(!c.state.brokers[&leader].recovering);
+        c.apply_all(ctl.tick(&c.state, Millis(20)));
+        let p = &c.state.topic_by_name("t").unwrap().partitions[0];
+        assert_eq!(p.leader, Some(leader));
+        assert!(
+            p.leader_epoch > before,
+            "{:?} after {before:?}",
+            p.leader_epoch
+        );
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!   last member) and a partition it leads gets a leader from the rest of the ISR, or none;
 //! - a fenced broker heard again is unfenced; a broker that registers a new incarnation is
 //!   Alive at once, and recovering if it held an ISR seat: it leaves the ISRs it shares and
-//!   its leaderships move, then it may lead again;
+//!   its leaderships move (where it is the last member, it is led again at a new epoch),
+//!   then it may lead again;
 //! - a leaderless partition gets a leader from its ISR (clean elections only), one that can
 //!   lead (Alive, not recovering) first, any live one after;
 //! - leadership goes back to the preferred replica once it is in the ISR and can lead;
@@ -298,12 +299,15 @@ impl Controller {
     }
 
     /// `recover_broker`: a restarted broker leaves the ISR it shares with others and its
-    /// leadership moves to them; where it is the last member it keeps its claim.
+    /// leadership moves to them; where it is the last member it keeps its claim, and a
+    /// leadership it held is given up, to be taken again at a new leader epoch.
     fn recover(&mut self, b: i32) {
         let p = &self.placement;
         if p.isr.contains(&b) || p.leader == b {
             let isr: Vec<i32> = p.isr.iter().copied().filter(|x| *x != b).collect();
-            if !isr.is_empty() {
+            if isr.is_empty() && p.leader == b {
+                self.change(-1, vec![b]);
+            } else if !isr.is_empty() {
                 let leader = if p.leader == b || p.leader < 0 {
                     self.pick_leader(&isr, b)
                 } else {
