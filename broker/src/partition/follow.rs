@@ -234,3 +234,171 @@ impl<B: Backend> Partition<B> {
         Ok(grew)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use futures_lite::future::block_on;
+    use rill_net::ErrorCode;
+    use rill_storage::batch::{build, set_base_offset, set_partition_leader_epoch};
+    use rill_storage::{FileBudget, MemoryBackend, PartitionLog};
+    use uuid::Uuid;
+
+    use super::{FetchAsked, FetchedPartition};
+    use crate::config::topic::{BrokerDefaults, TopicSettings};
+    use crate::config::StorageSettings;
+    use crate::metadata::Placement;
+    use crate::metrics::ShardMetrics;
+    use crate::partition::{FetchAt, Fetched, Opening, Partition, Reader};
+
+    fn placement(leader: i32, epoch: i32) -> Placement {
+        Placement {
+            leader,
+            leader_epoch: epoch,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
+            partition_epoch: epoch,
+            adding: Vec::new(),
+            removing: Vec::new(),
+        }
+    }
+
+    /// A batch of `records` records as a leader at `epoch` stored it at `base`.
+    fn batch(base: i64, epoch: i32, records: usize) -> Bytes {
+        let recs: Vec<build::Rec<'_>> = (0..records)
+            .map(|_| build::Rec {
+                key: None,
+                value: b"v",
+                timestamp_ms: 1_700_000_000_000,
+            })
+            .collect();
+        let mut b = build::batch(&recs);
+        set_base_offset(&mut b, base);
+        set_partition_leader_epoch(&mut b, epoch);
+        Bytes::from(b)
+    }
+
+    fn answer(records: Bytes) -> FetchedPartition {
+        FetchedPartition {
+            error: ErrorCode::None,
+            high_watermark: 0,
+            log_start_offset: 0,
+            diverging: None,
+            records,
+        }
+    }
+
+    /// A partition of broker `me` on a fresh in-memory disk, placed as `placement` says.
+    fn open(me: i32, placement: Placement) -> (Partition<MemoryBackend>, TopicSettings) {
+        let settings = TopicSettings::resolve(&BrokerDefaults::default(), &[]).unwrap();
+        let log = block_on(PartitionLog::open(
+            MemoryBackend::new(),
+            "/p-0",
+            settings.log_config(&StorageSettings::default()),
+            FileBudget::new(8),
+        ))
+        .unwrap();
+        let metrics = Rc::new(ShardMetrics::default());
+        let p = Partition::new(
+            log,
+            Opening {
+                topic: Arc::from("t"),
+                index: 0,
+                topic_id: Uuid::from_u128(1),
+                settings: settings.clone(),
+                placement,
+                me,
+                producers_max: 10,
+                metrics: &metrics,
+                high_watermark: 0,
+                replica_fsync: false,
+            },
+        );
+        (p, settings)
+    }
+
+    #[test]
+    fn a_late_answer_from_a_leader_no_longer_followed_is_dropped() {
+        // The partition simulator found this too (seed 173): a follower of a new leader
+        // applied a late answer of the old one (a diverging epoch) and cut its log below
+        // what the new leader had counted it holding; the new leader then took it into
+        // the ISR with a high watermark past its log end.
+        let (p, settings) = open(2, placement(1, 1));
+        let asked = p.fetch_asked(1).unwrap();
+        assert_eq!(
+            block_on(p.append_fetched(asked, answer(batch(0, 1, 5)))),
+            Ok(true)
+        );
+        assert_eq!(p.fetch_asked(1).unwrap().fetch_offset, 5);
+        // Broker 3 leads now, at epoch 2.
+        p.apply(&settings, &placement(3, 2), &StorageSettings::default());
+        assert_eq!(p.fetch_asked(1), None);
+        let late = FetchAsked {
+            leader: 1,
+            leader_epoch: 1,
+            fetch_offset: 5,
+        };
+        let mut diverging = answer(Bytes::new());
+        diverging.diverging = Some((0, 2));
+        assert_eq!(block_on(p.append_fetched(late, diverging)), Ok(false));
+        let asked = p.fetch_asked(3).unwrap();
+        assert_eq!(
+            asked.fetch_offset, 5,
+            "not cut back by the old leader's answer"
+        );
+        // An answer to a fetch from an offset the log no longer ends at is dropped too.
+        let moved = FetchAsked {
+            fetch_offset: 3,
+            ..asked
+        };
+        assert_eq!(
+            block_on(p.append_fetched(moved, answer(batch(3, 2, 2)))),
+            Ok(false)
+        );
+        assert_eq!(
+            block_on(p.append_fetched(asked, answer(batch(5, 2, 2)))),
+            Ok(true)
+        );
+        assert_eq!(p.fetch_asked(3).unwrap().fetch_offset, 7);
+    }
+
+    #[test]
+    fn a_new_leader_says_where_older_epochs_end_before_it_appends_in_its_own() {
+        // Found by the partition simulator (seed 2569): a new leader at epoch 2 that had
+        // not appended yet answered a follower whose log ended in epoch 1 that it knew no
+        // such epoch; the follower fell back to its own high watermark, which lagged, and
+        // cut records below the leader's high watermark although it was in the ISR.
+        let (p, settings) = open(3, placement(1, 0));
+        let asked = p.fetch_asked(1).unwrap();
+        assert_eq!(
+            block_on(p.append_fetched(asked, answer(batch(0, 0, 10)))),
+            Ok(true)
+        );
+        p.apply(&settings, &placement(3, 2), &StorageSettings::default());
+        assert!(p.is_leader());
+        let at = FetchAt {
+            offset: 15,
+            max_bytes: 1 << 20,
+            current_leader_epoch: 2,
+            last_fetched_epoch: 1,
+        };
+        assert_eq!(
+            block_on(p.fetch(Reader::Follower(2), at)).unwrap(),
+            Fetched::Diverging {
+                epoch: 0,
+                end_offset: 10
+            }
+        );
+        assert_eq!(p.offset_for_leader_epoch(2, 1).unwrap(), (0, 10));
+        assert_eq!(p.offset_for_leader_epoch(2, 0).unwrap(), (0, 10));
+        assert_eq!(p.offset_for_leader_epoch(2, 2).unwrap(), (2, 10));
+        assert_eq!(
+            p.offset_for_leader_epoch(2, 3).unwrap(),
+            (-1, -1),
+            "not issued"
+        );
+    }
+}

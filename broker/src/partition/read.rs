@@ -66,6 +66,32 @@ impl<B: Backend> Partition<B> {
         Ok(())
     }
 
+    /// The largest epoch at or below `epoch` in this log and where it ends, as a Kafka leader
+    /// answers it. Kafka's leader writes its own epoch into the history when it becomes
+    /// leader; here the entry comes with its first append, so until then a leader answers
+    /// as if it were there, at the log end where this leadership began: its own epoch, and
+    /// one between the newest in the log and its own, end at the log end. Answering "unknown"
+    /// instead made a follower of a new leader fall back to its own high watermark, which
+    /// may lag, and cut records every in-sync replica held.
+    fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        let (leads, own) = {
+            let r = self.replica.borrow();
+            (r.is_leader(), r.leader_epoch())
+        };
+        if leads && epoch >= 0 && epoch <= own {
+            let newest = self.log.leader_epochs().latest().map(|(e, _)| e);
+            if newest.is_none_or(|n| n < epoch) {
+                let e = if epoch == own {
+                    own
+                } else {
+                    newest.unwrap_or(epoch)
+                };
+                return (e, self.log.log_end_offset());
+            }
+        }
+        self.log.end_offset_for_epoch(epoch)
+    }
+
     /// Reads whole batches from `at.offset`, up to `at.max_bytes` (at least one batch), as
     /// far as `reader` may see; or says where the reader's log diverges. A follower's read
     /// also tells the leader what it holds.
@@ -75,7 +101,7 @@ impl<B: Backend> Partition<B> {
             self.check_leader_epoch(at.current_leader_epoch)?;
         }
         if at.last_fetched_epoch >= 0 {
-            let (epoch, end_offset) = self.log.end_offset_for_epoch(at.last_fetched_epoch);
+            let (epoch, end_offset) = self.end_offset_for_epoch(at.last_fetched_epoch);
             if epoch < at.last_fetched_epoch || end_offset < at.offset {
                 return Ok(Fetched::Diverging { epoch, end_offset });
             }
@@ -193,6 +219,6 @@ impl<B: Backend> Partition<B> {
     ) -> Result<(i32, i64), KafkaError> {
         self.ensure_leader()?;
         self.check_leader_epoch(current_leader_epoch)?;
-        Ok(self.log.end_offset_for_epoch(epoch))
+        Ok(self.end_offset_for_epoch(epoch))
     }
 }
