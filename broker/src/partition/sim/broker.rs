@@ -86,9 +86,10 @@ pub(super) struct SimBroker {
     /// (log end, high watermark) after the last event: a change wakes long polls and
     /// acks=all waits, as the partition's data event does.
     seen: (i64, i64),
-    /// Lost power without fdatasync'd replicas and has not left the ISR since: its log may
-    /// end below what it reported (Kafka's unclean shutdown).
-    pub lossy: bool,
+    /// Lost power and its log has not reached again where it ended then (the value): it may
+    /// end below what it reported (records it wrote as leader and never synced, acks 0 and
+    /// 1; without `replica_fsync`, what it copied), which leaders' high watermarks count.
+    pub lossy: Option<i64>,
 }
 
 impl SimBroker {
@@ -108,7 +109,7 @@ impl SimBroker {
             isr_req: None,
             waiters: Vec::new(),
             seen: (-1, -1),
-            lossy: false,
+            lossy: None,
         }
     }
 }
@@ -204,12 +205,12 @@ impl Sim {
     /// Stops broker `b` the way `how` says; everything in its memory is gone.
     pub(super) fn stop_broker(&mut self, b: usize, how: Stop) -> SimResult<()> {
         let seed = self.rng.next();
-        let replica_fsync = self.cfg.replica_fsync;
         let br = &mut self.brokers[b - 1];
         if !br.up {
             return Ok(());
         }
         let part = br.part.take();
+        let end = part.as_ref().map_or(0, |p| p.log().log_end_offset());
         if how == Stop::Clean {
             if let Some(p) = &part {
                 br.hw_checkpoint = p.high_watermark();
@@ -219,7 +220,7 @@ impl Sim {
         drop(part);
         if how == Stop::PowerLoss {
             br.backend.crash(seed);
-            br.lossy = !replica_fsync;
+            br.lossy = Some(br.lossy.map_or(end, |was| was.max(end)));
         }
         br.up = false;
         br.paused = false;
