@@ -125,7 +125,10 @@ async fn shard_main(start: ShardStart<ShardMsg, ReplyMsg>, shared: Shared) -> Re
     let id = start.id;
     let config = shared.config.clone();
     // Each step of a start says when it is done, so a start that stalls shows where.
-    info!(shard = id, "shard executor running; joining the shard meshes");
+    info!(
+        shard = id,
+        "shard executor running; joining the shard meshes"
+    );
     let (requests, inbound) = start.requests.join().await?;
     let (replies, reply_inbound) = start.replies.join().await?;
     info!(shard = id, "shard meshes joined");
