@@ -11,7 +11,8 @@
 //! Layout: `mod.rs` (this: the partition, produce and the rest of its operations), `read`
 //! (fetch, ListOffsets, OffsetForLeaderEpoch, epoch fencing), `follow` (a follower applying
 //! what it fetched) → `replication` (sans-I/O leader/follower state), `producers`
-//! (idempotence table).
+//! (idempotence table), `hw_checkpoint` (the high watermarks' file); `sim` (tests only: a
+//! seeded simulation of 3 to 5 replicas driving this code in virtual time).
 
 mod follow;
 pub mod hw_checkpoint;
