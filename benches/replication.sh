@@ -18,13 +18,13 @@ RATE=${RATE:-20000}
 SIZE=${SIZE:-1024}
 PARTITIONS=${PARTITIONS:-6}
 DIR=${BENCH_DIR:-$PWD/target/bench-replication}
-OUT=benches/results/replication.md
+OUT=${OUT:-benches/results/replication.md}
 HOSTS=(127.0.0.61 127.0.0.62 127.0.0.63)
 PORT=${PORT:-19492}
 RAFT_PORT=$((PORT + 1))
 
 cargo build --release -p rill-broker -p rill-loadgen
-RILL=$PWD/target/release/rill
+RILL=${RILL:-$PWD/target/release/rill}
 LG=$PWD/target/release/rill-loadgen
 rm -rf "$DIR"
 mkdir -p "$DIR/runs" benches/results

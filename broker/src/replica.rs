@@ -129,8 +129,11 @@ async fn fetch_from(shard: &Rc<Shard>, leader: i32) {
                 continue;
             }
         };
-        let mut progressed = false;
-        let mut failed = false;
+        // Each partition applies its part at once, not one after another: a follower's append
+        // ends with a write to the file before the next fetch reports it (and with a sync
+        // under replica_fsync), and those writes overlap on the shard's io_uring instead of
+        // adding up. Each partition keeps its own append order.
+        let mut applies = Vec::new();
         for t in response.responses {
             let topic: &str = &t.topic.0;
             for pd in t.partitions {
@@ -152,13 +155,12 @@ async fn fetch_from(shard: &Rc<Shard>, leader: i32) {
                     diverging,
                     records: pd.records.unwrap_or_default(),
                 };
-                match p.append_fetched(asked, fetched).await {
-                    Ok(true) => progressed = true,
-                    Ok(false) => {}
-                    Err(_) => failed = true,
-                }
+                applies.push(async move { p.append_fetched(asked, fetched).await });
             }
         }
+        let applied = futures_util::future::join_all(applies).await;
+        let progressed = applied.iter().any(|a| matches!(a, Ok(true)));
+        let failed = applied.iter().any(|a| a.is_err());
         if failed && !progressed {
             runtime::sleep(backoff).await;
             backoff = (backoff * 2).min(REPLICA_BACKOFF_MAX);
