@@ -21,6 +21,7 @@
 //!   [`transport::TcpTransport`] (std threads) between brokers.
 //! - [`logger`]: raft-rs's slog into `tracing`.
 //! - [`ids`]: newtypes (NodeId, BrokerId, TopicId, LeaderEpoch, ...).
+//! - [`sim_rng`]: the seeded random numbers of the simulations (raft's and the broker's).
 //!
 //! Layout (dependencies point down): `node` → `storage` → `disk`; `node` →
 //! `metadata` ← `controller`; `transport`, `logger`, `ids`, `error` are leaves.
@@ -44,6 +45,7 @@ pub mod ids;
 pub mod logger;
 pub mod metadata;
 pub mod node;
+pub mod sim_rng;
 pub mod storage;
 pub mod transport;
 

@@ -22,43 +22,8 @@ use rill_raft::metadata::{
 };
 use rill_raft::node::{Node, NodeConfig, Output, Role};
 use rill_raft::raft::eraftpb::Message;
+pub use rill_raft::sim_rng::SimRng;
 use rill_raft::storage::StorageOptions;
-
-/// xorshift64* seeded through splitmix64 (so seed 0 works).
-#[derive(Clone, Debug)]
-pub struct SimRng(u64);
-
-impl SimRng {
-    pub fn new(seed: u64) -> SimRng {
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        SimRng((z ^ (z >> 31)) | 1)
-    }
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-    /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
-        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
-    }
-    pub fn pick<'a, T>(&mut self, v: &'a [T]) -> Option<&'a T> {
-        if v.is_empty() {
-            None
-        } else {
-            Some(&v[(self.next() % v.len() as u64) as usize])
-        }
-    }
-}
 
 /// FNV-1a over u64 words: the trace fingerprint of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,10 +73,10 @@ impl SimConfig {
             learners: 1,
             chaos_ms: 20_000,
             heal_budget_ms: 60_000,
-            loss: [0.0, 0.02, 0.1, 0.25][(r.next() % 4) as usize],
-            duplicate: [0.0, 0.02, 0.1][(r.next() % 3) as usize],
-            crash_per_s: [0.0, 0.1, 0.3][(r.next() % 3) as usize],
-            partition_per_s: [0.0, 0.1, 0.25][(r.next() % 3) as usize],
+            loss: [0.0, 0.02, 0.1, 0.25][(r.next_u64() % 4) as usize],
+            duplicate: [0.0, 0.02, 0.1][(r.next_u64() % 3) as usize],
+            crash_per_s: [0.0, 0.1, 0.3][(r.next_u64() % 3) as usize],
+            partition_per_s: [0.0, 0.1, 0.25][(r.next_u64() % 3) as usize],
         }
     }
 }
@@ -396,17 +361,17 @@ impl Sim {
 
     fn chaos(&mut self) {
         if self.rng.chance(self.cfg.crash_per_s) {
-            let i = (self.rng.next() % self.nodes.len() as u64) as usize;
+            let i = (self.rng.next_u64() % self.nodes.len() as u64) as usize;
             if self.nodes[i].node.is_some() {
                 self.nodes[i].node = None;
                 self.nodes[i].controller = None;
                 self.nodes[i].restarts += 1;
                 self.summary.crashes += 1;
                 let tear = self.rng.chance(0.5);
-                let mut r = SimRng::new(self.rng.next());
+                let mut r = SimRng::new(self.rng.next_u64());
                 self.nodes[i].disk.crash(&mut |unsynced| {
                     if tear && unsynced > 0 {
-                        (r.next() % unsynced as u64) as usize
+                        (r.next_u64() % unsynced as u64) as usize
                     } else {
                         0
                     }
@@ -426,7 +391,7 @@ impl Sim {
             let cut = self.rng.range(1, (n - 1) as u64);
             let mut idx: Vec<usize> = (0..n).collect();
             for k in 0..cut as usize {
-                let j = k + (self.rng.next() % (n - k) as u64) as usize;
+                let j = k + (self.rng.next_u64() % (n - k) as u64) as usize;
                 idx.swap(k, j);
                 self.side[idx[k]] = 1;
             }
@@ -729,7 +694,7 @@ impl Sim {
             .count();
         let topics: Vec<TopicId> = state.topics.keys().copied().collect();
         let brokers: Vec<BrokerId> = state.brokers.keys().copied().collect();
-        let op = self.rng.next() % 10;
+        let op = self.rng.next_u64() % 10;
         let proposal = match op {
             0..=3 if alive > 0 => {
                 self.topic_counter += 1;
@@ -764,14 +729,14 @@ impl Sim {
             5 | 6 => match self.rng.pick(&topics).copied() {
                 Some(t) if !brokers.is_empty() => {
                     let parts = state.topics[&t].partitions.len() as u64;
-                    let pi = PartitionIndex((self.rng.next() % parts) as i32);
+                    let pi = PartitionIndex((self.rng.next_u64() % parts) as i32);
                     let rf = state.topics[&t].partitions[pi.0 as usize]
                         .replicas
                         .len()
                         .min(brokers.len());
                     let mut target = brokers.clone();
                     for k in 0..target.len() {
-                        let j = k + (self.rng.next() % (target.len() - k) as u64) as usize;
+                        let j = k + (self.rng.next_u64() % (target.len() - k) as u64) as usize;
                         target.swap(k, j);
                     }
                     target.truncate(rf);

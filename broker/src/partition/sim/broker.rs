@@ -204,7 +204,7 @@ impl Sim {
 
     /// Stops broker `b` the way `how` says; everything in its memory is gone.
     pub(super) fn stop_broker(&mut self, b: usize, how: Stop) -> SimResult<()> {
-        let seed = self.rng.next();
+        let seed = self.rng.next_u64();
         let br = &mut self.brokers[b - 1];
         if !br.up {
             return Ok(());
@@ -613,7 +613,7 @@ impl Sim {
         } else {
             self.rng.range(1, n) as usize
         };
-        let acks: i16 = match self.rng.next() % 10 {
+        let acks: i16 = match self.rng.next_u64() % 10 {
             0 => 0,
             1..=3 => 1,
             _ => -1,

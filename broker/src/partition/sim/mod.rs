@@ -58,6 +58,7 @@ use crate::metrics::ShardMetrics;
 use broker::SimBroker;
 use check::Checker;
 use controller::{Controller, Image};
+pub use rill_raft::sim_rng::SimRng;
 
 type Part = Rc<Partition<MemoryBackend>>;
 
@@ -65,42 +66,6 @@ type Part = Rc<Partition<MemoryBackend>>;
 const CONTROLLER: usize = 0;
 /// Milliseconds of the wall clock at virtual time 0 (record timestamps, segment ages).
 const WALL_BASE_MS: i64 = 1_700_000_000_000;
-
-/// xorshift64* seeded through splitmix64 (so seed 0 works), as the raft simulator's.
-#[derive(Clone, Debug)]
-pub struct SimRng(u64);
-
-impl SimRng {
-    pub fn new(seed: u64) -> SimRng {
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        SimRng((z ^ (z >> 31)) | 1)
-    }
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-    /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
-        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
-    }
-    pub fn pick<T: Copy>(&mut self, v: &[T]) -> Option<T> {
-        if v.is_empty() {
-            None
-        } else {
-            Some(v[(self.next() % v.len() as u64) as usize])
-        }
-    }
-}
 
 /// A deliberate bug, so a test can show the invariants catch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,22 +113,22 @@ impl SimConfig {
     /// Draws a configuration from the seed: 3 to 5 brokers, fault rates from none to harsh.
     pub fn from_seed(seed: u64) -> SimConfig {
         let mut r = SimRng::new(seed ^ 0x005E_ED0F_0015);
-        let brokers = [3, 3, 3, 4, 5][(r.next() % 5) as usize];
+        let brokers = [3, 3, 3, 4, 5][(r.next_u64() % 5) as usize];
         let replica_fsync = r.chance(0.5);
         SimConfig {
             brokers,
             min_insync: r.range(1, (brokers as u64 - 1).min(3)) as usize,
             replica_fsync,
             power_loss: replica_fsync && r.chance(0.8),
-            loss: [0.0, 0.01, 0.05, 0.15][(r.next() % 4) as usize],
-            slow: [0.0, 0.02, 0.1][(r.next() % 3) as usize],
-            crash_per_s: [0.05, 0.15, 0.4][(r.next() % 3) as usize],
-            pause_per_s: [0.0, 0.1, 0.25][(r.next() % 3) as usize],
-            cut_per_s: [0.0, 0.15, 0.4][(r.next() % 3) as usize],
-            produce_every_ms: [10, 40, 120][(r.next() % 3) as usize],
-            fetch_bytes_max: [1 << 20, 1 << 20, 2048][(r.next() % 3) as usize],
-            replica_lag_max_ms: [800, 2_000, 5_000][(r.next() % 3) as usize],
-            session_timeout_ms: [1_500, 3_000][(r.next() % 2) as usize],
+            loss: [0.0, 0.01, 0.05, 0.15][(r.next_u64() % 4) as usize],
+            slow: [0.0, 0.02, 0.1][(r.next_u64() % 3) as usize],
+            crash_per_s: [0.05, 0.15, 0.4][(r.next_u64() % 3) as usize],
+            pause_per_s: [0.0, 0.1, 0.25][(r.next_u64() % 3) as usize],
+            cut_per_s: [0.0, 0.15, 0.4][(r.next_u64() % 3) as usize],
+            produce_every_ms: [10, 40, 120][(r.next_u64() % 3) as usize],
+            fetch_bytes_max: [1 << 20, 1 << 20, 2048][(r.next_u64() % 3) as usize],
+            replica_lag_max_ms: [800, 2_000, 5_000][(r.next_u64() % 3) as usize],
+            session_timeout_ms: [1_500, 3_000][(r.next_u64() % 2) as usize],
             chaos_ms: 12_000,
             heal_budget_ms: 30_000,
             mutation: Mutation::None,
@@ -313,7 +278,7 @@ impl Sim {
         // A random preferred leader and replica order.
         let mut replicas: Vec<i32> = (1..=n as i32).collect();
         for k in 0..n {
-            let j = k + (rng.next() % (n - k) as u64) as usize;
+            let j = k + (rng.next_u64() % (n - k) as u64) as usize;
             replicas.swap(k, j);
         }
         let ctl = Controller::new(
@@ -664,7 +629,7 @@ impl Sim {
             let victim = if self.rng.chance(0.5) && up.contains(&leader) {
                 Some(leader)
             } else {
-                self.rng.pick(&up)
+                self.rng.pick(&up).copied()
             };
             if let Some(b) = victim {
                 let how = if self.cfg.power_loss && self.rng.chance(0.4) {
@@ -690,7 +655,7 @@ impl Sim {
                 .copied()
                 .filter(|b| !self.brokers[b - 1].paused)
                 .collect();
-            if let Some(b) = self.rng.pick(&running) {
+            if let Some(&b) = self.rng.pick(&running) {
                 let ms = self.rng.range(50, 4_000);
                 self.brokers[b - 1].paused = true;
                 self.summary.pauses += 1;
@@ -710,7 +675,7 @@ impl Sim {
     fn cut_network(&mut self) {
         let n = self.brokers.len();
         let b = self.rng.range(1, n as u64) as usize;
-        let shape = self.rng.next() % 5;
+        let shape = self.rng.next_u64() % 5;
         let what = match shape {
             0 => {
                 for o in 0..=n {
