@@ -12,6 +12,8 @@
 # rill-loadgen's duration and a 60 s timeout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 [ $# = 2 ] || { echo "usage: bash benches/ab.sh OLD_BINARY NEW_BINARY" >&2; exit 2; }
 OLD=$1 NEW=$2
 PAIRS=${PAIRS:-6}
@@ -22,13 +24,7 @@ DIR=${BENCH_DIR:-$PWD/target/bench-ab}
 LG=${LOADGEN:-target/release/rill-loadgen}
 for b in "$OLD" "$NEW" "$LG"; do [ -x "$b" ] || { echo "$b is not executable" >&2; exit 2; }; done
 mkdir -p "$DIR"
-cat > "$DIR/rill.toml" <<TOML
-retention_check_interval_ms = 1000
-metrics_listen = ""
-[topic_defaults]
-"retention.bytes" = 536870912
-"segment.bytes" = 134217728
-TOML
+single_shard_toml "$DIR/rill.toml"
 BROKER_PID=
 stop_broker() {
   if [ -n "$BROKER_PID" ]; then

@@ -51,3 +51,16 @@ iperf3_loopback() {
   LIB_IPERF_PID=
   python3 -c "import json,sys; print('iperf3_loopback_MBps', json.load(open(sys.argv[1]))['end']['sum_received']['bits_per_second'] / 8e6)" "$dir/iperf.json"
 }
+
+# single_shard_toml FILE: the rill.toml of the single-broker benchmarks (loadgen.sh, ab.sh,
+# retention_stall.sh): no metrics listener, and disk use bounded (a max-rate run writes tens
+# of GB), each partition keeping at most 512 MiB in 128 MiB segments, checked every second.
+single_shard_toml() {
+  cat > "$1" <<TOML
+retention_check_interval_ms = 1000
+metrics_listen = ""
+[topic_defaults]
+"retention.bytes" = 536870912
+"segment.bytes" = 134217728
+TOML
+}

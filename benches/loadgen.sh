@@ -18,6 +18,8 @@
 # $BENCH_DIR/runs for a closer look, e.g. `rill-loadgen compare $BENCH_DIR/runs/max-100-*`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
@@ -56,15 +58,8 @@ RAW=$DIR/limits.txt
 export RUST_BACKTRACE=0
 
 BROKER_PID=
-# Disk use stays bounded (a saturation search writes tens of GB): each partition keeps at
-# most 512 MiB, checked every second; deleting whole segments is cheap next to the writes.
-cat > "$DIR/rill.toml" <<TOML
-retention_check_interval_ms = 1000
-metrics_listen = ""
-[topic_defaults]
-"retention.bytes" = 536870912
-"segment.bytes" = 134217728
-TOML
+# Disk use stays bounded (see single_shard_toml in lib.sh).
+single_shard_toml "$DIR/rill.toml"
 start_broker() {
   rm -rf "$DIR/data"
   mkdir -p "$DIR/data"

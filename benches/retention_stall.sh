@@ -13,6 +13,8 @@
 # partitions, acks=1; each run writes RATE KiB/s for DURATION s and removes its data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 [ $# -ge 1 ] || { echo "usage: $0 BROKER_BINARY..." >&2; exit 2; }
 RATE=${RATE:-480000}
 RUNS=${RUNS:-3}
@@ -27,13 +29,7 @@ for run in $(seq "$RUNS"); do
   for bin in "$@"; do
     d="$DIR/run"
     rm -rf "$d"; mkdir -p "$d/data"
-    cat > "$d/rill.toml" <<TOML
-retention_check_interval_ms = 1000
-metrics_listen = ""
-[topic_defaults]
-"retention.bytes" = 536870912
-"segment.bytes" = 134217728
-TOML
+    single_shard_toml "$d/rill.toml"
     taskset -c 0 "$bin" broker --config "$d/rill.toml" --data-dir "$d/data" \
       --listen 127.0.0.1:$PORT --shards 1 > "$d/broker.log" 2>&1 &
     pid=$!

@@ -305,13 +305,10 @@ impl Sim {
             if let Some(i) =
                 (0..whole.len().max(copy.len())).find(|i| whole.get(*i) != copy.get(*i))
             {
-                let show = |x: Option<&StoredBatch>| {
-                    x.map(|x| (x.base, x.last, x.epoch, describe(&x.bytes)))
-                };
                 return self.fail(format!(
                     "broker {b}'s log changed below its end without being cut back: {:?} is now {:?}",
-                    show(copy.get(i)),
-                    show(whole.get(i))
+                    show_batch(copy.get(i)),
+                    show_batch(whole.get(i))
                 ));
             }
             self.checker.verified.insert(b, 0);
@@ -336,21 +333,10 @@ impl Sim {
             let ours = &self.checker.mirrors[&b];
             let (a, c) = (ours.within(from, i64::MAX), theirs.within(from, i64::MAX));
             if let Some(i) = (0..a.len().max(c.len())).find(|i| a.get(*i) != c.get(*i)) {
-                let show = |x: Option<&StoredBatch>| {
-                    x.map(|x| {
-                        format!(
-                            "[{}, {}] epoch {} ({})",
-                            x.base,
-                            x.last,
-                            x.epoch,
-                            describe(&x.bytes)
-                        )
-                    })
-                };
                 return self.fail(format!(
                     "in sync after healing, but broker {b} holds {:?} where leader {leader} holds {:?}",
-                    show(a.get(i)),
-                    show(c.get(i))
+                    show_batch(a.get(i)),
+                    show_batch(c.get(i))
                 ));
             }
         }
@@ -509,18 +495,7 @@ impl Sim {
                         // zombie leader, or a member not cut back yet.
                         continue;
                     }
-                    let show = |x: Option<&StoredBatch>| {
-                        x.map(|x| {
-                            format!(
-                                "[{}, {}] epoch {} ({})",
-                                x.base,
-                                x.last,
-                                x.epoch,
-                                describe(&x.bytes)
-                            )
-                        })
-                    };
-                    let (ours, theirs) = (show(a.get(i)), show(b.get(i)));
+                    let (ours, theirs) = (show_batch(a.get(i)), show_batch(b.get(i)));
                     return self.fail(format!(
                         "replicas disagree below the high watermark: leader {l} (high watermark {hw}) holds {ours:?} where ISR member {m} holds {theirs:?}"
                     ));
@@ -666,4 +641,17 @@ impl Sim {
         self.checker.acked_checked = self.checker.acked.len();
         Ok(())
     }
+}
+
+/// A stored batch as a violation message shows it (`None` where a replica lacks it).
+fn show_batch(x: Option<&StoredBatch>) -> Option<String> {
+    x.map(|x| {
+        format!(
+            "[{}, {}] epoch {} ({})",
+            x.base,
+            x.last,
+            x.epoch,
+            describe(&x.bytes)
+        )
+    })
 }
