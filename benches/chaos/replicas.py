@@ -16,26 +16,15 @@ def batches(partition_dir):
     out = []
     if not os.path.isdir(partition_dir):
         return None
-    segs = sorted(f for f in os.listdir(partition_dir) if f.endswith(".log"))
-    for seg in segs:
-        with open(os.path.join(partition_dir, seg), "rb") as fh:
-            data = fh.read()
-        i = 0
-        while i + 61 <= len(data):
-            base, length, epoch, magic, crc, _attrs, last_delta = struct.unpack_from(
-                ">qiibIhi", data, i)
-            if length <= 0 or magic != 2 or i + 12 + length > len(data):
-                break  # zero padding of the last page, or a torn tail
-            out.append((base, base + last_delta, epoch, crc))
-            i += 12 + length
+    for _seg, _data, _i, base, last, epoch, crc in _batches(partition_dir):
+        out.append((base, last, epoch, crc))
     return out
 
 
-def headers(partition_dir):
-    """Every batch header of a partition's segment files, for a person reading evidence:
-    [(segment, position, base, last, leader_epoch, crc, producer_id, producer_epoch,
-    base_sequence, records)]."""
-    out = []
+def _batches(partition_dir):
+    """Yields (segment, its bytes, position, base, last, leader_epoch, crc) for every whole
+    batch of a partition's segment files, in order; a segment ends at zero padding of its
+    last page or at a torn tail."""
     for seg in sorted(f for f in os.listdir(partition_dir) if f.endswith(".log")):
         with open(os.path.join(partition_dir, seg), "rb") as fh:
             data = fh.read()
@@ -45,9 +34,18 @@ def headers(partition_dir):
                 ">qiibIhi", data, i)
             if length <= 0 or magic != 2 or i + 12 + length > len(data):
                 break
-            pid, pepoch, seq, count = struct.unpack_from(">qhii", data, i + 43)
-            out.append((seg, i, base, base + last_delta, epoch, crc, pid, pepoch, seq, count))
+            yield seg, data, i, base, base + last_delta, epoch, crc
             i += 12 + length
+
+
+def headers(partition_dir):
+    """Every batch header of a partition's segment files, for a person reading evidence:
+    [(segment, position, base, last, leader_epoch, crc, producer_id, producer_epoch,
+    base_sequence, records)]."""
+    out = []
+    for seg, data, i, base, last, epoch, crc in _batches(partition_dir):
+        pid, pepoch, seq, count = struct.unpack_from(">qhii", data, i + 43)
+        out.append((seg, i, base, last, epoch, crc, pid, pepoch, seq, count))
     return out
 
 
