@@ -243,7 +243,7 @@ mod tests {
     use bytes::Bytes;
     use futures_lite::future::block_on;
     use rill_net::ErrorCode;
-    use rill_storage::batch::{build, set_base_offset, set_partition_leader_epoch};
+    use rill_storage::batch::{build, set_base_offset, set_partition_leader_epoch, CheckedBatch};
     use rill_storage::{FileBudget, MemoryBackend, PartitionLog};
     use uuid::Uuid;
 
@@ -318,6 +318,41 @@ mod tests {
             },
         );
         (p, settings)
+    }
+
+    #[test]
+    fn a_produce_waiting_on_a_deposed_leader_is_not_acknowledged() {
+        // Chaos seed 21: a leader cut off for 1.4 s took acks=all produces; it was deposed
+        // while they waited, cut them away as a follower of the new leader, took that
+        // leader's high watermark past their offsets, and then answered them as
+        // acknowledged: the records were lost and their offsets acknowledged twice.
+        let (p, settings) = open(1, placement(1, 1));
+        let produced = CheckedBatch::check(batch(0, 0, 3)).unwrap();
+        let (_, last, epoch) = block_on(p.append_durably(vec![produced], -1)).unwrap();
+        assert_eq!((last, epoch), (2, 1));
+        assert!(
+            p.replication_outcome(last, epoch).is_none(),
+            "waits for the followers"
+        );
+        // Broker 3 leads at epoch 2 with other records; this broker follows it, cuts its
+        // log back and takes its high watermark.
+        p.apply(&settings, &placement(3, 2), &StorageSettings::default());
+        let asked = p.fetch_asked(3).unwrap();
+        let mut diverging = answer(Bytes::new());
+        diverging.diverging = Some((0, 0));
+        assert_eq!(block_on(p.append_fetched(asked, diverging)), Ok(true));
+        let asked = p.fetch_asked(3).unwrap();
+        assert_eq!(asked.fetch_offset, 0, "cut back to the divergence");
+        let mut theirs = answer(batch(0, 2, 5));
+        theirs.high_watermark = 5;
+        assert_eq!(block_on(p.append_fetched(asked, theirs)), Ok(true));
+        assert_eq!(p.high_watermark(), 5);
+        let outcome = p.replication_outcome(last, epoch);
+        assert_eq!(
+            outcome.map(|r| r.map_err(|e| e.code)),
+            Some(Err(ErrorCode::NotLeaderOrFollower)),
+            "a produce of a deposed leader answered from the new leader's high watermark"
+        );
     }
 
     #[test]

@@ -326,26 +326,29 @@ impl<B: Backend> Partition<B> {
     ) -> impl std::future::Future<Output = Result<Produced, KafkaError>> + '_ {
         let appended = self.append_durably(batches, acks);
         async move {
-            let (produced, last_offset) = appended.await?;
+            let (produced, last_offset, epoch) = appended.await?;
             if acks == -1 && last_offset >= 0 {
-                self.await_replication(last_offset, replica_lag_max).await?;
+                self.await_replication(last_offset, epoch, replica_lag_max)
+                    .await?;
             }
             Ok(produced)
         }
     }
 
     /// A produce up to acks=all's wait for the in-sync replicas: the appends, in turn, and
-    /// this broker's part of the durability. Returns what was appended and the last offset
-    /// acks=all waits for. The place in the append order is taken by this call.
+    /// this broker's part of the durability. Returns what was appended, the last offset
+    /// acks=all waits for and the leader epoch it was appended (or found, for a duplicate)
+    /// under. The place in the append order is taken by this call.
     fn append_durably(
         &self,
         batches: Vec<CheckedBatch>,
         acks: i16,
-    ) -> impl std::future::Future<Output = Result<(Produced, i64), KafkaError>> + '_ {
+    ) -> impl std::future::Future<Output = Result<(Produced, i64, i32), KafkaError>> + '_ {
         let turn = self.appends.lock();
         async move {
             let turn = turn.await;
-            let (produced, last_offset, sync_due) = self.append_in_turn(batches, acks).await?;
+            let (produced, last_offset, sync_due, epoch) =
+                self.append_in_turn(batches, acks).await?;
             drop(turn);
             // acks=all means durable here and on every in-sync replica; flush.messages /
             // flush.ms can ask for durability too. acks=1 waits until the bytes are in the
@@ -357,18 +360,18 @@ impl<B: Backend> Partition<B> {
             } else if acks == 1 {
                 self.log.write_through().await.map_err(KafkaError::from)?;
             }
-            Ok((produced, last_offset))
+            Ok((produced, last_offset, epoch))
         }
     }
 
     /// The part of a produce that runs in append order: leadership, producer sequences,
-    /// the appends. Returns what was appended, the last offset to wait for and whether the
-    /// flush policy asks for a sync.
+    /// the appends. Returns what was appended, the last offset to wait for, whether the
+    /// flush policy asks for a sync, and the leader epoch of the appends.
     async fn append_in_turn(
         &self,
         batches: Vec<CheckedBatch>,
         acks: i16,
-    ) -> Result<(Produced, i64, bool), KafkaError> {
+    ) -> Result<(Produced, i64, bool, i32), KafkaError> {
         let settings = self.settings.borrow().clone();
         // Leadership and epoch are read here, in turn, so a batch is stamped with the
         // epoch it is appended under.
@@ -440,6 +443,7 @@ impl<B: Backend> Partition<B> {
             },
             last_offset,
             sync_due,
+            leader_epoch,
         ))
     }
 
@@ -449,12 +453,13 @@ impl<B: Backend> Partition<B> {
     async fn await_replication(
         &self,
         last_offset: i64,
+        epoch: i32,
         lag_max: Duration,
     ) -> Result<(), KafkaError> {
         let deadline = Instant::now() + lag_max + ACKS_ALL_RECHECK * 20;
         loop {
             let listener = self.data_listener();
-            if let Some(answer) = self.replication_outcome(last_offset) {
+            if let Some(answer) = self.replication_outcome(last_offset, epoch) {
                 return answer;
             }
             let now = Instant::now();
@@ -475,9 +480,30 @@ impl<B: Backend> Partition<B> {
         }
     }
 
-    /// acks=all: the answer for a produce whose last record is at `last_offset`, now; None
-    /// while it waits for the in-sync replicas.
-    fn replication_outcome(&self, last_offset: i64) -> Option<Result<(), KafkaError>> {
+    /// acks=all: the answer for a produce whose last record is at `last_offset`, appended
+    /// as leader at `epoch`, now; None while it waits for the in-sync replicas.
+    ///
+    /// Leadership at that epoch is checked first: a leader deposed while the produce waited
+    /// may already have cut those records away as a follower and taken the new leader's
+    /// high watermark past them, over other records (seen in chaos seed 21: acknowledged
+    /// records lost, two acknowledgements for one offset). Kafka's delayed produce answers
+    /// NOT_LEADER_OR_FOLLOWER there too.
+    fn replication_outcome(&self, last_offset: i64, epoch: i32) -> Option<Result<(), KafkaError>> {
+        {
+            let r = self.replica.borrow();
+            if !r.is_leader() || r.leader_epoch() != epoch {
+                return Some(Err(KafkaError::new(
+                    ErrorCode::NotLeaderOrFollower,
+                    format!(
+                        "this broker no longer leads {}-{} at epoch {epoch} (now leader {}, epoch {}); the batch at {last_offset} may not be replicated",
+                        self.topic,
+                        self.index,
+                        r.placement().leader,
+                        r.leader_epoch()
+                    ),
+                )));
+            }
+        }
         let end = self.log.log_end_offset();
         self.replica.borrow_mut().advance(end);
         if self.high_watermark() > last_offset {
@@ -495,15 +521,6 @@ impl<B: Backend> Partition<B> {
                 )));
             }
             return Some(Ok(()));
-        }
-        if !self.is_leader() {
-            return Some(Err(KafkaError::new(
-                ErrorCode::NotLeaderOrFollower,
-                format!(
-                    "this broker lost the leadership of {}-{} before the batch at {last_offset} was replicated",
-                    self.topic, self.index
-                ),
-            )));
         }
         None
     }

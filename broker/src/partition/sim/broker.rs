@@ -652,7 +652,7 @@ impl Sim {
         // decision, `replication_outcome`.
         let appended = block_on(p.append_durably(batches, acks));
         let last_offset = match appended {
-            Ok((_, last_offset)) => last_offset,
+            Ok((_, last_offset, _)) => last_offset,
             Err(e) => {
                 self.log(format!(
                     "produce to {target} acks {acks}: {:?}: {}",
@@ -711,7 +711,7 @@ impl Sim {
             return Ok(false);
         };
         let w = &br.waiters[i];
-        let outcome = match p.replication_outcome(w.last_offset) {
+        let outcome = match p.replication_outcome(w.last_offset, w.epoch) {
             Some(Ok(())) => "acknowledged".to_string(),
             Some(Err(e)) => format!("{:?}", e.code),
             None if now >= w.deadline => "REQUEST_TIMED_OUT".to_string(),
@@ -743,10 +743,15 @@ impl Sim {
                     continue;
                 }
                 let now = (p.log().log_end_offset(), p.high_watermark());
-                if now == self.brokers[b - 1].seen {
+                let seen = self.brokers[b - 1].seen;
+                if now == seen {
                     continue;
                 }
                 self.brokers[b - 1].seen = now;
+                // What wakes a produce's wait in the broker: the log end or the high
+                // watermark moving up (`Partition::notify`, a follower's append). A
+                // truncation wakes nothing; the wait sees it at its next look.
+                let wakes_produces = now.0 > seen.0 || now.1 > seen.1;
                 moved = true;
                 let ready: Vec<Parked> = {
                     let br = &mut self.brokers[b - 1];
@@ -759,9 +764,11 @@ impl Sim {
                 for q in ready {
                     self.serve_fetch(b, q, false)?;
                 }
-                let ids: Vec<u64> = self.brokers[b - 1].waiters.iter().map(|w| w.id).collect();
-                for id in ids {
-                    self.poll_waiter(b, id)?;
+                if wakes_produces {
+                    let ids: Vec<u64> = self.brokers[b - 1].waiters.iter().map(|w| w.id).collect();
+                    for id in ids {
+                        self.poll_waiter(b, id)?;
+                    }
                 }
             }
             if !moved {
