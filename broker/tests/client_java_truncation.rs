@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use clients::{java_available, java_proc};
 use common::cluster::{settled_topic_metadata, start_cluster, topic_metadata, wait_agreed};
+use common::produce_in_order;
 use common::{block_on, Broker};
 use rdkafka::admin::{NewTopic, TopicReplication};
-use rdkafka::producer::FutureRecord;
 use rill_net::kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 
 const HOSTS: [&str; 3] = ["127.0.0.101", "127.0.0.102", "127.0.0.103"];
@@ -35,16 +35,12 @@ const CUT: usize = 10;
 const AFTER: usize = 15;
 
 fn produce(broker: &Broker, label: &str, n: usize) {
-    let producer = broker.producer("all", &[("message.timeout.ms", "30000")]);
-    for i in 0..n {
-        let v = format!("{label}-{i}");
-        let f = producer
-            .send_result(FutureRecord::<(), _>::to(TOPIC).partition(0).payload(&v))
-            .unwrap_or_else(|(e, _)| panic!("enqueue: {e}"));
-        block_on(f)
-            .expect("delivery")
-            .unwrap_or_else(|(e, _)| panic!("{v}: {e}"));
-    }
+    produce_in_order(
+        &broker.producer("all", &[("message.timeout.ms", "30000")]),
+        TOPIC,
+        0,
+        (0..n).map(|i| format!("{label}-{i}")),
+    );
 }
 
 /// Polls `broker`'s metadata of the topic until `ok` holds (at most 60 s).

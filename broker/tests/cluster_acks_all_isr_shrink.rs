@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::cluster::{settled_topic_metadata, start_cluster, topic_metadata, wait_agreed};
+use common::produce_in_order;
 use common::{block_on, topic_name, Broker, NetClient};
 use rdkafka::admin::{NewTopic, TopicReplication};
-use rdkafka::producer::FutureRecord;
 use rill_net::client::{encode_record_batch, BatchOptions, ProduceRecord};
 use rill_net::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use rill_net::kafka_protocol::messages::list_offsets_request::{
@@ -41,16 +41,12 @@ const CONFIG: &str = "metrics_listen = \"\"\nauto_create_topics = false\nbroker_
 const SHORT_SESSION: &str = "metrics_listen = \"\"\nauto_create_topics = false\nbroker_heartbeat_interval_ms = 200\nbroker_session_timeout_ms = 2000\nreplica_lag_time_max_ms = 3000\n";
 
 fn produce(broker: &Broker, topic: &str, n: usize) {
-    let producer = broker.producer("all", &[]);
-    for i in 0..n {
-        let v = format!("v{i}");
-        let f = producer
-            .send_result(FutureRecord::<(), _>::to(topic).partition(0).payload(&v))
-            .unwrap_or_else(|(e, _)| panic!("enqueue: {e}"));
-        block_on(f)
-            .expect("delivery")
-            .unwrap_or_else(|(e, _)| panic!("{v}: {e}"));
-    }
+    produce_in_order(
+        &broker.producer("all", &[]),
+        topic,
+        0,
+        (0..n).map(|i| format!("v{i}")),
+    );
 }
 
 /// One acks=all produce of `batch` to partition 0 with a 30 s timeout: (error, base offset,

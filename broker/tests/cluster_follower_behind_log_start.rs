@@ -17,9 +17,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::{settled_topic_metadata, start_cluster, topic_metadata, wait_agreed};
+use common::produce_in_order;
 use common::{assign, block_on, consume_exactly, topic_name, Broker};
 use rdkafka::admin::{NewTopic, TopicReplication};
-use rdkafka::producer::FutureRecord;
 use rdkafka::Offset;
 use rill_net::kafka_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
@@ -36,16 +36,12 @@ const LATER: usize = 10;
 const KEPT_AT_LAST: i64 = 115;
 
 fn produce(broker: &Broker, label: &str, n: usize) {
-    let producer = broker.producer("1", &[("message.timeout.ms", "30000")]);
-    for i in 0..n {
-        let v = format!("{label}-{i}");
-        let f = producer
-            .send_result(FutureRecord::<(), _>::to(TOPIC).partition(0).payload(&v))
-            .unwrap_or_else(|(e, _)| panic!("enqueue: {e}"));
-        block_on(f)
-            .expect("delivery")
-            .unwrap_or_else(|(e, _)| panic!("{v}: {e}"));
-    }
+    produce_in_order(
+        &broker.producer("1", &[("message.timeout.ms", "30000")]),
+        TOPIC,
+        0,
+        (0..n).map(|i| format!("{label}-{i}")),
+    );
 }
 
 /// DeleteRecords below `offset`, sent to the leader; the low watermark it answers.

@@ -14,11 +14,10 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::cluster::{
-    four_brokers_with_topic, produce_each_partition, topic_metadata, wait_agreed,
+use common::cluster::{four_brokers_with_topic, placement_of, produce_each_partition, wait_agreed};
+use common::{
+    assign, by_position, consume_exactly, kafka_python_reassign, tool_available, wait_until,
 };
-use common::Broker;
-use common::{assign, by_position, consume_exactly, run_bounded, tool_available};
 use rdkafka::Offset;
 
 const HOSTS: [&str; 3] = ["127.0.0.51", "127.0.0.52", "127.0.0.53"];
@@ -28,47 +27,6 @@ const TOPIC: &str = "moving";
 const PARTITIONS: i32 = 2;
 const PER_PARTITION: usize = 400;
 const INSTALL_HINT: &str = "pip install -U kafka-python";
-
-fn script(args: &[&str]) -> String {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/kafka_python_reassign.py"
-    );
-    let out = run_bounded(
-        Command::new("python3").arg(path).args(args),
-        Duration::from_secs(60),
-        None,
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "kafka_python_reassign.py {args:?} failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout.trim().to_string()
-}
-
-fn replicas(broker: &Broker, partition: i32) -> (Vec<i32>, i32, BTreeSet<i32>) {
-    let t = topic_metadata(broker, TOPIC);
-    let p = &t.partitions[partition as usize];
-    (
-        p.replica_nodes.iter().map(|b| b.0).collect(),
-        p.leader_id.0,
-        p.isr_nodes.iter().map(|b| b.0).collect(),
-    )
-}
-
-fn wait_until<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what} within {within:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 #[test]
 fn partitions_move_onto_a_new_broker_with_their_data() {
@@ -105,20 +63,24 @@ fn partitions_move_onto_a_new_broker_with_their_data() {
         (["cancel", &bootstrap, TOPIC, "1", ""], 85),
     ] {
         let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
-        let out = script(&args);
+        let out = kafka_python_reassign(&args);
         assert!(
             out.starts_with(&format!("error {code} ")),
             "{args:?}: {out}"
         );
     }
-    assert_eq!(script(&["list", &bootstrap]), "", "nothing is moving yet");
+    assert_eq!(
+        kafka_python_reassign(&["list", &bootstrap]),
+        "",
+        "nothing is moving yet"
+    );
 
     // The partition broker 4 does not hold (4 replicas over 4 brokers: it holds one).
     let q: i32 = (0..PARTITIONS)
-        .find(|p| !replicas(&brokers[0], *p).0.contains(&4))
+        .find(|p| !placement_of(&brokers[0], TOPIC, *p).0.contains(&4))
         .expect("broker 4 holds a replica of every partition");
     let qs = q.to_string();
-    let (before, leader_before, _) = replicas(&brokers[0], q);
+    let (before, leader_before, _) = placement_of(&brokers[0], TOPIC, q);
     let keep = *before.last().unwrap();
     let target = vec![4, keep];
     let target_arg = format!("4,{keep}");
@@ -133,10 +95,10 @@ fn partitions_move_onto_a_new_broker_with_their_data() {
         Duration::from_secs(20),
     );
     assert_eq!(
-        script(&["alter", &bootstrap, TOPIC, &qs, &target_arg]),
+        kafka_python_reassign(&["alter", &bootstrap, TOPIC, &qs, &target_arg]),
         "ok"
     );
-    let listed = script(&["list", &bootstrap]);
+    let listed = kafka_python_reassign(&["list", &bootstrap]);
     let removed: Vec<String> = before
         .iter()
         .filter(|b| !target.contains(b))
@@ -153,14 +115,17 @@ fn partitions_move_onto_a_new_broker_with_their_data() {
     );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
-        script(&["list", &bootstrap]),
+        kafka_python_reassign(&["list", &bootstrap]),
         listed,
         "a move onto a stopped broker completed"
     );
-    assert_eq!(script(&["cancel", &bootstrap, TOPIC, &qs]), "ok");
-    assert_eq!(script(&["list", &bootstrap]), "");
+    assert_eq!(
+        kafka_python_reassign(&["cancel", &bootstrap, TOPIC, &qs]),
+        "ok"
+    );
+    assert_eq!(kafka_python_reassign(&["list", &bootstrap]), "");
     wait_until(Duration::from_secs(10), "the old replicas back", || {
-        let r = replicas(&brokers[0], q);
+        let r = placement_of(&brokers[0], TOPIC, q);
         (r.0.iter().collect::<BTreeSet<_>>() == before.iter().collect()).then_some(())
     });
 
@@ -169,14 +134,14 @@ fn partitions_move_onto_a_new_broker_with_their_data() {
     wait_agreed(&brokers, &[0, 1, 2, 3], &four, Duration::from_secs(20));
     let started = Instant::now();
     assert_eq!(
-        script(&["alter", &bootstrap, TOPIC, &qs, &target_arg]),
+        kafka_python_reassign(&["alter", &bootstrap, TOPIC, &qs, &target_arg]),
         "ok"
     );
     let (now, leader, isr) = wait_until(
         Duration::from_secs(30),
         "the partition on its target replicas, all in sync",
         || {
-            let r = replicas(&brokers[0], q);
+            let r = placement_of(&brokers[0], TOPIC, q);
             (r.0 == target && r.2 == target.iter().copied().collect::<BTreeSet<i32>>()).then_some(r)
         },
     );
@@ -189,7 +154,7 @@ fn partitions_move_onto_a_new_broker_with_their_data() {
         "leader {leader} not in {target:?}"
     );
     assert_eq!(
-        script(&["list", &bootstrap]),
+        kafka_python_reassign(&["list", &bootstrap]),
         "",
         "the move is still listed"
     );

@@ -12,19 +12,15 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::cluster::{
-    settled_topic_metadata, start_cluster, start_learner, topic_metadata, wait_agreed,
-};
-use common::{
-    admin_options, assign, block_on, by_position, consume_exactly, run_bounded, tool_available,
-    Broker,
-};
+use common::cluster::placement_of;
+use common::cluster::{settled_topic_metadata, start_cluster, start_learner, wait_agreed};
+use common::produce_in_order;
+use common::{admin_options, assign, block_on, by_position, consume_exactly, tool_available};
+use common::{kafka_python_reassign, wait_until};
 use rdkafka::admin::{NewTopic, TopicReplication};
-use rdkafka::producer::FutureRecord;
 use rdkafka::Offset;
 
 const HOSTS: [&str; 3] = ["127.0.0.131", "127.0.0.132", "127.0.0.133"];
@@ -33,61 +29,6 @@ const CONFIG: &str = "metrics_listen = \"\"\nauto_create_topics = false\nbroker_
 const TOPIC: &str = "cancelled";
 const BEFORE: usize = 50;
 const AFTER: usize = 50;
-
-fn script(args: &[&str]) -> String {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/kafka_python_reassign.py"
-    );
-    let out = run_bounded(
-        Command::new("python3").arg(path).args(args),
-        Duration::from_secs(60),
-        None,
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "kafka_python_reassign.py {args:?} failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout.trim().to_string()
-}
-
-/// (replicas, leader, isr) of partition 0 as `broker` sees it.
-fn placement(broker: &Broker) -> (Vec<i32>, i32, BTreeSet<i32>) {
-    let t = topic_metadata(broker, TOPIC);
-    let p = &t.partitions[0];
-    (
-        p.replica_nodes.iter().map(|b| b.0).collect(),
-        p.leader_id.0,
-        p.isr_nodes.iter().map(|b| b.0).collect(),
-    )
-}
-
-fn wait_until<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what} within {within:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn produce(broker: &Broker, label: &str, n: usize) {
-    let producer = broker.producer("all", &[]);
-    for i in 0..n {
-        let v = format!("{label}-{i}");
-        let f = producer
-            .send_result(FutureRecord::<(), _>::to(TOPIC).partition(0).payload(&v))
-            .unwrap_or_else(|(e, _)| panic!("enqueue: {e}"));
-        block_on(f)
-            .expect("delivery")
-            .unwrap_or_else(|(e, _)| panic!("{v}: {e}"));
-    }
-}
 
 #[test]
 fn a_cancel_that_would_leave_only_lagging_replicas_in_sync_is_refused() {
@@ -136,18 +77,26 @@ fn a_cancel_that_would_leave_only_lagging_replicas_in_sync_is_refused() {
     // Onto broker 2 alone (a move, not a creation with an assignment, so that the broker
     // of before issue 15 runs this too).
     let bootstrap = brokers[0].bootstrap();
-    if placement(&brokers[0]).0 != [2] {
-        assert_eq!(script(&["alter", &bootstrap, TOPIC, "0", "2"]), "ok");
+    if placement_of(&brokers[0], TOPIC, 0).0 != [2] {
+        assert_eq!(
+            kafka_python_reassign(&["alter", &bootstrap, TOPIC, "0", "2"]),
+            "ok"
+        );
     }
     wait_until(
         Duration::from_secs(30),
         "the partition on broker 2 alone",
         || {
-            let (replicas, leader, isr) = placement(&brokers[0]);
+            let (replicas, leader, isr) = placement_of(&brokers[0], TOPIC, 0);
             (replicas == [2] && leader == 2 && isr == [2].into()).then_some(())
         },
     );
-    produce(&brokers[0], "before", BEFORE);
+    produce_in_order(
+        &brokers[0].producer("all", &[]),
+        TOPIC,
+        0,
+        (0..BEFORE).map(|i| format!("before-{i}")),
+    );
 
     // Broker 5 down: a move onto [4, 5] stays in progress.
     brokers[4].terminate();
@@ -157,25 +106,38 @@ fn a_cancel_that_would_leave_only_lagging_replicas_in_sync_is_refused() {
         &[1, 2, 3, 4].into(),
         Duration::from_secs(20),
     );
-    assert_eq!(script(&["alter", &bootstrap, TOPIC, "0", "4,5"]), "ok");
+    assert_eq!(
+        kafka_python_reassign(&["alter", &bootstrap, TOPIC, "0", "4,5"]),
+        "ok"
+    );
     wait_until(
         Duration::from_secs(30),
         "broker 4 in the ISR of the moving partition",
-        || placement(&brokers[0]).2.contains(&4).then_some(()),
+        || {
+            placement_of(&brokers[0], TOPIC, 0)
+                .2
+                .contains(&4)
+                .then_some(())
+        },
     );
 
     // The original replica dies; the added one leads alone and acknowledges more.
     brokers[1].kill9();
     let (_, leader, isr) = wait_until(Duration::from_secs(30), "broker 4 leading alone", || {
-        let p = placement(&brokers[0]);
+        let p = placement_of(&brokers[0], TOPIC, 0);
         (p.1 == 4 && p.2 == [4].into()).then_some(p)
     });
     eprintln!("leader {leader}, isr {isr:?}");
-    produce(&brokers[0], "after", AFTER);
+    produce_in_order(
+        &brokers[0].producer("all", &[]),
+        TOPIC,
+        0,
+        (0..AFTER).map(|i| format!("after-{i}")),
+    );
 
     // Cancelling now would hand the partition back to broker 2 without those records.
-    let answer = script(&["cancel", &bootstrap, TOPIC, "0"]);
-    let (replicas, leader, isr) = placement(&brokers[0]);
+    let answer = kafka_python_reassign(&["cancel", &bootstrap, TOPIC, "0"]);
+    let (replicas, leader, isr) = placement_of(&brokers[0], TOPIC, 0);
     assert!(
         answer.starts_with("error "),
         "the cancel was taken ({answer}) although only the added replica 4 was in sync: \

@@ -11,9 +11,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::cluster::{settled_topic_metadata, start_cluster, wait_agreed};
+use common::produce_in_order;
 use common::{block_on, topic_name, Broker};
 use rdkafka::admin::{NewTopic, TopicReplication};
-use rdkafka::producer::FutureRecord;
 use rill_net::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use rill_net::kafka_protocol::messages::list_offsets_request::{
     ListOffsetsPartition, ListOffsetsTopic,
@@ -26,16 +26,12 @@ const CONFIG: &str = "metrics_listen = \"\"\nauto_create_topics = false\nbroker_
 const TOPIC: &str = "impostor";
 
 fn produce(broker: &Broker, acks: &str, n: usize) {
-    let producer = broker.producer(acks, &[]);
-    for i in 0..n {
-        let v = format!("v{i}");
-        let f = producer
-            .send_result(FutureRecord::<(), _>::to(TOPIC).partition(0).payload(&v))
-            .unwrap_or_else(|(e, _)| panic!("enqueue: {e}"));
-        block_on(f)
-            .expect("delivery")
-            .unwrap_or_else(|(e, _)| panic!("{v}: {e}"));
-    }
+    produce_in_order(
+        &broker.producer(acks, &[]),
+        TOPIC,
+        0,
+        (0..n).map(|i| format!("v{i}")),
+    );
 }
 
 fn high_watermark(broker: &Broker) -> i64 {

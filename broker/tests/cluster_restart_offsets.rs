@@ -14,9 +14,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::cluster::{settled_topic_metadata, start_cluster, topic_metadata, wait_agreed};
+use common::produce_in_order;
 use common::{block_on, Broker};
 use rdkafka::admin::{NewTopic, TopicReplication};
-use rdkafka::producer::FutureRecord;
 use rill_net::kafka_protocol::messages::list_offsets_request::{
     ListOffsetsPartition, ListOffsetsTopic,
 };
@@ -61,15 +61,7 @@ fn a_restarted_broker_never_answers_a_latest_offset_below_what_was_acknowledged(
     let epoch_before = placed.partitions[0].leader_epoch;
     let l = (leader - 1) as usize;
     let producer = brokers[(l + 1) % 3].producer("all", &[]);
-    for i in 0..RECORDS {
-        let v = format!("r{i}");
-        let f = producer
-            .send_result(FutureRecord::<(), _>::to(TOPIC).partition(0).payload(&v))
-            .unwrap_or_else(|(e, _)| panic!("enqueue: {e}"));
-        block_on(f)
-            .expect("delivery")
-            .unwrap_or_else(|(e, _)| panic!("{v}: {e}"));
-    }
+    produce_in_order(&producer, TOPIC, 0, (0..RECORDS).map(|i| format!("r{i}")));
     assert_eq!(latest(&brokers[l]), Ok(RECORDS as i64));
     // Long enough for a high-watermark checkpoint, short of the session timeout.
     std::thread::sleep(Duration::from_millis(1500));

@@ -258,3 +258,19 @@ pub fn wait_one_cluster_id(brokers: &[Broker], alive: &[usize]) -> String {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// (replicas, leader, ISR) of `partition` of `topic` as `broker`'s metadata says.
+#[allow(dead_code)]
+pub fn placement_of(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+) -> (Vec<i32>, i32, BTreeSet<i32>) {
+    let t = topic_metadata(broker, topic);
+    let p = &t.partitions[partition as usize];
+    (
+        p.replica_nodes.iter().map(|b| b.0).collect(),
+        p.leader_id.0,
+        p.isr_nodes.iter().map(|b| b.0).collect(),
+    )
+}

@@ -30,7 +30,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
 use rill_net::client::{ApiVersions, Connection, ConnectionOptions};
 use rill_net::kafka_protocol::messages::ApiKey;
@@ -1016,4 +1016,64 @@ pub fn tool_available(
     eprintln!("################################################################");
     eprintln!();
     false
+}
+
+/// Sends `values` to `partition` of `topic` one at a time through `producer`, waiting for
+/// each delivery (so they land in this order); panics naming the value that failed.
+#[allow(dead_code)]
+pub fn produce_in_order(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    values: impl IntoIterator<Item = String>,
+) {
+    for v in values {
+        let f = producer
+            .send_result(
+                FutureRecord::<(), _>::to(topic)
+                    .partition(partition)
+                    .payload(&v),
+            )
+            .unwrap_or_else(|(e, _)| panic!("enqueue: {e}"));
+        block_on(f)
+            .expect("delivery")
+            .unwrap_or_else(|(e, _)| panic!("{v}: {e}"));
+    }
+}
+
+/// Calls `f` every 200 ms until it returns a value; panics saying `what` did not happen
+/// within `within`.
+#[allow(dead_code)]
+pub fn wait_until<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Runs tests/python/kafka_python_reassign.py (partition reassignment through
+/// kafka-python's admin client) with `args`, bounded to 60 s; its trimmed output.
+#[allow(dead_code)]
+pub fn kafka_python_reassign(args: &[&str]) -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/kafka_python_reassign.py"
+    );
+    let out = run_bounded(
+        Command::new("python3").arg(path).args(args),
+        Duration::from_secs(60),
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "kafka_python_reassign.py {args:?} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.trim().to_string()
 }
