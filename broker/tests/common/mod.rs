@@ -209,7 +209,22 @@ impl Broker {
         }
     }
 
-    /// SIGKILL, then reap the process.
+    /// SIGSTOP (`stop = true`) or SIGCONT: the process freezes as a paused VM or a long GC
+    /// pause would, its sockets open but nothing answered.
+    #[allow(dead_code)]
+    pub fn pause(&self, stop: bool) {
+        let child = self.child.as_ref().expect("pause: broker is not running");
+        let sig = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: plain kill(2) on our own child, which has not been reaped yet.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+        assert_eq!(
+            rc,
+            0,
+            "signal {sig} to the broker: {}",
+            io::Error::last_os_error()
+        );
+    }
+
     /// The options this broker was started with.
     #[allow(dead_code)]
     pub fn options(&self) -> &BrokerOptions {
