@@ -25,19 +25,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::cluster::{settled_topic_metadata, start_cluster, topic_metadata, wait_agreed};
-use common::{assign, block_on, by_position, consume_at_least, wait_until, Broker};
+use common::{acked_not_read_back, block_on, wait_until, Acked, Broker};
 use rdkafka::admin::{NewTopic, TopicReplication};
-use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
-use rdkafka::Offset;
 
 const TOPIC: &str = "kill-all";
 const PARTITIONS: i32 = 3;
 /// Records each producer keeps unanswered.
 const IN_FLIGHT_MAX: usize = 100;
-
-/// (partition, offset, value) of one acknowledged record.
-type Acked = (i32, i64, String);
 
 /// Which brokers start again after the kill, in what order.
 #[derive(Clone, Copy, PartialEq)]
@@ -116,7 +111,7 @@ fn run(hosts: [&str; 3], name: &str, extra: &str, order: Restart, rounds: usize)
             }
         }
         wait_agreed(&brokers, &[0, 1, 2], &all, Duration::from_secs(30));
-        let lost = not_read_back(&brokers, &acked);
+        let lost = acked_not_read_back(&brokers[0], TOPIC, PARTITIONS, &acked);
         assert!(
             lost.is_empty(),
             "round {round}: {} of {} acknowledged records are not at their offset after kill -9 \
@@ -187,62 +182,6 @@ fn produce_until_killed(brokers: &mut [Broker], round: usize) -> Vec<Acked> {
     }
     let acked = acked.lock().unwrap().clone();
     acked
-}
-
-/// Reads every partition from the start up to its last acknowledged offset (or its end, if
-/// that is lower: what lies past the end is lost, and reported rather than waited for);
-/// returns the acknowledged records not found at their offset with their value.
-fn not_read_back(brokers: &[Broker], acked: &[Acked]) -> Vec<(i32, i64, String, Option<String>)> {
-    let consumer = brokers[0].consumer(&[]);
-    let want: Vec<i64> = (0..PARTITIONS)
-        .map(|p| {
-            let last = acked
-                .iter()
-                .filter(|(q, _, _)| *q == p)
-                .map(|(_, o, _)| *o + 1)
-                .max()
-                .unwrap_or(0);
-            // Leaderships still move while the restarted brokers recover: asked again then.
-            let (_, high) = wait_until(Duration::from_secs(30), "partition watermarks", || {
-                consumer
-                    .fetch_watermarks(TOPIC, p, Duration::from_secs(5))
-                    .ok()
-            });
-            last.min(high)
-        })
-        .collect();
-    assign(
-        &consumer,
-        TOPIC,
-        &(0..PARTITIONS).collect::<Vec<_>>(),
-        Offset::Beginning,
-    );
-    let mut recs = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut next = vec![0i64; PARTITIONS as usize];
-    while (0..PARTITIONS as usize).any(|p| next[p] < want[p]) {
-        assert!(
-            Instant::now() < deadline,
-            "read up to {next:?} of {want:?} (last acknowledged offsets + 1, or the ends) within 60 s"
-        );
-        for r in consume_at_least(&consumer, 1, Duration::from_secs(60)) {
-            next[r.partition as usize] = next[r.partition as usize].max(r.offset + 1);
-            recs.push(r);
-        }
-    }
-    let stored = by_position(&recs);
-    acked
-        .iter()
-        .filter_map(|(p, o, value)| match stored.get(&(*p, *o)) {
-            Some(r) if r.value.as_deref() == Some(value.as_bytes()) => None,
-            other => Some((
-                *p,
-                *o,
-                value.clone(),
-                other.map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or(b"")).into()),
-            )),
-        })
-        .collect()
 }
 
 #[test]

@@ -1056,6 +1056,74 @@ pub fn produce_in_order(
     }
 }
 
+/// (partition, offset, value) of an acknowledged record; with what was found there
+/// instead (None: nothing) when it is not read back.
+pub type Acked = (i32, i64, String);
+pub type NotReadBack = (i32, i64, String, Option<String>);
+
+/// Reads partitions `0..partitions` of `topic` from the start, through `broker`, up to each
+/// one's last acknowledged offset (or its end, if that is lower: what lies past the end is
+/// lost, and reported rather than waited for); returns the acknowledged records not found
+/// at their offset with their value.
+#[allow(dead_code)]
+pub fn acked_not_read_back(
+    broker: &Broker,
+    topic: &str,
+    partitions: i32,
+    acked: &[Acked],
+) -> Vec<NotReadBack> {
+    let consumer = broker.consumer(&[]);
+    let want: Vec<i64> = (0..partitions)
+        .map(|p| {
+            let last = acked
+                .iter()
+                .filter(|(q, _, _)| *q == p)
+                .map(|(_, o, _)| *o + 1)
+                .max()
+                .unwrap_or(0);
+            // Leaderships may still move while restarted brokers recover: asked again then.
+            let (_, high) = wait_until(Duration::from_secs(30), "partition watermarks", || {
+                consumer
+                    .fetch_watermarks(topic, p, Duration::from_secs(5))
+                    .ok()
+            });
+            last.min(high)
+        })
+        .collect();
+    assign(
+        &consumer,
+        topic,
+        &(0..partitions).collect::<Vec<_>>(),
+        Offset::Beginning,
+    );
+    let mut recs = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut next = vec![0i64; partitions as usize];
+    while (0..partitions as usize).any(|p| next[p] < want[p]) {
+        assert!(
+            Instant::now() < deadline,
+            "read up to {next:?} of {want:?} (last acknowledged offsets + 1, or the ends) within 60 s"
+        );
+        for r in consume_at_least(&consumer, 1, Duration::from_secs(60)) {
+            next[r.partition as usize] = next[r.partition as usize].max(r.offset + 1);
+            recs.push(r);
+        }
+    }
+    let stored = by_position(&recs);
+    acked
+        .iter()
+        .filter_map(|(p, o, value)| match stored.get(&(*p, *o)) {
+            Some(r) if r.value.as_deref() == Some(value.as_bytes()) => None,
+            other => Some((
+                *p,
+                *o,
+                value.clone(),
+                other.map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or(b"")).into()),
+            )),
+        })
+        .collect()
+}
+
 /// Calls `f` every 200 ms until it returns a value; panics saying `what` did not happen
 /// within `within`.
 #[allow(dead_code)]
