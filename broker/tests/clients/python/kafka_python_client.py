@@ -178,6 +178,15 @@ class Member(threading.Thread):
             heartbeat_interval_ms=500,
             fetch_max_wait_ms=200,
         )
+        # Know the topic's partitions before joining: a member that joins first gets an
+        # empty assignment ("No partition metadata"), rejoins at once when its metadata
+        # arrives, and after that double rebalance kafka-python 2.x was seen to stop
+        # heartbeating (CI, session 9: the member's session expired, it never fetched).
+        deadline = time.monotonic() + WAIT_S
+        while not self.consumer.partitions_for_topic(topic):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: no metadata for {topic} within {WAIT_S} s")
+            time.sleep(0.05)
         self.consumer.subscribe([topic])
 
     def run(self):
