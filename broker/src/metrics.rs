@@ -96,6 +96,17 @@ pub struct ShardMetrics {
     /// Messages from other shards being handled here now.
     pub cross_shard_inflight: std::cell::Cell<usize>,
     connections_refused: RefCell<u64>,
+    cleaner: RefCell<CleanerCounters>,
+}
+
+/// What the shard's log cleaner did, since the start.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CleanerCounters {
+    pub passes: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub records_removed: u64,
+    pub seconds: f64,
 }
 
 impl ShardMetrics {
@@ -147,6 +158,16 @@ impl ShardMetrics {
         *self.connections_refused.borrow_mut() += 1;
     }
 
+    /// One compaction pass that did `out`, taking `elapsed`.
+    pub fn cleaned(&self, out: &rill_storage::CleanOutcome, elapsed: Duration) {
+        let mut c = self.cleaner.borrow_mut();
+        c.passes += 1;
+        c.bytes_read += out.bytes_read;
+        c.bytes_written += out.bytes_written;
+        c.records_removed += out.records_removed + out.tombstones_removed;
+        c.seconds += elapsed.as_secs_f64();
+    }
+
     /// The counters as a `Send` snapshot; the gauges are filled in by the shard.
     pub fn snapshot(&self, shard: usize) -> MetricsSnapshot {
         MetricsSnapshot {
@@ -167,6 +188,7 @@ impl ShardMetrics {
             read_latency: self.read_latency.borrow().clone(),
             cross_shard_inflight: self.cross_shard_inflight.get(),
             connections_refused: *self.connections_refused.borrow(),
+            cleaner: *self.cleaner.borrow(),
             ..MetricsSnapshot::default()
         }
     }
@@ -193,6 +215,7 @@ pub struct MetricsSnapshot {
     pub read_latency: Hist,
     pub cross_shard_inflight: usize,
     pub connections_refused: u64,
+    pub cleaner: CleanerCounters,
     pub partitions: Vec<PartitionSample>,
     pub connections: usize,
     pub inflight_request_bytes: usize,
@@ -421,7 +444,7 @@ pub fn render(shards: &[MetricsSnapshot], host: &HostSample) -> String {
     read.render(&mut out, "rill_log_read_duration_seconds", "");
     // Per shard.
     type Gauge = fn(&MetricsSnapshot) -> f64;
-    let per_shard: [(&str, &str, &str, Gauge); 8] = [
+    let per_shard: [(&str, &str, &str, Gauge); 13] = [
         ("rill_shard_cross_shard_inflight", "gauge", "Messages from other shards being handled by the shard (each waits for a slot of limits.shard_queue_depth).", |s| s.cross_shard_inflight as f64),
         (
             "rill_shard_busy_seconds_total",
@@ -446,6 +469,36 @@ pub fn render(shards: &[MetricsSnapshot], host: &HostSample) -> String {
             "counter",
             "Connections closed at once because limits.connections_max was reached.",
             |s| s.connections_refused as f64,
+        ),
+        (
+            "rill_log_cleaner_passes_total",
+            "counter",
+            "Compaction passes the shard's log cleaner ran.",
+            |s| s.cleaner.passes as f64,
+        ),
+        (
+            "rill_log_cleaner_read_bytes_total",
+            "counter",
+            "Bytes of segments the log cleaner read (key map and rewrite).",
+            |s| s.cleaner.bytes_read as f64,
+        ),
+        (
+            "rill_log_cleaner_written_bytes_total",
+            "counter",
+            "Bytes of compacted segments the log cleaner wrote.",
+            |s| s.cleaner.bytes_written as f64,
+        ),
+        (
+            "rill_log_cleaner_removed_records_total",
+            "counter",
+            "Records (superseded values, expired tombstones, keyless records) compaction removed.",
+            |s| s.cleaner.records_removed as f64,
+        ),
+        (
+            "rill_log_cleaner_seconds_total",
+            "counter",
+            "Time the log cleaner's passes took (they yield to requests, so this is wall time).",
+            |s| s.cleaner.seconds,
         ),
         (
             "rill_shard_inflight_request_bytes",

@@ -214,9 +214,9 @@ fn create_describe_alter_delete_recreate() {
         (
             vec![
                 ("max.message.bytes", SET, Some("6000")),
-                ("cleanup.policy", SET, Some("compact")),
+                ("cleanup.policy", SET, Some("compress")),
             ],
-            "cleanup.policy=compact",
+            "cleanup.policy=compress (no such policy)",
         ),
         (
             vec![
@@ -245,7 +245,7 @@ fn create_describe_alter_delete_recreate() {
 
     // AlterConfigs refusals, on the wire: rdkafka 0.38's alter_configs drops per-resource
     // errors (it reports every resource as Ok), so it cannot see them.
-    for (key, value) in [("no.such.config", "1"), ("cleanup.policy", "compact")] {
+    for (key, value) in [("no.such.config", "1"), ("cleanup.policy", "compress")] {
         assert_eq!(
             alter_configs_raw(
                 &mut net,
@@ -445,10 +445,10 @@ fn create_topics_refusals_have_kafka_error_codes() {
             "unknown config key",
         ),
         (
-            NewTopic::new("compacted", 1, TopicReplication::Fixed(1))
-                .set("cleanup.policy", "compact"),
+            NewTopic::new("compressed", 1, TopicReplication::Fixed(1))
+                .set("cleanup.policy", "compress"),
             RDKafkaErrorCode::InvalidConfig,
-            "cleanup.policy=compact",
+            "cleanup.policy=compress (no such policy)",
         ),
         (
             NewTopic::new("bad-value", 1, TopicReplication::Fixed(1)).set("retention.ms", "soon"),
@@ -473,7 +473,7 @@ fn create_topics_refusals_have_kafka_error_codes() {
     for name in [
         "rf3",
         "unknown-key",
-        "compacted",
+        "compressed",
         "bad-value",
         "zero-partitions",
     ] {

@@ -46,6 +46,20 @@ pub struct LogConfig {
     /// then scans at most this much plus what was not synced.
     pub recovery_point_interval_bytes: u64,
     pub flush: FlushPolicy,
+    /// `cleanup.policy` has `delete`: retention by time and size removes old segments.
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` has `compact`: the cleaner keeps the latest record per key.
+    pub cleanup_compact: bool,
+    /// `min.cleanable.dirty.ratio`: share of the cleanable log not yet compacted that
+    /// makes the cleaner take the partition.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `delete.retention.ms`: how long a tombstone stays once it has been compacted.
+    pub delete_retention_ms: u64,
+    /// `min.compaction.lag.ms`: records younger than this are never compacted.
+    pub min_compaction_lag_ms: u64,
+    /// `max.compaction.lag.ms`: a record older than this not yet compacted makes the
+    /// partition due whatever its dirty ratio (None: no bound).
+    pub max_compaction_lag_ms: Option<u64>,
 }
 
 impl Default for LogConfig {
@@ -67,6 +81,12 @@ impl Default for LogConfig {
                 bytes: u64::MAX,
                 interval_ms: u64::MAX,
             },
+            cleanup_delete: true,
+            cleanup_compact: false,
+            min_cleanable_dirty_ratio: 0.5,
+            delete_retention_ms: 24 * 3600 * 1000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: None,
         }
     }
 }
@@ -107,6 +127,9 @@ impl LogConfig {
         if self.recovery_point_interval_bytes == 0 {
             return bad("recovery_point_interval_bytes", "must be positive");
         }
+        if !(0.0..=1.0).contains(&self.min_cleanable_dirty_ratio) {
+            return bad("min_cleanable_dirty_ratio", "must be between 0 and 1");
+        }
         Ok(())
     }
 }
@@ -135,6 +158,9 @@ mod tests {
             ("read_ahead_bytes", |c| c.read_ahead_bytes = 1),
             ("recovery_point_interval_bytes", |c| {
                 c.recovery_point_interval_bytes = 0
+            }),
+            ("min_cleanable_dirty_ratio", |c| {
+                c.min_cleanable_dirty_ratio = 1.5
             }),
         ];
         for (field, breaks) in cases {

@@ -42,8 +42,12 @@ pub mod error;
 pub mod index;
 pub mod log;
 pub mod reaper;
+pub mod records;
 
 pub use backend::{dma::DmaBackend, memory::MemoryBackend, Backend, SegmentFile};
 pub use config::{FlushPolicy, LogConfig};
 pub use error::{StorageError, StorageResult};
-pub use log::{AppendInfo, FileBudget, LogRead, LogStats, PartitionLog, RetentionOutcome};
+pub use log::{
+    AppendInfo, CleanOutcome, CompactionStatus, FileBudget, LogRead, LogStats, PartitionLog,
+    RetentionOutcome,
+};

@@ -66,6 +66,14 @@ pub struct BrokerConfig {
     pub default_partitions: i32,
     /// Milliseconds between retention passes over every partition.
     pub retention_check_interval_ms: u64,
+    /// Milliseconds between the log cleaner's looks at every compacted partition (Kafka's
+    /// `log.cleaner.backoff.ms`).
+    pub log_cleaner_backoff_ms: u64,
+    /// Bytes of the log cleaner's key map, per shard (Kafka's
+    /// `log.cleaner.dedupe.buffer.size`): 32 bytes a key, so the default maps a million
+    /// keys per pass; a partition with more keys in its dirty part is compacted over
+    /// several passes.
+    pub log_cleaner_key_map_bytes: usize,
     /// Partitions of the internal `__consumer_offsets` topic (fixed once it exists).
     pub offsets_topic_partitions: i32,
     /// Bytes appended to one `__consumer_offsets` partition after which the coordinator
@@ -156,6 +164,8 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             default_partitions: 1,
             retention_check_interval_ms: 30_000,
+            log_cleaner_backoff_ms: 15_000,
+            log_cleaner_key_map_bytes: 32 << 20,
             offsets_topic_partitions: 50,
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
@@ -359,6 +369,15 @@ impl BrokerConfig {
         }
         if self.retention_check_interval_ms == 0 {
             return bad("retention_check_interval_ms", "must be positive");
+        }
+        if self.log_cleaner_backoff_ms == 0 {
+            return bad("log_cleaner_backoff_ms", "must be positive");
+        }
+        if self.log_cleaner_key_map_bytes < 1 << 20 {
+            return bad(
+                "log_cleaner_key_map_bytes",
+                "must be at least 1048576 (one batch's keys must fit)",
+            );
         }
         for (key, value) in self.topic_default_strings() {
             if let Err(reason) = topic_config::validate_entry(&key, &value) {

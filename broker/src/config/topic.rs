@@ -197,9 +197,6 @@ pub fn parse_bool(value: &str) -> Option<bool> {
 }
 
 fn not_supported(name: &str, value: &str, words: &[&str]) -> String {
-    if name == "cleanup.policy" && value.contains("compact") {
-        return "cleanup.policy=compact is not implemented yet; use delete".into();
-    }
     format!(
         "{name}: `{value}` is not supported; use one of: {}",
         words.join(", ")
@@ -280,6 +277,13 @@ pub struct TopicSettings {
     pub segment_jitter_ms: i64,
     /// Set on the topic or as a broker default; else the storage setting's.
     pub index_interval_bytes: Option<i64>,
+    /// `cleanup.policy` lists `delete` / `compact`.
+    pub cleanup_delete: bool,
+    pub cleanup_compact: bool,
+    pub min_cleanable_dirty_ratio: f64,
+    pub delete_retention_ms: i64,
+    pub min_compaction_lag_ms: i64,
+    pub max_compaction_lag_ms: i64,
 }
 
 impl TopicSettings {
@@ -328,6 +332,15 @@ impl TopicSettings {
                 (_, Source::Default) => None,
                 _ => Some(num("index.interval.bytes")?),
             },
+            cleanup_delete: policy(&get("cleanup.policy")?, "delete"),
+            cleanup_compact: policy(&get("cleanup.policy")?, "compact"),
+            min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio")?
+                .trim()
+                .parse()
+                .map_err(|_| "min.cleanable.dirty.ratio is not a number".to_string())?,
+            delete_retention_ms: num("delete.retention.ms")?,
+            min_compaction_lag_ms: num("min.compaction.lag.ms")?,
+            max_compaction_lag_ms: num("max.compaction.lag.ms")?,
         })
     }
 
@@ -358,6 +371,13 @@ impl TopicSettings {
             tail_cache_bytes_max: storage.tail_cache_bytes_max,
             read_ahead_bytes: storage.read_ahead_bytes,
             recovery_point_interval_bytes: LogConfig::default().recovery_point_interval_bytes,
+            cleanup_delete: self.cleanup_delete,
+            cleanup_compact: self.cleanup_compact,
+            min_cleanable_dirty_ratio: self.min_cleanable_dirty_ratio,
+            delete_retention_ms: self.delete_retention_ms.max(0) as u64,
+            min_compaction_lag_ms: self.min_compaction_lag_ms.max(0) as u64,
+            max_compaction_lag_ms: (self.max_compaction_lag_ms < i64::MAX)
+                .then_some(self.max_compaction_lag_ms.max(1) as u64),
             flush: if self.flush_messages <= 1 || self.flush_ms == 0 {
                 FlushPolicy::EveryAppend
             } else {
@@ -369,6 +389,11 @@ impl TopicSettings {
             },
         }
     }
+}
+
+/// Whether the `cleanup.policy` list `value` names `word`.
+fn policy(value: &str, word: &str) -> bool {
+    value.split(',').any(|w| w.trim() == word)
 }
 
 /// `compression.type` with its level as the settings keep it.
@@ -450,9 +475,10 @@ mod tests {
         assert!(validate_entry("segment.bytes", "3000000000")
             .unwrap_err()
             .contains("outside"));
-        assert!(validate_entry("cleanup.policy", "compact")
+        assert!(validate_entry("cleanup.policy", "compress")
             .unwrap_err()
-            .contains("not implemented"));
+            .contains("not supported"));
+        validate_entry("cleanup.policy", "compact,delete").unwrap();
         assert!(validate_entry("retention.mss", "1")
             .unwrap_err()
             .contains("unknown topic config"));

@@ -14,9 +14,9 @@ pub const TOPIC_CONFIGS: &[ConfigKey] = &[
     ConfigKey {
         name: "cleanup.policy",
         broker_name: "log.cleanup.policy",
-        kind: Kind::List(&["delete"]),
+        kind: Kind::List(&["delete", "compact"]),
         default: "delete",
-        doc: "What happens to old segments: `delete` drops them by retention.ms / retention.bytes (`compact` is not implemented yet and is refused).",
+        doc: "What happens to old segments: `delete` drops them by retention.ms / retention.bytes; `compact` keeps the latest record of every key (the log cleaner rewrites closed segments, offsets unchanged); `compact,delete` does both. Records without a key are refused on compacted topics.",
     },
     ConfigKey {
         name: "compression.gzip.level",
@@ -51,7 +51,7 @@ pub const TOPIC_CONFIGS: &[ConfigKey] = &[
         broker_name: "log.cleaner.delete.retention.ms",
         kind: Kind::Long { min: 0 },
         default: "86400000",
-        doc: "How long compaction keeps delete markers. Accepted, no effect: compaction is not implemented (cleanup.policy=compact is refused), so no topic has markers to drop.",
+        doc: "How long a delete marker (a record with a null value) stays in a compacted topic once the cleaner has compacted the part of the log that holds it.",
     },
     ConfigKey {
         name: "errors.deadletterqueue.group.enable",
@@ -121,7 +121,7 @@ pub const TOPIC_CONFIGS: &[ConfigKey] = &[
         broker_name: "log.cleaner.max.compaction.lag.ms",
         kind: Kind::Long { min: 1 },
         default: LONG_MAX,
-        doc: "Longest a record may stay uncompacted. Accepted, no effect: compaction is not implemented (cleanup.policy=compact is refused).",
+        doc: "Longest a record may stay uncompacted: a compacted partition whose oldest uncompacted segment is older than this is cleaned whatever its dirty ratio (the active segment still waits for segment.ms or segment.bytes to roll it).",
     },
     ConfigKey {
         name: "max.decompressed.message.bytes",
@@ -163,14 +163,14 @@ pub const TOPIC_CONFIGS: &[ConfigKey] = &[
         broker_name: "log.cleaner.min.cleanable.ratio",
         kind: Kind::Double { min: 0.0, max: 1.0 },
         default: "0.5",
-        doc: "How much of a log must be uncompacted before compaction runs. Accepted, no effect: compaction is not implemented (cleanup.policy=compact is refused).",
+        doc: "Share of a compacted partition's cleanable log (closed segments below the high watermark) not yet compacted that makes the cleaner take it.",
     },
     ConfigKey {
         name: "min.compaction.lag.ms",
         broker_name: "log.cleaner.min.compaction.lag.ms",
         kind: Kind::Long { min: 0 },
         default: "0",
-        doc: "Shortest a record stays uncompacted. Accepted, no effect: compaction is not implemented (cleanup.policy=compact is refused).",
+        doc: "Shortest a record stays uncompacted: segments holding records younger than this are left to a later pass.",
     },
     ConfigKey {
         name: "min.insync.replicas",

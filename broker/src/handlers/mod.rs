@@ -27,7 +27,7 @@ mod produce;
 mod producer_state;
 mod producers;
 mod reassign;
-mod recompress;
+pub(crate) mod recompress;
 mod topic_partitions;
 mod topics;
 mod transactions;

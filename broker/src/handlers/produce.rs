@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rill_net::kafka_protocol::messages::produce_response::*;
 use rill_net::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use rill_net::kafka_protocol::protocol::StrBytes;
 use rill_net::ErrorCode;
 
 use super::{recompress, topic_name};
@@ -53,6 +54,7 @@ pub async fn produce(shard: &Rc<Shard>, r: ProduceRequest) -> ProduceResponse {
             let index = p.index;
             let bytes = p.records.as_ref().map_or(0, |r| r.len() as u64);
             // Every batch is parsed and checked once, here; the owner appends them as they are.
+            let mut record_errors = Vec::new();
             let batches = match (
                 refuse.clone().or_else(|| internal.clone()),
                 p.records.clone(),
@@ -63,6 +65,17 @@ pub async fn produce(shard: &Rc<Shard>, r: ProduceRequest) -> ProduceResponse {
                     "produce partition carries no records",
                 )),
                 (None, Some(data)) => split_batches(data).and_then(|batches| match &settings {
+                    Some(s) if s.cleanup_compact => {
+                        record_errors = recompress::keyless_records(&batches, s)?;
+                        if record_errors.is_empty() {
+                            recompress::prepare(batches, &topic, s, now_ms)
+                        } else {
+                            Err(KafkaError::new(
+                                ErrorCode::InvalidRecord,
+                                format!("Compacted topic cannot accept message without key in topic partition {topic}-{index}."),
+                            ))
+                        }
+                    }
                     Some(s) => recompress::prepare(batches, &topic, s, now_ms),
                     None => Ok(batches),
                 }),
@@ -83,13 +96,13 @@ pub async fn produce(shard: &Rc<Shard>, r: ProduceRequest) -> ProduceResponse {
                             .await
                     }
                 };
-                (topic, index, result, bytes, count)
+                (topic, index, result, bytes, count, record_errors)
             });
         }
     }
     let results = futures_util::future::join_all(work).await;
     let mut responses: Vec<TopicProduceResponse> = Vec::new();
-    for (topic, index, result, bytes, records) in results {
+    for (topic, index, result, bytes, records, record_errors) in results {
         match &result {
             Ok(_) => shard.metrics().produced(&topic, bytes, records),
             Err(e) => shard.metrics().error("Produce", e.code),
@@ -106,7 +119,21 @@ pub async fn produce(shard: &Rc<Shard>, r: ProduceRequest) -> ProduceResponse {
                 part = part
                     .with_error_code(e.code.code())
                     .with_base_offset(-1)
-                    .with_error_message(e.message_str());
+                    .with_error_message(e.message_str())
+                    .with_record_errors(
+                        record_errors
+                            .into_iter()
+                            .map(|i| {
+                                BatchIndexAndErrorMessage::default()
+                                    .with_batch_index(i)
+                                    .with_batch_index_error_message(Some(
+                                        StrBytes::from_static_str(
+                                            "Compacted topic cannot accept message without key.",
+                                        ),
+                                    ))
+                            })
+                            .collect(),
+                    );
             }
         }
         match responses.last_mut() {

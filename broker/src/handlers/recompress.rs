@@ -22,6 +22,7 @@ use rill_net::compression::{self, CodecError};
 use rill_net::kafka_protocol::records::Compression;
 use rill_net::ErrorCode;
 use rill_storage::batch::{self as storage_batch, BatchHeader, CheckedBatch, HEADER_BYTES};
+use rill_storage::records::{self, RecordsCodec};
 
 use crate::config::topic::{Recompress, TimestampType, TopicSettings};
 use crate::errors::KafkaError;
@@ -66,13 +67,66 @@ fn wants(h: &BatchHeader, codec: Compression) -> bool {
 }
 
 fn codec_of(h: &BatchHeader) -> Compression {
-    match h.compression() {
+    wire_codec(h.compression())
+}
+
+fn wire_codec(c: storage_batch::Compression) -> Compression {
+    match c {
         storage_batch::Compression::None => Compression::None,
         storage_batch::Compression::Gzip => Compression::Gzip,
         storage_batch::Compression::Snappy => Compression::Snappy,
         storage_batch::Compression::Lz4 => Compression::Lz4,
         storage_batch::Compression::Zstd => Compression::Zstd,
     }
+}
+
+/// The record codecs for storage's log cleaner, which reads and rewrites compressed
+/// batches of compacted topics (at each codec's default level, as Kafka's cleaner).
+pub struct WireCodec;
+
+impl RecordsCodec for WireCodec {
+    fn decompress(
+        &self,
+        codec: storage_batch::Compression,
+        data: &[u8],
+        limit_bytes: usize,
+    ) -> Result<Vec<u8>, String> {
+        compression::decompress(wire_codec(codec), data, limit_bytes).map_err(|e| e.to_string())
+    }
+    fn compress(&self, codec: storage_batch::Compression, raw: &[u8]) -> Result<Vec<u8>, String> {
+        compression::compress(wire_codec(codec), None, raw).map_err(|e| e.to_string())
+    }
+}
+
+/// Indexes (counted across `batches`, as Kafka's `record_errors` count within the batch)
+/// of the records without a key: a compacted topic refuses them (INVALID_RECORD, KIP-467).
+/// Compressed batches are decompressed, bounded as recompression is.
+pub fn keyless_records(
+    batches: &[CheckedBatch],
+    settings: &TopicSettings,
+) -> Result<Vec<i32>, KafkaError> {
+    let limit = usize::try_from(settings.decompressed_bytes_max)
+        .unwrap_or(usize::MAX)
+        .min(DECOMPRESSED_BATCH_BYTES_MAX);
+    let mut out = Vec::new();
+    let mut index = 0i32;
+    for b in batches {
+        let h = b.header();
+        if h.is_control() {
+            continue;
+        }
+        let body = records::records_section(b.bytes(), h, &WireCodec, limit)
+            .map_err(|reason| KafkaError::new(ErrorCode::CorruptMessage, reason))?;
+        let recs = records::parse(h, &body)
+            .map_err(|e| KafkaError::new(ErrorCode::CorruptMessage, e.to_string()))?;
+        for r in recs {
+            if r.key.is_none() {
+                out.push(index);
+            }
+            index += 1;
+        }
+    }
+    Ok(out)
 }
 
 fn check_timestamps(

@@ -536,8 +536,9 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidConfig);
-        let e = check_configs(vec![("cleanup.policy".into(), "compact".into())]).unwrap_err();
+        let e = check_configs(vec![("cleanup.policy".into(), "compress".into())]).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidConfig);
+        check_configs(vec![("cleanup.policy".into(), "compact".into())]).unwrap();
         assert_eq!(ConfigOp::from_wire(3).unwrap(), ConfigOp::Subtract);
         assert_eq!(
             ConfigOp::from_wire(4).unwrap_err().code,

@@ -613,6 +613,31 @@ impl<B: Backend> Partition<B> {
         }
     }
 
+    /// Compaction: one pass of the log cleaner if the topic is compacted and due, below the
+    /// high watermark, with a key map of at most `key_map_bytes`.
+    pub async fn clean(&self, key_map_bytes: usize) {
+        if !self.settings.borrow().cleanup_compact {
+            return;
+        }
+        let started = std::time::Instant::now();
+        match self
+            .log
+            .clean(
+                self.high_watermark(),
+                key_map_bytes,
+                &crate::handlers::recompress::WireCodec,
+            )
+            .await
+        {
+            Ok(Some(out)) => self.metrics.cleaned(&out, started.elapsed()),
+            Ok(None) | Err(rill_storage::StorageError::Closed) => {}
+            Err(e) => {
+                error!(topic = %self.topic, partition = self.index, error = %e,
+                    "log cleaner failed on this partition; its log is left as it was and the next pass tries again")
+            }
+        }
+    }
+
     /// Flushes and seals the log (clean-shutdown marker), with its producer snapshot;
     /// wakes every waiter.
     pub async fn close(&self) {

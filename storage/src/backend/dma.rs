@@ -160,6 +160,16 @@ impl Backend for DmaBackend {
         gone_is_fine(path, renamed)
     }
 
+    async fn rename(&self, from: &Path, to: &Path) -> StorageResult<()> {
+        glommio::io::rename(from, to)
+            .await
+            .map_err(|e| gio(from, e))
+    }
+
+    async fn yield_now(&self) {
+        glommio::yield_if_needed().await
+    }
+
     async fn read_small(&self, path: &Path) -> StorageResult<Option<Vec<u8>>> {
         let file = match glommio::io::BufferedFile::open(path).await {
             Ok(f) => f,

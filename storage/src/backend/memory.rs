@@ -42,6 +42,8 @@ struct Fs {
     /// Polls a segment write stays pending before it takes effect, so tests
     /// can hold writes in flight as a slow disk would.
     write_yields: u32,
+    /// Operations left before every later one fails (see `fail_after`).
+    fail_after: Option<u64>,
 }
 
 #[derive(Clone, Default)]
@@ -105,8 +107,11 @@ impl MemoryBackend {
     }
 
     /// Makes every later operation fail, like a disk that disappeared.
+    /// (and forgets a pending [`MemoryBackend::fail_after`]).
     pub fn set_failing(&self, failing: bool) {
-        self.fs.borrow_mut().failing = failing;
+        let mut fs = self.fs.borrow_mut();
+        fs.failing = failing;
+        fs.fail_after = None;
     }
 
     /// Makes every later segment write stay pending for `yields` polls.
@@ -137,8 +142,24 @@ impl MemoryBackend {
         }
     }
 
+    /// Makes every operation after the next `ops` fail, like a disk that disappears
+    /// at that step: with [`MemoryBackend::crash`] after it, a crash at any point of
+    /// a multi-step change.
+    pub fn fail_after(&self, ops: u64) {
+        self.fs.borrow_mut().fail_after = Some(ops);
+    }
+
     fn check(&self, path: &Path) -> StorageResult<()> {
-        if self.fs.borrow().failing {
+        let mut fs = self.fs.borrow_mut();
+        if let Some(n) = fs.fail_after {
+            if n == 0 {
+                fs.failing = true;
+                fs.fail_after = None;
+            } else {
+                fs.fail_after = Some(n - 1);
+            }
+        }
+        if fs.failing {
             return Err(StorageError::io(
                 path,
                 io::Error::other("simulated disk failure"),
@@ -242,6 +263,25 @@ impl Backend for MemoryBackend {
 
     async fn sync_dir(&self, dir: &Path) -> StorageResult<()> {
         self.check(dir)
+    }
+
+    async fn rename(&self, from: &Path, to: &Path) -> StorageResult<()> {
+        self.check(from)?;
+        let mut fs = self.fs.borrow_mut();
+        match fs.files.remove(from) {
+            Some(f) => {
+                fs.files.insert(to.to_path_buf(), f);
+                Ok(())
+            }
+            None => Err(StorageError::io(
+                from,
+                io::Error::from(io::ErrorKind::NotFound),
+            )),
+        }
+    }
+
+    async fn yield_now(&self) {
+        futures_lite::future::yield_now().await
     }
 }
 

@@ -53,6 +53,12 @@ pub trait Backend: Clone + 'static {
     async fn write_small_atomic(&self, path: &Path, data: &[u8]) -> StorageResult<()>;
     /// Makes created, renamed and removed entries of `dir` durable.
     async fn sync_dir(&self, dir: &Path) -> StorageResult<()>;
+    /// Renames `from` to `to`, atomically replacing `to` if it exists (rename(2));
+    /// durable once [`Backend::sync_dir`] of the directory returns.
+    async fn rename(&self, from: &Path, to: &Path) -> StorageResult<()>;
+    /// Lets the shard's other tasks run if this one has run for long: a long
+    /// CPU-bound loop (the log cleaner's) calls it between steps.
+    async fn yield_now(&self);
 }
 
 /// An open segment file.

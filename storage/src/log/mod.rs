@@ -24,6 +24,7 @@
 //! is a `pub(super)` method, so the seams show.
 
 mod append;
+mod compact;
 mod flush;
 mod reader;
 mod recovery;
@@ -46,6 +47,7 @@ use crate::epochs::LeaderEpochs;
 use crate::error::{StorageError, StorageResult};
 use crate::index::SegmentIndex;
 
+pub use compact::{CleanOutcome, CompactionStatus, KeyMap};
 use flush::{trim_tail, InflightWrite};
 use reader::ReadStream;
 pub use retention::RetentionOutcome;
@@ -291,6 +293,9 @@ struct State<F> {
     recovery_scanned_bytes: u64,
     /// Where each leader epoch starts in this log.
     epochs: LeaderEpochs,
+    /// Bumped whenever closed segments change (retention, truncation, a compaction
+    /// swap), so a cleaner pass that read them knows its output is stale.
+    layout_gen: u64,
 }
 
 impl<F> State<F> {
@@ -313,6 +318,10 @@ pub struct PartitionLog<B: Backend> {
     /// Serializes checkpoint writes (they share a temporary file), so retention can
     /// write one without holding the append and I/O locks.
     checkpoint_lock: async_lock::Mutex<()>,
+    /// One compaction pass at a time.
+    clean_lock: async_lock::Mutex<()>,
+    /// The cleaner's progress (see `compact`).
+    cleaner: RefCell<compact::CleanerState>,
     budget: Rc<FileBudget>,
     clock: Rc<dyn Fn() -> i64>,
 }
@@ -463,9 +472,10 @@ impl<B: Backend> PartitionLog<B> {
         self.check_open()?;
         assert!(
             !name.contains('/')
-                && ![".log", ".index", ".timeindex", ".deleted"]
+                && ![".log", ".index", ".timeindex", ".deleted", ".cleaned"]
                     .iter()
-                    .any(|e| name.ends_with(e)),
+                    .any(|e| name.ends_with(e))
+                && !name.starts_with("cleaner."),
             "aux file name {name:?} collides with the log's own files"
         );
         self.backend

@@ -133,8 +133,33 @@ impl<B: Backend> PartitionLog<B> {
 
     /// Reads whole batches starting with the one that holds `offset`, up to
     /// `max_bytes` (at least one batch, even a larger one, as Kafka does so
-    /// a consumer never gets stuck). Empty at the log end.
+    /// a consumer never gets stuck). Empty at the log end. An offset that
+    /// compaction removed reads from the next batch after it.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> StorageResult<LogRead> {
+        let mut at = offset;
+        loop {
+            let out = self.read_at_offset(at, max_bytes).await?;
+            if !out.batches.is_empty() || at >= out.log_end_offset {
+                return Ok(out);
+            }
+            // A compacted segment may end in a gap: go on with the next segment.
+            let next = {
+                let s = self.state.borrow();
+                s.closed
+                    .range(..=at)
+                    .next_back()
+                    .map(|(_, g)| g.next_offset)
+                    .filter(|n| *n > at)
+            };
+            match next {
+                Some(n) => at = n,
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// [`PartitionLog::read`] within the segment that holds `offset`.
+    async fn read_at_offset(&self, offset: i64, max_bytes: usize) -> StorageResult<LogRead> {
         self.check_open()?;
         let (lso, leo) = {
             let s = self.state.borrow();

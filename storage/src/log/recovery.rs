@@ -46,6 +46,7 @@ impl<B: Backend> PartitionLog<B> {
         config.validate()?;
         let dir = dir.into();
         backend.create_dir_all(&dir).await?;
+        let cleaner = Self::recover_cleaner(&backend, &dir).await?;
         let names = backend.list_dir(&dir).await?;
         let mut bases: Vec<i64> = names
             .iter()
@@ -218,10 +219,13 @@ impl<B: Backend> PartitionLog<B> {
                 first_unsynced_ms: None,
                 is_closed: false,
                 epochs,
+                layout_gen: 0,
             }),
             append_lock: async_lock::Mutex::new(()),
             io_lock: async_lock::Mutex::new(()),
             checkpoint_lock: async_lock::Mutex::new(()),
+            clean_lock: async_lock::Mutex::new(()),
+            cleaner: RefCell::new(cleaner),
             budget,
             clock,
         };

@@ -31,6 +31,13 @@ impl<B: Backend> PartitionLog<B> {
         let io = self.io_lock.lock().await;
         self.check_open()?;
         let cfg = self.config.borrow().clone();
+        if !cfg.cleanup_delete {
+            // cleanup.policy=compact: the cleaner keeps the log small, nothing expires.
+            return Ok(RetentionOutcome {
+                log_start_offset: self.log_start_offset(),
+                ..RetentionOutcome::default()
+            });
+        }
         let now = (self.clock)();
         let expired = |ts: i64| {
             cfg.retention_ms
@@ -92,6 +99,7 @@ impl<B: Backend> PartitionLog<B> {
         }
         {
             let mut s = self.state.borrow_mut();
+            s.layout_gen += 1;
             for b in bases {
                 if let Some(g) = s.closed.remove(b) {
                     outcome.segments_deleted += 1;
@@ -215,8 +223,11 @@ impl<B: Backend> PartitionLog<B> {
             s.tail_bytes = 0;
             s.stream = None;
             s.epochs = LeaderEpochs::default();
+            s.layout_gen += 1;
         }
+        self.cleaner.borrow_mut().truncate(offset);
         self.write_checkpoint(None).await?;
+        self.write_cleaner_state().await?;
         for base in old.into_iter().filter(|b| *b != offset) {
             remove_segment_files(&self.backend, &self.dir, base).await?;
         }
@@ -366,8 +377,19 @@ impl<B: Backend> PartitionLog<B> {
             s.durable_offset = leo;
             s.log_start_offset = s.log_start_offset.min(leo);
             s.epochs.truncate_from_end(leo);
+            s.layout_gen += 1;
         }
+        let leo = self.log_end_offset();
+        let dirty_moved = {
+            let mut c = self.cleaner.borrow_mut();
+            let before = c.first_dirty_offset;
+            c.truncate(leo);
+            before != c.first_dirty_offset
+        };
         self.write_checkpoint(None).await?;
+        if dirty_moved {
+            self.write_cleaner_state().await?;
+        }
         info!(dir = %self.dir.display(), offset, log_end_offset = self.log_end_offset(), "log truncated");
         Ok(self.log_end_offset())
     }

@@ -1,0 +1,1108 @@
+//! Log compaction (`cleanup.policy=compact`): keeping the latest record of every key.
+//!
+//! The log is split as Kafka splits it. Below the *first dirty offset* lies the clean
+//! section, compacted by earlier passes; from there to the *first uncleanable offset*
+//! (the active segment, the high watermark the caller passes, and `min.compaction.lag.ms`)
+//! lies the dirty section; the rest is never touched. A pass, when the dirty share of the
+//! cleanable log reaches `min.cleanable.dirty.ratio` (or a dirty record is older than
+//! `max.compaction.lag.ms`):
+//!
+//! 1. maps every key of the dirty section to its last offset, in a [`KeyMap`] bounded by
+//!    the caller's byte limit (if it fills, the pass maps a prefix of the dirty section
+//!    and the next pass goes on from there);
+//! 2. rewrites every closed segment from the log start to the end of what was mapped,
+//!    keeping a record unless a later record of its key was mapped, dropping keyless
+//!    records, and dropping tombstones once they have been in the clean section for
+//!    `delete.retention.ms`. Offsets never change (a rewritten batch keeps its base
+//!    offset and last offset delta, so gaps appear and producer sequences stay);
+//!    consecutive segments whose sizes add up to at most `segment.bytes` become one.
+//!
+//! Each group of segments is written to `<base>.log.cleaned`, synced, then swapped in on
+//! its own (as Kafka's cleaner does; a crash between two groups leaves the first ones
+//! compacted, itself a compaction of the log):
+//! a `cleaner.swap` file names the group, the group's first segment is replaced by
+//! rename (atomic), the others are discarded, and the swap file goes. An open finds a
+//! swap file and finishes or undoes that step (a `.cleaned` file still there means the
+//! rename never happened: it is removed and the old segments stay), so a crash at any
+//! point leaves the records as they were before the clean or after it.
+//!
+//! The cleaner holds no lock while it reads, maps and writes; appends and fetches go
+//! on, and it yields to them between batches. The swap takes the I/O lock briefly and
+//! checks that no retention, truncation or earlier swap changed the segments it read
+//! (a *layout generation*); if one did, the pass drops its output and ends.
+//!
+//! Control batches (transaction markers) are kept as they are; once transactions land,
+//! aborted records and markers are removed as Kafka's cleaner removes them.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use tracing::{debug, info, warn};
+
+use super::*;
+use crate::backend::{align_down, align_up};
+use crate::batch::{self, BatchHeader, HEADER_BYTES};
+use crate::records::{self, RecordsCodec};
+
+/// The cleaner's progress, beside the segments.
+const CLEANER_FILE: &str = "cleaner.checkpoint";
+const CLEANER_MAGIC: &[u8; 4] = b"RLCC";
+const CLEANER_VERSION: u32 = 1;
+/// A swap in progress: the bases of the group being replaced.
+const SWAP_FILE: &str = "cleaner.swap";
+const SWAP_MAGIC: &[u8; 4] = b"RLCS";
+/// The name a cleaned segment is written under before it is swapped in.
+const CLEANED_SUFFIX: &str = ".log.cleaned";
+
+/// Bytes the cleaner reads from a segment at a time.
+pub const CLEANER_READ_BYTES: usize = 4 << 20;
+/// Bytes of a cleaned segment the cleaner collects before it writes them.
+pub const CLEANER_WRITE_BYTES: usize = 1 << 20;
+/// Bytes one key of the [`KeyMap`] is counted as (a 16-byte hash, an 8-byte offset, the
+/// hash table's own overhead).
+pub const KEY_MAP_ENTRY_BYTES: usize = 32;
+/// Past cleans remembered for tombstone ages; older ones are merged into the next.
+const CLEAN_HISTORY_MAX: usize = 32;
+/// Most bytes one batch's records may decompress to in the cleaner.
+pub const CLEANER_DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
+
+/// Keys of the dirty section mapped to the last offset each appears at, as 128-bit
+/// hashes (two independent 64-bit SipHashes; a collision would need ~2^64 keys).
+/// Bounded: [`KeyMap::put`] refuses keys past `max_entries`.
+pub struct KeyMap {
+    map: HashMap<u128, i64>,
+    max_entries: usize,
+}
+
+fn key_hash(key: &[u8]) -> u128 {
+    let mut a = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut a);
+    let mut b = std::collections::hash_map::DefaultHasher::new();
+    0x5bd1_e995u32.hash(&mut b);
+    key.hash(&mut b);
+    ((a.finish() as u128) << 64) | b.finish() as u128
+}
+
+impl KeyMap {
+    /// A map of at most `bytes_max` bytes (see [`KEY_MAP_ENTRY_BYTES`]).
+    pub fn new(bytes_max: usize) -> KeyMap {
+        KeyMap {
+            map: HashMap::new(),
+            max_entries: (bytes_max / KEY_MAP_ENTRY_BYTES).max(1),
+        }
+    }
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+    /// Room for `n` more keys.
+    fn has_room(&self, n: usize) -> bool {
+        self.len() + n <= self.max_entries
+    }
+    fn put(&mut self, key: &[u8], offset: i64) {
+        self.map.insert(key_hash(key), offset);
+    }
+    /// The last offset mapped for `key`.
+    fn get(&self, key: &[u8]) -> Option<i64> {
+        self.map.get(&key_hash(key)).copied()
+    }
+}
+
+/// What a partition's compaction looks like (for `rill topic describe` and metrics).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CompactionStatus {
+    /// Offsets below this have been compacted.
+    pub first_dirty_offset: i64,
+    /// Bytes of closed segments the cleaner may rewrite.
+    pub cleanable_bytes: u64,
+    /// Of those, bytes not yet compacted.
+    pub dirty_bytes: u64,
+    /// `dirty_bytes / cleanable_bytes` (0 when nothing is cleanable).
+    pub dirty_ratio: f64,
+    /// When the last pass ended (ms since the epoch).
+    pub last_clean_ms: Option<i64>,
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanOutcome {
+    pub segments_before: usize,
+    pub segments_after: usize,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub records_removed: u64,
+    pub tombstones_removed: u64,
+    /// The first dirty offset after the pass.
+    pub first_dirty_offset: i64,
+}
+
+/// The cleaner's persisted state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct CleanerState {
+    pub(super) first_dirty_offset: i64,
+    /// `(end, when)` of past passes, oldest first: offsets below `end` were in the clean
+    /// section at `when` (ms). A tombstone's age counts from the first such entry.
+    history: Vec<(i64, i64)>,
+}
+
+impl CleanerState {
+    fn encode(&self) -> Vec<u8> {
+        let mut p = Vec::with_capacity(16 + 16 * self.history.len());
+        p.extend_from_slice(&self.first_dirty_offset.to_le_bytes());
+        p.extend_from_slice(&(self.history.len() as u64).to_le_bytes());
+        for (end, when) in &self.history {
+            p.extend_from_slice(&end.to_le_bytes());
+            p.extend_from_slice(&when.to_le_bytes());
+        }
+        crate::checkpoint::seal(CLEANER_MAGIC, CLEANER_VERSION, &p)
+    }
+    fn decode(buf: &[u8]) -> Result<CleanerState, String> {
+        let p = crate::checkpoint::unseal(CLEANER_MAGIC, CLEANER_VERSION, buf)?;
+        let word = |i: usize| -> Result<i64, String> {
+            p.get(i * 8..i * 8 + 8)
+                .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .ok_or_else(|| "cleaner checkpoint cut short".to_string())
+        };
+        let n = word(1)? as usize;
+        if n > CLEAN_HISTORY_MAX {
+            return Err(format!("{n} history entries"));
+        }
+        let mut history = Vec::with_capacity(n);
+        for i in 0..n {
+            history.push((word(2 + 2 * i)?, word(3 + 2 * i)?));
+        }
+        Ok(CleanerState {
+            first_dirty_offset: word(0)?,
+            history,
+        })
+    }
+    /// When offset `o` first lay in the clean section (None: not yet).
+    fn cleaned_since(&self, o: i64) -> Option<i64> {
+        self.history
+            .iter()
+            .find(|(end, _)| o < *end)
+            .map(|(_, t)| *t)
+    }
+    fn record(&mut self, end: i64, when: i64) {
+        if self.history.last().is_some_and(|(e, _)| *e >= end) {
+            return;
+        }
+        self.history.push((end, when));
+        if self.history.len() > CLEAN_HISTORY_MAX {
+            // Offsets of the oldest entry take the next one's later time: their
+            // tombstones live a little longer, never shorter.
+            self.history.remove(0);
+        }
+    }
+    /// Forgets what lies past a truncation to `end`.
+    pub(super) fn truncate(&mut self, end: i64) {
+        self.first_dirty_offset = self.first_dirty_offset.min(end);
+    }
+}
+
+/// A closed segment as the cleaner sees it.
+#[derive(Debug, Clone, Copy)]
+struct SegInfo {
+    base: i64,
+    next: i64,
+    size: u64,
+    max_ts: i64,
+    /// Newest timestamp of its first batch (its oldest data).
+    first_ts: i64,
+}
+
+/// Reads a segment file batch by batch, CRC-checked.
+struct SegmentBatches<F> {
+    file: Rc<Handle<F>>,
+    path: PathBuf,
+    pos: u64,
+    size: u64,
+    buf: Bytes,
+    at: usize,
+}
+
+impl<F: SegmentFile> SegmentBatches<F> {
+    async fn next(&mut self) -> StorageResult<Option<(BatchHeader, Bytes)>> {
+        loop {
+            let avail = &self.buf[self.at..];
+            let mut need = CLEANER_READ_BYTES;
+            if avail.len() >= HEADER_BYTES {
+                let h = BatchHeader::parse(avail)?;
+                let n = h.total_bytes();
+                if avail.len() >= n {
+                    let b = self.buf.slice(self.at..self.at + n);
+                    let h = batch::validate(&b)?;
+                    self.at += n;
+                    return Ok(Some((h, b)));
+                }
+                need = need.max(n);
+            }
+            if self.pos >= self.size {
+                if avail.is_empty() {
+                    return Ok(None);
+                }
+                warn!(path = %self.path.display(), "segment ends inside a batch; the cleaner leaves this log alone");
+                return Err(StorageError::CorruptBatch {
+                    reason: "closed segment ends inside a batch",
+                });
+            }
+            let len = (need as u64).min(self.size - self.pos) as usize;
+            let chunk = self.file.get().read_at(self.pos, len).await?;
+            if chunk.is_empty() {
+                return Err(StorageError::CorruptBatch {
+                    reason: "closed segment shorter than recorded",
+                });
+            }
+            let mut joined = BytesMut::with_capacity(avail.len() + chunk.len());
+            joined.extend_from_slice(avail);
+            joined.extend_from_slice(&chunk);
+            self.pos += chunk.len() as u64;
+            self.buf = joined.freeze();
+            self.at = 0;
+        }
+    }
+}
+
+/// Writes a cleaned segment: batches collected and written a page-aligned chunk at a
+/// time, the last page padded, then cut to size and synced.
+struct CleanedWriter<F: SegmentFile> {
+    file: F,
+    pending: Vec<u8>,
+    written: u64,
+    size: u64,
+    index: SegmentIndex,
+    base: i64,
+    interval: u64,
+}
+
+impl<F: SegmentFile> CleanedWriter<F> {
+    async fn push(&mut self, h: &BatchHeader, data: &[u8]) -> StorageResult<()> {
+        self.index.on_batch(
+            (h.base_offset - self.base) as u32,
+            self.size as u32,
+            data.len() as u32,
+            h.max_timestamp,
+            self.interval,
+        );
+        self.pending.extend_from_slice(data);
+        self.size += data.len() as u64;
+        if self.pending.len() >= CLEANER_WRITE_BYTES {
+            let n = align_down(self.pending.len() as u64) as usize;
+            self.write(n, n).await?;
+        }
+        Ok(())
+    }
+    /// Writes the first `n` pending bytes as `len` (>= n, aligned) bytes, zero-padded.
+    async fn write(&mut self, n: usize, len: usize) -> StorageResult<()> {
+        let mut buf = self.file.alloc(len);
+        buf[..n].copy_from_slice(&self.pending[..n]);
+        buf[n..].fill(0);
+        self.file.write_at(buf, self.written).await?;
+        self.pending.drain(..n);
+        self.written += n as u64;
+        Ok(())
+    }
+    async fn finish(mut self) -> StorageResult<(u64, SegmentIndex)> {
+        let n = self.pending.len();
+        if n > 0 {
+            self.write(n, align_up(n as u64) as usize).await?;
+        }
+        self.file.truncate(self.size).await?;
+        self.file.sync().await?;
+        self.file.close().await?;
+        Ok((self.size, self.index))
+    }
+}
+
+impl<B: Backend> PartitionLog<B> {
+    /// Finishes or undoes a swap a crash interrupted, removes cleaned segments never
+    /// swapped in, and loads the cleaner's progress. Runs at open, before the segments
+    /// are listed.
+    pub(super) async fn recover_cleaner(backend: &B, dir: &Path) -> StorageResult<CleanerState> {
+        let swap_path = dir.join(SWAP_FILE);
+        if let Some(buf) = backend.read_small(&swap_path).await? {
+            match crate::checkpoint::unseal(SWAP_MAGIC, 1, &buf) {
+                Ok(p) => {
+                    let bases: Vec<i64> = p
+                        .chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                        .collect();
+                    if let Some((first, rest)) = bases.split_first() {
+                        let name = format!("{first:020}{CLEANED_SUFFIX}");
+                        let cleaned = dir.join(&name);
+                        if backend.list_dir(dir).await?.contains(&name) {
+                            // The rename never happened: the old segments are whole.
+                            backend.remove_file(&cleaned).await?;
+                            info!(dir = %dir.display(), base = first, "undid a compaction swap a crash interrupted before it began");
+                        } else {
+                            // The cleaned segment replaced the first: the rest go.
+                            for b in rest {
+                                discard_segment_files(backend, dir, *b).await?;
+                            }
+                            info!(dir = %dir.display(), base = first, merged = rest.len(), "finished a compaction swap a crash interrupted");
+                        }
+                    }
+                }
+                Err(reason) => {
+                    // Written atomically, so it is whole or absent; damaged means
+                    // the disk is at fault. The old segments are there unless the
+                    // rename ran, and then nothing else was removed yet.
+                    warn!(path = %swap_path.display(), %reason, "compaction swap file damaged; ignoring it");
+                }
+            }
+            backend.sync_dir(dir).await?;
+            backend.remove_file(&swap_path).await?;
+        }
+        for name in backend.list_dir(dir).await? {
+            if name.ends_with(CLEANED_SUFFIX) {
+                backend.remove_file(&dir.join(&name)).await?;
+            }
+        }
+        let path = dir.join(CLEANER_FILE);
+        Ok(match backend.read_small(&path).await? {
+            None => CleanerState::default(),
+            Some(buf) => CleanerState::decode(&buf).unwrap_or_else(|reason| {
+                warn!(path = %path.display(), %reason, "cleaner checkpoint damaged; the next clean starts over from the log start");
+                CleanerState::default()
+            }),
+        })
+    }
+
+    pub(super) async fn write_cleaner_state(&self) -> StorageResult<()> {
+        let buf = self.cleaner.borrow().encode();
+        self.backend
+            .write_small_atomic(&self.dir.join(CLEANER_FILE), &buf)
+            .await
+    }
+
+    /// The closed segments from the log start, with their timestamps.
+    async fn closed_segments(&self) -> StorageResult<Vec<SegInfo>> {
+        let bases: Vec<i64> = self.state.borrow().closed.keys().copied().collect();
+        let mut out = Vec::with_capacity(bases.len());
+        for b in bases {
+            self.ensure_index(b).await?;
+            let s = self.state.borrow();
+            let Some(g) = s.closed.get(&b) else { continue };
+            let times = g.index.as_ref().map(|i| i.times.as_slice()).unwrap_or(&[]);
+            out.push(SegInfo {
+                base: b,
+                next: g.next_offset,
+                size: g.size,
+                max_ts: g.max_timestamp.unwrap_or(i64::MAX),
+                first_ts: times.first().map_or(i64::MAX, |t| t.timestamp_ms),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The segments a pass may rewrite (closed, wholly below `upper_bound`, and past
+    /// `min.compaction.lag.ms`), and the first dirty offset within them.
+    async fn cleanable(&self, upper_bound: i64) -> StorageResult<(Vec<SegInfo>, i64)> {
+        let cfg = self.config.borrow().clone();
+        let now = (self.clock)();
+        let lag_edge = now.saturating_sub(cfg.min_compaction_lag_ms as i64);
+        let mut segs = self.closed_segments().await?;
+        let stop = segs
+            .iter()
+            .position(|g| {
+                g.next > upper_bound || (cfg.min_compaction_lag_ms > 0 && g.max_ts > lag_edge)
+            })
+            .unwrap_or(segs.len());
+        segs.truncate(stop);
+        let first_dirty = self
+            .cleaner
+            .borrow()
+            .first_dirty_offset
+            .max(self.log_start_offset());
+        Ok((segs, first_dirty))
+    }
+
+    /// The partition's compaction figures, with the high watermark as `upper_bound`.
+    pub async fn compaction_status(&self, upper_bound: i64) -> StorageResult<CompactionStatus> {
+        self.check_open()?;
+        let (segs, first_dirty) = self.cleanable(upper_bound).await?;
+        let cleanable_bytes: u64 = segs.iter().map(|g| g.size).sum();
+        let dirty_bytes: u64 = segs
+            .iter()
+            .filter(|g| g.next > first_dirty)
+            .map(|g| g.size)
+            .sum();
+        Ok(CompactionStatus {
+            first_dirty_offset: first_dirty,
+            cleanable_bytes,
+            dirty_bytes,
+            dirty_ratio: if cleanable_bytes == 0 {
+                0.0
+            } else {
+                dirty_bytes as f64 / cleanable_bytes as f64
+            },
+            last_clean_ms: self.cleaner.borrow().history.last().map(|(_, t)| *t),
+        })
+    }
+
+    /// One compaction pass if the partition is due (see the module docs); `None` when
+    /// it is not compacted, not due, or the pass gave way to a concurrent change.
+    /// `upper_bound` is the high watermark: nothing at or past it is compacted.
+    /// `key_map_bytes_max` bounds the key map; `codec` reads compressed batches.
+    pub async fn clean(
+        &self,
+        upper_bound: i64,
+        key_map_bytes_max: usize,
+        codec: &dyn RecordsCodec,
+    ) -> StorageResult<Option<CleanOutcome>> {
+        let _one = self.clean_lock.lock().await;
+        self.check_open()?;
+        let cfg = self.config.borrow().clone();
+        if !cfg.cleanup_compact {
+            return Ok(None);
+        }
+        let now = (self.clock)();
+        let mut generation = self.state.borrow().layout_gen;
+        let (segs, first_dirty) = self.cleanable(upper_bound).await?;
+        let dirty: Vec<SegInfo> = segs
+            .iter()
+            .filter(|g| g.next > first_dirty)
+            .copied()
+            .collect();
+        let Some(oldest_dirty) = dirty.first() else {
+            return Ok(None);
+        };
+        let cleanable_bytes: u64 = segs.iter().map(|g| g.size).sum();
+        let dirty_bytes: u64 = dirty.iter().map(|g| g.size).sum();
+        let ratio = dirty_bytes as f64 / cleanable_bytes.max(1) as f64;
+        let overdue = cfg
+            .max_compaction_lag_ms
+            .is_some_and(|lag| oldest_dirty.first_ts < now.saturating_sub(lag as i64));
+        if ratio < cfg.min_cleanable_dirty_ratio && !overdue {
+            return Ok(None);
+        }
+        let mut outcome = CleanOutcome {
+            segments_before: segs.len(),
+            ..CleanOutcome::default()
+        };
+
+        // 1. Map the dirty section's keys.
+        let mut map = KeyMap::new(key_map_bytes_max);
+        let mut mapped_end = first_dirty;
+        'map: for g in &dirty {
+            let mut rd = self.segment_batches(g).await?;
+            while let Some((h, data)) = rd.next().await? {
+                outcome.bytes_read += data.len() as u64;
+                if h.last_offset() < first_dirty {
+                    continue;
+                }
+                if !map.has_room(h.record_count as usize + 1) {
+                    break 'map;
+                }
+                if !h.is_control() {
+                    match records::records_section(&data, &h, codec, CLEANER_DECOMPRESSED_BYTES_MAX)
+                    {
+                        Ok(body) => {
+                            for r in records::parse(&h, &body)? {
+                                if let Some(k) = r.key {
+                                    map.put(k, r.offset);
+                                }
+                            }
+                        }
+                        Err(reason) => {
+                            // Its keys stay unmapped: older records of them are kept.
+                            debug!(dir = %self.dir.display(), offset = h.base_offset, %reason, "cleaner cannot read a batch's records; keeping it whole");
+                        }
+                    }
+                }
+                mapped_end = h.last_offset() + 1;
+                self.backend.yield_now().await;
+            }
+            mapped_end = mapped_end.max(g.next);
+        }
+        if mapped_end <= first_dirty {
+            warn!(dir = %self.dir.display(), key_map_bytes_max,
+                "the cleaner's key map cannot hold one batch's keys; raise the key map size");
+            return Ok(None);
+        }
+
+        // 2. Rewrite the segments up to what was mapped, grouped by size.
+        let targets: Vec<SegInfo> = segs
+            .iter()
+            .filter(|g| g.base < mapped_end)
+            .copied()
+            .collect();
+        let mut groups: Vec<Vec<SegInfo>> = Vec::new();
+        for g in targets {
+            match groups.last_mut() {
+                Some(cur)
+                    if cur.iter().map(|x| x.size).sum::<u64>() + g.size <= cfg.segment_bytes
+                        && g.next - cur[0].base <= i32::MAX as i64 =>
+                {
+                    cur.push(g)
+                }
+                _ => groups.push(vec![g]),
+            }
+        }
+        let horizon = now.saturating_sub(cfg.delete_retention_ms as i64);
+        for group in &groups {
+            if !self
+                .clean_group(group, &map, horizon, codec, &mut generation, &mut outcome)
+                .await?
+            {
+                debug!(dir = %self.dir.display(), "the log changed under the cleaner; it tries again next time");
+                return Ok(None);
+            }
+        }
+        {
+            let mut c = self.cleaner.borrow_mut();
+            c.first_dirty_offset = mapped_end;
+            c.record(mapped_end, now);
+        }
+        self.write_cleaner_state().await?;
+        outcome.first_dirty_offset = mapped_end;
+        outcome.segments_after = self.state.borrow().closed.len();
+        info!(dir = %self.dir.display(), segments_before = outcome.segments_before, segments_after = outcome.segments_after,
+            bytes_read = outcome.bytes_read, bytes_written = outcome.bytes_written,
+            records_removed = outcome.records_removed, tombstones_removed = outcome.tombstones_removed,
+            first_dirty_offset = mapped_end, "log compacted");
+        Ok(Some(outcome))
+    }
+
+    async fn segment_batches(&self, g: &SegInfo) -> StorageResult<SegmentBatches<B::File>> {
+        let path = self.dir.join(segment_name(g.base, "log"));
+        let file = self.open_budgeted(&path, false).await?;
+        Ok(SegmentBatches {
+            file,
+            path,
+            pos: 0,
+            size: g.size,
+            buf: Bytes::new(),
+            at: 0,
+        })
+    }
+
+    /// Rewrites `group` into one segment and swaps it in. False if the log's segments
+    /// changed since layout `generation` (nothing swapped, the output removed); after a
+    /// swap, `generation` is the new layout's.
+    async fn clean_group(
+        &self,
+        group: &[SegInfo],
+        map: &KeyMap,
+        horizon: i64,
+        codec: &dyn RecordsCodec,
+        generation: &mut u64,
+        outcome: &mut CleanOutcome,
+    ) -> StorageResult<bool> {
+        let base = group[0].base;
+        let cleaned_path = self.dir.join(format!("{base:020}{CLEANED_SUFFIX}"));
+        self.backend.remove_file(&cleaned_path).await?;
+        let file = self.backend.open_segment(&cleaned_path, true).await?;
+        let mut out = CleanedWriter {
+            file,
+            pending: Vec::with_capacity(CLEANER_WRITE_BYTES + (64 << 10)),
+            written: 0,
+            size: 0,
+            index: SegmentIndex::default(),
+            base,
+            interval: self.config.borrow().index_interval_bytes,
+        };
+        let cleaner = self.cleaner.borrow().clone();
+        for g in group {
+            let mut rd = self.segment_batches(g).await?;
+            while let Some((h, data)) = rd.next().await? {
+                outcome.bytes_read += data.len() as u64;
+                let kept = self.filter_batch(&h, &data, map, &cleaner, horizon, codec, outcome)?;
+                if let Some(b) = kept {
+                    let h2 = if b.len() == data.len() {
+                        h
+                    } else {
+                        BatchHeader::parse(&b)?
+                    };
+                    out.push(&h2, &b).await?;
+                }
+                self.backend.yield_now().await;
+            }
+        }
+        let (size, index) = out.finish().await?;
+        outcome.bytes_written += size;
+
+        // Swap it in, unless the segments changed meanwhile.
+        let _io = self.io_lock.lock().await;
+        let unchanged = {
+            let s = self.state.borrow();
+            !s.is_closed
+                && s.layout_gen == *generation
+                && group
+                    .iter()
+                    .all(|g| s.closed.get(&g.base).is_some_and(|c| c.size == g.size))
+        };
+        if !unchanged {
+            self.backend.remove_file(&cleaned_path).await?;
+            return Ok(false);
+        }
+        let mut marker = Vec::with_capacity(8 * group.len());
+        for g in group {
+            marker.extend_from_slice(&g.base.to_le_bytes());
+        }
+        let swap_path = self.dir.join(SWAP_FILE);
+        self.backend
+            .write_small_atomic(&swap_path, &crate::checkpoint::seal(SWAP_MAGIC, 1, &marker))
+            .await?;
+        // The old index would describe the new file wrongly: it goes first (a missing
+        // index is rebuilt from the segment).
+        self.backend
+            .remove_file(&self.dir.join(segment_name(base, "index")))
+            .await?;
+        self.backend
+            .remove_file(&self.dir.join(segment_name(base, "timeindex")))
+            .await?;
+        self.backend
+            .rename(&cleaned_path, &self.dir.join(segment_name(base, "log")))
+            .await?;
+        self.backend.sync_dir(&self.dir).await?;
+        for g in &group[1..] {
+            discard_segment_files(&self.backend, &self.dir, g.base).await?;
+        }
+        self.backend.sync_dir(&self.dir).await?;
+        self.write_index_files(base, &index).await?;
+        {
+            let mut s = self.state.borrow_mut();
+            for g in group {
+                s.closed.remove(&g.base);
+            }
+            let max_ts = index.times.last().map_or(-1, |t| t.timestamp_ms);
+            s.closed.insert(
+                base,
+                Segment {
+                    base_offset: base,
+                    next_offset: group[group.len() - 1].next,
+                    size,
+                    max_timestamp: Some(max_ts),
+                    index: Some(index),
+                },
+            );
+            if s.stream
+                .as_ref()
+                .is_some_and(|st| group.iter().any(|g| g.base == st.segment_base))
+            {
+                s.stream = None;
+            }
+            s.layout_gen += 1;
+            *generation = s.layout_gen;
+        }
+        self.backend.remove_file(&swap_path).await?;
+        Ok(true)
+    }
+
+    /// What of batch `data` stays: `None` drops it, otherwise the batch (itself when
+    /// every record stays).
+    #[allow(clippy::too_many_arguments)]
+    fn filter_batch(
+        &self,
+        h: &BatchHeader,
+        data: &Bytes,
+        map: &KeyMap,
+        cleaner: &CleanerState,
+        horizon: i64,
+        codec: &dyn RecordsCodec,
+        outcome: &mut CleanOutcome,
+    ) -> StorageResult<Option<Bytes>> {
+        if h.is_control() {
+            return Ok(Some(data.clone()));
+        }
+        let body = match records::records_section(data, h, codec, CLEANER_DECOMPRESSED_BYTES_MAX) {
+            Ok(b) => b,
+            Err(_) => return Ok(Some(data.clone())),
+        };
+        let recs = records::parse(h, &body)?;
+        let mut kept = Vec::with_capacity(recs.len());
+        for r in &recs {
+            let Some(k) = r.key else {
+                outcome.records_removed += 1;
+                continue;
+            };
+            if map.get(k).is_some_and(|last| r.offset < last) {
+                outcome.records_removed += 1;
+                continue;
+            }
+            if !r.has_value && cleaner.cleaned_since(r.offset).is_some_and(|t| t < horizon) {
+                outcome.tombstones_removed += 1;
+                continue;
+            }
+            kept.push(*r);
+        }
+        if kept.len() == recs.len() {
+            return Ok(Some(data.clone()));
+        }
+        if kept.is_empty() {
+            // The batch goes. (Kafka keeps an idempotent producer's last batch, empty,
+            // for its sequence numbers; Rill keeps producer state in snapshots beside
+            // the log, and a batch without records is refused as corrupt on the
+            // produce and replication paths.)
+            return Ok(None);
+        }
+        let rebuilt = records::rebuild(data, h, &kept, codec).map_err(|reason| {
+            warn!(dir = %self.dir.display(), offset = h.base_offset, %reason, "cleaner could not rebuild a batch");
+            StorageError::CorruptBatch {
+                reason: "a compacted batch could not be compressed again",
+            }
+        })?;
+        Ok(Some(Bytes::from(rebuilt)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::log::test_support::*;
+    use crate::records::NoCodec;
+
+    /// One record as a reader sees it: offset, key, value (None: tombstone).
+    type Rec = (i64, Vec<u8>, Option<Vec<u8>>);
+
+    const DAY_MS: i64 = 24 * 3600 * 1000;
+
+    fn cfg() -> LogConfig {
+        LogConfig {
+            segment_bytes: 4096,
+            cleanup_compact: true,
+            cleanup_delete: false,
+            min_cleanable_dirty_ratio: 0.0,
+            delete_retention_ms: DAY_MS as u64,
+            ..LogConfig::default()
+        }
+    }
+
+    fn open_at(
+        be: &MemoryBackend,
+        clock: &Rc<Cell<i64>>,
+    ) -> StorageResult<PartitionLog<MemoryBackend>> {
+        let c = clock.clone();
+        block_on(PartitionLog::open_with_clock(
+            be.clone(),
+            PathBuf::from("/mem/t-0"),
+            cfg(),
+            FileBudget::new(64),
+            Rc::new(move || c.get()),
+        ))
+    }
+
+    /// Every record of the log, in offset order.
+    fn read_all(log: &PartitionLog<MemoryBackend>) -> Vec<Rec> {
+        block_on(async {
+            let mut out = Vec::new();
+            let mut at = log.log_start_offset();
+            while at < log.log_end_offset() {
+                let r = log.read(at, 1 << 20).await.unwrap();
+                assert!(!r.batches.is_empty(), "no batch at {at} below the log end");
+                for b in &r.batches {
+                    let h = batch::validate(b).unwrap();
+                    for rec in records::parse(&h, &b[HEADER_BYTES..]).unwrap() {
+                        assert!(rec.offset >= at, "offsets go backwards");
+                        let value = rec.has_value.then(|| value_of(rec.raw));
+                        out.push((rec.offset, rec.key.unwrap().to_vec(), value));
+                    }
+                    at = h.last_offset() + 1;
+                }
+            }
+            out
+        })
+    }
+
+    /// The value bytes of a record encoded by `build::batch` (tests use short keys
+    /// and values, so every varint is one byte).
+    fn value_of(raw: &[u8]) -> Vec<u8> {
+        // len, attributes, ts delta, offset delta, key len, key, value len, value, headers
+        let key_len = (raw[4] >> 1) as usize;
+        let v = 5 + key_len;
+        let value_len = (raw[v] >> 1) as usize;
+        raw[v + 1..v + 1 + value_len].to_vec()
+    }
+
+    /// What a pass that mapped up to `mapped_end` at `now` must leave of `before`.
+    fn model(before: &[Rec], mapped_end: i64, expired_below: i64) -> Vec<Rec> {
+        before
+            .iter()
+            .filter(|(o, k, v)| {
+                if *o >= mapped_end {
+                    return true;
+                }
+                let newer = before
+                    .iter()
+                    .any(|(o2, k2, _)| k2 == k && o2 > o && *o2 < mapped_end);
+                let expired = v.is_none() && *o < expired_below;
+                !newer && !expired
+            })
+            .cloned()
+            .collect()
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    /// Appends `batches` random batches of 1-4 records, one in ten a tombstone, half over
+    /// `keys` keys shared by every call and half over keys of this call only (`own`).
+    fn write(
+        log: &PartitionLog<MemoryBackend>,
+        rng: &mut Rng,
+        batches: usize,
+        keys: u64,
+        now: i64,
+        own: &str,
+    ) {
+        block_on(async {
+            for _ in 0..batches {
+                let n = 1 + rng.next() % 4;
+                let owned: Vec<(Vec<u8>, Vec<u8>, bool)> = (0..n)
+                    .map(|_| {
+                        let prefix = if rng.next().is_multiple_of(2) {
+                            "k"
+                        } else {
+                            own
+                        };
+                        let k = format!("{prefix}{}", rng.next() % keys).into_bytes();
+                        let v = format!("v{}", rng.next() % 1000).into_bytes();
+                        (k, v, rng.next().is_multiple_of(10))
+                    })
+                    .collect();
+                let recs: Vec<build::Rec<'_>> = owned
+                    .iter()
+                    .map(|(k, v, _)| build::Rec {
+                        key: Some(k),
+                        value: v,
+                        timestamp_ms: now,
+                    })
+                    .collect();
+                let mut b = build::batch(&recs);
+                // Tombstones: rewrite the value length to -1 (build has no null values).
+                for (i, (_, _, tomb)) in owned.iter().enumerate() {
+                    if *tomb {
+                        b = tombstone(&b, i);
+                    }
+                }
+                log.append(CheckedBatch::check(Bytes::from(b)).unwrap(), 0)
+                    .await
+                    .unwrap();
+            }
+        })
+    }
+
+    /// `batch` with record `i` turned into a tombstone (value dropped), CRC redone.
+    fn tombstone(batch: &[u8], i: usize) -> Vec<u8> {
+        let h = BatchHeader::parse(batch).unwrap();
+        let recs = records::parse(&h, &batch[HEADER_BYTES..]).unwrap();
+        let mut body = Vec::new();
+        for (j, r) in recs.iter().enumerate() {
+            if j != i {
+                body.extend_from_slice(r.raw);
+                continue;
+            }
+            let key_len = (r.raw[4] >> 1) as usize;
+            let v = 5 + key_len;
+            let mut rec = r.raw[1..v].to_vec(); // attributes .. key
+            rec.push(1); // value length -1 (zig-zag)
+            rec.push(0); // no headers
+            body.push((rec.len() as u8) << 1);
+            body.extend_from_slice(&rec);
+        }
+        let mut out = batch[..HEADER_BYTES].to_vec();
+        out.extend_from_slice(&body);
+        let len = (out.len() - 12) as i32;
+        out[8..12].copy_from_slice(&len.to_be_bytes());
+        let crc = crc32c::crc32c(&out[21..]);
+        out[17..21].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn compaction_keeps_the_latest_record_per_key_at_the_same_offsets() {
+        let (mut merged, mut tombstones) = (0, 0);
+        for seed in 1..=30u64 {
+            let be = MemoryBackend::new();
+            let clock = Rc::new(Cell::new(1_000_000_000));
+            let log = open_at(&be, &clock).unwrap();
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut expected = Vec::new();
+            let mut expired_below = i64::MIN;
+            let mut passes: Vec<(i64, i64)> = Vec::new();
+            for round in 0..4 {
+                let batches = 60 + (rng.next() % 60) as usize;
+                write(
+                    &log,
+                    &mut rng,
+                    batches,
+                    5 + seed % 40,
+                    clock.get(),
+                    &format!("r{round}-"),
+                );
+                let before = read_all(&log);
+                // Every round of writes keeps what was there (the model applies to it).
+                assert!(
+                    expected.iter().all(|r| before.contains(r)),
+                    "seed {seed}: a write lost records"
+                );
+                let hw = log.log_end_offset();
+                // A small key map in some seeds: passes map a prefix of the dirty section.
+                let map_bytes = if seed % 3 == 0 {
+                    40 * KEY_MAP_ENTRY_BYTES
+                } else {
+                    1 << 20
+                };
+                let out = block_on(log.clean(hw, map_bytes, &NoCodec)).unwrap();
+                let Some(out) = out else {
+                    expected = before;
+                    continue;
+                };
+                let horizon = clock.get() - DAY_MS;
+                expired_below = passes
+                    .iter()
+                    .filter(|(_, t)| *t < horizon)
+                    .map(|(e, _)| *e)
+                    .max()
+                    .unwrap_or(expired_below);
+                passes.push((out.first_dirty_offset, clock.get()));
+                expected = model(&before, out.first_dirty_offset, expired_below);
+                let after = read_all(&log);
+                assert_eq!(after, expected, "seed {seed} round {round}");
+                assert!(out.bytes_written <= out.bytes_read);
+                if out.segments_after < out.segments_before {
+                    merged += 1;
+                }
+                tombstones += out.tombstones_removed;
+                clock.set(clock.get() + DAY_MS / 2 + 1);
+            }
+            // Reopened, the log reads the same.
+            block_on(log.close()).unwrap();
+            let log = open_at(&be, &clock).unwrap();
+            assert_eq!(read_all(&log), expected, "seed {seed} after reopening");
+        }
+        assert!(
+            merged > 10,
+            "small cleaned segments were merged in only {merged} passes"
+        );
+        assert!(tombstones > 10, "only {tombstones} tombstones expired");
+    }
+
+    #[test]
+    fn a_crash_at_any_step_of_a_clean_leaves_the_records_before_or_after_it() {
+        let clock = Rc::new(Cell::new(1_000_000_000));
+        let setup = || {
+            let be = MemoryBackend::new();
+            let log = open_at(&be, &clock).unwrap();
+            write(&log, &mut Rng(77), 400, 12, clock.get(), "own");
+            block_on(log.sync()).unwrap();
+            let before = read_all(&log);
+            (be, log, before)
+        };
+        let (_, log, before) = setup();
+        let hw = log.log_end_offset();
+        let out = block_on(log.clean(hw, 1 << 20, &NoCodec)).unwrap().unwrap();
+        let after = read_all(&log);
+        assert!(
+            after.len() < before.len() && out.segments_before > 3,
+            "{out:?}"
+        );
+        let (mut steps, mut partials) = (0, 0);
+        for n in 0.. {
+            let (be, log, _) = setup();
+            be.fail_after(n);
+            let done = block_on(log.clean(hw, 1 << 20, &NoCodec));
+            be.crash(n + 1);
+            be.set_failing(false);
+            drop(log);
+            let log = open_at(&be, &clock).unwrap();
+            let seen = read_all(&log);
+            // Each group of segments is swapped in on its own: a crash between two swaps
+            // leaves the first groups compacted and the rest as they were. Every record is
+            // then one of `before`, every one of `after` is there, and every one missing
+            // has a later record of its key still in the log.
+            let partial = seen.iter().all(|r| before.contains(r))
+                && after.iter().all(|r| seen.contains(r))
+                && before
+                    .iter()
+                    .filter(|r| !seen.contains(r))
+                    .all(|(o, k, _)| seen.iter().any(|(o2, k2, _)| k2 == k && o2 > o));
+            assert!(seen == before || seen == after || partial,
+                "crash after {n} operations: {} records, before {}, after {}; files {:?}; clean {done:?}",
+                seen.len(), before.len(), after.len(), be_names(&be));
+            if seen != before && seen != after {
+                partials += 1;
+            }
+            // The next clean finishes the job.
+            block_on(log.clean(hw, 1 << 20, &NoCodec)).unwrap();
+            assert_eq!(
+                read_all(&log),
+                after,
+                "crash after {n} operations, cleaned again"
+            );
+            let names = be_names(&be);
+            assert!(
+                !names
+                    .iter()
+                    .any(|n| n.ends_with(".cleaned") || n == "cleaner.swap"),
+                "leftovers: {names:?}"
+            );
+            if done.is_ok() {
+                steps = n;
+                break;
+            }
+        }
+        assert!(
+            steps > 10,
+            "a clean of several segments takes more than {steps} operations"
+        );
+        assert!(partials > 0, "no crash fell between two groups' swaps");
+    }
+
+    fn be_names(be: &MemoryBackend) -> Vec<String> {
+        block_on(be.list_dir(Path::new("/mem/t-0"))).unwrap()
+    }
+
+    #[test]
+    fn keyless_records_go_and_a_gap_at_a_segment_end_reads_on() {
+        let be = MemoryBackend::new();
+        let clock = Rc::new(Cell::new(1_000_000_000));
+        let log = open_at(&be, &clock).unwrap();
+        block_on(async {
+            let value = vec![7u8; 300];
+            // One key: every closed segment but the last loses all its records.
+            for _ in 0..40 {
+                let key = b"a".to_vec();
+                let recs = [
+                    build::Rec {
+                        key: Some(&key),
+                        value: &value,
+                        timestamp_ms: 1,
+                    },
+                    build::Rec {
+                        key: None,
+                        value: &value,
+                        timestamp_ms: 1,
+                    },
+                ];
+                log.append(
+                    CheckedBatch::check(Bytes::from(build::batch(&recs))).unwrap(),
+                    0,
+                )
+                .await
+                .unwrap();
+            }
+            let hw = log.log_end_offset();
+            let out = log.clean(hw, 1 << 20, &NoCodec).await.unwrap().unwrap();
+            assert!(out.records_removed > 40);
+            assert!(out.segments_before > 3, "{out:?}");
+            // The first segments are empty now: a read there goes on to the next batch,
+            // the one record kept of the closed segments.
+            let r = log.read(1, 1 << 20).await.unwrap();
+            let h = BatchHeader::parse(&r.batches[0]).unwrap();
+            let recs = records::parse(&h, &r.batches[0][HEADER_BYTES..]).unwrap();
+            assert_eq!(recs.len(), 1);
+            assert_eq!(recs[0].key, Some(&b"a"[..]));
+            assert!(recs[0].offset > 10 && recs[0].offset < out.first_dirty_offset);
+        });
+    }
+}
