@@ -7,14 +7,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{assign, block_on, Broker, BrokerOptions, Rec};
+use common::keyed::{latest, send, wait_compacted};
+use common::{block_on, Broker, BrokerOptions};
 use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
-use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::Offset;
+use rdkafka::producer::FutureRecord;
 
 const TOPIC: &str = "compacted";
 
@@ -26,98 +25,6 @@ fn broker(name: &str) -> Broker {
             ..BrokerOptions::default()
         },
     )
-}
-
-/// Sends `(key, value)` records (value None: a tombstone) to partition 0 and returns each
-/// one's offset.
-fn send(producer: &FutureProducer, topic: &str, recs: &[(String, Option<String>)]) -> Vec<i64> {
-    let futures: Vec<_> = recs
-        .iter()
-        .map(|(k, v)| {
-            let mut r = FutureRecord::<String, String>::to(topic)
-                .key(k)
-                .partition(0);
-            if let Some(v) = v {
-                r = r.payload(v);
-            }
-            producer
-                .send_result(r)
-                .map_err(|(e, _)| e)
-                .expect("enqueue")
-        })
-        .collect();
-    futures
-        .into_iter()
-        .map(|f| {
-            block_on(f)
-                .expect("delivery cancelled")
-                .unwrap_or_else(|(e, _)| panic!("produce failed: {e}"))
-                .offset
-        })
-        .collect()
-}
-
-/// Every record of partition 0 from the start to the partition's end.
-fn read_to_end(broker: &Broker, topic: &str) -> Vec<Rec> {
-    let consumer: BaseConsumer = broker.consumer(&[("enable.partition.eof", "true")]);
-    assign(&consumer, topic, &[0], Offset::Beginning);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut out = Vec::new();
-    loop {
-        assert!(Instant::now() < deadline, "no end of partition within 30 s");
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {}
-            Some(Ok(m)) => out.push(Rec::from_message(&m)),
-            Some(Err(KafkaError::PartitionEOF(_))) => return out,
-            Some(Err(e)) => panic!("consumer error after {} records: {e}", out.len()),
-        }
-    }
-}
-
-/// Reads until the partition holds exactly the records `expected` (by offset) names,
-/// failing with what it read last after `timeout`.
-fn wait_compacted(
-    broker: &Broker,
-    expected: &BTreeMap<i64, (String, Option<String>)>,
-    timeout: Duration,
-) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let read = read_to_end(broker, TOPIC);
-        let got: BTreeMap<i64, (String, Option<String>)> = read
-            .iter()
-            .map(|r| {
-                let key = String::from_utf8(r.key.clone().expect("a key")).unwrap();
-                let value = r.value.clone().map(|v| String::from_utf8(v).unwrap());
-                (r.offset, (key, value))
-            })
-            .collect();
-        if &got == expected {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not compacted to the {} records expected within {timeout:?}: read {} records; first difference: {:?}",
-            expected.len(),
-            got.len(),
-            got.iter()
-                .zip(expected.iter())
-                .find(|(a, b)| a != b)
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-/// The latest record of every key among `sent` (with their offsets).
-fn latest(sent: &[((String, Option<String>), i64)]) -> BTreeMap<i64, (String, Option<String>)> {
-    let mut by_key: BTreeMap<&str, (i64, &Option<String>)> = BTreeMap::new();
-    for ((k, v), o) in sent {
-        by_key.insert(k, (*o, v));
-    }
-    by_key
-        .into_iter()
-        .map(|(k, (o, v))| (o, (k.to_string(), v.clone())))
-        .collect()
 }
 
 #[test]
@@ -132,7 +39,7 @@ fn a_compacted_topic_keeps_the_latest_value_of_every_key_at_its_offset() {
             ("min.cleanable.dirty.ratio", "0.01"),
         ],
     );
-    let producer = broker.producer("all", &[("linger.ms", "5")]);
+    let producer = broker.producer("all", &[("linger.ms", "5"), ("batch.num.messages", "10")]);
     let mut sent = Vec::new();
     let mut batch = |recs: Vec<(String, Option<String>)>| {
         let offsets = send(&producer, TOPIC, &recs);
@@ -158,7 +65,7 @@ fn a_compacted_topic_keeps_the_latest_value_of_every_key_at_its_offset() {
     );
     let expected = latest(&sent);
     assert_eq!(expected.len(), 90);
-    wait_compacted(&broker, &expected, Duration::from_secs(60));
+    wait_compacted(&broker, TOPIC, &expected, Duration::from_secs(60));
 
     // A record without a key is refused, and nothing of it is stored.
     let keyless = block_on(
@@ -180,7 +87,7 @@ fn a_compacted_topic_keeps_the_latest_value_of_every_key_at_its_offset() {
     // Kill -9 and a restart: the compacted segments read the same.
     broker.kill9();
     broker.restart();
-    wait_compacted(&broker, &expected, Duration::from_secs(30));
+    wait_compacted(&broker, TOPIC, &expected, Duration::from_secs(30));
 
     // With delete.retention.ms=0 the tombstones go at the next pass (new records make
     // one due).
@@ -193,7 +100,7 @@ fn a_compacted_topic_keeps_the_latest_value_of_every_key_at_its_offset() {
         .set("delete.retention.ms", "0");
     let r = block_on(admin.alter_configs(&[alter], &AdminOptions::new())).expect("alter configs");
     assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
-    let producer = broker.producer("all", &[("linger.ms", "5")]);
+    let producer = broker.producer("all", &[("linger.ms", "5"), ("batch.num.messages", "10")]);
     let more: Vec<(String, Option<String>)> = (0..40)
         .map(|i| (format!("filler-b-{i}"), Some("g".repeat(1000))))
         .collect();
@@ -203,5 +110,82 @@ fn a_compacted_topic_keeps_the_latest_value_of_every_key_at_its_offset() {
         .filter(|(_, (_, v))| v.is_some())
         .collect();
     expected.extend(offsets.into_iter().zip(more));
-    wait_compacted(&broker, &expected, Duration::from_secs(60));
+    wait_compacted(&broker, TOPIC, &expected, Duration::from_secs(60));
+}
+
+#[test]
+fn keyless_records_are_refused_with_their_indexes_and_the_other_partition_is_served() {
+    use rill_net::client::{encode_record_batch, BatchOptions, ProduceRecord};
+    use rill_net::kafka_protocol::messages::produce_request::{
+        PartitionProduceData, TopicProduceData,
+    };
+    use rill_net::kafka_protocol::messages::ProduceRequest;
+    use rill_net::kafka_protocol::records::Compression;
+
+    let broker = broker("compaction-keyless");
+    broker.create_topic(TOPIC, 2, &[("cleanup.policy", "compact,delete")]);
+    let record = |key: Option<&str>| ProduceRecord {
+        key: key.map(|k| bytes::Bytes::copy_from_slice(k.as_bytes())),
+        value: Some(bytes::Bytes::from_static(b"value")),
+        timestamp_ms: common::now_ms(),
+        ..Default::default()
+    };
+    // Partition 0: an lz4 batch whose second and fourth records have no key; partition 1:
+    // keyed records, in the same request.
+    let lz4 = BatchOptions {
+        compression: Compression::Lz4,
+        ..BatchOptions::default()
+    };
+    let mixed = encode_record_batch(
+        &[
+            record(Some("a")),
+            record(None),
+            record(Some("b")),
+            record(None),
+        ],
+        &lz4,
+    )
+    .expect("encode");
+    let keyed = encode_record_batch(
+        &[record(Some("c")), record(Some("d"))],
+        &BatchOptions::default(),
+    )
+    .expect("encode");
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(common::topic_name(TOPIC))
+            .with_partition_data(vec![
+                PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(mixed)),
+                PartitionProduceData::default()
+                    .with_index(1)
+                    .with_records(Some(keyed)),
+            ])]);
+    let response = broker.net().send(&request);
+    let parts = &response.responses[0].partition_responses;
+    let p0 = parts.iter().find(|p| p.index == 0).expect("partition 0");
+    let p1 = parts.iter().find(|p| p.index == 1).expect("partition 1");
+    assert_eq!(p0.error_code, 87, "INVALID_RECORD: {p0:?}");
+    assert_eq!(
+        p0.record_errors
+            .iter()
+            .map(|e| e.batch_index)
+            .collect::<Vec<_>>(),
+        vec![1, 3],
+        "{p0:?}"
+    );
+    assert!(p0
+        .error_message
+        .as_deref()
+        .is_some_and(|m| m.contains("without key")));
+    assert_eq!((p1.error_code, p1.base_offset), (0, 0), "{p1:?}");
+    assert_eq!(
+        broker.watermarks(TOPIC, 0),
+        (0, 0),
+        "nothing of the refused batch is stored"
+    );
+    assert_eq!(broker.watermarks(TOPIC, 1), (0, 2));
 }

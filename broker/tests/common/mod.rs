@@ -14,6 +14,7 @@
 
 pub mod cluster;
 pub mod groups;
+pub mod keyed;
 pub mod netns;
 pub mod raw;
 

@@ -29,8 +29,9 @@ impl<B: Backend> PartitionLog<B> {
     }
 
     /// A replication follower's append: `batch` already carries the leader's offsets and
-    /// leader epoch, which are kept. Its base offset must be this log's end offset; a
-    /// batch that does not continue the log is refused with
+    /// leader epoch, which are kept. Its base offset must be at least this log's end
+    /// offset (past it when the leader's log is compacted: offsets compaction removed are
+    /// gaps, as in Kafka); a batch that overlaps the log is refused with
     /// [`StorageError::NonContiguousAppend`] and changes nothing.
     pub async fn append_replica(&self, batch: CheckedBatch) -> StorageResult<AppendInfo> {
         self.append_as(batch, None).await
@@ -55,13 +56,14 @@ impl<B: Backend> PartitionLog<B> {
         self.check_open()?;
         if leader_epoch.is_none() {
             let end = self.log_end_offset();
-            if header.base_offset != end {
+            if header.base_offset < end {
                 return Err(StorageError::NonContiguousAppend {
                     base_offset: header.base_offset,
                     log_end_offset: end,
                 });
             }
         }
+        let replica = leader_epoch.is_none();
         let leader_epoch = leader_epoch.unwrap_or(header.partition_leader_epoch);
         // The first batch of a new leader epoch: its start goes into the history, durably,
         // before the batch itself (a crash in between leaves an entry at the log end, which
@@ -92,7 +94,12 @@ impl<B: Backend> PartitionLog<B> {
         }
         let buf = BytesMut::from(&batch.bytes()[..]);
         let now = (self.clock)();
-        let (info, chunk_ready) = self.add_to_tail(buf, &header, leader_epoch, now, &cfg);
+        // A leader's batch goes at the log end; a follower's keeps the leader's offsets.
+        let base = match replica {
+            true => header.base_offset,
+            false => self.log_end_offset(),
+        };
+        let (info, chunk_ready) = self.add_to_tail(buf, &header, base, leader_epoch, now, &cfg);
         if chunk_ready {
             if let Some(_io) = self.io_lock.try_lock() {
                 self.submit_pages(false, true).await?;
@@ -113,13 +120,13 @@ impl<B: Backend> PartitionLog<B> {
         &self,
         mut buf: BytesMut,
         header: &BatchHeader,
+        base: i64,
         leader_epoch: i32,
         now: i64,
         cfg: &LogConfig,
     ) -> (AppendInfo, bool) {
         let len = buf.len() as u64;
         let mut s = self.state.borrow_mut();
-        let base = s.log_end_offset();
         batch::set_base_offset(&mut buf, base);
         batch::set_partition_leader_epoch(&mut buf, leader_epoch);
         let data = buf.freeze();
@@ -272,22 +279,6 @@ mod tests {
                 .unwrap();
             let read = leader.read(0, 1 << 20).await.unwrap();
             assert_eq!(read.batches.len(), 2);
-            // The second batch alone does not continue the empty follower log.
-            let err = follower
-                .append_replica(CheckedBatch::check(read.batches[1].clone()).unwrap())
-                .await
-                .unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    StorageError::NonContiguousAppend {
-                        base_offset: 3,
-                        log_end_offset: 0
-                    }
-                ),
-                "{err:?}"
-            );
-            assert_eq!(follower.log_end_offset(), 0);
             for b in &read.batches {
                 follower
                     .append_replica(CheckedBatch::check(b.clone()).unwrap())
@@ -306,11 +297,21 @@ mod tests {
                 .map(|b| BatchHeader::parse(b).unwrap().partition_leader_epoch)
                 .collect();
             assert_eq!(epochs, vec![4, 7]);
-            // A replayed batch is refused too.
-            assert!(follower
+            // A replayed batch (it overlaps the log) is refused.
+            let err = follower
                 .append_replica(CheckedBatch::check(read.batches[0].clone()).unwrap())
                 .await
-                .is_err());
+                .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    StorageError::NonContiguousAppend {
+                        base_offset: 0,
+                        log_end_offset: 5
+                    }
+                ),
+                "{err:?}"
+            );
         });
     }
 }

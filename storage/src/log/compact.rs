@@ -749,6 +749,7 @@ impl<B: Backend> PartitionLog<B> {
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
+    use std::collections::BTreeMap;
 
     use super::*;
     use crate::log::test_support::*;
@@ -1060,6 +1061,71 @@ mod tests {
 
     fn be_names(be: &MemoryBackend) -> Vec<String> {
         block_on(be.list_dir(Path::new("/mem/t-0"))).unwrap()
+    }
+
+    #[test]
+    fn a_follower_copying_a_compacted_leader_holds_the_same_records_at_the_same_offsets() {
+        let clock = Rc::new(Cell::new(1_000_000_000));
+        let be = MemoryBackend::new();
+        let leader = open_at(&be, &clock).unwrap();
+        write(&leader, &mut Rng(5), 300, 20, clock.get(), "own");
+        let hw = leader.log_end_offset();
+        let out = block_on(leader.clean(hw, 1 << 20, &NoCodec))
+            .unwrap()
+            .unwrap();
+        assert!(out.records_removed > 100, "{out:?}");
+        let fbe = MemoryBackend::new();
+        let follower = open_at(&fbe, &clock).unwrap();
+        // The follower fetches from its log end, as replication does: the gaps compaction
+        // left are skipped, never filled.
+        block_on(async {
+            while follower.log_end_offset() < leader.log_end_offset() {
+                let r = leader.read(follower.log_end_offset(), 4096).await.unwrap();
+                assert!(!r.batches.is_empty());
+                for b in r.batches {
+                    follower
+                        .append_replica(CheckedBatch::check(b).unwrap())
+                        .await
+                        .unwrap();
+                }
+            }
+        });
+        assert_eq!(read_all(&follower), read_all(&leader));
+        // Each compacts on its own: their segments end at different offsets, so each may
+        // keep superseded records the other removed, but no offset holds different records
+        // in the two, and both keep the latest record of every key.
+        let before = read_all(&follower);
+        write(&leader, &mut Rng(6), 100, 20, clock.get(), "more");
+        block_on(async {
+            while follower.log_end_offset() < leader.log_end_offset() {
+                let r = leader.read(follower.log_end_offset(), 4096).await.unwrap();
+                for b in r.batches {
+                    follower
+                        .append_replica(CheckedBatch::check(b).unwrap())
+                        .await
+                        .unwrap();
+                }
+            }
+        });
+        let hw = leader.log_end_offset();
+        block_on(leader.clean(hw, 1 << 20, &NoCodec)).unwrap();
+        let uncompacted = read_all(&follower);
+        block_on(follower.clean(hw, 1 << 20, &NoCodec)).unwrap();
+        let (l, f) = (read_all(&leader), read_all(&follower));
+        assert_ne!(f, uncompacted, "the follower compacted");
+        assert_ne!(f, before);
+        let latest = |recs: &[Rec]| -> BTreeMap<Vec<u8>, Rec> {
+            recs.iter().map(|r| (r.1.clone(), r.clone())).collect()
+        };
+        assert_eq!(latest(&l), latest(&uncompacted));
+        assert_eq!(latest(&f), latest(&uncompacted));
+        let by_offset: BTreeMap<i64, &Rec> = l.iter().map(|r| (r.0, r)).collect();
+        for r in &f {
+            assert!(uncompacted.contains(r));
+            if let Some(lr) = by_offset.get(&r.0) {
+                assert_eq!(*lr, r, "offset {} differs between the replicas", r.0);
+            }
+        }
     }
 
     #[test]
