@@ -1,8 +1,9 @@
 //! Kafka Streams 4.4.0 against the real broker, from `tests/clients/java`
 //! (`StreamsScenarios.java`): a stateless topology (filter + mapValues from one topic to
-//! another) runs now; a stateful one (groupByKey().count(), a compacted changelog topic) and
-//! an exactly-once one (processing.guarantee=exactly_once_v2, transactions) are here ready
-//! and ignored until the broker has compaction and transactions.
+//! another) and a stateful one (groupByKey().count() over a compacted changelog topic, run
+//! twice: the second run restores its counts from the changelog after the cleaner compacted
+//! it) run now; an exactly-once one (processing.guarantee=exactly_once_v2, transactions) is
+//! here ready and ignored until the broker has transactions.
 //!
 //! The input is produced with rdkafka; the output is read back by the Java side and checked
 //! here record by record, and the app's committed offsets are checked through OffsetFetch.
@@ -79,43 +80,82 @@ fn streams_exactly_once() {
 }
 
 #[test]
-#[ignore = "waits for issue 16 (compaction): the count store's changelog topic is created with cleanup.policy=compact"]
 fn streams_stateful_count() {
     let Some(mut c) = java("the Kafka Streams stateful topology") else {
         return;
     };
-    let broker = Broker::start_with("streams-stateful", group_options(""));
+    let broker = Broker::start_with(
+        "streams-stateful",
+        group_options("log_cleaner_backoff_ms = 200\n"),
+    );
     let (input, output, app) = ("counts-in", "counts-out", "streams-stateful-app");
     broker.create_topic(input, 2, &[]);
     broker.create_topic(output, 1, &[]);
-    // 30 records over 3 keys (k0, k1, k2; 10 each), so every key counts to 10.
-    let producer = broker.producer("all", &[]);
-    for i in 0..30 {
-        let key = format!("k{}", i % 3);
-        let value = format!("v{i}");
-        let f = producer
-            .send_result(
-                rdkafka::producer::FutureRecord::to(input)
-                    .key(&key)
-                    .payload(&value),
-            )
-            .unwrap_or_else(|(e, _)| panic!("enqueue: {e}"));
-        assert!(matches!(common::block_on(f), Ok(Ok(_))));
-    }
-    let out = c
-        .run(
+    // The count store's changelog, made as Streams makes it (compacted) but with small
+    // segments, so the cleaner compacts it within the test.
+    let changelog = format!("{app}-counts-changelog");
+    broker.create_topic(
+        &changelog,
+        2,
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "4096"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+        ],
+    );
+    // Records over 3 keys (k0, k1, k2), `per_key` each.
+    let produce = |per_key: usize| {
+        let producer = broker.producer("all", &[]);
+        for i in 0..per_key * 3 {
+            let key = format!("k{}", i % 3);
+            let value = format!("v{i}");
+            let f = producer
+                .send_result(
+                    rdkafka::producer::FutureRecord::to(input)
+                        .key(&key)
+                        .payload(&value),
+                )
+                .unwrap_or_else(|(e, _)| panic!("enqueue: {e}"));
+            assert!(matches!(common::block_on(f), Ok(Ok(_))));
+        }
+    };
+    let mut run = |expected: usize| {
+        c.run(
             &[
                 "streams-stateful",
                 &broker.bootstrap(),
                 input,
                 output,
                 app,
-                "30",
+                &expected.to_string(),
             ],
             COMMAND_TIMEOUT,
         )
-        .ok();
-    // With no cache every update is emitted: each key's counts go 1..=10 in order.
+        .ok()
+    };
+    // (The changelog's records are small: 1,500 updates fill a few 4 KiB segments.)
+    produce(500);
+    run(1500);
+    // The changelog holds every count update; the cleaner keeps the last of each key.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let held: usize = (0..2)
+            .map(|p| common::keyed::read_partition_to_end(&broker, &changelog, p).len())
+            .sum();
+        if held < 1200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the changelog was not compacted within 60 s ({held} of 1500 records left)"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    // A second run starts with an empty state directory, restores the counts from the
+    // compacted changelog and goes on counting from 500.
+    produce(10);
+    let out = run(1530);
+    // With no cache every update is emitted: each key's counts go 1..=510 in order.
     let mut per_key: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for r in out.records().into_values() {
         per_key
@@ -123,7 +163,7 @@ fn streams_stateful_count() {
             .or_default()
             .push(parse(&r.value.unwrap_or_default()));
     }
-    let want: Vec<i64> = (1..=10).collect();
+    let want: Vec<i64> = (1..=510).collect();
     for k in ["k0", "k1", "k2"] {
         assert_eq!(
             per_key.get(k),

@@ -27,7 +27,7 @@ mod produce;
 mod producer_state;
 mod producers;
 mod reassign;
-pub(crate) mod recompress;
+mod recompress;
 mod topic_partitions;
 mod topics;
 mod transactions;

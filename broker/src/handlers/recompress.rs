@@ -21,8 +21,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use rill_net::compression::{self, CodecError};
 use rill_net::kafka_protocol::records::Compression;
 use rill_net::ErrorCode;
-use rill_storage::batch::{self as storage_batch, BatchHeader, CheckedBatch, HEADER_BYTES};
-use rill_storage::records::{self, RecordsCodec};
+use rill_storage::batch::{BatchHeader, CheckedBatch, HEADER_BYTES};
+use rill_storage::records;
+
+use crate::partition::codec::{wire_codec, WireCodec};
 
 use crate::config::topic::{Recompress, TimestampType, TopicSettings};
 use crate::errors::KafkaError;
@@ -68,34 +70,6 @@ fn wants(h: &BatchHeader, codec: Compression) -> bool {
 
 fn codec_of(h: &BatchHeader) -> Compression {
     wire_codec(h.compression())
-}
-
-fn wire_codec(c: storage_batch::Compression) -> Compression {
-    match c {
-        storage_batch::Compression::None => Compression::None,
-        storage_batch::Compression::Gzip => Compression::Gzip,
-        storage_batch::Compression::Snappy => Compression::Snappy,
-        storage_batch::Compression::Lz4 => Compression::Lz4,
-        storage_batch::Compression::Zstd => Compression::Zstd,
-    }
-}
-
-/// The record codecs for storage's log cleaner, which reads and rewrites compressed
-/// batches of compacted topics (at each codec's default level, as Kafka's cleaner).
-pub struct WireCodec;
-
-impl RecordsCodec for WireCodec {
-    fn decompress(
-        &self,
-        codec: storage_batch::Compression,
-        data: &[u8],
-        limit_bytes: usize,
-    ) -> Result<Vec<u8>, String> {
-        compression::decompress(wire_codec(codec), data, limit_bytes).map_err(|e| e.to_string())
-    }
-    fn compress(&self, codec: storage_batch::Compression, raw: &[u8]) -> Result<Vec<u8>, String> {
-        compression::compress(wire_codec(codec), None, raw).map_err(|e| e.to_string())
-    }
 }
 
 /// Indexes (counted across `batches`, as Kafka's `record_errors` count within the batch)

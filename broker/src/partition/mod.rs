@@ -14,6 +14,7 @@
 //! (idempotence table), `hw_checkpoint` (the high watermarks' file); `sim` (tests only: a
 //! seeded simulation of 3 to 5 replicas driving this code in virtual time).
 
+pub mod codec;
 mod follow;
 pub mod hw_checkpoint;
 mod producers;
@@ -622,11 +623,7 @@ impl<B: Backend> Partition<B> {
         let started = std::time::Instant::now();
         match self
             .log
-            .clean(
-                self.high_watermark(),
-                key_map_bytes,
-                &crate::handlers::recompress::WireCodec,
-            )
+            .clean(self.high_watermark(), key_map_bytes, &codec::WireCodec)
             .await
         {
             Ok(Some(out)) => self.metrics.cleaned(&out, started.elapsed()),

@@ -42,8 +42,13 @@ pub fn send(producer: &FutureProducer, topic: &str, recs: &[(String, Option<Stri
 
 /// Every record of partition 0 from the start to the partition's end.
 pub fn read_to_end(broker: &Broker, topic: &str) -> Vec<Rec> {
+    read_partition_to_end(broker, topic, 0)
+}
+
+/// Every record of `partition` from the start to the partition's end.
+pub fn read_partition_to_end(broker: &Broker, topic: &str, partition: i32) -> Vec<Rec> {
     let consumer: BaseConsumer = broker.consumer(&[("enable.partition.eof", "true")]);
-    assign(&consumer, topic, &[0], Offset::Beginning);
+    assign(&consumer, topic, &[partition], Offset::Beginning);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut out = Vec::new();
     loop {

@@ -1,0 +1,425 @@
+//! The cleaner's tests: a model over random keyed writes, a crash at every step of a
+//! pass, a follower copying a compacted leader, keyless records and gaps.
+use std::cell::Cell;
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::log::test_support::*;
+use crate::records::NoCodec;
+
+/// One record as a reader sees it: offset, key, value (None: tombstone).
+type Rec = (i64, Vec<u8>, Option<Vec<u8>>);
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+fn cfg() -> LogConfig {
+    LogConfig {
+        segment_bytes: 4096,
+        cleanup_compact: true,
+        cleanup_delete: false,
+        min_cleanable_dirty_ratio: 0.0,
+        delete_retention_ms: DAY_MS as u64,
+        ..LogConfig::default()
+    }
+}
+
+fn open_at(
+    be: &MemoryBackend,
+    clock: &Rc<Cell<i64>>,
+) -> StorageResult<PartitionLog<MemoryBackend>> {
+    let c = clock.clone();
+    block_on(PartitionLog::open_with_clock(
+        be.clone(),
+        PathBuf::from("/mem/t-0"),
+        cfg(),
+        FileBudget::new(64),
+        Rc::new(move || c.get()),
+    ))
+}
+
+/// Every record of the log, in offset order.
+fn read_all(log: &PartitionLog<MemoryBackend>) -> Vec<Rec> {
+    block_on(async {
+        let mut out = Vec::new();
+        let mut at = log.log_start_offset();
+        while at < log.log_end_offset() {
+            let r = log.read(at, 1 << 20).await.unwrap();
+            assert!(!r.batches.is_empty(), "no batch at {at} below the log end");
+            for b in &r.batches {
+                let h = batch::validate(b).unwrap();
+                for rec in records::parse(&h, &b[HEADER_BYTES..]).unwrap() {
+                    assert!(rec.offset >= at, "offsets go backwards");
+                    let value = rec.has_value.then(|| value_of(rec.raw));
+                    out.push((rec.offset, rec.key.unwrap().to_vec(), value));
+                }
+                at = h.last_offset() + 1;
+            }
+        }
+        out
+    })
+}
+
+/// The value bytes of a record encoded by `build::batch` (tests use short keys
+/// and values, so every varint is one byte).
+fn value_of(raw: &[u8]) -> Vec<u8> {
+    // len, attributes, ts delta, offset delta, key len, key, value len, value, headers
+    let key_len = (raw[4] >> 1) as usize;
+    let v = 5 + key_len;
+    let value_len = (raw[v] >> 1) as usize;
+    raw[v + 1..v + 1 + value_len].to_vec()
+}
+
+/// What a pass that mapped up to `mapped_end` at `now` must leave of `before`.
+fn model(before: &[Rec], mapped_end: i64, expired_below: i64) -> Vec<Rec> {
+    before
+        .iter()
+        .filter(|(o, k, v)| {
+            if *o >= mapped_end {
+                return true;
+            }
+            let newer = before
+                .iter()
+                .any(|(o2, k2, _)| k2 == k && o2 > o && *o2 < mapped_end);
+            let expired = v.is_none() && *o < expired_below;
+            !newer && !expired
+        })
+        .cloned()
+        .collect()
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Appends `batches` random batches of 1-4 records, one in ten a tombstone, half over
+/// `keys` keys shared by every call and half over keys of this call only (`own`).
+fn write(
+    log: &PartitionLog<MemoryBackend>,
+    rng: &mut Rng,
+    batches: usize,
+    keys: u64,
+    now: i64,
+    own: &str,
+) {
+    block_on(async {
+        for _ in 0..batches {
+            let n = 1 + rng.next() % 4;
+            let owned: Vec<(Vec<u8>, Vec<u8>, bool)> = (0..n)
+                .map(|_| {
+                    let prefix = if rng.next().is_multiple_of(2) {
+                        "k"
+                    } else {
+                        own
+                    };
+                    let k = format!("{prefix}{}", rng.next() % keys).into_bytes();
+                    let v = format!("v{}", rng.next() % 1000).into_bytes();
+                    (k, v, rng.next().is_multiple_of(10))
+                })
+                .collect();
+            let recs: Vec<build::Rec<'_>> = owned
+                .iter()
+                .map(|(k, v, _)| build::Rec {
+                    key: Some(k),
+                    value: v,
+                    timestamp_ms: now,
+                })
+                .collect();
+            let mut b = build::batch(&recs);
+            // Tombstones: rewrite the value length to -1 (build has no null values).
+            for (i, (_, _, tomb)) in owned.iter().enumerate() {
+                if *tomb {
+                    b = tombstone(&b, i);
+                }
+            }
+            log.append(CheckedBatch::check(Bytes::from(b)).unwrap(), 0)
+                .await
+                .unwrap();
+        }
+    })
+}
+
+/// `batch` with record `i` turned into a tombstone (value dropped), CRC redone.
+fn tombstone(batch: &[u8], i: usize) -> Vec<u8> {
+    let h = BatchHeader::parse(batch).unwrap();
+    let recs = records::parse(&h, &batch[HEADER_BYTES..]).unwrap();
+    let mut body = Vec::new();
+    for (j, r) in recs.iter().enumerate() {
+        if j != i {
+            body.extend_from_slice(r.raw);
+            continue;
+        }
+        let key_len = (r.raw[4] >> 1) as usize;
+        let v = 5 + key_len;
+        let mut rec = r.raw[1..v].to_vec(); // attributes .. key
+        rec.push(1); // value length -1 (zig-zag)
+        rec.push(0); // no headers
+        body.push((rec.len() as u8) << 1);
+        body.extend_from_slice(&rec);
+    }
+    let mut out = batch[..HEADER_BYTES].to_vec();
+    out.extend_from_slice(&body);
+    let len = (out.len() - 12) as i32;
+    out[8..12].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+#[test]
+fn compaction_keeps_the_latest_record_per_key_at_the_same_offsets() {
+    let (mut merged, mut tombstones) = (0, 0);
+    for seed in 1..=30u64 {
+        let be = MemoryBackend::new();
+        let clock = Rc::new(Cell::new(1_000_000_000));
+        let log = open_at(&be, &clock).unwrap();
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut expected = Vec::new();
+        let mut expired_below = i64::MIN;
+        let mut passes: Vec<(i64, i64)> = Vec::new();
+        for round in 0..4 {
+            let batches = 60 + (rng.next() % 60) as usize;
+            write(
+                &log,
+                &mut rng,
+                batches,
+                5 + seed % 40,
+                clock.get(),
+                &format!("r{round}-"),
+            );
+            let before = read_all(&log);
+            // Every round of writes keeps what was there (the model applies to it).
+            assert!(
+                expected.iter().all(|r| before.contains(r)),
+                "seed {seed}: a write lost records"
+            );
+            let hw = log.log_end_offset();
+            // A small key map in some seeds: passes map a prefix of the dirty section.
+            let map_bytes = if seed % 3 == 0 {
+                40 * KEY_MAP_ENTRY_BYTES
+            } else {
+                1 << 20
+            };
+            let out = block_on(log.clean(hw, map_bytes, &NoCodec)).unwrap();
+            let Some(out) = out else {
+                expected = before;
+                continue;
+            };
+            let horizon = clock.get() - DAY_MS;
+            expired_below = passes
+                .iter()
+                .filter(|(_, t)| *t < horizon)
+                .map(|(e, _)| *e)
+                .max()
+                .unwrap_or(expired_below);
+            passes.push((out.first_dirty_offset, clock.get()));
+            expected = model(&before, out.first_dirty_offset, expired_below);
+            let after = read_all(&log);
+            assert_eq!(after, expected, "seed {seed} round {round}");
+            assert!(out.bytes_written <= out.bytes_read);
+            if out.segments_after < out.segments_before {
+                merged += 1;
+            }
+            tombstones += out.tombstones_removed;
+            clock.set(clock.get() + DAY_MS / 2 + 1);
+        }
+        // Reopened, the log reads the same.
+        block_on(log.close()).unwrap();
+        let log = open_at(&be, &clock).unwrap();
+        assert_eq!(read_all(&log), expected, "seed {seed} after reopening");
+    }
+    assert!(
+        merged > 10,
+        "small cleaned segments were merged in only {merged} passes"
+    );
+    assert!(tombstones > 10, "only {tombstones} tombstones expired");
+}
+
+#[test]
+fn a_crash_at_any_step_of_a_clean_leaves_the_records_before_or_after_it() {
+    let clock = Rc::new(Cell::new(1_000_000_000));
+    let setup = || {
+        let be = MemoryBackend::new();
+        let log = open_at(&be, &clock).unwrap();
+        write(&log, &mut Rng(77), 400, 12, clock.get(), "own");
+        block_on(log.sync()).unwrap();
+        let before = read_all(&log);
+        (be, log, before)
+    };
+    let (_, log, before) = setup();
+    let hw = log.log_end_offset();
+    let out = block_on(log.clean(hw, 1 << 20, &NoCodec)).unwrap().unwrap();
+    let after = read_all(&log);
+    assert!(
+        after.len() < before.len() && out.segments_before > 3,
+        "{out:?}"
+    );
+    let (mut steps, mut partials) = (0, 0);
+    for n in 0.. {
+        let (be, log, _) = setup();
+        be.fail_after(n);
+        let done = block_on(log.clean(hw, 1 << 20, &NoCodec));
+        be.crash(n + 1);
+        be.set_failing(false);
+        drop(log);
+        let log = open_at(&be, &clock).unwrap();
+        let seen = read_all(&log);
+        // Each group of segments is swapped in on its own: a crash between two swaps
+        // leaves the first groups compacted and the rest as they were. Every record is
+        // then one of `before`, every one of `after` is there, and every one missing
+        // has a later record of its key still in the log.
+        let partial = seen.iter().all(|r| before.contains(r))
+            && after.iter().all(|r| seen.contains(r))
+            && before
+                .iter()
+                .filter(|r| !seen.contains(r))
+                .all(|(o, k, _)| seen.iter().any(|(o2, k2, _)| k2 == k && o2 > o));
+        assert!(seen == before || seen == after || partial,
+            "crash after {n} operations: {} records, before {}, after {}; files {:?}; clean {done:?}",
+            seen.len(), before.len(), after.len(), be_names(&be));
+        if seen != before && seen != after {
+            partials += 1;
+        }
+        // The next clean finishes the job.
+        block_on(log.clean(hw, 1 << 20, &NoCodec)).unwrap();
+        assert_eq!(
+            read_all(&log),
+            after,
+            "crash after {n} operations, cleaned again"
+        );
+        let names = be_names(&be);
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.ends_with(".cleaned") || n == "cleaner.swap"),
+            "leftovers: {names:?}"
+        );
+        if done.is_ok() {
+            steps = n;
+            break;
+        }
+    }
+    assert!(
+        steps > 10,
+        "a clean of several segments takes more than {steps} operations"
+    );
+    assert!(partials > 0, "no crash fell between two groups' swaps");
+}
+
+fn be_names(be: &MemoryBackend) -> Vec<String> {
+    block_on(be.list_dir(Path::new("/mem/t-0"))).unwrap()
+}
+
+#[test]
+fn a_follower_copying_a_compacted_leader_holds_the_same_records_at_the_same_offsets() {
+    let clock = Rc::new(Cell::new(1_000_000_000));
+    let be = MemoryBackend::new();
+    let leader = open_at(&be, &clock).unwrap();
+    write(&leader, &mut Rng(5), 300, 20, clock.get(), "own");
+    let hw = leader.log_end_offset();
+    let out = block_on(leader.clean(hw, 1 << 20, &NoCodec))
+        .unwrap()
+        .unwrap();
+    assert!(out.records_removed > 100, "{out:?}");
+    let fbe = MemoryBackend::new();
+    let follower = open_at(&fbe, &clock).unwrap();
+    // The follower fetches from its log end, as replication does: the gaps compaction
+    // left are skipped, never filled.
+    block_on(async {
+        while follower.log_end_offset() < leader.log_end_offset() {
+            let r = leader.read(follower.log_end_offset(), 4096).await.unwrap();
+            assert!(!r.batches.is_empty());
+            for b in r.batches {
+                follower
+                    .append_replica(CheckedBatch::check(b).unwrap())
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    assert_eq!(read_all(&follower), read_all(&leader));
+    // Each compacts on its own: their segments end at different offsets, so each may
+    // keep superseded records the other removed, but no offset holds different records
+    // in the two, and both keep the latest record of every key.
+    let before = read_all(&follower);
+    write(&leader, &mut Rng(6), 100, 20, clock.get(), "more");
+    block_on(async {
+        while follower.log_end_offset() < leader.log_end_offset() {
+            let r = leader.read(follower.log_end_offset(), 4096).await.unwrap();
+            for b in r.batches {
+                follower
+                    .append_replica(CheckedBatch::check(b).unwrap())
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    let hw = leader.log_end_offset();
+    block_on(leader.clean(hw, 1 << 20, &NoCodec)).unwrap();
+    let uncompacted = read_all(&follower);
+    block_on(follower.clean(hw, 1 << 20, &NoCodec)).unwrap();
+    let (l, f) = (read_all(&leader), read_all(&follower));
+    assert_ne!(f, uncompacted, "the follower compacted");
+    assert_ne!(f, before);
+    let latest = |recs: &[Rec]| -> BTreeMap<Vec<u8>, Rec> {
+        recs.iter().map(|r| (r.1.clone(), r.clone())).collect()
+    };
+    assert_eq!(latest(&l), latest(&uncompacted));
+    assert_eq!(latest(&f), latest(&uncompacted));
+    let by_offset: BTreeMap<i64, &Rec> = l.iter().map(|r| (r.0, r)).collect();
+    for r in &f {
+        assert!(uncompacted.contains(r));
+        if let Some(lr) = by_offset.get(&r.0) {
+            assert_eq!(*lr, r, "offset {} differs between the replicas", r.0);
+        }
+    }
+}
+
+#[test]
+fn keyless_records_go_and_a_gap_at_a_segment_end_reads_on() {
+    let be = MemoryBackend::new();
+    let clock = Rc::new(Cell::new(1_000_000_000));
+    let log = open_at(&be, &clock).unwrap();
+    block_on(async {
+        let value = vec![7u8; 300];
+        // One key: every closed segment but the last loses all its records.
+        for _ in 0..40 {
+            let key = b"a".to_vec();
+            let recs = [
+                build::Rec {
+                    key: Some(&key),
+                    value: &value,
+                    timestamp_ms: 1,
+                },
+                build::Rec {
+                    key: None,
+                    value: &value,
+                    timestamp_ms: 1,
+                },
+            ];
+            log.append(
+                CheckedBatch::check(Bytes::from(build::batch(&recs))).unwrap(),
+                0,
+            )
+            .await
+            .unwrap();
+        }
+        let hw = log.log_end_offset();
+        let out = log.clean(hw, 1 << 20, &NoCodec).await.unwrap().unwrap();
+        assert!(out.records_removed > 40);
+        assert!(out.segments_before > 3, "{out:?}");
+        // The first segments are empty now: a read there goes on to the next batch,
+        // the one record kept of the closed segments.
+        let r = log.read(1, 1 << 20).await.unwrap();
+        let h = BatchHeader::parse(&r.batches[0]).unwrap();
+        let recs = records::parse(&h, &r.batches[0][HEADER_BYTES..]).unwrap();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].key, Some(&b"a"[..]));
+        assert!(recs[0].offset > 10 && recs[0].offset < out.first_dirty_offset);
+    });
+}
