@@ -203,6 +203,8 @@ pub struct PartitionSample {
     pub segments: usize,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
+    /// Compacted partitions: what the log cleaner last saw.
+    pub compaction: Option<rill_storage::CompactionStatus>,
 }
 
 /// What a shard reports to a scrape.
@@ -376,6 +378,41 @@ pub fn render(shards: &[MetricsSnapshot], host: &HostSample) -> String {
                 "{name}{{topic=\"{}\",partition=\"{}\"}} {v}",
                 escape(&p.topic),
                 p.partition
+            );
+        }
+    }
+    // Compacted partitions, as the log cleaner last looked at them.
+    header(
+        &mut out,
+        "rill_partition_compaction_dirty_ratio",
+        "gauge",
+        "Compacted partitions: share of the cleanable log (closed segments below the high watermark) not yet compacted.",
+    );
+    for p in &parts {
+        if let Some(c) = &p.compaction {
+            let _ = writeln!(
+                out,
+                "rill_partition_compaction_dirty_ratio{{topic=\"{}\",partition=\"{}\"}} {:.4}",
+                escape(&p.topic),
+                p.partition,
+                c.dirty_ratio
+            );
+        }
+    }
+    header(
+        &mut out,
+        "rill_partition_compaction_last_clean_timestamp_ms",
+        "gauge",
+        "Compacted partitions: when the last compaction pass ended (ms since the epoch; 0: never).",
+    );
+    for p in &parts {
+        if let Some(c) = &p.compaction {
+            let _ = writeln!(
+                out,
+                "rill_partition_compaction_last_clean_timestamp_ms{{topic=\"{}\",partition=\"{}\"}} {}",
+                escape(&p.topic),
+                p.partition,
+                c.last_clean_ms.unwrap_or(0)
             );
         }
     }

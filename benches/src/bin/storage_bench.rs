@@ -14,6 +14,8 @@
 //!                      recovery point is almost an interval behind, then SIGKILL itself
 //!                      (the next `reopen` is the worst case of an all-synced log)
 //!   idle-memory        heap per idle open partition (1,000 partitions)
+//!   compact            512 MiB of keyed records (1 KiB values, 16 a batch, 100,000 keys)
+//!                      in 64 MiB segments, then one compaction pass over the closed ones
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -313,6 +315,78 @@ fn idle_memory(dir: PathBuf) {
     });
 }
 
+/// Keys of the `compact` workload, and the bytes it writes before the pass.
+const COMPACT_KEYS: u64 = 100_000;
+const COMPACT_BYTES: usize = 512 << 20;
+
+fn compact(dir: PathBuf) {
+    run(async move {
+        let budget = FileBudget::new(64);
+        let c = LogConfig {
+            segment_bytes: 64 << 20,
+            cleanup_compact: true,
+            cleanup_delete: false,
+            min_cleanable_dirty_ratio: 0.0,
+            ..cfg()
+        };
+        let log = open(&dir.join("p-0"), c, &budget).await;
+        let value = vec![0x5au8; 1000];
+        let mut written = 0usize;
+        let mut n = 0u64;
+        while written < COMPACT_BYTES {
+            let keys: Vec<Vec<u8>> = (0..16)
+                .map(|_| {
+                    n += 1;
+                    // A multiplicative hash spreads the keys, so each appears every ~100,000 records.
+                    format!("key-{:08}", n.wrapping_mul(2_654_435_761) % COMPACT_KEYS).into_bytes()
+                })
+                .collect();
+            let recs: Vec<build::Rec<'_>> = keys
+                .iter()
+                .map(|k| build::Rec {
+                    key: Some(k),
+                    value: &value,
+                    timestamp_ms: 1,
+                })
+                .collect();
+            let b = Bytes::from(build::batch(&recs));
+            written += b.len();
+            append(&log, &b).await;
+        }
+        log.sync().await.expect("sync");
+        let hw = log.log_end_offset();
+        let status = log.compaction_status(hw).await.expect("status");
+        let t = Instant::now();
+        let out = log
+            .clean(hw, 32 << 20, &rill_storage::records::NoCodec)
+            .await
+            .expect("clean")
+            .expect("a pass is due");
+        let secs = t.elapsed().as_secs_f64();
+        result(
+            "compact_cleanable_MBps",
+            status.cleanable_bytes as f64 / secs / 1e6,
+            "MB/s",
+        );
+        result(
+            "compact_io_MBps",
+            (out.bytes_read + out.bytes_written) as f64 / secs / 1e6,
+            "MB/s",
+        );
+        result(
+            "compact_kept_share",
+            out.bytes_written as f64 / status.cleanable_bytes as f64,
+            "ratio",
+        );
+        result(
+            "compact_cleanable_MiB",
+            status.cleanable_bytes as f64 / (1 << 20) as f64,
+            "MiB",
+        );
+        result("compact_secs", secs, "s");
+    });
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 3 {
@@ -330,6 +404,7 @@ fn main() {
         "reopen" => reopen(dir),
         "lag" => lag(dir),
         "idle-memory" => idle_memory(dir),
+        "compact" => compact(dir),
         other => {
             eprintln!("unknown workload {other}");
             std::process::exit(2);

@@ -153,6 +153,8 @@ pub struct Partition<B: Backend = DmaBackend> {
     io_running: Cell<bool>,
     metrics: Rc<ShardMetrics>,
     replica_fsync: bool,
+    /// The log cleaner's last look at this partition (compacted topics only).
+    compaction: Cell<Option<rill_storage::CompactionStatus>>,
     /// The clock replication decisions read (follower lag, ISR changes): the real one in
     /// the broker, a virtual one in the simulator, so a seed replays the same.
     clock: Rc<dyn Fn() -> Instant>,
@@ -209,6 +211,7 @@ impl<B: Backend> Partition<B> {
             io_running: Cell::new(false),
             metrics: o.metrics.clone(),
             replica_fsync: o.replica_fsync,
+            compaction: Cell::new(None),
             clock,
         }
     }
@@ -633,6 +636,14 @@ impl<B: Backend> Partition<B> {
                     "log cleaner failed on this partition; its log is left as it was and the next pass tries again")
             }
         }
+        if let Ok(status) = self.log.compaction_status(self.high_watermark()).await {
+            self.compaction.set(Some(status));
+        }
+    }
+
+    /// Compacted partitions: the compaction figures the log cleaner last saw.
+    pub fn compaction(&self) -> Option<rill_storage::CompactionStatus> {
+        self.compaction.get()
     }
 
     /// Flushes and seals the log (clean-shutdown marker), with its producer snapshot;

@@ -91,6 +91,7 @@ fn shard_sample(shard: &Rc<Shard>) -> MetricsSnapshot {
                 segments: stats.segments,
                 log_start_offset: p.log().log_start_offset(),
                 log_end_offset: p.log().log_end_offset(),
+                compaction: p.compaction(),
             }
         })
         .collect();
