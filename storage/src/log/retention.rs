@@ -339,7 +339,9 @@ impl<B: Backend> PartitionLog<B> {
         for (at, h) in BatchWalker::new(&data, false) {
             if h.last_offset() >= offset {
                 cut = start_pos + at as u64;
-                new_next = h.base_offset;
+                // A batch that starts past `offset` lies after a gap (compaction): the log
+                // then ends at `offset` itself, as Kafka's truncation leaves it.
+                new_next = h.base_offset.min(offset);
                 break;
             }
         }

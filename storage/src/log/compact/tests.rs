@@ -423,3 +423,43 @@ fn keyless_records_go_and_a_gap_at_a_segment_end_reads_on() {
         assert!(recs[0].offset > 10 && recs[0].offset < out.first_dirty_offset);
     });
 }
+
+#[test]
+fn truncating_into_a_gap_ends_the_log_at_the_offset_asked_for() {
+    let clock = Rc::new(Cell::new(1_000_000_000));
+    let be = MemoryBackend::new();
+    let log = open_at(&be, &clock).unwrap();
+    let batch_at = |base: i64, key: &[u8]| {
+        let recs: Vec<build::Rec<'_>> = (0..3)
+            .map(|_| build::Rec {
+                key: Some(key),
+                value: b"v",
+                timestamp_ms: 1,
+            })
+            .collect();
+        let mut b = build::batch(&recs);
+        batch::set_base_offset(&mut b, base);
+        CheckedBatch::check(Bytes::from(b)).unwrap()
+    };
+    block_on(async {
+        // Offsets 3..10 are a gap, as a compacted leader's log has them.
+        log.append_replica(batch_at(0, b"a")).await.unwrap();
+        log.append_replica(batch_at(10, b"b")).await.unwrap();
+        assert_eq!(log.log_end_offset(), 13);
+        assert!(
+            log.append_replica(batch_at(12, b"c")).await.is_err(),
+            "an overlap is refused"
+        );
+        assert_eq!(log.truncate_to(5).await.unwrap(), 5);
+        // A new leader's batch at 5 continues the log.
+        log.append_replica(batch_at(5, b"c")).await.unwrap();
+        assert_eq!(log.log_end_offset(), 8);
+    });
+    let keys: Vec<(i64, Vec<u8>)> = read_all(&log).into_iter().map(|r| (r.0, r.1)).collect();
+    let want: Vec<(i64, Vec<u8>)> = [0, 1, 2]
+        .into_iter()
+        .map(|o| (o, b"a".to_vec()))
+        .chain([5, 6, 7].into_iter().map(|o| (o, b"c".to_vec())))
+        .collect();
+    assert_eq!(keys, want);
+}
