@@ -11,6 +11,8 @@
 #   bash benches/compaction.sh            # RUNS=3, data under target/bench-compaction
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-20}
 WARMUP=${WARMUP:-2}
@@ -31,13 +33,6 @@ RAW=$DIR/raw
 export RUST_BACKTRACE=0
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
-fio_kbps() { # name, terse field (48 = write KB/s, 7 = read KB/s), fio args...
-  local name=$1 field=$2; shift 2
-  local v; v=$(fio --name="$name" --directory="$DIR" --output-format=terse "$@" | awk -F';' -v f="$field" '{print $f}')
-  echo "fio_${name}_MBps $(python3 -c "print($v*1024/1e6)")" >> "$RAW"
-  rm -f "$DIR/$name".*
-}
 
 BROKER=
 start_broker() { # backoff_ms

@@ -64,3 +64,16 @@ metrics_listen = ""
 "segment.bytes" = 134217728
 TOML
 }
+
+# drop_caches: empty the page cache (as root; a no-op otherwise), so a read is cold.
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
+
+# fio_kbps NAME FIELD FIO-ARGS...: runs fio job NAME in the caller's $DIR and appends
+# `fio_NAME_MBps N` to the caller's $RAW (FIELD: the terse field, 48 = write KB/s,
+# 7 = read KB/s; 1 MB = 10^6 bytes).
+fio_kbps() {
+  local name=$1 field=$2; shift 2
+  local v; v=$(fio --name="$name" --directory="$DIR" --output-format=terse "$@" | awk -F';' -v f="$field" '{print $f}')
+  echo "fio_${name}_MBps $(python3 -c "print($v*1024/1e6)")" >> "$RAW"
+  rm -f "$DIR/$name".*
+}

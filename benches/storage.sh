@@ -7,6 +7,8 @@
 #   RUNS=5 BENCH_DIR=/mnt/x bash benches/storage.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 RUNS=${RUNS:-3}
 DIR=${BENCH_DIR:-$PWD/target/bench-data}
 OUT=benches/results/storage.md
@@ -19,13 +21,6 @@ export RUST_BACKTRACE=0
 # Other work on the machine skews every figure: record how loaded it was.
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
-fio_kbps() { # name, terse field (48 = write KB/s, 7 = read KB/s), fio args...
-  local name=$1 field=$2; shift 2
-  local v; v=$(fio --name="$name" --directory="$DIR" --output-format=terse "$@" | awk -F';' -v f="$field" '{print $f}')
-  echo "fio_${name}_MBps $(python3 -c "print($v*1024/1e6)")" >> "$RAW"
-  rm -f "$DIR/$name".*
-}
 
 for run in $(seq "$RUNS"); do
   echo "== run $run/$RUNS"

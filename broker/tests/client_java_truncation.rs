@@ -18,10 +18,10 @@
 mod clients;
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clients::{java_available, java_proc};
-use common::cluster::{settled_topic_metadata, start_cluster, topic_metadata, wait_agreed};
+use common::cluster::{settled_topic_metadata, start_cluster, wait_agreed, wait_topic};
 use common::produce_in_order;
 use common::{block_on, Broker};
 use rdkafka::admin::{NewTopic, TopicReplication};
@@ -49,15 +49,7 @@ fn wait_for(
     what: &str,
     ok: impl Fn(&MetadataResponseTopic) -> bool,
 ) -> MetadataResponseTopic {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let t = topic_metadata(broker, TOPIC);
-        if t.error_code == 0 && ok(&t) {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "{what}: {t:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_topic(broker, TOPIC, what, Duration::from_secs(60), ok)
 }
 
 fn signal(broker: &Broker, sig: libc::c_int) {

@@ -6,9 +6,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::cluster::{settled_topic_metadata, start_cluster, topic_metadata, wait_agreed};
+use common::cluster::{
+    leader_follower_bystander, settled_topic_metadata, start_cluster, wait_agreed, wait_topic,
+};
 use common::keyed::{latest, send, wait_compacted};
 use common::{block_on, Broker};
 use rdkafka::admin::{NewTopic, TopicReplication};
@@ -24,15 +26,7 @@ fn wait_for(
     what: &str,
     ok: impl Fn(&MetadataResponseTopic) -> bool,
 ) -> MetadataResponseTopic {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let t = topic_metadata(broker, TOPIC);
-        if t.error_code == 0 && ok(&t) {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "{what}: {t:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_topic(broker, TOPIC, what, Duration::from_secs(60), ok)
 }
 
 #[test]
@@ -53,18 +47,8 @@ fn a_follower_copies_a_compacted_leader_and_leads_with_the_latest_value_of_every
         block_on(admin.create_topics([&new], &common::admin_options())).expect("CreateTopics");
     assert!(created[0].is_ok(), "{created:?}");
     let t = settled_topic_metadata(&brokers[0], TOPIC, 1);
-    let p = &t.partitions[0];
-    let leader = p.leader_id.0;
-    let follower = p
-        .replica_nodes
-        .iter()
-        .map(|r| r.0)
-        .find(|r| *r != leader)
-        .expect("two replicas");
+    let (leader, follower, bystander) = leader_follower_bystander(&t, 0);
     let idx = |node: i32| (node - 1) as usize;
-    let bystander = idx((1..=3)
-        .find(|n| *n != leader && *n != follower)
-        .expect("a third"));
 
     // The follower is away while the leader takes 3,000 values of 50 keys (in batches of
     // ten, so whole batches go and leave gaps), tombstones of five, and records that push

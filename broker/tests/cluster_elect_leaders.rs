@@ -8,9 +8,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::cluster::{settled_topic_metadata, start_cluster, topic_metadata, wait_agreed};
+use common::cluster::{
+    settled_topic_metadata, start_cluster, topic_metadata, wait_agreed, wait_topic,
+};
 use common::{block_on, topic_name, Broker};
 use rill_net::kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use rill_net::kafka_protocol::messages::{elect_leaders_request, ElectLeadersRequest};
@@ -42,15 +44,7 @@ fn wait_for(
     what: &str,
     ok: impl Fn(&MetadataResponseTopic) -> bool,
 ) -> MetadataResponseTopic {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let t = topic_metadata(broker, TOPIC);
-        if t.error_code == 0 && ok(&t) {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "{what}: {t:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_topic(broker, TOPIC, what, Duration::from_secs(30), ok)
 }
 
 #[test]

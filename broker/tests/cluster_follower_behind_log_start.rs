@@ -14,9 +14,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::cluster::{settled_topic_metadata, start_cluster, topic_metadata, wait_agreed};
+use common::cluster::{
+    leader_follower_bystander, settled_topic_metadata, start_cluster, wait_agreed, wait_topic,
+};
 use common::produce_in_order;
 use common::{assign, block_on, consume_exactly, topic_name, Broker};
 use rdkafka::admin::{NewTopic, TopicReplication};
@@ -66,15 +68,7 @@ fn wait_for(
     what: &str,
     ok: impl Fn(&MetadataResponseTopic) -> bool,
 ) -> MetadataResponseTopic {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let t = topic_metadata(broker, TOPIC);
-        if t.error_code == 0 && ok(&t) {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "{what}: {t:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_topic(broker, TOPIC, what, Duration::from_secs(60), ok)
 }
 
 fn signal(broker: &Broker, sig: libc::c_int) {
@@ -98,18 +92,8 @@ fn a_follower_behind_the_leaders_log_start_restarts_there_and_catches_up() {
         block_on(admin.create_topics([&new], &common::admin_options())).expect("CreateTopics");
     assert!(created[0].is_ok(), "{created:?}");
     let t = settled_topic_metadata(&brokers[0], TOPIC, 1);
-    let p = &t.partitions[0];
-    let leader = p.leader_id.0;
-    let follower = p
-        .replica_nodes
-        .iter()
-        .map(|r| r.0)
-        .find(|r| *r != leader)
-        .expect("two replicas");
+    let (leader, follower, bystander) = leader_follower_bystander(&t, 0);
     let idx = |node: i32| (node - 1) as usize;
-    let bystander = idx((1..=3)
-        .find(|n| *n != leader && *n != follower)
-        .expect("a third"));
     produce(&brokers[bystander], "early", EARLY);
     wait_for(&brokers[bystander], "both replicas in sync", |t| {
         t.partitions[0].isr_nodes.len() == 2

@@ -318,7 +318,8 @@ impl Iterator for BatchWalker<'_> {
     }
 }
 
-fn read_varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
+/// A zig-zag varint (Kafka's record fields) at `*pos`, which moves past it.
+pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
     let mut value: u64 = 0;
     let mut shift = 0;
     loop {

@@ -10,7 +10,7 @@
 //! CRC. Compressed records sections go through a [`RecordsCodec`] the caller supplies
 //! (the codecs live with the wire protocol, not here).
 
-use crate::batch::{BatchHeader, Compression, HEADER_BYTES, LOG_OVERHEAD_BYTES};
+use crate::batch::{read_varint, BatchHeader, Compression, HEADER_BYTES, LOG_OVERHEAD_BYTES};
 use crate::error::{StorageError, StorageResult};
 
 /// Offset of the first CRC-covered byte (attributes).
@@ -57,24 +57,6 @@ pub struct Record<'a> {
     pub has_value: bool,
     /// The record's whole encoding, length prefix included.
     pub raw: &'a [u8],
-}
-
-fn read_varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
-    let mut value: u64 = 0;
-    let mut shift = 0u32;
-    loop {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        value |= ((b & 0x7f) as u64) << shift;
-        if b & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-        if shift > 63 {
-            return None;
-        }
-    }
-    Some(((value >> 1) as i64) ^ -((value & 1) as i64))
 }
 
 fn corrupt(reason: &'static str) -> StorageError {

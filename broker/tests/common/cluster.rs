@@ -210,6 +210,43 @@ pub fn topic_metadata(broker: &Broker, topic: &str) -> MetadataResponseTopic {
         .unwrap_or_else(|| panic!("Metadata of {topic} from {}: no topic", broker.bootstrap()))
 }
 
+/// Metadata of `topic` from `broker` polled until it has no error and `ok` holds (failing
+/// with `what` and the last answer after `within`).
+pub fn wait_topic(
+    broker: &Broker,
+    topic: &str,
+    what: &str,
+    within: Duration,
+    ok: impl Fn(&MetadataResponseTopic) -> bool,
+) -> MetadataResponseTopic {
+    let deadline = Instant::now() + within;
+    loop {
+        let t = topic_metadata(broker, topic);
+        if t.error_code == 0 && ok(&t) {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "{what}: {t:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// For a partition of two replicas on a cluster of three brokers with ids 1-3: its leader,
+/// its follower, and the index (in the test's broker list) of the third broker.
+pub fn leader_follower_bystander(t: &MetadataResponseTopic, partition: usize) -> (i32, i32, usize) {
+    let p = &t.partitions[partition];
+    let leader = p.leader_id.0;
+    let follower = p
+        .replica_nodes
+        .iter()
+        .map(|r| r.0)
+        .find(|r| *r != leader)
+        .expect("two replicas");
+    let bystander = (1..=3)
+        .find(|n| *n != leader && *n != follower)
+        .expect("a third broker");
+    (leader, follower, (bystander - 1) as usize)
+}
+
 /// Metadata of `topic` from `broker` once it lists `partitions` partitions (polled, at most
 /// 10 s). CreateTopics is answered by the controller once committed; the other brokers
 /// learn the topic from the metadata log a moment later, as in Kafka.
