@@ -23,6 +23,15 @@ use crate::error::{StorageError, StorageResult};
 /// one partition's read-ahead and write-behind (8 MiB each by default).
 pub const SHARD_IO_MEMORY_BYTES: usize = 64 << 20;
 
+/// Longest a background task (the log cleaner) works between two pauses in which the shard
+/// polls its sockets (see `Backend::yield_now`).
+pub const BACKGROUND_SLICE: std::time::Duration = std::time::Duration::from_micros(500);
+
+thread_local! {
+    /// When this shard's background work last paused.
+    static LAST_PAUSE: Cell<std::time::Instant> = Cell::new(std::time::Instant::now());
+}
+
 #[derive(Clone, Default)]
 pub struct DmaBackend;
 
@@ -167,7 +176,22 @@ impl Backend for DmaBackend {
     }
 
     async fn yield_now(&self) {
-        glommio::yield_if_needed().await
+        // glommio preempts a busy task only every 100 ms (its default preempt timer), and
+        // a yield that stays runnable does not let the reactor look at the network: after
+        // BACKGROUND_SLICE of work the task sleeps for a moment instead, so the shard polls
+        // its sockets and runs what they woke before the work goes on.
+        let now = std::time::Instant::now();
+        let due = LAST_PAUSE.with(|last| {
+            let due = now.duration_since(last.get()) >= BACKGROUND_SLICE;
+            if due {
+                last.set(now);
+            }
+            due
+        });
+        if due {
+            glommio::timer::sleep(std::time::Duration::from_micros(1)).await;
+            LAST_PAUSE.with(|last| last.set(std::time::Instant::now()));
+        }
     }
 
     async fn read_small(&self, path: &Path) -> StorageResult<Option<Vec<u8>>> {
