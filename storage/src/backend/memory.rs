@@ -44,6 +44,9 @@ struct Fs {
     write_yields: u32,
     /// Operations left before every later one fails (see `fail_after`).
     fail_after: Option<u64>,
+    /// Polls a segment read or open stays pending, so tests can interleave readers with
+    /// other tasks as a real disk does.
+    read_yields: u32,
 }
 
 #[derive(Clone, Default)]
@@ -114,6 +117,11 @@ impl MemoryBackend {
         fs.fail_after = None;
     }
 
+    /// Makes every later segment read and open stay pending for `yields` polls.
+    pub fn set_read_yields(&self, yields: u32) {
+        self.fs.borrow_mut().read_yields = yields;
+    }
+
     /// Makes every later segment write stay pending for `yields` polls.
     pub fn set_write_yields(&self, yields: u32) {
         self.fs.borrow_mut().write_yields = yields;
@@ -180,6 +188,10 @@ impl Backend for MemoryBackend {
 
     async fn open_segment(&self, path: &Path, create: bool) -> StorageResult<MemSegment> {
         self.check(path)?;
+        let yields = self.fs.borrow().read_yields;
+        for _ in 0..yields {
+            futures_lite::future::yield_now().await;
+        }
         let mut fs = self.fs.borrow_mut();
         let file = match fs.files.get(path) {
             Some(f) => f.clone(),
@@ -313,6 +325,10 @@ impl SegmentFile for MemSegment {
 
     async fn read_at(&self, pos: u64, len: usize) -> StorageResult<Bytes> {
         self.backend.check(&self.path)?;
+        let yields = self.backend.fs.borrow().read_yields;
+        for _ in 0..yields {
+            futures_lite::future::yield_now().await;
+        }
         let f = self.file.borrow();
         let start = (pos as usize).min(f.data.len());
         let end = (start + len).min(f.data.len());

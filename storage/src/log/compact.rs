@@ -27,9 +27,12 @@
 //! point leaves the records as they were before the clean or after it.
 //!
 //! The cleaner holds no lock while it reads, maps and writes; appends and fetches go
-//! on, and it yields to them between batches. The swap takes the I/O lock briefly and
-//! checks that no retention, truncation or earlier swap changed the segments it read
-//! (a *layout generation*); if one did, the pass drops its output and ends.
+//! on, and it pauses for them every `BACKGROUND_SLICE` of work. The swap takes only the
+//! log's layout lock (retention and truncation take it too, appends and flushes do not)
+//! and checks that no retention, truncation or earlier swap changed the segments it read
+//! (a *layout generation*); if one did, the pass drops its output and ends. Readers that
+//! opened a segment before a swap finish on the old file; one that waited across a swap
+//! starts again on the new layout.
 //!
 //! Control batches (transaction markers) are kept as they are; once transactions land,
 //! aborted records and markers are removed as Kafka's cleaner removes them.
@@ -621,8 +624,9 @@ impl<B: Backend> PartitionLog<B> {
         let (size, index) = out.finish().await?;
         outcome.bytes_written += size;
 
-        // Swap it in, unless the segments changed meanwhile.
-        let _io = self.io_lock.lock().await;
+        // Swap it in, unless the segments changed meanwhile. Only the layout lock: appends
+        // and flushes go on during the renames and fsyncs below.
+        let _layout = self.layout_lock.lock().await;
         let unchanged = {
             let s = self.state.borrow();
             !s.is_closed

@@ -320,6 +320,10 @@ pub struct PartitionLog<B: Backend> {
     checkpoint_lock: async_lock::Mutex<()>,
     /// One compaction pass at a time.
     clean_lock: async_lock::Mutex<()>,
+    /// Closed segments change under it, one change at a time: a compaction swap, retention,
+    /// DeleteRecords, truncation. Taken before `append_lock` and `io_lock`; a swap takes it
+    /// alone, so its renames and fsyncs never hold up appends and flushes.
+    layout_lock: async_lock::Mutex<()>,
     /// The cleaner's progress (see `compact`).
     cleaner: RefCell<compact::CleanerState>,
     budget: Rc<FileBudget>,

@@ -43,6 +43,9 @@ struct StreamPart<T> {
 /// once, from the DMA buffers straight into the `Bytes` a read returns.
 pub(super) struct ReadStream<F> {
     pub(super) segment_base: i64,
+    /// The log's `layout_gen` when the stream started: a stream of an older layout may
+    /// read a file that was replaced since, and is not reused.
+    layout_gen: u64,
     /// File for closed segments (kept open while the stream lives).
     file: Rc<Handle<F>>,
     /// Position of the next batch not yet returned.
@@ -96,10 +99,10 @@ impl<F> ReadStream<F> {
 impl<B: Backend> PartitionLog<B> {
     /// Loads (or rebuilds) the index of closed segment `base` if needed.
     pub(super) async fn ensure_index(&self, base: i64) -> StorageResult<()> {
-        let (size, next) = {
+        let (size, next, generation) = {
             let s = self.state.borrow();
             match s.closed.get(&base) {
-                Some(seg) if seg.index.is_none() => (seg.size, seg.next_offset),
+                Some(seg) if seg.index.is_none() => (seg.size, seg.next_offset, s.layout_gen),
                 _ => return Ok(()),
             }
         };
@@ -124,6 +127,11 @@ impl<B: Backend> PartitionLog<B> {
             }
         };
         let mut s = self.state.borrow_mut();
+        if s.layout_gen != generation {
+            // A compaction swap may have put another file under this base meanwhile: this
+            // index could describe the old one. The next use loads it again.
+            return Ok(());
+        }
         if let Some(seg) = s.closed.get_mut(&base) {
             seg.max_timestamp = Some(index.times.last().map_or(-1, |t| t.timestamp_ms));
             seg.index = Some(index);
@@ -138,7 +146,11 @@ impl<B: Backend> PartitionLog<B> {
     pub async fn read(&self, offset: i64, max_bytes: usize) -> StorageResult<LogRead> {
         let mut at = offset;
         loop {
-            let out = self.read_at_offset(at, max_bytes).await?;
+            // None: a compaction swap or retention changed the segments while this read
+            // waited; it starts again on the new ones.
+            let Some(out) = self.read_at_offset(at, max_bytes).await? else {
+                continue;
+            };
             if !out.batches.is_empty() || at >= out.log_end_offset {
                 return Ok(out);
             }
@@ -158,9 +170,16 @@ impl<B: Backend> PartitionLog<B> {
         }
     }
 
-    /// [`PartitionLog::read`] within the segment that holds `offset`.
-    async fn read_at_offset(&self, offset: i64, max_bytes: usize) -> StorageResult<LogRead> {
+    /// [`PartitionLog::read`] within the segment that holds `offset`; None if the closed
+    /// segments changed (see `layout_gen`) before its file was open.
+    async fn read_at_offset(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> StorageResult<Option<LogRead>> {
         self.check_open()?;
+        let generation = self.state.borrow().layout_gen;
+        let changed = || self.state.borrow().layout_gen != generation;
         let (lso, leo) = {
             let s = self.state.borrow();
             (s.log_start_offset, s.log_end_offset())
@@ -178,7 +197,7 @@ impl<B: Backend> PartitionLog<B> {
             log_end_offset: leo,
         };
         if offset == leo {
-            return Ok(out);
+            return Ok(Some(out));
         }
         // Recent data: straight from the tail cache, no I/O, no copy.
         {
@@ -193,7 +212,7 @@ impl<B: Backend> PartitionLog<B> {
                     total += t.data.len();
                     out.batches.push(t.data.clone());
                 }
-                return Ok(out);
+                return Ok(Some(out));
             }
         }
         let seg_base = {
@@ -203,11 +222,14 @@ impl<B: Backend> PartitionLog<B> {
             } else {
                 match s.closed.range(..=offset).next_back() {
                     Some((b, _)) => *b,
-                    None => return Ok(out),
+                    None => return Ok(Some(out)),
                 }
             }
         };
         self.ensure_index(seg_base).await?;
+        if changed() {
+            return Ok(None);
+        }
         let (start_pos, limit, active) = {
             let s = self.state.borrow();
             let rel = (offset - seg_base) as u32;
@@ -230,7 +252,10 @@ impl<B: Backend> PartitionLog<B> {
         let reuse = {
             let s = self.state.borrow();
             s.stream.as_ref().is_some_and(|st| {
-                st.segment_base == seg_base && st.pos >= start_pos && offset >= st.next_offset
+                st.segment_base == seg_base
+                    && st.layout_gen == generation
+                    && st.pos >= start_pos
+                    && offset >= st.next_offset
             })
         };
         let mut st = if reuse {
@@ -245,10 +270,17 @@ impl<B: Backend> PartitionLog<B> {
                 self.state.borrow().active.file.clone()
             } else {
                 let path = self.dir.join(segment_name(seg_base, "log"));
-                self.open_budgeted(&path, false).await?
+                let file = self.open_budgeted(&path, false).await?;
+                if changed() {
+                    // The name may stand for a rewritten file now: positions from the old
+                    // index would not fit it.
+                    return Ok(None);
+                }
+                file
             };
             ReadStream {
                 segment_base: seg_base,
+                layout_gen: generation,
                 file,
                 pos: start_pos,
                 next_offset: offset,
@@ -346,7 +378,7 @@ impl<B: Backend> PartitionLog<B> {
         } else {
             self.state.borrow_mut().stream = Some(st);
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// Makes the stream's completed reads cover `[st.pos, need)`, issuing

@@ -225,6 +225,7 @@ impl<B: Backend> PartitionLog<B> {
             io_lock: async_lock::Mutex::new(()),
             checkpoint_lock: async_lock::Mutex::new(()),
             clean_lock: async_lock::Mutex::new(()),
+            layout_lock: async_lock::Mutex::new(()),
             cleaner: RefCell::new(cleaner),
             budget,
             clock,

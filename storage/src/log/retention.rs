@@ -27,6 +27,7 @@ impl<B: Backend> PartitionLog<B> {
     /// timestamp) or beyond `retention.bytes`, oldest first, and moves the
     /// log start offset. An expired active segment is rolled first.
     pub async fn enforce_retention(&self) -> StorageResult<RetentionOutcome> {
+        let _layout = self.layout_lock.lock().await;
         let order = self.append_lock.lock().await;
         let io = self.io_lock.lock().await;
         self.check_open()?;
@@ -145,6 +146,7 @@ impl<B: Backend> PartitionLog<B> {
     /// DeleteRecords: moves the log start offset up to `offset` (at most the
     /// log end) and deletes segments wholly below it.
     pub async fn delete_records(&self, offset: i64) -> StorageResult<i64> {
+        let _layout = self.layout_lock.lock().await;
         let _order = self.append_lock.lock().await;
         let _io = self.io_lock.lock().await;
         self.check_open()?;
@@ -180,6 +182,7 @@ impl<B: Backend> PartitionLog<B> {
     /// names the new log start before the old files go, so a crash in between leaves old
     /// segments below the log start, which the next open removes.
     pub async fn truncate_fully_and_start_at(&self, offset: i64) -> StorageResult<()> {
+        let _layout = self.layout_lock.lock().await;
         let _order = self.append_lock.lock().await;
         let _io = self.io_lock.lock().await;
         self.check_open()?;
@@ -239,6 +242,7 @@ impl<B: Backend> PartitionLog<B> {
     /// replication follower truncating to the leader's epoch boundary).
     /// Returns the new log end offset.
     pub async fn truncate_to(&self, offset: i64) -> StorageResult<i64> {
+        let _layout = self.layout_lock.lock().await;
         let _order = self.append_lock.lock().await;
         let _io = self.io_lock.lock().await;
         self.check_open()?;

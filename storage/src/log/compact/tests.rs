@@ -463,3 +463,69 @@ fn truncating_into_a_gap_ends_the_log_at_the_offset_asked_for() {
         .collect();
     assert_eq!(keys, want);
 }
+
+#[test]
+fn readers_during_a_clean_see_every_record_it_keeps_and_nothing_else() {
+    let clock = Rc::new(Cell::new(1_000_000_000));
+    let be = MemoryBackend::new();
+    let log = open_at(&be, &clock).unwrap();
+    write(&log, &mut Rng(11), 400, 15, clock.get(), "own");
+    let before = read_all(&log);
+    let hw = log.log_end_offset();
+    // Reads and opens take a few polls, so readers wait across the cleaner's swaps.
+    be.set_read_yields(3);
+    let done = Cell::new(false);
+    let reader = async {
+        let mut passes: Vec<Vec<Rec>> = Vec::new();
+        while !done.get() {
+            // One pass over the log, from the start, as a consumer reads it.
+            let mut seen = Vec::new();
+            let mut at = log.log_start_offset();
+            while at < log.log_end_offset() {
+                let r = log.read(at, 2048).await.unwrap();
+                assert!(!r.batches.is_empty(), "no batch at {at} below the log end");
+                for b in &r.batches {
+                    let h = batch::validate(b).unwrap();
+                    for rec in records::parse(&h, &b[HEADER_BYTES..]).unwrap() {
+                        assert!(rec.offset >= at, "offsets go backwards at {at}");
+                        let value = rec.has_value.then(|| value_of(rec.raw));
+                        seen.push((rec.offset, rec.key.unwrap().to_vec(), value));
+                    }
+                    at = h.last_offset() + 1;
+                }
+            }
+            passes.push(seen);
+            futures_lite::future::yield_now().await;
+        }
+        passes
+    };
+    let cleaner = async {
+        let out = log.clean(hw, 1 << 20, &NoCodec).await.unwrap().unwrap();
+        done.set(true);
+        out
+    };
+    let (passes, out) = block_on(futures_lite::future::zip(reader, cleaner));
+    assert!(out.segments_before > 3, "{out:?}");
+    let after = read_all(&log);
+    assert!(after.len() < before.len());
+    let partial = passes
+        .iter()
+        .filter(|p| **p != before && **p != after)
+        .count();
+    assert!(
+        passes.len() > 3 && partial > 0,
+        "{} reads, {partial} between the swaps",
+        passes.len()
+    );
+    for (i, seen) in passes.iter().enumerate() {
+        assert!(
+            seen.iter().all(|r| before.contains(r)),
+            "read {i}: a record never written"
+        );
+        let missing: Vec<&Rec> = after.iter().filter(|r| !seen.contains(r)).collect();
+        assert!(
+            missing.is_empty(),
+            "read {i} missed records the clean keeps: {missing:?}"
+        );
+    }
+}
