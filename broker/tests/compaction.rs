@@ -197,6 +197,65 @@ fn a_compacted_topic_keeps_the_latest_value_of_every_key_at_its_offset() {
     wait_compacted(&broker, TOPIC, &expected, Duration::from_secs(60));
 }
 
+/// `log_cleaner_io_max_bytes_per_second` (Kafka's `log.cleaner.io.max.bytes.per.second`)
+/// paces the cleaner: a pass over 1 MB at 200 kB/s takes seconds (unthrottled it takes
+/// milliseconds), and the result is the same compacted log.
+#[test]
+fn the_cleaner_keeps_to_its_io_budget() {
+    const RATE: f64 = 200_000.0;
+    let port = common::free_port();
+    let broker = broker_with(
+        "compaction-io-budget",
+        &format!(
+            "metrics_listen = \"127.0.0.1:{port}\"\nlog_cleaner_io_max_bytes_per_second = {}\n",
+            RATE as u64
+        ),
+    );
+    // min.compaction.lag.ms holds the cleaner off until all of it is written, so one
+    // pass (or two) does the work and the budget's one second of credit counts little.
+    broker.create_topic(
+        TOPIC,
+        1,
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "16384"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("min.compaction.lag.ms", "3000"),
+        ],
+    );
+    // Small batches, so that segments close often and the active one (never compacted)
+    // holds only the fillers' keys.
+    let producer = broker.producer("all", &[("linger.ms", "5"), ("batch.num.messages", "10")]);
+    let recs: Vec<(String, Option<String>)> = (0..1000)
+        .map(|i| {
+            (
+                format!("key-{}", i % 20),
+                Some(format!("{i:05}{}", "v".repeat(1000))),
+            )
+        })
+        .chain((0..40).map(|i| (format!("filler-{i}"), Some("f".repeat(1000)))))
+        .collect();
+    let offsets = send(&producer, TOPIC, &recs);
+    let sent: Vec<_> = recs.into_iter().zip(offsets).collect();
+    let expected = latest(&sent);
+    wait_compacted(&broker, TOPIC, &expected, Duration::from_secs(90));
+
+    let io = metric(port, "rill_log_cleaner_read_bytes_total").unwrap_or(0.0)
+        + metric(port, "rill_log_cleaner_written_bytes_total").unwrap_or(0.0);
+    let secs = metric(port, "rill_log_cleaner_seconds_total").unwrap_or(0.0);
+    let passes = metric(port, "rill_log_cleaner_passes_total").unwrap_or(0.0);
+    // Each pass may start with up to one second of unused budget.
+    let least = io / RATE - passes;
+    assert!(
+        least >= 2.0,
+        "the cleaner did {io} bytes of I/O in {passes} passes: too little to see its budget"
+    );
+    assert!(
+        secs >= least - 0.05,
+        "the cleaner did {io} bytes of I/O in {passes} passes and {secs:.3} s: over its budget of {RATE} bytes/s"
+    );
+}
+
 #[test]
 fn keyless_records_are_refused_with_their_indexes_and_the_other_partition_is_served() {
     use rill_net::client::{encode_record_batch, BatchOptions, ProduceRecord};

@@ -48,6 +48,6 @@ pub use backend::{dma::DmaBackend, memory::MemoryBackend, Backend, SegmentFile};
 pub use config::{FlushPolicy, LogConfig};
 pub use error::{StorageError, StorageResult};
 pub use log::{
-    AppendInfo, CleanOutcome, CompactionStatus, FileBudget, LogRead, LogStats, PartitionLog,
-    RetentionOutcome,
+    AppendInfo, CleanOutcome, CleanerThrottle, CompactionStatus, FileBudget, LogRead, LogStats,
+    PartitionLog, RetentionOutcome,
 };

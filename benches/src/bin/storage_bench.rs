@@ -358,7 +358,12 @@ fn compact(dir: PathBuf) {
         let status = log.compaction_status(hw).await.expect("status");
         let t = Instant::now();
         let out = log
-            .clean(hw, 32 << 20, &rill_storage::records::NoCodec)
+            .clean(
+                hw,
+                32 << 20,
+                &rill_storage::records::NoCodec,
+                &mut rill_storage::CleanerThrottle::unlimited(),
+            )
             .await
             .expect("clean")
             .expect("a pass is due");

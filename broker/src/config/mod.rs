@@ -74,6 +74,10 @@ pub struct BrokerConfig {
     /// keys per pass; a partition with more keys in its dirty part is compacted over
     /// several passes.
     pub log_cleaner_key_map_bytes: usize,
+    /// Bytes per second the log cleaner may read and write, for the whole broker, split
+    /// evenly between its shards (Kafka's `log.cleaner.io.max.bytes.per.second`); 0, the
+    /// default as in Kafka, means no limit.
+    pub log_cleaner_io_max_bytes_per_second: u64,
     /// Partitions of the internal `__consumer_offsets` topic (fixed once it exists).
     pub offsets_topic_partitions: i32,
     /// Bytes appended to one `__consumer_offsets` partition after which the coordinator
@@ -166,6 +170,7 @@ impl Default for BrokerConfig {
             retention_check_interval_ms: 30_000,
             log_cleaner_backoff_ms: 15_000,
             log_cleaner_key_map_bytes: 32 << 20,
+            log_cleaner_io_max_bytes_per_second: 0,
             offsets_topic_partitions: 50,
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,

@@ -619,14 +619,19 @@ impl<B: Backend> Partition<B> {
 
     /// Compaction: one pass of the log cleaner if the topic is compacted and due, below the
     /// high watermark, with a key map of at most `key_map_bytes`.
-    pub async fn clean(&self, key_map_bytes: usize) {
+    pub async fn clean(&self, key_map_bytes: usize, throttle: &mut rill_storage::CleanerThrottle) {
         if !self.settings.borrow().cleanup_compact {
             return;
         }
         let started = std::time::Instant::now();
         match self
             .log
-            .clean(self.high_watermark(), key_map_bytes, &codec::WireCodec)
+            .clean(
+                self.high_watermark(),
+                key_map_bytes,
+                &codec::WireCodec,
+                throttle,
+            )
             .await
         {
             Ok(Some(out)) => self.metrics.cleaned(&out, started.elapsed()),

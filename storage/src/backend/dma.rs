@@ -194,6 +194,11 @@ impl Backend for DmaBackend {
         }
     }
 
+    async fn sleep(&self, d: std::time::Duration) {
+        glommio::timer::sleep(d).await;
+        LAST_PAUSE.with(|last| last.set(std::time::Instant::now()));
+    }
+
     async fn read_small(&self, path: &Path) -> StorageResult<Option<Vec<u8>>> {
         let file = match glommio::io::BufferedFile::open(path).await {
             Ok(f) => f,

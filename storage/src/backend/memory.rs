@@ -295,6 +295,11 @@ impl Backend for MemoryBackend {
     async fn yield_now(&self) {
         futures_lite::future::yield_now().await
     }
+
+    async fn sleep(&self, d: std::time::Duration) {
+        // The in-memory tests run on one thread with no timer: the time passes for real.
+        std::thread::sleep(d)
+    }
 }
 
 impl SegmentFile for MemSegment {

@@ -59,6 +59,9 @@ pub trait Backend: Clone + 'static {
     /// Lets the shard's other tasks run if this one has run for long: a long
     /// CPU-bound loop (the log cleaner's) calls it between steps.
     async fn yield_now(&self);
+    /// Waits `d` without holding up the shard's other tasks (the log cleaner's I/O
+    /// budget).
+    async fn sleep(&self, d: std::time::Duration);
 }
 
 /// An open segment file.

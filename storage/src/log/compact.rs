@@ -39,6 +39,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
@@ -57,10 +58,21 @@ const SWAP_MAGIC: &[u8; 4] = b"RLCS";
 /// The name a cleaned segment is written under before it is swapped in.
 const CLEANED_SUFFIX: &str = ".log.cleaned";
 
-/// Bytes the cleaner reads from a segment at a time.
-pub const CLEANER_READ_BYTES: usize = 4 << 20;
-/// Bytes of a cleaned segment the cleaner collects before it writes them.
-pub const CLEANER_WRITE_BYTES: usize = 1 << 20;
+/// Bytes the cleaner reads from a segment at a time. Small on purpose: the cleaner runs
+/// at queue depth one, and a request path's write or fdatasync queued on the same disk
+/// waits behind the cleaner's request in flight. With 4 MiB reads and 1 MiB writes the
+/// produce ack p99 (acks=all) doubled while the cleaner worked; with 256 KiB it stayed
+/// within noise of an idle cleaner, for a third less cleaner throughput
+/// (`benches/compaction.sh`).
+pub const CLEANER_READ_BYTES: usize = 256 << 10;
+/// Bytes of a cleaned segment the cleaner collects before it writes them (see
+/// [`CLEANER_READ_BYTES`]).
+pub const CLEANER_WRITE_BYTES: usize = 256 << 10;
+/// How long unused I/O budget is kept: a cleaner idle for longer starts its next pass
+/// with at most this much of its rate to spend at once.
+const THROTTLE_CREDIT: Duration = Duration::from_secs(1);
+/// Shortest pause the throttle takes; below it the debt is carried to the next batch.
+const THROTTLE_MIN_PAUSE: Duration = Duration::from_millis(1);
 /// Bytes one key of the [`KeyMap`] is counted as (a 16-byte hash, an 8-byte offset, the
 /// hash table's own overhead).
 pub const KEY_MAP_ENTRY_BYTES: usize = 32;
@@ -68,6 +80,48 @@ pub const KEY_MAP_ENTRY_BYTES: usize = 32;
 const CLEAN_HISTORY_MAX: usize = 32;
 /// Most bytes one batch's records may decompress to in the cleaner.
 pub const CLEANER_DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
+
+/// The cleaner's I/O budget (Kafka's `log.cleaner.io.max.bytes.per.second`): the bytes
+/// it reads and writes are paced to a rate, so a backlog of cleaning is spread out
+/// instead of taking the disk. One per shard, kept across passes and partitions.
+pub struct CleanerThrottle {
+    /// `None`: no limit.
+    bytes_per_sec: Option<u64>,
+    since: Instant,
+    spent: u64,
+}
+
+impl CleanerThrottle {
+    pub fn new(bytes_per_sec: Option<u64>) -> CleanerThrottle {
+        CleanerThrottle {
+            bytes_per_sec: bytes_per_sec.filter(|&r| r > 0),
+            since: Instant::now(),
+            spent: 0,
+        }
+    }
+
+    pub fn unlimited() -> CleanerThrottle {
+        CleanerThrottle::new(None)
+    }
+
+    /// Counts `n` bytes of I/O done at `now`; the pause that brings the rate since the
+    /// budget's start back to the limit, if one is due.
+    fn spend(&mut self, n: u64, now: Instant) -> Option<Duration> {
+        let rate = self.bytes_per_sec?;
+        let elapsed = now.saturating_duration_since(self.since);
+        let allowed = Duration::from_secs_f64(self.spent as f64 / rate as f64);
+        if elapsed > allowed + THROTTLE_CREDIT {
+            // Idle for long: keep only THROTTLE_CREDIT of unused budget.
+            self.since = now.checked_sub(THROTTLE_CREDIT).unwrap_or(now);
+            self.spent = 0;
+        }
+        self.spent += n;
+        let due = Duration::from_secs_f64(self.spent as f64 / rate as f64);
+        let elapsed = now.saturating_duration_since(self.since);
+        let pause = due.saturating_sub(elapsed);
+        (pause >= THROTTLE_MIN_PAUSE).then_some(pause)
+    }
+}
 
 /// Keys of the dirty section mapped to the last offset each appears at, as 128-bit
 /// hashes (two independent 64-bit SipHashes; a collision would need ~2^64 keys).
@@ -445,12 +499,14 @@ impl<B: Backend> PartitionLog<B> {
     /// One compaction pass if the partition is due (see the module docs); `None` when
     /// it is not compacted, not due, or the pass gave way to a concurrent change.
     /// `upper_bound` is the high watermark: nothing at or past it is compacted.
-    /// `key_map_bytes_max` bounds the key map; `codec` reads compressed batches.
+    /// `key_map_bytes_max` bounds the key map; `codec` reads compressed batches;
+    /// `throttle` paces the pass's reads and writes.
     pub async fn clean(
         &self,
         upper_bound: i64,
         key_map_bytes_max: usize,
         codec: &dyn RecordsCodec,
+        throttle: &mut CleanerThrottle,
     ) -> StorageResult<Option<CleanOutcome>> {
         let _one = self.clean_lock.lock().await;
         self.check_open()?;
@@ -513,7 +569,7 @@ impl<B: Backend> PartitionLog<B> {
                     }
                 }
                 mapped_end = h.last_offset() + 1;
-                self.backend.yield_now().await;
+                self.pace(throttle, data.len()).await;
             }
             mapped_end = mapped_end.max(g.next);
         }
@@ -544,7 +600,15 @@ impl<B: Backend> PartitionLog<B> {
         let horizon = now.saturating_sub(cfg.delete_retention_ms as i64);
         for group in &groups {
             if !self
-                .clean_group(group, &map, horizon, codec, &mut generation, &mut outcome)
+                .clean_group(
+                    group,
+                    &map,
+                    horizon,
+                    codec,
+                    throttle,
+                    &mut generation,
+                    &mut outcome,
+                )
                 .await?
             {
                 debug!(dir = %self.dir.display(), "the log changed under the cleaner; it tries again next time");
@@ -566,6 +630,15 @@ impl<B: Backend> PartitionLog<B> {
         Ok(Some(outcome))
     }
 
+    /// Between two batches of a pass: pauses as the I/O budget asks, or long enough for
+    /// the shard's requests (see [`Backend::yield_now`]) after `bytes` of I/O.
+    async fn pace(&self, throttle: &mut CleanerThrottle, bytes: usize) {
+        match throttle.spend(bytes as u64, Instant::now()) {
+            Some(pause) => self.backend.sleep(pause).await,
+            None => self.backend.yield_now().await,
+        }
+    }
+
     async fn segment_batches(&self, g: &SegInfo) -> StorageResult<SegmentBatches<B::File>> {
         let path = self.dir.join(segment_name(g.base, "log"));
         let file = self.open_budgeted(&path, false).await?;
@@ -582,12 +655,14 @@ impl<B: Backend> PartitionLog<B> {
     /// Rewrites `group` into one segment and swaps it in. False if the log's segments
     /// changed since layout `generation` (nothing swapped, the output removed); after a
     /// swap, `generation` is the new layout's.
+    #[allow(clippy::too_many_arguments)]
     async fn clean_group(
         &self,
         group: &[SegInfo],
         map: &KeyMap,
         horizon: i64,
         codec: &dyn RecordsCodec,
+        throttle: &mut CleanerThrottle,
         generation: &mut u64,
         outcome: &mut CleanOutcome,
     ) -> StorageResult<bool> {
@@ -610,6 +685,7 @@ impl<B: Backend> PartitionLog<B> {
             while let Some((h, data)) = rd.next().await? {
                 outcome.bytes_read += data.len() as u64;
                 let kept = self.filter_batch(&h, &data, map, &cleaner, horizon, codec, outcome)?;
+                let mut io = data.len();
                 if let Some(b) = kept {
                     let h2 = if b.len() == data.len() {
                         h
@@ -617,8 +693,9 @@ impl<B: Backend> PartitionLog<B> {
                         BatchHeader::parse(&b)?
                     };
                     out.push(&h2, &b).await?;
+                    io += b.len();
                 }
-                self.backend.yield_now().await;
+                self.pace(throttle, io).await;
             }
         }
         let (size, index) = out.finish().await?;

@@ -205,7 +205,9 @@ fn compaction_keeps_the_latest_record_per_key_at_the_same_offsets() {
             } else {
                 1 << 20
             };
-            let out = block_on(log.clean(hw, map_bytes, &NoCodec)).unwrap();
+            let out =
+                block_on(log.clean(hw, map_bytes, &NoCodec, &mut CleanerThrottle::unlimited()))
+                    .unwrap();
             let Some(out) = out else {
                 expected = before;
                 continue;
@@ -253,7 +255,9 @@ fn a_crash_at_any_step_of_a_clean_leaves_the_records_before_or_after_it() {
     };
     let (_, log, before) = setup();
     let hw = log.log_end_offset();
-    let out = block_on(log.clean(hw, 1 << 20, &NoCodec)).unwrap().unwrap();
+    let out = block_on(log.clean(hw, 1 << 20, &NoCodec, &mut CleanerThrottle::unlimited()))
+        .unwrap()
+        .unwrap();
     let after = read_all(&log);
     assert!(
         after.len() < before.len() && out.segments_before > 3,
@@ -263,7 +267,7 @@ fn a_crash_at_any_step_of_a_clean_leaves_the_records_before_or_after_it() {
     for n in 0.. {
         let (be, log, _) = setup();
         be.fail_after(n);
-        let done = block_on(log.clean(hw, 1 << 20, &NoCodec));
+        let done = block_on(log.clean(hw, 1 << 20, &NoCodec, &mut CleanerThrottle::unlimited()));
         be.crash(n + 1);
         be.set_failing(false);
         drop(log);
@@ -286,7 +290,7 @@ fn a_crash_at_any_step_of_a_clean_leaves_the_records_before_or_after_it() {
             partials += 1;
         }
         // The next clean finishes the job.
-        block_on(log.clean(hw, 1 << 20, &NoCodec)).unwrap();
+        block_on(log.clean(hw, 1 << 20, &NoCodec, &mut CleanerThrottle::unlimited())).unwrap();
         assert_eq!(
             read_all(&log),
             after,
@@ -322,7 +326,7 @@ fn a_follower_copying_a_compacted_leader_holds_the_same_records_at_the_same_offs
     let leader = open_at(&be, &clock).unwrap();
     write(&leader, &mut Rng(5), 300, 20, clock.get(), "own");
     let hw = leader.log_end_offset();
-    let out = block_on(leader.clean(hw, 1 << 20, &NoCodec))
+    let out = block_on(leader.clean(hw, 1 << 20, &NoCodec, &mut CleanerThrottle::unlimited()))
         .unwrap()
         .unwrap();
     assert!(out.records_removed > 100, "{out:?}");
@@ -360,9 +364,9 @@ fn a_follower_copying_a_compacted_leader_holds_the_same_records_at_the_same_offs
         }
     });
     let hw = leader.log_end_offset();
-    block_on(leader.clean(hw, 1 << 20, &NoCodec)).unwrap();
+    block_on(leader.clean(hw, 1 << 20, &NoCodec, &mut CleanerThrottle::unlimited())).unwrap();
     let uncompacted = read_all(&follower);
-    block_on(follower.clean(hw, 1 << 20, &NoCodec)).unwrap();
+    block_on(follower.clean(hw, 1 << 20, &NoCodec, &mut CleanerThrottle::unlimited())).unwrap();
     let (l, f) = (read_all(&leader), read_all(&follower));
     assert_ne!(f, uncompacted, "the follower compacted");
     assert_ne!(f, before);
@@ -410,7 +414,11 @@ fn keyless_records_go_and_a_gap_at_a_segment_end_reads_on() {
             .unwrap();
         }
         let hw = log.log_end_offset();
-        let out = log.clean(hw, 1 << 20, &NoCodec).await.unwrap().unwrap();
+        let out = log
+            .clean(hw, 1 << 20, &NoCodec, &mut CleanerThrottle::unlimited())
+            .await
+            .unwrap()
+            .unwrap();
         assert!(out.records_removed > 40);
         assert!(out.segments_before > 3, "{out:?}");
         // The first segments are empty now: a read there goes on to the next batch,
@@ -500,7 +508,11 @@ fn readers_during_a_clean_see_every_record_it_keeps_and_nothing_else() {
         passes
     };
     let cleaner = async {
-        let out = log.clean(hw, 1 << 20, &NoCodec).await.unwrap().unwrap();
+        let out = log
+            .clean(hw, 1 << 20, &NoCodec, &mut CleanerThrottle::unlimited())
+            .await
+            .unwrap()
+            .unwrap();
         done.set(true);
         out
     };
@@ -527,5 +539,38 @@ fn readers_during_a_clean_see_every_record_it_keeps_and_nothing_else() {
             missing.is_empty(),
             "read {i} missed records the clean keeps: {missing:?}"
         );
+    }
+}
+
+/// The I/O budget's arithmetic, on a clock the test moves: pauses bring the rate back to
+/// the limit, small debts wait for the next batch, and idle time gives at most
+/// THROTTLE_CREDIT of unused budget.
+#[test]
+fn throttle_paces_io_to_its_rate_and_keeps_at_most_a_second_of_credit() {
+    let near = |got: Option<Duration>, want_ms: f64| {
+        let got = got.map_or(0.0, |d| d.as_secs_f64() * 1e3);
+        assert!(
+            (got - want_ms).abs() < 0.01,
+            "pause {got} ms, expected {want_ms} ms"
+        );
+    };
+    let t0 = Instant::now();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    let mut t = CleanerThrottle::new(Some(1_000_000));
+    t.since = t0;
+    // Half a megabyte at once at 1 MB/s: half a second ahead.
+    near(t.spend(500_000, t0), 500.0);
+    // After that pause it is on schedule.
+    assert_eq!(t.spend(0, ms(500)), None);
+    // Under a millisecond of debt is carried, not slept.
+    assert_eq!(t.spend(500, ms(500)), None);
+    near(t.spend(1_000, ms(500)), 1.5);
+    // Idle for ten seconds: one second of budget may be spent at once, not ten.
+    assert_eq!(t.spend(1_000_000, ms(10_500)), None);
+    near(t.spend(2_000, ms(10_500)), 2.0);
+    // A rate of 0 or none never pauses.
+    for r in [None, Some(0)] {
+        let mut u = CleanerThrottle::new(r);
+        assert_eq!(u.spend(u64::MAX / 2, t0), None);
     }
 }
