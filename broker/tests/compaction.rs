@@ -108,6 +108,49 @@ fn a_compacted_topic_keeps_the_latest_value_of_every_key_at_its_offset() {
         "{dirty}"
     );
 
+    // `rill topic describe` shows the dirty ratio and the last clean, from the leader.
+    let describe = |args: &[&str]| {
+        let out = common::run_bounded(
+            std::process::Command::new(env!("CARGO_BIN_EXE_rill"))
+                .args([
+                    "topic",
+                    "describe",
+                    TOPIC,
+                    "--bootstrap",
+                    &broker.bootstrap(),
+                ])
+                .args(args),
+            Duration::from_secs(30),
+            None,
+        );
+        assert!(out.status.success(), "rill topic describe: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let d: serde_json::Value = serde_json::from_str(describe(&["--output", "json"]).trim())
+        .expect("rill topic describe --output json");
+    let p0 = &d["partitions"][0];
+    assert!(
+        p0["dirty_ratio"]
+            .as_f64()
+            .is_some_and(|r| (0.0..=1.0).contains(&r)),
+        "{d}"
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        p0["last_clean_ms"]
+            .as_i64()
+            .is_some_and(|t| t > now_ms - 120_000 && t <= now_ms),
+        "{d}"
+    );
+    let table = describe(&[]);
+    assert!(
+        table.contains("DIRTY") && table.contains("LAST CLEAN") && table.contains("s ago"),
+        "{table}"
+    );
+
     // kcat (librdkafka 2.x of Debian's package) reads the same records at the same offsets.
     if common::tool_available(
         "kcat",

@@ -24,6 +24,7 @@ pub mod error;
 pub mod frame;
 pub mod header;
 mod precheck;
+pub mod rill_tags;
 
 pub use kafka_protocol;
 

@@ -176,6 +176,85 @@ fn offsets(c: &mut Client, topic: &str, partitions: &[i32]) -> Result<Vec<(i64, 
         .collect()
 }
 
+/// A compacted partition as its leader's log cleaner last saw it: dirty ratio and last
+/// clean (ms since the epoch).
+type Compaction = (Option<f64>, Option<i64>);
+
+/// The compaction figures of `topic`'s partitions, asked of each partition's leader
+/// (DescribeLogDirs with Rill's tagged fields; replicas compact on their own, and the
+/// leader's log is the one consumers read).
+fn compaction_of(
+    m: &MetadataResponse,
+    topic: &str,
+    partitions: &[&metadata_response::MetadataResponsePartition],
+) -> Result<std::collections::BTreeMap<i32, Compaction>, CliError> {
+    use rill_net::rill_tags;
+    use std::collections::BTreeMap;
+    let addrs: BTreeMap<i32, String> = m
+        .brokers
+        .iter()
+        .map(|b| (b.node_id.0, format!("{}:{}", &*b.host, b.port)))
+        .collect();
+    let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for p in partitions.iter().filter(|p| p.leader_id.0 >= 0) {
+        by_leader
+            .entry(p.leader_id.0)
+            .or_default()
+            .push(p.partition_index);
+    }
+    let mut out = BTreeMap::new();
+    for (leader, indexes) in by_leader {
+        let addr = addrs.get(&leader).ok_or_else(|| {
+            CliError::Protocol(format!(
+                "metadata names leader {leader} but not its address"
+            ))
+        })?;
+        let r = Client::connect(addr)?.send(&DescribeLogDirsRequest::default().with_topics(
+            Some(vec![
+                describe_log_dirs_request::DescribableLogDirTopic::default()
+                    .with_topic(topic_name(topic))
+                    .with_partitions(indexes.clone()),
+            ]),
+        ))?;
+        for d in &r.results {
+            for t in d.topics.iter().filter(|t| &*t.name.0 == topic) {
+                for p in t
+                    .partitions
+                    .iter()
+                    .filter(|p| indexes.contains(&p.partition_index))
+                {
+                    let tag = |k| {
+                        p.unknown_tagged_fields
+                            .get(&k)
+                            .and_then(|v| rill_tags::eight_bytes(v))
+                    };
+                    out.insert(
+                        p.partition_index,
+                        (
+                            tag(rill_tags::LOG_DIR_DIRTY_RATIO).map(f64::from_be_bytes),
+                            tag(rill_tags::LOG_DIR_LAST_CLEAN_MS).map(i64::from_be_bytes),
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How long ago `ms` (since the epoch) was, for people: "42s ago", "3m ago", "2h ago".
+fn ago(ms: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let s = (now - ms).max(0) / 1000;
+    match s {
+        0..=119 => format!("{s}s ago"),
+        120..=7199 => format!("{}m ago", s / 60),
+        _ => format!("{}h ago", s / 3600),
+    }
+}
+
 fn describe(name: &str, common: &Common) -> Result<(), CliError> {
     let mut c = Client::connect(&common.bootstrap)?;
     // Describing must not create the topic, whatever the broker's auto-create setting.
@@ -196,6 +275,14 @@ fn describe(name: &str, common: &Common) -> Result<(), CliError> {
     let indexes: Vec<i32> = parts.iter().map(|p| p.partition_index).collect();
     let offs = offsets(&mut c, name, &indexes)?;
     let configs = describe_configs(&mut c, 2, name)?;
+    let compacted = configs
+        .iter()
+        .any(|(k, v, _)| k == "cleanup.policy" && v.contains("compact"));
+    let compaction = if compacted {
+        compaction_of(&r, name, &parts)?
+    } else {
+        Default::default()
+    };
     let ids = |v: &[BrokerId]| {
         v.iter()
             .map(|b| b.0.to_string())
@@ -208,14 +295,23 @@ fn describe(name: &str, common: &Common) -> Result<(), CliError> {
                 .iter()
                 .zip(&offs)
                 .map(|(p, (lo, hi))| {
-                    json!({
+                    let mut row = json!({
                         "partition": p.partition_index,
                         "leader": p.leader_id.0,
                         "replicas": p.replica_nodes.iter().map(|b| b.0).collect::<Vec<_>>(),
                         "isr": p.isr_nodes.iter().map(|b| b.0).collect::<Vec<_>>(),
                         "earliest_offset": lo,
                         "latest_offset": hi,
-                    })
+                    });
+                    if compacted {
+                        let (dirty, last) = compaction
+                            .get(&p.partition_index)
+                            .copied()
+                            .unwrap_or_default();
+                        row["dirty_ratio"] = json!(dirty);
+                        row["last_clean_ms"] = json!(last);
+                    }
+                    row
                 })
                 .collect();
             let cfg: serde_json::Map<String, serde_json::Value> = configs
@@ -237,30 +333,37 @@ fn describe(name: &str, common: &Common) -> Result<(), CliError> {
                 .iter()
                 .zip(&offs)
                 .map(|(p, (lo, hi))| {
-                    vec![
+                    let mut row = vec![
                         p.partition_index.to_string(),
                         p.leader_id.0.to_string(),
                         ids(&p.replica_nodes),
                         ids(&p.isr_nodes),
                         lo.to_string(),
                         hi.to_string(),
-                    ]
+                    ];
+                    if compacted {
+                        let (dirty, last) = compaction
+                            .get(&p.partition_index)
+                            .copied()
+                            .unwrap_or_default();
+                        row.push(dirty.map_or("-".into(), |d| format!("{d:.2}")));
+                        row.push(last.map_or("never".into(), ago));
+                    }
+                    row
                 })
                 .collect();
-            print!(
-                "{}",
-                table(
-                    &[
-                        "PARTITION",
-                        "LEADER",
-                        "REPLICAS",
-                        "ISR",
-                        "EARLIEST",
-                        "LATEST"
-                    ],
-                    &rows
-                )
-            );
+            let mut heads = vec![
+                "PARTITION",
+                "LEADER",
+                "REPLICAS",
+                "ISR",
+                "EARLIEST",
+                "LATEST",
+            ];
+            if compacted {
+                heads.extend(["DIRTY", "LAST CLEAN"]);
+            }
+            print!("{}", table(&heads, &rows));
             println!();
             print_configs(&configs);
         }

@@ -2,16 +2,19 @@
 //! dir. Each partition this broker holds (leader or follower) is reported with its size on
 //! disk and its offset lag, read on the shard that owns it, and the directory with its file
 //! system's total and usable bytes (v4). `kafka-log-dirs` and `kafka-reassign-partitions`
-//! read it before anything else.
+//! read it before anything else. Compacted partitions also carry their dirty ratio and last
+//! clean in Rill's own tagged fields (`rill_net::rill_tags`), which `rill topic describe`
+//! shows and Kafka's tools skip.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use rill_net::kafka_protocol::messages::describe_log_dirs_response::*;
 use rill_net::kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse};
-use rill_net::ErrorCode;
+use rill_net::{rill_tags, ErrorCode};
 
 use super::{s, topic_name};
 use crate::shard::Shard;
@@ -25,6 +28,8 @@ struct Held {
     partition: i32,
     size_bytes: i64,
     offset_lag: i64,
+    /// Compacted partitions: what the log cleaner last saw.
+    compaction: Option<rill_storage::CompactionStatus>,
 }
 
 pub async fn describe(shard: &Rc<Shard>, r: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
@@ -45,11 +50,25 @@ pub async fn describe(shard: &Rc<Shard>, r: DescribeLogDirsRequest) -> DescribeL
         .await;
     let mut topics: BTreeMap<Arc<str>, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
     for h in per_shard.into_iter().flatten() {
+        let mut tags = BTreeMap::new();
+        if let Some(c) = h.compaction {
+            tags.insert(
+                rill_tags::LOG_DIR_DIRTY_RATIO,
+                Bytes::copy_from_slice(&c.dirty_ratio.to_be_bytes()),
+            );
+            if let Some(ms) = c.last_clean_ms {
+                tags.insert(
+                    rill_tags::LOG_DIR_LAST_CLEAN_MS,
+                    Bytes::copy_from_slice(&ms.to_be_bytes()),
+                );
+            }
+        }
         topics.entry(h.topic).or_default().push(
             DescribeLogDirsPartition::default()
                 .with_partition_index(h.partition)
                 .with_partition_size(h.size_bytes)
-                .with_offset_lag(h.offset_lag),
+                .with_offset_lag(h.offset_lag)
+                .with_unknown_tagged_fields(tags),
         );
     }
     let topics = topics
@@ -100,6 +119,7 @@ fn held(shard: &Shard, wanted: &Wanted) -> Vec<Held> {
                 partition,
                 size_bytes: i64::try_from(log.stats().size_bytes).unwrap_or(i64::MAX),
                 offset_lag,
+                compaction: p.compaction(),
             }
         })
         .collect()
