@@ -4,7 +4,7 @@ use rill_net::kafka_protocol::messages::*;
 use rill_net::kafka_protocol::protocol::StrBytes;
 use serde_json::json;
 
-use super::client::{check, list_offsets, CliError, Client};
+use super::client::{check, connect_leader, list_offsets, CliError, Client};
 use super::{pair, table, ClusterCmd, Common, ConfigCmd, Output, Resource, TopicCmd};
 
 fn s(v: &str) -> StrBytes {
@@ -190,11 +190,6 @@ fn compaction_of(
 ) -> Result<std::collections::BTreeMap<i32, Compaction>, CliError> {
     use rill_net::rill_tags;
     use std::collections::BTreeMap;
-    let addrs: BTreeMap<i32, String> = m
-        .brokers
-        .iter()
-        .map(|b| (b.node_id.0, format!("{}:{}", &*b.host, b.port)))
-        .collect();
     let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
     for p in partitions.iter().filter(|p| p.leader_id.0 >= 0) {
         by_leader
@@ -204,12 +199,7 @@ fn compaction_of(
     }
     let mut out = BTreeMap::new();
     for (leader, indexes) in by_leader {
-        let addr = addrs.get(&leader).ok_or_else(|| {
-            CliError::Protocol(format!(
-                "metadata names leader {leader} but not its address"
-            ))
-        })?;
-        let r = Client::connect(addr)?.send(&DescribeLogDirsRequest::default().with_topics(
+        let r = connect_leader(m, leader)?.send(&DescribeLogDirsRequest::default().with_topics(
             Some(vec![
                 describe_log_dirs_request::DescribableLogDirTopic::default()
                     .with_topic(topic_name(topic))

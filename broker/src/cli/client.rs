@@ -159,6 +159,23 @@ impl Client {
 
 /// Offsets at `timestamp` (-1 latest, -2 earliest) of `parts`, each asked of its
 /// partition's leader (in a cluster, a broker that does not lead a partition refuses it).
+/// A connection to broker `leader`, at the address `m` gives for it.
+pub fn connect_leader(
+    m: &rill_net::kafka_protocol::messages::MetadataResponse,
+    leader: i32,
+) -> Result<Client, CliError> {
+    let b = m
+        .brokers
+        .iter()
+        .find(|b| b.node_id.0 == leader)
+        .ok_or_else(|| {
+            CliError::Protocol(format!(
+                "metadata names leader {leader} but not its address"
+            ))
+        })?;
+    Client::connect(&format!("{}:{}", &*b.host, b.port))
+}
+
 pub fn list_offsets(
     c: &mut Client,
     parts: &[(String, i32)],
@@ -179,11 +196,6 @@ pub fn list_offsets(
                 .collect(),
         )),
     )?;
-    let addrs: BTreeMap<i32, String> = m
-        .brokers
-        .iter()
-        .map(|b| (b.node_id.0, format!("{}:{}", &*b.host, b.port)))
-        .collect();
     let mut leader_of: BTreeMap<(String, i32), i32> = BTreeMap::new();
     for t in &m.topics {
         let tname = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
@@ -211,12 +223,7 @@ pub fn list_offsets(
     }
     let mut out = BTreeMap::new();
     for (leader, by_topic) in by_leader {
-        let addr = addrs.get(&leader).ok_or_else(|| {
-            CliError::Protocol(format!(
-                "metadata names leader {leader} but not its address"
-            ))
-        })?;
-        let mut lc = Client::connect(addr)?;
+        let mut lc = connect_leader(&m, leader)?;
         let r = lc.send(
             &ListOffsetsRequest::default()
                 .with_replica_id(BrokerId(-1))
