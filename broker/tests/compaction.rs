@@ -1,10 +1,12 @@
 //! Log compaction (`cleanup.policy=compact`) against the real broker, with librdkafka (the
-//! rdkafka crate and kcat) as the client: a consumer reading a compacted topic from the
+//! rdkafka crate and kcat) and the Java consumer as clients: a consumer reading a compacted topic from the
 //! start gets the latest value of every key at the offset it was acknowledged with,
 //! tombstones while `delete.retention.ms` keeps them and not after, the same after kill -9
 //! and a restart; a record without a key is refused with INVALID_RECORD and the batch's
 //! other partitions are unaffected.
 
+#[path = "common/clients.rs"]
+mod clients;
 mod common;
 
 use std::collections::BTreeMap;
@@ -206,6 +208,31 @@ fn a_compacted_topic_keeps_the_latest_value_of_every_key_at_its_offset() {
             .map(|(o, (k, v))| format!("{o}\t{k}\t{}", v.as_deref().unwrap_or("NULL")))
             .collect();
         assert_eq!(read, want, "what kcat read of the compacted topic");
+    }
+
+    // The Java consumer (kafka-clients 4.4.0, the one Streams and Connect use) reads the
+    // same records at the same offsets, tombstones as null values.
+    if clients::java_available("the Java consumer reading a compacted topic") {
+        let mut java = clients::java_proc("java kafka-clients");
+        let count = expected.len().to_string();
+        let bootstrap = broker.bootstrap();
+        let out = java
+            .run(
+                &["consume", &bootstrap, TOPIC, "1", &count],
+                clients::COMMAND_TIMEOUT,
+            )
+            .ok();
+        let read: BTreeMap<i64, (String, Option<String>)> = out
+            .records()
+            .into_iter()
+            .map(|((_, o), r)| (o, (r.key.expect("a key"), r.value)))
+            .collect();
+        assert_eq!(
+            read,
+            expected,
+            "what the Java consumer read of the compacted topic\n{}",
+            out.report()
+        );
     }
 
     // A record without a key is refused, and nothing of it is stored.
