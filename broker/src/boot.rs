@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::BrokerConfig;
 use crate::handlers::FetchSessions;
@@ -39,6 +39,12 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
             config.data_dir.display()
         )
     })?;
+    if config.offsets_checkpoint_bytes.is_some() {
+        warn!(
+            "offsets_checkpoint_bytes is no longer used and is ignored: __consumer_offsets is \
+             compacted (offsets_topic_segment_bytes sets its segment size); remove the line"
+        );
+    }
     let leftovers = rill_storage::reaper::reap_leftovers(&config.data_dir);
     if leftovers > 0 {
         info!(

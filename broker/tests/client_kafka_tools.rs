@@ -628,3 +628,120 @@ fn kafka_producer_and_consumer_perf_tests() {
         .expect("column");
     assert_eq!(row[at], n.to_string(), "{}", out.report());
 }
+
+/// The JSON objects a coordinator-record formatter printed (one per record; Kafka 4.x prints
+/// them with or without a newline between them).
+fn formatter_records(out: &Output) -> Vec<serde_json::Value> {
+    let all = out.stdout.join("\n");
+    serde_json::Deserializer::from_str(&all)
+        .into_iter::<serde_json::Value>()
+        .map(|v| v.unwrap_or_else(|e| panic!("formatter output is not JSON: {e}\n{all}")))
+        .collect()
+}
+
+/// A formatted record's key type (Kafka 4.4 prints it as "type", earlier 4.x as "version").
+fn key_type(r: &serde_json::Value) -> Option<i64> {
+    r["key"]["type"].as_i64().or(r["key"]["version"].as_i64())
+}
+
+/// `__consumer_offsets` is written in Kafka's own record formats: Kafka's
+/// OffsetsMessageFormatter and GroupMetadataMessageFormatter, what
+/// `kafka-console-consumer --formatter` runs to inspect the topic, read the committed offsets
+/// and the classic group Rill stored, with the values the clients committed.
+#[test]
+fn console_consumer_formatters_read_the_offsets_topic() {
+    let Some(mut c) = tools("the offsets topic formatters") else {
+        return;
+    };
+    let broker = Broker::start_with(
+        "tools-offsets-formatters",
+        common::BrokerOptions::with_config("offsets_topic_partitions = 1\nmetrics_listen = \"\"\n"),
+    );
+    let b = broker.bootstrap();
+    let t = "formatted";
+    broker.create_topic(t, 2, &[]);
+    produce_spread(&broker, t, 2, "fmt", 20);
+    // A classic group: the console consumer joins, reads both partitions, commits, leaves.
+    tool(
+        &mut c,
+        CONSOLE_CONSUMER,
+        &[
+            "--bootstrap-server",
+            &b,
+            "--topic",
+            t,
+            "--group",
+            "fmt-group",
+            "--from-beginning",
+            "--max-messages",
+            "20",
+            "--timeout-ms",
+            "30000",
+        ],
+    );
+    let committed = committed_offsets(&mut broker.net(), "fmt-group", t, 2);
+    assert_eq!(
+        committed.values().sum::<i64>(),
+        20,
+        "committed {committed:?}"
+    );
+
+    let (_, end) = broker.watermarks("__consumer_offsets", 0);
+    let read = |c: &mut ClientProc, formatter: &str| {
+        let out = tool(
+            c,
+            CONSOLE_CONSUMER,
+            &[
+                "--bootstrap-server",
+                &b,
+                "--topic",
+                "__consumer_offsets",
+                "--from-beginning",
+                "--max-messages",
+                &end.to_string(),
+                "--timeout-ms",
+                "30000",
+                "--formatter",
+                formatter,
+            ],
+        );
+        formatter_records(&out)
+    };
+    // The latest offset record of each partition holds what OffsetFetch answers.
+    let offsets = read(
+        &mut c,
+        "org.apache.kafka.tools.consumer.OffsetsMessageFormatter",
+    );
+    let mut latest: BTreeMap<i64, i64> = BTreeMap::new();
+    for r in &offsets {
+        let key = &r["key"]["data"];
+        if key["group"] != "fmt-group" || key["topic"] != t {
+            continue;
+        }
+        assert_eq!(key_type(r), Some(1), "OffsetCommitKey type: {r}");
+        assert_eq!(r["value"]["version"], 3, "OffsetCommitValue version: {r}");
+        let p = key["partition"].as_i64().expect("partition");
+        let o = r["value"]["data"]["offset"].as_i64().expect("offset");
+        latest.insert(p, o);
+    }
+    let want: BTreeMap<i64, i64> = committed.iter().map(|(p, o)| (*p as i64, *o)).collect();
+    assert_eq!(
+        latest, want,
+        "offsets as Kafka's formatter reads them: {offsets:?}"
+    );
+
+    // The group's record: a consumer group, empty since the console consumer left.
+    let groups = read(
+        &mut c,
+        "org.apache.kafka.tools.consumer.GroupMetadataMessageFormatter",
+    );
+    let group = groups
+        .iter()
+        .rev()
+        .find(|r| key_type(r) == Some(2) && r["key"]["data"]["group"] == "fmt-group")
+        .unwrap_or_else(|| panic!("no group record for fmt-group: {groups:?}"));
+    let value = &group["value"]["data"];
+    assert_eq!(value["protocolType"], "consumer", "{group}");
+    assert!(value["generation"].as_i64().unwrap_or(0) >= 1, "{group}");
+    assert!(value["members"].is_array(), "{group}");
+}

@@ -80,9 +80,16 @@ pub struct BrokerConfig {
     pub log_cleaner_io_max_bytes_per_second: u64,
     /// Partitions of the internal `__consumer_offsets` topic (fixed once it exists).
     pub offsets_topic_partitions: i32,
-    /// Bytes appended to one `__consumer_offsets` partition after which the coordinator
-    /// writes a checkpoint of its groups and deletes the records before it.
-    pub offsets_checkpoint_bytes: u64,
+    /// Segment size of the compacted `__consumer_offsets` topic, set when the topic is
+    /// made (Kafka's `offsets.topic.segment.bytes`, 100 MiB there): the active segment is
+    /// never compacted and is replayed whole when a coordinator loads its groups, so Rill
+    /// keeps it smaller.
+    pub offsets_topic_segment_bytes: u64,
+    /// No longer used: `__consumer_offsets` is compacted instead of checkpointed. Accepted
+    /// so that configuration files written for older Rill versions still start; a warning
+    /// says it is ignored.
+    #[serde(skip_serializing)]
+    pub offsets_checkpoint_bytes: Option<u64>,
     /// Shortest and longest session timeout a group member may ask for.
     pub group_min_session_timeout_ms: u64,
     pub group_max_session_timeout_ms: u64,
@@ -175,7 +182,8 @@ impl Default for BrokerConfig {
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 100,
-            offsets_checkpoint_bytes: 16 << 20,
+            offsets_topic_segment_bytes: 16 << 20,
+            offsets_checkpoint_bytes: None,
             controller_quorum: String::new(),
             raft_listen: String::new(),
             rack: String::new(),
@@ -369,8 +377,11 @@ impl BrokerConfig {
                 "must be at least 1000 (followers wait up to 500 ms per fetch)",
             );
         }
-        if self.offsets_checkpoint_bytes < 4096 {
-            return bad("offsets_checkpoint_bytes", "must be at least 4096");
+        if !(4096..=i32::MAX as u64).contains(&self.offsets_topic_segment_bytes) {
+            return bad(
+                "offsets_topic_segment_bytes",
+                "must be between 4096 and 2147483647 (it becomes the topic's segment.bytes)",
+            );
         }
         if self.retention_check_interval_ms == 0 {
             return bad("retention_check_interval_ms", "must be positive");
@@ -599,6 +610,19 @@ mod tests {
             toml::from_str(include_str!("../../../deploy/rill.toml")).unwrap();
         example.validate().unwrap();
         assert_eq!(example.to_toml(), BrokerConfig::default().to_toml());
+    }
+
+    #[test]
+    fn a_config_from_before_offsets_compaction_still_starts() {
+        // offsets_checkpoint_bytes went with the checkpoints; files that set it still load
+        // (boot warns that it is ignored) and it is not written back.
+        let c: BrokerConfig = toml::from_str("offsets_checkpoint_bytes = 16777216\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.offsets_checkpoint_bytes, Some(16 << 20));
+        assert!(!c.to_toml().contains("offsets_checkpoint_bytes"));
+        let bad: BrokerConfig = toml::from_str("offsets_topic_segment_bytes = 100\n").unwrap();
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("offsets_topic_segment_bytes"), "{e}");
     }
 
     #[test]

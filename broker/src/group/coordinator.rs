@@ -29,12 +29,10 @@ use super::log::Log;
 use super::offsets::Committed;
 use super::records::{offsets_partition, StoredRecord};
 use crate::errors::KafkaError;
-use crate::metadata::{BrokerInfo, NewTopic, OFFSETS_TOPIC};
+use crate::metadata::{BrokerInfo, ConfigChange, ConfigEdit, ConfigOp, NewTopic, OFFSETS_TOPIC};
 use crate::runtime;
 use crate::shard::{Lane, Shard};
 
-/// Segment size of `__consumer_offsets` (Kafka: offsets.topic.segment.bytes).
-const OFFSETS_SEGMENT_BYTES: u64 = 16 << 20;
 /// How often group member sessions are checked for expiry.
 const GROUP_SESSION_CHECK: Duration = Duration::from_millis(100);
 
@@ -84,6 +82,8 @@ pub struct Coordinator {
     next_ticket: Cell<u64>,
     /// What the KIP-848 glue keeps besides the groups.
     pub(super) consumer: ConsumerGlue,
+    /// This shard asked for an offsets topic made before it was compacted to be compacted.
+    compaction_asked: Cell<bool>,
 }
 
 /// The reply channel of a parked classic request.
@@ -182,15 +182,19 @@ impl Groups {
     /// on first use.
     async fn coordinator_of(&self, group: &str) -> Result<(usize, i32), KafkaError> {
         let partitions = match self.offsets_partitions() {
-            Some(partitions) => partitions,
+            Some(partitions) => {
+                self.compact_offsets_topic();
+                partitions
+            }
             None => {
-                // Offsets stay until a checkpoint replaces them (retention would drop live
-                // offsets); small segments let the replaced records leave the disk soon.
+                // Compacted, as Kafka's: every key's latest record is its state (retention
+                // would drop live offsets). Segments of offsets_topic_segment_bytes, as
+                // Kafka's offsets.topic.segment.bytes: the active one is never compacted.
                 let configs = vec![
-                    ("retention.ms".to_string(), "-1".to_string()),
+                    ("cleanup.policy".to_string(), "compact".to_string()),
                     (
                         "segment.bytes".to_string(),
-                        OFFSETS_SEGMENT_BYTES.to_string(),
+                        self.config().offsets_topic_segment_bytes.to_string(),
                     ),
                 ];
                 // Kafka's offsets.topic.replication.factor (3), or as many brokers as are
@@ -220,6 +224,41 @@ impl Groups {
             .owner_of(OFFSETS_TOPIC, p)
             .map_err(|e| unavailable(e.message.unwrap_or_default()))?;
         Ok((owner, p))
+    }
+
+    /// An offsets topic made by a Rill that kept it small with checkpoints instead of
+    /// compaction becomes compacted (once per shard and process; a failure is logged and
+    /// tried again after the next restart).
+    fn compact_offsets_topic(&self) {
+        let compacted = self
+            .image()
+            .topic(OFFSETS_TOPIC)
+            .is_none_or(|t| t.settings.cleanup_compact);
+        if compacted || self.state.compaction_asked.replace(true) {
+            return;
+        }
+        let me = self.clone();
+        runtime::spawn(async move {
+            let edit = ConfigEdit {
+                name: "cleanup.policy".to_string(),
+                op: ConfigOp::Set,
+                value: Some("compact".to_string()),
+            };
+            match me
+                .shard
+                .authority()
+                .alter_topic_configs(OFFSETS_TOPIC, ConfigChange::Incremental(vec![edit]), false)
+                .await
+            {
+                Ok(()) => info!(
+                    topic = OFFSETS_TOPIC,
+                    "the offsets topic is now compacted (cleanup.policy=compact)"
+                ),
+                Err(e) => {
+                    warn!(topic = OFFSETS_TOPIC, error = ?e, "cannot make the offsets topic compacted; set its cleanup.policy to compact (rill topic alter or kafka-configs)")
+                }
+            }
+        });
     }
 
     /// How many partitions `__consumer_offsets` has, once it exists.
@@ -371,6 +410,7 @@ impl Groups {
     }
 
     async fn delete_group(&self, partition: i32, group: &str) -> Result<(), KafkaError> {
+        let mut records = Vec::new();
         {
             let groups = self.state.groups.borrow();
             let members = match groups.get(group) {
@@ -391,11 +431,22 @@ impl Groups {
                     format!("group {group} has members"),
                 ));
             }
+            // Each committed offset is a key of its own in the compacted topic: its
+            // tombstone goes with the group's, or compaction would bring it back.
+            if let Some(g) = groups.get(group) {
+                for (topic, p) in g.offsets.keys() {
+                    records.push(StoredRecord::OffsetDeleted {
+                        group: group.to_string(),
+                        topic: topic.clone(),
+                        partition: *p,
+                    });
+                }
+            }
         }
-        let record = StoredRecord::GroupDeleted {
+        records.push(StoredRecord::GroupDeleted {
             group: group.to_string(),
-        };
-        self.persist(partition, vec![record])
+        });
+        self.persist(partition, records)
             .await
             .map_err(KafkaError::code)?;
         info!(group, "group deleted");

@@ -1,14 +1,20 @@
 //! The coordinator's `__consumer_offsets` partitions: replaying one into the group state the
-//! first time a group on it is used, the one ordered writer per partition, and checkpoints.
+//! first time a group on it is used, and the one ordered writer per partition.
 //!
-//! One writer per offsets partition appends the records in the order they were computed
-//! (several requests share a batch and its fdatasync), and after `offsets_checkpoint_bytes`
-//! writes the groups' whole state again and deletes the records before it, so the topic
-//! stays small without compaction. A record takes effect when it is durable: offsets and
-//! deletions are applied by the writer, group state by the protocol code that wrote it.
+//! Records are in Apache Kafka's own formats ([`super::wire`]) and the topic is compacted
+//! like any other: every key's latest record is its state and a deletion is a tombstone, so
+//! the log cleaner keeps the partitions small and a restart replays only what compaction
+//! left. One writer per offsets partition appends the records in the order they were
+//! computed (several requests share a batch and its fdatasync). A record takes effect when it
+//! is durable: offsets and deletions are applied by the writer, group state by the protocol
+//! code that wrote it.
+//!
+//! Partitions written by Rill before it used Kafka's formats (text keys, rkyv values) are
+//! still read; the first load of such a partition writes its whole state again in Kafka's
+//! formats and a tombstone for every old key, so compaction removes the old records.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,6 +28,7 @@ use super::consumer as cg;
 use super::coordinator::Groups;
 use super::offsets::Committed;
 use super::records::{consumer_records, offsets_partition, StoredRecord};
+use super::wire::{self, KeyValue, LogRecord, MemberCurrent, MemberMetadata};
 use crate::metadata::OFFSETS_TOPIC;
 use crate::partition::Reader;
 use crate::runtime;
@@ -34,6 +41,8 @@ const WRITE_BATCH_RECORDS_MAX: usize = 1000;
 /// Records of one request waiting to be appended.
 struct PendingWrite {
     records: Vec<StoredRecord>,
+    /// Records appended after `records` as they are (the tombstones of a migration).
+    raw: Vec<KeyValue>,
     /// The offset of the first record, once durable.
     reply: oneshot::Sender<Result<i64, ErrorCode>>,
 }
@@ -44,10 +53,6 @@ struct PartitionWriter {
     queue: std::collections::VecDeque<PendingWrite>,
     /// A writer task is draining the queue.
     running: bool,
-    /// Bytes appended (or replayed) since the last checkpoint.
-    bytes_since_checkpoint: u64,
-    /// Size of the last checkpoint: the next one waits for at least this much more.
-    checkpoint_bytes: u64,
 }
 
 /// The offsets partitions this shard coordinates: which are replayed, and their writers.
@@ -57,6 +62,14 @@ pub(super) struct Log {
     loaded: RefCell<HashSet<i32>>,
     load_lock: async_lock::Mutex<()>,
     writers: RefCell<HashMap<i32, PartitionWriter>>,
+}
+
+/// The pieces of a KIP-848 member read so far (Kafka keeps a member in three records).
+#[derive(Default)]
+struct PartialMember {
+    meta: Option<MemberMetadata>,
+    current: Option<MemberCurrent>,
+    target: Option<Vec<super::records::StoredPartitions>>,
 }
 
 impl Groups {
@@ -72,7 +85,6 @@ impl Groups {
         let started = Instant::now();
         let mut offset = 0;
         let mut records = 0u64;
-        let mut replayed_bytes = 0u64;
         let Some(log) = self.partition(OFFSETS_TOPIC, p) else {
             warn!(
                 partition = p,
@@ -80,6 +92,10 @@ impl Groups {
             );
             return Err(ErrorCode::CoordinatorLoadInProgress);
         };
+        let mut members: HashMap<(String, String), PartialMember> = HashMap::new();
+        // Keys of records in Rill's formats from before Kafka's (see the module's note).
+        let mut legacy: BTreeSet<Bytes> = BTreeSet::new();
+        let mut skipped = 0u64;
         loop {
             let data: Vec<Bytes> = match log.read(Reader::Internal, offset, 1 << 20).await {
                 Ok(batches) => batches,
@@ -100,7 +116,6 @@ impl Groups {
             }
             let mut decoded = Vec::new();
             for batch in &data {
-                replayed_bytes += batch.len() as u64;
                 decoded.extend(decode_record_batches(batch).map_err(|e| {
                     warn!(partition = p, error = %e, "damaged record in the offsets topic");
                     ErrorCode::CoordinatorNotAvailable
@@ -111,36 +126,207 @@ impl Groups {
             }
             for rec in decoded {
                 offset = rec.offset + 1;
-                let Some(value) = rec.value else { continue };
-                match StoredRecord::decode(&value) {
+                let Some(key) = rec.key else {
+                    skipped += 1;
+                    continue;
+                };
+                if !wire::is_kafka_key(&key) {
+                    legacy.insert(key);
+                    let Some(value) = rec.value else { continue };
+                    match StoredRecord::decode(&value) {
+                        Ok(r) => {
+                            self.replay(r);
+                            records += 1;
+                        }
+                        Err(e) => {
+                            skipped += 1;
+                            warn!(partition = p, offset = rec.offset, error = %e, "skipping an unreadable group record")
+                        }
+                    }
+                    continue;
+                }
+                match wire::decode(&key, rec.value.as_deref()) {
                     Ok(r) => {
-                        self.replay(r);
+                        self.replay_log_record(r, &mut members);
                         records += 1;
                     }
                     Err(e) => {
+                        skipped += 1;
                         warn!(partition = p, offset = rec.offset, error = %e, "skipping an unreadable group record")
                     }
                 }
             }
         }
+        for ((group, id), m) in members {
+            let Some(meta) = m.meta else { continue };
+            let member = wire::member_of(id, meta, m.current, m.target);
+            self.replay(StoredRecord::ConsumerMember {
+                group,
+                member: Box::new(member),
+            });
+        }
         self.state.log.loaded.borrow_mut().insert(p);
-        // A long log gets a checkpoint with the next write.
-        self.state
-            .log
-            .writers
-            .borrow_mut()
-            .entry(p)
-            .or_default()
-            .bytes_since_checkpoint += replayed_bytes;
-        if records > 0 {
+        if records > 0 || skipped > 0 {
             info!(
                 partition = p,
                 records,
+                skipped,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "consumer groups loaded"
             );
         }
+        if !legacy.is_empty() {
+            self.migrate(p, legacy).await;
+        }
         Ok(())
+    }
+
+    /// Rewrites a partition read in Rill's old formats: the groups' whole state in Kafka's,
+    /// then a tombstone for every old key, so the cleaner removes the old records and no
+    /// old record can outlive a later deletion.
+    async fn migrate(&self, partition: i32, legacy: BTreeSet<Bytes>) {
+        let Some(partitions) = self.offsets_partitions() else {
+            return;
+        };
+        let state = self.state_records(partition, partitions);
+        let (records, keys) = (state.len(), legacy.len());
+        let raw = legacy.into_iter().map(|k| (k, None)).collect();
+        let rx = match self.enqueue(partition, state, raw) {
+            Ok(rx) => rx,
+            Err(code) => {
+                warn!(partition, ?code, "cannot rewrite the consumer groups in Kafka's record formats now; the next load tries again");
+                return;
+            }
+        };
+        match rx.await {
+            Ok(Ok(_)) => info!(
+                partition,
+                records,
+                old_keys = keys,
+                "consumer groups rewritten in Kafka's record formats; the old records are compacted away"
+            ),
+            _ => warn!(partition, "cannot rewrite the consumer groups in Kafka's record formats; the next load tries again"),
+        }
+    }
+
+    /// Applies one record in Kafka's formats. KIP-848 members are gathered in `members` and
+    /// restored once the whole partition is read.
+    fn replay_log_record(
+        &self,
+        r: LogRecord,
+        members: &mut HashMap<(String, String), PartialMember>,
+    ) {
+        let consumer = |group: String, f: &dyn Fn(&mut cg::ConsumerGroup)| {
+            let mut groups = self.state.groups.borrow_mut();
+            let g = groups.entry(group).or_default();
+            f(g.consumer.get_or_insert_with(Default::default));
+        };
+        match r {
+            LogRecord::Offset {
+                group,
+                topic,
+                partition,
+                value: Some((offset, leader_epoch, metadata)),
+            } => self.replay(StoredRecord::Offset {
+                group,
+                topic,
+                partition,
+                offset,
+                leader_epoch,
+                metadata,
+                commit_ms: 0,
+            }),
+            LogRecord::Offset {
+                group,
+                topic,
+                partition,
+                value: None,
+            } => self.replay(StoredRecord::OffsetDeleted {
+                group,
+                topic,
+                partition,
+            }),
+            LogRecord::ClassicGroup {
+                group,
+                value: Some(v),
+            } => self.replay(StoredRecord::Group {
+                group,
+                protocol_type: v.protocol_type,
+                protocol: v.protocol,
+                generation: v.generation,
+                leader: v.leader,
+                members: v.members,
+            }),
+            LogRecord::ClassicGroup { group, value: None } => {
+                members.retain(|(g, _), _| *g != group);
+                self.replay(StoredRecord::GroupDeleted { group })
+            }
+            LogRecord::ConsumerGroup {
+                group,
+                value: Some((epoch, assignor)),
+            } => consumer(group, &|c| {
+                c.epoch = epoch;
+                c.assignor = assignor.clone();
+            }),
+            LogRecord::ConsumerGroup { group, value: None } => {
+                if let Some(g) = self.state.groups.borrow_mut().get_mut(&group) {
+                    g.consumer = None;
+                }
+            }
+            LogRecord::ConsumerGroupTopics {
+                group,
+                value: Some(topics),
+            } => consumer(group, &|c| {
+                c.topics_seen = topics
+                    .iter()
+                    .map(|(name, id, partitions)| {
+                        (
+                            name.clone(),
+                            cg::TopicMeta {
+                                id: Uuid::from_bytes(*id),
+                                partitions: *partitions,
+                            },
+                        )
+                    })
+                    .collect();
+            }),
+            LogRecord::ConsumerGroupAssignmentEpoch {
+                group,
+                value: Some(epoch),
+            } => consumer(group, &|c| c.assignment_epoch = epoch),
+            LogRecord::ConsumerGroupTopics { value: None, .. }
+            | LogRecord::ConsumerGroupAssignmentEpoch { value: None, .. } => {}
+            LogRecord::MemberMetadata {
+                group,
+                member,
+                value,
+            } => {
+                if value.is_none() {
+                    // A member restored from an older record in Rill's old format goes too.
+                    if let Some(c) = self
+                        .state
+                        .groups
+                        .borrow_mut()
+                        .get_mut(&group)
+                        .and_then(|g| g.consumer.as_mut())
+                    {
+                        c.remove_restored(&member);
+                    }
+                }
+                members.entry((group, member)).or_default().meta = value;
+            }
+            LogRecord::MemberTarget {
+                group,
+                member,
+                value,
+            } => members.entry((group, member)).or_default().target = value,
+            LogRecord::MemberCurrent {
+                group,
+                member,
+                value,
+            } => members.entry((group, member)).or_default().current = value,
+            LogRecord::Other { .. } => {}
+        }
     }
 
     /// Applies a stored record to the group state. Requests parked in a classic group that
@@ -264,6 +450,15 @@ impl Groups {
         partition: i32,
         records: Vec<StoredRecord>,
     ) -> Result<oneshot::Receiver<Result<i64, ErrorCode>>, ErrorCode> {
+        self.enqueue(partition, records, Vec::new())
+    }
+
+    fn enqueue(
+        &self,
+        partition: i32,
+        records: Vec<StoredRecord>,
+        raw: Vec<KeyValue>,
+    ) -> Result<oneshot::Receiver<Result<i64, ErrorCode>>, ErrorCode> {
         let (tx, rx) = oneshot::channel();
         let start = {
             let mut writers = self.state.log.writers.borrow_mut();
@@ -276,7 +471,11 @@ impl Groups {
                 );
                 return Err(ErrorCode::CoordinatorNotAvailable);
             }
-            w.queue.push_back(PendingWrite { records, reply: tx });
+            w.queue.push_back(PendingWrite {
+                records,
+                raw,
+                reply: tx,
+            });
             !std::mem::replace(&mut w.running, true)
         };
         if start {
@@ -287,36 +486,20 @@ impl Groups {
     }
 
     /// The one writer of offsets partition `partition`: appends queued records in order,
-    /// several requests' records per batch (one fdatasync covers them), and writes a
-    /// checkpoint when enough has been appended since the last one.
+    /// several requests' records per batch (one fdatasync covers them).
     async fn write_loop(self, partition: i32) {
         loop {
-            let due = self
-                .state
-                .log
-                .writers
-                .borrow()
-                .get(&partition)
-                .is_some_and(|w| {
-                    w.bytes_since_checkpoint
-                        > self
-                            .config()
-                            .offsets_checkpoint_bytes
-                            .max(w.checkpoint_bytes)
-                });
-            if due && self.state.log.loaded.borrow().contains(&partition) {
-                self.checkpoint(partition).await;
-            }
             let batch: Vec<PendingWrite> = {
                 let mut writers = self.state.log.writers.borrow_mut();
                 let w = writers.entry(partition).or_default();
                 let mut out = Vec::new();
                 let mut count = 0;
                 while let Some(next) = w.queue.front() {
-                    if !out.is_empty() && count + next.records.len() > WRITE_BATCH_RECORDS_MAX {
+                    let n = next.records.len() + next.raw.len();
+                    if !out.is_empty() && count + n > WRITE_BATCH_RECORDS_MAX {
                         break;
                     }
-                    count += next.records.len();
+                    count += n;
                     out.push(w.queue.pop_front().expect("front exists"));
                 }
                 if out.is_empty() {
@@ -325,15 +508,25 @@ impl Groups {
                 }
                 out
             };
-            let records: Vec<&StoredRecord> = batch.iter().flat_map(|w| w.records.iter()).collect();
-            match self.append_records(partition, &records).await {
-                Ok((base, bytes)) => {
-                    if let Some(w) = self.state.log.writers.borrow_mut().get_mut(&partition) {
-                        w.bytes_since_checkpoint += bytes;
-                    }
+            let now = runtime::now_ms();
+            let mut kvs: Vec<KeyValue> = Vec::new();
+            let mut firsts = Vec::with_capacity(batch.len());
+            for w in &batch {
+                firsts.push(kvs.len() as i64);
+                for r in &w.records {
+                    kvs.extend(wire::encode(r, now));
+                }
+                kvs.extend(w.raw.iter().cloned());
+            }
+            let group = batch
+                .iter()
+                .find_map(|w| w.records.first())
+                .map(|r| r.group().to_string())
+                .unwrap_or_default();
+            match self.append_records(partition, &group, kvs).await {
+                Ok(base) => {
                     // Offsets and deletions take effect once durable, here, before anything
-                    // else runs: a checkpoint computed next must include them, or it would
-                    // delete their records without carrying them forward.
+                    // else runs.
                     for w in &batch {
                         for r in &w.records {
                             if matches!(
@@ -346,10 +539,8 @@ impl Groups {
                             }
                         }
                     }
-                    let mut offset = base;
-                    for w in batch {
-                        let _ = w.reply.send(Ok(offset));
-                        offset += w.records.len() as i64;
+                    for (w, first) in batch.into_iter().zip(firsts) {
+                        let _ = w.reply.send(Ok(base + first));
                     }
                 }
                 Err(code) => {
@@ -361,27 +552,15 @@ impl Groups {
         }
     }
 
-    /// Appends one batch of `records` with acks=all; returns its base offset and size.
+    /// Appends one batch of records with acks=all; returns its base offset. Large writes
+    /// (a migration) are split into batches of at most `WRITE_BATCH_RECORDS_MAX` records.
     async fn append_records(
         &self,
         partition: i32,
-        records: &[&StoredRecord],
-    ) -> Result<(i64, u64), ErrorCode> {
+        group: &str,
+        records: Vec<KeyValue>,
+    ) -> Result<i64, ErrorCode> {
         let now = runtime::now_ms();
-        let batch: Vec<ProduceRecord> = records
-            .iter()
-            .map(|r| ProduceRecord {
-                key: Some(Bytes::from(r.key().into_bytes())),
-                value: Some(r.encode()),
-                headers: Vec::new(),
-                timestamp_ms: now,
-            })
-            .collect();
-        let data = encode_record_batch(&batch, &BatchOptions::default()).map_err(|e| {
-            warn!(error = %e, "cannot encode group records");
-            ErrorCode::UnknownServerError
-        })?;
-        let bytes = data.len() as u64;
         let Some(log) = self.partition(OFFSETS_TOPIC, partition) else {
             warn!(
                 partition,
@@ -390,76 +569,40 @@ impl Groups {
             return Err(ErrorCode::CoordinatorNotAvailable);
         };
         let lag_max = Duration::from_millis(self.config().replica_lag_time_max_ms);
-        let batches = crate::partition::split_batches(data).map_err(|e| {
-            warn!(error = ?e, "group records encoded into a bad batch");
-            ErrorCode::UnknownServerError
-        })?;
-        match log.produce(batches, -1, lag_max).await {
-            Ok(produced) => Ok((produced.base_offset, bytes)),
-            Err(e) => {
-                warn!(group = records[0].group(), error = ?e, "cannot persist group records");
-                Err(if e.code == ErrorCode::MessageTooLarge {
-                    ErrorCode::OffsetMetadataTooLarge
-                } else {
-                    ErrorCode::CoordinatorNotAvailable
-                })
-            }
-        }
-    }
-
-    /// Writes the whole state of the groups on `partition` (every group record and committed
-    /// offset) as new records, then deletes everything before them: the partition stops
-    /// growing with every commit, and a restart replays at most a checkpoint plus what came
-    /// after it. Runs inside the partition's writer, so nothing is appended in between.
-    async fn checkpoint(&self, partition: i32) {
-        let started = Instant::now();
-        let Some(partitions) = self.offsets_partitions() else {
-            return;
-        };
-        let records = self.state_records(partition, partitions);
-        let mut first: Option<i64> = None;
-        let mut bytes = 0;
+        let mut base = None;
         for chunk in records.chunks(WRITE_BATCH_RECORDS_MAX) {
-            let refs: Vec<&StoredRecord> = chunk.iter().collect();
-            match self.append_records(partition, &refs).await {
-                Ok((base, b)) => {
-                    first.get_or_insert(base);
-                    bytes += b;
+            let batch: Vec<ProduceRecord> = chunk
+                .iter()
+                .map(|(key, value)| ProduceRecord {
+                    key: Some(key.clone()),
+                    value: value.clone(),
+                    headers: Vec::new(),
+                    timestamp_ms: now,
+                })
+                .collect();
+            let data = encode_record_batch(&batch, &BatchOptions::default()).map_err(|e| {
+                warn!(error = %e, "cannot encode group records");
+                ErrorCode::UnknownServerError
+            })?;
+            let batches = crate::partition::split_batches(data).map_err(|e| {
+                warn!(error = ?e, "group records encoded into a bad batch");
+                ErrorCode::UnknownServerError
+            })?;
+            match log.produce(batches, -1, lag_max).await {
+                Ok(produced) => {
+                    base.get_or_insert(produced.base_offset);
                 }
-                Err(code) => {
-                    warn!(
-                        partition,
-                        ?code,
-                        "consumer group checkpoint failed; will retry after more writes"
-                    );
-                    if let Some(w) = self.state.log.writers.borrow_mut().get_mut(&partition) {
-                        w.bytes_since_checkpoint = 0;
-                    }
-                    return;
+                Err(e) => {
+                    warn!(group, error = ?e, "cannot persist group records");
+                    return Err(if e.code == ErrorCode::MessageTooLarge {
+                        ErrorCode::OffsetMetadataTooLarge
+                    } else {
+                        ErrorCode::CoordinatorNotAvailable
+                    });
                 }
             }
         }
-        // Nothing before the checkpoint is needed any more (an empty partition state
-        // deletes up to the log end).
-        let Some(log) = self.partition(OFFSETS_TOPIC, partition) else {
-            return;
-        };
-        let upto = first.unwrap_or_else(|| log.offsets().high_watermark);
-        if let Err(e) = log.delete_records(Some(upto)).await {
-            warn!(partition, error = ?e, "cannot delete records before the group checkpoint");
-        }
-        if let Some(w) = self.state.log.writers.borrow_mut().get_mut(&partition) {
-            w.bytes_since_checkpoint = 0;
-            w.checkpoint_bytes = bytes;
-        }
-        info!(
-            partition,
-            records = records.len(),
-            bytes,
-            log_start_offset = upto,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "consumer group checkpoint written; older records deleted"
-        );
+        Ok(base.unwrap_or_else(|| log.offsets().high_watermark))
     }
 
     /// Every record needed to rebuild the groups of `partition` from nothing.

@@ -34,6 +34,7 @@ mod coordinator;
 mod log;
 mod offsets;
 mod records;
+mod wire;
 
 pub use coordinator::{start, GroupOp, GroupReply, Groups};
 pub use offsets::Committed;

@@ -1,11 +1,13 @@
-//! What the coordinator writes to `__consumer_offsets`: the stored records (rkyv, checked on
-//! read), their keys, and which partition of the topic holds a group. The KIP-848 state
-//! machine knows nothing of storage, so its members and changes are turned into records
-//! here.
+//! What the coordinator writes to `__consumer_offsets`: the records it keeps (written in
+//! Kafka's formats by [`super::wire`]), and which partition of the topic holds a group. The
+//! KIP-848 state machine knows nothing of storage, so its members and changes are turned
+//! into records here.
+//!
+//! Rill before Kafka's formats wrote these records as rkyv values under text keys; the rkyv
+//! layout stays so that such partitions are still read (and rewritten, see `log.rs`).
 
 use std::time::Instant;
 
-use bytes::Bytes;
 use rkyv::{Archive, Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -188,9 +190,9 @@ impl StoredRecord {
         }
     }
 
-    /// The record key: one per offset and one per group, so compaction (once it exists)
-    /// keeps the latest of each.
-    pub fn key(&self) -> String {
+    /// The text key Rill wrote before Kafka's formats.
+    #[cfg(test)]
+    pub fn legacy_key(&self) -> String {
         match self {
             StoredRecord::Offset {
                 group,
@@ -216,14 +218,17 @@ impl StoredRecord {
         }
     }
 
-    pub fn encode(&self) -> Bytes {
-        Bytes::from(
+    /// The rkyv value Rill wrote before Kafka's formats.
+    #[cfg(test)]
+    pub fn legacy_encode(&self) -> bytes::Bytes {
+        bytes::Bytes::from(
             rkyv::to_bytes::<rkyv::rancor::Error>(self)
                 .expect("serializing a group record into memory cannot fail")
                 .to_vec(),
         )
     }
 
+    /// Reads a value Rill wrote before Kafka's formats.
     pub fn decode(value: &[u8]) -> Result<StoredRecord, String> {
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(value.len());
         aligned.extend_from_slice(value);
@@ -298,10 +303,10 @@ mod tests {
             metadata: "m".into(),
             commit_ms: 1,
         };
-        assert_eq!(StoredRecord::decode(&r.encode()).unwrap(), r);
+        assert_eq!(StoredRecord::decode(&r.legacy_encode()).unwrap(), r);
         assert_ne!(
-            r.key(),
-            StoredRecord::GroupDeleted { group: "g".into() }.key()
+            r.legacy_key(),
+            StoredRecord::GroupDeleted { group: "g".into() }.legacy_key()
         );
         let m = StoredRecord::ConsumerMember {
             group: "g".into(),
@@ -326,12 +331,16 @@ mod tests {
                 target: vec![],
             }),
         };
-        assert_eq!(StoredRecord::decode(&m.encode()).unwrap(), m);
+        assert_eq!(StoredRecord::decode(&m.legacy_encode()).unwrap(), m);
         let removed = StoredRecord::ConsumerMemberRemoved {
             group: "g".into(),
             member_id: "m".into(),
         };
-        assert_eq!(m.key(), removed.key(), "a removal must replace the member");
+        assert_eq!(
+            m.legacy_key(),
+            removed.legacy_key(),
+            "a removal must replace the member"
+        );
     }
 
     #[test]

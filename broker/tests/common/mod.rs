@@ -545,6 +545,25 @@ pub fn admin_options() -> AdminOptions {
         .operation_timeout(Some(Duration::from_secs(20)))
 }
 
+/// A topic's config value as DescribeConfigs answers it (through rdkafka's admin client).
+pub fn topic_config(broker: &Broker, topic: &str, key: &str) -> Option<String> {
+    let results = block_on(broker.admin().describe_configs(
+        [&rdkafka::admin::ResourceSpecifier::Topic(topic)],
+        &admin_options(),
+    ))
+    .unwrap_or_else(|e| panic!("DescribeConfigs {topic}: {e}"));
+    let resource = results
+        .into_iter()
+        .next()
+        .expect("one resource described")
+        .unwrap_or_else(|code| panic!("DescribeConfigs {topic}: {code:?}"));
+    resource
+        .entries
+        .into_iter()
+        .find(|e| e.name == key)
+        .and_then(|e| e.value)
+}
+
 /// Runs a future to completion on this thread (rdkafka's futures are resolved by its own
 /// background threads, so no runtime is needed).
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
