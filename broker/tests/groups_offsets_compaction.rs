@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::groups::{commit, committed_offsets, delete_group};
+use common::groups::{commit, committed_offsets, delete_group, list_groups};
 use common::keyed::read_partition_to_end;
 use common::{Broker, BrokerOptions};
 
@@ -115,5 +115,13 @@ fn offsets_partition_is_compacted_and_keeps_the_latest_offsets() {
     broker.kill9();
     broker.restart();
     let mut net = broker.net();
+    // ListGroups, before any request names a group, loads the partitions this broker leads
+    // (as Kafka's coordinator does when elected) and lists every group but the deleted one.
+    let listed: Vec<String> = list_groups(&mut net).into_keys().collect();
+    assert_eq!(
+        listed,
+        ["g0", "g1", "g2", "g3"],
+        "ListGroups after the restart"
+    );
     check(&mut net, "after kill -9 and restart");
 }

@@ -318,11 +318,34 @@ impl Groups {
     /// ListGroups over every shard.
     pub async fn list_groups(&self) -> Vec<ListedGroup> {
         self.shard
-            .ask_all(|shard: Rc<Shard>| async move { Groups::of(&shard).listed_groups() })
+            .ask_all(|shard: Rc<Shard>| async move {
+                let groups = Groups::of(&shard);
+                groups.load_led_partitions().await;
+                groups.listed_groups()
+            })
             .await
             .into_iter()
             .flatten()
             .collect()
+    }
+
+    /// Loads every offsets partition this shard leads that is not loaded yet (groups are
+    /// otherwise loaded when first used), so ListGroups after a restart or a leadership move
+    /// shows every group, as Kafka's coordinator loads its partitions when elected. A
+    /// partition that cannot be loaded now is left to the next call.
+    async fn load_led_partitions(&self) {
+        let Some(partitions) = self.offsets_partitions() else {
+            return;
+        };
+        for p in 0..partitions {
+            let leads = self
+                .image()
+                .placement(OFFSETS_TOPIC, p)
+                .is_some_and(|pl| pl.leader == self.node_id());
+            if leads && self.owner_of(OFFSETS_TOPIC, p).ok() == Some(self.id()) {
+                let _ = self.load_groups(p).await;
+            }
+        }
     }
 
     /// Every committed offset of the groups this shard coordinates, for metrics.

@@ -93,7 +93,7 @@ impl Groups {
             return Err(ErrorCode::CoordinatorLoadInProgress);
         };
         let mut members: HashMap<(String, String), PartialMember> = HashMap::new();
-        // Keys of records in Rill's formats from before Kafka's (see the module's note).
+        // Keys of live records in Rill's formats from before Kafka's (see the module's note).
         let mut legacy: BTreeSet<Bytes> = BTreeSet::new();
         let mut skipped = 0u64;
         loop {
@@ -131,8 +131,12 @@ impl Groups {
                     continue;
                 };
                 if !wire::is_kafka_key(&key) {
+                    // A tombstone here is a finished migration's: that key needs no other.
+                    let Some(value) = rec.value else {
+                        legacy.remove(&key);
+                        continue;
+                    };
                     legacy.insert(key);
-                    let Some(value) = rec.value else { continue };
                     match StoredRecord::decode(&value) {
                         Ok(r) => {
                             self.replay(r);
