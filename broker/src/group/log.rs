@@ -194,23 +194,44 @@ impl Groups {
         };
         let state = self.state_records(partition, partitions);
         let (records, keys) = (state.len(), legacy.len());
-        let raw = legacy.into_iter().map(|k| (k, None)).collect();
-        let rx = match self.enqueue(partition, state, raw) {
-            Ok(rx) => rx,
-            Err(code) => {
-                warn!(partition, ?code, "cannot rewrite the consumer groups in Kafka's record formats now; the next load tries again");
+        // In writes of at most WRITE_BATCH_RECORDS_MAX records: the state first, then the
+        // tombstones, so an interrupted migration leaves the old records live and the next
+        // load starts it again.
+        let mut waits = Vec::new();
+        let mut state = state.into_iter().peekable();
+        let mut legacy = legacy.into_iter().peekable();
+        while state.peek().is_some() || legacy.peek().is_some() {
+            let chunk: Vec<StoredRecord> =
+                state.by_ref().take(WRITE_BATCH_RECORDS_MAX / 3).collect();
+            let raw: Vec<KeyValue> = if chunk.is_empty() {
+                legacy
+                    .by_ref()
+                    .take(WRITE_BATCH_RECORDS_MAX)
+                    .map(|k| (k, None))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            match self.enqueue(partition, chunk, raw) {
+                Ok(rx) => waits.push(rx),
+                Err(code) => {
+                    warn!(partition, ?code, "cannot rewrite the consumer groups in Kafka's record formats now; the next load tries again");
+                    return;
+                }
+            }
+        }
+        for rx in waits {
+            if !matches!(rx.await, Ok(Ok(_))) {
+                warn!(partition, "cannot rewrite the consumer groups in Kafka's record formats; the next load tries again");
                 return;
             }
-        };
-        match rx.await {
-            Ok(Ok(_)) => info!(
-                partition,
-                records,
-                old_keys = keys,
-                "consumer groups rewritten in Kafka's record formats; the old records are compacted away"
-            ),
-            _ => warn!(partition, "cannot rewrite the consumer groups in Kafka's record formats; the next load tries again"),
         }
+        info!(
+            partition,
+            records,
+            old_keys = keys,
+            "consumer groups rewritten in Kafka's record formats; the old records are compacted away"
+        );
     }
 
     /// Applies one record in Kafka's formats. KIP-848 members are gathered in `members` and
@@ -556,8 +577,8 @@ impl Groups {
         }
     }
 
-    /// Appends one batch of records with acks=all; returns its base offset. Large writes
-    /// (a migration) are split into batches of at most `WRITE_BATCH_RECORDS_MAX` records.
+    /// Appends `records` as one batch with acks=all (one request's records are durable
+    /// together or not at all); returns its base offset.
     async fn append_records(
         &self,
         partition: i32,
@@ -565,6 +586,19 @@ impl Groups {
         records: Vec<KeyValue>,
     ) -> Result<i64, ErrorCode> {
         let now = runtime::now_ms();
+        let batch: Vec<ProduceRecord> = records
+            .into_iter()
+            .map(|(key, value)| ProduceRecord {
+                key: Some(key),
+                value,
+                headers: Vec::new(),
+                timestamp_ms: now,
+            })
+            .collect();
+        let data = encode_record_batch(&batch, &BatchOptions::default()).map_err(|e| {
+            warn!(error = %e, "cannot encode group records");
+            ErrorCode::UnknownServerError
+        })?;
         let Some(log) = self.partition(OFFSETS_TOPIC, partition) else {
             warn!(
                 partition,
@@ -573,40 +607,21 @@ impl Groups {
             return Err(ErrorCode::CoordinatorNotAvailable);
         };
         let lag_max = Duration::from_millis(self.config().replica_lag_time_max_ms);
-        let mut base = None;
-        for chunk in records.chunks(WRITE_BATCH_RECORDS_MAX) {
-            let batch: Vec<ProduceRecord> = chunk
-                .iter()
-                .map(|(key, value)| ProduceRecord {
-                    key: Some(key.clone()),
-                    value: value.clone(),
-                    headers: Vec::new(),
-                    timestamp_ms: now,
+        let batches = crate::partition::split_batches(data).map_err(|e| {
+            warn!(error = ?e, "group records encoded into a bad batch");
+            ErrorCode::UnknownServerError
+        })?;
+        match log.produce(batches, -1, lag_max).await {
+            Ok(produced) => Ok(produced.base_offset),
+            Err(e) => {
+                warn!(group, error = ?e, "cannot persist group records");
+                Err(if e.code == ErrorCode::MessageTooLarge {
+                    ErrorCode::OffsetMetadataTooLarge
+                } else {
+                    ErrorCode::CoordinatorNotAvailable
                 })
-                .collect();
-            let data = encode_record_batch(&batch, &BatchOptions::default()).map_err(|e| {
-                warn!(error = %e, "cannot encode group records");
-                ErrorCode::UnknownServerError
-            })?;
-            let batches = crate::partition::split_batches(data).map_err(|e| {
-                warn!(error = ?e, "group records encoded into a bad batch");
-                ErrorCode::UnknownServerError
-            })?;
-            match log.produce(batches, -1, lag_max).await {
-                Ok(produced) => {
-                    base.get_or_insert(produced.base_offset);
-                }
-                Err(e) => {
-                    warn!(group, error = ?e, "cannot persist group records");
-                    return Err(if e.code == ErrorCode::MessageTooLarge {
-                        ErrorCode::OffsetMetadataTooLarge
-                    } else {
-                        ErrorCode::CoordinatorNotAvailable
-                    });
-                }
             }
         }
-        Ok(base.unwrap_or_else(|| log.offsets().high_watermark))
     }
 
     /// Every record needed to rebuild the groups of `partition` from nothing.
