@@ -11,11 +11,11 @@ cd "$(dirname "$0")/.."
 . benches/lib.sh
 RUNS=${RUNS:-3}
 DIR=${BENCH_DIR:-$PWD/target/bench-data}/groups
-OUT=benches/results/groups.md
+OUT=${OUT:-benches/results/groups.md}
 PORT=${PORT:-19492}
 command -v fio >/dev/null || { apt-get update -qq && apt-get install -y -qq fio; }
 cargo build --release -p rill-broker -p rill-benches
-RILL=target/release/rill
+RILL=${RILL:-target/release/rill}  # another build for an A/B run
 BENCH=target/release/group_bench
 mkdir -p "$DIR" benches/results
 RAW=$(mktemp)

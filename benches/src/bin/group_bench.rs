@@ -187,12 +187,8 @@ fn kip848_member(
     );
 }
 
-/// `members` KIP-848 members join a new group on a topic of as many partitions; prints the
-/// time from the first heartbeat until ConsumerGroupDescribe shows the group stable with
-/// every member at the group epoch owning one partition.
-fn rebalance848(addr: &str, members: usize) {
-    let topic = format!("bench848-{members}-{}", std::process::id());
-    let group = format!("bench848-group-{members}-{}", std::process::id());
+/// Creates `topic` with `partitions` partitions (replication factor 1).
+fn create_topic(addr: &str, topic: &str, partitions: i32) {
     let mut admin = connect(addr);
     let created = block_on(
         admin.send(
@@ -200,13 +196,23 @@ fn rebalance848(addr: &str, members: usize) {
             &CreateTopicsRequest::default()
                 .with_timeout_ms(30_000)
                 .with_topics(vec![create_topics_request::CreatableTopic::default()
-                    .with_name(TopicName(s(&topic)))
-                    .with_num_partitions(members as i32)
+                    .with_name(TopicName(s(topic)))
+                    .with_num_partitions(partitions)
                     .with_replication_factor(1)]),
         ),
     )
     .expect("CreateTopics");
     assert_eq!(created.topics[0].error_code, 0, "CreateTopics: {created:?}");
+}
+
+/// `members` KIP-848 members join a new group on a topic of as many partitions; prints the
+/// time from the first heartbeat until ConsumerGroupDescribe shows the group stable with
+/// every member at the group epoch owning one partition.
+fn rebalance848(addr: &str, members: usize) {
+    let topic = format!("bench848-{members}-{}", std::process::id());
+    let group = format!("bench848-group-{members}-{}", std::process::id());
+    create_topic(addr, &topic, members as i32);
+    let mut admin = connect(addr);
     let start = Arc::new(Barrier::new(members + 1));
     let stop = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (0..members)
@@ -264,6 +270,9 @@ fn rebalance848(addr: &str, members: usize) {
 }
 
 fn commits(addr: &str, seconds: u64) {
+    // The broker refuses commits for a topic it does not have (as Kafka does).
+    let topic = format!("bench-commits-{}", std::process::id());
+    create_topic(addr, &topic, 1);
     let mut c = connect(addr);
     let group = format!("bench-commits-{}", std::process::id());
     let request = |i: i64| {
@@ -273,7 +282,7 @@ fn commits(addr: &str, seconds: u64) {
             .with_member_id(s(""))
             .with_topics(vec![
                 offset_commit_request::OffsetCommitRequestTopic::default()
-                    .with_name(TopicName(s("bench-commits")))
+                    .with_name(TopicName(s(&topic)))
                     .with_partitions(vec![
                         offset_commit_request::OffsetCommitRequestPartition::default()
                             .with_partition_index(0)
