@@ -64,6 +64,27 @@ pub(super) struct Log {
     writers: RefCell<HashMap<i32, PartitionWriter>>,
 }
 
+/// The offset after the last record batch in `chunks` (from each batch header's base
+/// offset and last offset delta), or -1 if there is none whole.
+fn end_of_batches(chunks: &[Bytes]) -> i64 {
+    let mut end = -1;
+    for chunk in chunks {
+        let mut rest: &[u8] = chunk;
+        while rest.len() >= 27 {
+            let base = i64::from_be_bytes(rest[0..8].try_into().expect("8 bytes"));
+            let len = i32::from_be_bytes(rest[8..12].try_into().expect("4 bytes"));
+            let last_delta = i32::from_be_bytes(rest[23..27].try_into().expect("4 bytes"));
+            let total = len as i64 + 12;
+            if len <= 0 || total > rest.len() as i64 {
+                break;
+            }
+            end = end.max(base + last_delta as i64 + 1);
+            rest = &rest[total as usize..];
+        }
+    }
+    end
+}
+
 /// The pieces of a KIP-848 member read so far (Kafka keeps a member in three records).
 #[derive(Default)]
 struct PartialMember {
@@ -121,11 +142,14 @@ impl Groups {
                     ErrorCode::CoordinatorNotAvailable
                 })?);
             }
-            if decoded.is_empty() {
+            // A batch the cleaner emptied (Kafka keeps such headers) holds no record: the
+            // headers say where the next read starts.
+            let next = end_of_batches(&data);
+            if decoded.is_empty() && next <= offset {
                 break;
             }
+            offset = offset.max(next);
             for rec in decoded {
-                offset = rec.offset + 1;
                 let Some(key) = rec.key else {
                     skipped += 1;
                     continue;
@@ -659,5 +683,39 @@ impl Groups {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(records: usize) -> Bytes {
+        let recs: Vec<ProduceRecord> = (0..records)
+            .map(|i| ProduceRecord {
+                key: Some(Bytes::from(vec![i as u8])),
+                value: None,
+                headers: Vec::new(),
+                timestamp_ms: 0,
+            })
+            .collect();
+        encode_record_batch(&recs, &BatchOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn the_next_read_starts_after_the_last_whole_batch() {
+        let three = batch(3);
+        let mut two_batches = three.to_vec();
+        // A second batch at base offset 10 with 2 records: ends at 12.
+        let mut second = batch(2).to_vec();
+        second[0..8].copy_from_slice(&10i64.to_be_bytes());
+        two_batches.extend_from_slice(&second);
+        assert_eq!(end_of_batches(std::slice::from_ref(&three)), 3);
+        assert_eq!(end_of_batches(&[Bytes::from(two_batches.clone())]), 12);
+        // A batch cut short is not counted; nothing whole is -1.
+        let cut = Bytes::from(two_batches[..two_batches.len() - 1].to_vec());
+        assert_eq!(end_of_batches(&[cut]), 3);
+        assert_eq!(end_of_batches(&[three.slice(..20)]), -1);
+        assert_eq!(end_of_batches(&[]), -1);
     }
 }
