@@ -110,9 +110,24 @@ pub fn test_base_dir() -> PathBuf {
 }
 
 /// A loopback port nothing listens on right now.
+/// A port no listener holds now and that this test process has not handed out before: the
+/// kernel may give the same ephemeral port to two calls in a row once the probe is closed,
+/// and a cluster whose raft port equals one broker's Kafka port fails to start (seen in CI).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    for _ in 0..1000 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = listener.local_addr().expect("local addr").port();
+        if HANDED_OUT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(port)
+        {
+            return port;
+        }
+    }
+    panic!("no ephemeral port that this test process has not used yet in 1000 tries")
 }
 
 impl Broker {
