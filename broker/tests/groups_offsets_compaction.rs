@@ -48,7 +48,7 @@ fn offsets_partition_is_compacted_and_keeps_the_latest_offsets() {
     want.get_mut("g0").unwrap().insert(0, 100_039);
 
     assert_eq!(
-        common::topic_config(&broker, "__consumer_offsets", "cleanup.policy").as_deref(),
+        common::rdkafka_topic_config(&broker, "__consumer_offsets", "cleanup.policy").as_deref(),
         Some("compact"),
         "the offsets topic's cleanup.policy"
     );

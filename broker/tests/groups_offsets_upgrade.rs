@@ -72,7 +72,7 @@ fn offsets_written_before_kafkas_formats_are_migrated() {
         "the first start on the old data did not log the migration"
     );
     let deadline = Instant::now() + Duration::from_secs(20);
-    while common::topic_config(&broker, "__consumer_offsets", "cleanup.policy").as_deref()
+    while common::rdkafka_topic_config(&broker, "__consumer_offsets", "cleanup.policy").as_deref()
         != Some("compact")
     {
         assert!(

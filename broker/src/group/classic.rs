@@ -874,8 +874,9 @@ impl ClassicGroup {
         }
     }
 
-    /// The group as a record for a checkpoint; none if it never had a member.
-    pub fn checkpoint(&self, group: &str) -> Option<StoredRecord> {
+    /// The group as a record for a rewrite of its partition's whole state; none if it
+    /// never had a member.
+    pub fn record_if_used(&self, group: &str) -> Option<StoredRecord> {
         (self.generation > 0 || !self.protocol_type.is_empty()).then(|| self.stored(group))
     }
 

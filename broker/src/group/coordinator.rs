@@ -82,8 +82,8 @@ pub struct Coordinator {
     next_ticket: Cell<u64>,
     /// What the KIP-848 glue keeps besides the groups.
     pub(super) consumer: ConsumerGlue,
-    /// This shard asked for an offsets topic made before it was compacted to be compacted.
-    compaction_asked: Cell<bool>,
+    /// This shard checked that the offsets topic is compacted (and asked for it if not).
+    compaction_checked: Cell<bool>,
 }
 
 /// The reply channel of a parked classic request.
@@ -227,14 +227,18 @@ impl Groups {
     }
 
     /// An offsets topic made by a Rill that kept it small with checkpoints instead of
-    /// compaction becomes compacted (once per shard and process; a failure is logged and
-    /// tried again after the next restart).
+    /// compaction becomes compacted. Checked once per shard and process, with the first
+    /// group request (not on every one); a failure is logged and tried again after the next
+    /// restart.
     fn compact_offsets_topic(&self) {
+        if self.state.compaction_checked.replace(true) {
+            return;
+        }
         let compacted = self
             .image()
             .topic(OFFSETS_TOPIC)
             .is_none_or(|t| t.settings.cleanup_compact);
-        if compacted || self.state.compaction_asked.replace(true) {
+        if compacted {
             return;
         }
         let me = self.clone();

@@ -271,44 +271,11 @@ impl Groups {
             f(g.consumer.get_or_insert_with(Default::default));
         };
         match r {
-            LogRecord::Offset {
-                group,
-                topic,
-                partition,
-                value: Some((offset, leader_epoch, metadata)),
-            } => self.replay(StoredRecord::Offset {
-                group,
-                topic,
-                partition,
-                offset,
-                leader_epoch,
-                metadata,
-                commit_ms: 0,
-            }),
-            LogRecord::Offset {
-                group,
-                topic,
-                partition,
-                value: None,
-            } => self.replay(StoredRecord::OffsetDeleted {
-                group,
-                topic,
-                partition,
-            }),
-            LogRecord::ClassicGroup {
-                group,
-                value: Some(v),
-            } => self.replay(StoredRecord::Group {
-                group,
-                protocol_type: v.protocol_type,
-                protocol: v.protocol,
-                generation: v.generation,
-                leader: v.leader,
-                members: v.members,
-            }),
-            LogRecord::ClassicGroup { group, value: None } => {
-                members.retain(|(g, _), _| *g != group);
-                self.replay(StoredRecord::GroupDeleted { group })
+            LogRecord::Stored(r) => {
+                if let StoredRecord::GroupDeleted { group } = &r {
+                    members.retain(|(g, _), _| g != group);
+                }
+                self.replay(r)
             }
             LogRecord::ConsumerGroup {
                 group,
@@ -479,7 +446,7 @@ impl Groups {
     /// The records join the partition's write queue before this returns its future's first
     /// poll, so records reach the log in the order the coordinator computed them (callers
     /// compute and call this without an await in between): the last record of a key in the
-    /// log is always its latest state, which is what replay and checkpoints rely on.
+    /// log is always its latest state, which is what replay and compaction rely on.
     pub(super) async fn persist(
         &self,
         partition: i32,
@@ -668,7 +635,7 @@ impl Groups {
                 };
                 out.extend(consumer_records(id, c, &changes));
             } else {
-                out.extend(g.classic.checkpoint(id));
+                out.extend(g.classic.record_if_used(id));
             }
             for ((topic, p), c) in &g.offsets {
                 out.push(StoredRecord::Offset {

@@ -8,8 +8,9 @@
 //! Kafka does); in a cluster, the broker leading that partition. Group metadata, members
 //! and offsets are records in that partition, appended and fdatasync'd before a commit or
 //! an assignment is acknowledged, so they survive restarts and kill -9; the coordinator
-//! replays its partitions the first time a group on them is used. The topic is created on
-//! first use, like Kafka's.
+//! replays its partitions the first time a group on them is used (or ListGroups asks). The
+//! topic is created on first use and compacted, like Kafka's, and holds Kafka's own record
+//! formats.
 //!
 //! State lives on the coordinator shard only (`RefCell`, never borrowed across an await).
 //!
@@ -19,11 +20,12 @@
 //!   `coordinator`: routing to a group's coordinator shard, dispatch, Describe/List/Delete,
 //!   and the shell of the classic protocol (parked requests, timers); `offsets`:
 //!   OffsetCommit/Fetch/Delete; `consumer_glue`: KIP-848 heartbeats, describe and expiry;
-//!   `log`: replaying an offsets partition, its ordered writer, checkpoints;
+//!   `log`: replaying an offsets partition, its ordered writer, the rewrite of old formats;
 //! - the state machines, no I/O (requests and the clock in, answers and records out):
 //!   `classic`, and `consumer` → `consumer_member`, `assignors` for KIP-848;
-//! - `records`: what is stored, its keys and placement; `classic` and the I/O side write
-//!   it, and it turns KIP-848 members (`consumer`) into records.
+//! - `records`: what is stored and its placement; `classic` and the I/O side write it, and
+//!   it turns KIP-848 members (`consumer`) into records; `wire`: those records in Kafka's
+//!   key and value formats, and back.
 
 mod assignors;
 mod classic;

@@ -40,18 +40,9 @@ pub type KeyValue = (Bytes, Option<Bytes>);
 /// One record of `__consumer_offsets` as read back.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LogRecord {
-    Offset {
-        group: String,
-        topic: String,
-        partition: i32,
-        /// (offset, leader epoch, metadata); None for a deletion.
-        value: Option<(i64, i32, String)>,
-    },
-    ClassicGroup {
-        group: String,
-        /// (protocol type, protocol, generation, leader, members); None for a deletion.
-        value: Option<ClassicGroupValue>,
-    },
+    /// A record that is one of the coordinator's whole: an offset or a classic group, or
+    /// the deletion of either (a tombstone of their key).
+    Stored(StoredRecord),
     ConsumerGroup {
         group: String,
         /// (epoch, assignor)
@@ -84,15 +75,6 @@ pub enum LogRecord {
     Other {
         key_type: i16,
     },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClassicGroupValue {
-    pub protocol_type: String,
-    pub protocol: String,
-    pub generation: i32,
-    pub leader: String,
-    pub members: Vec<StoredMember>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -581,25 +563,26 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Res<LogRecord> {
             let group = k.str()?;
             let topic = k.str()?;
             let partition = k.i32()?;
-            let value = match (v.as_mut(), version) {
-                (Some(v), Some(version)) => {
-                    let offset = v.i64()?;
-                    let leader_epoch = if version >= 3 { v.i32()? } else { -1 };
-                    let metadata = v.str()?;
-                    Some((offset, leader_epoch, metadata))
-                }
-                _ => None,
-            };
-            LogRecord::Offset {
-                group,
-                topic,
-                partition,
-                value,
-            }
+            LogRecord::Stored(match (v.as_mut(), version) {
+                (Some(v), Some(version)) => StoredRecord::Offset {
+                    group,
+                    topic,
+                    partition,
+                    offset: v.i64()?,
+                    leader_epoch: if version >= 3 { v.i32()? } else { -1 },
+                    metadata: v.str()?,
+                    commit_ms: v.i64()?,
+                },
+                _ => StoredRecord::OffsetDeleted {
+                    group,
+                    topic,
+                    partition,
+                },
+            })
         }
         GROUP_METADATA_KEY => {
             let group = k.str()?;
-            let value = match (v.as_mut(), version) {
+            LogRecord::Stored(match (v.as_mut(), version) {
                 (Some(v), Some(version)) => {
                     if version >= 4 {
                         return Err(format!(
@@ -643,17 +626,17 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Res<LogRecord> {
                             assignment,
                         });
                     }
-                    Some(ClassicGroupValue {
+                    StoredRecord::Group {
+                        group,
                         protocol_type,
                         protocol,
                         generation,
                         leader,
                         members,
-                    })
+                    }
                 }
-                _ => None,
-            };
-            LogRecord::ClassicGroup { group, value }
+                _ => StoredRecord::GroupDeleted { group },
+            })
         }
         CONSUMER_GROUP_METADATA_KEY => {
             let group = k.str()?;
@@ -820,15 +803,7 @@ mod tests {
         want.extend_from_slice(&[0, 1, b'm']);
         want.extend_from_slice(&1000i64.to_be_bytes());
         assert_eq!(kvs[0].1.as_deref(), Some(&want[..]));
-        assert_eq!(
-            one(&r),
-            LogRecord::Offset {
-                group: "g".into(),
-                topic: "t".into(),
-                partition: 3,
-                value: Some((42, 5, "m".into()))
-            }
-        );
+        assert_eq!(one(&r), LogRecord::Stored(r.clone()));
         let del = StoredRecord::OffsetDeleted {
             group: "g".into(),
             topic: "t".into(),
@@ -857,21 +832,9 @@ mod tests {
             protocol: "range".into(),
             generation: 4,
             leader: "m-1".into(),
-            members: members.clone(),
+            members,
         };
-        assert_eq!(
-            one(&r),
-            LogRecord::ClassicGroup {
-                group: "g".into(),
-                value: Some(ClassicGroupValue {
-                    protocol_type: "consumer".into(),
-                    protocol: "range".into(),
-                    generation: 4,
-                    leader: "m-1".into(),
-                    members
-                })
-            }
-        );
+        assert_eq!(one(&r), LogRecord::Stored(r.clone()));
         let empty = StoredRecord::Group {
             group: "g".into(),
             protocol_type: "consumer".into(),

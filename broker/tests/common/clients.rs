@@ -888,18 +888,9 @@ pub fn node_id(broker: &Broker) -> i32 {
     md.brokers()[0].id()
 }
 
-/// One topic config as rdkafka's DescribeConfigs sees it.
-pub fn rdkafka_topic_config(broker: &Broker, topic: &str, key: &str) -> Option<String> {
-    use rdkafka::admin::ResourceSpecifier;
-    let admin = broker.admin();
-    let res = block_on(admin.describe_configs(
-        [&ResourceSpecifier::Topic(topic)],
-        &crate::common::admin_options(),
-    ))
-    .expect("describe configs");
-    let res = res[0].as_ref().expect("describe configs result");
-    res.get(key).and_then(|e| e.value.clone())
-}
+/// One topic config as rdkafka's DescribeConfigs sees it (kept in `common` for the tests
+/// that do not run client programs).
+pub use crate::common::rdkafka_topic_config;
 
 /// Broker configs: described (with the node id as the resource name).
 pub fn check_admin_broker_configs(broker: &Broker, client: &mut ClientProc, who: &str) {

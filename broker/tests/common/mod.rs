@@ -561,7 +561,7 @@ pub fn admin_options() -> AdminOptions {
 }
 
 /// A topic's config value as DescribeConfigs answers it (through rdkafka's admin client).
-pub fn topic_config(broker: &Broker, topic: &str, key: &str) -> Option<String> {
+pub fn rdkafka_topic_config(broker: &Broker, topic: &str, key: &str) -> Option<String> {
     let results = block_on(broker.admin().describe_configs(
         [&rdkafka::admin::ResourceSpecifier::Topic(topic)],
         &admin_options(),
