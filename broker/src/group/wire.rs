@@ -690,10 +690,7 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Res<LogRecord> {
         }
         CONSUMER_GROUP_TARGET_ASSIGNMENT_METADATA_KEY => {
             let group = k.str()?;
-            let value = match v.as_mut() {
-                Some(v) => Some(v.i32()?),
-                None => None,
-            };
+            let value = v.as_mut().map(|v| v.i32()).transpose()?;
             LogRecord::ConsumerGroupAssignmentEpoch { group, value }
         }
         CONSUMER_GROUP_MEMBER_METADATA_KEY => {
@@ -735,10 +732,7 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Res<LogRecord> {
         CONSUMER_GROUP_TARGET_ASSIGNMENT_MEMBER_KEY => {
             let group = k.str()?;
             let member = k.str()?;
-            let value = match v.as_mut() {
-                Some(v) => Some(v.topic_partitions()?),
-                None => None,
-            };
+            let value = v.as_mut().map(|v| v.topic_partitions()).transpose()?;
             LogRecord::MemberTarget {
                 group,
                 member,
