@@ -1,7 +1,8 @@
 //! Tailing consumers: a consumer assigned at the end of the log gets nothing until a record
 //! is produced, then gets it; a raw Fetch with a long `max_wait_ms` parked on an empty
-//! partition is answered with the record produced while it waits (not with an empty answer).
-//! No timing assertions beyond generous overall bounds.
+//! partition is answered with the record produced while it waits (not with an empty answer);
+//! a fetch whose last fetched epoch diverges from the leader's log is answered at once, not
+//! after its long poll. No timing assertions beyond generous overall bounds.
 
 mod common;
 
@@ -166,5 +167,58 @@ fn fetch_with_nothing_to_return_answers_after_max_wait() {
         "records from an empty partition"
     );
     assert_eq!(parts[0].high_watermark, 0);
+    broker.assert_alive();
+}
+
+#[test]
+fn a_diverging_fetch_is_answered_at_once_not_after_its_long_poll() {
+    // A fetcher whose log holds more of an epoch than the leader's does (a deposed leader
+    // with records it took while cut off, following the new leader) must learn where the
+    // logs diverge now, as
+    // Kafka answers it: it cannot make progress until it has cut its log back. It asks for
+    // at least a byte and would wait 20 s for one.
+    let mut broker = Broker::start("long-poll-diverging");
+    broker.create_topic(TOPIC, 1, &[]);
+    let mut net = broker.net();
+    let values: Vec<&[u8]> = vec![b"a"; 10];
+    let (code, base) = net.produce_values(TOPIC, 0, &values);
+    assert_eq!((code, base), (0, 0), "produce");
+    let request = FetchRequest::default()
+        .with_max_wait_ms(20_000)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic_name(TOPIC))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(15)
+                .with_last_fetched_epoch(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let started = Instant::now();
+    // v12: the first version with the last fetched epoch, and the last naming topics.
+    let response = net.send_at(12, &request);
+    let waited = started.elapsed();
+    assert_eq!(response.error_code, 0, "{response:?}");
+    let parts: Vec<_> = response
+        .responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .collect();
+    assert_eq!(parts.len(), 1, "{parts:?}");
+    let p = parts[0];
+    assert_eq!(p.error_code, 0, "{p:?}");
+    // The leader's epoch 0 ends at 10, the fetcher's goes on to 15: they diverge at 10.
+    assert_eq!(
+        (p.diverging_epoch.epoch, p.diverging_epoch.end_offset),
+        (0, 10),
+        "{p:?}"
+    );
+    assert!(p.records.as_ref().is_none_or(|r| r.is_empty()), "{p:?}");
+    assert!(
+        waited < Duration::from_secs(10),
+        "the diverging answer waited {waited:?}, as if for data (max_wait_ms 20 s)"
+    );
     broker.assert_alive();
 }

@@ -90,7 +90,11 @@ async fn answer(
         let bytes: usize = got.iter().map(Got::bytes).sum();
         let now = Instant::now();
         let errors = got.iter().any(|g| g.error != ErrorCode::None);
-        if bytes >= min_bytes.max(1) || errors || now >= deadline || wants.is_empty() {
+        // A diverging epoch is news the fetcher must act on (cut its log, fetch again), as
+        // Kafka answers it at once: waiting out the long poll kept a deposed leader's
+        // follower out of sync for the fetch's whole max_wait_ms.
+        let diverging = got.iter().any(|g| g.diverging.is_some());
+        if bytes >= min_bytes.max(1) || errors || diverging || now >= deadline || wants.is_empty() {
             break got;
         }
         let parts = wants
