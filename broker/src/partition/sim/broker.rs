@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::errors::KafkaError;
 use bytes::{Bytes, BytesMut};
 use futures_lite::future::block_on;
 use rill_net::ErrorCode;
@@ -261,6 +262,7 @@ impl Sim {
                 self.timer(b, 200, Timer::FetcherScan);
                 self.fetcher_scan(b);
             }
+            Timer::FetcherPickUp => self.fetcher_scan(b),
             Timer::HwCheckpoint => {
                 self.timer(b, 1_000, Timer::HwCheckpoint);
                 if let Some(p) = self.part(b) {
@@ -368,11 +370,27 @@ impl Sim {
             return;
         };
         p.apply(&self.settings, &effective, &self.storage);
-        let changed = before.is_none_or(|was| {
+        let changed = before.as_ref().is_none_or(|was| {
             was.leader != effective.leader
                 || was.leader_epoch != effective.leader_epoch
                 || was.isr != effective.isr
         });
+        // A broker that already fetches from the new leader for other partitions (one
+        // fetcher per leader, `replica::run`) takes this one into that fetcher's next
+        // request, without waiting for its next scan.
+        let new_leader = before
+            .as_ref()
+            .is_none_or(|was| was.leader != effective.leader);
+        let br = &self.brokers[b - 1];
+        let follows_anew = new_leader
+            && effective.leader >= 0
+            && effective.leader != br.id
+            && effective.replicas.contains(&br.id)
+            && !br.fetchers.contains_key(&effective.leader);
+        if follows_anew && self.rng.chance(0.5) {
+            let delay = self.rng.range(0, 20);
+            self.timer(b, delay, Timer::FetcherPickUp);
+        }
         if changed {
             self.log(format!(
                 "broker {b} applies leader {} epoch {} isr {:?} (partition epoch {}); log end {}, high watermark {}",
@@ -513,8 +531,8 @@ impl Sim {
                         diverging: Some((epoch, end_offset)),
                         ..answer(ErrorCode::None)
                     };
-                    // No bytes: the handler waits on (a diverging answer carries none).
-                    (data, false)
+                    // Answered at once, as the Fetch handler does (no bytes, but news).
+                    (data, true)
                 }
                 Err(e) => (answer(e.code), true),
             },
@@ -711,7 +729,25 @@ impl Sim {
             return Ok(false);
         };
         let w = &br.waiters[i];
-        let outcome = match p.replication_outcome(w.last_offset, w.epoch) {
+        let outcome = if self.cfg.mutation == Mutation::AckDeposedLeader {
+            // The answer as the broker gave it before 434f4c4: the high watermark first,
+            // leadership only while the produce still waits.
+            let end = p.log().log_end_offset();
+            p.replica.borrow_mut().advance(end);
+            if p.high_watermark() > w.last_offset {
+                Some(Ok(()))
+            } else if !p.is_leader() {
+                Some(Err(KafkaError::new(
+                    ErrorCode::NotLeaderOrFollower,
+                    "no longer the leader",
+                )))
+            } else {
+                None
+            }
+        } else {
+            p.replication_outcome(w.last_offset, w.epoch)
+        };
+        let outcome = match outcome {
             Some(Ok(())) => "acknowledged".to_string(),
             Some(Err(e)) => format!("{:?}", e.code),
             None if now >= w.deadline => "REQUEST_TIMED_OUT".to_string(),
@@ -720,8 +756,16 @@ impl Sim {
         let w = br.waiters.remove(i);
         let (first, last) = (w.batches[0].base, w.last_offset);
         let now_epoch = p.replica.borrow().leader_epoch();
+        // Where the partition's leader (as the controller has it) stands: how near this
+        // answer came to a high watermark past its records on another broker.
+        let leader = self.ctl.placement.leader;
+        let leader_hw = usize::try_from(leader)
+            .ok()
+            .filter(|l| *l != b)
+            .and_then(|l| self.part(l))
+            .map_or(-1, |lp| lp.high_watermark());
         self.log(format!(
-            "acks=all produce [{first}, {}] at {b} (epoch {}, now {now_epoch}): {outcome}",
+            "acks=all produce [{first}, {}] at {b} (epoch {}, now {now_epoch}; leader {leader} at high watermark {leader_hw}): {outcome}",
             last, w.epoch
         ));
         if outcome == "acknowledged" {

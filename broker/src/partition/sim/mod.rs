@@ -76,6 +76,12 @@ pub enum Mutation {
     NoDivergenceCheck,
     /// The controller elects any live replica, in the ISR or not.
     UncleanElection,
+    /// acks=all is answered once the high watermark passes the produce's last offset,
+    /// without asking whether this broker still leads at the epoch it appended under (the
+    /// broker before 434f4c4): a leader deposed while the produce waited, which cut those
+    /// records away as a follower and took the new leader's high watermark past them,
+    /// acknowledges records its log no longer holds (chaos seed 21).
+    AckDeposedLeader,
 }
 
 /// Shape and fault rates of one run.
@@ -182,13 +188,27 @@ enum Timer {
     Heartbeat,
     IsrCheck,
     FetcherScan,
+    /// A fetcher already running to the new leader takes the partition in (one scan, not
+    /// the periodic one).
+    FetcherPickUp,
     HwCheckpoint,
     FlushTick,
-    FetchNext { fetcher: u64 },
-    FetchTimeout { fetcher: u64, req: u64 },
-    LongPoll { req: u64 },
-    AlterIsrTimeout { req: u64 },
-    AckRecheck { produce: u64 },
+    FetchNext {
+        fetcher: u64,
+    },
+    FetchTimeout {
+        fetcher: u64,
+        req: u64,
+    },
+    LongPoll {
+        req: u64,
+    },
+    AlterIsrTimeout {
+        req: u64,
+    },
+    AckRecheck {
+        produce: u64,
+    },
 }
 
 #[derive(Clone, Debug)]
