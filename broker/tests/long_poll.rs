@@ -18,6 +18,29 @@ use rill_net::kafka_protocol::messages::FetchRequest;
 
 const TOPIC: &str = "long-poll";
 
+/// A sessionless Fetch of one partition from `offset`, waiting up to `max_wait_ms` for at
+/// least one byte; `last_fetched_epoch` -1 names none.
+fn one_partition_fetch(
+    partition: i32,
+    offset: i64,
+    max_wait_ms: i32,
+    last_fetched_epoch: i32,
+) -> FetchRequest {
+    FetchRequest::default()
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic_name(TOPIC))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_last_fetched_epoch(last_fetched_epoch)
+                .with_partition_max_bytes(1 << 20)])])
+}
+
 #[test]
 fn consumer_at_the_end_receives_a_later_record() {
     let mut broker = Broker::start("long-poll");
@@ -97,18 +120,7 @@ fn parked_fetch_is_answered_with_data_produced_while_it_waits() {
         let addr = broker.addr();
         let waiter = std::thread::spawn(move || {
             let mut net = NetClient::connect(addr);
-            let request = FetchRequest::default()
-                .with_max_wait_ms(20_000)
-                .with_min_bytes(1)
-                .with_max_bytes(1 << 20)
-                .with_session_id(0)
-                .with_session_epoch(-1)
-                .with_topics(vec![FetchTopic::default()
-                    .with_topic(topic_name(TOPIC))
-                    .with_partitions(vec![FetchPartition::default()
-                        .with_partition(p)
-                        .with_fetch_offset(0)
-                        .with_partition_max_bytes(1 << 20)])]);
+            let request = one_partition_fetch(p, 0, 20_000, -1);
             let started = Instant::now();
             let response = net.send(&request);
             (response, started.elapsed())
@@ -144,18 +156,7 @@ fn fetch_with_nothing_to_return_answers_after_max_wait() {
     let mut broker = Broker::start("long-poll-timeout");
     broker.create_topic(TOPIC, 1, &[]);
     let mut net = broker.net();
-    let request = FetchRequest::default()
-        .with_max_wait_ms(300)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_session_id(0)
-        .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(topic_name(TOPIC))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(0)
-                .with_fetch_offset(0)
-                .with_partition_max_bytes(1 << 20)])]);
+    let request = one_partition_fetch(0, 0, 300, -1);
     // Answered (the client's socket timeout of 30 s bounds this), empty, no error.
     let response = net.send(&request);
     assert_eq!(response.error_code, 0);
@@ -183,19 +184,7 @@ fn a_diverging_fetch_is_answered_at_once_not_after_its_long_poll() {
     let values: Vec<&[u8]> = vec![b"a"; 10];
     let (code, base) = net.produce_values(TOPIC, 0, &values);
     assert_eq!((code, base), (0, 0), "produce");
-    let request = FetchRequest::default()
-        .with_max_wait_ms(20_000)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_session_id(0)
-        .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(topic_name(TOPIC))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(0)
-                .with_fetch_offset(15)
-                .with_last_fetched_epoch(0)
-                .with_partition_max_bytes(1 << 20)])]);
+    let request = one_partition_fetch(0, 15, 20_000, 0);
     let started = Instant::now();
     // v12: the first version with the last fetched epoch, and the last naming topics.
     let response = net.send_at(12, &request);
