@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::errors::KafkaError;
 use bytes::{Bytes, BytesMut};
 use futures_lite::future::block_on;
 use rill_net::ErrorCode;
@@ -24,6 +23,7 @@ use super::{
     Envelope, Event, FetchAt, FetchedPartition, Msg, Mutation, Part, Sim, SimResult, Stop, Timer,
     CONTROLLER,
 };
+use crate::errors::KafkaError;
 use crate::partition::{FetchAsked, Fetched, Opening, Partition, Reader};
 
 /// How long a follower's Fetch waits at the leader for data (`REPLICA_FETCH_WAIT_MS`).
@@ -381,13 +381,7 @@ impl Sim {
         let new_leader = before
             .as_ref()
             .is_none_or(|was| was.leader != effective.leader);
-        let br = &self.brokers[b - 1];
-        let follows_anew = new_leader
-            && effective.leader >= 0
-            && effective.leader != br.id
-            && effective.replicas.contains(&br.id)
-            && !br.fetchers.contains_key(&effective.leader);
-        if follows_anew && self.rng.chance(0.5) {
+        if new_leader && self.fetcher_wanted(b).is_some() && self.rng.chance(0.5) {
             let delay = self.rng.range(0, 20);
             self.timer(b, delay, Timer::FetcherPickUp);
         }
@@ -433,19 +427,25 @@ impl Sim {
         self.timer(b, ALTER_ISR_TIMEOUT_MS, Timer::AlterIsrTimeout { req });
     }
 
-    /// `replica::run`: a fetcher for the leader this broker follows, if none runs.
-    fn fetcher_scan(&mut self, b: usize) {
+    /// The leader broker `b` should start a fetcher for: it follows the partition's leader
+    /// in its image and has no fetcher for that leader yet.
+    fn fetcher_wanted(&self, b: usize) -> Option<i32> {
         let br = &self.brokers[b - 1];
         let p = &br.image.placement;
         let leader = p.leader;
-        if br.part.is_none()
-            || leader < 0
-            || leader == br.id
-            || !p.replicas.contains(&br.id)
-            || br.fetchers.contains_key(&leader)
-        {
+        let wanted = br.part.is_some()
+            && leader >= 0
+            && leader != br.id
+            && p.replicas.contains(&br.id)
+            && !br.fetchers.contains_key(&leader);
+        wanted.then_some(leader)
+    }
+
+    /// `replica::run`: a fetcher for the leader this broker follows, if none runs.
+    fn fetcher_scan(&mut self, b: usize) {
+        let Some(leader) = self.fetcher_wanted(b) else {
             return;
-        }
+        };
         let id = self.id();
         self.brokers[b - 1].fetchers.insert(
             leader,

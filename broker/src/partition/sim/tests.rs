@@ -3,7 +3,7 @@
 //! seconds; `RILL_SIM_SEED=n` replays one, `RILL_SIM_TRACE=1` prints its every step.
 //!
 //! The long run, on every core, listing every failing seed:
-//! `RILL_SIM_SEEDS=20000 cargo test -p rill-broker --bin rill partition::sim -- --ignored survey --nocapture`
+//! `RILL_SIM_SEEDS=20000 cargo test -p rill-broker --bin rill partition::sim::tests::survey -- --ignored --exact --nocapture`
 //! (`RILL_SIM_SECONDS=600` stops starting seeds after ten minutes; `--release` runs about
 //! ten times as many in the time).
 
@@ -133,16 +133,56 @@ fn replaying_a_seed_gives_the_same_run() {
     assert_ne!(run_reporting(3).trace_hash, run_reporting(5).trace_hash);
 }
 
+/// Runs `seed` with the deliberate bug `mutation`.
+fn run_mutated(seed: u64, mutation: Mutation) -> Result<RunSummary, String> {
+    let mut cfg = SimConfig::from_seed(seed);
+    cfg.mutation = mutation;
+    Sim::new(seed, cfg).run()
+}
+
 /// Runs seeds with `mutation` until one breaks an invariant; the message of the first.
 fn first_violation(mutation: Mutation, seeds: std::ops::Range<u64>) -> Option<(u64, String)> {
-    for seed in seeds {
-        let mut cfg = SimConfig::from_seed(seed);
-        cfg.mutation = mutation;
-        if let Err(e) = Sim::new(seed, cfg).run() {
-            return Some((seed, e));
-        }
-    }
-    None
+    seeds
+        .into_iter()
+        .find_map(|seed| run_mutated(seed, mutation).err().map(|e| (seed, e)))
+}
+
+/// Runs `run` over `seeds` on `threads` threads, each taking the next seed not yet taken,
+/// until every seed ran or `budget` has passed (no new seed starts after it); each result
+/// with its seed, in no particular order.
+fn run_spread<R: Send>(
+    seeds: &[u64],
+    threads: usize,
+    budget: Option<std::time::Duration>,
+    run: impl Fn(u64) -> R + Sync,
+) -> Vec<(u64, R)> {
+    let began = Instant::now();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    while budget.is_none_or(|b| began.elapsed() < b) {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&seed) = seeds.get(i) else {
+                            break;
+                        };
+                        out.push((seed, run(seed)));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 #[test]
@@ -181,89 +221,61 @@ fn a_deposed_leader_acknowledging_is_caught() {
 }
 
 /// Surveys `mutation` on every core over `RILL_SIM_SEEDS` seeds (default 2000) and prints
-/// every violation: how often the simulator reaches what the mutation breaks.
-/// `RILL_SIM_MUTATION=ack-deposed-leader RILL_SIM_SEEDS=5000 cargo test -p rill-broker --bin rill partition::sim -- --ignored mutation_survey --nocapture`
+/// every violation: how often the simulator reaches what the mutation breaks. Fails when
+/// no seed catches it.
+/// `RILL_SIM_MUTATION=ack-deposed-leader RILL_SIM_SEEDS=5000 cargo test -p rill-broker --bin rill partition::sim::tests::mutation_survey -- --ignored --nocapture`
 #[test]
 #[ignore = "long: thousands of seeds with a deliberate bug"]
 fn mutation_survey() {
-    let mutation = match std::env::var("RILL_SIM_MUTATION").as_deref() {
-        Ok("no-divergence-check") => Mutation::NoDivergenceCheck,
-        Ok("unclean-election") => Mutation::UncleanElection,
-        _ => Mutation::AckDeposedLeader,
+    let name = std::env::var("RILL_SIM_MUTATION").unwrap_or_else(|_| "ack-deposed-leader".into());
+    let mutation = match name.as_str() {
+        "ack-deposed-leader" => Mutation::AckDeposedLeader,
+        "no-divergence-check" => Mutation::NoDivergenceCheck,
+        "unclean-election" => Mutation::UncleanElection,
+        other => panic!(
+            "RILL_SIM_MUTATION={other} is not a mutation; use ack-deposed-leader, no-divergence-check or unclean-election"
+        ),
     };
     let seeds = seed_list(2_000);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let failed: Vec<(u64, String)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut out = Vec::new();
-                    while let Some(&seed) =
-                        seeds.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-                    {
-                        let mut cfg = SimConfig::from_seed(seed);
-                        cfg.mutation = mutation;
-                        if let Err(e) = Sim::new(seed, cfg).run() {
-                            let first = e.lines().next().unwrap_or_default().to_string();
-                            println!("seed {seed}: {first}");
-                            out.push((seed, first));
-                        }
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
+    let mut failed: Vec<(u64, String)> = run_spread(&seeds, threads(), None, |seed| {
+        let e = run_mutated(seed, mutation).err()?;
+        let first = e.lines().next().unwrap_or_default().to_string();
+        println!("seed {seed}: {first}");
+        Some(first)
+    })
+    .into_iter()
+    .filter_map(|(seed, e)| Some((seed, e?)))
+    .collect();
+    failed.sort_unstable();
     println!(
         "{mutation:?}: {} of {} seeds broke an invariant",
         failed.len(),
+        seeds.len()
+    );
+    assert!(
+        !failed.is_empty(),
+        "{mutation:?} went unnoticed in {} seeds: the simulator does not reach what it breaks",
         seeds.len()
     );
 }
 
 /// The long run: every seed of the range on every core (or until `RILL_SIM_SECONDS` have
 /// passed), every failing seed listed with what broke, then the totals:
-/// `RILL_SIM_SEEDS=20000 cargo test -p rill-broker --bin rill partition::sim -- --ignored survey --nocapture`.
+/// `RILL_SIM_SEEDS=20000 cargo test -p rill-broker --bin rill partition::sim::tests::survey -- --ignored --exact --nocapture`.
 #[test]
 #[ignore = "long: thousands of seeds (see the module doc)"]
 fn survey() {
     let seeds = seed_list(20_000);
     let budget = env_u64("RILL_SIM_SECONDS").map(std::time::Duration::from_secs);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = threads();
     let began = Instant::now();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<(u64, Result<RunSummary, String>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        if budget.is_some_and(|b| began.elapsed() >= b) {
-                            return out;
-                        }
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(&seed) = seeds.get(i) else {
-                            return out;
-                        };
-                        let r = run_caught(seed);
-                        if let Err(e) = &r {
-                            let first = e.lines().next().unwrap_or_default();
-                            println!("FAILED {first}");
-                        }
-                        out.push((seed, r));
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
+    let results = run_spread(&seeds, threads, budget, |seed| {
+        let r = run_caught(seed);
+        if let Err(e) = &r {
+            let first = e.lines().next().unwrap_or_default();
+            println!("FAILED {first}");
+        }
+        r
     });
     let mut failed: Vec<u64> = results
         .iter()
