@@ -132,6 +132,7 @@ for tool in fio iperf3 taskset timeout python3 ss; do
   command -v $tool >/dev/null || die "$tool not found (apt-get install fio iperf3 util-linux coreutils python3 iproute2)"
 done
 [ "$(nproc)" -gt "$LOADGEN_CPU" ] || die "LOADGEN_CPU=$LOADGEN_CPU but this machine has $(nproc) CPUs"
+[[ $AGREE_RATE =~ ^[1-9][0-9]*$ ]] || die "AGREE_RATE=$AGREE_RATE is not a rate in records/s (a whole number above 0, e.g. 20000)"
 if [ -z "${RILL:-}" ] && [ -z "${LOADGEN:-}" ]; then
   cargo build --release -p rill-broker -p rill-loadgen
 fi
