@@ -4,7 +4,9 @@
 //! connections keep working between every case. Then the per-record refusals: a batch over
 //! the topic's max.message.bytes gets MESSAGE_TOO_LARGE, an unknown topic with auto-create
 //! off gets UNKNOWN_TOPIC_OR_PARTITION, and a batch whose CRC was flipped gets
-//! CORRUPT_MESSAGE, with nothing appended in either case.
+//! CORRUPT_MESSAGE, and batches only a broker may write (no records, control, an offset
+//! range that does not match the count, a producer without a sequence) get INVALID_RECORD,
+//! with nothing appended in any case.
 
 mod common;
 
@@ -321,5 +323,72 @@ fn flipped_crc_gets_corrupt_message() {
         assert_eq!((code, base), (0, 0), "partition {p}: intact batch");
         assert_eq!(broker.watermarks(TOPIC, p), (0, 3));
     }
+    broker.assert_alive();
+}
+
+/// `batch` with `edit` applied to its bytes and its CRC-32C recomputed, so only the edit
+/// is wrong.
+fn edited(batch: &[u8], edit: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
+    let mut b = batch.to_vec();
+    edit(&mut b);
+    let len = (b.len() - 12) as i32;
+    b[8..12].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// Batches that are valid in a log but not from a client, as Kafka's LogValidator checks
+/// them: one without records (the cleaner leaves such headers, a client may not send
+/// them), a control batch (only brokers write transaction markers), an offset range that
+/// does not match the record count, and a producer id without a sequence. Each gets
+/// INVALID_RECORD with nothing appended, and the connection goes on.
+#[test]
+fn batches_only_a_broker_writes_get_invalid_record() {
+    let mut broker = Broker::start("bad-client-batches");
+    broker.create_topic(TOPIC, 1, &[]);
+    let mut net = broker.net();
+    let records: Vec<ProduceRecord> = (0..3)
+        .map(|i| ProduceRecord {
+            key: Some(format!("k{i}").into()),
+            value: Some(format!("v{i}").into()),
+            timestamp_ms: common::now_ms(),
+            ..Default::default()
+        })
+        .collect();
+    let good = encode_record_batch(&records, &BatchOptions::default()).expect("encode");
+    let cases: [(&str, Vec<u8>); 4] = [
+        (
+            "a header without records",
+            edited(&good[..61], |b| {
+                b[57..61].copy_from_slice(&0i32.to_be_bytes())
+            }),
+        ),
+        ("a control batch", edited(&good, |b| b[22] |= 0x20)),
+        (
+            "last offset delta 5 for 3 records",
+            edited(&good, |b| b[23..27].copy_from_slice(&5i32.to_be_bytes())),
+        ),
+        (
+            "producer 7 without a sequence",
+            edited(&good, |b| {
+                b[43..51].copy_from_slice(&7i64.to_be_bytes());
+                b[51..53].copy_from_slice(&0i16.to_be_bytes());
+                b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+            }),
+        ),
+    ];
+    for (what, bad) in cases {
+        let (code, _) = net.produce_batch(TOPIC, 0, -1, bad.into());
+        assert_eq!(code, 87, "{what}: INVALID_RECORD");
+        assert_eq!(
+            broker.watermarks(TOPIC, 0),
+            (0, 0),
+            "{what}: nothing appended"
+        );
+    }
+    let (code, base) = net.produce_batch(TOPIC, 0, -1, good.clone());
+    assert_eq!((code, base), (0, 0), "the intact batch");
+    assert_eq!(broker.watermarks(TOPIC, 0), (0, 3));
     broker.assert_alive();
 }

@@ -146,16 +146,16 @@ impl BatchHeader {
 
 /// Checks one complete batch: header sanity, exact length, CRC-32C.
 /// `buf` must hold exactly one batch.
+///
+/// A batch without records is valid here: the log cleaner leaves one (the header only) where
+/// an idempotent producer's last batch lost every record, so its sequence and epoch stay
+/// in the log, as Kafka's cleaner does. Clients may not send one; the produce path refuses
+/// that (and the other batches only a broker writes) with INVALID_RECORD.
 pub fn validate(buf: &[u8]) -> StorageResult<BatchHeader> {
     let h = BatchHeader::parse(buf)?;
     if h.total_bytes() != buf.len() {
         return Err(StorageError::CorruptBatch {
             reason: "batchLength does not match the bytes received",
-        });
-    }
-    if h.compression() == Compression::None && h.record_count == 0 && !h.is_control() {
-        return Err(StorageError::CorruptBatch {
-            reason: "batch with no records",
         });
     }
     if h.record_count as i64 > h.last_offset_delta as i64 + 1 {

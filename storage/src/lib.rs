@@ -49,5 +49,5 @@ pub use config::{FlushPolicy, LogConfig};
 pub use error::{StorageError, StorageResult};
 pub use log::{
     AppendInfo, CleanOutcome, CleanerThrottle, CompactionStatus, FileBudget, LogRead, LogStats,
-    PartitionLog, RetentionOutcome,
+    PartitionLog, ProducerLastOffsets, RetentionOutcome,
 };

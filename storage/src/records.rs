@@ -165,6 +165,27 @@ pub fn rebuild(
     Ok(out)
 }
 
+/// The header of `original` alone, without records: what the cleaner keeps of an
+/// idempotent producer's last batch once every record of it is compacted away (Kafka's
+/// `DefaultRecordBatch.writeEmptyHeader`). Base offset, last offset delta, leader epoch,
+/// producer id, epoch and base sequence stay, so the producer's last sequence and epoch
+/// can still be read from the log; the timestamps are the original's max timestamp and
+/// the attributes keep only the timestamp type and the transactional and control flags
+/// (no compression, no delete horizon).
+pub fn empty(original: &[u8], header: &BatchHeader) -> Vec<u8> {
+    let mut out = original[..HEADER_BYTES].to_vec();
+    let batch_length = (HEADER_BYTES - LOG_OVERHEAD_BYTES) as i32;
+    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let attributes = header.attributes & (0x08 | 0x10 | 0x20);
+    out[21..23].copy_from_slice(&attributes.to_be_bytes());
+    out[27..35].copy_from_slice(&header.max_timestamp.to_be_bytes());
+    out[35..43].copy_from_slice(&header.max_timestamp.to_be_bytes());
+    out[57..61].copy_from_slice(&0i32.to_be_bytes());
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -363,6 +363,7 @@ fn compact(dir: PathBuf) {
                 32 << 20,
                 &rill_storage::records::NoCodec,
                 &mut rill_storage::CleanerThrottle::unlimited(),
+                &Default::default(),
             )
             .await
             .expect("clean")

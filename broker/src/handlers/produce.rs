@@ -16,7 +16,7 @@ use rill_net::ErrorCode;
 use super::{recompress, topic_name};
 use crate::errors::KafkaError;
 use crate::metadata::OFFSETS_TOPIC;
-use crate::partition::{split_batches, Produced};
+use crate::partition::{client_batches, split_batches, Produced};
 use crate::runtime;
 use crate::shard::Shard;
 
@@ -64,7 +64,7 @@ pub async fn produce(shard: &Rc<Shard>, r: ProduceRequest) -> ProduceResponse {
                     ErrorCode::CorruptMessage,
                     "produce partition carries no records",
                 )),
-                (None, Some(data)) => split_batches(data).and_then(|batches| match &settings {
+                (None, Some(data)) => split_batches(data).and_then(client_batches).and_then(|batches| match &settings {
                     Some(s) if s.cleanup_compact => {
                         record_errors = recompress::keyless_records(&batches, s)?;
                         if record_errors.is_empty() {

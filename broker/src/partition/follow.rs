@@ -93,6 +93,9 @@ impl<B: Backend> Partition<B> {
             why,
             "truncating the follower log"
         );
+        // The producer table may hold batches of the cut suffix: rebuilt before next use
+        // (invalid from here, even if the truncation fails half-way).
+        self.producers_rebuilt.set(false);
         if let Err(e) = self.log.truncate_to(offset).await {
             warn!(topic, partition, error = %e, "cannot truncate the follower log");
             return Err(NotApplied);
@@ -100,7 +103,6 @@ impl<B: Backend> Partition<B> {
         self.replica
             .borrow_mut()
             .truncated(self.log.log_end_offset());
-        self.producers_rebuilt.set(false);
         self.void_producer_snapshot().await;
         Ok(())
     }
@@ -133,6 +135,7 @@ impl<B: Backend> Partition<B> {
                 let end = self.log.log_end_offset();
                 if f.log_start_offset > end {
                     // Retention at the leader deleted what this follower needs next.
+                    self.producers_rebuilt.set(false);
                     if let Err(e) = self
                         .log
                         .truncate_fully_and_start_at(f.log_start_offset)
@@ -142,7 +145,6 @@ impl<B: Backend> Partition<B> {
                         return Err(NotApplied);
                     }
                     self.replica.borrow_mut().truncated(f.log_start_offset);
-                    self.producers_rebuilt.set(false);
                     self.void_producer_snapshot().await;
                     return Ok(true);
                 }
@@ -180,11 +182,23 @@ impl<B: Backend> Partition<B> {
         // A partial batch at the end of a size-limited response is left for the next fetch.
         while let Ok(len) = batch_len(&records) {
             let appended = match CheckedBatch::check(records.split_to(len)) {
-                Ok(batch) => self.log.append_replica(batch).await,
+                Ok(batch) => {
+                    let header = *batch.header();
+                    self.log.append_replica(batch).await.map(|_| header)
+                }
                 Err(e) => Err(e),
             };
             match appended {
-                Ok(_) => grew = true,
+                Ok(header) => {
+                    grew = true;
+                    // Kept in step, as the leader keeps it, once rebuilt: a follower's
+                    // cleaner needs it, and so does this broker when it leads next.
+                    if self.producers_rebuilt.get() {
+                        self.producers
+                            .borrow_mut()
+                            .record(&header, header.base_offset);
+                    }
+                }
                 Err(e) => {
                     warn!(topic, partition, error = %e, "cannot append a replicated batch");
                     return Err(NotApplied);
@@ -192,9 +206,7 @@ impl<B: Backend> Partition<B> {
             }
         }
         if grew {
-            // The idempotence table is rebuilt from the log before this broker, as leader,
-            // next checks a producer's sequence.
-            self.producers_rebuilt.set(false);
+            self.snapshot_producers(false).await;
             // The next fetch tells the leader this follower holds everything below its log
             // end: it must, in its files (or synced, with replica_fsync), not only in memory.
             let durable = if self.replica_fsync {

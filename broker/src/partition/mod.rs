@@ -140,7 +140,9 @@ pub struct Partition<B: Backend = DmaBackend> {
     replica: RefCell<ReplicaState>,
     /// Idempotent producers' recent batches; checked and updated in append order.
     producers: RefCell<ProducerTable>,
-    /// Whether `producers` was rebuilt from the log since this partition opened.
+    /// Whether `producers` is the log's state: rebuilt from the log since this partition
+    /// opened or its log was last truncated, and kept in step by every append since
+    /// (a leader's and a follower's alike, as Kafka keeps producer state on every replica).
     producers_rebuilt: Cell<bool>,
     producers_max: usize,
     /// The log end when the producer table was last written beside the log.
@@ -624,6 +626,14 @@ impl<B: Backend> Partition<B> {
             return;
         }
         let started = std::time::Instant::now();
+        // The active idempotent producers' last batches stay, at least as empty headers.
+        let last_batches = {
+            let _turn = self.appends.lock().await;
+            if !self.producers_rebuilt.get() {
+                self.rebuild_producers().await;
+            }
+            self.producers.borrow().last_offsets()
+        };
         match self
             .log
             .clean(
@@ -631,6 +641,7 @@ impl<B: Backend> Partition<B> {
                 key_map_bytes,
                 &codec::WireCodec,
                 throttle,
+                &last_batches,
             )
             .await
         {
@@ -797,6 +808,39 @@ pub fn split_batches(mut data: Bytes) -> Result<Vec<CheckedBatch>, KafkaError> {
         ));
     }
     Ok(out)
+}
+
+/// Kafka's checks of the batches a client sends (LogValidator, origin CLIENT), beyond
+/// [`split_batches`]': each holds records, as many as its offset range, is no control
+/// batch (only brokers write transaction markers), and has a sequence when it names a
+/// producer. A batch failing them is valid in a log (the cleaner leaves empty headers,
+/// compaction leaves offset ranges with gaps) but not from a client: INVALID_RECORD.
+pub fn client_batches(batches: Vec<CheckedBatch>) -> Result<Vec<CheckedBatch>, KafkaError> {
+    for b in &batches {
+        let h = b.header();
+        let problem = if h.record_count <= 0 {
+            format!(
+                "a record batch must hold records; this one counts {}",
+                h.record_count
+            )
+        } else if i64::from(h.last_offset_delta) + 1 != i64::from(h.record_count) {
+            format!(
+                "a record batch's offset range (last offset delta {}) must match its {} records",
+                h.last_offset_delta, h.record_count
+            )
+        } else if h.is_control() {
+            "clients may not write control batches (transaction markers)".to_string()
+        } else if h.producer_id >= 0 && h.base_sequence < 0 {
+            format!(
+                "invalid sequence number {} in a batch of producer {}",
+                h.base_sequence, h.producer_id
+            )
+        } else {
+            continue;
+        };
+        return Err(KafkaError::new(ErrorCode::InvalidRecord, problem));
+    }
+    Ok(batches)
 }
 
 /// The bytes of the first record batch in `data` (batchLength + 12), checked against `data`.

@@ -7,7 +7,13 @@
 //! (`producer.snapshot`, with the offset it covers) every so many records and when the
 //! partition closes; after a restart the first idempotent produce loads it and replays the
 //! batches after it (the whole log when there is no usable snapshot), so a retry that
-//! crosses a restart is still answered with its first offset.
+//! crosses a restart is still answered with its first offset. Followers keep it in step
+//! with the batches they copy once it was rebuilt (the log cleaner's first pass does that),
+//! and write the snapshot too.
+//!
+//! The log cleaner keeps each remembered producer's last batch, as a header without
+//! records when compaction empties it ([`ProducerTable::last_offsets`]), so a replica that
+//! copies a compacted log, or a rebuild without a snapshot, still finds the producer.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -259,6 +265,21 @@ impl ProducerTable {
         });
         e.last_used = self.clock;
         e.last_timestamp = h.max_timestamp;
+    }
+
+    /// The last offset of each remembered producer's latest batch: the batches the log
+    /// cleaner keeps even when compaction empties them, so that the producer's sequence and
+    /// epoch stay in the log (a producer evicted from the table is no longer active, as in
+    /// Kafka once its id expires).
+    pub fn last_offsets(&self) -> rill_storage::ProducerLastOffsets {
+        self.entries
+            .iter()
+            .filter_map(|(&id, e)| {
+                let r = e.recent.back()?;
+                let span = (r.last_seq as i64 - r.first_seq as i64).rem_euclid(i32::MAX as i64 + 1);
+                Some((id, r.base_offset + span))
+            })
+            .collect()
     }
 
     /// The producers remembered, by id (read-only, for DescribeProducers).

@@ -34,6 +34,11 @@
 //! opened a segment before a swap finish on the old file; one that waited across a swap
 //! starts again on the new layout.
 //!
+//! A batch that loses every record goes, unless it is an idempotent producer's last batch
+//! (the caller names them, [`ProducerLastOffsets`]): then its header stays, without records
+//! (Kafka's RETAIN_EMPTY), so the producer's last sequence and epoch stay in the log and a
+//! replica or a restart that rebuilds producer state from the log still knows the producer.
+//!
 //! Control batches (transaction markers) are kept as they are; once transactions land,
 //! aborted records and markers are removed as Kafka's cleaner removes them.
 
@@ -47,6 +52,10 @@ use super::*;
 use crate::backend::{align_down, align_up};
 use crate::batch::{self, BatchHeader, HEADER_BYTES};
 use crate::records::{self, RecordsCodec};
+
+/// The last offset of each active idempotent producer's latest batch, by producer id: the
+/// batches the cleaner keeps, at least as an empty header (see the module docs).
+pub type ProducerLastOffsets = HashMap<i64, i64>;
 
 /// The cleaner's progress, beside the segments.
 const CLEANER_FILE: &str = "cleaner.checkpoint";
@@ -188,6 +197,8 @@ pub struct CleanOutcome {
     pub bytes_written: u64,
     pub records_removed: u64,
     pub tombstones_removed: u64,
+    /// Batches that lost every record but stay as an empty header (a producer's last).
+    pub empty_batches_kept: u64,
     /// The first dirty offset after the pass.
     pub first_dirty_offset: i64,
 }
@@ -500,13 +511,15 @@ impl<B: Backend> PartitionLog<B> {
     /// it is not compacted, not due, or the pass gave way to a concurrent change.
     /// `upper_bound` is the high watermark: nothing at or past it is compacted.
     /// `key_map_bytes_max` bounds the key map; `codec` reads compressed batches;
-    /// `throttle` paces the pass's reads and writes.
+    /// `throttle` paces the pass's reads and writes; `producers` names the batches kept even
+    /// when they lose every record.
     pub async fn clean(
         &self,
         upper_bound: i64,
         key_map_bytes_max: usize,
         codec: &dyn RecordsCodec,
         throttle: &mut CleanerThrottle,
+        producers: &ProducerLastOffsets,
     ) -> StorageResult<Option<CleanOutcome>> {
         let _one = self.clean_lock.lock().await;
         self.check_open()?;
@@ -603,6 +616,7 @@ impl<B: Backend> PartitionLog<B> {
                 .clean_group(
                     group,
                     &map,
+                    producers,
                     horizon,
                     codec,
                     throttle,
@@ -660,6 +674,7 @@ impl<B: Backend> PartitionLog<B> {
         &self,
         group: &[SegInfo],
         map: &KeyMap,
+        producers: &ProducerLastOffsets,
         horizon: i64,
         codec: &dyn RecordsCodec,
         throttle: &mut CleanerThrottle,
@@ -684,7 +699,8 @@ impl<B: Backend> PartitionLog<B> {
             let mut rd = self.segment_batches(g).await?;
             while let Some((h, data)) = rd.next().await? {
                 outcome.bytes_read += data.len() as u64;
-                let kept = self.filter_batch(&h, &data, map, &cleaner, horizon, codec, outcome)?;
+                let kept = self
+                    .filter_batch(&h, &data, map, producers, &cleaner, horizon, codec, outcome)?;
                 let mut io = data.len();
                 if let Some(b) = kept {
                     let h2 = if b.len() == data.len() {
@@ -778,6 +794,7 @@ impl<B: Backend> PartitionLog<B> {
         h: &BatchHeader,
         data: &Bytes,
         map: &KeyMap,
+        producers: &ProducerLastOffsets,
         cleaner: &CleanerState,
         horizon: i64,
         codec: &dyn RecordsCodec,
@@ -807,15 +824,23 @@ impl<B: Backend> PartitionLog<B> {
             }
             kept.push(*r);
         }
+        if kept.is_empty() {
+            // The batch goes, unless it holds an active producer's last sequence: then
+            // its header stays (a snapshot beside the log is not replicated, and can be
+            // lost; the log is what a replica or a rebuild reads).
+            let last_of_producer =
+                h.producer_id >= 0 && producers.get(&h.producer_id) == Some(&h.last_offset());
+            if last_of_producer && recs.is_empty() {
+                return Ok(Some(data.clone())); // kept empty by an earlier pass
+            }
+            if last_of_producer {
+                outcome.empty_batches_kept += 1;
+                return Ok(Some(Bytes::from(records::empty(data, h))));
+            }
+            return Ok(None);
+        }
         if kept.len() == recs.len() {
             return Ok(Some(data.clone()));
-        }
-        if kept.is_empty() {
-            // The batch goes. (Kafka keeps an idempotent producer's last batch, empty,
-            // for its sequence numbers; Rill keeps producer state in snapshots beside
-            // the log, and a batch without records is refused as corrupt on the
-            // produce and replication paths.)
-            return Ok(None);
         }
         let rebuilt = records::rebuild(data, h, &kept, codec).map_err(|reason| {
             warn!(dir = %self.dir.display(), offset = h.base_offset, %reason, "cleaner could not rebuild a batch");

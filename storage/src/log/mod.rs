@@ -47,7 +47,7 @@ use crate::epochs::LeaderEpochs;
 use crate::error::{StorageError, StorageResult};
 use crate::index::SegmentIndex;
 
-pub use compact::{CleanOutcome, CleanerThrottle, CompactionStatus, KeyMap};
+pub use compact::{CleanOutcome, CleanerThrottle, CompactionStatus, KeyMap, ProducerLastOffsets};
 use flush::{trim_tail, InflightWrite};
 use reader::ReadStream;
 pub use retention::RetentionOutcome;

@@ -490,7 +490,8 @@ impl<B: Backend> PartitionLog<B> {
             }
             for b in &r.batches {
                 let h = BatchHeader::parse(b)?;
-                if h.max_timestamp >= timestamp_ms && h.last_offset() >= at {
+                // An empty batch (a producer's last, compacted) holds no record to answer.
+                if h.record_count > 0 && h.max_timestamp >= timestamp_ms && h.last_offset() >= at {
                     let found = batch::first_record_at_or_after(b, timestamp_ms)
                         .unwrap_or((h.base_offset, h.max_timestamp));
                     return Ok(Some((found.0.max(self.log_start_offset()), found.1)));

@@ -205,9 +205,14 @@ fn compaction_keeps_the_latest_record_per_key_at_the_same_offsets() {
             } else {
                 1 << 20
             };
-            let out =
-                block_on(log.clean(hw, map_bytes, &NoCodec, &mut CleanerThrottle::unlimited()))
-                    .unwrap();
+            let out = block_on(log.clean(
+                hw,
+                map_bytes,
+                &NoCodec,
+                &mut CleanerThrottle::unlimited(),
+                &HashMap::new(),
+            ))
+            .unwrap();
             let Some(out) = out else {
                 expected = before;
                 continue;
@@ -255,9 +260,15 @@ fn a_crash_at_any_step_of_a_clean_leaves_the_records_before_or_after_it() {
     };
     let (_, log, before) = setup();
     let hw = log.log_end_offset();
-    let out = block_on(log.clean(hw, 1 << 20, &NoCodec, &mut CleanerThrottle::unlimited()))
-        .unwrap()
-        .unwrap();
+    let out = block_on(log.clean(
+        hw,
+        1 << 20,
+        &NoCodec,
+        &mut CleanerThrottle::unlimited(),
+        &HashMap::new(),
+    ))
+    .unwrap()
+    .unwrap();
     let after = read_all(&log);
     assert!(
         after.len() < before.len() && out.segments_before > 3,
@@ -267,7 +278,13 @@ fn a_crash_at_any_step_of_a_clean_leaves_the_records_before_or_after_it() {
     for n in 0.. {
         let (be, log, _) = setup();
         be.fail_after(n);
-        let done = block_on(log.clean(hw, 1 << 20, &NoCodec, &mut CleanerThrottle::unlimited()));
+        let done = block_on(log.clean(
+            hw,
+            1 << 20,
+            &NoCodec,
+            &mut CleanerThrottle::unlimited(),
+            &HashMap::new(),
+        ));
         be.crash(n + 1);
         be.set_failing(false);
         drop(log);
@@ -290,7 +307,14 @@ fn a_crash_at_any_step_of_a_clean_leaves_the_records_before_or_after_it() {
             partials += 1;
         }
         // The next clean finishes the job.
-        block_on(log.clean(hw, 1 << 20, &NoCodec, &mut CleanerThrottle::unlimited())).unwrap();
+        block_on(log.clean(
+            hw,
+            1 << 20,
+            &NoCodec,
+            &mut CleanerThrottle::unlimited(),
+            &HashMap::new(),
+        ))
+        .unwrap();
         assert_eq!(
             read_all(&log),
             after,
@@ -326,9 +350,15 @@ fn a_follower_copying_a_compacted_leader_holds_the_same_records_at_the_same_offs
     let leader = open_at(&be, &clock).unwrap();
     write(&leader, &mut Rng(5), 300, 20, clock.get(), "own");
     let hw = leader.log_end_offset();
-    let out = block_on(leader.clean(hw, 1 << 20, &NoCodec, &mut CleanerThrottle::unlimited()))
-        .unwrap()
-        .unwrap();
+    let out = block_on(leader.clean(
+        hw,
+        1 << 20,
+        &NoCodec,
+        &mut CleanerThrottle::unlimited(),
+        &HashMap::new(),
+    ))
+    .unwrap()
+    .unwrap();
     assert!(out.records_removed > 100, "{out:?}");
     let fbe = MemoryBackend::new();
     let follower = open_at(&fbe, &clock).unwrap();
@@ -364,9 +394,23 @@ fn a_follower_copying_a_compacted_leader_holds_the_same_records_at_the_same_offs
         }
     });
     let hw = leader.log_end_offset();
-    block_on(leader.clean(hw, 1 << 20, &NoCodec, &mut CleanerThrottle::unlimited())).unwrap();
+    block_on(leader.clean(
+        hw,
+        1 << 20,
+        &NoCodec,
+        &mut CleanerThrottle::unlimited(),
+        &HashMap::new(),
+    ))
+    .unwrap();
     let uncompacted = read_all(&follower);
-    block_on(follower.clean(hw, 1 << 20, &NoCodec, &mut CleanerThrottle::unlimited())).unwrap();
+    block_on(follower.clean(
+        hw,
+        1 << 20,
+        &NoCodec,
+        &mut CleanerThrottle::unlimited(),
+        &HashMap::new(),
+    ))
+    .unwrap();
     let (l, f) = (read_all(&leader), read_all(&follower));
     assert_ne!(f, uncompacted, "the follower compacted");
     assert_ne!(f, before);
@@ -415,7 +459,13 @@ fn keyless_records_go_and_a_gap_at_a_segment_end_reads_on() {
         }
         let hw = log.log_end_offset();
         let out = log
-            .clean(hw, 1 << 20, &NoCodec, &mut CleanerThrottle::unlimited())
+            .clean(
+                hw,
+                1 << 20,
+                &NoCodec,
+                &mut CleanerThrottle::unlimited(),
+                &HashMap::new(),
+            )
             .await
             .unwrap()
             .unwrap();
@@ -509,7 +559,13 @@ fn readers_during_a_clean_see_every_record_it_keeps_and_nothing_else() {
     };
     let cleaner = async {
         let out = log
-            .clean(hw, 1 << 20, &NoCodec, &mut CleanerThrottle::unlimited())
+            .clean(
+                hw,
+                1 << 20,
+                &NoCodec,
+                &mut CleanerThrottle::unlimited(),
+                &HashMap::new(),
+            )
             .await
             .unwrap()
             .unwrap();
@@ -573,4 +629,128 @@ fn throttle_paces_io_to_its_rate_and_keeps_at_most_a_second_of_credit() {
         let mut u = CleanerThrottle::new(r);
         assert_eq!(u.spend(u64::MAX / 2, t0), None);
     }
+}
+
+/// `batch` stamped as producer `pid`'s (epoch `epoch`, first sequence `seq`), CRC redone.
+fn idempotent(mut batch: Vec<u8>, pid: i64, epoch: i16, seq: i32) -> Vec<u8> {
+    batch[43..51].copy_from_slice(&pid.to_be_bytes());
+    batch[51..53].copy_from_slice(&epoch.to_be_bytes());
+    batch[53..57].copy_from_slice(&seq.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
+#[test]
+fn an_active_producers_last_batch_stays_as_an_empty_header_when_its_records_go() {
+    let clock = Rc::new(Cell::new(1_000_000_000));
+    let be = MemoryBackend::new();
+    let log = open_at(&be, &clock).unwrap();
+    let keyed = |ts: i64| {
+        let recs: Vec<build::Rec<'_>> = [&b"a"[..], b"b", b"c"]
+            .into_iter()
+            .map(|k| build::Rec {
+                key: Some(k),
+                value: b"old",
+                timestamp_ms: ts,
+            })
+            .collect();
+        build::batch(&recs)
+    };
+    // Producer 7 (epoch 2) writes two batches, producer 9 one; an unowned batch supersedes
+    // every key of them, and other records fill closed segments.
+    let owned = [
+        idempotent(keyed(100), 7, 2, 0),
+        idempotent(keyed(105), 7, 2, 3),
+        idempotent(keyed(110), 9, 0, 0),
+        keyed(120),
+    ];
+    block_on(async {
+        for b in owned {
+            log.append(CheckedBatch::check(Bytes::from(b)).unwrap(), 4)
+                .await
+                .unwrap();
+        }
+    });
+    write(&log, &mut Rng(5), 300, 3, clock.get(), "k");
+    let hw = log.log_end_offset();
+    // Producer 7 is active with its last batch at offsets 3..=5; producer 9 is not.
+    let producers: ProducerLastOffsets = [(7, 5)].into_iter().collect();
+    let out = block_on(log.clean(
+        hw,
+        1 << 20,
+        &NoCodec,
+        &mut CleanerThrottle::unlimited(),
+        &producers,
+    ))
+    .unwrap()
+    .unwrap();
+    assert_eq!(out.empty_batches_kept, 1, "{out:?}");
+
+    let first_batches = |log: &PartitionLog<MemoryBackend>| {
+        block_on(async {
+            let r = log.read(0, 1 << 20).await.unwrap();
+            r.batches
+                .iter()
+                .map(|b| (batch::validate(b).unwrap(), b.len()))
+                .take(2)
+                .collect::<Vec<_>>()
+        })
+    };
+    let check = |log: &PartitionLog<MemoryBackend>| {
+        let got = first_batches(log);
+        let (h, len) = got[0];
+        assert_eq!(
+            (h.base_offset, h.last_offset(), h.record_count, len),
+            (3, 5, 0, HEADER_BYTES),
+            "producer 7's last batch is its header alone, at its offsets: {got:?}"
+        );
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (7, 2, 3)
+        );
+        assert_eq!((h.base_timestamp, h.max_timestamp), (105, 105));
+        assert_eq!(h.partition_leader_epoch, 4);
+        assert!(
+            got[1].0.producer_id < 0,
+            "producer 9's batch and producer 7's first batch went: {got:?}"
+        );
+    };
+    check(&log);
+    // Every remaining record is the latest of its key; the empty batch holds none.
+    let after = read_all(&log);
+    assert!(after.iter().all(|(o, _, _)| *o > 8), "{after:?}");
+    assert_eq!(after[0].0, 9, "{after:?}");
+
+    // It survives a reopen (recovery reads a batch without records) and another pass,
+    // and goes once its producer is no longer active.
+    block_on(log.close()).unwrap();
+    drop(log);
+    let log = open_at(&be, &clock).unwrap();
+    check(&log);
+    write(&log, &mut Rng(6), 300, 3, clock.get(), "k");
+    let hw = log.log_end_offset();
+    block_on(log.clean(
+        hw,
+        1 << 20,
+        &NoCodec,
+        &mut CleanerThrottle::unlimited(),
+        &producers,
+    ))
+    .unwrap()
+    .unwrap();
+    check(&log);
+    write(&log, &mut Rng(7), 300, 3, clock.get(), "k");
+    let hw = log.log_end_offset();
+    block_on(log.clean(
+        hw,
+        1 << 20,
+        &NoCodec,
+        &mut CleanerThrottle::unlimited(),
+        &HashMap::new(),
+    ))
+    .unwrap()
+    .unwrap();
+    let h = first_batches(&log)[0].0;
+    assert!(h.producer_id < 0, "{h:?}");
 }
