@@ -368,6 +368,57 @@ mod tests {
     }
 
     #[test]
+    fn a_produce_waiting_for_its_turn_checks_leadership_and_epoch_in_its_turn() {
+        // Issue 15: a batch was stamped with the leader epoch read when its request
+        // started, and leadership was not checked again under the append, so a produce
+        // that waited for its turn (behind a follower's append, another produce or a
+        // budget) while leadership moved appended at a stale epoch, or as a follower.
+        let (p, settings) = open(1, placement(1, 1));
+        let first = CheckedBatch::check(batch(0, 0, 3)).unwrap();
+        block_on(async {
+            // Deposed while it waits: nothing is appended, NOT_LEADER_OR_FOLLOWER.
+            let turn = p.appends.lock().await;
+            let mut waiting = std::pin::pin!(p.append_durably(vec![first.clone()], -1));
+            assert!(
+                futures_lite::future::poll_once(&mut waiting)
+                    .await
+                    .is_none(),
+                "waits for its turn"
+            );
+            p.apply(&settings, &placement(3, 2), &StorageSettings::default());
+            drop(turn);
+            let r = waiting.await.map(|(_, last, epoch)| (last, epoch));
+            assert_eq!(
+                r.map_err(|e| e.code),
+                Err(ErrorCode::NotLeaderOrFollower),
+                "a produce that waited while this broker was deposed"
+            );
+            assert_eq!(
+                p.log().log_end_offset(),
+                0,
+                "nothing appended as a follower"
+            );
+
+            // Leader again at epoch 3 while it waits: stamped with epoch 3, not 1.
+            p.apply(&settings, &placement(1, 3), &StorageSettings::default());
+            let turn = p.appends.lock().await;
+            let mut waiting = std::pin::pin!(p.append_durably(vec![first.clone()], -1));
+            assert!(futures_lite::future::poll_once(&mut waiting)
+                .await
+                .is_none());
+            p.apply(&settings, &placement(1, 4), &StorageSettings::default());
+            drop(turn);
+            let (_, last, epoch) = waiting.await.expect("appended");
+            assert_eq!((last, epoch), (2, 4));
+            let read = p.log().read(0, 1 << 20).await.unwrap();
+            let stamped = rill_storage::batch::BatchHeader::parse(&read.batches[0])
+                .unwrap()
+                .partition_leader_epoch;
+            assert_eq!(stamped, 4, "the batch carries the epoch of its turn");
+        });
+    }
+
+    #[test]
     fn a_late_answer_from_a_leader_no_longer_followed_is_dropped() {
         // The partition simulator found this too (seed 173): a follower of a new leader
         // applied a late answer of the old one (a diverging epoch) and cut its log below
