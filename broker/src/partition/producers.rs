@@ -409,4 +409,17 @@ mod tests {
             "least recently used producer evicted"
         );
     }
+
+    #[test]
+    fn last_offsets_name_each_producers_latest_batch_across_a_sequence_wrap() {
+        let mut t = ProducerTable::new(10);
+        t.record(&header(1, 0, 0, 3), 10); // offsets 10..=12
+        t.record(&header(1, 0, 3, 2), 20); // 20..=21: the latest
+        t.record(&header(2, 0, i32::MAX - 1, 4), 30); // sequences wrap: 30..=33
+        t.record(&header(3, 1, 5, 1), 40);
+        t.record(&header(3, 2, 0, 2), 50); // a new epoch starts over: 50..=51
+        let mut last: Vec<(i64, i64)> = t.last_offsets().into_iter().collect();
+        last.sort();
+        assert_eq!(last, vec![(1, 21), (2, 33), (3, 51)]);
+    }
 }
