@@ -25,8 +25,8 @@ pub const HEADER_BYTES: usize = 61;
 /// `baseOffset` and `batchLength` together: `batchLength` counts from here.
 pub const LOG_OVERHEAD_BYTES: usize = 12;
 /// Offset of the first CRC-covered byte (attributes).
-const CRC_START: usize = 21;
-const MAGIC_V2: i8 = 2;
+pub(crate) const CRC_START: usize = 21;
+pub(crate) const MAGIC_V2: i8 = 2;
 
 /// The fixed header fields of one RecordBatch v2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,6 +21,9 @@
 //! - [`batch`]: the RecordBatch v2 header and its CRC-32C, the on-disk format,
 //!   and [`batch::CheckedBatch`], a batch checked once that the log takes as is.
 //! - [`index`]: a segment's sparse offset and time indexes.
+//! - [`txn`]: transactions' end markers and the aborted-transaction index entries, in
+//!   Kafka's formats (bytes in, values out; nothing uses them yet but their tests).
+//! - [`records`]: records inside a batch, for the cleaner (parse, rebuild, empty).
 //! - [`checkpoint`]: the rkyv partition checkpoint and recovery point.
 //! - [`config`]: [`LogConfig`], a partition's storage settings.
 //! - [`backend`]: the I/O the log needs: io_uring direct I/O, or in memory.
@@ -43,6 +46,7 @@ pub mod index;
 pub mod log;
 pub mod reaper;
 pub mod records;
+pub mod txn;
 
 pub use backend::{dma::DmaBackend, memory::MemoryBackend, Backend, SegmentFile};
 pub use config::{FlushPolicy, LogConfig};
