@@ -28,6 +28,7 @@ use tracing::error;
 mod boot;
 mod cli;
 mod config;
+mod coordinator_wire;
 mod errors;
 mod fifo;
 mod group;
@@ -39,6 +40,7 @@ mod replica;
 mod runtime;
 mod server;
 mod shard;
+mod txn;
 
 use config::BrokerConfig;
 

@@ -14,6 +14,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::coordinator_wire::{Res, R, W};
+
 use super::records::{StoredConsumerMember, StoredMember, StoredPartitions, StoredRecord};
 
 /// Key types (Kafka's key versions).
@@ -134,79 +136,12 @@ pub fn member_of(
 
 // ---- encoding ----
 
-struct W(BytesMut);
+/// `__consumer_offsets`' lists of topic ids with partitions.
+trait WriteTopicPartitions {
+    fn topic_partitions(&mut self, v: &[StoredPartitions]) -> &mut Self;
+}
 
-impl W {
-    fn new(version: i16) -> W {
-        let mut b = BytesMut::with_capacity(64);
-        b.put_i16(version);
-        W(b)
-    }
-    fn i8(&mut self, v: u8) -> &mut Self {
-        self.0.put_u8(v);
-        self
-    }
-    fn i32(&mut self, v: i32) -> &mut Self {
-        self.0.put_i32(v);
-        self
-    }
-    fn i64(&mut self, v: i64) -> &mut Self {
-        self.0.put_i64(v);
-        self
-    }
-    /// A non-flexible string: int16 length.
-    fn str(&mut self, v: &str) -> &mut Self {
-        let b = v.as_bytes();
-        let len = b.len().min(i16::MAX as usize);
-        self.0.put_i16(len as i16);
-        self.0.put_slice(&b[..len]);
-        self
-    }
-    fn nullable_str(&mut self, v: Option<&str>) -> &mut Self {
-        match v {
-            None => {
-                self.0.put_i16(-1);
-                self
-            }
-            Some(s) => self.str(s),
-        }
-    }
-    /// Non-flexible bytes: int32 length.
-    fn bytes(&mut self, v: &[u8]) -> &mut Self {
-        self.0.put_i32(v.len() as i32);
-        self.0.put_slice(v);
-        self
-    }
-    fn uvarint(&mut self, mut v: u64) -> &mut Self {
-        while v >= 0x80 {
-            self.0.put_u8((v as u8) | 0x80);
-            v >>= 7;
-        }
-        self.0.put_u8(v as u8);
-        self
-    }
-    /// A flexible (compact) string: uvarint length + 1.
-    fn cstr(&mut self, v: &str) -> &mut Self {
-        self.uvarint(v.len() as u64 + 1);
-        self.0.put_slice(v.as_bytes());
-        self
-    }
-    fn nullable_cstr(&mut self, v: Option<&str>) -> &mut Self {
-        match v {
-            None => self.uvarint(0),
-            Some(s) => self.cstr(s),
-        }
-    }
-    fn clen(&mut self, n: usize) -> &mut Self {
-        self.uvarint(n as u64 + 1)
-    }
-    fn uuid(&mut self, v: &[u8; 16]) -> &mut Self {
-        self.0.put_slice(v);
-        self
-    }
-    fn no_tags(&mut self) -> &mut Self {
-        self.uvarint(0)
-    }
+impl WriteTopicPartitions for W {
     fn topic_partitions(&mut self, v: &[StoredPartitions]) -> &mut Self {
         self.clen(v.len());
         for tp in v {
@@ -217,9 +152,6 @@ impl W {
             self.no_tags();
         }
         self
-    }
-    fn done(self) -> Bytes {
-        self.0.freeze()
     }
 }
 
@@ -406,116 +338,11 @@ pub fn encode(r: &StoredRecord, now_ms: i64) -> Vec<KeyValue> {
 
 // ---- decoding ----
 
-struct R<'a> {
-    b: &'a [u8],
-    what: &'static str,
+trait ReadTopicPartitions {
+    fn topic_partitions(&mut self) -> Res<Vec<StoredPartitions>>;
 }
 
-type Res<T> = Result<T, String>;
-
-impl<'a> R<'a> {
-    fn take(&mut self, n: usize) -> Res<&'a [u8]> {
-        if self.b.len() < n {
-            return Err(format!("{} ends early", self.what));
-        }
-        let (h, t) = self.b.split_at(n);
-        self.b = t;
-        Ok(h)
-    }
-    fn i8(&mut self) -> Res<u8> {
-        Ok(self.take(1)?[0])
-    }
-    fn i16(&mut self) -> Res<i16> {
-        Ok(i16::from_be_bytes(
-            self.take(2)?.try_into().expect("2 bytes"),
-        ))
-    }
-    fn i32(&mut self) -> Res<i32> {
-        Ok(i32::from_be_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
-    }
-    fn i64(&mut self) -> Res<i64> {
-        Ok(i64::from_be_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
-    }
-    fn utf8(&self, b: &[u8]) -> Res<String> {
-        String::from_utf8(b.to_vec()).map_err(|_| format!("{}: a string is not UTF-8", self.what))
-    }
-    fn nullable_str(&mut self) -> Res<Option<String>> {
-        let len = self.i16()?;
-        if len < 0 {
-            return Ok(None);
-        }
-        let b = self.take(len as usize)?;
-        self.utf8(b).map(Some)
-    }
-    fn str(&mut self) -> Res<String> {
-        self.nullable_str()?
-            .ok_or_else(|| format!("{}: a string that may not be null is null", self.what))
-    }
-    fn bytes(&mut self) -> Res<Vec<u8>> {
-        let len = self.i32()?;
-        if len < 0 {
-            return Ok(Vec::new());
-        }
-        Ok(self.take(len as usize)?.to_vec())
-    }
-    fn uvarint(&mut self) -> Res<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.i8()?;
-            v |= ((b & 0x7f) as u64) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(format!("{}: a varint is too long", self.what))
-    }
-    /// A compact length: None for null.
-    fn clen(&mut self) -> Res<Option<usize>> {
-        let n = self.uvarint()?;
-        if n == 0 {
-            return Ok(None);
-        }
-        let n = (n - 1) as usize;
-        // Every element takes at least a byte: a length past the end is damage.
-        if n > self.b.len() {
-            return Err(format!("{}: a length runs past the end", self.what));
-        }
-        Ok(Some(n))
-    }
-    fn nullable_cstr(&mut self) -> Res<Option<String>> {
-        match self.clen()? {
-            None => Ok(None),
-            Some(n) => {
-                let b = self.take(n)?;
-                self.utf8(b).map(Some)
-            }
-        }
-    }
-    fn cstr(&mut self) -> Res<String> {
-        self.nullable_cstr()?
-            .ok_or_else(|| format!("{}: a string that may not be null is null", self.what))
-    }
-    fn uuid(&mut self) -> Res<[u8; 16]> {
-        Ok(self.take(16)?.try_into().expect("16 bytes"))
-    }
-    /// Tagged fields: calls `f` with each (tag, data); unknown ones are skipped.
-    fn tags(&mut self, mut f: impl FnMut(u32, &[u8]) -> Res<()>) -> Res<()> {
-        let count = self.uvarint()?;
-        for _ in 0..count {
-            let tag = self.uvarint()? as u32;
-            let size = self.uvarint()? as usize;
-            let data = self.take(size)?;
-            f(tag, data)?;
-        }
-        Ok(())
-    }
-    fn skip_tags(&mut self) -> Res<()> {
-        self.tags(|_, _| Ok(()))
-    }
+impl ReadTopicPartitions for R<'_> {
     fn topic_partitions(&mut self) -> Res<Vec<StoredPartitions>> {
         let n = self.clen()?.unwrap_or(0);
         let mut out = Vec::with_capacity(n);

@@ -1,0 +1,9 @@
+//! Transactions (issue 17; the design and its increments are in `broker/docs/transactions.md`).
+//!
+//! So far only the transaction coordinator's record formats ([`wire`]): nothing is served
+//! yet, and FindCoordinator for transactions still answers COORDINATOR_NOT_AVAILABLE.
+//!
+//! Layout: `wire` (the `__transaction_state` key and value, bytes in, values out) uses
+//! `coordinator_wire`, the writer and reader shared with `group::wire`.
+
+pub mod wire;
