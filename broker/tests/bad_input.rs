@@ -284,11 +284,8 @@ fn unknown_topic_with_auto_create_off_gets_unknown_topic_or_partition() {
     broker.assert_alive();
 }
 
-#[test]
-fn flipped_crc_gets_corrupt_message() {
-    let mut broker = Broker::start("bad-crc");
-    broker.create_topic(TOPIC, 2, &[]);
-    let mut net = broker.net();
+/// An intact batch of three keyed records.
+fn three_records() -> bytes::Bytes {
     let records: Vec<ProduceRecord> = (0..3)
         .map(|i| ProduceRecord {
             key: Some(format!("k{i}").into()),
@@ -297,7 +294,15 @@ fn flipped_crc_gets_corrupt_message() {
             ..Default::default()
         })
         .collect();
-    let good = encode_record_batch(&records, &BatchOptions::default()).expect("encode");
+    encode_record_batch(&records, &BatchOptions::default()).expect("encode")
+}
+
+#[test]
+fn flipped_crc_gets_corrupt_message() {
+    let mut broker = Broker::start("bad-crc");
+    broker.create_topic(TOPIC, 2, &[]);
+    let mut net = broker.net();
+    let good = three_records();
     for p in 0..2 {
         // The CRC field (bytes 17..21) with one bit flipped.
         let mut bad = good.to_vec();
@@ -348,15 +353,7 @@ fn batches_only_a_broker_writes_get_invalid_record() {
     let mut broker = Broker::start("bad-client-batches");
     broker.create_topic(TOPIC, 1, &[]);
     let mut net = broker.net();
-    let records: Vec<ProduceRecord> = (0..3)
-        .map(|i| ProduceRecord {
-            key: Some(format!("k{i}").into()),
-            value: Some(format!("v{i}").into()),
-            timestamp_ms: common::now_ms(),
-            ..Default::default()
-        })
-        .collect();
-    let good = encode_record_batch(&records, &BatchOptions::default()).expect("encode");
+    let good = three_records();
     let cases: [(&str, Vec<u8>); 4] = [
         (
             "a header without records",

@@ -26,18 +26,30 @@ const HOSTS: [&str; 3] = ["127.0.0.151", "127.0.0.152", "127.0.0.153"];
 const CONFIG: &str = "metrics_listen = \"\"\nauto_create_topics = false\nbroker_heartbeat_interval_ms = 200\nbroker_session_timeout_ms = 2000\nreplica_lag_time_max_ms = 2000\nlog_cleaner_backoff_ms = 200\n";
 const TOPIC: &str = "compacted-replicas";
 
-/// Polls `broker`'s metadata of the topic until `ok` holds (at most 60 s).
+/// Polls `broker`'s metadata of `topic` until `ok` holds (at most 60 s).
 fn wait_for(
     broker: &Broker,
+    topic: &str,
     what: &str,
     ok: impl Fn(&MetadataResponseTopic) -> bool,
 ) -> MetadataResponseTopic {
-    wait_topic(broker, TOPIC, what, Duration::from_secs(60), ok)
+    wait_topic(broker, topic, what, Duration::from_secs(60), ok)
 }
 
-#[test]
-fn a_follower_copies_a_compacted_leader_and_leads_with_the_latest_value_of_every_key() {
-    let mut brokers = start_cluster("compaction-replicas", &HOSTS, CONFIG);
+/// Node id to index in the cluster's brokers.
+fn idx(node: i32) -> usize {
+    (node - 1) as usize
+}
+
+/// A cluster of three on `hosts` with `topic` (one partition, RF 2, compacted, 16 KiB
+/// segments, cleaned at any dirty ratio), its follower paused and out of the ISR: the
+/// brokers, the leader's and the follower's node ids, and the bystander's index.
+fn cluster_with_follower_away(
+    name: &str,
+    hosts: &[&str],
+    topic: &str,
+) -> (Vec<Broker>, i32, i32, usize) {
+    let brokers = start_cluster(name, hosts, CONFIG);
     wait_agreed(
         &brokers,
         &[0, 1, 2],
@@ -45,26 +57,52 @@ fn a_follower_copies_a_compacted_leader_and_leads_with_the_latest_value_of_every
         Duration::from_secs(20),
     );
     let admin = brokers[0].admin();
-    let new = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(2))
+    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(2))
         .set("cleanup.policy", "compact")
         .set("segment.bytes", "16384")
         .set("min.cleanable.dirty.ratio", "0.01");
     let created =
         block_on(admin.create_topics([&new], &common::admin_options())).expect("CreateTopics");
     assert!(created[0].is_ok(), "{created:?}");
-    let t = settled_topic_metadata(&brokers[0], TOPIC, 1);
+    let t = settled_topic_metadata(&brokers[0], topic, 1);
     let (leader, follower, bystander) = leader_follower_bystander(&t, 0);
-    let idx = |node: i32| (node - 1) as usize;
-
-    // The follower is away while the leader takes 3,000 values of 50 keys (in batches of
-    // ten, so whole batches go and leave gaps), tombstones of five, and records that push
-    // them out of the active segment, and compacts them.
     brokers[idx(follower)].pause(true);
     wait_for(
         &brokers[bystander],
+        topic,
         "the paused follower leaves the ISR",
         |t| t.partitions[0].isr_nodes.len() == 1,
     );
+    (brokers, leader, follower, bystander)
+}
+
+/// The follower comes back, copies the compacted log and rejoins the ISR; then the leader
+/// dies (kill -9) and the follower leads.
+fn follower_back_then_leader_dies(
+    brokers: &mut [Broker],
+    topic: &str,
+    (leader, follower, bystander): (i32, i32, usize),
+) {
+    brokers[idx(follower)].pause(false);
+    wait_for(
+        &brokers[bystander],
+        topic,
+        "the follower copies the compacted log and rejoins the ISR",
+        |t| t.partitions[0].isr_nodes.len() == 2,
+    );
+    brokers[idx(leader)].kill9();
+    wait_for(&brokers[bystander], topic, "the follower leads", |t| {
+        t.partitions[0].leader_id.0 == follower
+    });
+}
+
+#[test]
+fn a_follower_copies_a_compacted_leader_and_leads_with_the_latest_value_of_every_key() {
+    // The follower is away while the leader takes 3,000 values of 50 keys (in batches of
+    // ten, so whole batches go and leave gaps), tombstones of five, and records that push
+    // them out of the active segment, and compacts them.
+    let (mut brokers, leader, follower, bystander) =
+        cluster_with_follower_away("compaction-replicas", &HOSTS, TOPIC);
     let producer =
         brokers[bystander].producer("1", &[("linger.ms", "5"), ("batch.num.messages", "10")]);
     let mut sent = Vec::new();
@@ -94,19 +132,9 @@ fn a_follower_copies_a_compacted_leader_and_leads_with_the_latest_value_of_every
         Duration::from_secs(60),
     );
 
-    // Back, the follower copies the compacted log and rejoins the ISR.
-    brokers[idx(follower)].pause(false);
-    wait_for(
-        &brokers[bystander],
-        "the follower copies the compacted log and rejoins the ISR",
-        |t| t.partitions[0].isr_nodes.len() == 2,
-    );
-
-    // The leader dies; the follower leads with the same records at the same offsets.
-    brokers[idx(leader)].kill9();
-    wait_for(&brokers[bystander], "the follower leads", |t| {
-        t.partitions[0].leader_id.0 == follower
-    });
+    // Back, the follower copies the compacted log and rejoins the ISR; the leader dies;
+    // the follower leads with the same records at the same offsets.
+    follower_back_then_leader_dies(&mut brokers, TOPIC, (leader, follower, bystander));
     wait_compacted(
         &brokers[bystander],
         TOPIC,
@@ -171,36 +199,10 @@ fn batch_headers(broker: &Broker) -> Vec<BatchHeader> {
 /// it from a log without the producer.
 #[test]
 fn an_idempotent_producer_whose_records_were_compacted_away_stays_known_to_a_new_leader() {
-    let mut brokers = start_cluster("compaction-producer", &PRODUCER_HOSTS, CONFIG);
-    wait_agreed(
-        &brokers,
-        &[0, 1, 2],
-        &[1, 2, 3].into(),
-        Duration::from_secs(20),
-    );
-    let admin = brokers[0].admin();
-    let new = NewTopic::new(PRODUCER_TOPIC, 1, TopicReplication::Fixed(2))
-        .set("cleanup.policy", "compact")
-        .set("segment.bytes", "16384")
-        .set("min.cleanable.dirty.ratio", "0.01");
-    let created =
-        block_on(admin.create_topics([&new], &common::admin_options())).expect("CreateTopics");
-    assert!(created[0].is_ok(), "{created:?}");
-    let t = settled_topic_metadata(&brokers[0], PRODUCER_TOPIC, 1);
-    let (leader, follower, bystander) = leader_follower_bystander(&t, 0);
-    let idx = |node: i32| (node - 1) as usize;
-    let wait = |broker: &Broker, what: &str, ok: &dyn Fn(&MetadataResponseTopic) -> bool| {
-        wait_topic(broker, PRODUCER_TOPIC, what, Duration::from_secs(60), ok)
-    };
-
     // The follower is away while an idempotent producer writes ten keys, other records
     // supersede every one of them and fill closed segments, and the leader compacts.
-    brokers[idx(follower)].pause(true);
-    wait(
-        &brokers[bystander],
-        "the paused follower leaves the ISR",
-        &|t| t.partitions[0].isr_nodes.len() == 1,
-    );
+    let (mut brokers, leader, follower, bystander) =
+        cluster_with_follower_away("compaction-producer", &PRODUCER_HOSTS, PRODUCER_TOPIC);
     let idempotent = brokers[bystander].producer("all", &[("enable.idempotence", "true")]);
     let first: Vec<(String, Option<String>)> = (0..10)
         .map(|i| (format!("key-{i}"), Some(format!("first-{i}"))))
@@ -265,16 +267,7 @@ fn an_idempotent_producer_whose_records_were_compacted_away_stays_known_to_a_new
 
     // Back, the follower copies the compacted log; the leader dies; the follower leads
     // and knows the producer as the old leader did.
-    brokers[idx(follower)].pause(false);
-    wait(
-        &brokers[bystander],
-        "the follower copies the compacted log and rejoins the ISR",
-        &|t| t.partitions[0].isr_nodes.len() == 2,
-    );
-    brokers[idx(leader)].kill9();
-    wait(&brokers[bystander], "the follower leads", &|t| {
-        t.partitions[0].leader_id.0 == follower
-    });
+    follower_back_then_leader_dies(&mut brokers, PRODUCER_TOPIC, (leader, follower, bystander));
     assert_eq!(
         producers_at(&brokers[idx(follower)]),
         before,

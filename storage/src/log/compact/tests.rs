@@ -87,6 +87,26 @@ fn model(before: &[Rec], mapped_end: i64, expired_below: i64) -> Vec<Rec> {
         .collect()
 }
 
+/// One pass below `hw` with a 1 MiB key map and no throttle, no producer active.
+fn clean(log: &PartitionLog<MemoryBackend>, hw: i64) -> StorageResult<Option<CleanOutcome>> {
+    clean_keeping(log, hw, &HashMap::new())
+}
+
+/// The same, keeping the last batches `producers` names.
+fn clean_keeping(
+    log: &PartitionLog<MemoryBackend>,
+    hw: i64,
+    producers: &ProducerLastOffsets,
+) -> StorageResult<Option<CleanOutcome>> {
+    block_on(log.clean(
+        hw,
+        1 << 20,
+        &NoCodec,
+        &mut CleanerThrottle::unlimited(),
+        producers,
+    ))
+}
+
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -260,15 +280,7 @@ fn a_crash_at_any_step_of_a_clean_leaves_the_records_before_or_after_it() {
     };
     let (_, log, before) = setup();
     let hw = log.log_end_offset();
-    let out = block_on(log.clean(
-        hw,
-        1 << 20,
-        &NoCodec,
-        &mut CleanerThrottle::unlimited(),
-        &HashMap::new(),
-    ))
-    .unwrap()
-    .unwrap();
+    let out = clean(&log, hw).unwrap().unwrap();
     let after = read_all(&log);
     assert!(
         after.len() < before.len() && out.segments_before > 3,
@@ -278,13 +290,7 @@ fn a_crash_at_any_step_of_a_clean_leaves_the_records_before_or_after_it() {
     for n in 0.. {
         let (be, log, _) = setup();
         be.fail_after(n);
-        let done = block_on(log.clean(
-            hw,
-            1 << 20,
-            &NoCodec,
-            &mut CleanerThrottle::unlimited(),
-            &HashMap::new(),
-        ));
+        let done = clean(&log, hw);
         be.crash(n + 1);
         be.set_failing(false);
         drop(log);
@@ -307,14 +313,7 @@ fn a_crash_at_any_step_of_a_clean_leaves_the_records_before_or_after_it() {
             partials += 1;
         }
         // The next clean finishes the job.
-        block_on(log.clean(
-            hw,
-            1 << 20,
-            &NoCodec,
-            &mut CleanerThrottle::unlimited(),
-            &HashMap::new(),
-        ))
-        .unwrap();
+        clean(&log, hw).unwrap();
         assert_eq!(
             read_all(&log),
             after,
@@ -350,15 +349,7 @@ fn a_follower_copying_a_compacted_leader_holds_the_same_records_at_the_same_offs
     let leader = open_at(&be, &clock).unwrap();
     write(&leader, &mut Rng(5), 300, 20, clock.get(), "own");
     let hw = leader.log_end_offset();
-    let out = block_on(leader.clean(
-        hw,
-        1 << 20,
-        &NoCodec,
-        &mut CleanerThrottle::unlimited(),
-        &HashMap::new(),
-    ))
-    .unwrap()
-    .unwrap();
+    let out = clean(&leader, hw).unwrap().unwrap();
     assert!(out.records_removed > 100, "{out:?}");
     let fbe = MemoryBackend::new();
     let follower = open_at(&fbe, &clock).unwrap();
@@ -394,23 +385,9 @@ fn a_follower_copying_a_compacted_leader_holds_the_same_records_at_the_same_offs
         }
     });
     let hw = leader.log_end_offset();
-    block_on(leader.clean(
-        hw,
-        1 << 20,
-        &NoCodec,
-        &mut CleanerThrottle::unlimited(),
-        &HashMap::new(),
-    ))
-    .unwrap();
+    clean(&leader, hw).unwrap();
     let uncompacted = read_all(&follower);
-    block_on(follower.clean(
-        hw,
-        1 << 20,
-        &NoCodec,
-        &mut CleanerThrottle::unlimited(),
-        &HashMap::new(),
-    ))
-    .unwrap();
+    clean(&follower, hw).unwrap();
     let (l, f) = (read_all(&leader), read_all(&follower));
     assert_ne!(f, uncompacted, "the follower compacted");
     assert_ne!(f, before);
@@ -676,15 +653,7 @@ fn an_active_producers_last_batch_stays_as_an_empty_header_when_its_records_go()
     let hw = log.log_end_offset();
     // Producer 7 is active with its last batch at offsets 3..=5; producer 9 is not.
     let producers: ProducerLastOffsets = [(7, 5)].into_iter().collect();
-    let out = block_on(log.clean(
-        hw,
-        1 << 20,
-        &NoCodec,
-        &mut CleanerThrottle::unlimited(),
-        &producers,
-    ))
-    .unwrap()
-    .unwrap();
+    let out = clean_keeping(&log, hw, &producers).unwrap().unwrap();
     assert_eq!(out.empty_batches_kept, 1, "{out:?}");
 
     let first_batches = |log: &PartitionLog<MemoryBackend>| {
@@ -730,27 +699,11 @@ fn an_active_producers_last_batch_stays_as_an_empty_header_when_its_records_go()
     check(&log);
     write(&log, &mut Rng(6), 300, 3, clock.get(), "k");
     let hw = log.log_end_offset();
-    block_on(log.clean(
-        hw,
-        1 << 20,
-        &NoCodec,
-        &mut CleanerThrottle::unlimited(),
-        &producers,
-    ))
-    .unwrap()
-    .unwrap();
+    clean_keeping(&log, hw, &producers).unwrap().unwrap();
     check(&log);
     write(&log, &mut Rng(7), 300, 3, clock.get(), "k");
     let hw = log.log_end_offset();
-    block_on(log.clean(
-        hw,
-        1 << 20,
-        &NoCodec,
-        &mut CleanerThrottle::unlimited(),
-        &HashMap::new(),
-    ))
-    .unwrap()
-    .unwrap();
+    clean(&log, hw).unwrap().unwrap();
     let h = first_batches(&log)[0].0;
     assert!(h.producer_id < 0, "{h:?}");
 }
