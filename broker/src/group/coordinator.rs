@@ -714,6 +714,7 @@ impl Groups {
 
     /// Removes members whose session expired; called by the shard's ticker.
     pub fn expire_group_members(&self) {
+        self.unload_resigned();
         self.expire_consumer_members();
         let Some(partitions) = self.offsets_partitions() else {
             return;

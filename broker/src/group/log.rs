@@ -14,7 +14,7 @@
 //! formats and a tombstone for every old key, so compaction removes the old records.
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -58,8 +58,9 @@ struct PartitionWriter {
 /// The offsets partitions this shard coordinates: which are replayed, and their writers.
 #[derive(Default)]
 pub(super) struct Log {
-    /// `__consumer_offsets` partitions replayed into the groups.
-    loaded: RefCell<HashSet<i32>>,
+    /// `__consumer_offsets` partitions replayed into the groups, with the leader epoch
+    /// this broker led each at when it replayed it.
+    loaded: RefCell<HashMap<i32, i32>>,
     load_lock: async_lock::Mutex<()>,
     writers: RefCell<HashMap<i32, PartitionWriter>>,
 }
@@ -94,15 +95,79 @@ struct PartialMember {
 }
 
 impl Groups {
-    /// Replays `__consumer_offsets` partition `p` into the group state, once.
+    /// The leader epoch of offsets partition `p` if this shard coordinates it now (this
+    /// broker leads it and this shard owns it).
+    fn led_epoch(&self, p: i32) -> Option<i32> {
+        let epoch = self
+            .image()
+            .placement(OFFSETS_TOPIC, p)
+            .filter(|pl| pl.leader == self.node_id())
+            .map(|pl| pl.leader_epoch)?;
+        (self.owner_of(OFFSETS_TOPIC, p).ok() == Some(self.id())).then_some(epoch)
+    }
+
+    /// Whether partition `p` is loaded for the leadership this broker holds now.
+    fn loaded_now(&self, p: i32) -> bool {
+        let epoch = self.led_epoch(p);
+        epoch.is_some() && self.state.log.loaded.borrow().get(&p).copied() == epoch
+    }
+
+    /// Forgets the groups of every loaded partition this shard no longer coordinates at the
+    /// epoch it loaded it at: Kafka's coordinator unloads a partition's groups when it
+    /// resigns and replays them from the log when it is elected again, so a broker that
+    /// led a partition, lost it (a pause, a network cut) and leads it again serves what
+    /// was committed meanwhile, not what it held before. Their parked requests answer as
+    /// when the coordinator goes away.
+    pub(super) fn unload_resigned(&self) {
+        let resigned: Vec<i32> = self
+            .state
+            .log
+            .loaded
+            .borrow()
+            .iter()
+            .filter(|(p, e)| self.led_epoch(**p) != Some(**e))
+            .map(|(p, _)| *p)
+            .collect();
+        if resigned.is_empty() {
+            return;
+        }
+        let Some(partitions) = self.offsets_partitions() else {
+            return;
+        };
+        let mut abandoned = Vec::new();
+        let mut unloaded = 0usize;
+        self.state.groups.borrow_mut().retain(|id, g| {
+            let keep = !resigned.contains(&offsets_partition(id, partitions));
+            if !keep {
+                abandoned.extend(g.classic.parked());
+                unloaded += 1;
+            }
+            keep
+        });
+        let mut loaded = self.state.log.loaded.borrow_mut();
+        for p in &resigned {
+            loaded.remove(p);
+        }
+        drop(loaded);
+        self.drop_parked(abandoned);
+        info!(partitions = ?resigned, groups = unloaded,
+            "consumer groups unloaded: this broker no longer leads their offsets partitions at the epoch it loaded them at");
+    }
+
+    /// Replays `__consumer_offsets` partition `p` into the group state, once per leadership.
     pub(super) async fn load_groups(&self, p: i32) -> Result<(), ErrorCode> {
-        if self.state.log.loaded.borrow().contains(&p) {
+        if self.loaded_now(p) {
             return Ok(());
         }
         let _one = self.state.log.load_lock.lock().await;
-        if self.state.log.loaded.borrow().contains(&p) {
+        if self.loaded_now(p) {
             return Ok(());
         }
+        // Loaded at an older leadership: forget that first.
+        self.unload_resigned();
+        let Some(epoch) = self.led_epoch(p) else {
+            return Err(ErrorCode::NotCoordinator);
+        };
         let started = Instant::now();
         let mut offset = 0;
         let mut records = 0u64;
@@ -193,7 +258,7 @@ impl Groups {
                 member: Box::new(member),
             });
         }
-        self.state.log.loaded.borrow_mut().insert(p);
+        self.state.log.loaded.borrow_mut().insert(p, epoch);
         if records > 0 || skipped > 0 {
             info!(
                 partition = p,
