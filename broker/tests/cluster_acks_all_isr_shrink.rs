@@ -20,7 +20,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::cluster::{settled_topic_metadata, start_cluster, topic_metadata, wait_agreed};
+use common::cluster::{
+    agreed_cluster_with_topic, settled_topic_metadata, start_cluster, topic_metadata, wait_agreed,
+};
 use common::produce_in_order;
 use common::{block_on, topic_name, Broker, NetClient};
 use rdkafka::admin::{NewTopic, TopicReplication};
@@ -173,13 +175,12 @@ fn acks_all_answers_not_enough_replicas_after_append_and_retries_wait_too() {
 fn list_offsets_and_fetch_check_and_answer_the_leader_epoch() {
     const TOPIC: &str = "epochs";
     let hosts = ["127.0.0.124", "127.0.0.125", "127.0.0.126"];
-    let mut brokers = start_cluster("epochs", &hosts, SHORT_SESSION);
-    let all: BTreeSet<i32> = [1, 2, 3].into();
-    wait_agreed(&brokers, &[0, 1, 2], &all, Duration::from_secs(20));
-    let admin = brokers[0].admin();
-    let new = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(3));
-    let r = block_on(admin.create_topics([&new], &common::admin_options())).expect("CreateTopics");
-    assert!(r[0].is_ok(), "{r:?}");
+    let mut brokers = agreed_cluster_with_topic(
+        "epochs",
+        &hosts,
+        SHORT_SESSION,
+        &NewTopic::new(TOPIC, 1, TopicReplication::Fixed(3)),
+    );
     let p = settled_topic_metadata(&brokers[0], TOPIC, 1).partitions[0].clone();
     let first_leader = (p.leader_id.0 - 1) as usize;
     let other = (first_leader + 1) % 3;

@@ -9,10 +9,10 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::{
-    leader_follower_bystander, settled_topic_metadata, start_cluster, wait_agreed, wait_topic,
+    agreed_cluster_with_topic, leader_follower_bystander, settled_topic_metadata, wait_topic,
 };
 use common::keyed::{latest, send, wait_compacted};
-use common::{block_on, Broker};
+use common::Broker;
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rill_net::kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use rill_net::kafka_protocol::messages::{
@@ -49,21 +49,11 @@ fn cluster_with_follower_away(
     hosts: &[&str],
     topic: &str,
 ) -> (Vec<Broker>, i32, i32, usize) {
-    let brokers = start_cluster(name, hosts, CONFIG);
-    wait_agreed(
-        &brokers,
-        &[0, 1, 2],
-        &[1, 2, 3].into(),
-        Duration::from_secs(20),
-    );
-    let admin = brokers[0].admin();
     let new = NewTopic::new(topic, 1, TopicReplication::Fixed(2))
         .set("cleanup.policy", "compact")
         .set("segment.bytes", "16384")
         .set("min.cleanable.dirty.ratio", "0.01");
-    let created =
-        block_on(admin.create_topics([&new], &common::admin_options())).expect("CreateTopics");
-    assert!(created[0].is_ok(), "{created:?}");
+    let brokers = agreed_cluster_with_topic(name, hosts, CONFIG, &new);
     let t = settled_topic_metadata(&brokers[0], topic, 1);
     let (leader, follower, bystander) = leader_follower_bystander(&t, 0);
     brokers[idx(follower)].pause(true);

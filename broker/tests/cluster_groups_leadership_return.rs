@@ -8,11 +8,10 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::cluster::{start_cluster, wait_agreed, wait_topic};
-use common::{block_on, Broker, NetClient};
+use common::cluster::{agreed_cluster_with_topic, wait_topic};
+use common::{Broker, NetClient};
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rill_net::kafka_protocol::messages::*;
 use rill_net::kafka_protocol::protocol::StrBytes;
@@ -96,13 +95,12 @@ fn fetched(broker: &Broker) -> (i16, i64) {
 
 #[test]
 fn a_coordinator_leading_its_offsets_partition_again_serves_what_was_committed_meanwhile() {
-    let mut brokers = start_cluster("groups-return", &HOSTS, CONFIG);
-    let all: BTreeSet<i32> = [1, 2, 3].into();
-    wait_agreed(&brokers, &[0, 1, 2], &all, Duration::from_secs(20));
-    let admin = brokers[0].admin();
-    let new = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(3));
-    let r = block_on(admin.create_topics([&new], &common::admin_options())).expect("CreateTopics");
-    assert!(r[0].is_ok(), "{r:?}");
+    let mut brokers = agreed_cluster_with_topic(
+        "groups-return",
+        &HOSTS,
+        CONFIG,
+        &NewTopic::new(TOPIC, 1, TopicReplication::Fixed(3)),
+    );
 
     // The first coordinator takes a commit of 10.
     let first = coordinator(&brokers[0]);

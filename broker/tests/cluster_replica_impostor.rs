@@ -7,12 +7,11 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::cluster::{settled_topic_metadata, start_cluster, wait_agreed};
+use common::cluster::{agreed_cluster_with_topic, settled_topic_metadata};
 use common::produce_in_order;
-use common::{block_on, topic_name, Broker};
+use common::{topic_name, Broker};
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rill_net::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use rill_net::kafka_protocol::messages::list_offsets_request::{
@@ -51,13 +50,12 @@ fn high_watermark(broker: &Broker) -> i64 {
 
 #[test]
 fn a_client_posing_as_a_follower_cannot_move_the_high_watermark() {
-    let mut brokers = start_cluster("impostor", &HOSTS, CONFIG);
-    let all: BTreeSet<i32> = [1, 2, 3].into();
-    wait_agreed(&brokers, &[0, 1, 2], &all, Duration::from_secs(20));
-    let admin = brokers[0].admin();
-    let new = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(3));
-    let r = block_on(admin.create_topics([&new], &common::admin_options())).expect("CreateTopics");
-    assert!(r[0].is_ok(), "{r:?}");
+    let mut brokers = agreed_cluster_with_topic(
+        "impostor",
+        &HOSTS,
+        CONFIG,
+        &NewTopic::new(TOPIC, 1, TopicReplication::Fixed(3)),
+    );
     let p = settled_topic_metadata(&brokers[0], TOPIC, 1).partitions[0].clone();
     let leader = (p.leader_id.0 - 1) as usize;
     let follower = (leader + 1) % 3;

@@ -13,9 +13,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::cluster::{settled_topic_metadata, start_cluster, topic_metadata, wait_agreed};
+use common::cluster::{agreed_cluster_with_topic, settled_topic_metadata, topic_metadata};
 use common::produce_in_order;
-use common::{block_on, Broker};
+use common::Broker;
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rill_net::kafka_protocol::messages::list_offsets_request::{
     ListOffsetsPartition, ListOffsetsTopic,
@@ -49,13 +49,12 @@ fn latest(broker: &Broker) -> Result<i64, ErrorCode> {
 
 #[test]
 fn a_restarted_broker_never_answers_a_latest_offset_below_what_was_acknowledged() {
-    let mut brokers = start_cluster("restart-offsets", &HOSTS, CONFIG);
-    let all: BTreeSet<i32> = [1, 2, 3].into();
-    wait_agreed(&brokers, &[0, 1, 2], &all, Duration::from_secs(20));
-    let admin = brokers[0].admin();
-    let new = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(3));
-    let r = block_on(admin.create_topics([&new], &common::admin_options())).expect("CreateTopics");
-    assert!(r[0].is_ok(), "{r:?}");
+    let mut brokers = agreed_cluster_with_topic(
+        "restart-offsets",
+        &HOSTS,
+        CONFIG,
+        &NewTopic::new(TOPIC, 1, TopicReplication::Fixed(3)),
+    );
     let placed = settled_topic_metadata(&brokers[0], TOPIC, 1);
     let leader = placed.partitions[0].leader_id.0;
     let epoch_before = placed.partitions[0].leader_epoch;

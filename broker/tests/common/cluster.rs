@@ -11,6 +11,28 @@ use rill_net::kafka_protocol::messages::{DescribeClusterRequest, MetadataRequest
 
 use super::{free_port, topic_name, Broker, BrokerOptions, NetClient};
 
+/// A cluster of three (as [`start_cluster`]) once every broker agrees on its members and
+/// controller, with `topic` created through broker 1's admin client.
+pub fn agreed_cluster_with_topic(
+    name: &str,
+    hosts: &[&str],
+    config: &str,
+    topic: &rdkafka::admin::NewTopic<'_>,
+) -> Vec<Broker> {
+    let brokers = start_cluster(name, hosts, config);
+    wait_agreed(
+        &brokers,
+        &[0, 1, 2],
+        &[1, 2, 3].into(),
+        Duration::from_secs(20),
+    );
+    let admin = brokers[0].admin();
+    let r = super::block_on(admin.create_topics([topic], &super::admin_options()))
+        .expect("CreateTopics");
+    assert!(r[0].is_ok(), "{r:?}");
+    brokers
+}
+
 /// Starts one broker per host (node ids 1..), one shard each, all voters; `config` is
 /// their rill.toml. Does not wait for the cluster to form.
 pub fn start_cluster(name: &str, hosts: &[&str], config: &str) -> Vec<Broker> {
