@@ -11,6 +11,9 @@
 //! - [`server`]: the Kafka listener and its connections, the metrics endpoint;
 //! - [`handlers`]: one file per Kafka API family, decode → work → response;
 //! - [`group`]: the consumer group coordinators;
+//! - [`txn`]: transactions (so far the transaction coordinator's record formats);
+//! - [`coordinator_wire`]: Kafka's coordinator record encodings, shared by `group` and
+//!   `txn`;
 //! - [`replica`]: followers fetching partition data from their leaders;
 //! - [`shard`]: a core's partitions, routing between shards, the metadata authority as
 //!   handlers see it, the periodic tasks;

@@ -25,7 +25,7 @@ pub const HEADER_BYTES: usize = 61;
 /// `baseOffset` and `batchLength` together: `batchLength` counts from here.
 pub const LOG_OVERHEAD_BYTES: usize = 12;
 /// Offset of the first CRC-covered byte (attributes).
-pub(crate) const CRC_START: usize = 21;
+const CRC_START: usize = 21;
 pub(crate) const MAGIC_V2: i8 = 2;
 
 /// The fixed header fields of one RecordBatch v2.
@@ -250,6 +250,12 @@ pub fn set_log_append_time(buf: &mut [u8], now_ms: i64) {
     let attrs = be_i16(buf, 21) | 0x08;
     buf[21..23].copy_from_slice(&attrs.to_be_bytes());
     buf[35..43].copy_from_slice(&now_ms.to_be_bytes());
+    set_crc(buf);
+}
+
+/// Writes the CRC-32C of the batch in `buf` (attributes to the end), after its covered
+/// bytes were written or changed.
+pub fn set_crc(buf: &mut [u8]) {
     let crc = crc32c::crc32c(&buf[CRC_START..]);
     buf[17..21].copy_from_slice(&crc.to_be_bytes());
 }
@@ -456,8 +462,7 @@ pub mod build {
         out.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
         out.extend_from_slice(&(records.len() as i32).to_be_bytes());
         out.extend_from_slice(&body);
-        let crc = crc32c::crc32c(&out[CRC_START..]);
-        out[17..21].copy_from_slice(&crc.to_be_bytes());
+        set_crc(&mut out);
         out
     }
 

@@ -10,11 +10,10 @@
 //! CRC. Compressed records sections go through a [`RecordsCodec`] the caller supplies
 //! (the codecs live with the wire protocol, not here).
 
-use crate::batch::{read_varint, BatchHeader, Compression, HEADER_BYTES, LOG_OVERHEAD_BYTES};
+use crate::batch::{
+    read_varint, set_crc, BatchHeader, Compression, HEADER_BYTES, LOG_OVERHEAD_BYTES,
+};
 use crate::error::{StorageError, StorageResult};
-
-/// Offset of the first CRC-covered byte (attributes).
-const CRC_START: usize = 21;
 
 /// Decompresses and compresses a batch's records section (the bytes after the 61-byte
 /// header), for the codecs of the batch attributes' low bits.
@@ -160,8 +159,7 @@ pub fn rebuild(
         out[35..43].copy_from_slice(&max_ts.to_be_bytes());
     }
     out[57..61].copy_from_slice(&(kept.len() as i32).to_be_bytes());
-    let crc = crc32c::crc32c(&out[CRC_START..]);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    set_crc(&mut out);
     Ok(out)
 }
 
@@ -181,8 +179,7 @@ pub fn empty(original: &[u8], header: &BatchHeader) -> Vec<u8> {
     out[27..35].copy_from_slice(&header.max_timestamp.to_be_bytes());
     out[35..43].copy_from_slice(&header.max_timestamp.to_be_bytes());
     out[57..61].copy_from_slice(&0i32.to_be_bytes());
-    let crc = crc32c::crc32c(&out[CRC_START..]);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    set_crc(&mut out);
     out
 }
 

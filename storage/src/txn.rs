@@ -8,9 +8,7 @@
 //! are checked against bytes written by Kafka 4.4's own `MemoryRecords` and
 //! `TransactionIndex` (the tests' golden bytes).
 
-use crate::batch::{
-    read_varint, BatchHeader, CRC_START, HEADER_BYTES, LOG_OVERHEAD_BYTES, MAGIC_V2,
-};
+use crate::batch::{read_varint, set_crc, BatchHeader, HEADER_BYTES, LOG_OVERHEAD_BYTES, MAGIC_V2};
 use crate::error::{StorageError, StorageResult};
 
 /// Batch attributes of a marker: transactional (0x10) and control (0x20).
@@ -85,8 +83,7 @@ pub fn build_marker(
     out.extend_from_slice(&1i32.to_be_bytes()); // records
     out.push(zigzag1(record.len()));
     out.extend_from_slice(&record);
-    let crc = crc32c::crc32c(&out[CRC_START..]);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    set_crc(&mut out);
     out
 }
 

@@ -35,7 +35,6 @@ pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = 256 << 20;
 
 /// Offset of the batch length field, and of the first byte the CRC covers (attributes).
 const BATCH_LENGTH_AT: usize = 8;
-const CRC_AT: usize = 17;
 const ATTRIBUTES_AT: usize = 21;
 /// Bytes the batch length does not count (base offset, the length itself).
 const LOG_OVERHEAD_BYTES: usize = 12;
@@ -167,8 +166,7 @@ fn recompress(
     out[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&batch_length.to_be_bytes());
     let attributes = (h.attributes & !0x07) | codec as i16;
     out[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
-    let crc = crc32c::crc32c(&out[ATTRIBUTES_AT..]);
-    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    rill_storage::batch::set_crc(&mut out);
     // Checked again like any produced batch: the rewrite must leave a valid batch.
     let rewritten = CheckedBatch::check(out.freeze()).map_err(KafkaError::from)?;
     let r = rewritten.header();

@@ -186,8 +186,7 @@ fn tombstone(batch: &[u8], i: usize) -> Vec<u8> {
     out.extend_from_slice(&body);
     let len = (out.len() - 12) as i32;
     out[8..12].copy_from_slice(&len.to_be_bytes());
-    let crc = crc32c::crc32c(&out[21..]);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch::set_crc(&mut out);
     out
 }
 
@@ -613,8 +612,7 @@ fn idempotent(mut batch: Vec<u8>, pid: i64, epoch: i16, seq: i32) -> Vec<u8> {
     batch[43..51].copy_from_slice(&pid.to_be_bytes());
     batch[51..53].copy_from_slice(&epoch.to_be_bytes());
     batch[53..57].copy_from_slice(&seq.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[21..]);
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch::set_crc(&mut batch);
     batch
 }
 
