@@ -65,6 +65,16 @@ pub const SUPPORTED_VERSIONS: &[ApiVersionRange] = &[
     (ApiKey::DeleteRecords, 0, 2),
     // v5 adds TRANSACTION_ABORTABLE (transactions v2).
     (ApiKey::InitProducerId, 0, 4),
+    // Transactions (issue 17): decoded and checked; the broker does not serve them until
+    // its coordinator does (`NOT_SERVED` in the broker's handlers). v4+ AddPartitionsToTxn is
+    // the batched broker-to-broker form (KIP-890); v5 of it, EndTxn and TxnOffsetCommit are
+    // transaction version 2. WriteTxnMarkers v1 is the only version Kafka 4 keeps that
+    // kafka-protocol 0.18 has.
+    (ApiKey::AddPartitionsToTxn, 0, 5),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 5),
+    (ApiKey::WriteTxnMarkers, 1, 1),
+    (ApiKey::TxnOffsetCommit, 0, 5),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
@@ -255,6 +265,11 @@ apis! {
     DeleteTopics(DeleteTopicsRequest, DeleteTopicsResponse),
     DeleteRecords(DeleteRecordsRequest, DeleteRecordsResponse),
     InitProducerId(InitProducerIdRequest, InitProducerIdResponse),
+    AddPartitionsToTxn(AddPartitionsToTxnRequest, AddPartitionsToTxnResponse),
+    AddOffsetsToTxn(AddOffsetsToTxnRequest, AddOffsetsToTxnResponse),
+    EndTxn(EndTxnRequest, EndTxnResponse),
+    WriteTxnMarkers(WriteTxnMarkersRequest, WriteTxnMarkersResponse),
+    TxnOffsetCommit(TxnOffsetCommitRequest, TxnOffsetCommitResponse),
     DescribeConfigs(DescribeConfigsRequest, DescribeConfigsResponse),
     AlterConfigs(AlterConfigsRequest, AlterConfigsResponse),
     CreatePartitions(CreatePartitionsRequest, CreatePartitionsResponse),

@@ -14,6 +14,7 @@
 
 mod schema;
 mod schema_admin;
+mod schema_txn;
 
 /// Upper end of an open version range ("3+").
 const MAX: i16 = i16::MAX;
@@ -125,7 +126,9 @@ pub(crate) fn check_request_body(
 
 /// The layout of `api_key`'s request, if Rill decodes it.
 fn layout(api_key: i16) -> Option<&'static Message> {
-    schema::message(api_key).or_else(|| schema_admin::message(api_key))
+    schema::message(api_key)
+        .or_else(|| schema_admin::message(api_key))
+        .or_else(|| schema_txn::message(api_key))
 }
 
 /// The highest version whose layout [`check_request_body`] knows, per api key.
@@ -520,8 +523,8 @@ mod tests {
     #[test]
     fn every_table_entry_is_reachable() {
         for key in [
-            0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21, 22, 29, 30, 31, 32, 33,
-            35, 37, 42, 43, 44, 45, 46, 47, 60, 61, 64, 65, 66, 68, 69, 75,
+            0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21, 22, 24, 25, 26, 27, 28,
+            29, 30, 31, 32, 33, 35, 37, 42, 43, 44, 45, 46, 47, 60, 61, 64, 65, 66, 68, 69, 75,
         ] {
             let message = layout(key).unwrap();
             assert_eq!(message.api_key, key);

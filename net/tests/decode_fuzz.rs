@@ -5,7 +5,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{defaults, frame, populated};
+use common::{defaults, frame, populated, populated_in_versions};
 use rill_net::codec::{decode_request, version_range, SUPPORTED_VERSIONS};
 use rill_net::DecodeError;
 
@@ -120,6 +120,11 @@ fn valid_frames() -> Vec<Vec<u8>> {
         let (min, max) = version_range(SUPPORTED_VERSIONS, request.api_key()).unwrap();
         for version in [min, (min + max) / 2, max] {
             frames.push(frame(request, version, 5).to_vec());
+        }
+    }
+    for (request, min, max) in populated_in_versions() {
+        for version in [min, max] {
+            frames.push(frame(&request, version, 5).to_vec());
         }
     }
     frames

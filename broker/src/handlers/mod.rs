@@ -57,9 +57,16 @@ pub enum Reply {
     Close,
 }
 
-/// Apis in the codec table that the broker does not serve; they are not advertised, so
-/// clients do not try them.
-const NOT_SERVED: &[ApiKey] = &[];
+/// Apis in the codec table that the broker does not serve; they are not advertised and a
+/// request for one is refused as an unsupported version before it reaches [`handle`].
+/// The transaction apis wait for the transaction coordinator (broker/docs/transactions.md).
+const NOT_SERVED: &[ApiKey] = &[
+    ApiKey::AddPartitionsToTxn,
+    ApiKey::AddOffsetsToTxn,
+    ApiKey::EndTxn,
+    ApiKey::WriteTxnMarkers,
+    ApiKey::TxnOffsetCommit,
+];
 
 /// The apis and versions this broker advertises and accepts.
 pub fn api_table() -> Vec<ApiVersionRange> {
@@ -188,5 +195,17 @@ pub async fn handle(
         Request::DescribeTransactions(r) => frame(cid, v, &transactions::describe(r)),
         Request::ListTransactions(r) => frame(cid, v, &transactions::list(r)),
         Request::DescribeTopicPartitions(r) => frame(cid, v, &topic_partitions::describe(shard, r)),
+        not_served @ (Request::AddPartitionsToTxn(_)
+        | Request::AddOffsetsToTxn(_)
+        | Request::EndTxn(_)
+        | Request::WriteTxnMarkers(_)
+        | Request::TxnOffsetCommit(_)) => {
+            // The decoder refuses these (NOT_SERVED), so this is a broken table.
+            error!(
+                api = not_served.api_name(),
+                "a request for an api this broker does not serve reached the handlers; closing the connection"
+            );
+            Reply::Close
+        }
     }
 }

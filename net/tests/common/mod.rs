@@ -69,6 +69,11 @@ pub fn defaults() -> Vec<Request> {
         DescribeTransactionsRequest::default().into(),
         ListTransactionsRequest::default().into(),
         DescribeTopicPartitionsRequest::default().into(),
+        AddPartitionsToTxnRequest::default().into(),
+        AddOffsetsToTxnRequest::default().into(),
+        EndTxnRequest::default().into(),
+        WriteTxnMarkersRequest::default().into(),
+        TxnOffsetCommitRequest::default().into(),
     ]
 }
 
@@ -258,5 +263,117 @@ pub fn populated() -> Vec<Request> {
                     .with_partition_index(7),
             ))
             .into(),
+        AddOffsetsToTxnRequest::default()
+            .with_transactional_id(txn_id("payments-7"))
+            .with_producer_id(ProducerId(4001))
+            .with_producer_epoch(3)
+            .with_group_id(GroupId(StrBytes::from_static_str("billing")))
+            .into(),
+        EndTxnRequest::default()
+            .with_transactional_id(txn_id("payments-7"))
+            .with_producer_id(ProducerId(4001))
+            .with_producer_epoch(3)
+            .with_committed(true)
+            .into(),
+        WriteTxnMarkersRequest::default()
+            .with_markers(vec![
+                write_txn_markers_request::WritableTxnMarker::default()
+                    .with_producer_id(ProducerId(4001))
+                    .with_producer_epoch(3)
+                    .with_transaction_result(true)
+                    .with_coordinator_epoch(12)
+                    .with_topics(vec![
+                        write_txn_markers_request::WritableTxnMarkerTopic::default()
+                            .with_name(name("orders"))
+                            .with_partition_indexes(vec![0, 5]),
+                    ]),
+                write_txn_markers_request::WritableTxnMarker::default()
+                    .with_producer_id(ProducerId(4002))
+                    .with_coordinator_epoch(12),
+            ])
+            .into(),
+        TxnOffsetCommitRequest::default()
+            .with_transactional_id(txn_id("payments-7"))
+            .with_group_id(GroupId(StrBytes::from_static_str("billing")))
+            .with_producer_id(ProducerId(4001))
+            .with_producer_epoch(3)
+            .with_topics(vec![txn_offset_commit_topic()])
+            .into(),
+    ]
+}
+
+fn txn_id(s: &'static str) -> TransactionalId {
+    TransactionalId(StrBytes::from_static_str(s))
+}
+
+fn txn_offset_commit_topic() -> txn_offset_commit_request::TxnOffsetCommitRequestTopic {
+    txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+        .with_name(name("orders"))
+        .with_partitions(vec![
+            txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(2)
+                .with_committed_offset(77)
+                .with_committed_metadata(Some(StrBytes::from_static_str("m"))),
+        ])
+}
+
+fn add_partitions_topics() -> Vec<add_partitions_to_txn_request::AddPartitionsToTxnTopic> {
+    vec![
+        add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+            .with_name(name("orders"))
+            .with_partitions(vec![0, 1, 9]),
+    ]
+}
+
+/// Filled-in requests whose fields exist only in some versions, with the inclusive range of
+/// versions each encodes at.
+pub fn populated_in_versions() -> Vec<(Request, i16, i16)> {
+    vec![
+        (
+            AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(txn_id("payments-7"))
+                .with_v3_and_below_producer_id(ProducerId(4001))
+                .with_v3_and_below_producer_epoch(3)
+                .with_v3_and_below_topics(add_partitions_topics())
+                .into(),
+            0,
+            3,
+        ),
+        (
+            AddPartitionsToTxnRequest::default()
+                .with_transactions(vec![
+                    add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                        .with_transactional_id(txn_id("payments-7"))
+                        .with_producer_id(ProducerId(4001))
+                        .with_producer_epoch(3)
+                        .with_verify_only(true)
+                        .with_topics(add_partitions_topics()),
+                    add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                        .with_transactional_id(txn_id("payments-8")),
+                ])
+                .into(),
+            4,
+            5,
+        ),
+        (
+            TxnOffsetCommitRequest::default()
+                .with_transactional_id(txn_id("payments-7"))
+                .with_group_id(GroupId(StrBytes::from_static_str("billing")))
+                .with_producer_id(ProducerId(4001))
+                .with_producer_epoch(3)
+                .with_generation_id(9)
+                .with_member_id(StrBytes::from_static_str("member-1"))
+                .with_group_instance_id(Some(StrBytes::from_static_str("instance-1")))
+                .with_topics(vec![txn_offset_commit_topic().with_partitions(vec![
+                    txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                        .with_partition_index(2)
+                        .with_committed_offset(77)
+                        .with_committed_leader_epoch(5)
+                        .with_committed_metadata(None),
+                ])])
+                .into(),
+            3,
+            5,
+        ),
     ]
 }
