@@ -11,7 +11,7 @@
 //! `io_lock`, so producers never queue behind a sync; it waits for the disk
 //! only when `write_buffer_bytes_max` of unwritten bytes holds it back.
 
-use tracing::info;
+use tracing::{info, warn};
 
 use super::*;
 use crate::backend::align_down;
@@ -197,6 +197,10 @@ impl<B: Backend> PartitionLog<B> {
     /// Closes the active segment and starts a new one at the log end.
     /// Caller holds `io_lock` (and `append_lock` when called from append).
     pub(super) async fn roll(&self) -> StorageResult<()> {
+        if !self.state.borrow().active.aborted_known {
+            warn!(dir = %self.dir.display(),
+                "rolling a segment whose aborted transactions were not restored since an unclean open; read_committed fetches may miss some of them");
+        }
         let covered = self.write_out().await?.covered;
         // Closed segments are exact: no zero padding after the last batch.
         let Sealed {
@@ -204,6 +208,7 @@ impl<B: Backend> PartitionLog<B> {
             base,
             index,
             next_offset: next,
+            aborted,
         } = self.seal_active().await?;
         let path = self.dir.join(segment_name(next, "log"));
         let new_file = self.open_budgeted(&path, true).await?;
@@ -214,19 +219,12 @@ impl<B: Backend> PartitionLog<B> {
         old_index.shrink();
         let old = std::mem::replace(
             &mut s.active,
-            Active::new(
-                Segment {
-                    base_offset: next,
-                    next_offset: next,
-                    size: 0,
-                    max_timestamp: Some(-1),
-                    index: Some(SegmentIndex::default()),
-                },
-                new_file,
-                0,
-                Vec::new(),
-                now,
-            ),
+            Active::new(Segment::empty(next), new_file, 0, Vec::new(), now),
+        );
+        assert_eq!(
+            old.seg.aborted.as_ref().map_or(0, Vec::len),
+            aborted.len(),
+            "an aborted transaction was added while its segment was being sealed"
         );
         s.closed.insert(
             base,
@@ -236,6 +234,8 @@ impl<B: Backend> PartitionLog<B> {
                 size,
                 max_timestamp: old.seg.max_timestamp,
                 index: Some(old_index),
+                has_txn_index: old.seg.has_txn_index,
+                aborted: Some(aborted),
             },
         );
         s.durable_offset = s.durable_offset.max(covered);

@@ -20,11 +20,15 @@
 //! Each group of segments is written to `<base>.log.cleaned`, synced, then swapped in on
 //! its own (as Kafka's cleaner does; a crash between two groups leaves the first ones
 //! compacted, itself a compaction of the log):
-//! a `cleaner.swap` file names the group, the group's first segment is replaced by
-//! rename (atomic), the others are discarded, and the swap file goes. An open finds a
-//! swap file and finishes or undoes that step (a `.cleaned` file still there means the
-//! rename never happened: it is removed and the old segments stay), so a crash at any
-//! point leaves the records as they were before the clean or after it.
+//! the group's aborted transactions, concatenated, go to `<base>.txnindex.cleaned` (when
+//! there are any), a `cleaner.swap` file names the group, the group's first segment is
+//! replaced by rename (atomic), then its `.txnindex` (renamed over, or removed when the
+//! group has none), the others are discarded, and the swap file goes. An open finds a
+//! swap file and finishes or undoes that step (a `.log.cleaned` file still there means
+//! the rename never happened: it is removed with the `.txnindex.cleaned` and the old
+//! segments stay; otherwise the `.txnindex` step is redone), so a crash at any point
+//! leaves the records and the aborted transactions as they were before the clean or
+//! after it.
 //!
 //! The cleaner holds no lock while it reads, maps and writes; appends and fetches go
 //! on, and it pauses for them every `BACKGROUND_SLICE` of work. The swap takes only the
@@ -61,11 +65,58 @@ pub type ProducerLastOffsets = HashMap<i64, i64>;
 const CLEANER_FILE: &str = "cleaner.checkpoint";
 const CLEANER_MAGIC: &[u8; 4] = b"RLCC";
 const CLEANER_VERSION: u32 = 1;
-/// A swap in progress: the bases of the group being replaced.
+/// A swap in progress: the bases of the group being replaced (see [`Swap`]).
 const SWAP_FILE: &str = "cleaner.swap";
 const SWAP_MAGIC: &[u8; 4] = b"RLCS";
+/// Version 1 names the bases only (written before segments had aborted-transaction
+/// indexes); version 2 says first whether the cleaned segment has one.
+const SWAP_VERSION: u32 = 2;
 /// The name a cleaned segment is written under before it is swapped in.
 const CLEANED_SUFFIX: &str = ".log.cleaned";
+/// The name a cleaned segment's aborted-transaction index is written under.
+const TXN_CLEANED_SUFFIX: &str = ".txnindex.cleaned";
+
+/// What `cleaner.swap` says: the group being replaced, and whether its cleaned segment
+/// has a `.txnindex` (when not, the first segment's goes), so recovery can finish the
+/// `.txnindex` step without guessing whether a missing `.txnindex.cleaned` was renamed.
+#[derive(Debug, PartialEq, Eq)]
+struct Swap {
+    bases: Vec<i64>,
+    has_txn_index: bool,
+}
+
+impl Swap {
+    fn encode(&self) -> Vec<u8> {
+        let mut p = Vec::with_capacity(8 + 8 * self.bases.len());
+        p.extend_from_slice(&u64::from(self.has_txn_index).to_le_bytes());
+        for b in &self.bases {
+            p.extend_from_slice(&b.to_le_bytes());
+        }
+        crate::checkpoint::seal(SWAP_MAGIC, SWAP_VERSION, &p)
+    }
+
+    fn decode(buf: &[u8]) -> Result<Swap, String> {
+        let words = |p: &[u8]| -> Vec<i64> {
+            p.chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect()
+        };
+        if buf.get(4..8) == Some(&1u32.to_le_bytes()[..]) {
+            let p = crate::checkpoint::unseal(SWAP_MAGIC, 1, buf)?;
+            return Ok(Swap {
+                bases: words(p),
+                has_txn_index: false,
+            });
+        }
+        let p = crate::checkpoint::unseal(SWAP_MAGIC, SWAP_VERSION, buf)?;
+        let w = words(p);
+        let (flags, bases) = w.split_first().ok_or("swap file without its flags")?;
+        Ok(Swap {
+            bases: bases.to_vec(),
+            has_txn_index: flags & 1 != 0,
+        })
+    }
+}
 
 /// Bytes the cleaner reads from a segment at a time. Small on purpose: the cleaner runs
 /// at queue depth one, and a request path's write or fdatasync queued on the same disk
@@ -388,28 +439,8 @@ impl<B: Backend> PartitionLog<B> {
     pub(super) async fn recover_cleaner(backend: &B, dir: &Path) -> StorageResult<CleanerState> {
         let swap_path = dir.join(SWAP_FILE);
         if let Some(buf) = backend.read_small(&swap_path).await? {
-            match crate::checkpoint::unseal(SWAP_MAGIC, 1, &buf) {
-                Ok(p) => {
-                    let bases: Vec<i64> = p
-                        .chunks_exact(8)
-                        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
-                        .collect();
-                    if let Some((first, rest)) = bases.split_first() {
-                        let name = format!("{first:020}{CLEANED_SUFFIX}");
-                        let cleaned = dir.join(&name);
-                        if backend.list_dir(dir).await?.contains(&name) {
-                            // The rename never happened: the old segments are whole.
-                            backend.remove_file(&cleaned).await?;
-                            info!(dir = %dir.display(), base = first, "undid a compaction swap a crash interrupted before it began");
-                        } else {
-                            // The cleaned segment replaced the first: the rest go.
-                            for b in rest {
-                                discard_segment_files(backend, dir, *b).await?;
-                            }
-                            info!(dir = %dir.display(), base = first, merged = rest.len(), "finished a compaction swap a crash interrupted");
-                        }
-                    }
-                }
+            match Swap::decode(&buf) {
+                Ok(swap) => Self::recover_swap(backend, dir, &swap).await?,
                 Err(reason) => {
                     // Written atomically, so it is whole or absent; damaged means
                     // the disk is at fault. The old segments are there unless the
@@ -421,7 +452,7 @@ impl<B: Backend> PartitionLog<B> {
             backend.remove_file(&swap_path).await?;
         }
         for name in backend.list_dir(dir).await? {
-            if name.ends_with(CLEANED_SUFFIX) {
+            if name.ends_with(CLEANED_SUFFIX) || name.ends_with(TXN_CLEANED_SUFFIX) {
                 backend.remove_file(&dir.join(&name)).await?;
             }
         }
@@ -433,6 +464,54 @@ impl<B: Backend> PartitionLog<B> {
                 CleanerState::default()
             }),
         })
+    }
+
+    /// Finishes or undoes the swap of `swap`'s group (see the module docs).
+    async fn recover_swap(backend: &B, dir: &Path, swap: &Swap) -> StorageResult<()> {
+        let Some((first, rest)) = swap.bases.split_first() else {
+            return Ok(());
+        };
+        let log_cleaned = format!("{first:020}{CLEANED_SUFFIX}");
+        let txn_cleaned = format!("{first:020}{TXN_CLEANED_SUFFIX}");
+        let names = backend.list_dir(dir).await?;
+        if names.contains(&log_cleaned) {
+            // The rename never happened: the old segments and their indexes are whole.
+            backend.remove_file(&dir.join(&log_cleaned)).await?;
+            backend.remove_file(&dir.join(&txn_cleaned)).await?;
+            info!(dir = %dir.display(), base = first, "undid a compaction swap a crash interrupted before it began");
+            return Ok(());
+        }
+        // The cleaned segment replaced the first: its aborted-transaction index follows
+        // (unless that was done already), and the rest go.
+        let cleaned = names.contains(&txn_cleaned);
+        Self::swap_txn_index(backend, dir, *first, swap.has_txn_index, cleaned).await?;
+        for b in rest {
+            discard_segment_files(backend, dir, *b).await?;
+        }
+        info!(dir = %dir.display(), base = first, merged = rest.len(), "finished a compaction swap a crash interrupted");
+        Ok(())
+    }
+
+    /// The swap's `.txnindex` step, right after the `.log` rename: the cleaned segment's
+    /// index replaces the first segment's (`cleaned`: its `.txnindex.cleaned` is still
+    /// there; when not, a crash came after the rename), or when the group has none, the
+    /// first segment's goes.
+    async fn swap_txn_index(
+        backend: &B,
+        dir: &Path,
+        base: i64,
+        has_txn_index: bool,
+        cleaned: bool,
+    ) -> StorageResult<()> {
+        let index = dir.join(segment_name(base, "txnindex"));
+        match (has_txn_index, cleaned) {
+            (false, _) => backend.remove_file(&index).await,
+            (true, true) => {
+                let from = dir.join(format!("{base:020}{TXN_CLEANED_SUFFIX}"));
+                backend.rename(&from, &index).await
+            }
+            (true, false) => Ok(()),
+        }
     }
 
     pub(super) async fn write_cleaner_state(&self) -> StorageResult<()> {
@@ -732,13 +811,32 @@ impl<B: Backend> PartitionLog<B> {
             self.backend.remove_file(&cleaned_path).await?;
             return Ok(false);
         }
-        let mut marker = Vec::with_capacity(8 * group.len());
+        // The group's aborted transactions, in order, become the cleaned segment's. The
+        // layout lock keeps the group's indexes as they are until the swap is done.
+        let mut aborted = Vec::new();
         for g in group {
-            marker.extend_from_slice(&g.base.to_le_bytes());
+            aborted.extend(self.closed_aborted(g.base).await?);
         }
+        let has_txn_index = !aborted.is_empty();
+        let first_had_txn_index = self
+            .state
+            .borrow()
+            .closed
+            .get(&base)
+            .is_some_and(|g| g.has_txn_index);
+        if has_txn_index {
+            let txn_cleaned = self.dir.join(format!("{base:020}{TXN_CLEANED_SUFFIX}"));
+            self.backend
+                .write_small_atomic(&txn_cleaned, &crate::txn::encode_index(&aborted))
+                .await?;
+        }
+        let swap = Swap {
+            bases: group.iter().map(|g| g.base).collect(),
+            has_txn_index,
+        };
         let swap_path = self.dir.join(SWAP_FILE);
         self.backend
-            .write_small_atomic(&swap_path, &crate::checkpoint::seal(SWAP_MAGIC, 1, &marker))
+            .write_small_atomic(&swap_path, &swap.encode())
             .await?;
         // The old index would describe the new file wrongly: it goes first (a missing
         // index is rebuilt from the segment).
@@ -751,6 +849,13 @@ impl<B: Backend> PartitionLog<B> {
         self.backend
             .rename(&cleaned_path, &self.dir.join(segment_name(base, "log")))
             .await?;
+        if has_txn_index || first_had_txn_index {
+            // The `.log` rename is made durable first: were the `.txnindex` step durable
+            // without it, recovery would undo the swap and find the first segment's own
+            // index already replaced.
+            self.backend.sync_dir(&self.dir).await?;
+            Self::swap_txn_index(&self.backend, &self.dir, base, has_txn_index, true).await?;
+        }
         self.backend.sync_dir(&self.dir).await?;
         for g in &group[1..] {
             discard_segment_files(&self.backend, &self.dir, g.base).await?;
@@ -771,6 +876,8 @@ impl<B: Backend> PartitionLog<B> {
                     size,
                     max_timestamp: Some(max_ts),
                     index: Some(index),
+                    aborted: Some(aborted),
+                    has_txn_index,
                 },
             );
             if s.stream

@@ -17,12 +17,14 @@
 //! - `flush`: write-behind, preallocation, `flush`, `write_through`, `sync`
 //!   and the recovery points they leave;
 //! - `reader`: reads, the read-ahead stream, timestamp lookups, index loading;
-//! - `retention`: retention, DeleteRecords, truncation.
+//! - `retention`: retention, DeleteRecords, truncation;
+//! - `aborted`: the aborted-transaction index read_committed fetches collect.
 //!
 //! The state structs stay here with private fields: every part sees the same
 //! state, nothing outside the log does, and what one part needs from another
 //! is a `pub(super)` method, so the seams show.
 
+mod aborted;
 mod append;
 mod compact;
 mod flush;
@@ -46,6 +48,7 @@ use crate::config::LogConfig;
 use crate::epochs::LeaderEpochs;
 use crate::error::{StorageError, StorageResult};
 use crate::index::SegmentIndex;
+use crate::txn::AbortedTxn;
 
 pub use compact::{CleanOutcome, CleanerThrottle, CompactionStatus, KeyMap, ProducerLastOffsets};
 use flush::{trim_tail, InflightWrite};
@@ -55,6 +58,9 @@ pub use retention::RetentionOutcome;
 const CHECKPOINT_FILE: &str = "partition.checkpoint";
 /// The active segment's [`crate::checkpoint::RecoveryPoint`].
 const RECOVERY_POINT_FILE: &str = "partition.recovery";
+/// Present when the last clean close did not know the active segment's aborted
+/// transactions (see `aborted`), so the next open does not take them as complete.
+const TXN_UNKNOWN_FILE: &str = "partition.txnunknown";
 
 fn segment_name(base: i64, ext: &str) -> String {
     format!("{base:020}.{ext}")
@@ -182,6 +188,8 @@ pub struct LogStats {
     pub tail_cache_bytes: usize,
     pub read_cache_bytes: usize,
     pub index_heap_bytes: usize,
+    /// Aborted-transaction lists held: the active segment's and closed ones' cached.
+    pub aborted_txn_heap_bytes: usize,
 }
 
 struct Segment {
@@ -193,6 +201,28 @@ struct Segment {
     /// Largest batch max timestamp; `None` until the index is loaded.
     max_timestamp: Option<i64>,
     index: Option<SegmentIndex>,
+    /// Transactions aborted by ABORT markers in this segment, by marker offset (see
+    /// `aborted`): always `Some` for the active segment; for a closed one a cache, loaded
+    /// from `<base>.txnindex` on first use and dropped by `trim_caches`.
+    aborted: Option<Vec<AbortedTxn>>,
+    /// `<base>.txnindex` exists (from the directory listing at open, then kept up to
+    /// date), so a closed segment without aborted transactions costs no read.
+    has_txn_index: bool,
+}
+
+impl Segment {
+    /// A new, empty active segment at `base`.
+    fn empty(base: i64) -> Segment {
+        Segment {
+            base_offset: base,
+            next_offset: base,
+            size: 0,
+            max_timestamp: Some(-1),
+            index: Some(SegmentIndex::default()),
+            aborted: Some(Vec::new()),
+            has_txn_index: false,
+        }
+    }
 }
 
 struct Active<F> {
@@ -218,6 +248,9 @@ struct Active<F> {
     last_batch: Option<BatchMark>,
     /// Position of the recovery point recorded for this segment (0: none).
     recovery_position: u64,
+    /// `seg.aborted` is complete: false after an unclean open until the broker restores
+    /// it (see `aborted`).
+    aborted_known: bool,
 }
 
 impl<F> Active<F> {
@@ -234,6 +267,9 @@ impl<F> Active<F> {
             preallocating: None,
             last_batch: None,
             recovery_position: 0,
+            // A segment started by a roll or a truncation is empty, or a closed one whose
+            // `.txnindex` was sealed whole.
+            aborted_known: true,
         }
     }
 }
@@ -255,6 +291,8 @@ struct Sealed {
     index: SegmentIndex,
     /// One past its last offset: the log end.
     next_offset: i64,
+    /// Its aborted transactions, as written to `<base>.txnindex` (none: no file).
+    aborted: Vec<AbortedTxn>,
 }
 
 /// What [`PartitionLog::write_out`] wrote: everything below `until` (bytes)
@@ -296,6 +334,8 @@ struct State<F> {
     /// Bumped whenever closed segments change (retention, truncation, a compaction
     /// swap), so a cleaner pass that read them knows its output is stale.
     layout_gen: u64,
+    /// [`TXN_UNKNOWN_FILE`] exists.
+    txn_unknown_marker: bool,
 }
 
 impl<F> State<F> {
@@ -328,6 +368,8 @@ pub struct PartitionLog<B: Backend> {
     cleaner: RefCell<compact::CleanerState>,
     budget: Rc<FileBudget>,
     clock: Rc<dyn Fn() -> i64>,
+    /// See [`PartitionLog::opened_clean`].
+    opened_clean: bool,
 }
 
 impl<B: Backend> PartitionLog<B> {
@@ -342,6 +384,22 @@ impl<B: Backend> PartitionLog<B> {
     /// One past the last offset appended (Kafka's log end offset).
     pub fn log_end_offset(&self) -> i64 {
         self.state.borrow().log_end_offset()
+    }
+
+    /// Base offset of the active segment (the one appends go to).
+    pub fn active_base_offset(&self) -> i64 {
+        self.state.borrow().active.seg.base_offset
+    }
+
+    /// Whether the active segment's aborted-transaction list is known whole: true when
+    /// this log was opened after a clean shutdown (whose close wrote the list to the
+    /// active segment's `.txnindex`, read back at open). False after a crash, when that
+    /// file was damaged, and for a new log (no checkpoint yet): the list then holds at
+    /// most what the segment's last seal wrote, and the broker restores it from its
+    /// producer-state replay with [`PartitionLog::restore_active_aborted_txns`] before
+    /// the first append or read_committed fetch.
+    pub fn opened_clean(&self) -> bool {
+        self.opened_clean
     }
 
     /// Bytes of whole batches that recovery CRC-checked when this log was
@@ -382,9 +440,16 @@ impl<B: Backend> PartitionLog<B> {
 
     pub fn stats(&self) -> LogStats {
         let s = self.state.borrow();
+        let aborted_bytes = |g: &Segment| {
+            g.aborted
+                .as_ref()
+                .map_or(0, |l| l.capacity() * std::mem::size_of::<AbortedTxn>())
+        };
         let mut index_heap_bytes = s.active.seg.index.as_ref().map_or(0, |i| i.heap_bytes());
+        let mut aborted_txn_heap_bytes = aborted_bytes(&s.active.seg);
         for seg in s.closed.values() {
             index_heap_bytes += seg.index.as_ref().map_or(0, |i| i.heap_bytes());
+            aborted_txn_heap_bytes += aborted_bytes(seg);
         }
         LogStats {
             segments: s.closed.len() + 1,
@@ -392,6 +457,7 @@ impl<B: Backend> PartitionLog<B> {
             tail_cache_bytes: s.tail_bytes,
             read_cache_bytes: s.stream.as_ref().map_or(0, |c| c.buffered_bytes()),
             index_heap_bytes,
+            aborted_txn_heap_bytes,
         }
     }
 
@@ -423,11 +489,13 @@ impl<B: Backend> PartitionLog<B> {
     }
 
     /// Makes the active segment file exact and durable (drops the zero padding
-    /// of the last page) and writes its index files: what a roll does before
-    /// the next segment starts and a close before its clean-shutdown
-    /// checkpoint. Caller has written the segment out and holds `io_lock`.
+    /// of the last page) and writes its index files and its aborted-transaction
+    /// index: what a roll does before the next segment starts (so a closed segment
+    /// never lacks its entries, even after a crash) and a close before its
+    /// clean-shutdown checkpoint. Caller has written the segment out and holds
+    /// `io_lock`.
     async fn seal_active(&self) -> StorageResult<Sealed> {
-        let (file, sealed) = {
+        let (file, sealed, had_txn_index) = {
             let s = self.state.borrow();
             let a = &s.active;
             let sealed = Sealed {
@@ -435,12 +503,19 @@ impl<B: Backend> PartitionLog<B> {
                 base: a.seg.base_offset,
                 index: a.seg.index.clone().unwrap_or_default(),
                 next_offset: a.seg.next_offset,
+                aborted: a.seg.aborted.clone().unwrap_or_default(),
             };
-            (a.file.clone(), sealed)
+            (a.file.clone(), sealed, a.seg.has_txn_index)
         };
         file.get().truncate(sealed.size).await?;
         file.get().sync().await?;
         self.write_index_files(sealed.base, &sealed.index).await?;
+        if had_txn_index || !sealed.aborted.is_empty() {
+            let present =
+                aborted::store_txn_index(&self.backend, &self.dir, sealed.base, &sealed.aborted)
+                    .await?;
+            self.state.borrow_mut().active.seg.has_txn_index = present;
+        }
         Ok(sealed)
     }
 
@@ -471,14 +546,24 @@ impl<B: Backend> PartitionLog<B> {
 
     /// Writes a small file of the partition's own beside its segments, atomically and
     /// durably: state kept with the log, such as its idempotent producers. Names ending in
-    /// `.log`, `.index`, `.timeindex` or `.deleted` are the log's own and refused.
+    /// `.log`, `.index`, `.timeindex`, `.txnindex`, `.deleted` or `.cleaned`, and names
+    /// starting with `partition.` or `cleaner.`, are the log's own and refused.
     pub async fn write_aux(&self, name: &str, data: &[u8]) -> StorageResult<()> {
         self.check_open()?;
         assert!(
             !name.contains('/')
-                && ![".log", ".index", ".timeindex", ".deleted", ".cleaned"]
-                    .iter()
-                    .any(|e| name.ends_with(e))
+                && !name.starts_with("partition.")
+                && ![
+                    ".log",
+                    ".index",
+                    ".timeindex",
+                    ".txnindex",
+                    ".txnindex.cleaned",
+                    ".deleted",
+                    ".cleaned"
+                ]
+                .iter()
+                .any(|e| name.ends_with(e))
                 && !name.starts_with("cleaner."),
             "aux file name {name:?} collides with the log's own files"
         );
@@ -507,6 +592,7 @@ impl<B: Backend> PartitionLog<B> {
             next_offset: leo,
             ..
         } = self.seal_active().await?;
+        self.mark_aborted_known().await?;
         self.state.borrow_mut().durable_offset = leo;
         self.write_checkpoint(Some(CleanShutdown {
             log_end_offset: leo,
@@ -523,7 +609,8 @@ impl<B: Backend> PartitionLog<B> {
     }
 
     /// Drops in-memory caches (tail cache beyond unwritten data, read-ahead,
-    /// closed-segment indexes) of an idle partition to bound shard memory.
+    /// closed-segment indexes and aborted-transaction lists) of an idle partition
+    /// to bound shard memory.
     pub fn trim_caches(&self) {
         let mut s = self.state.borrow_mut();
         trim_tail(&mut s, 0);
@@ -531,6 +618,7 @@ impl<B: Backend> PartitionLog<B> {
         s.stream = None;
         for g in s.closed.values_mut() {
             g.index = None;
+            g.aborted = None;
             // max_timestamp stays: it is small and retention needs it.
         }
     }
@@ -568,15 +656,23 @@ async fn open_budgeted<B: Backend>(
     }
 }
 
+/// The files of a segment, the log first: a segment is listed by its `.log`, so a crash
+/// part way through a removal leaves orphans of the others (open removes an orphan
+/// `.txnindex`, which a segment later created under the same base would otherwise take
+/// for its own; index files are only trusted beside a matching checkpoint).
+const SEGMENT_EXTS: [&str; 4] = ["log", "index", "timeindex", "txnindex"];
+
 /// Hands a segment's files to the reaper (see [`crate::reaper`]): their names go now,
 /// their space is freed off the shard. For segments below the log start only: a crash
 /// before the renames are durable brings the old names back, and open removes them again.
+/// A file the segment lacks (most have no `.txnindex`) is skipped: both backends take a
+/// missing path as already gone.
 async fn discard_segment_files<B: Backend>(
     backend: &B,
     dir: &Path,
     base: i64,
 ) -> StorageResult<()> {
-    for ext in ["log", "index", "timeindex"] {
+    for ext in SEGMENT_EXTS {
         backend.discard(&dir.join(segment_name(base, ext))).await?;
     }
     Ok(())
@@ -597,8 +693,9 @@ async fn read_index_files<B: Backend>(
     Ok((offsets, times))
 }
 
+/// Removes a segment's files (a missing one is fine, as for [`discard_segment_files`]).
 async fn remove_segment_files<B: Backend>(backend: &B, dir: &Path, base: i64) -> StorageResult<()> {
-    for ext in ["log", "index", "timeindex"] {
+    for ext in SEGMENT_EXTS {
         backend
             .remove_file(&dir.join(segment_name(base, ext)))
             .await?;
@@ -623,5 +720,52 @@ mod test_support {
             FileBudget::new(16),
         ))
         .unwrap()
+    }
+
+    /// Rolls the (non-empty) active segment as a full one would; returns the new base.
+    pub(super) fn roll(log: &PartitionLog<MemoryBackend>) -> i64 {
+        block_on(async {
+            let _order = log.append_lock.lock().await;
+            let _io = log.io_lock.lock().await;
+            log.roll().await.unwrap();
+        });
+        log.active_base_offset()
+    }
+
+    /// Appends producer `pid`'s ABORT marker and records the transaction it ends, as the
+    /// broker does (LSO: one past the marker unless given); returns the entry.
+    pub(super) fn append_abort(
+        log: &PartitionLog<MemoryBackend>,
+        pid: i64,
+        first_offset: i64,
+        lso: Option<i64>,
+    ) -> AbortedTxn {
+        use crate::txn::{build_marker, ControlKind, EndTxnMarker};
+        let marker = EndTxnMarker {
+            kind: ControlKind::Abort,
+            coordinator_epoch: 0,
+        };
+        let b = CheckedBatch::check(Bytes::from(build_marker(pid, 0, marker, 1))).unwrap();
+        let at = block_on(log.append(b, 0)).unwrap().base_offset;
+        let txn = AbortedTxn {
+            producer_id: pid,
+            first_offset,
+            last_offset: at,
+            last_stable_offset: lso.unwrap_or(at + 1),
+        };
+        log.add_aborted_txn(txn);
+        txn
+    }
+
+    /// Every aborted transaction of the log (a read_committed fetch of all of it).
+    pub(super) fn all_aborted(log: &PartitionLog<MemoryBackend>) -> Vec<AbortedTxn> {
+        block_on(log.collect_aborted_txns(log.log_start_offset(), i64::MAX)).unwrap()
+    }
+
+    /// The entries stored in `/mem/t-0`'s segment `base`'s `.txnindex` (None: no file).
+    pub(super) fn stored_aborted(be: &MemoryBackend, base: i64) -> Option<Vec<AbortedTxn>> {
+        let path = PathBuf::from(format!("/mem/t-0/{base:020}.txnindex"));
+        be.file_bytes(&path)
+            .map(|b| crate::txn::decode_index(&b, base).unwrap())
     }
 }

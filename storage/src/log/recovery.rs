@@ -9,10 +9,15 @@
 //! there, whole and with the recorded CRC, so what was synced before it is not
 //! re-read; every batch after it is CRC-checked and the first torn, corrupt or
 //! out-of-order one ends the log. [`scan_segment`] also rebuilds a closed
-//! segment's index when its files are missing (see `reader`).
+//! segment's index when its files are missing (see `reader`). The active
+//! segment's aborted-transaction list is read back from the `.txnindex` its
+//! last seal wrote (see `aborted`).
+
+use std::collections::HashSet;
 
 use tracing::{debug, info, warn};
 
+use super::aborted::load_active_aborted;
 use super::*;
 use crate::backend::align_down;
 use crate::batch::{self, BatchWalker};
@@ -54,6 +59,7 @@ impl<B: Backend> PartitionLog<B> {
             .filter_map(|n| n.parse::<i64>().ok())
             .collect();
         bases.sort_unstable();
+        let txn_bases = Self::txn_index_bases(&backend, &dir, &names, &bases).await?;
         let cp_path = dir.join(CHECKPOINT_FILE);
         let checkpoint = match backend.read_small(&cp_path).await? {
             None => None,
@@ -101,6 +107,8 @@ impl<B: Backend> PartitionLog<B> {
                     size,
                     max_timestamp: None,
                     index: None,
+                    aborted: None,
+                    has_txn_index: txn_bases.contains(&w[0]),
                 },
             );
         }
@@ -127,6 +135,7 @@ impl<B: Backend> PartitionLog<B> {
         let mut recovery_position = 0;
         let mut scanned_bytes = 0;
         let mut last_batch = None;
+        let clean_open = recovered.is_some();
         let (size, next_offset, index) = match recovered {
             Some(r) => r,
             None => {
@@ -189,6 +198,11 @@ impl<B: Backend> PartitionLog<B> {
             .map(|c| LeaderEpochs::from_entries(&c.leader_epochs))
             .unwrap_or_default();
         epochs.truncate_from_end(next_offset);
+        let has_txn = txn_bases.contains(&active_base);
+        let txn_unknown_marker = names.iter().any(|n| n == TXN_UNKNOWN_FILE);
+        let opened_clean = clean_open && !txn_unknown_marker;
+        let aborted =
+            load_active_aborted(&backend, &dir, active_base, has_txn, next_offset).await?;
         let log = PartitionLog {
             backend,
             dir,
@@ -202,6 +216,8 @@ impl<B: Backend> PartitionLog<B> {
                         size,
                         max_timestamp: Some(max_timestamp),
                         index: Some(index),
+                        aborted: Some(aborted.entries),
+                        has_txn_index: aborted.present,
                     },
                     file,
                     size,
@@ -220,6 +236,7 @@ impl<B: Backend> PartitionLog<B> {
                 is_closed: false,
                 epochs,
                 layout_gen: 0,
+                txn_unknown_marker,
             }),
             append_lock: async_lock::Mutex::new(()),
             io_lock: async_lock::Mutex::new(()),
@@ -229,11 +246,14 @@ impl<B: Backend> PartitionLog<B> {
             cleaner: RefCell::new(cleaner),
             budget,
             clock,
+            opened_clean: opened_clean && aborted.intact,
         };
         {
             let mut s = log.state.borrow_mut();
             s.active.last_batch = last_batch;
             s.active.recovery_position = recovery_position;
+            // An empty segment has no aborted transaction to miss.
+            s.active.aborted_known = log.opened_clean || size == 0;
         }
         // The whole segment was synced above: after a long scan, record a
         // recovery point so the next crash does not repeat it.
@@ -262,6 +282,33 @@ impl<B: Backend> PartitionLog<B> {
 }
 
 impl<B: Backend> PartitionLog<B> {
+    /// The segments of `bases` the listing `names` shows a `.txnindex` for. Orphans (an
+    /// index whose segment is gone: a crash between removing a segment's files) are
+    /// removed, so a segment created later under that base does not take one for its own.
+    async fn txn_index_bases(
+        backend: &B,
+        dir: &Path,
+        names: &[String],
+        bases: &[i64],
+    ) -> StorageResult<HashSet<i64>> {
+        let mut found = HashSet::new();
+        for name in names {
+            let Some(base) = name
+                .strip_suffix(".txnindex")
+                .and_then(|n| n.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            if bases.binary_search(&base).is_ok() {
+                found.insert(base);
+            } else {
+                warn!(path = %dir.join(name).display(), "aborted-transaction index without its segment; removing it");
+                backend.remove_file(&dir.join(name)).await?;
+            }
+        }
+        Ok(found)
+    }
+
     /// Rebuilds the leader-epoch history from the batch headers of the whole log, for a
     /// log whose checkpoint has none (written before epochs were kept, or lost).
     async fn rebuild_epochs(&self) -> StorageResult<()> {

@@ -6,7 +6,9 @@
 //! a checkpoint names it, and only then are the files handed to the reaper,
 //! so a crash in between leaves files that the next open removes, never a log
 //! start past what is on disk. Truncation cuts from the end instead, and first
-//! removes the recovery point that would vouch for the bytes it cuts.
+//! removes the recovery point that would vouch for the bytes it cuts. A
+//! segment's `.txnindex` goes with it; truncation also cuts the active
+//! segment's aborted transactions and the file that holds them.
 
 use tracing::info;
 
@@ -202,24 +204,16 @@ impl<B: Backend> PartitionLog<B> {
         let handle = self.open_budgeted(&path, true).await?;
         handle.get().truncate(0).await?;
         handle.get().sync().await?;
+        // A segment of the old log may have had this base: its aborted transactions go.
+        self.backend
+            .remove_file(&self.dir.join(segment_name(offset, "txnindex")))
+            .await?;
         self.backend.sync_dir(&self.dir).await?;
         {
             let now = (self.clock)();
             let mut s = self.state.borrow_mut();
             s.closed.clear();
-            s.active = Active::new(
-                Segment {
-                    base_offset: offset,
-                    next_offset: offset,
-                    size: 0,
-                    max_timestamp: Some(-1),
-                    index: Some(SegmentIndex::default()),
-                },
-                handle,
-                0,
-                Vec::new(),
-                now,
-            );
+            s.active = Active::new(Segment::empty(offset), handle, 0, Vec::new(), now);
             s.log_start_offset = offset;
             s.durable_offset = offset;
             s.tail.clear();
@@ -285,14 +279,22 @@ impl<B: Backend> PartitionLog<B> {
             }
             let path = self.dir.join(segment_name(new_active_base, "log"));
             let handle = self.open_budgeted(&path, true).await?;
+            let mut aborted = Vec::new();
             if keep_base.is_some() {
                 self.ensure_index(new_active_base).await?;
+                // Cut below, with the `.txnindex` it keeps (see `cut_active_aborted`).
+                aborted = self.closed_aborted(new_active_base).await?;
             }
-            let (size, next, index) = {
+            let (size, next, index, has_txn_index) = {
                 let mut s = self.state.borrow_mut();
                 match s.closed.remove(&new_active_base) {
-                    Some(g) => (g.size, g.next_offset, g.index.unwrap_or_default()),
-                    None => (0, new_active_base, SegmentIndex::default()),
+                    Some(g) => (
+                        g.size,
+                        g.next_offset,
+                        g.index.unwrap_or_default(),
+                        g.has_txn_index,
+                    ),
+                    None => (0, new_active_base, SegmentIndex::default(), false),
                 }
             };
             remove_segment_files(&self.backend, &self.dir, active_base).await?;
@@ -314,6 +316,8 @@ impl<B: Backend> PartitionLog<B> {
                         size,
                         max_timestamp: Some(max_ts),
                         index: Some(index),
+                        aborted: Some(aborted),
+                        has_txn_index,
                     },
                     handle,
                     size,
@@ -385,6 +389,7 @@ impl<B: Backend> PartitionLog<B> {
             s.epochs.truncate_from_end(leo);
             s.layout_gen += 1;
         }
+        self.cut_active_aborted(offset).await?;
         let leo = self.log_end_offset();
         let dirty_moved = {
             let mut c = self.cleaner.borrow_mut();

@@ -705,3 +705,143 @@ fn an_active_producers_last_batch_stays_as_an_empty_header_when_its_records_go()
     let h = first_batches(&log)[0].0;
     assert!(h.producer_id < 0, "{h:?}");
 }
+
+/// Segments of a few keyed batches each, rolled by hand so they are small enough to merge,
+/// with an abort in every one but the fourth; returns the aborted transactions.
+fn write_with_aborts(log: &PartitionLog<MemoryBackend>, now: i64) -> Vec<AbortedTxn> {
+    let mut rng = Rng(9);
+    let mut aborted = Vec::new();
+    for pid in 0..6 {
+        let first = log.log_end_offset();
+        write(log, &mut rng, 3, 6, now, "own");
+        if pid != 3 {
+            aborted.push(append_abort(log, pid, first, None));
+        }
+        roll(log);
+    }
+    aborted
+}
+
+/// Every closed segment's `.txnindex` holds exactly the entries whose markers it holds,
+/// none exists without any, and no cleaned file is left.
+fn check_txn_indexes(be: &MemoryBackend, log: &PartitionLog<MemoryBackend>, all: &[AbortedTxn]) {
+    let segments: Vec<(i64, i64)> = {
+        let s = log.state.borrow();
+        s.closed
+            .values()
+            .map(|g| (g.base_offset, g.next_offset))
+            .collect()
+    };
+    let mut with_entries = 0;
+    for (base, next) in segments {
+        let own: Vec<_> = all
+            .iter()
+            .filter(|e| e.last_offset >= base && e.last_offset < next)
+            .copied()
+            .collect();
+        with_entries += usize::from(!own.is_empty());
+        let want = (!own.is_empty()).then_some(own);
+        assert_eq!(stored_aborted(be, base), want, "segment {base}..{next}");
+    }
+    let names = be_names(be);
+    let txn_files = names.iter().filter(|n| n.ends_with(".txnindex")).count();
+    assert_eq!(txn_files, with_entries, "stray indexes: {names:?}");
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.ends_with(".cleaned") || n == "cleaner.swap"),
+        "leftovers: {names:?}"
+    );
+}
+
+#[test]
+fn a_compaction_pass_concatenates_the_aborted_txns_of_the_segments_it_merges() {
+    let be = MemoryBackend::new();
+    let clock = Rc::new(Cell::new(1_000_000_000));
+    let log = open_at(&be, &clock).unwrap();
+    let aborted = write_with_aborts(&log, clock.get());
+    check_txn_indexes(&be, &log, &aborted);
+    let hw = log.log_end_offset();
+    let out = clean(&log, hw).unwrap().unwrap();
+    assert!(
+        out.segments_after < out.segments_before && out.records_removed > 0,
+        "{out:?}"
+    );
+    // The markers stay where they were, and so do their entries, now in the merged
+    // segments' indexes; the merged-away segments' indexes are gone.
+    assert_eq!(all_aborted(&log), aborted);
+    check_txn_indexes(&be, &log, &aborted);
+    let merged = stored_aborted(&be, 0).unwrap();
+    assert!(
+        merged.len() >= 2,
+        "the first group holds several segments' aborts: {merged:?}"
+    );
+    block_on(log.close()).unwrap();
+    let log = open_at(&be, &clock).unwrap();
+    assert_eq!(all_aborted(&log), aborted);
+    check_txn_indexes(&be, &log, &aborted);
+}
+
+#[test]
+fn a_crash_at_any_step_of_a_clean_keeps_every_aborted_txn_in_its_segments_index() {
+    let clock = Rc::new(Cell::new(1_000_000_000));
+    let setup = || {
+        let be = MemoryBackend::new();
+        let log = open_at(&be, &clock).unwrap();
+        let aborted = write_with_aborts(&log, clock.get());
+        block_on(log.sync()).unwrap();
+        (be, log, aborted)
+    };
+    let (_, log, aborted) = setup();
+    let hw = log.log_end_offset();
+    let mut steps = 0;
+    for n in 0.. {
+        let (be, log, _) = setup();
+        be.fail_after(n);
+        let done = clean(&log, hw);
+        be.crash(n + 1);
+        be.set_failing(false);
+        drop(log);
+        let log = open_at(&be, &clock).unwrap();
+        assert_eq!(
+            all_aborted(&log),
+            aborted,
+            "crash after {n} operations; files {:?}; clean {done:?}",
+            be_names(&be)
+        );
+        check_txn_indexes(&be, &log, &aborted);
+        clean(&log, hw).unwrap();
+        assert_eq!(all_aborted(&log), aborted, "crash after {n}, cleaned again");
+        check_txn_indexes(&be, &log, &aborted);
+        if done.is_ok() {
+            steps = n;
+            break;
+        }
+    }
+    assert!(steps > 10, "a clean takes more than {steps} operations");
+}
+
+#[test]
+fn swap_files_of_both_versions_decode() {
+    let swap = Swap {
+        bases: vec![0, 17, 40],
+        has_txn_index: true,
+    };
+    assert_eq!(Swap::decode(&swap.encode()), Ok(swap));
+    // Version 1 (before aborted-transaction indexes): the bases alone.
+    let mut v1 = Vec::new();
+    for b in [5i64, 9] {
+        v1.extend_from_slice(&b.to_le_bytes());
+    }
+    let old = crate::checkpoint::seal(SWAP_MAGIC, 1, &v1);
+    assert_eq!(
+        Swap::decode(&old),
+        Ok(Swap {
+            bases: vec![5, 9],
+            has_txn_index: false
+        })
+    );
+    let mut bad = old.clone();
+    bad[12] ^= 1;
+    assert!(Swap::decode(&bad).is_err());
+}
