@@ -413,6 +413,8 @@ pub struct BatchOptions {
     pub producer_epoch: i16,
     /// Sequence of the first record, or -1 for a non-idempotent producer.
     pub base_sequence: i32,
+    /// Part of the producer's transaction (the batch's transactional attribute).
+    pub transactional: bool,
 }
 
 impl Default for BatchOptions {
@@ -422,6 +424,7 @@ impl Default for BatchOptions {
             producer_id: -1,
             producer_epoch: -1,
             base_sequence: -1,
+            transactional: false,
         }
     }
 }
@@ -445,7 +448,7 @@ pub fn encode_record_batch(
                 headers.insert(StrBytes::from_string(k.clone()), v.clone());
             }
             Record {
-                transactional: false,
+                transactional: options.transactional,
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: -1,

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rill_net::codec::{encode_fetch_response, RecordSplices};
 use rill_net::kafka_protocol::messages::fetch_response::{
-    EpochEndOffset, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, PartitionData,
 };
-use rill_net::kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use rill_net::kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicName};
 use rill_net::kafka_protocol::protocol::StrBytes;
 use rill_net::ErrorCode;
+use rill_storage::batch::BatchHeader;
 use tracing::error;
 
 use super::fetch_sessions::{FetchSessions, Got, Mode, Want};
@@ -84,7 +85,7 @@ async fn answer(
     let deadline = Instant::now() + wait;
     // A follower broker (Kafka's replica id) reads to the log end and is recorded by the
     // leader.
-    let reader = Reader::from_replica_id(r.replica_id.0);
+    let reader = Reader::of_fetch(r.replica_id.0, r.isolation_level);
     let got = loop {
         let got = read_all(shard, &wants, max_bytes, reader).await;
         let bytes: usize = got.iter().map(Got::bytes).sum();
@@ -106,7 +107,7 @@ async fn answer(
     let answered = sessions
         .borrow_mut()
         .settle(mode, wants.into_iter().zip(got).collect());
-    let read_committed = r.isolation_level == 1;
+    let read_committed = reader == Reader::Committed;
     let mut responses: Vec<FetchableTopicResponse> = Vec::new();
     for (want, g) in answered {
         if g.error == ErrorCode::None {
@@ -118,9 +119,18 @@ async fn answer(
             .with_partition_index(want.partition)
             .with_error_code(g.error.code())
             .with_high_watermark(g.offsets.high_watermark)
-            .with_last_stable_offset(g.offsets.high_watermark)
+            .with_last_stable_offset(g.offsets.last_stable_offset)
             .with_log_start_offset(g.offsets.log_start_offset)
-            .with_aborted_transactions(read_committed.then(Vec::new))
+            .with_aborted_transactions(read_committed.then(|| {
+                g.aborted
+                    .iter()
+                    .map(|t| {
+                        AbortedTransaction::default()
+                            .with_producer_id(ProducerId(t.producer_id))
+                            .with_first_offset(t.first_offset)
+                    })
+                    .collect()
+            }))
             .with_diverging_epoch(
                 g.diverging
                     .map(|(epoch, end_offset)| {
@@ -178,7 +188,20 @@ async fn read_all(shard: &Rc<Shard>, wants: &[Want], max_bytes: usize, reader: R
                     // OFFSET_OUT_OF_RANGE carries the offsets: a follower behind the log
                     // start learns where to restart from it.
                     let fetched = p.fetch(reader, at).await;
-                    Ok((p.offsets(), fetched))
+                    // read_committed: the aborted transactions among what was read, so
+                    // the client drops their records.
+                    let aborted = match &fetched {
+                        Ok(Fetched::Records(batches)) if reader == Reader::Committed => {
+                            match batches.last().map(|b| BatchHeader::parse(b)) {
+                                Some(Ok(h)) => {
+                                    p.aborted_transactions(at.offset, h.last_offset() + 1).await
+                                }
+                                _ => Ok(Vec::new()),
+                            }
+                        }
+                        _ => Ok(Vec::new()),
+                    };
+                    Ok((p.offsets(), fetched.and_then(|f| aborted.map(|a| (f, a)))))
                 }),
             );
             i += 1;
@@ -191,6 +214,7 @@ async fn read_all(shard: &Rc<Shard>, wants: &[Want], max_bytes: usize, reader: R
         {
             let mut got = match reply {
                 Ok((offsets, Err(e))) => Got {
+                    aborted: Vec::new(),
                     offsets: if e.code == ErrorCode::OffsetOutOfRange {
                         offsets
                     } else {
@@ -200,19 +224,22 @@ async fn read_all(shard: &Rc<Shard>, wants: &[Want], max_bytes: usize, reader: R
                     records: Vec::new(),
                     diverging: None,
                 },
-                Ok((offsets, Ok(Fetched::Records(records)))) => Got {
+                Ok((offsets, Ok((Fetched::Records(records), aborted)))) => Got {
+                    aborted,
                     offsets,
                     error: ErrorCode::None,
                     records,
                     diverging: None,
                 },
-                Ok((offsets, Ok(Fetched::Diverging { epoch, end_offset }))) => Got {
+                Ok((offsets, Ok((Fetched::Diverging { epoch, end_offset }, _)))) => Got {
+                    aborted: Vec::new(),
                     offsets,
                     error: ErrorCode::None,
                     records: Vec::new(),
                     diverging: Some((epoch, end_offset)),
                 },
                 Err(e) => Got {
+                    aborted: Vec::new(),
                     offsets: Offsets::UNKNOWN,
                     error: e.code,
                     records: Vec::<Bytes>::new(),

@@ -36,6 +36,8 @@ pub(super) struct Got {
     pub records: Vec<Bytes>,
     /// Where the fetcher's log diverges from the leader's: (epoch, end offset).
     pub diverging: Option<(i32, i64)>,
+    /// read_committed: the aborted transactions among the records.
+    pub aborted: Vec<rill_storage::txn::AbortedTxn>,
 }
 
 impl Got {
@@ -58,8 +60,8 @@ pub(super) enum Mode {
 #[derive(Debug)]
 struct SessionPart {
     want: Want,
-    /// (high watermark, log start offset) last sent to the client.
-    sent: Option<(i64, i64)>,
+    /// (high watermark, log start offset, last stable offset) last sent to the client.
+    sent: Option<(i64, i64, i64)>,
 }
 
 #[derive(Debug)]
@@ -203,7 +205,11 @@ impl FetchSessions {
         };
         let mut out = Vec::with_capacity(got.len());
         for (want, g) in got {
-            let now = (g.offsets.high_watermark, g.offsets.log_start_offset);
+            let now = (
+                g.offsets.high_watermark,
+                g.offsets.log_start_offset,
+                g.offsets.last_stable_offset,
+            );
             let part = s
                 .parts
                 .iter_mut()
@@ -283,10 +289,12 @@ mod tests {
             offsets: Offsets {
                 log_start_offset: 0,
                 high_watermark: hw,
+                last_stable_offset: hw,
             },
             error: ErrorCode::None,
             records: vec![Bytes::from_static(records)],
             diverging: None,
+            aborted: Vec::new(),
         }
     }
 

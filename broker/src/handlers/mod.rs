@@ -10,6 +10,7 @@
 //! `log_dirs` (DescribeLogDirs), `elections` (ElectLeaders), `producer_state`
 //! (DescribeProducers), `transactions` (ListTransactions, DescribeTransactions), `acls`
 //! (the ACL apis, SECURITY_DISABLED), `topic_partitions` (DescribeTopicPartitions),
+//! `txn_markers` (WriteTxnMarkers: transaction end markers in partitions),
 //! `recompress` (Produce's timestamp bounds and broker-side compression). They use
 //! `shard`, `metadata`, `partition` and `group`; nothing below uses them.
 
@@ -31,6 +32,7 @@ mod recompress;
 mod topic_partitions;
 mod topics;
 mod transactions;
+mod txn_markers;
 
 use std::rc::Rc;
 
@@ -64,7 +66,6 @@ const NOT_SERVED: &[ApiKey] = &[
     ApiKey::AddPartitionsToTxn,
     ApiKey::AddOffsetsToTxn,
     ApiKey::EndTxn,
-    ApiKey::WriteTxnMarkers,
     ApiKey::TxnOffsetCommit,
 ];
 
@@ -195,10 +196,12 @@ pub async fn handle(
         Request::DescribeTransactions(r) => frame(cid, v, &transactions::describe(r)),
         Request::ListTransactions(r) => frame(cid, v, &transactions::list(r)),
         Request::DescribeTopicPartitions(r) => frame(cid, v, &topic_partitions::describe(shard, r)),
+        Request::WriteTxnMarkers(r) => {
+            frame(cid, v, &txn_markers::write_txn_markers(shard, r).await)
+        }
         not_served @ (Request::AddPartitionsToTxn(_)
         | Request::AddOffsetsToTxn(_)
         | Request::EndTxn(_)
-        | Request::WriteTxnMarkers(_)
         | Request::TxnOffsetCommit(_)) => {
             // The decoder refuses these (NOT_SERVED), so this is a broken table.
             error!(

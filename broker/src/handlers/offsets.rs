@@ -15,6 +15,8 @@ use crate::shard::Shard;
 
 pub async fn list_offsets(shard: &Rc<Shard>, r: ListOffsetsRequest, v: i16) -> ListOffsetsResponse {
     use rill_net::kafka_protocol::messages::list_offsets_response::*;
+    // v2+: a read_committed consumer's latest offset is the last stable offset.
+    let committed = v >= 2 && r.isolation_level == 1;
     let mut topics = Vec::new();
     for t in r.topics {
         let topic: Arc<str> = Arc::from(&*t.name.0);
@@ -28,7 +30,7 @@ pub async fn list_offsets(shard: &Rc<Shard>, r: ListOffsetsRequest, v: i16) -> L
                     Ok(query) => {
                         shard
                             .with_partition(&topic, index, move |p| async move {
-                                p.list_offsets(query, current_leader_epoch).await
+                                p.list_offsets(query, current_leader_epoch, committed).await
                             })
                             .await
                     }

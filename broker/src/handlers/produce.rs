@@ -16,7 +16,7 @@ use rill_net::ErrorCode;
 use super::{recompress, topic_name};
 use crate::errors::KafkaError;
 use crate::metadata::OFFSETS_TOPIC;
-use crate::partition::{client_batches, split_batches, Produced};
+use crate::partition::{client_batches, split_batches, transactional_batches, Produced};
 use crate::runtime;
 use crate::shard::Shard;
 
@@ -26,14 +26,11 @@ pub async fn produce(shard: &Rc<Shard>, r: ProduceRequest) -> ProduceResponse {
             ErrorCode::InvalidRequiredAcks,
             format!("acks must be -1, 0 or 1, not {}", r.acks),
         ))
-    } else if r.transactional_id.is_some() {
-        Some(KafkaError::new(
-            ErrorCode::InvalidRequest,
-            "transactions are not supported yet",
-        ))
     } else {
         None
     };
+    // Kafka answers transactional batches without a transactional id as unauthorized.
+    let transactional = r.transactional_id.is_some();
     let lag_max = Duration::from_millis(shard.config().replica_lag_time_max_ms);
     let acks = r.acks;
     let image = shard.image();
@@ -64,7 +61,7 @@ pub async fn produce(shard: &Rc<Shard>, r: ProduceRequest) -> ProduceResponse {
                     ErrorCode::CorruptMessage,
                     "produce partition carries no records",
                 )),
-                (None, Some(data)) => split_batches(data).and_then(client_batches).and_then(|batches| match &settings {
+                (None, Some(data)) => split_batches(data).and_then(client_batches).and_then(|batches| transactional_batches(batches, transactional)).and_then(|batches| match &settings {
                     Some(s) if s.cleanup_compact => {
                         record_errors = recompress::keyless_records(&batches, s)?;
                         if record_errors.is_empty() {

@@ -184,19 +184,23 @@ impl<B: Backend> Partition<B> {
             let appended = match CheckedBatch::check(records.split_to(len)) {
                 Ok(batch) => {
                     let header = *batch.header();
-                    self.log.append_replica(batch).await.map(|_| header)
+                    let data = batch.bytes().clone();
+                    // Transactions and the aborted index must be the log's before a
+                    // transactional batch or marker lands (see `append_needs_producers`).
+                    if self.append_needs_producers(&header) {
+                        self.rebuild_producers().await;
+                    }
+                    self.log.append_replica(batch).await.map(|_| (header, data))
                 }
                 Err(e) => Err(e),
             };
             match appended {
-                Ok(header) => {
+                Ok((header, data)) => {
                     grew = true;
                     // Kept in step, as the leader keeps it, once rebuilt: a follower's
                     // cleaner needs it, and so does this broker when it leads next.
                     if self.producers_rebuilt.get() {
-                        self.producers
-                            .borrow_mut()
-                            .record(&header, header.base_offset);
+                        self.record_appended(&header, &data, header.base_offset);
                     }
                 }
                 Err(e) => {

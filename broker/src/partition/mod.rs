@@ -10,8 +10,9 @@
 //!
 //! Layout: `mod.rs` (this: the partition, produce and the rest of its operations), `read`
 //! (fetch, ListOffsets, OffsetForLeaderEpoch, epoch fencing), `follow` (a follower applying
-//! what it fetched) → `replication` (sans-I/O leader/follower state), `producers`
-//! (idempotence table), `hw_checkpoint` (the high watermarks' file); `sim` (tests only: a
+//! what it fetched), `txn` (end markers, the last stable offset, aborted transactions) →
+//! `replication` (sans-I/O leader/follower state), `producers` (idempotence and
+//! transaction table), `hw_checkpoint` (the high watermarks' file); `sim` (tests only: a
 //! seeded simulation of 3 to 5 replicas driving this code in virtual time).
 
 pub mod codec;
@@ -22,6 +23,7 @@ mod read;
 pub mod replication;
 #[cfg(test)]
 mod sim;
+mod txn;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -37,8 +39,8 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 pub use follow::{FetchAsked, FetchedPartition};
-pub use producers::ActiveProducer;
-use producers::{Check, ProducerTable};
+use producers::{ActiveAborted, Check, ProducerTable};
+pub use producers::{ActiveProducer, MarkerWrite};
 pub use read::{FetchAt, Fetched};
 use replication::ReplicaState;
 
@@ -60,6 +62,8 @@ const PRODUCER_SNAPSHOT_EVERY_RECORDS: i64 = 100_000;
 pub enum Reader {
     /// A client: reads below the high watermark.
     Consumer,
+    /// A read_committed client: reads below the last stable offset.
+    Committed,
     /// A follower broker (Fetch's replica id): reads to the log end, and its fetch offset
     /// tells the leader what it holds.
     Follower(i32),
@@ -70,8 +74,16 @@ pub enum Reader {
 impl Reader {
     /// The reader a Fetch's `replica_id` names (-1 and other negatives are consumers).
     pub fn from_replica_id(replica_id: i32) -> Reader {
+        Reader::of_fetch(replica_id, 0)
+    }
+
+    /// The reader of a Fetch: its `replica_id` and `isolation_level` (1: read_committed;
+    /// followers read everything whatever they say).
+    pub fn of_fetch(replica_id: i32, isolation_level: i8) -> Reader {
         if replica_id >= 0 {
             Reader::Follower(replica_id)
+        } else if isolation_level == 1 {
+            Reader::Committed
         } else {
             Reader::Consumer
         }
@@ -111,12 +123,16 @@ impl OffsetQuery {
 pub struct Offsets {
     pub log_start_offset: i64,
     pub high_watermark: i64,
+    /// The high watermark until the producer table is rebuilt after a restart (a
+    /// read_committed fetch rebuilds it first).
+    pub last_stable_offset: i64,
 }
 
 impl Offsets {
     pub const UNKNOWN: Offsets = Offsets {
         log_start_offset: -1,
         high_watermark: -1,
+        last_stable_offset: -1,
     };
 }
 
@@ -227,9 +243,11 @@ impl<B: Backend> Partition<B> {
     }
 
     pub fn offsets(&self) -> Offsets {
+        let high_watermark = self.high_watermark();
         Offsets {
             log_start_offset: self.log.log_start_offset(),
-            high_watermark: self.high_watermark(),
+            high_watermark,
+            last_stable_offset: self.last_stable_offset().unwrap_or(high_watermark),
         }
     }
 
@@ -245,6 +263,10 @@ impl<B: Backend> Partition<B> {
     pub fn visible_end(&self, reader: Reader) -> i64 {
         match reader {
             Reader::Consumer => self.high_watermark(),
+            // Fetches rebuild the table first; a long poll's check before then wakes early.
+            Reader::Committed => self
+                .last_stable_offset()
+                .unwrap_or_else(|| self.high_watermark()),
             Reader::Follower(_) | Reader::Internal => self.log.log_end_offset(),
         }
     }
@@ -381,35 +403,14 @@ impl<B: Backend> Partition<B> {
         let settings = self.settings.borrow().clone();
         // Leadership and epoch are read here, in turn, so a batch is stamped with the
         // epoch it is appended under.
-        let leader_epoch = {
-            let r = self.replica.borrow();
-            if !r.is_leader() {
-                drop(r);
-                return Err(self.not_leader());
-            }
-            let isr = &r.placement().isr;
-            if acks == -1 && (isr.len() as i64) < settings.min_insync_replicas {
-                return Err(KafkaError::new(
-                    ErrorCode::NotEnoughReplicas,
-                    format!(
-                        "min.insync.replicas is {} but {}-{} has {} in-sync replicas {:?}",
-                        settings.min_insync_replicas,
-                        self.topic,
-                        self.index,
-                        isr.len(),
-                        isr
-                    ),
-                ));
-            }
-            r.leader_epoch()
-        };
+        let leader_epoch = self.leader_epoch_for_append(acks)?;
         let mut first_offset = None;
         let mut last_offset = -1;
         let mut log_append_time = -1;
         let mut sync_due = false;
         for mut one in batches {
             let header = *one.header();
-            if header.producer_id >= 0 && !self.producers_rebuilt.get() {
+            if self.append_needs_producers(&header) {
                 self.rebuild_producers().await;
             }
             let check = self.producers.borrow().check(&header)?;
@@ -451,6 +452,32 @@ impl<B: Backend> Partition<B> {
             sync_due,
             leader_epoch,
         ))
+    }
+
+    /// The leader epoch an append made now is stamped with: this broker must lead, and for
+    /// acks=all have at least `min.insync.replicas` in sync. Read in append order.
+    fn leader_epoch_for_append(&self, acks: i16) -> Result<i32, KafkaError> {
+        let r = self.replica.borrow();
+        if !r.is_leader() {
+            drop(r);
+            return Err(self.not_leader());
+        }
+        let isr = &r.placement().isr;
+        let min_insync = self.settings.borrow().min_insync_replicas;
+        if acks == -1 && (isr.len() as i64) < min_insync {
+            return Err(KafkaError::new(
+                ErrorCode::NotEnoughReplicas,
+                format!(
+                    "min.insync.replicas is {} but {}-{} has {} in-sync replicas {:?}",
+                    min_insync,
+                    self.topic,
+                    self.index,
+                    isr.len(),
+                    isr
+                ),
+            ));
+        }
+        Ok(r.leader_epoch())
     }
 
     /// acks=all: waits until every in-sync replica holds `last_offset`, or answers
@@ -606,6 +633,11 @@ impl<B: Backend> Partition<B> {
 
     /// Retention: deletes segments past the topic's time and size limits.
     pub async fn enforce_retention(&self) {
+        if !self.log.opened_clean() {
+            // Retention may roll an expired active segment: its aborted-transaction index
+            // must be whole first (after a crash, the producer rebuild restores it).
+            self.ensure_producers().await;
+        }
         match self.log.enforce_retention().await {
             Ok(out) if out.segments_deleted > 0 => info!(
                 topic = %self.topic, partition = self.index, segments = out.segments_deleted,
@@ -634,10 +666,15 @@ impl<B: Backend> Partition<B> {
             }
             self.producers.borrow().last_offsets()
         };
+        // Kafka's uncleanable bound: nothing at or past the last stable offset, so an open
+        // transaction's records are not compacted before its outcome is known.
+        let upper = self
+            .last_stable_offset()
+            .unwrap_or_else(|| self.high_watermark());
         match self
             .log
             .clean(
-                self.high_watermark(),
+                upper,
                 key_map_bytes,
                 &codec::WireCodec,
                 throttle,
@@ -691,17 +728,32 @@ impl<B: Backend> Partition<B> {
     /// beside the log and the batches after it, or from every batch of the log when there is
     /// no usable snapshot, so a retry of a batch appended before is still recognised. Runs
     /// in append order.
+    ///
+    /// The active segment's aborted-transaction index is rebuilt with it: the entries the
+    /// snapshot recorded below its offset, and the aborts replayed after it (after a crash
+    /// the log holds only what its last roll or clean close wrote).
     async fn rebuild_producers(&self) {
         let (start, end) = (self.log.log_start_offset(), self.log.log_end_offset());
+        let active_base = self.log.active_base_offset();
         let mut from = start;
+        let mut active_aborted: Vec<rill_storage::txn::AbortedTxn> = Vec::new();
         self.producers.borrow_mut().clear();
         match self.log.read_aux(producers::SNAPSHOT_FILE).await {
+            // A snapshot taken in another active segment is usable only if that segment
+            // rolled at or after it (so every abort of the active one is replayed).
             Ok(Some(bytes)) => match ProducerTable::restore(self.producers_max, &bytes) {
-                Ok((table, offset)) if offset >= start && offset <= end => {
+                Ok((table, offset, active))
+                    if offset >= start
+                        && offset <= end
+                        && (active.base == active_base || active_base >= offset) =>
+                {
                     *self.producers.borrow_mut() = table;
                     from = offset;
+                    if active.base == active_base {
+                        active_aborted = active.entries;
+                    }
                 }
-                Ok((_, offset)) => {
+                Ok((_, offset, _)) => {
                     info!(dir = %self.log.dir().display(), offset, log_start_offset = start, log_end_offset = end,
                         "producer snapshot outside the log (truncated or retained past it); rebuilding from the whole log")
                 }
@@ -731,13 +783,24 @@ impl<B: Backend> Partition<B> {
                 let Ok(h) = batch::BatchHeader::parse(b) else {
                     continue;
                 };
-                if h.producer_id >= 0 {
+                if h.is_control() {
+                    if let Some(m) = txn::marker_of(&h, b) {
+                        let done = self.producers.borrow_mut().record_marker(&m, h.base_offset);
+                        if let Some(t) = done.filter(|t| t.aborted && t.last_offset >= active_base)
+                        {
+                            active_aborted.push(t.into());
+                        }
+                        batches += 1;
+                    }
+                } else if h.producer_id >= 0 {
                     self.producers.borrow_mut().record(&h, h.base_offset);
                     batches += 1;
                 }
                 at = at.max(h.last_offset() + 1);
             }
         }
+        active_aborted.retain(|t| t.last_offset >= active_base && t.last_offset < end);
+        self.log.restore_active_aborted_txns(active_aborted);
         self.producers_rebuilt.set(true);
         self.producer_snapshot_at.set(end);
         if batches > 0 || from > start {
@@ -749,7 +812,7 @@ impl<B: Backend> Partition<B> {
     /// The log lost its tail (a follower's truncation): a snapshot past the cut may hold
     /// batches of the old suffix, so it is voided and the next rebuild replays the log.
     pub(super) async fn void_producer_snapshot(&self) {
-        let void = ProducerTable::new(self.producers_max).snapshot(-1);
+        let void = ProducerTable::new(self.producers_max).snapshot(-1, &ActiveAborted::default());
         if let Err(e) = self.log.write_aux(producers::SNAPSHOT_FILE, &void).await {
             warn!(dir = %self.log.dir().display(), error = %e, "cannot void the producer snapshot after a truncation");
         }
@@ -767,7 +830,10 @@ impl<B: Backend> Partition<B> {
         if since <= 0 || (!force && since < PRODUCER_SNAPSHOT_EVERY_RECORDS) {
             return;
         }
-        let bytes = self.producers.borrow().snapshot(end);
+        let bytes = self
+            .producers
+            .borrow()
+            .snapshot(end, &self.active_aborted());
         match self.log.write_aux(producers::SNAPSHOT_FILE, &bytes).await {
             Ok(()) => self.producer_snapshot_at.set(end),
             Err(rill_storage::StorageError::Closed) => {}
@@ -839,6 +905,21 @@ pub fn client_batches(batches: Vec<CheckedBatch>) -> Result<Vec<CheckedBatch>, K
             continue;
         };
         return Err(KafkaError::new(ErrorCode::InvalidRecord, problem));
+    }
+    Ok(batches)
+}
+
+/// Transactional batches come only with a transactional id in the request, as Kafka
+/// checks before anything else (TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
+pub fn transactional_batches(
+    batches: Vec<CheckedBatch>,
+    request_has_transactional_id: bool,
+) -> Result<Vec<CheckedBatch>, KafkaError> {
+    if !request_has_transactional_id && batches.iter().any(|b| b.header().is_transactional()) {
+        return Err(KafkaError::new(
+            ErrorCode::TransactionalIdAuthorizationFailed,
+            "transactional record batches need the request's transactional id",
+        ));
     }
     Ok(batches)
 }

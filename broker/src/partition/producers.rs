@@ -14,11 +14,19 @@
 //! The log cleaner keeps each remembered producer's last batch, as a header without
 //! records when compaction empties it ([`ProducerTable::last_offsets`]), so a replica that
 //! copies a compacted log, or a rebuild without a snapshot, still finds the producer.
+//!
+//! Transactions (KIP-98, Kafka's `ProducerStateManager`): a producer's first transactional
+//! batch opens its transaction at that batch's offset; its end marker (commit or abort,
+//! written for the transaction coordinator) closes it. The open transactions and those
+//! whose marker is not yet below the high watermark give the first unstable offset, below
+//! which read_committed consumers may read ([`ProducerTable::last_stable_offset`]). A
+//! producer with an open transaction is never evicted.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use rill_net::ErrorCode;
 use rill_storage::batch::BatchHeader;
+use rill_storage::txn::AbortedTxn;
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::errors::KafkaError;
@@ -40,6 +48,31 @@ struct Entry {
     last_used: u64,
     /// The max timestamp of its last batch (DescribeProducers' last timestamp).
     last_timestamp: i64,
+    /// The first offset of its open transaction.
+    txn_first_offset: Option<i64>,
+    /// The epoch of the transaction coordinator that wrote its last marker (-1: none).
+    coordinator_epoch: i32,
+}
+
+impl Entry {
+    fn new(epoch: i16) -> Entry {
+        Entry {
+            epoch,
+            recent: VecDeque::with_capacity(RECENT_BATCHES),
+            last_used: 0,
+            last_timestamp: -1,
+            txn_first_offset: None,
+            coordinator_epoch: -1,
+        }
+    }
+
+    /// A newer epoch starts the producer over: its remembered batches no longer count.
+    fn bump(&mut self, epoch: i16) {
+        if epoch > self.epoch {
+            self.epoch = epoch;
+            self.recent.clear();
+        }
+    }
 }
 
 /// One producer as DescribeProducers reports it.
@@ -49,6 +82,34 @@ pub struct ActiveProducer {
     pub epoch: i16,
     pub last_sequence: i32,
     pub last_timestamp: i64,
+    /// The epoch of the coordinator that wrote its last marker (-1: none).
+    pub coordinator_epoch: i32,
+    /// The first offset of its open transaction (-1: none).
+    pub current_txn_start_offset: i64,
+}
+
+/// A transaction an end marker closed: what the aborted-transaction index records of an
+/// aborted one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    /// The marker's offset.
+    pub last_offset: i64,
+    pub aborted: bool,
+    /// The last stable offset as of the marker (Kafka's `lastStableOffset(completedTxn)`):
+    /// the first offset of the earliest transaction of another producer still open, else
+    /// the offset after the marker.
+    pub last_stable_offset: i64,
+}
+
+/// An end-transaction marker to check and record, as WriteTxnMarkers names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkerWrite {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub coordinator_epoch: i32,
+    pub commit: bool,
 }
 
 /// What to do with a batch.
@@ -66,11 +127,18 @@ pub struct ProducerTable {
     max: usize,
     entries: HashMap<i64, Entry>,
     clock: u64,
+    /// Open transactions: first offset -> producer id.
+    ongoing: BTreeMap<i64, i64>,
+    /// Completed transactions whose marker may still be above the high watermark: first
+    /// offset -> marker offset. Pruned as the high watermark passes their markers; at most
+    /// one per producer entry's lifetime in flight, so bounded by the entries.
+    unreplicated: BTreeMap<i64, i64>,
 }
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"RILP";
-/// 2: each producer's last timestamp (DescribeProducers); a version-1 file is replayed.
-const SNAPSHOT_VERSION: u32 = 2;
+/// 3: each producer's open transaction and coordinator epoch; a version-2 (or older) file
+/// is treated as no snapshot, so the log is replayed with its markers.
+const SNAPSHOT_VERSION: u32 = 3;
 /// The snapshot file beside the partition's segments.
 pub const SNAPSHOT_FILE: &str = "producer.snapshot";
 
@@ -82,6 +150,9 @@ struct StoredProducer {
     recent: Vec<(i32, i32, i64)>,
     last_used: u64,
     last_timestamp: i64,
+    /// First offset of the open transaction, -1 for none.
+    txn_first_offset: i64,
+    coordinator_epoch: i32,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, PartialEq, Eq)]
@@ -90,6 +161,19 @@ struct StoredTable {
     offset: i64,
     clock: u64,
     producers: Vec<StoredProducer>,
+    /// The log's active segment then, and the transactions aborted in it below `offset`
+    /// (producer id, first offset, marker offset, last stable offset): that segment's
+    /// index lives in memory until the segment rolls, so after a crash the snapshot and
+    /// the markers after it rebuild it.
+    active_base: i64,
+    active_aborted: Vec<(i64, i64, i64, i64)>,
+}
+
+/// The log's active segment and its aborted transactions, as a snapshot recorded them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActiveAborted {
+    pub base: i64,
+    pub entries: Vec<AbortedTxn>,
 }
 
 fn last_seq(h: &BatchHeader) -> i32 {
@@ -111,17 +195,40 @@ impl ProducerTable {
             max,
             entries: HashMap::new(),
             clock: 0,
+            ongoing: BTreeMap::new(),
+            unreplicated: BTreeMap::new(),
         }
     }
 
-    /// Decides what to do with a batch (batches without a producer id always append).
+    /// Decides what to do with a batch from a client (batches without a producer id always
+    /// append).
     pub fn check(&self, h: &BatchHeader) -> Result<Check, KafkaError> {
         if h.producer_id < 0 {
             return Ok(Check::Append);
         }
         let Some(e) = self.entries.get(&h.producer_id) else {
+            if self.entries.len() >= self.max && self.ongoing.len() >= self.max {
+                // Every remembered producer has an open transaction: none may be evicted.
+                return Err(KafkaError::new(
+                    ErrorCode::ConcurrentTransactions,
+                    format!(
+                        "this partition already has {} producers with open transactions \
+                         (limits.producers_per_partition_max); retry once some complete",
+                        self.ongoing.len()
+                    ),
+                ));
+            }
             return Ok(Check::Append);
         };
+        if !h.is_transactional() && e.txn_first_offset.is_some() && h.producer_epoch >= e.epoch {
+            return Err(KafkaError::new(
+                ErrorCode::InvalidTxnState,
+                format!(
+                    "producer {} sent a non-transactional batch while its transaction is open",
+                    h.producer_id
+                ),
+            ));
+        }
         if h.producer_epoch < e.epoch {
             return Err(KafkaError::new(
                 ErrorCode::InvalidProducerEpoch,
@@ -167,8 +274,9 @@ impl ProducerTable {
         Err(out_of_order(h, expected))
     }
 
-    /// The table as a snapshot file's bytes, covering every batch below `offset`.
-    pub fn snapshot(&self, offset: i64) -> Vec<u8> {
+    /// The table as a snapshot file's bytes, covering every batch below `offset`, with the
+    /// log's active segment's aborted transactions.
+    pub fn snapshot(&self, offset: i64, active: &ActiveAborted) -> Vec<u8> {
         let mut producers: Vec<StoredProducer> = self
             .entries
             .iter()
@@ -182,6 +290,8 @@ impl ProducerTable {
                     .collect(),
                 last_used: e.last_used,
                 last_timestamp: e.last_timestamp,
+                txn_first_offset: e.txn_first_offset.unwrap_or(-1),
+                coordinator_epoch: e.coordinator_epoch,
             })
             .collect();
         producers.sort_by_key(|p| p.producer_id);
@@ -189,14 +299,31 @@ impl ProducerTable {
             offset,
             clock: self.clock,
             producers,
+            active_base: active.base,
+            active_aborted: active
+                .entries
+                .iter()
+                .map(|t| {
+                    (
+                        t.producer_id,
+                        t.first_offset,
+                        t.last_offset,
+                        t.last_stable_offset,
+                    )
+                })
+                .collect(),
         };
         let payload = rkyv::to_bytes::<rkyv::rancor::Error>(&stored)
             .expect("serializing producer state into memory cannot fail");
         rill_storage::checkpoint::seal(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, &payload)
     }
 
-    /// A table from snapshot bytes, with the offset it covers; the error says what is wrong.
-    pub fn restore(max: usize, bytes: &[u8]) -> Result<(ProducerTable, i64), String> {
+    /// A table from snapshot bytes, with the offset it covers and the active segment's
+    /// aborted transactions then; the error says what is wrong.
+    pub fn restore(
+        max: usize,
+        bytes: &[u8],
+    ) -> Result<(ProducerTable, i64, ActiveAborted), String> {
         let payload = rill_storage::checkpoint::unseal(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, bytes)?;
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
         aligned.extend_from_slice(payload);
@@ -204,7 +331,14 @@ impl ProducerTable {
             .map_err(|e| e.to_string())?;
         let mut table = ProducerTable::new(max);
         table.clock = stored.clock;
-        for p in stored.producers.into_iter().take(max) {
+        // Producers with an open transaction first: they may not be left out.
+        let mut producers = stored.producers;
+        producers.sort_by_key(|p| (p.txn_first_offset < 0, p.producer_id));
+        let keep = max.max(producers.iter().filter(|p| p.txn_first_offset >= 0).count());
+        for p in producers.into_iter().take(keep) {
+            if p.txn_first_offset >= 0 {
+                table.ongoing.insert(p.txn_first_offset, p.producer_id);
+            }
             table.entries.insert(
                 p.producer_id,
                 Entry {
@@ -223,37 +357,68 @@ impl ProducerTable {
                         .collect(),
                     last_used: p.last_used,
                     last_timestamp: p.last_timestamp,
+                    txn_first_offset: (p.txn_first_offset >= 0).then_some(p.txn_first_offset),
+                    coordinator_epoch: p.coordinator_epoch,
                 },
             );
         }
-        Ok((table, stored.offset))
+        let active = ActiveAborted {
+            base: stored.active_base,
+            entries: stored
+                .active_aborted
+                .into_iter()
+                .map(
+                    |(producer_id, first_offset, last_offset, last_stable_offset)| AbortedTxn {
+                        producer_id,
+                        first_offset,
+                        last_offset,
+                        last_stable_offset,
+                    },
+                )
+                .collect(),
+        };
+        Ok((table, stored.offset, active))
     }
 
     /// Forgets everything (a rebuild starts from nothing).
     pub fn clear(&mut self) {
         self.entries.clear();
+        self.ongoing.clear();
+        self.unreplicated.clear();
     }
 
-    /// Remembers an appended batch.
+    /// Makes room for one more producer: evicts the least recently used one without an
+    /// open transaction (when every one has one, the table grows: only a follower copying
+    /// its leader's log gets here, and the leader refused producers beyond the limit).
+    fn make_room(&mut self, producer_id: i64) {
+        if self.entries.contains_key(&producer_id) || self.entries.len() < self.max {
+            return;
+        }
+        if let Some((&oldest, _)) = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.txn_first_offset.is_none())
+            .min_by_key(|(_, e)| e.last_used)
+        {
+            self.entries.remove(&oldest);
+        }
+    }
+
+    /// Remembers an appended batch (a control batch goes to [`ProducerTable::record_marker`]).
     pub fn record(&mut self, h: &BatchHeader, base_offset: i64) {
         if h.producer_id < 0 {
             return;
         }
         self.clock += 1;
-        if !self.entries.contains_key(&h.producer_id) && self.entries.len() >= self.max {
-            if let Some((&oldest, _)) = self.entries.iter().min_by_key(|(_, e)| e.last_used) {
-                self.entries.remove(&oldest);
-            }
-        }
-        let e = self.entries.entry(h.producer_id).or_insert_with(|| Entry {
-            epoch: h.producer_epoch,
-            recent: VecDeque::with_capacity(RECENT_BATCHES),
-            last_used: 0,
-            last_timestamp: -1,
-        });
-        if h.producer_epoch > e.epoch {
-            e.epoch = h.producer_epoch;
-            e.recent.clear();
+        self.make_room(h.producer_id);
+        let e = self
+            .entries
+            .entry(h.producer_id)
+            .or_insert_with(|| Entry::new(h.producer_epoch));
+        e.bump(h.producer_epoch);
+        if h.is_transactional() && e.txn_first_offset.is_none() {
+            e.txn_first_offset = Some(base_offset);
+            self.ongoing.insert(base_offset, h.producer_id);
         }
         if e.recent.len() == RECENT_BATCHES {
             e.recent.pop_front();
@@ -292,10 +457,88 @@ impl ProducerTable {
                 epoch: e.epoch,
                 last_sequence: e.recent.back().map_or(-1, |r| r.last_seq),
                 last_timestamp: e.last_timestamp,
+                coordinator_epoch: e.coordinator_epoch,
+                current_txn_start_offset: e.txn_first_offset.unwrap_or(-1),
             })
             .collect();
         out.sort_by_key(|p| p.producer_id);
         out
+    }
+
+    /// Whether an end marker may be written for `m` (Kafka's `appendEndTxnMarker` checks for
+    /// a coordinator's marker): not for an epoch older than the producer's, nor from a
+    /// coordinator older than the one that wrote its last marker. A marker for a producer
+    /// this partition never saw (its transaction wrote elsewhere) is allowed.
+    pub fn check_marker(&self, m: &MarkerWrite) -> Result<(), KafkaError> {
+        let Some(e) = self.entries.get(&m.producer_id) else {
+            return Ok(());
+        };
+        if m.producer_epoch < e.epoch {
+            return Err(KafkaError::new(
+                ErrorCode::InvalidProducerEpoch,
+                format!(
+                    "marker for producer {} at epoch {} is older than its epoch {}",
+                    m.producer_id, m.producer_epoch, e.epoch
+                ),
+            ));
+        }
+        if m.coordinator_epoch < e.coordinator_epoch {
+            return Err(KafkaError::new(
+                ErrorCode::TransactionCoordinatorFenced,
+                format!(
+                    "marker for producer {} from coordinator epoch {} is older than the epoch \
+                     {} of its last marker",
+                    m.producer_id, m.coordinator_epoch, e.coordinator_epoch
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records an end marker appended at `offset`; returns the transaction it closed (none
+    /// when the producer had no open transaction here: a retried marker, or a transaction
+    /// that wrote nothing to this partition).
+    pub fn record_marker(&mut self, m: &MarkerWrite, offset: i64) -> Option<CompletedTxn> {
+        self.clock += 1;
+        self.make_room(m.producer_id);
+        let e = self
+            .entries
+            .entry(m.producer_id)
+            .or_insert_with(|| Entry::new(m.producer_epoch));
+        e.bump(m.producer_epoch);
+        e.coordinator_epoch = m.coordinator_epoch;
+        e.last_used = self.clock;
+        let first_offset = e.txn_first_offset.take()?;
+        self.ongoing.remove(&first_offset);
+        // Kafka's lastStableOffset(completedTxn): the earliest open transaction of another
+        // producer (this one's is gone from `ongoing` already), else past the marker.
+        let last_stable_offset = self.ongoing.keys().next().copied().unwrap_or(offset + 1);
+        self.unreplicated.insert(first_offset, offset);
+        Some(CompletedTxn {
+            producer_id: m.producer_id,
+            first_offset,
+            last_offset: offset,
+            aborted: !m.commit,
+            last_stable_offset,
+        })
+    }
+
+    /// The first offset a read_committed reader may not pass on account of transactions:
+    /// the first offset of the earliest open transaction or of a completed one whose marker
+    /// is not yet below the high watermark `hw` (those are forgotten here).
+    pub fn first_unstable_offset(&mut self, hw: i64) -> Option<i64> {
+        self.unreplicated.retain(|_, marker| *marker >= hw);
+        let ongoing = self.ongoing.keys().next().copied();
+        let unreplicated = self.unreplicated.keys().next().copied();
+        match (ongoing, unreplicated) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The last stable offset at high watermark `hw`: read_committed consumers read below it.
+    pub fn last_stable_offset(&mut self, hw: i64) -> i64 {
+        self.first_unstable_offset(hw).map_or(hw, |f| f.min(hw))
     }
 }
 
@@ -329,6 +572,156 @@ mod tests {
             base_sequence,
             record_count: count,
         }
+    }
+
+    fn txn_header(producer_id: i64, epoch: i16, base_sequence: i32, count: i32) -> BatchHeader {
+        BatchHeader {
+            attributes: 0x10,
+            ..header(producer_id, epoch, base_sequence, count)
+        }
+    }
+
+    fn marker(
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+    ) -> MarkerWrite {
+        MarkerWrite {
+            producer_id,
+            producer_epoch,
+            coordinator_epoch,
+            commit,
+        }
+    }
+
+    #[test]
+    fn a_transaction_holds_the_stable_offset_until_its_marker_is_below_the_high_watermark() {
+        let mut t = ProducerTable::new(10);
+        assert_eq!(t.last_stable_offset(5), 5);
+        t.record(&txn_header(7, 0, 0, 2), 10); // 10..=11
+        t.record(&txn_header(7, 0, 2, 3), 12); // 12..=14
+        assert_eq!(t.last_stable_offset(15), 10);
+        assert_eq!(t.active()[0].current_txn_start_offset, 10);
+        let done = t.record_marker(&marker(7, 0, 3, true), 15).unwrap();
+        assert_eq!(
+            done,
+            CompletedTxn {
+                producer_id: 7,
+                first_offset: 10,
+                last_offset: 15,
+                aborted: false,
+                last_stable_offset: 16,
+            }
+        );
+        assert_eq!(t.active()[0].current_txn_start_offset, -1);
+        assert_eq!(t.active()[0].coordinator_epoch, 3);
+        // The marker is not replicated yet: its transaction still holds readers back.
+        assert_eq!(t.last_stable_offset(15), 10);
+        assert_eq!(t.last_stable_offset(16), 16);
+        // Once past, it is forgotten even if the high watermark is asked about lower.
+        assert_eq!(t.last_stable_offset(12), 12);
+        // A second marker (a coordinator's retry) closes nothing.
+        assert_eq!(t.record_marker(&marker(7, 0, 3, true), 16), None);
+    }
+
+    #[test]
+    fn an_abort_records_the_earliest_open_transaction_of_another_producer() {
+        let mut t = ProducerTable::new(10);
+        t.record(&txn_header(1, 0, 0, 1), 100);
+        t.record(&txn_header(2, 0, 0, 1), 101);
+        t.record(&txn_header(3, 0, 0, 1), 102);
+        let a = t.record_marker(&marker(2, 0, 0, false), 103).unwrap();
+        assert!(a.aborted);
+        assert_eq!((a.first_offset, a.last_stable_offset), (101, 100));
+        let b = t.record_marker(&marker(1, 0, 0, false), 104).unwrap();
+        assert_eq!((b.first_offset, b.last_stable_offset), (100, 102));
+        let c = t.record_marker(&marker(3, 0, 0, false), 105).unwrap();
+        assert_eq!((c.first_offset, c.last_stable_offset), (102, 106));
+        assert_eq!(t.last_stable_offset(200), 200);
+    }
+
+    #[test]
+    fn markers_from_old_epochs_and_old_coordinators_are_refused() {
+        let mut t = ProducerTable::new(10);
+        // A producer this partition never saw: its marker is fine.
+        assert!(t.check_marker(&marker(9, 0, 0, true)).is_ok());
+        t.record(&txn_header(7, 2, 0, 1), 0);
+        t.record_marker(&marker(7, 2, 5, false), 1);
+        assert_eq!(
+            t.check_marker(&marker(7, 1, 5, true)).unwrap_err().code,
+            ErrorCode::InvalidProducerEpoch
+        );
+        assert_eq!(
+            t.check_marker(&marker(7, 2, 4, true)).unwrap_err().code,
+            ErrorCode::TransactionCoordinatorFenced
+        );
+        assert!(t.check_marker(&marker(7, 3, 5, true)).is_ok());
+        // A marker at a newer epoch starts the producer over.
+        t.record_marker(&marker(7, 3, 6, true), 2);
+        assert_eq!(
+            t.check(&txn_header(7, 2, 1, 1)).unwrap_err().code,
+            ErrorCode::InvalidProducerEpoch
+        );
+    }
+
+    #[test]
+    fn a_plain_batch_inside_an_open_transaction_is_refused() {
+        let mut t = ProducerTable::new(10);
+        t.record(&txn_header(7, 0, 0, 1), 0);
+        assert_eq!(
+            t.check(&header(7, 0, 1, 1)).unwrap_err().code,
+            ErrorCode::InvalidTxnState
+        );
+        assert_eq!(t.check(&txn_header(7, 0, 1, 1)).unwrap(), Check::Append);
+        t.record_marker(&marker(7, 0, 0, true), 1);
+        assert_eq!(t.check(&header(7, 0, 1, 1)).unwrap(), Check::Append);
+    }
+
+    #[test]
+    fn producers_with_open_transactions_are_never_evicted_and_survive_a_snapshot() {
+        let mut t = ProducerTable::new(2);
+        t.record(&txn_header(1, 0, 0, 1), 0);
+        t.record(&txn_header(2, 0, 0, 1), 1);
+        assert_eq!(
+            t.check(&header(3, 0, 0, 1)).unwrap_err().code,
+            ErrorCode::ConcurrentTransactions
+        );
+        t.record_marker(&marker(1, 0, 4, true), 2);
+        assert_eq!(t.check(&header(3, 0, 0, 1)).unwrap(), Check::Append);
+        t.record(&header(3, 0, 0, 1), 3);
+        let ids: Vec<i64> = t.active().iter().map(|p| p.producer_id).collect();
+        assert_eq!(
+            ids,
+            vec![2, 3],
+            "the producer without an open transaction went"
+        );
+        let active = ActiveAborted {
+            base: 2,
+            entries: vec![AbortedTxn {
+                producer_id: 9,
+                first_offset: 1,
+                last_offset: 3,
+                last_stable_offset: 1,
+            }],
+        };
+        let (mut back, offset, active_back) =
+            ProducerTable::restore(2, &t.snapshot(4, &active)).unwrap();
+        assert_eq!((offset, &active_back), (4, &active));
+        assert_eq!(back.last_stable_offset(4), 1);
+        let p2 = back.active()[0];
+        assert_eq!((p2.producer_id, p2.current_txn_start_offset), (2, 1));
+        let done = back.record_marker(&marker(2, 0, 4, false), 4).unwrap();
+        assert_eq!(done.first_offset, 1);
+        // Kafka's DescribeProducers coordinator epoch of producer 1 went with it.
+        assert_eq!(
+            back.active()
+                .iter()
+                .find(|p| p.producer_id == 2)
+                .unwrap()
+                .coordinator_epoch,
+            4
+        );
     }
 
     #[test]
@@ -375,8 +768,8 @@ mod tests {
         t.record(&header(7, 1, 0, 3), 100);
         t.record(&header(7, 1, 3, 2), 103);
         t.record(&header(9, 0, 0, 1), 105);
-        let bytes = t.snapshot(106);
-        let (back, offset) = ProducerTable::restore(10, &bytes).unwrap();
+        let bytes = t.snapshot(106, &ActiveAborted::default());
+        let (back, offset, _) = ProducerTable::restore(10, &bytes).unwrap();
         assert_eq!(offset, 106);
         assert_eq!(
             back.check(&header(7, 1, 3, 2)).unwrap(),

@@ -100,6 +100,10 @@ impl<B: Backend> Partition<B> {
             self.ensure_leader()?;
             self.check_leader_epoch(at.current_leader_epoch)?;
         }
+        if reader == Reader::Committed {
+            // The last stable offset needs the producer table (after a restart, rebuilt).
+            self.ensure_producers().await;
+        }
         if at.last_fetched_epoch >= 0 {
             let (epoch, end_offset) = self.end_offset_for_epoch(at.last_fetched_epoch);
             if epoch < at.last_fetched_epoch || end_offset < at.offset {
@@ -175,13 +179,21 @@ impl<B: Backend> Partition<B> {
 
     /// ListOffsets: (offset, timestamp, leader epoch), (-1, -1, -1) when there is none. The
     /// epoch is the one of the batch at the offset (for the latest offset, this leader's).
+    /// A `committed` (read_committed) reader's latest offset is the last stable offset; as
+    /// in Kafka, a time lookup that lands at or past what the reader may fetch finds none.
     pub async fn list_offsets(
         &self,
         query: OffsetQuery,
         current_leader_epoch: i32,
+        committed: bool,
     ) -> Result<(i64, i64, i32), KafkaError> {
         self.ensure_leader()?;
         self.check_leader_epoch(current_leader_epoch)?;
+        let readable_end = if committed {
+            self.stable_offset().await
+        } else {
+            self.high_watermark()
+        };
         let epochs = self.log.leader_epochs();
         let found = match query {
             OffsetQuery::Latest => {
@@ -195,18 +207,20 @@ impl<B: Backend> Partition<B> {
                     ));
                 }
                 let epoch = epochs.latest().map_or(UNDEFINED_EPOCH, |(e, _)| e);
-                return Ok((self.high_watermark(), -1, epoch));
+                return Ok((readable_end, -1, epoch));
             }
             OffsetQuery::Earliest => Some((self.log.log_start_offset(), -1)),
             OffsetQuery::MaxTimestamp => self.log.max_timestamp_offset().await?,
             OffsetQuery::Timestamp(t) => self.log.offset_for_timestamp(t).await?,
         };
         Ok(match found {
-            Some((offset, timestamp)) => {
+            Some((offset, timestamp))
+                if offset < readable_end || query == OffsetQuery::Earliest =>
+            {
                 let epoch = epochs.epoch_at(offset).unwrap_or(UNDEFINED_EPOCH);
                 (offset, timestamp, epoch)
             }
-            None => (-1, -1, UNDEFINED_EPOCH),
+            Some(_) | None => (-1, -1, UNDEFINED_EPOCH),
         })
     }
 
