@@ -1,7 +1,8 @@
 //! Kafka's admin command-line tools (the `kafka-tools` 4.4.0 jar) against the real broker:
 //! kafka-reassign-partitions (generate, execute, verify; one node and a four-broker
 //! cluster), kafka-log-dirs, kafka-leader-election (preferred and unclean),
-//! kafka-transactions list and find-hanging, kafka-features describe, and kafka-topics
+//! kafka-transactions list, find-hanging, abort and describe-producers, kafka-features
+//! describe, and kafka-topics
 //! --describe paging through DescribeTopicPartitions. Each tool's main class runs in the
 //! test's JVM (see
 //! `client_kafka_tools.rs`); what it did is checked through the broker, not only through
@@ -415,6 +416,132 @@ fn kafka_transactions_find_hanging_finds_none() {
         "{}",
         out.report()
     );
+}
+
+/// A transaction left open in a partition (a raw client wrote a transactional batch and no
+/// coordinator will end it) is what `find-hanging` finds and `abort` ends: the tool reads the
+/// producer's state with DescribeProducers and writes the abort marker with WriteTxnMarkers,
+/// after which read_committed readers pass it and see its records as aborted.
+#[test]
+fn kafka_transactions_find_hanging_and_abort_end_an_open_transaction() {
+    use common::txn::TxnPartition;
+    let Some(mut c) = tools("kafka-transactions find-hanging and abort") else {
+        return;
+    };
+    let port = common::free_port();
+    let broker = Broker::start_with(
+        "tools-transactions-abort",
+        BrokerOptions::with_config(&format!("metrics_listen = \"127.0.0.1:{port}\"\n")),
+    );
+    let b = broker.bootstrap();
+    let t = "left-open";
+    broker.create_topic(t, 1, &[]);
+    let mut raw = TxnPartition::new(broker.net(), t);
+    let mut p = raw.init_producer();
+    let pid = p.id;
+    let plain = |raw: &mut TxnPartition, v: &str| raw.produce_plain(&[v.to_string()]);
+    assert_eq!(plain(&mut raw, "before"), (rill_net::ErrorCode::None, 0));
+    assert_eq!(raw.txn_produce(&mut p, &["never decided".to_string()]), 1);
+    assert_eq!(plain(&mut raw, "after"), (rill_net::ErrorCode::None, 2));
+
+    let node = node_id(&broker).to_string();
+    let out = tool(
+        &mut c,
+        TRANSACTIONS,
+        &[
+            "--bootstrap-server",
+            &b,
+            "find-hanging",
+            "--broker-id",
+            &node,
+            "--max-transaction-timeout",
+            "0",
+        ],
+    );
+    // Header, then the one open transaction: topic, partition, producer id, epoch,
+    // coordinator epoch, start offset.
+    let rows: Vec<Vec<String>> = out
+        .stdout
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{}", out.report());
+    assert_eq!(
+        rows[1][..6],
+        [t, "0", &pid.to_string(), "0", "-1", "1"].map(str::to_string),
+        "{}",
+        out.report()
+    );
+    let markers_before = requests_of(port, "WriteTxnMarkers");
+    tool(
+        &mut c,
+        TRANSACTIONS,
+        &[
+            "--bootstrap-server",
+            &b,
+            "abort",
+            "--topic",
+            t,
+            "--partition",
+            "0",
+            "--start-offset",
+            "1",
+        ],
+    );
+    assert_eq!(requests_of(port, "WriteTxnMarkers"), markers_before + 1);
+    // Nothing hangs any more; the producer has no open transaction.
+    let out = tool(
+        &mut c,
+        TRANSACTIONS,
+        &[
+            "--bootstrap-server",
+            &b,
+            "find-hanging",
+            "--broker-id",
+            &node,
+            "--max-transaction-timeout",
+            "0",
+        ],
+    );
+    let lines = out.stdout.iter().filter(|l| !l.trim().is_empty()).count();
+    assert_eq!(lines, 1, "{}", out.report());
+    let out = tool(
+        &mut c,
+        TRANSACTIONS,
+        &[
+            "--bootstrap-server",
+            &b,
+            "describe-producers",
+            "--topic",
+            t,
+            "--partition",
+            "0",
+        ],
+    );
+    let row: Vec<String> = out
+        .stdout
+        .iter()
+        .find(|l| l.split_whitespace().next() == Some(&pid.to_string()))
+        .unwrap_or_else(|| panic!("no row for producer {pid}: {}", out.report()))
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    // ProducerId ProducerEpoch LatestCoordinatorEpoch LastSequence LastTimestamp
+    // CurrentTransactionStartOffset
+    assert_eq!(
+        row[2],
+        "0",
+        "the abort's coordinator epoch: {}",
+        out.report()
+    );
+    assert_eq!(row[5], "None", "{}", out.report());
+    // A read_committed consumer passes the aborted transaction and drops its record.
+    let consumer = broker.consumer(&[("isolation.level", "read_committed")]);
+    common::assign(&consumer, t, &[0], rdkafka::Offset::Beginning);
+    let recs = common::consume_exactly(&consumer, 2, Duration::from_secs(30));
+    let values: Vec<&[u8]> = recs.iter().map(|r| r.value.as_deref().unwrap()).collect();
+    assert_eq!(values, [&b"before"[..], &b"after"[..]]);
 }
 
 #[test]

@@ -17,6 +17,7 @@ pub mod groups;
 pub mod keyed;
 pub mod netns;
 pub mod raw;
+pub mod txn;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
