@@ -199,7 +199,11 @@ impl<B: Backend> Partition<B> {
                     grew = true;
                     // Kept in step, as the leader keeps it, once rebuilt: a follower's
                     // cleaner needs it, and so does this broker when it leads next.
-                    if self.producers_rebuilt.get() {
+                    #[cfg(test)]
+                    let skip = self.follower_skips_txn_state.get() && header.is_transactional();
+                    #[cfg(not(test))]
+                    let skip = false;
+                    if self.producers_rebuilt.get() && !skip {
                         self.record_appended(&header, &data, header.base_offset);
                     }
                 }

@@ -176,6 +176,10 @@ pub struct Partition<B: Backend = DmaBackend> {
     /// The clock replication decisions read (follower lag, ISR changes): the real one in
     /// the broker, a virtual one in the simulator, so a seed replays the same.
     clock: Rc<dyn Fn() -> Instant>,
+    /// The simulator's deliberate bug: as a follower, record nothing of the transactions it
+    /// copies (its producer table and aborted index fall behind its log).
+    #[cfg(test)]
+    pub(super) follower_skips_txn_state: Cell<bool>,
 }
 
 /// What opening a partition needs.
@@ -231,6 +235,8 @@ impl<B: Backend> Partition<B> {
             replica_fsync: o.replica_fsync,
             compaction: Cell::new(None),
             clock,
+            #[cfg(test)]
+            follower_skips_txn_state: Cell::new(false),
         }
     }
 

@@ -126,6 +126,14 @@ impl<B: Backend> Partition<B> {
         m: MarkerWrite,
         replica_lag_max: Duration,
     ) -> Result<(), KafkaError> {
+        let (last_offset, epoch) = self.append_marker(m).await?;
+        self.await_replication(last_offset, epoch, replica_lag_max)
+            .await
+    }
+
+    /// [`Partition::write_txn_marker`] up to the wait for the in-sync replicas: the marker
+    /// appended in turn and synced here; its offset and the leader epoch it was appended at.
+    pub(super) async fn append_marker(&self, m: MarkerWrite) -> Result<(i64, i32), KafkaError> {
         let (last_offset, epoch) = {
             let _turn = self.appends.lock().await;
             let epoch = self.leader_epoch_for_append(-1)?;
@@ -162,7 +170,6 @@ impl<B: Backend> Partition<B> {
         let started = Instant::now();
         self.log.sync().await.map_err(KafkaError::from)?;
         self.metrics.synced(started.elapsed());
-        self.await_replication(last_offset, epoch, replica_lag_max)
-            .await
+        Ok((last_offset, epoch))
     }
 }

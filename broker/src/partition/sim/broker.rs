@@ -64,6 +64,30 @@ struct Waiter {
     last_offset: i64,
     batches: Vec<StoredBatch>,
     deadline: u64,
+    /// An end marker of this transactional producer: once acknowledged, its transaction
+    /// is over.
+    ends_txn_of: Option<i64>,
+}
+
+/// The simulated transactional producer's open transaction.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct OpenTxn {
+    producer_id: i64,
+    next_seq: i32,
+    batches: u32,
+    /// Decided: commit (true) or abort; its marker is sent until acknowledged.
+    ending: Option<bool>,
+}
+
+/// `batch` (built without a producer) as a transactional batch of `producer_id` (epoch 0)
+/// starting at sequence `seq`.
+fn transactional(mut batch: Vec<u8>, producer_id: i64, seq: i32) -> Vec<u8> {
+    batch[21..23].copy_from_slice(&0x10i16.to_be_bytes());
+    batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    batch[51..53].copy_from_slice(&0i16.to_be_bytes());
+    batch[53..57].copy_from_slice(&seq.to_be_bytes());
+    rill_storage::batch::set_crc(&mut batch);
+    batch
 }
 
 pub(super) struct SimBroker {
@@ -181,6 +205,8 @@ impl Sim {
             replica_fsync: self.cfg.replica_fsync,
         };
         let p = Rc::new(Partition::with_clock(log, opening, clock));
+        p.follower_skips_txn_state
+            .set(self.cfg.mutation == Mutation::FollowerSkipsTxnState);
         let line = format!(
             "start broker {b} incarnation {}: log end {}, high watermark {}, epochs {:?}",
             br.inc,
@@ -622,15 +648,128 @@ impl Sim {
         Ok(())
     }
 
-    /// A client's produce, to the broker its metadata names (sometimes another one).
-    pub(super) fn produce(&mut self) -> SimResult<()> {
+    /// The broker a client's metadata names for the partition (sometimes not the leader).
+    fn produce_target(&mut self) -> usize {
         let n = self.brokers.len() as u64;
         let leader = self.ctl.placement.leader;
-        let target = if leader >= 1 && self.rng.chance(0.8) {
+        if leader >= 1 && self.rng.chance(0.8) {
             leader as usize
         } else {
             self.rng.range(1, n) as usize
+        }
+    }
+
+    /// Transactional work instead of a plain produce: the next batch of the open
+    /// transaction (one opens if none is), or its end marker.
+    fn produce_txn(&mut self) -> SimResult<()> {
+        let target = self.produce_target();
+        let mut txn = match self.txn {
+            Some(t) => t,
+            None => {
+                self.next_txn_producer += 1;
+                OpenTxn {
+                    producer_id: self.next_txn_producer,
+                    next_seq: 0,
+                    batches: 0,
+                    ending: None,
+                }
+            }
         };
+        if txn.ending.is_none() && txn.batches > 0 && self.rng.chance(0.35) {
+            txn.ending = Some(self.rng.chance(0.5));
+        }
+        self.summary.produces += 1;
+        let no = self.summary.produces;
+        if self.brokers[target - 1].paused {
+            self.txn = Some(txn);
+            return Ok(());
+        }
+        let Some(p) = self.part(target) else {
+            self.txn = Some(txn);
+            return Ok(());
+        };
+        let epoch = p.replica.borrow().leader_epoch();
+        let from = p.log().log_end_offset();
+        let appended = match txn.ending {
+            Some(commit) => {
+                let m = crate::partition::MarkerWrite {
+                    producer_id: txn.producer_id,
+                    producer_epoch: 0,
+                    coordinator_epoch: 0,
+                    commit,
+                };
+                block_on(p.append_marker(m)).map(|(last, _)| last)
+            }
+            None => {
+                let records = self.rng.range(1, 3) as i32;
+                let values: Vec<String> = (0..records)
+                    .map(|r| {
+                        format!(
+                            "seed {} produce {no} txn {} record {r}",
+                            self.seed, txn.producer_id
+                        )
+                    })
+                    .collect();
+                let recs: Vec<build::Rec<'_>> = values
+                    .iter()
+                    .map(|v| build::Rec {
+                        key: None,
+                        value: v.as_bytes(),
+                        timestamp_ms: super::WALL_BASE_MS + self.now() as i64,
+                    })
+                    .collect();
+                let bytes = transactional(build::batch(&recs), txn.producer_id, txn.next_seq);
+                let batch = CheckedBatch::check(Bytes::from(bytes))
+                    .expect("the simulator builds valid batches");
+                let appended = block_on(p.append_durably(vec![batch], -1));
+                match &appended {
+                    Ok(_) => {
+                        txn.next_seq += records;
+                        txn.batches += 1;
+                        self.summary.txn_batches += 1;
+                    }
+                    // A batch a truncation took leaves the rest out of sequence: end it.
+                    Err(e) if e.code == ErrorCode::OutOfOrderSequenceNumber => {
+                        txn.ending = Some(false)
+                    }
+                    Err(_) => {}
+                }
+                appended.map(|(_, last, _)| last)
+            }
+        };
+        self.txn = Some(txn);
+        let what = match txn.ending {
+            Some(true) => "commit marker",
+            Some(false) => "abort marker",
+            None => "transactional batch",
+        };
+        let last_offset = match appended {
+            Ok(last) => last,
+            Err(e) => {
+                self.log(format!(
+                    "{what} of producer {} to {target}: {:?}: {}",
+                    txn.producer_id,
+                    e.code,
+                    e.message.as_deref().unwrap_or("")
+                ));
+                return Ok(());
+            }
+        };
+        let to = p.log().log_end_offset();
+        self.log(format!(
+            "{what} of producer {} to {target}: [{from}, {to}) at epoch {epoch}",
+            txn.producer_id
+        ));
+        let ends = txn.ending.map(|_| txn.producer_id);
+        self.wait_for_isr(target, &p, epoch, from, last_offset, ends)
+    }
+
+    /// A client's produce, to the broker its metadata names (sometimes another one).
+    pub(super) fn produce(&mut self) -> SimResult<()> {
+        if self.cfg.txn_share > 0.0 && self.rng.chance(self.cfg.txn_share) {
+            return self.produce_txn();
+        }
+        let target = self.produce_target();
         let acks: i16 = match self.rng.next_u64() % 10 {
             0 => 0,
             1..=3 => 1,
@@ -681,7 +820,26 @@ impl Sim {
             }
         };
         let to = p.log().log_end_offset();
-        let stored = match read_batches(&p, from, to) {
+        self.log(format!(
+            "produce to {target} acks {acks}: [{from}, {to}) at epoch {epoch}"
+        ));
+        if acks == -1 {
+            return self.wait_for_isr(target, &p, epoch, from, last_offset, None);
+        }
+        self.stamped(target, &p, epoch, from).map(|_| ())
+    }
+
+    /// What broker `target` appended at `from` as leader at `epoch`, each batch checked to
+    /// carry that epoch.
+    fn stamped(
+        &self,
+        target: usize,
+        p: &Part,
+        epoch: i32,
+        from: i64,
+    ) -> SimResult<Vec<StoredBatch>> {
+        let to = p.log().log_end_offset();
+        let stored = match read_batches(p, from, to) {
             Ok(s) => s,
             Err(e) => {
                 return self.fail(format!("broker {target} cannot read what it appended: {e}"))
@@ -693,26 +851,37 @@ impl Sim {
                 bad.base, bad.epoch
             ));
         }
-        self.log(format!(
-            "produce to {target} acks {acks}: [{from}, {to}) at epoch {epoch}"
-        ));
-        if acks == -1 {
-            let id = self.id();
-            let deadline = self.now() + self.cfg.replica_lag_max_ms + 20 * ACKS_ALL_RECHECK_MS;
-            self.brokers[target - 1].waiters.push(Waiter {
-                id,
-                epoch,
-                last_offset,
-                batches: stored,
-                deadline,
-            });
-            if self.poll_waiter(target, id)? {
-                self.timer(
-                    target,
-                    ACKS_ALL_RECHECK_MS,
-                    Timer::AckRecheck { produce: id },
-                );
-            }
+        Ok(stored)
+    }
+
+    /// acks=all: the appended batches wait for the in-sync replicas on the simulator's
+    /// timers, as `await_replication` waits on the broker's.
+    fn wait_for_isr(
+        &mut self,
+        target: usize,
+        p: &Part,
+        epoch: i32,
+        from: i64,
+        last_offset: i64,
+        ends_txn_of: Option<i64>,
+    ) -> SimResult<()> {
+        let stored = self.stamped(target, p, epoch, from)?;
+        let id = self.id();
+        let deadline = self.now() + self.cfg.replica_lag_max_ms + 20 * ACKS_ALL_RECHECK_MS;
+        self.brokers[target - 1].waiters.push(Waiter {
+            id,
+            epoch,
+            last_offset,
+            batches: stored,
+            deadline,
+            ends_txn_of,
+        });
+        if self.poll_waiter(target, id)? {
+            self.timer(
+                target,
+                ACKS_ALL_RECHECK_MS,
+                Timer::AckRecheck { produce: id },
+            );
         }
         Ok(())
     }
@@ -769,6 +938,12 @@ impl Sim {
             last, w.epoch
         ));
         if outcome == "acknowledged" {
+            if let Some(pid) = w.ends_txn_of {
+                if self.txn.is_some_and(|t| t.producer_id == pid) {
+                    self.txn = None;
+                }
+                self.summary.txn_markers_acked += 1;
+            }
             self.acknowledged(b, &p, w.epoch, w.batches)?;
         }
         Ok(false)

@@ -24,6 +24,11 @@
 //!    no broker is past the controller's, and a log's leader-epoch history follows the log:
 //!    every batch carries the epoch the history gives its offset, epochs never go down along
 //!    the log, each entry starts at a batch of its epoch, and a leader stamps its own epoch.
+//! 6. Transactions: a replica's last stable offset, once its producer state is known, lies
+//!    between its log start and its high watermark; after healing, every replica's last
+//!    stable offset and aborted transactions (its producer table and its segments'
+//!    aborted-transaction indexes, kept up as it appended, truncated and restarted) are
+//!    exactly what a reading of its log from the start gives.
 //!
 //! Checks are incremental: the checker keeps a copy of every log, reading only what was
 //! appended since the last event (all of it again after a restart, and the rest dropped
@@ -35,6 +40,7 @@ use std::collections::{BTreeMap, HashSet};
 use bytes::Bytes;
 use futures_lite::future::block_on;
 use rill_storage::batch::BatchHeader;
+use rill_storage::txn::{parse_marker, AbortedTxn, ControlKind};
 
 use super::{Part, Sim, SimResult};
 use crate::partition::batch_len;
@@ -340,6 +346,32 @@ impl Sim {
                 ));
             }
         }
+        for b in 1..=self.brokers.len() {
+            self.check_transactions(b)?;
+        }
+        Ok(())
+    }
+
+    /// Invariant 6 after healing: broker `b`'s transaction state against its log.
+    fn check_transactions(&self, b: usize) -> SimResult<()> {
+        let Some(p) = self.part(b) else {
+            return Ok(());
+        };
+        block_on(p.ensure_producers());
+        let (start, end, hw) = (
+            p.log().log_start_offset(),
+            p.log().log_end_offset(),
+            p.high_watermark(),
+        );
+        let (want_lso, want_aborted) = txn_oracle(self.checker.mirrors[&b].within(start, end), hw);
+        let lso = p.last_stable_offset();
+        let aborted = block_on(p.aborted_transactions(start, end))
+            .map_err(|e| format!("broker {b} cannot collect its aborted transactions: {e:?}"))?;
+        if lso != Some(want_lso.max(start)) || aborted != want_aborted {
+            return self.fail(format!(
+                "after healing, broker {b} reports last stable offset {lso:?} and aborted {aborted:?}; its log [{start}, {end}) at high watermark {hw} says {want_lso} and {want_aborted:?}"
+            ));
+        }
         Ok(())
     }
 
@@ -378,6 +410,14 @@ impl Sim {
                 ));
             }
             let hw = p.high_watermark();
+            if let Some(lso) = p.last_stable_offset() {
+                let start = p.log().log_start_offset();
+                if lso > hw.max(start) || lso < start {
+                    return self.fail(format!(
+                        "broker {b}'s last stable offset {lso} is outside [log start {start}, high watermark {hw}]"
+                    ));
+                }
+            }
             if p.is_leader() {
                 if let Some(&(i, e, was)) = self.checker.leader_hw.get(&b) {
                     if (i, e) == (inc, epoch) && hw < was {
@@ -644,6 +684,45 @@ impl Sim {
 }
 
 /// A stored batch as a violation message shows it (`None` where a replica lacks it).
+/// What a log's batches say of its transactions, read from the start as Kafka's rules
+/// give it: the last stable offset at high watermark `hw` (every marker below it) and the
+/// aborted transactions, each with the last stable offset at its marker.
+fn txn_oracle(batches: &[StoredBatch], hw: i64) -> (i64, Vec<AbortedTxn>) {
+    // Open transactions: producer id -> first offset.
+    let mut open: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut aborted = Vec::new();
+    let mut unreplicated_first: Option<i64> = None;
+    for sb in batches {
+        let Ok(h) = BatchHeader::parse(&sb.bytes) else {
+            continue;
+        };
+        if h.is_control() {
+            let Some(m) = parse_marker(&sb.bytes) else {
+                continue;
+            };
+            let Some(first) = open.remove(&h.producer_id) else {
+                continue;
+            };
+            if sb.base >= hw {
+                unreplicated_first = Some(unreplicated_first.map_or(first, |u| u.min(first)));
+            }
+            if m.kind == ControlKind::Abort {
+                let lso = open.values().min().copied().unwrap_or(sb.base + 1);
+                aborted.push(AbortedTxn {
+                    producer_id: h.producer_id,
+                    first_offset: first,
+                    last_offset: sb.base,
+                    last_stable_offset: lso,
+                });
+            }
+        } else if h.is_transactional() {
+            open.entry(h.producer_id).or_insert(sb.base);
+        }
+    }
+    let first_unstable = open.values().copied().chain(unreplicated_first).min();
+    (first_unstable.map_or(hw, |f| f.min(hw)), aborted)
+}
+
 fn show_batch(x: Option<&StoredBatch>) -> Option<String> {
     x.map(|x| {
         format!(

@@ -30,10 +30,15 @@
 //! the trace. After the chaos the faults heal and the partition must be led and in sync
 //! again within a bound.
 //!
+//! Transactions (a share of the produce events, from the seed): one transactional producer
+//! writes transactional batches and ends each transaction with an end marker (commit or
+//! abort, acks=all, retried until acknowledged), as WriteTxnMarkers does; after healing,
+//! every replica's last stable offset and aborted transactions must be what its log says.
+//!
 //! Not modelled: interleavings inside one partition call (each runs to completion before
-//! the next event), several partitions or shards, the raft group itself, idempotent and
-//! transactional producers, retention and DeleteRecords, reassignments, power loss without
-//! `replica_fsync`, and a machine that comes back with an empty disk.
+//! the next event), several partitions or shards, the raft group itself, idempotent
+//! producers, the transaction coordinator, retention and DeleteRecords, reassignments,
+//! power loss without `replica_fsync`, and a machine that comes back with an empty disk.
 //!
 //! Layout: `mod.rs` (this: configuration, the event loop, network, chaos), `broker` (a
 //! broker's side: timers, fetcher, leader fetches, produce, acks=all waits), `controller`
@@ -82,6 +87,10 @@ pub enum Mutation {
     /// records away as a follower and took the new leader's high watermark past them,
     /// acknowledges records its log no longer holds (chaos seed 21).
     AckDeposedLeader,
+    /// Followers record nothing of the transactional batches and markers they copy: their
+    /// producer table and aborted-transaction index fall behind their logs, which a new
+    /// leader (or a read_committed reader of it) would answer from.
+    FollowerSkipsTxnState,
 }
 
 /// Shape and fault rates of one run.
@@ -113,6 +122,9 @@ pub struct SimConfig {
     /// Virtual ms allowed after healing to be led and in sync again.
     pub heal_budget_ms: u64,
     pub mutation: Mutation,
+    /// Chance a produce event is transactional work instead: a transactional batch of the
+    /// open transaction, or its end marker (WriteTxnMarkers, acks=all), commit or abort.
+    pub txn_share: f64,
 }
 
 impl SimConfig {
@@ -138,6 +150,8 @@ impl SimConfig {
             chaos_ms: 12_000,
             heal_budget_ms: 30_000,
             mutation: Mutation::None,
+            // Drawn last, so the earlier draws (and the seeds' shapes) stay as they were.
+            txn_share: [0.0, 0.2, 0.5][(r.next_u64() % 3) as usize],
         }
     }
 }
@@ -255,6 +269,9 @@ pub struct RunSummary {
     pub committed_rewrites: u64,
     pub converged_after_heal_ms: u64,
     pub virtual_ms: u64,
+    /// Transactional batches appended, and end markers acknowledged.
+    pub txn_batches: u64,
+    pub txn_markers_acked: u64,
 }
 
 type SimResult<T> = Result<T, String>;
@@ -289,6 +306,11 @@ pub struct Sim {
     trace_hash: u64,
     print_trace: bool,
     summary: RunSummary,
+    /// The transaction the simulated transactional producer has open.
+    txn: Option<broker::OpenTxn>,
+    /// The producer id the next transaction takes (one per transaction, so a batch a
+    /// truncation took never leaves the next transaction's sequences out of order).
+    next_txn_producer: i64,
 }
 
 impl Sim {
@@ -340,6 +362,8 @@ impl Sim {
             trace_hash: 0xcbf2_9ce4_8422_2325,
             print_trace: std::env::var("RILL_SIM_TRACE").is_ok_and(|v| v == "1"),
             summary: RunSummary::default(),
+            txn: None,
+            next_txn_producer: 4000,
             cfg,
         }
     }

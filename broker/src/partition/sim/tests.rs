@@ -83,7 +83,7 @@ fn run_all(seeds: &[u64], threads: usize) {
 fn print_totals(summaries: &[RunSummary], began: Instant) {
     let sum = |f: fn(&RunSummary) -> u64| summaries.iter().map(f).sum::<u64>();
     println!(
-        "partition simulation: {} seeds in {:.1?}: {} events, {} produces, {} batches acknowledged, {} kills, {} power losses, {} pauses, {} cuts, {} elections, {} truncations, {} committed batches replaced after a crash took them, {} virtual s, slowest convergence after heal {} ms",
+        "partition simulation: {} seeds in {:.1?}: {} events, {} produces, {} batches acknowledged, {} kills, {} power losses, {} pauses, {} cuts, {} elections, {} truncations, {} committed batches replaced after a crash took them, {} transactional batches, {} end markers acknowledged, {} virtual s, slowest convergence after heal {} ms",
         summaries.len(),
         began.elapsed(),
         sum(|s| s.events),
@@ -96,6 +96,8 @@ fn print_totals(summaries: &[RunSummary], began: Instant) {
         sum(|s| s.elections),
         sum(|s| s.truncations),
         sum(|s| s.committed_rewrites),
+        sum(|s| s.txn_batches),
+        sum(|s| s.txn_markers_acked),
         sum(|s| s.virtual_ms) / 1000,
         summaries.iter().map(|s| s.converged_after_heal_ms).max().unwrap_or(0),
     );
@@ -108,6 +110,8 @@ fn print_totals(summaries: &[RunSummary], began: Instant) {
             ("cuts", sum(|s| s.cuts)),
             ("elections", sum(|s| s.elections)),
             ("truncations", sum(|s| s.truncations)),
+            ("transactional batches", sum(|s| s.txn_batches)),
+            ("acknowledged end markers", sum(|s| s.txn_markers_acked)),
         ] {
             assert!(n > 0, "no {what} in {} seeds", summaries.len());
         }
@@ -208,6 +212,16 @@ fn an_election_outside_the_isr_is_caught() {
 }
 
 #[test]
+fn followers_that_forget_transactions_are_caught() {
+    let (seed, e) = first_violation(Mutation::FollowerSkipsTxnState, 0..200)
+        .expect("followers that record nothing of transactions went unnoticed for 200 seeds");
+    assert!(
+        e.contains("reports last stable offset") || e.contains("last stable offset"),
+        "seed {seed}: {e}"
+    );
+}
+
+#[test]
 fn a_deposed_leader_acknowledging_is_caught() {
     // The chaos-seed-21 loss (434f4c4): a deposed leader's waiting acks=all produces,
     // answered from the new leader's high watermark once the deposed leader had cut its
@@ -232,8 +246,9 @@ fn mutation_survey() {
         "ack-deposed-leader" => Mutation::AckDeposedLeader,
         "no-divergence-check" => Mutation::NoDivergenceCheck,
         "unclean-election" => Mutation::UncleanElection,
+        "follower-skips-txn-state" => Mutation::FollowerSkipsTxnState,
         other => panic!(
-            "RILL_SIM_MUTATION={other} is not a mutation; use ack-deposed-leader, no-divergence-check or unclean-election"
+            "RILL_SIM_MUTATION={other} is not a mutation; use ack-deposed-leader, no-divergence-check, unclean-election or follower-skips-txn-state"
         ),
     };
     let seeds = seed_list(2_000);
