@@ -379,6 +379,20 @@ fn kafka_transactions_list_is_empty() {
 
 /// `find-hanging` reads every partition's producers on a broker (DescribeProducers) and finds
 /// no transaction open among them: no idempotent producer is in one.
+/// `kafka-transactions find-hanging` over the partitions of `broker` (a single node).
+fn find_hanging(c: &mut ClientProc, broker: &Broker, extra: &[&str]) -> Output {
+    let (b, node) = (broker.bootstrap(), node_id(broker).to_string());
+    let mut args = vec![
+        "--bootstrap-server",
+        &b,
+        "find-hanging",
+        "--broker-id",
+        &node,
+    ];
+    args.extend_from_slice(extra);
+    tool(c, TRANSACTIONS, &args)
+}
+
 #[test]
 fn kafka_transactions_find_hanging_finds_none() {
     let Some(mut c) = tools("kafka-transactions find-hanging") else {
@@ -389,22 +403,10 @@ fn kafka_transactions_find_hanging_finds_none() {
         "tools-transactions-hanging",
         BrokerOptions::with_config(&format!("metrics_listen = \"127.0.0.1:{port}\"\n")),
     );
-    let b = broker.bootstrap();
     let t = "hanging";
     broker.create_topic(t, 2, &[]);
     produce_spread(&broker, t, 2, "r", 10);
-    let node = node_id(&broker).to_string();
-    let out = tool(
-        &mut c,
-        TRANSACTIONS,
-        &[
-            "--bootstrap-server",
-            &b,
-            "find-hanging",
-            "--broker-id",
-            &node,
-        ],
-    );
+    let out = find_hanging(&mut c, &broker, &[]);
     assert!(
         requests_of(port, "DescribeProducers") >= 1,
         "{}",
@@ -444,20 +446,7 @@ fn kafka_transactions_find_hanging_and_abort_end_an_open_transaction() {
     assert_eq!(raw.txn_produce(&mut p, &["never decided".to_string()]), 1);
     assert_eq!(plain(&mut raw, "after"), (rill_net::ErrorCode::None, 2));
 
-    let node = node_id(&broker).to_string();
-    let out = tool(
-        &mut c,
-        TRANSACTIONS,
-        &[
-            "--bootstrap-server",
-            &b,
-            "find-hanging",
-            "--broker-id",
-            &node,
-            "--max-transaction-timeout",
-            "0",
-        ],
-    );
+    let out = find_hanging(&mut c, &broker, &["--max-transaction-timeout", "0"]);
     // Header, then the one open transaction: topic, partition, producer id, epoch,
     // coordinator epoch, start offset.
     let rows: Vec<Vec<String>> = out
@@ -491,19 +480,7 @@ fn kafka_transactions_find_hanging_and_abort_end_an_open_transaction() {
     );
     assert_eq!(requests_of(port, "WriteTxnMarkers"), markers_before + 1);
     // Nothing hangs any more; the producer has no open transaction.
-    let out = tool(
-        &mut c,
-        TRANSACTIONS,
-        &[
-            "--bootstrap-server",
-            &b,
-            "find-hanging",
-            "--broker-id",
-            &node,
-            "--max-transaction-timeout",
-            "0",
-        ],
-    );
+    let out = find_hanging(&mut c, &broker, &["--max-transaction-timeout", "0"]);
     let lines = out.stdout.iter().filter(|l| !l.trim().is_empty()).count();
     assert_eq!(lines, 1, "{}", out.report());
     let out = tool(

@@ -20,8 +20,8 @@ const ACL_FIELDS: &[Field] = &[
 ];
 
 /// A topic and some of its partitions: name, `[]int32` (DescribeLogDirs, ElectLeaders,
-/// DescribeProducers).
-const TOPIC_PARTITIONS: Ty = Ty::Array(&Ty::Struct(&[
+/// DescribeProducers, and the transaction apis of `schema_txn`).
+pub(super) const TOPIC_PARTITIONS: Ty = Ty::Array(&Ty::Struct(&[
     Field::inline(Ty::Str, 0, MAX),
     Field::inline(Ty::Array(&Ty::Fixed(4)), 0, MAX),
 ]));

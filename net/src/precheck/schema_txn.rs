@@ -3,13 +3,8 @@
 //! shape only, transcribed from the Kafka message definitions, checked against
 //! kafka-protocol by `tests/request_roundtrip.rs` and the layout test in `precheck.rs`.
 
+use super::schema_admin::TOPIC_PARTITIONS;
 use super::{Field, Message, Ty, MAX};
-
-/// A topic and some of its partitions: name, `[]int32`.
-const TOPIC_PARTITIONS: Ty = Ty::Array(&Ty::Struct(&[
-    Field::inline(Ty::Str, 0, MAX),
-    Field::inline(Ty::Array(&Ty::Fixed(4)), 0, MAX),
-]));
 
 /// AddPartitionsToTxn request (api key 24): v0-3 one transaction from its producer; v4+
 /// (KIP-890) a batch of transactions, sent between brokers.

@@ -648,6 +648,23 @@ impl Sim {
         Ok(())
     }
 
+    /// A batch of `records` records named by the seed, `what` and their index (what a
+    /// failure message shows of a batch), stamped with the wall clock.
+    fn values_batch(&self, what: &str, records: u64) -> Vec<u8> {
+        let values: Vec<String> = (0..records)
+            .map(|r| format!("seed {} {what} record {r}", self.seed))
+            .collect();
+        let recs: Vec<build::Rec<'_>> = values
+            .iter()
+            .map(|v| build::Rec {
+                key: None,
+                value: v.as_bytes(),
+                timestamp_ms: super::WALL_BASE_MS + self.now() as i64,
+            })
+            .collect();
+        build::batch(&recs)
+    }
+
     /// The broker a client's metadata names for the partition (sometimes not the leader).
     fn produce_target(&mut self) -> usize {
         let n = self.brokers.len() as u64;
@@ -702,23 +719,11 @@ impl Sim {
             }
             None => {
                 let records = self.rng.range(1, 3) as i32;
-                let values: Vec<String> = (0..records)
-                    .map(|r| {
-                        format!(
-                            "seed {} produce {no} txn {} record {r}",
-                            self.seed, txn.producer_id
-                        )
-                    })
-                    .collect();
-                let recs: Vec<build::Rec<'_>> = values
-                    .iter()
-                    .map(|v| build::Rec {
-                        key: None,
-                        value: v.as_bytes(),
-                        timestamp_ms: super::WALL_BASE_MS + self.now() as i64,
-                    })
-                    .collect();
-                let bytes = transactional(build::batch(&recs), txn.producer_id, txn.next_seq);
+                let plain = self.values_batch(
+                    &format!("produce {no} txn {}", txn.producer_id),
+                    records as u64,
+                );
+                let bytes = transactional(plain, txn.producer_id, txn.next_seq);
                 let batch = CheckedBatch::check(Bytes::from(bytes))
                     .expect("the simulator builds valid batches");
                 let appended = block_on(p.append_durably(vec![batch], -1));
@@ -781,18 +786,7 @@ impl Sim {
         let no = self.summary.produces;
         for i in 0..count {
             let records = self.rng.range(1, 4);
-            let values: Vec<String> = (0..records)
-                .map(|r| format!("seed {} produce {no} batch {i} record {r}", self.seed))
-                .collect();
-            let recs: Vec<build::Rec<'_>> = values
-                .iter()
-                .map(|v| build::Rec {
-                    key: None,
-                    value: v.as_bytes(),
-                    timestamp_ms: super::WALL_BASE_MS + self.now() as i64,
-                })
-                .collect();
-            let bytes = Bytes::from(build::batch(&recs));
+            let bytes = Bytes::from(self.values_batch(&format!("produce {no} batch {i}"), records));
             batches.push(CheckedBatch::check(bytes).expect("the simulator builds valid batches"));
         }
         let br = &self.brokers[target - 1];
