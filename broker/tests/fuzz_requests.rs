@@ -343,11 +343,27 @@ fn seeds() -> Vec<Vec<u8>> {
         // decompression on the connection's shard.
         frame(recompressing, 1, 26),
         frame(gzip_produce.into(), 9, 27),
+        // A transaction coordinator's end marker (served: issue 17, increment 2).
+        frame(
+            WriteTxnMarkersRequest::default()
+                .with_markers(vec![write_txn_markers_request::WritableTxnMarker::default(
+                )
+                .with_producer_id(ProducerId(1000))
+                .with_transaction_result(true)
+                .with_topics(vec![
+                    write_txn_markers_request::WritableTxnMarkerTopic::default()
+                        .with_name(TopicName(s("fuzz")))
+                        .with_partition_indexes(vec![0]),
+                ])])
+                .into(),
+            1,
+            31,
+        ),
     ]
 }
 
-/// The transaction apis (issue 17), as a Kafka 4 producer and coordinator send them. The
-/// broker does not serve them yet: each is refused by closing the connection (an
+/// The transaction apis the broker does not serve yet (issue 17), as a Kafka 4 producer
+/// sends them: each is refused by closing the connection (an
 /// unadvertised api, as Kafka does); mutated, they reach the request decoder's checks.
 fn unserved_seeds() -> Vec<Vec<u8>> {
     vec![
@@ -381,21 +397,6 @@ fn unserved_seeds() -> Vec<Vec<u8>> {
                 .into(),
             5,
             30,
-        ),
-        frame(
-            WriteTxnMarkersRequest::default()
-                .with_markers(vec![write_txn_markers_request::WritableTxnMarker::default(
-                )
-                .with_producer_id(ProducerId(1000))
-                .with_transaction_result(true)
-                .with_topics(vec![
-                    write_txn_markers_request::WritableTxnMarkerTopic::default()
-                        .with_name(TopicName(s("fuzz")))
-                        .with_partition_indexes(vec![0]),
-                ])])
-                .into(),
-            1,
-            31,
         ),
         frame(
             TxnOffsetCommitRequest::default()
