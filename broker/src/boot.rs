@@ -161,6 +161,7 @@ async fn shard_main(start: ShardStart<ShardMsg, ReplyMsg>, shared: Shared) -> Re
     });
     // The services of the modules above the shard, before anything can ask for them.
     group::start(&shard);
+    crate::txn::start(&shard);
     server::start(&shard);
     shard.provide(Rc::new(RefCell::new(FetchSessions::new(
         id,

@@ -1,7 +1,8 @@
 //! Apache Kafka's coordinator record encodings (the key and value schemas of
 //! `__consumer_offsets` and `__transaction_state`): a writer and a reader of their
-//! primitive types, non-flexible and flexible (compact lengths, tagged fields). Used by
-//! `group::wire` and `txn::wire`; bytes in, values out.
+//! primitive types, non-flexible and flexible (compact lengths, tagged fields), and where a
+//! replay of a coordinator's partition reads next. Used by `group` and `txn`; bytes in,
+//! values out.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -199,4 +200,26 @@ impl<'a> R<'a> {
     pub(crate) fn skip_tags(&mut self) -> Res<()> {
         self.tags(|_, _| Ok(()))
     }
+}
+
+/// The offset after the last record batch in `chunks` (a coordinator replaying its
+/// partition reads on from there, also past batches the cleaner emptied) (from each batch header's base
+/// offset and last offset delta), or -1 if there is none whole.
+pub(crate) fn end_of_batches(chunks: &[Bytes]) -> i64 {
+    let mut end = -1;
+    for chunk in chunks {
+        let mut rest: &[u8] = chunk;
+        while rest.len() >= 27 {
+            let base = i64::from_be_bytes(rest[0..8].try_into().expect("8 bytes"));
+            let len = i32::from_be_bytes(rest[8..12].try_into().expect("4 bytes"));
+            let last_delta = i32::from_be_bytes(rest[23..27].try_into().expect("4 bytes"));
+            let total = len as i64 + 12;
+            if len <= 0 || total > rest.len() as i64 {
+                break;
+            }
+            end = end.max(base + last_delta as i64 + 1);
+            rest = &rest[total as usize..];
+        }
+    }
+    end
 }

@@ -74,7 +74,7 @@ fn streams_stateless_filter_map() {
 }
 
 #[test]
-#[ignore = "waits for transactions (issue 14/16 follow-up): exactly_once_v2 needs InitProducerId with a transactional.id, AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit, EndTxn"]
+#[ignore = "waits for transactions (issue 17): exactly_once_v2 needs AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit, EndTxn and the markers (InitProducerId with a transactional.id is served)"]
 fn streams_exactly_once() {
     run_stateless("streams-eos", "streams-eos");
 }

@@ -85,6 +85,16 @@ pub struct BrokerConfig {
     /// never compacted and is replayed whole when a coordinator loads its groups, so Rill
     /// keeps it smaller.
     pub offsets_topic_segment_bytes: u64,
+    /// Partitions of the internal `__transaction_state` topic (Kafka's
+    /// `transaction.state.log.num.partitions`; fixed once it exists).
+    pub transaction_state_partitions: i32,
+    /// Segment size of the compacted `__transaction_state` topic (Kafka's
+    /// `transaction.state.log.segment.bytes`, 100 MiB there; smaller here, as for the
+    /// offsets topic, since a coordinator replays the active segment whole).
+    pub transaction_state_segment_bytes: u64,
+    /// Longest transaction timeout a producer may ask for (Kafka's
+    /// `transaction.max.timeout.ms`); InitProducerId beyond it is refused.
+    pub transaction_max_timeout_ms: u64,
     /// No longer used: `__consumer_offsets` is compacted instead of checkpointed. Accepted
     /// so that configuration files written for older Rill versions still start; a warning
     /// says it is ignored.
@@ -183,6 +193,9 @@ impl Default for BrokerConfig {
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 100,
             offsets_topic_segment_bytes: 16 << 20,
+            transaction_state_partitions: 50,
+            transaction_state_segment_bytes: 16 << 20,
+            transaction_max_timeout_ms: 900_000,
             offsets_checkpoint_bytes: None,
             controller_quorum: String::new(),
             raft_listen: String::new(),
@@ -310,6 +323,21 @@ impl BrokerConfig {
         }
         if self.default_partitions < 1 {
             return bad("default_partitions", "must be at least 1");
+        }
+        if !(1..=1000).contains(&self.transaction_state_partitions) {
+            return bad("transaction_state_partitions", "must be between 1 and 1000");
+        }
+        if !(4096..=i32::MAX as u64).contains(&self.transaction_state_segment_bytes) {
+            return bad(
+                "transaction_state_segment_bytes",
+                "must be between 4096 and 2147483647",
+            );
+        }
+        if !(1..=i32::MAX as u64).contains(&self.transaction_max_timeout_ms) {
+            return bad(
+                "transaction_max_timeout_ms",
+                "must be between 1 and 2147483647",
+            );
         }
         if !(1..=1000).contains(&self.offsets_topic_partitions) {
             return bad("offsets_topic_partitions", "must be between 1 and 1000");

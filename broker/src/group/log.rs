@@ -29,6 +29,7 @@ use super::coordinator::Groups;
 use super::offsets::Committed;
 use super::records::{consumer_records, offsets_partition, StoredRecord};
 use super::wire::{self, KeyValue, LogRecord, MemberCurrent, MemberMetadata};
+use crate::coordinator_wire::end_of_batches;
 use crate::metadata::OFFSETS_TOPIC;
 use crate::partition::Reader;
 use crate::runtime;
@@ -63,27 +64,6 @@ pub(super) struct Log {
     loaded: RefCell<HashMap<i32, i32>>,
     load_lock: async_lock::Mutex<()>,
     writers: RefCell<HashMap<i32, PartitionWriter>>,
-}
-
-/// The offset after the last record batch in `chunks` (from each batch header's base
-/// offset and last offset delta), or -1 if there is none whole.
-fn end_of_batches(chunks: &[Bytes]) -> i64 {
-    let mut end = -1;
-    for chunk in chunks {
-        let mut rest: &[u8] = chunk;
-        while rest.len() >= 27 {
-            let base = i64::from_be_bytes(rest[0..8].try_into().expect("8 bytes"));
-            let len = i32::from_be_bytes(rest[8..12].try_into().expect("4 bytes"));
-            let last_delta = i32::from_be_bytes(rest[23..27].try_into().expect("4 bytes"));
-            let total = len as i64 + 12;
-            if len <= 0 || total > rest.len() as i64 {
-                break;
-            }
-            end = end.max(base + last_delta as i64 + 1);
-            rest = &rest[total as usize..];
-        }
-    }
-    end
 }
 
 /// The pieces of a KIP-848 member read so far (Kafka keeps a member in three records).

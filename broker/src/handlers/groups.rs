@@ -14,6 +14,7 @@ use tracing::warn;
 use crate::errors::KafkaError;
 use crate::group::{Committed, GroupOp, GroupReply, Groups};
 use crate::shard::Shard;
+use crate::txn::Txns;
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
@@ -361,11 +362,13 @@ pub async fn consumer_describe(
     ConsumerGroupDescribeResponse::default().with_groups(out)
 }
 
-/// Key type 0 in FindCoordinator: a consumer group (1 is a transactional id).
+/// Key type 0 in FindCoordinator: a consumer group.
 const COORDINATOR_GROUP: i8 = 0;
+/// Key type 1: a transactional id.
+const COORDINATOR_TRANSACTION: i8 = 1;
 
-/// On a single node this broker coordinates every consumer group. Transactions have no
-/// coordinator yet, which the answer says.
+/// The leader of the key's partition of `__consumer_offsets` (groups) or
+/// `__transaction_state` (transactional ids), each topic created on first use.
 pub async fn find_coordinator(
     shard: &Rc<Shard>,
     r: FindCoordinatorRequest,
@@ -376,19 +379,21 @@ pub async fn find_coordinator(
     // it is ready when the client's JoinGroup arrives).
     let answer = |key: StrBytes| async move {
         let coordinator = Coordinator::default().with_key(key.clone());
-        if r.key_type != COORDINATOR_GROUP {
-            return coordinator
-                .with_node_id(BrokerId(-1))
-                .with_error_code(ErrorCode::CoordinatorNotAvailable.code())
-                .with_error_message(Some(s("transactions are not supported yet")));
-        }
-        match Groups::of(shard).group_coordinator(&key).await {
+        let found = match r.key_type {
+            COORDINATOR_GROUP => Groups::of(shard).group_coordinator(&key).await,
+            COORDINATOR_TRANSACTION => Txns::of(shard).coordinator(&key).await,
+            other => Err(KafkaError::new(
+                ErrorCode::InvalidRequest,
+                format!("unknown coordinator key type {other}"),
+            )),
+        };
+        match found {
             Ok(b) => coordinator
                 .with_node_id(BrokerId(b.id))
                 .with_host(s(&b.host))
                 .with_port(b.port),
             Err(e) => {
-                warn!(group = %key, error = ?e.code, reason = ?e.message, "no group coordinator available");
+                warn!(key = %key, key_type = r.key_type, error = ?e.code, reason = ?e.message, "no coordinator available");
                 coordinator
                     .with_node_id(BrokerId(-1))
                     .with_error_code(e.code.code())

@@ -163,7 +163,9 @@ pub async fn handle(
         }
         Request::ListPartitionReassignments(r) => frame(cid, v, &reassign::list(shard, r)),
         Request::UnregisterBroker(r) => frame(cid, v, &reassign::decommission(shard, r).await),
-        Request::InitProducerId(r) => frame(cid, v, &producers::init_producer_id(shard, r).await),
+        Request::InitProducerId(r) => {
+            frame(cid, v, &producers::init_producer_id(shard, r, v).await)
+        }
         Request::FindCoordinator(r) => frame(cid, v, &groups::find_coordinator(shard, r, v).await),
         Request::JoinGroup(r) => frame(
             cid,
@@ -193,8 +195,8 @@ pub async fn handle(
         Request::DescribeLogDirs(r) => frame(cid, v, &log_dirs::describe(shard, r).await),
         Request::ElectLeaders(r) => frame(cid, v, &elections::elect(shard, r, v).await),
         Request::DescribeProducers(r) => frame(cid, v, &producer_state::describe(shard, r).await),
-        Request::DescribeTransactions(r) => frame(cid, v, &transactions::describe(r)),
-        Request::ListTransactions(r) => frame(cid, v, &transactions::list(r)),
+        Request::DescribeTransactions(r) => frame(cid, v, &transactions::describe(shard, r).await),
+        Request::ListTransactions(r) => frame(cid, v, &transactions::list(shard, r).await),
         Request::DescribeTopicPartitions(r) => frame(cid, v, &topic_partitions::describe(shard, r)),
         Request::WriteTxnMarkers(r) => {
             frame(cid, v, &txn_markers::write_txn_markers(shard, r).await)

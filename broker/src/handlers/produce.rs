@@ -15,7 +15,7 @@ use rill_net::ErrorCode;
 
 use super::{recompress, topic_name};
 use crate::errors::KafkaError;
-use crate::metadata::OFFSETS_TOPIC;
+use crate::metadata::{OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 use crate::partition::{client_batches, split_batches, transactional_batches, Produced};
 use crate::runtime;
 use crate::shard::Shard;
@@ -40,12 +40,14 @@ pub async fn produce(shard: &Rc<Shard>, r: ProduceRequest) -> ProduceResponse {
         let topic: Arc<str> = Arc::from(&*t.name.0);
         // An unknown topic is the owner lookup's to report.
         let settings = image.topic(&topic).map(|info| info.settings.clone());
-        let internal = (&*topic == OFFSETS_TOPIC).then(|| {
-            KafkaError::new(
-                ErrorCode::InvalidTopicException,
-                format!("{OFFSETS_TOPIC} is internal: only the group coordinator writes it"),
-            )
-        });
+        let internal = [OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC]
+            .contains(&&*topic)
+            .then(|| {
+                KafkaError::new(
+                    ErrorCode::InvalidTopicException,
+                    format!("{topic} is internal: only its coordinators write it"),
+                )
+            });
         for p in &t.partition_data {
             let topic = topic.clone();
             let index = p.index;

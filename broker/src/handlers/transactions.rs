@@ -1,66 +1,134 @@
-//! ListTransactions and DescribeTransactions. Rill has no transaction coordinator yet, so no
-//! transaction exists: the list is empty and every transactional id is unknown. Answering
-//! (rather than not advertising the apis) lets `kafka-transactions list` and the admin
-//! clients' listTransactions work, and shows operators that nothing is in flight.
+//! DescribeTransactions and ListTransactions, from the transaction coordinators
+//! ([`crate::txn::Txns`]): DescribeTransactions asks each id's coordinator (this broker
+//! must lead its state partition: NOT_COORDINATOR otherwise, and the admin client asks
+//! the right broker); ListTransactions lists the ids of every state partition this broker
+//! leads, filtered as asked (states, producer ids, v1 duration, v2 id pattern).
 
-use rill_net::kafka_protocol::messages::describe_transactions_response::TransactionState;
+use std::rc::Rc;
+
+use rill_net::kafka_protocol::messages::describe_transactions_response::{
+    TopicData, TransactionState,
+};
+use rill_net::kafka_protocol::messages::list_transactions_response;
 use rill_net::kafka_protocol::messages::*;
+use rill_net::kafka_protocol::protocol::StrBytes;
 use rill_net::ErrorCode;
 
-/// The states Kafka's transaction coordinator knows (`TransactionState`); a filter naming
-/// another is reported back as unknown, as Kafka does.
-const STATES: &[&str] = &[
-    "Empty",
-    "Ongoing",
-    "PrepareCommit",
-    "PrepareAbort",
-    "CompleteCommit",
-    "CompleteAbort",
-    "Dead",
-    "PrepareEpochFence",
-];
+use super::topic_name;
+use crate::runtime;
+use crate::shard::Shard;
+use crate::txn::wire::TxnStatus;
+use crate::txn::{TxnView, Txns};
 
 /// Most bytes a compiled transactional id pattern may take (a client's regex must not cost
-/// the broker much memory, even though no transaction is matched against it yet).
+/// the broker much memory).
 const PATTERN_BYTES_MAX: usize = 1 << 20;
 
-pub fn list(r: ListTransactionsRequest) -> ListTransactionsResponse {
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+pub async fn list(shard: &Rc<Shard>, r: ListTransactionsRequest) -> ListTransactionsResponse {
     // Kafka refuses a pattern that does not compile, whatever the transactions.
-    if let Some(pattern) = r
+    let pattern = match r
         .transactional_id_pattern
         .as_deref()
         .filter(|p| !p.is_empty())
+        .map(|p| {
+            regex::RegexBuilder::new(p)
+                .size_limit(PATTERN_BYTES_MAX)
+                .build()
+        })
+        .transpose()
     {
-        if let Err(e) = regex::RegexBuilder::new(pattern)
-            .size_limit(PATTERN_BYTES_MAX)
-            .build()
-        {
+        Ok(p) => p,
+        Err(e) => {
             tracing::debug!(error = %e, "ListTransactions pattern refused");
             return ListTransactionsResponse::default()
                 .with_error_code(ErrorCode::InvalidRegularExpression.code());
         }
-    }
-    let unknown = r
+    };
+    let unknown: Vec<StrBytes> = r
         .state_filters
-        .into_iter()
-        .filter(|f| !STATES.contains(&&**f))
+        .iter()
+        .filter(|f| !TxnStatus::names().any(|n| n == &***f))
+        .cloned()
         .collect();
-    ListTransactionsResponse::default().with_unknown_state_filters(unknown)
-}
-
-/// Every id: TRANSACTIONAL_ID_NOT_FOUND.
-pub fn describe(r: DescribeTransactionsRequest) -> DescribeTransactionsResponse {
-    let states = r
-        .transactional_ids
+    let listed = shard
+        .ask_all(|shard: Rc<Shard>| async move { Txns::of(&shard).listed().await })
+        .await;
+    let mut views: Vec<TxnView> = Vec::new();
+    for l in listed {
+        match l {
+            Ok(v) => views.extend(v),
+            Err(code) => {
+                return ListTransactionsResponse::default()
+                    .with_error_code(code.code())
+                    .with_unknown_state_filters(unknown)
+            }
+        }
+    }
+    let now = runtime::now_ms();
+    let states = views
         .into_iter()
-        .map(|id| {
-            TransactionState::default()
-                .with_error_code(ErrorCode::TransactionalIdNotFound.code())
-                .with_transactional_id(id)
-                .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1)
-                .with_transaction_start_time_ms(-1)
+        .filter(|t| {
+            (r.state_filters.is_empty() || r.state_filters.iter().any(|f| &**f == t.state.name()))
+                && (r.producer_id_filters.is_empty()
+                    || r.producer_id_filters.iter().any(|p| p.0 == t.producer_id))
+                && (r.duration_filter < 0
+                    || (t.start_ms >= 0 && now - t.start_ms > r.duration_filter))
+                && pattern
+                    .as_ref()
+                    .is_none_or(|p| p.is_match(&t.transactional_id))
+        })
+        .map(|t| {
+            list_transactions_response::TransactionState::default()
+                .with_transactional_id(TransactionalId(s(&t.transactional_id)))
+                .with_producer_id(ProducerId(t.producer_id))
+                .with_transaction_state(s(t.state.name()))
         })
         .collect();
+    ListTransactionsResponse::default()
+        .with_unknown_state_filters(unknown)
+        .with_transaction_states(states)
+}
+
+pub async fn describe(
+    shard: &Rc<Shard>,
+    r: DescribeTransactionsRequest,
+) -> DescribeTransactionsResponse {
+    let txns = Txns::of(shard);
+    let mut states = Vec::with_capacity(r.transactional_ids.len());
+    for id in r.transactional_ids {
+        let state = match txns.describe(id.0.to_string()).await {
+            Ok(t) => TransactionState::default()
+                .with_transactional_id(id)
+                .with_transaction_state(s(t.state.name()))
+                .with_transaction_timeout_ms(t.timeout_ms)
+                .with_transaction_start_time_ms(t.start_ms)
+                .with_producer_id(ProducerId(t.producer_id))
+                .with_producer_epoch(t.producer_epoch)
+                .with_topics(
+                    t.partitions
+                        .into_iter()
+                        .map(|(topic, partitions)| {
+                            TopicData::default()
+                                .with_topic(topic_name(&topic))
+                                .with_partitions(partitions)
+                        })
+                        .collect(),
+                ),
+            Err(code) => {
+                shard.metrics().error("DescribeTransactions", code);
+                TransactionState::default()
+                    .with_error_code(code.code())
+                    .with_transactional_id(id)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1)
+                    .with_transaction_start_time_ms(-1)
+            }
+        };
+        states.push(state);
+    }
     DescribeTransactionsResponse::default().with_transaction_states(states)
 }

@@ -12,6 +12,8 @@ use crate::config::topic::{BrokerDefaults, TopicSettings};
 
 /// The internal topic holding consumer group metadata and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// The internal topic holding the transaction coordinators' state.
+pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
 
 /// A broker as clients are told of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +106,7 @@ impl TopicInfo {
     }
 
     pub fn is_internal(&self) -> bool {
-        &*self.name == OFFSETS_TOPIC
+        &*self.name == OFFSETS_TOPIC || &*self.name == TRANSACTION_STATE_TOPIC
     }
 }
 

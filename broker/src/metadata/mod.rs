@@ -26,6 +26,6 @@ pub mod registry;
 pub use change::{ConfigChange, ConfigEdit, ConfigOp, NewTopic};
 pub use image::{
     check_topic_name, owner_shard, partition_dir, BrokerInfo, Image, Placement, TopicInfo,
-    OFFSETS_TOPIC,
+    OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC,
 };
 pub use registry::RegistryFile;

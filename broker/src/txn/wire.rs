@@ -48,6 +48,25 @@ impl TxnStatus {
         TxnStatus::PrepareEpochFence,
     ];
 
+    /// Kafka's name of the state (what DescribeTransactions and ListTransactions show).
+    pub fn name(self) -> &'static str {
+        match self {
+            TxnStatus::Empty => "Empty",
+            TxnStatus::Ongoing => "Ongoing",
+            TxnStatus::PrepareCommit => "PrepareCommit",
+            TxnStatus::PrepareAbort => "PrepareAbort",
+            TxnStatus::CompleteCommit => "CompleteCommit",
+            TxnStatus::CompleteAbort => "CompleteAbort",
+            TxnStatus::Dead => "Dead",
+            TxnStatus::PrepareEpochFence => "PrepareEpochFence",
+        }
+    }
+
+    /// Every state's name.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        TxnStatus::ALL.iter().map(|s| s.name())
+    }
+
     fn id(self) -> u8 {
         TxnStatus::ALL
             .iter()

@@ -1,0 +1,536 @@
+//! The transaction coordinator as a shard service (issue 17, increment 3 so far): the
+//! transactional ids whose `__transaction_state` partitions this shard owns and this broker
+//! leads, routing a request to its id's coordinator shard, loading a partition's ids from
+//! the log when first used at a leadership, and writing each transition (acks=all) before it
+//! takes effect ([`super::state`] decides the transitions).
+//!
+//! Served so far: FindCoordinator for transactional ids, InitProducerId with a
+//! transactional id (a new producer id at epoch 0, the next epoch at each later call, a new
+//! producer id once the epoch is exhausted, an older producer fenced by PRODUCER_FENCED),
+//! DescribeTransactions and ListTransactions. AddPartitionsToTxn, EndTxn and the markers
+//! come next, so no transaction is ever Ongoing yet.
+//!
+//! A transactional id's coordinator is the shard owning partition `txn_partition(id)` of
+//! `__transaction_state` (Kafka's `Utils.abs(id.hashCode()) % partitions`), on the broker
+//! leading it; the coordinator epoch is that partition's leader epoch. State lives on that
+//! shard only (`RefCell`, never borrowed across an await).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rill_net::client::{decode_record_batches, encode_record_batch, BatchOptions, ProduceRecord};
+use rill_net::ErrorCode;
+use tracing::{info, warn};
+
+use super::state::{self, InitOutcome, InitRequest, Transit, TxnMeta};
+use super::wire::{self, TxnStatus};
+use crate::coordinator_wire::end_of_batches;
+use crate::errors::KafkaError;
+use crate::metadata::{BrokerInfo, NewTopic, TRANSACTION_STATE_TOPIC};
+use crate::partition::Reader;
+use crate::runtime;
+use crate::shard::{Lane, Shard};
+
+/// Transactional ids one shard coordinates at most; a new id beyond it is refused with
+/// COORDINATOR_NOT_AVAILABLE (and a warning), as Kafka has no limit to copy.
+pub const TRANSACTIONAL_IDS_PER_SHARD_MAX: usize = 100_000;
+
+/// Kafka's placement of a transactional id: `Utils.abs(id.hashCode()) % partitions`, with
+/// Java's `String.hashCode` over UTF-16 units (`Utils.abs` maps `i32::MIN` to 0).
+pub fn txn_partition(transactional_id: &str, partitions: i32) -> i32 {
+    let mut h: i32 = 0;
+    for unit in transactional_id.encode_utf16() {
+        h = h.wrapping_mul(31).wrapping_add(unit as i32);
+    }
+    let abs = if h == i32::MIN { 0 } else { h.abs() };
+    abs % partitions.max(1)
+}
+
+/// One loaded `__transaction_state` partition.
+struct Loaded {
+    /// The leader epoch this broker led it at when it loaded it (the coordinator epoch).
+    epoch: i32,
+    txns: HashMap<String, TxnMeta>,
+}
+
+/// The coordinator state of one shard.
+#[derive(Default)]
+pub struct TxnCoordinator {
+    partitions: RefCell<HashMap<i32, Loaded>>,
+    load_lock: async_lock::Mutex<()>,
+}
+
+/// This shard's transaction coordinator, with its shard at hand.
+#[derive(Clone)]
+pub struct Txns {
+    shard: Rc<Shard>,
+    state: Rc<TxnCoordinator>,
+}
+
+/// Gives `shard` its transaction coordinator.
+pub fn start(shard: &Rc<Shard>) {
+    shard.provide(Rc::new(TxnCoordinator::default()));
+}
+
+/// One transactional id as DescribeTransactions and ListTransactions show it.
+#[derive(Debug, Clone)]
+pub struct TxnView {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub state: TxnStatus,
+    pub timeout_ms: i32,
+    pub start_ms: i64,
+    pub partitions: Vec<(String, Vec<i32>)>,
+}
+
+fn view(m: &TxnMeta) -> TxnView {
+    let mut partitions: Vec<(String, Vec<i32>)> = Vec::new();
+    for (topic, p) in &m.partitions {
+        match partitions.last_mut() {
+            Some((t, ps)) if t == topic => ps.push(*p),
+            _ => partitions.push((topic.clone(), vec![*p])),
+        }
+    }
+    TxnView {
+        transactional_id: m.transactional_id.clone(),
+        producer_id: m.producer_id,
+        producer_epoch: m.producer_epoch,
+        state: m.state,
+        timeout_ms: m.timeout_ms,
+        start_ms: m.start_ms,
+        partitions,
+    }
+}
+
+fn unavailable(why: impl Into<String>) -> KafkaError {
+    KafkaError::new(ErrorCode::CoordinatorNotAvailable, why)
+}
+
+impl Txns {
+    pub fn of(shard: &Rc<Shard>) -> Txns {
+        Txns {
+            shard: shard.clone(),
+            state: shard.service::<TxnCoordinator>(),
+        }
+    }
+
+    /// How many partitions `__transaction_state` has, once it exists.
+    fn state_partitions(&self) -> Option<i32> {
+        self.shard
+            .image()
+            .topic(TRANSACTION_STATE_TOPIC)
+            .map(|t| t.partition_count())
+    }
+
+    /// The coordinator shard and state partition of `id`, creating the topic on first use
+    /// (compacted, as Kafka's: every id's latest record is its state).
+    async fn coordinator_of(&self, id: &str) -> Result<(usize, i32), KafkaError> {
+        let partitions = match self.state_partitions() {
+            Some(n) => n,
+            None => {
+                let config = self.shard.config();
+                let alive = self.shard.image().live_brokers().len();
+                let replication_factor = alive.clamp(1, 3);
+                let spec = NewTopic {
+                    name: TRANSACTION_STATE_TOPIC.to_string(),
+                    partitions: config.transaction_state_partitions,
+                    replication_factor,
+                    assignments: None,
+                    configs: vec![
+                        ("cleanup.policy".to_string(), "compact".to_string()),
+                        (
+                            "segment.bytes".to_string(),
+                            config.transaction_state_segment_bytes.to_string(),
+                        ),
+                        // Kafka's transaction.state.log.min.isr (2), within the replicas.
+                        (
+                            "min.insync.replicas".to_string(),
+                            replication_factor.min(2).to_string(),
+                        ),
+                        ("compression.type".to_string(), "uncompressed".to_string()),
+                        (
+                            "unclean.leader.election.enable".to_string(),
+                            "false".to_string(),
+                        ),
+                    ],
+                };
+                match self.shard.authority().create_topic(spec, false).await {
+                    Ok(_) => info!(
+                        topic = TRANSACTION_STATE_TOPIC,
+                        "created the transaction state topic"
+                    ),
+                    Err(e) if e.code == ErrorCode::TopicAlreadyExists => {}
+                    Err(e) => {
+                        warn!(error = ?e, "cannot create the transaction state topic");
+                        return Err(unavailable("cannot create the transaction state topic"));
+                    }
+                }
+                self.state_partitions()
+                    .ok_or_else(|| unavailable("the transaction state topic is not there yet"))?
+            }
+        };
+        let p = txn_partition(id, partitions);
+        let owner = self
+            .shard
+            .owner_of(TRANSACTION_STATE_TOPIC, p)
+            .map_err(|e| unavailable(e.message.unwrap_or_default()))?;
+        Ok((owner, p))
+    }
+
+    /// The broker coordinating `id` (FindCoordinator key type 1): the leader of its state
+    /// partition.
+    pub async fn coordinator(&self, id: &str) -> Result<BrokerInfo, KafkaError> {
+        let (_, partition) = self.coordinator_of(id).await?;
+        let image = self.shard.image();
+        let leader = image
+            .placement(TRANSACTION_STATE_TOPIC, partition)
+            .map(|p| p.leader)
+            .ok_or_else(|| {
+                unavailable(format!(
+                    "transaction state partition {partition} has no leader"
+                ))
+            })?;
+        image
+            .live_brokers()
+            .into_iter()
+            .find(|b| b.id == leader)
+            .ok_or_else(|| unavailable(format!("broker {leader}, the coordinator, is not alive")))
+    }
+
+    /// Runs `job` on the coordinator shard of `id`, once this broker leads its partition
+    /// and the partition is loaded; NOT_COORDINATOR when another broker leads it.
+    async fn on_coordinator<T, F, Fut>(&self, id: &str, job: F) -> Result<T, ErrorCode>
+    where
+        F: FnOnce(Txns, i32) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, ErrorCode>> + 'static,
+        T: Send + 'static,
+    {
+        if id.is_empty() {
+            return Err(ErrorCode::InvalidRequest);
+        }
+        let (owner, partition) = self.coordinator_of(id).await.map_err(|e| e.code)?;
+        let leader = self
+            .shard
+            .image()
+            .placement(TRANSACTION_STATE_TOPIC, partition)
+            .map(|p| p.leader);
+        if leader != Some(self.shard.node_id()) {
+            return Err(ErrorCode::NotCoordinator);
+        }
+        self.shard
+            .ask(owner, Lane::Control, move |shard: Rc<Shard>| async move {
+                let txns = Txns::of(&shard);
+                txns.load(partition).await?;
+                job(txns, partition).await
+            })
+            .await
+            .unwrap_or(Err(ErrorCode::CoordinatorNotAvailable))
+    }
+
+    /// The leader epoch of state partition `p` if this shard coordinates it now.
+    fn led_epoch(&self, p: i32) -> Option<i32> {
+        let epoch = self
+            .shard
+            .image()
+            .placement(TRANSACTION_STATE_TOPIC, p)
+            .filter(|pl| pl.leader == self.shard.node_id())
+            .map(|pl| pl.leader_epoch)?;
+        (self.shard.owner_of(TRANSACTION_STATE_TOPIC, p).ok() == Some(self.shard.id()))
+            .then_some(epoch)
+    }
+
+    /// Replays state partition `p` into its transactional ids, once per leadership: the
+    /// latest record of each id is its state, a tombstone removes it.
+    async fn load(&self, p: i32) -> Result<(), ErrorCode> {
+        let epoch = self.led_epoch(p).ok_or(ErrorCode::NotCoordinator)?;
+        let loaded_at = |me: &Txns| me.state.partitions.borrow().get(&p).map(|l| l.epoch);
+        if loaded_at(self) == Some(epoch) {
+            return Ok(());
+        }
+        let _one = self.state.load_lock.lock().await;
+        if loaded_at(self) == Some(epoch) {
+            return Ok(());
+        }
+        let Some(log) = self.shard.partition(TRANSACTION_STATE_TOPIC, p) else {
+            return Err(ErrorCode::CoordinatorLoadInProgress);
+        };
+        let mut txns: HashMap<String, TxnMeta> = HashMap::new();
+        let mut offset = log.offsets().log_start_offset;
+        let mut skipped = 0u64;
+        loop {
+            let data: Vec<Bytes> = match log.read(Reader::Internal, offset, 1 << 20).await {
+                Ok(batches) => batches,
+                Err(e) => {
+                    warn!(partition = p, error = ?e, "cannot load transactional ids");
+                    return Err(ErrorCode::CoordinatorLoadInProgress);
+                }
+            };
+            let next = end_of_batches(&data);
+            if data.is_empty() || next <= offset {
+                break;
+            }
+            offset = next;
+            for chunk in &data {
+                let records = decode_record_batches(chunk).map_err(|e| {
+                    warn!(partition = p, error = %e, "damaged record in the transaction state topic");
+                    ErrorCode::CoordinatorNotAvailable
+                })?;
+                for rec in records {
+                    let Some(id) = rec.key.as_deref().and_then(|k| wire::decode_key(k).ok()) else {
+                        skipped += 1;
+                        continue;
+                    };
+                    match rec.value.as_deref().map(wire::decode_value) {
+                        None => {
+                            txns.remove(&id);
+                        }
+                        Some(Ok(stored)) => match TxnMeta::from_stored(id.clone(), stored) {
+                            Ok(meta) => {
+                                txns.insert(id, meta);
+                            }
+                            Err(e) => {
+                                skipped += 1;
+                                warn!(partition = p, transactional_id = %id, error = %e, "skipping a transaction state record");
+                            }
+                        },
+                        Some(Err(e)) => {
+                            skipped += 1;
+                            warn!(partition = p, transactional_id = %id, error = %e, "skipping an unreadable transaction state record");
+                        }
+                    }
+                }
+            }
+        }
+        if self.led_epoch(p) != Some(epoch) {
+            return Err(ErrorCode::NotCoordinator);
+        }
+        info!(
+            partition = p,
+            epoch,
+            ids = txns.len(),
+            skipped,
+            "transactional ids loaded"
+        );
+        self.state
+            .partitions
+            .borrow_mut()
+            .insert(p, Loaded { epoch, txns });
+        Ok(())
+    }
+
+    /// Writes `t` for `id` to state partition `p` (acks=all) and applies it if the
+    /// coordinator still leads `p` at `epoch`; else the transition is dropped.
+    async fn write(&self, p: i32, epoch: i32, id: &str, t: &Transit) -> Result<(), ErrorCode> {
+        let value = (!t.is_tombstone())
+            .then(|| wire::encode_value(&t.to_stored(), t.client_version.log_value_version()));
+        let written = self.append(p, id, value).await;
+        let mut parts = self.state.partitions.borrow_mut();
+        let meta = parts
+            .get_mut(&p)
+            .filter(|l| l.epoch == epoch)
+            .and_then(|l| l.txns.get_mut(id));
+        let Some(meta) = meta else {
+            // Unloaded (leadership moved) while the write was in flight.
+            return Err(ErrorCode::NotCoordinator);
+        };
+        match written {
+            Ok(()) if self.led_epoch(p) == Some(epoch) => {
+                meta.complete(t);
+                Ok(())
+            }
+            Ok(()) => {
+                meta.abandon();
+                Err(ErrorCode::NotCoordinator)
+            }
+            Err(code) => {
+                meta.abandon();
+                Err(code)
+            }
+        }
+    }
+
+    /// Appends one record to state partition `p` with acks=all; Kafka's mapping of the
+    /// append's errors to what a transactional client retries.
+    async fn append(&self, p: i32, id: &str, value: Option<Bytes>) -> Result<(), ErrorCode> {
+        let record = ProduceRecord {
+            key: Some(wire::encode_key(id)),
+            value,
+            headers: Vec::new(),
+            timestamp_ms: runtime::now_ms(),
+        };
+        let data = encode_record_batch(&[record], &BatchOptions::default()).map_err(|e| {
+            warn!(error = %e, "cannot encode a transaction state record");
+            ErrorCode::UnknownServerError
+        })?;
+        let log = self
+            .shard
+            .partition(TRANSACTION_STATE_TOPIC, p)
+            .ok_or(ErrorCode::NotCoordinator)?;
+        let batches = crate::partition::split_batches(data).map_err(|e| e.code)?;
+        let lag_max = Duration::from_millis(self.shard.config().replica_lag_time_max_ms);
+        match log.produce(batches, -1, lag_max).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                warn!(partition = p, transactional_id = id, error = ?e, "cannot write a transaction state record");
+                Err(match e.code {
+                    ErrorCode::NotLeaderOrFollower | ErrorCode::KafkaStorageError => {
+                        ErrorCode::NotCoordinator
+                    }
+                    ErrorCode::MessageTooLarge | ErrorCode::RecordListTooLarge => {
+                        ErrorCode::UnknownServerError
+                    }
+                    _ => ErrorCode::CoordinatorNotAvailable,
+                })
+            }
+        }
+    }
+
+    /// InitProducerId with a transactional id: its producer id and the epoch it may use now.
+    pub async fn init_producer_id(
+        &self,
+        id: String,
+        timeout_ms: i32,
+        expected: Option<(i64, i16)>,
+    ) -> Result<(i64, i16), ErrorCode> {
+        let key = id.clone();
+        self.on_coordinator(&key, move |txns, p| async move {
+            txns.run_init(p, id, timeout_ms, expected).await
+        })
+        .await
+    }
+
+    async fn run_init(
+        &self,
+        p: i32,
+        id: String,
+        timeout_ms: i32,
+        expected: Option<(i64, i16)>,
+    ) -> Result<(i64, i16), ErrorCode> {
+        let req = InitRequest {
+            timeout_ms,
+            expected,
+            max_timeout_ms: i32::try_from(self.shard.config().transaction_max_timeout_ms)
+                .unwrap_or(i32::MAX),
+        };
+        let mut new_producer_id = None;
+        loop {
+            let epoch = self.led_epoch(p).ok_or(ErrorCode::NotCoordinator)?;
+            // Computed and begun with no await in between: a second request for this id
+            // meanwhile finds the transition pending (CONCURRENT_TRANSACTIONS).
+            let transit = {
+                let mut parts = self.state.partitions.borrow_mut();
+                let loaded = parts
+                    .get_mut(&p)
+                    .filter(|l| l.epoch == epoch)
+                    .ok_or(ErrorCode::NotCoordinator)?;
+                let outcome = state::prepare_init(
+                    loaded.txns.get(&id),
+                    &id,
+                    &req,
+                    new_producer_id,
+                    runtime::now_ms(),
+                )?;
+                match outcome {
+                    InitOutcome::NeedProducerId => None,
+                    InitOutcome::Create { mut meta, transit } => {
+                        if loaded.txns.len() >= TRANSACTIONAL_IDS_PER_SHARD_MAX {
+                            warn!(transactional_id = %id, limit = TRANSACTIONAL_IDS_PER_SHARD_MAX,
+                                "refusing a new transactional id: this shard coordinates TRANSACTIONAL_IDS_PER_SHARD_MAX ids; let idle ids expire");
+                            return Err(ErrorCode::CoordinatorNotAvailable);
+                        }
+                        meta.begin(transit.clone());
+                        loaded.txns.insert(id.clone(), meta);
+                        Some(transit)
+                    }
+                    InitOutcome::Write(transit) => {
+                        let meta = loaded.txns.get_mut(&id).expect("prepare_init saw it");
+                        meta.begin(transit.clone());
+                        Some(transit)
+                    }
+                    // Only an Ongoing transaction is fenced, and none is Ongoing before
+                    // AddPartitionsToTxn is served.
+                    InitOutcome::Fence(_) => return Err(ErrorCode::ConcurrentTransactions),
+                }
+            };
+            match transit {
+                None => {
+                    let pid = self
+                        .shard
+                        .authority()
+                        .producer_id()
+                        .await
+                        .map_err(|e| e.code)?;
+                    new_producer_id = Some(pid);
+                }
+                Some(t) => {
+                    self.write(p, epoch, &id, &t).await?;
+                    return Ok((t.producer_id, t.producer_epoch));
+                }
+            }
+        }
+    }
+
+    /// DescribeTransactions of one id: its state, or the error its coordinator answers
+    /// (TRANSACTIONAL_ID_NOT_FOUND for an id it does not know).
+    pub async fn describe(&self, id: String) -> Result<TxnView, ErrorCode> {
+        let key = id.clone();
+        self.on_coordinator(&key, move |txns, p| async move {
+            txns.state
+                .partitions
+                .borrow()
+                .get(&p)
+                .and_then(|l| l.txns.get(&id))
+                .filter(|m| m.state != TxnStatus::Dead)
+                .map(view)
+                .ok_or(ErrorCode::TransactionalIdNotFound)
+        })
+        .await
+    }
+
+    /// Every transactional id this shard coordinates (loading the state partitions it leads
+    /// first); COORDINATOR_LOAD_IN_PROGRESS when one cannot be loaded now.
+    pub async fn listed(&self) -> Result<Vec<TxnView>, ErrorCode> {
+        let Some(partitions) = self.state_partitions() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for p in 0..partitions {
+            if self.led_epoch(p).is_none() {
+                continue;
+            }
+            self.load(p)
+                .await
+                .map_err(|_| ErrorCode::CoordinatorLoadInProgress)?;
+            if let Some(l) = self.state.partitions.borrow().get(&p) {
+                out.extend(
+                    l.txns
+                        .values()
+                        .filter(|m| m.state != TxnStatus::Dead)
+                        .map(view),
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_placed_as_kafka_places_them() {
+        // Java: "my-txn".hashCode() = -1061187895 -> Utils.abs = 1061187895; % 50 = 45 (the
+        // producer partitioner's `& 0x7fffffff` would give 3).
+        assert_eq!(txn_partition("my-txn", 50), 45);
+        // "txn-1".hashCode() = 110810510; % 50 = 10.
+        assert_eq!(txn_partition("txn-1", 50), 10);
+        assert_eq!(txn_partition("", 50), 0);
+        // A hash of i32::MIN maps to partition 0, as Utils.abs(Integer.MIN_VALUE) == 0.
+        assert_eq!(txn_partition("polygenelubricants", 7), 0);
+    }
+}

@@ -1,0 +1,234 @@
+//! The transaction coordinator so far (issue 17, increment 3): FindCoordinator for a
+//! transactional id names this broker; InitProducerId with a transactional id gives the id
+//! one producer id and a new epoch at every call (an older instance, naming its old epoch,
+//! is fenced); bad timeouts and empty ids are refused with Kafka's codes; the ids are in
+//! `__transaction_state` (internal, compacted, refused to producers) and survive kill -9
+//! and a clean restart; DescribeTransactions and ListTransactions show them, filtered as
+//! asked. librdkafka's `init_transactions` completes against it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rdkafka::producer::Producer;
+use rill_net::kafka_protocol::messages::*;
+use rill_net::kafka_protocol::protocol::StrBytes;
+use rill_net::ErrorCode;
+
+const CONFIG: &str = "transaction_state_partitions = 4\ntransaction_max_timeout_ms = 120000\nmetrics_listen = \"\"\n";
+
+fn sb(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// InitProducerId for `id` at `version` naming `expected` (v3+): (error, producer id, epoch).
+fn init(
+    net: &mut NetClient,
+    version: i16,
+    id: &str,
+    timeout_ms: i32,
+    expected: (i64, i16),
+) -> (ErrorCode, i64, i16) {
+    let r = net.send_at(
+        version,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(sb(id))))
+            .with_transaction_timeout_ms(timeout_ms)
+            .with_producer_id(ProducerId(expected.0))
+            .with_producer_epoch(expected.1),
+    );
+    let code = ErrorCode::from_code(r.error_code).expect("a known error code");
+    (code, r.producer_id.0, r.producer_epoch)
+}
+
+fn init_ok(net: &mut NetClient, id: &str) -> (i64, i16) {
+    let (code, pid, epoch) = init(net, 4, id, 60_000, (-1, -1));
+    assert_eq!(code, ErrorCode::None, "InitProducerId {id}");
+    (pid, epoch)
+}
+
+fn describe(net: &mut NetClient, ids: &[&str]) -> DescribeTransactionsResponse {
+    net.send_at(
+        0,
+        &DescribeTransactionsRequest::default()
+            .with_transactional_ids(ids.iter().map(|i| TransactionalId(sb(i))).collect()),
+    )
+}
+
+/// ListTransactions v2 with filters: (id, producer id, state) sorted.
+fn list(
+    net: &mut NetClient,
+    states: &[&str],
+    pids: &[i64],
+    pattern: Option<&str>,
+) -> Vec<(String, i64, String)> {
+    let r = net.send_at(
+        2,
+        &ListTransactionsRequest::default()
+            .with_state_filters(states.iter().map(|s| sb(s)).collect())
+            .with_producer_id_filters(pids.iter().map(|p| ProducerId(*p)).collect())
+            .with_duration_filter(-1)
+            .with_transactional_id_pattern(pattern.map(sb)),
+    );
+    assert_eq!(r.error_code, 0, "{r:?}");
+    let mut out: Vec<(String, i64, String)> = r
+        .transaction_states
+        .iter()
+        .map(|t| {
+            (
+                t.transactional_id.0.to_string(),
+                t.producer_id.0,
+                t.transaction_state.to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn transactional_ids_get_one_producer_id_a_new_epoch_each_init_and_survive_restarts() {
+    let mut broker = Broker::start_with("txn-coordinator", BrokerOptions::with_config(CONFIG));
+    let mut net = broker.net();
+
+    // FindCoordinator for a transactional id (key type 1) names this broker.
+    let found = net.send_at(
+        3,
+        &FindCoordinatorRequest::default()
+            .with_key(sb("app-1"))
+            .with_key_type(1),
+    );
+    assert_eq!(found.error_code, 0, "{found:?}");
+    assert_eq!(found.port, broker.port() as i32);
+    let node = found.node_id.0;
+
+    let (pid, e0) = init_ok(&mut net, "app-1");
+    assert!(pid >= 0);
+    assert_eq!(e0, 0, "a new transactional id starts at epoch 0");
+    // Every init bumps the epoch; the producer id stays.
+    assert_eq!(init_ok(&mut net, "app-1"), (pid, 1));
+    // v3+: naming the epoch it had, a producer gets the next one; a retry of that answer
+    // (same expected epoch) gets it again; an older instance is fenced.
+    assert_eq!(
+        init(&mut net, 4, "app-1", 60_000, (pid, 1)),
+        (ErrorCode::None, pid, 2)
+    );
+    assert_eq!(
+        init(&mut net, 4, "app-1", 60_000, (pid, 1)),
+        (ErrorCode::None, pid, 2)
+    );
+    assert_eq!(
+        init(&mut net, 4, "app-1", 60_000, (pid, 0)).0,
+        ErrorCode::ProducerFenced
+    );
+    assert_eq!(
+        init(&mut net, 3, "app-1", 60_000, (pid, 0)).0,
+        ErrorCode::InvalidProducerEpoch,
+        "v3 clients do not know PRODUCER_FENCED"
+    );
+    let (other, e) = init_ok(&mut net, "app-2");
+    assert_ne!(other, pid, "another id, another producer id");
+    assert_eq!(e, 0);
+    // Refused: a timeout of 0 or past transaction_max_timeout_ms, an empty id.
+    assert_eq!(
+        init(&mut net, 4, "app-3", 0, (-1, -1)).0,
+        ErrorCode::InvalidTransactionTimeout
+    );
+    assert_eq!(
+        init(&mut net, 4, "app-3", 120_001, (-1, -1)).0,
+        ErrorCode::InvalidTransactionTimeout
+    );
+    assert_eq!(
+        init(&mut net, 4, "", 60_000, (-1, -1)).0,
+        ErrorCode::InvalidRequest
+    );
+    // Idempotent producers (no transactional id) still get fresh ids.
+    let plain = net.send(
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000),
+    );
+    assert_eq!(plain.error_code, 0);
+    assert!(![pid, other].contains(&plain.producer_id.0));
+
+    // DescribeTransactions and ListTransactions.
+    let d = describe(&mut net, &["app-1", "nope"]);
+    let a = &d.transaction_states[0];
+    assert_eq!(
+        (
+            a.error_code,
+            a.producer_id.0,
+            a.producer_epoch,
+            &*a.transaction_state,
+            a.transaction_timeout_ms,
+            a.topics.len()
+        ),
+        (0, pid, 2, "Empty", 60_000, 0),
+        "{a:?}"
+    );
+    assert_eq!(
+        d.transaction_states[1].error_code,
+        ErrorCode::TransactionalIdNotFound.code()
+    );
+    let both = vec![
+        ("app-1".to_string(), pid, "Empty".to_string()),
+        ("app-2".to_string(), other, "Empty".to_string()),
+    ];
+    assert_eq!(list(&mut net, &[], &[], None), both);
+    assert_eq!(list(&mut net, &[], &[other], None), both[1..]);
+    assert_eq!(list(&mut net, &["Ongoing"], &[], None), vec![]);
+    assert_eq!(list(&mut net, &[], &[], Some("app-1")), both[..1]);
+
+    // The state topic: internal, compacted, not for producers.
+    let md = net.send(&MetadataRequest::default().with_topics(Some(vec![
+            metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(topic_name("__transaction_state"))),
+        ])));
+    let t = &md.topics[0];
+    assert_eq!(
+        (t.error_code, t.is_internal, t.partitions.len()),
+        (0, true, 4)
+    );
+    assert_eq!(
+        rdkafka_topic_config(&broker, "__transaction_state", "cleanup.policy").as_deref(),
+        Some("compact")
+    );
+    let (code, _) = net.produce_values("__transaction_state", 0, &[b"x"]);
+    assert_eq!(code, ErrorCode::InvalidTopicException.code());
+
+    // kill -9 (every transition was written with acks=all before it was answered), then a
+    // clean restart: the ids are loaded from the log and the epochs go on.
+    drop(net);
+    broker.kill9();
+    broker.restart();
+    let mut net = broker.net();
+    assert_eq!(init_ok(&mut net, "app-1"), (pid, 3));
+    broker.terminate();
+    broker.restart();
+    let mut net = broker.net();
+    assert_eq!(init_ok(&mut net, "app-1"), (pid, 4));
+    assert_eq!(init_ok(&mut net, "app-2"), (other, 1));
+    let d = describe(&mut net, &["app-1"]);
+    assert_eq!(d.transaction_states[0].producer_epoch, 4);
+    assert_eq!(found.node_id.0, node);
+
+    // librdkafka's init_transactions: FindCoordinator and InitProducerId.
+    let producer: rdkafka::producer::BaseProducer = client_config(&broker.bootstrap())
+        .set("transactional.id", "rdkafka-app")
+        .create()
+        .expect("create a transactional producer");
+    producer
+        .init_transactions(Duration::from_secs(30))
+        .expect("init_transactions");
+    let d = describe(&mut net, &["rdkafka-app"]);
+    assert_eq!(
+        (
+            d.transaction_states[0].error_code,
+            d.transaction_states[0].producer_epoch
+        ),
+        (0, 0),
+        "{d:?}"
+    );
+    broker.terminate();
+}
