@@ -316,7 +316,6 @@ fn java_commit_for_an_unknown_topic_is_refused() {
 /// A transactional producer commits one transaction and aborts another; a read_committed
 /// consumer sees exactly the committed records.
 #[test]
-#[ignore = "waits for the rest of the transaction coordinator (issue 17, increment 3): initTransactions() works (FindCoordinator, InitProducerId), but AddPartitionsToTxn, AddOffsetsToTxn, EndTxn and the markers it sends are not served yet"]
 fn java_transactional_producer() {
     let Some(mut c) = java("the Java transactional producer") else {
         return;

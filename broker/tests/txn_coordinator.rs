@@ -4,14 +4,17 @@
 //! is fenced); bad timeouts and empty ids are refused with Kafka's codes; the ids are in
 //! `__transaction_state` (internal, compacted, refused to producers) and survive kill -9
 //! and a clean restart; DescribeTransactions and ListTransactions show them, filtered as
-//! asked. librdkafka's `init_transactions` completes against it.
+//! asked. librdkafka's transactional producer commits and aborts transactions that a
+//! read_committed consumer sees, or does not see, whole; a second instance with the same
+//! transactional id fences the first, whose open transaction is aborted.
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
-use rdkafka::producer::Producer;
+use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::Offset;
 use rill_net::kafka_protocol::messages::*;
 use rill_net::kafka_protocol::protocol::StrBytes;
 use rill_net::ErrorCode;
@@ -230,5 +233,110 @@ fn transactional_ids_get_one_producer_id_a_new_epoch_each_init_and_survive_resta
         (0, 0),
         "{d:?}"
     );
+    broker.terminate();
+}
+
+fn txn_producer(broker: &Broker, id: &str) -> rdkafka::producer::BaseProducer {
+    let producer: rdkafka::producer::BaseProducer = client_config(&broker.bootstrap())
+        .set("transactional.id", id)
+        .create()
+        .expect("create a transactional producer");
+    producer
+        .init_transactions(Duration::from_secs(30))
+        .expect("init_transactions");
+    producer
+}
+
+fn send_all(producer: &rdkafka::producer::BaseProducer, topic: &str, values: &[String]) {
+    for v in values {
+        producer
+            .send(
+                BaseRecord::<(), str>::to(topic)
+                    .payload(v.as_str())
+                    .partition(0),
+            )
+            .unwrap_or_else(|(e, _)| panic!("send {v}: {e}"));
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+#[test]
+fn librdkafka_commits_and_aborts_and_a_second_instance_fences_the_first() {
+    let mut broker = Broker::start_with("txn-rdkafka", BrokerOptions::with_config(CONFIG));
+    broker.create_topic("orders", 1, &[]);
+    let values = |p: &str, n: usize| (0..n).map(|i| format!("{p}-{i}")).collect::<Vec<_>>();
+
+    let producer = txn_producer(&broker, "orders-app");
+    producer.begin_transaction().unwrap();
+    send_all(&producer, "orders", &values("committed", 5));
+    producer
+        .commit_transaction(Duration::from_secs(30))
+        .expect("commit");
+    producer.begin_transaction().unwrap();
+    send_all(&producer, "orders", &values("aborted", 3));
+    producer
+        .abort_transaction(Duration::from_secs(30))
+        .expect("abort");
+    producer.begin_transaction().unwrap();
+    send_all(&producer, "orders", &values("second", 2));
+    producer
+        .commit_transaction(Duration::from_secs(30))
+        .expect("commit");
+
+    // read_committed: the committed records only, the markers and aborted ones skipped.
+    let consumer = broker.consumer(&[("isolation.level", "read_committed")]);
+    assign(&consumer, "orders", &[0], Offset::Beginning);
+    let got: Vec<String> = consume_exactly(&consumer, 7, OP_TIMEOUT)
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
+        .collect();
+    let mut want = values("committed", 5);
+    want.extend(values("second", 2));
+    assert_eq!(got, want);
+    let all = broker.consumer(&[("isolation.level", "read_uncommitted")]);
+    assign(&all, "orders", &[0], Offset::Beginning);
+    assert_eq!(consume_exactly(&all, 10, OP_TIMEOUT).len(), 10);
+
+    // A zombie: the first instance opens a transaction, a second instance of the same id
+    // starts; the open transaction is aborted and the first instance is fenced.
+    producer.begin_transaction().unwrap();
+    send_all(&producer, "orders", &values("zombie", 2));
+    let second = txn_producer(&broker, "orders-app");
+    let fenced = producer.commit_transaction(Duration::from_secs(30));
+    let e = fenced.expect_err("the fenced instance cannot commit");
+    match &e {
+        rdkafka::error::KafkaError::Transaction(rd) => {
+            assert!(rd.is_fatal() || rd.txn_requires_abort(), "{e:?}")
+        }
+        other => panic!("not a transaction error: {other:?}"),
+    }
+    second.begin_transaction().unwrap();
+    send_all(&second, "orders", &values("after", 1));
+    second
+        .commit_transaction(Duration::from_secs(30))
+        .expect("commit");
+    let consumer = broker.consumer(&[("isolation.level", "read_committed")]);
+    assign(&consumer, "orders", &[0], Offset::Beginning);
+    let got: Vec<String> = consume_exactly(&consumer, 8, OP_TIMEOUT)
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
+        .collect();
+    assert_eq!(got.last().map(String::as_str), Some("after-0"), "{got:?}");
+    assert!(!got.iter().any(|v| v.starts_with("zombie")), "{got:?}");
+
+    // The transaction state survives kill -9: the next instance bumps the epoch again.
+    let mut net = broker.net();
+    let before = describe(&mut net, &["orders-app"]).transaction_states[0].producer_epoch;
+    assert_eq!(
+        &*describe(&mut net, &["orders-app"]).transaction_states[0].transaction_state,
+        "CompleteCommit"
+    );
+    drop((producer, second, net));
+    broker.kill9();
+    broker.restart();
+    let _third = txn_producer(&broker, "orders-app");
+    let mut net = broker.net();
+    let after = describe(&mut net, &["orders-app"]).transaction_states[0].producer_epoch;
+    assert_eq!(after, before + 1);
     broker.terminate();
 }

@@ -8,7 +8,8 @@
 //! `groups` (the consumer group APIs, FindCoordinator), `producers` (InitProducerId),
 //! `reassign` (reassignments, decommission), `api_versions` (with the features),
 //! `log_dirs` (DescribeLogDirs), `elections` (ElectLeaders), `producer_state`
-//! (DescribeProducers), `transactions` (ListTransactions, DescribeTransactions), `acls`
+//! (DescribeProducers), `transactions` (AddPartitionsToTxn, EndTxn, ListTransactions,
+//! DescribeTransactions), `acls`
 //! (the ACL apis, SECURITY_DISABLED), `topic_partitions` (DescribeTopicPartitions),
 //! `txn_markers` (WriteTxnMarkers: transaction end markers in partitions),
 //! `recompress` (Produce's timestamp bounds and broker-side compression). They use
@@ -62,19 +63,25 @@ pub enum Reply {
 /// Apis in the codec table that the broker does not serve; they are not advertised and a
 /// request for one is refused as an unsupported version before it reaches [`handle`].
 /// The transaction apis wait for the transaction coordinator (broker/docs/transactions.md).
-const NOT_SERVED: &[ApiKey] = &[
-    ApiKey::AddPartitionsToTxn,
-    ApiKey::AddOffsetsToTxn,
-    ApiKey::EndTxn,
-    ApiKey::TxnOffsetCommit,
-];
+const NOT_SERVED: &[ApiKey] = &[ApiKey::AddOffsetsToTxn, ApiKey::TxnOffsetCommit];
+
+/// Apis served below the codec table's highest version: the batched broker-to-broker
+/// AddPartitionsToTxn (v4+) and transaction version 2 (AddPartitionsToTxn v4+, EndTxn v5)
+/// wait for their increments of the transactions design.
+const SERVED_MAX: &[(ApiKey, i16)] = &[(ApiKey::AddPartitionsToTxn, 3), (ApiKey::EndTxn, 4)];
 
 /// The apis and versions this broker advertises and accepts.
 pub fn api_table() -> Vec<ApiVersionRange> {
     SUPPORTED_VERSIONS
         .iter()
         .filter(|(k, _, _)| !NOT_SERVED.contains(k))
-        .copied()
+        .map(|&(k, min, max)| {
+            let cap = SERVED_MAX
+                .iter()
+                .find(|(key, _)| *key == k)
+                .map_or(max, |(_, cap)| max.min(*cap));
+            (k, min, cap)
+        })
         .collect()
 }
 
@@ -201,10 +208,13 @@ pub async fn handle(
         Request::WriteTxnMarkers(r) => {
             frame(cid, v, &txn_markers::write_txn_markers(shard, r).await)
         }
-        not_served @ (Request::AddPartitionsToTxn(_)
-        | Request::AddOffsetsToTxn(_)
-        | Request::EndTxn(_)
-        | Request::TxnOffsetCommit(_)) => {
+        Request::AddPartitionsToTxn(r) => frame(
+            cid,
+            v,
+            &transactions::add_partitions_to_txn(shard, r, v).await,
+        ),
+        Request::EndTxn(r) => frame(cid, v, &transactions::end_txn(shard, r, v).await),
+        not_served @ (Request::AddOffsetsToTxn(_) | Request::TxnOffsetCommit(_)) => {
             // The decoder refuses these (NOT_SERVED), so this is a broken table.
             error!(
                 api = not_served.api_name(),

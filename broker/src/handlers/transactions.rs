@@ -1,5 +1,5 @@
-//! DescribeTransactions and ListTransactions, from the transaction coordinators
-//! ([`crate::txn::Txns`]): DescribeTransactions asks each id's coordinator (this broker
+//! The transaction apis producers and admins call, answered by the transaction coordinators
+//! ([`crate::txn::Txns`]): AddPartitionsToTxn and EndTxn (transaction version 1); DescribeTransactions asks each id's coordinator (this broker
 //! must lead its state partition: NOT_COORDINATOR otherwise, and the admin client asks
 //! the right broker); ListTransactions lists the ids of every state partition this broker
 //! leads, filtered as asked (states, producer ids, v1 duration, v2 id pattern).
@@ -17,6 +17,7 @@ use rill_net::ErrorCode;
 use super::topic_name;
 use crate::runtime;
 use crate::shard::Shard;
+use crate::txn::state::{error_for_version, TxnApi};
 use crate::txn::wire::TxnStatus;
 use crate::txn::{TxnView, Txns};
 
@@ -131,4 +132,89 @@ pub async fn describe(
         states.push(state);
     }
     DescribeTransactionsResponse::default().with_transaction_states(states)
+}
+
+/// AddPartitionsToTxn v0-3 (from a producer, one transaction): every partition must exist
+/// (else those are UNKNOWN_TOPIC_OR_PARTITION and the others OPERATION_NOT_ATTEMPTED, as
+/// Kafka answers), then the coordinator adds them all or none.
+pub async fn add_partitions_to_txn(
+    shard: &Rc<Shard>,
+    r: AddPartitionsToTxnRequest,
+    v: i16,
+) -> AddPartitionsToTxnResponse {
+    use rill_net::kafka_protocol::messages::add_partitions_to_txn_response::{
+        AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    };
+    let image = shard.image();
+    let wanted: Vec<(String, i32)> = r
+        .v3_and_below_topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |p| (t.name.0.to_string(), *p)))
+        .collect();
+    let exists = |(t, p): &(String, i32)| {
+        image
+            .topic(t)
+            .is_some_and(|info| *p >= 0 && *p < info.partition_count())
+    };
+    let outcome: Result<(), ErrorCode> = if wanted.iter().all(exists) {
+        Txns::of(shard)
+            .add_partitions(
+                r.v3_and_below_transactional_id.0.to_string(),
+                r.v3_and_below_producer_id.0,
+                r.v3_and_below_producer_epoch,
+                wanted.iter().cloned().collect(),
+            )
+            .await
+            .map_err(|code| error_for_version(code, TxnApi::AddPartitionsToTxn, v))
+    } else {
+        Err(ErrorCode::OperationNotAttempted)
+    };
+    let mut results: Vec<AddPartitionsToTxnTopicResult> = Vec::new();
+    for tp in &wanted {
+        let code = match &outcome {
+            Ok(()) => ErrorCode::None,
+            Err(ErrorCode::OperationNotAttempted) if !exists(tp) => {
+                ErrorCode::UnknownTopicOrPartition
+            }
+            Err(code) => *code,
+        };
+        if code != ErrorCode::None {
+            shard.metrics().error("AddPartitionsToTxn", code);
+        }
+        let part = AddPartitionsToTxnPartitionResult::default()
+            .with_partition_index(tp.1)
+            .with_partition_error_code(code.code());
+        match results.iter_mut().find(|t| *t.name.0 == *tp.0) {
+            Some(t) => t.results_by_partition.push(part),
+            None => results.push(
+                AddPartitionsToTxnTopicResult::default()
+                    .with_name(topic_name(&tp.0))
+                    .with_results_by_partition(vec![part]),
+            ),
+        }
+    }
+    AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results)
+}
+
+/// EndTxn v0-4: commit or abort, decided by the coordinator; the markers follow.
+pub async fn end_txn(shard: &Rc<Shard>, r: EndTxnRequest, v: i16) -> EndTxnResponse {
+    let code = match Txns::of(shard)
+        .end_transaction(
+            r.transactional_id.0.to_string(),
+            r.producer_id.0,
+            r.producer_epoch,
+            r.committed,
+        )
+        .await
+    {
+        Ok(()) => ErrorCode::None,
+        Err(code) => {
+            shard.metrics().error("EndTxn", code);
+            error_for_version(code, TxnApi::EndTxn, v)
+        }
+    };
+    EndTxnResponse::default()
+        .with_error_code(code.code())
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1)
 }

@@ -4,11 +4,16 @@
 //! the log when first used at a leadership, and writing each transition (acks=all) before it
 //! takes effect ([`super::state`] decides the transitions).
 //!
-//! Served so far: FindCoordinator for transactional ids, InitProducerId with a
-//! transactional id (a new producer id at epoch 0, the next epoch at each later call, a new
-//! producer id once the epoch is exhausted, an older producer fenced by PRODUCER_FENCED),
-//! DescribeTransactions and ListTransactions. AddPartitionsToTxn, EndTxn and the markers
-//! come next, so no transaction is ever Ongoing yet.
+//! Served: FindCoordinator for transactional ids, InitProducerId with a transactional id
+//! (a new producer id at epoch 0, the next epoch at each later call, a new producer id once
+//! the epoch is exhausted, an older producer fenced by PRODUCER_FENCED, an Ongoing
+//! transaction of an older instance aborted first), AddPartitionsToTxn v0-3, EndTxn v0-4
+//! (transaction version 1: PrepareCommit/PrepareAbort written, answered, then the end
+//! markers written to every partition of the transaction and CompleteCommit/CompleteAbort
+//! written), DescribeTransactions and ListTransactions. A partition loaded with a
+//! transaction in Prepare* completes it. Markers go to partitions this broker leads; a
+//! partition led by another broker waits (WriteTxnMarkers between brokers comes with the
+//! cluster increment).
 //!
 //! A transactional id's coordinator is the shard owning partition `txn_partition(id)` of
 //! `__transaction_state` (Kafka's `Utils.abs(id.hashCode()) % partitions`), on the broker
@@ -16,8 +21,9 @@
 //! shard only (`RefCell`, never borrowed across an await).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,14 +31,25 @@ use rill_net::client::{decode_record_batches, encode_record_batch, BatchOptions,
 use rill_net::ErrorCode;
 use tracing::{info, warn};
 
-use super::state::{self, InitOutcome, InitRequest, Transit, TxnMeta};
+use super::state::{
+    self, AddOutcome, EndOrigin, EndOutcome, EndRequest, InitOutcome, InitRequest, Transit,
+    TxnMeta, TxnPartition, TxnResult, TxnVersion,
+};
 use super::wire::{self, TxnStatus};
 use crate::coordinator_wire::end_of_batches;
 use crate::errors::KafkaError;
 use crate::metadata::{BrokerInfo, NewTopic, TRANSACTION_STATE_TOPIC};
-use crate::partition::Reader;
+use crate::partition::{MarkerWrite, Reader};
 use crate::runtime;
 use crate::shard::{Lane, Shard};
+
+/// The transaction version this coordinator serves (the finalized `transaction.version`
+/// it advertises): 0, so clients use AddPartitionsToTxn and EndTxn below v5.
+const SERVER_TXN_VERSION: TxnVersion = TxnVersion::V0;
+/// Back-off between tries of an end marker that could not be written (no leader here yet,
+/// too few in-sync replicas), doubling up to the max.
+const MARKER_RETRY_MIN: Duration = Duration::from_millis(100);
+const MARKER_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Transactional ids one shard coordinates at most; a new id beyond it is refused with
 /// COORDINATOR_NOT_AVAILABLE (and a warning), as Kafka has no limit to copy.
@@ -47,6 +64,14 @@ pub fn txn_partition(transactional_id: &str, partitions: i32) -> i32 {
     }
     let abs = if h == i32::MIN { 0 } else { h.abs() };
     abs % partitions.max(1)
+}
+
+/// The write an InitProducerId computed.
+enum Step {
+    /// The id at its new epoch (or new producer id).
+    Init(Transit),
+    /// The abort of an older instance's open transaction.
+    Fence(Transit),
 }
 
 /// One loaded `__transaction_state` partition.
@@ -315,10 +340,20 @@ impl Txns {
             skipped,
             "transactional ids loaded"
         );
+        let preparing: Vec<String> = txns
+            .values()
+            .filter(|m| matches!(m.state, TxnStatus::PrepareCommit | TxnStatus::PrepareAbort))
+            .map(|m| m.transactional_id.clone())
+            .collect();
         self.state
             .partitions
             .borrow_mut()
             .insert(p, Loaded { epoch, txns });
+        // A transaction whose end was decided before a restart or a leadership move: its
+        // markers go out again (a second marker changes nothing) and it completes.
+        for id in preparing {
+            self.complete_transaction(p, epoch, id);
+        }
         Ok(())
     }
 
@@ -403,6 +438,8 @@ impl Txns {
         .await
     }
 
+    /// What InitProducerId writes: the id's next epoch, or the abort that fences an older
+    /// instance's open transaction.
     async fn run_init(
         &self,
         p: i32,
@@ -444,16 +481,43 @@ impl Txns {
                         }
                         meta.begin(transit.clone());
                         loaded.txns.insert(id.clone(), meta);
-                        Some(transit)
+                        Some(Step::Init(transit))
                     }
                     InitOutcome::Write(transit) => {
                         let meta = loaded.txns.get_mut(&id).expect("prepare_init saw it");
                         meta.begin(transit.clone());
-                        Some(transit)
+                        Some(Step::Init(transit))
                     }
-                    // Only an Ongoing transaction is fenced, and none is Ongoing before
-                    // AddPartitionsToTxn is served.
-                    InitOutcome::Fence(_) => return Err(ErrorCode::ConcurrentTransactions),
+                    InitOutcome::Fence(fence) => {
+                        // An older instance's transaction is open: it is aborted at a newer
+                        // epoch (fencing the older instance), and this client retries
+                        // (CONCURRENT_TRANSACTIONS) until the abort completed.
+                        let meta = loaded.txns.get_mut(&id).expect("prepare_init saw it");
+                        meta.begin(fence.clone());
+                        let abort = EndRequest {
+                            producer_id: fence.producer_id,
+                            producer_epoch: fence.producer_epoch,
+                            result: TxnResult::Abort,
+                            origin: EndOrigin::Coordinator,
+                        };
+                        match state::prepare_end(
+                            Some(meta),
+                            &abort,
+                            SERVER_TXN_VERSION,
+                            None,
+                            runtime::now_ms(),
+                        ) {
+                            Ok(EndOutcome::Write(t)) => {
+                                meta.begin(t.clone());
+                                Some(Step::Fence(t))
+                            }
+                            other => {
+                                meta.abandon();
+                                warn!(transactional_id = %id, outcome = ?other, "cannot fence the open transaction of an older producer instance");
+                                return Err(ErrorCode::ConcurrentTransactions);
+                            }
+                        }
+                    }
                 }
             };
             match transit {
@@ -466,12 +530,236 @@ impl Txns {
                         .map_err(|e| e.code)?;
                     new_producer_id = Some(pid);
                 }
-                Some(t) => {
+                Some(Step::Init(t)) => {
                     self.write(p, epoch, &id, &t).await?;
                     return Ok((t.producer_id, t.producer_epoch));
                 }
+                Some(Step::Fence(t)) => {
+                    self.write(p, epoch, &id, &t).await?;
+                    self.complete_transaction(p, epoch, id.clone());
+                    return Err(ErrorCode::ConcurrentTransactions);
+                }
             }
         }
+    }
+
+    /// AddPartitionsToTxn v0-3 (and AddOffsetsToTxn's offsets partition): the partitions
+    /// join producer `pid`'s transaction at `epoch`, written before the answer.
+    pub async fn add_partitions(
+        &self,
+        id: String,
+        pid: i64,
+        epoch: i16,
+        partitions: BTreeSet<TxnPartition>,
+    ) -> Result<(), ErrorCode> {
+        let key = id.clone();
+        self.on_coordinator(&key, move |txns, p| async move {
+            let e = txns.led_epoch(p).ok_or(ErrorCode::NotCoordinator)?;
+            let transit = {
+                let mut parts = txns.state.partitions.borrow_mut();
+                let loaded = parts
+                    .get_mut(&p)
+                    .filter(|l| l.epoch == e)
+                    .ok_or(ErrorCode::NotCoordinator)?;
+                match state::prepare_add(
+                    loaded.txns.get(&id),
+                    pid,
+                    epoch,
+                    &partitions,
+                    SERVER_TXN_VERSION,
+                    runtime::now_ms(),
+                )? {
+                    AddOutcome::AlreadyIn => return Ok(()),
+                    AddOutcome::Write(t) => {
+                        let meta = loaded.txns.get_mut(&id).expect("prepare_add saw it");
+                        meta.begin(t.clone());
+                        t
+                    }
+                }
+            };
+            txns.write(p, e, &id, &transit).await
+        })
+        .await
+    }
+
+    /// EndTxn v0-4 (transaction version 1): the decision (Prepare*) is written and
+    /// answered; the markers and the Complete* record follow.
+    pub async fn end_transaction(
+        &self,
+        id: String,
+        pid: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<(), ErrorCode> {
+        let key = id.clone();
+        self.on_coordinator(&key, move |txns, p| async move {
+            let e = txns.led_epoch(p).ok_or(ErrorCode::NotCoordinator)?;
+            let request = EndRequest {
+                producer_id: pid,
+                producer_epoch: epoch,
+                result: if commit {
+                    TxnResult::Commit
+                } else {
+                    TxnResult::Abort
+                },
+                origin: EndOrigin::Client,
+            };
+            let transit = {
+                let mut parts = txns.state.partitions.borrow_mut();
+                let loaded = parts
+                    .get_mut(&p)
+                    .filter(|l| l.epoch == e)
+                    .ok_or(ErrorCode::NotCoordinator)?;
+                match state::prepare_end(
+                    loaded.txns.get(&id),
+                    &request,
+                    SERVER_TXN_VERSION,
+                    None,
+                    runtime::now_ms(),
+                )? {
+                    EndOutcome::Done { .. } => return Ok(()),
+                    EndOutcome::NeedProducerId => {
+                        // Only transaction version 2 rotates producer ids at EndTxn.
+                        warn!(transactional_id = %id, "EndTxn asked for a new producer id under transaction version 1");
+                        return Err(ErrorCode::UnknownServerError);
+                    }
+                    EndOutcome::Write(t) => {
+                        let meta = loaded.txns.get_mut(&id).expect("prepare_end saw it");
+                        meta.begin(t.clone());
+                        t
+                    }
+                }
+            };
+            txns.write(p, e, &id, &transit).await?;
+            txns.complete_transaction(p, e, id);
+            Ok(())
+        })
+        .await
+    }
+
+    /// After a Prepare* of `id` is durable: begins its Complete* at once (requests for the
+    /// id meanwhile get CONCURRENT_TRANSACTIONS), and in the background writes the end
+    /// marker to every partition of the transaction, then the Complete* record, while this
+    /// broker coordinates at `epoch` (a new coordinator does it again after loading).
+    fn complete_transaction(&self, p: i32, epoch: i32, id: String) {
+        let begun = {
+            let mut parts = self.state.partitions.borrow_mut();
+            let Some(meta) = parts
+                .get_mut(&p)
+                .filter(|l| l.epoch == epoch)
+                .and_then(|l| l.txns.get_mut(&id))
+            else {
+                return;
+            };
+            match state::prepare_complete(meta, runtime::now_ms()) {
+                Ok(t) => {
+                    let marker = MarkerWrite {
+                        producer_id: meta.producer_id,
+                        producer_epoch: meta.producer_epoch,
+                        coordinator_epoch: epoch,
+                        commit: meta.state == TxnStatus::PrepareCommit,
+                    };
+                    let partitions = meta.partitions.clone();
+                    meta.begin(t.clone());
+                    (t, marker, partitions)
+                }
+                Err(code) => {
+                    warn!(transactional_id = %id, ?code, state = meta.state.name(), "cannot complete a transaction");
+                    return;
+                }
+            }
+        };
+        let me = self.clone();
+        runtime::spawn(async move {
+            let (t, marker, partitions) = begun;
+            if !me.send_markers(p, epoch, &partitions, marker).await {
+                return;
+            }
+            let mut backoff = MARKER_RETRY_MIN;
+            loop {
+                match me.write(p, epoch, &id, &t).await {
+                    Ok(()) => return,
+                    Err(ErrorCode::NotCoordinator) => return,
+                    Err(code) => {
+                        warn!(transactional_id = %id, ?code, "cannot write a transaction's completion; retrying");
+                        // `write` dropped the pending transition: begin it again.
+                        let again = {
+                            let mut parts = me.state.partitions.borrow_mut();
+                            match parts
+                                .get_mut(&p)
+                                .filter(|l| l.epoch == epoch)
+                                .and_then(|l| l.txns.get_mut(&id))
+                            {
+                                Some(meta) if meta.pending.is_none() => {
+                                    meta.begin(t.clone());
+                                    true
+                                }
+                                _ => false,
+                            }
+                        };
+                        if !again {
+                            return;
+                        }
+                        runtime::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MARKER_RETRY_MAX);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Writes `marker` to every partition of the transaction (concurrently, each retried
+    /// with back-off); false when this broker stopped coordinating at `epoch` first.
+    async fn send_markers(
+        &self,
+        p: i32,
+        epoch: i32,
+        partitions: &BTreeSet<TxnPartition>,
+        marker: MarkerWrite,
+    ) -> bool {
+        let lag_max = Duration::from_millis(self.shard.config().replica_lag_time_max_ms);
+        let writes = partitions.iter().map(|(topic, partition)| {
+            let topic: Arc<str> = Arc::from(topic.as_str());
+            let partition = *partition;
+            async move {
+                let mut backoff = MARKER_RETRY_MIN;
+                loop {
+                    if self.led_epoch(p) != Some(epoch) {
+                        return false;
+                    }
+                    let written = self
+                        .shard
+                        .with_partition(&topic, partition, move |part| async move {
+                            part.write_txn_marker(marker, lag_max).await
+                        })
+                        .await;
+                    match written {
+                        Ok(()) => return true,
+                        // Kafka's coordinator counts these as done: the partition's producer
+                        // state is already past this transaction, or the topic is gone.
+                        Err(e)
+                            if matches!(
+                                e.code,
+                                ErrorCode::InvalidProducerEpoch
+                                    | ErrorCode::TransactionCoordinatorFenced
+                            ) || self.shard.image().topic(&topic).is_none() =>
+                        {
+                            warn!(topic = %topic, partition, error = ?e, "end marker not written; the partition is past this transaction");
+                            return true;
+                        }
+                        Err(e) => {
+                            tracing::debug!(topic = %topic, partition, error = ?e, "end marker not written yet; retrying");
+                            runtime::sleep(backoff).await;
+                            backoff = (backoff * 2).min(MARKER_RETRY_MAX);
+                        }
+                    }
+                }
+            }
+        });
+        futures_util::future::join_all(writes)
+            .await
+            .into_iter()
+            .all(|done| done)
     }
 
     /// DescribeTransactions of one id: its state, or the error its coordinator answers
