@@ -340,3 +340,85 @@ fn librdkafka_commits_and_aborts_and_a_second_instance_fences_the_first() {
     assert_eq!(after, before + 1);
     broker.terminate();
 }
+
+/// A producer that dies mid-transaction (here a raw client that stops): after its
+/// transaction timeout the coordinator fences it (epoch + 1) and aborts the transaction,
+/// so read_committed readers move on; the dead instance can no longer write or commit.
+#[test]
+fn a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced() {
+    use common::txn::{values, Producer, TxnPartition};
+    let config = format!("{CONFIG}transaction_abort_check_ms = 200\n");
+    let broker = Broker::start_with("txn-timeout", BrokerOptions::with_config(&config));
+    broker.create_topic("slow", 1, &[]);
+    let mut net = broker.net();
+    let (code, pid, epoch) = init(&mut net, 4, "slow-app", 1000, (-1, -1));
+    assert_eq!((code, epoch), (ErrorCode::None, 0));
+    let added = net.send_at(
+        3,
+        &AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TransactionalId(sb("slow-app")))
+            .with_v3_and_below_producer_id(ProducerId(pid))
+            .with_v3_and_below_producer_epoch(0)
+            .with_v3_and_below_topics(vec![
+                add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                    .with_name(topic_name("slow"))
+                    .with_partitions(vec![0]),
+            ]),
+    );
+    let code = added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code;
+    assert_eq!(code, 0, "{added:?}");
+    let mut c = TxnPartition::new(broker.net(), "slow");
+    let mut zombie = Producer {
+        id: pid,
+        epoch: 0,
+        seq: 0,
+    };
+    let first = c.txn_produce(&mut zombie, &values("never", 1));
+    assert_eq!(c.produce_plain(&values("plain", 1)).0, ErrorCode::None);
+    assert_eq!(
+        c.latest(1),
+        first,
+        "the open transaction holds read_committed readers"
+    );
+
+    // Within the timeout (1 s) and a few checks (200 ms): aborted, readers move on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while c.latest(1) == first {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the transaction was not aborted after its timeout"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let d = describe(&mut net, &["slow-app"]);
+    let t = &d.transaction_states[0];
+    assert_eq!(
+        (&*t.transaction_state, t.producer_id.0, t.producer_epoch),
+        ("CompleteAbort", pid, 1),
+        "{t:?}"
+    );
+    let seen = c.fetch_all(1);
+    assert_eq!(seen.aborted, Some(vec![(pid, first)]));
+    // The broker returns the aborted record with the list; the client drops it.
+    assert_eq!(common::txn::short(&seen.values), vec!["never-0", "plain-0"]);
+    let consumer = broker.consumer(&[("isolation.level", "read_committed")]);
+    assign(&consumer, "slow", &[0], Offset::Beginning);
+    let got = consume_exactly(&consumer, 1, OP_TIMEOUT);
+    assert!(
+        String::from_utf8_lossy(got[0].value.as_deref().unwrap()).starts_with("plain-0"),
+        "{:?}",
+        got[0]
+    );
+    // The dead instance is fenced.
+    let (code, _) = c.produce(&mut zombie, &values("late", 1), true, Some("slow-app"));
+    assert_eq!(code, ErrorCode::InvalidProducerEpoch);
+    let ended = net.send_at(
+        3,
+        &EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(sb("slow-app")))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(0)
+            .with_committed(true),
+    );
+    assert_eq!(ended.error_code, ErrorCode::ProducerFenced.code());
+}

@@ -95,6 +95,9 @@ pub struct BrokerConfig {
     /// Longest transaction timeout a producer may ask for (Kafka's
     /// `transaction.max.timeout.ms`); InitProducerId beyond it is refused.
     pub transaction_max_timeout_ms: u64,
+    /// How often coordinators abort transactions past their timeout (Kafka's
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`).
+    pub transaction_abort_check_ms: u64,
     /// No longer used: `__consumer_offsets` is compacted instead of checkpointed. Accepted
     /// so that configuration files written for older Rill versions still start; a warning
     /// says it is ignored.
@@ -196,6 +199,7 @@ impl Default for BrokerConfig {
             transaction_state_partitions: 50,
             transaction_state_segment_bytes: 16 << 20,
             transaction_max_timeout_ms: 900_000,
+            transaction_abort_check_ms: 10_000,
             offsets_checkpoint_bytes: None,
             controller_quorum: String::new(),
             raft_listen: String::new(),
@@ -338,6 +342,9 @@ impl BrokerConfig {
                 "transaction_max_timeout_ms",
                 "must be between 1 and 2147483647",
             );
+        }
+        if self.transaction_abort_check_ms == 0 {
+            return bad("transaction_abort_check_ms", "must be at least 1");
         }
         if !(1..=1000).contains(&self.offsets_topic_partitions) {
             return bad("offsets_topic_partitions", "must be between 1 and 1000");

@@ -96,8 +96,48 @@ pub struct Txns {
 }
 
 /// Gives `shard` its transaction coordinator.
+/// Gives `shard` its transaction coordinator and starts the abort of timed-out
+/// transactions (Kafka's `abortTimedOutTransactions`, every `transaction_abort_check_ms`).
 pub fn start(shard: &Rc<Shard>) {
     shard.provide(Rc::new(TxnCoordinator::default()));
+    let txns = Txns::of(shard);
+    let every = Duration::from_millis(shard.config().transaction_abort_check_ms);
+    runtime::spawn(async move {
+        loop {
+            runtime::sleep(every).await;
+            txns.abort_timed_out();
+        }
+    });
+}
+
+/// Begins the fencing abort of `meta`'s open transaction: the epoch bumped (an older
+/// instance of the producer can no longer write or commit), then the abort at it, which
+/// the caller writes. None (the fence abandoned) when the rules refuse.
+fn begin_fencing_abort(meta: &mut TxnMeta, fence: Transit) -> Option<Transit> {
+    meta.begin(fence.clone());
+    let abort = EndRequest {
+        producer_id: fence.producer_id,
+        producer_epoch: fence.producer_epoch,
+        result: TxnResult::Abort,
+        origin: EndOrigin::Coordinator,
+    };
+    match state::prepare_end(
+        Some(meta),
+        &abort,
+        SERVER_TXN_VERSION,
+        None,
+        runtime::now_ms(),
+    ) {
+        Ok(EndOutcome::Write(t)) => {
+            meta.begin(t.clone());
+            Some(t)
+        }
+        other => {
+            meta.abandon();
+            warn!(transactional_id = %meta.transactional_id, outcome = ?other, "cannot abort the open transaction of a fenced producer");
+            None
+        }
+    }
 }
 
 /// One transactional id as DescribeTransactions and ListTransactions show it.
@@ -493,29 +533,9 @@ impl Txns {
                         // epoch (fencing the older instance), and this client retries
                         // (CONCURRENT_TRANSACTIONS) until the abort completed.
                         let meta = loaded.txns.get_mut(&id).expect("prepare_init saw it");
-                        meta.begin(fence.clone());
-                        let abort = EndRequest {
-                            producer_id: fence.producer_id,
-                            producer_epoch: fence.producer_epoch,
-                            result: TxnResult::Abort,
-                            origin: EndOrigin::Coordinator,
-                        };
-                        match state::prepare_end(
-                            Some(meta),
-                            &abort,
-                            SERVER_TXN_VERSION,
-                            None,
-                            runtime::now_ms(),
-                        ) {
-                            Ok(EndOutcome::Write(t)) => {
-                                meta.begin(t.clone());
-                                Some(Step::Fence(t))
-                            }
-                            other => {
-                                meta.abandon();
-                                warn!(transactional_id = %id, outcome = ?other, "cannot fence the open transaction of an older producer instance");
-                                return Err(ErrorCode::ConcurrentTransactions);
-                            }
+                        match begin_fencing_abort(meta, fence) {
+                            Some(t) => Some(Step::Fence(t)),
+                            None => return Err(ErrorCode::ConcurrentTransactions),
                         }
                     }
                 }
@@ -540,6 +560,43 @@ impl Txns {
                     return Err(ErrorCode::ConcurrentTransactions);
                 }
             }
+        }
+    }
+
+    /// Fences and aborts every Ongoing transaction past its timeout on the partitions this
+    /// shard coordinates (its producer died or hangs: read_committed readers wait at its
+    /// first offset until it ends).
+    fn abort_timed_out(&self) {
+        let now = runtime::now_ms();
+        let mut begun = Vec::new();
+        {
+            let mut parts = self.state.partitions.borrow_mut();
+            for (&p, loaded) in parts.iter_mut() {
+                if self.led_epoch(p) != Some(loaded.epoch) {
+                    continue;
+                }
+                for meta in loaded.txns.values_mut().filter(|m| m.timed_out(now)) {
+                    let Ok(fence) = state::prepare_fence(meta) else {
+                        continue;
+                    };
+                    info!(transactional_id = %meta.transactional_id, producer_id = meta.producer_id,
+                        timeout_ms = meta.timeout_ms, "aborting a transaction past its timeout");
+                    if let Some(t) = begin_fencing_abort(meta, fence) {
+                        begun.push((p, loaded.epoch, meta.transactional_id.clone(), t));
+                    }
+                }
+            }
+        }
+        for (p, epoch, id, t) in begun {
+            let me = self.clone();
+            runtime::spawn(async move {
+                match me.write(p, epoch, &id, &t).await {
+                    Ok(()) => me.complete_transaction(p, epoch, id),
+                    Err(code) => {
+                        warn!(transactional_id = %id, ?code, "cannot write the abort of a timed-out transaction; the next check tries again")
+                    }
+                }
+            });
         }
     }
 
