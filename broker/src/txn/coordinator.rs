@@ -11,9 +11,8 @@
 //! (transaction version 1: PrepareCommit/PrepareAbort written, answered, then the end
 //! markers written to every partition of the transaction and CompleteCommit/CompleteAbort
 //! written), DescribeTransactions and ListTransactions. A partition loaded with a
-//! transaction in Prepare* completes it. Markers go to partitions this broker leads; a
-//! partition led by another broker waits (WriteTxnMarkers between brokers comes with the
-//! cluster increment).
+//! transaction in Prepare* completes it. Markers go straight to the partitions this broker
+//! leads, and as WriteTxnMarkers to the leaders of the others.
 //!
 //! A transactional id's coordinator is the shard owning partition `txn_partition(id)` of
 //! `__transaction_state` (Kafka's `Utils.abs(id.hashCode()) % partitions`), on the broker
@@ -27,7 +26,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rill_net::client::{decode_record_batches, encode_record_batch, BatchOptions, ProduceRecord};
+use rill_net::client::{
+    decode_record_batches, encode_record_batch, BatchOptions, Connection, ConnectionOptions,
+    ProduceRecord,
+};
+use rill_net::kafka_protocol::messages::write_txn_markers_request::{
+    WritableTxnMarker, WritableTxnMarkerTopic,
+};
+use rill_net::kafka_protocol::messages::{ProducerId, TopicName, WriteTxnMarkersRequest};
+use rill_net::kafka_protocol::protocol::StrBytes;
 use rill_net::ErrorCode;
 use tracing::{info, warn};
 
@@ -50,6 +57,10 @@ const SERVER_TXN_VERSION: TxnVersion = TxnVersion::V0;
 /// too few in-sync replicas), doubling up to the max.
 const MARKER_RETRY_MIN: Duration = Duration::from_millis(100);
 const MARKER_RETRY_MAX: Duration = Duration::from_secs(2);
+/// Connecting to another broker to write a marker gives up after this long.
+const MARKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Largest WriteTxnMarkers response accepted (one marker, a few partitions).
+const MARKER_RESPONSE_BYTES_MAX: usize = 1 << 20;
 
 /// Transactional ids one shard coordinates at most; a new id beyond it is refused with
 /// COORDINATOR_NOT_AVAILABLE (and a warning), as Kafka has no limit to copy.
@@ -86,6 +97,9 @@ struct Loaded {
 pub struct TxnCoordinator {
     partitions: RefCell<HashMap<i32, Loaded>>,
     load_lock: async_lock::Mutex<()>,
+    /// An idle connection to each broker this shard sent end markers to (taken while a
+    /// WriteTxnMarkers is in flight, put back after): at most one per broker of the cluster.
+    marker_connections: RefCell<HashMap<i32, Connection<runtime::Stream>>>,
 }
 
 /// This shard's transaction coordinator, with its shard at hand.
@@ -784,12 +798,29 @@ impl Txns {
                     if self.led_epoch(p) != Some(epoch) {
                         return false;
                     }
-                    let written = self
+                    let leader = self
                         .shard
-                        .with_partition(&topic, partition, move |part| async move {
-                            part.write_txn_marker(marker, lag_max).await
-                        })
-                        .await;
+                        .image()
+                        .placement(&topic, partition)
+                        .map(|pl| pl.leader);
+                    let written = match leader {
+                        Some(l) if l == self.shard.node_id() => self
+                            .shard
+                            .with_partition(&topic, partition, move |part| async move {
+                                part.write_txn_marker(marker, lag_max).await
+                            })
+                            .await,
+                        Some(l) if l >= 0 => self
+                            .remote_marker(l, &topic, partition, marker)
+                            .await
+                            .map_err(|code| {
+                                KafkaError::new(code, format!("WriteTxnMarkers to broker {l}"))
+                            }),
+                        _ => Err(KafkaError::new(
+                            ErrorCode::LeaderNotAvailable,
+                            "the partition has no leader",
+                        )),
+                    };
                     match written {
                         Ok(()) => return true,
                         // Kafka's coordinator counts these as done: the partition's producer
@@ -817,6 +848,79 @@ impl Txns {
             .await
             .into_iter()
             .all(|done| done)
+    }
+
+    /// WriteTxnMarkers for one partition to broker `leader`, over the connection this shard
+    /// keeps to it (made when there is none idle): the partition's error.
+    async fn remote_marker(
+        &self,
+        leader: i32,
+        topic: &str,
+        partition: i32,
+        m: MarkerWrite,
+    ) -> Result<(), ErrorCode> {
+        let idle = self.state.marker_connections.borrow_mut().remove(&leader);
+        let mut conn = match idle {
+            Some(c) => c,
+            None => self.marker_connection(leader).await?,
+        };
+        let request =
+            WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+                .with_producer_id(ProducerId(m.producer_id))
+                .with_producer_epoch(m.producer_epoch)
+                .with_transaction_result(m.commit)
+                .with_coordinator_epoch(m.coordinator_epoch)
+                .with_topics(vec![WritableTxnMarkerTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                    .with_partition_indexes(vec![partition])])]);
+        let response = conn.send(1, &request).await.map_err(|e| {
+            tracing::debug!(leader, error = %e, "WriteTxnMarkers failed; the connection is dropped");
+            ErrorCode::NetworkException
+        })?;
+        self.state
+            .marker_connections
+            .borrow_mut()
+            .insert(leader, conn);
+        let code = response
+            .markers
+            .first()
+            .and_then(|r| r.topics.first())
+            .and_then(|t| t.partitions.first())
+            .map_or(ErrorCode::UnknownServerError.code(), |p| p.error_code);
+        match ErrorCode::from_code(code) {
+            Some(ErrorCode::None) => Ok(()),
+            Some(other) => Err(other),
+            None => Err(ErrorCode::UnknownServerError),
+        }
+    }
+
+    /// A new connection to broker `id` for end markers (ApiVersions done).
+    async fn marker_connection(&self, id: i32) -> Result<Connection<runtime::Stream>, ErrorCode> {
+        let view = self.shard.image();
+        let b = view.broker(id).ok_or(ErrorCode::NotLeaderOrFollower)?;
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(b.host.as_str(), b.port as u16))
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or(ErrorCode::NetworkException)?;
+        let stream = runtime::connect(addr, MARKER_CONNECT_TIMEOUT)
+            .await
+            .map_err(|_| ErrorCode::NetworkException)?;
+        let mut c = Connection::with_options(
+            stream,
+            ConnectionOptions {
+                client_id: format!("rill-txn-coordinator-{}", self.shard.node_id()),
+                inflight_requests_max: 1,
+                response_frame_bytes_max: MARKER_RESPONSE_BYTES_MAX,
+            },
+        );
+        let versions = c
+            .api_versions()
+            .await
+            .map_err(|_| ErrorCode::NetworkException)?;
+        versions
+            .require(rill_net::kafka_protocol::messages::ApiKey::WriteTxnMarkers)
+            .map_err(|_| ErrorCode::UnsupportedVersion)?;
+        Ok(c)
     }
 
     /// DescribeTransactions of one id: its state, or the error its coordinator answers

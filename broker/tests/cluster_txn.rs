@@ -1,0 +1,158 @@
+//! Transactions in a cluster of three (issue 17): a transactional id's coordinator is the
+//! leader of its `__transaction_state` partition, which writes the end markers to the
+//! leaders of the transaction's partitions on other brokers (WriteTxnMarkers between
+//! brokers). librdkafka's transactional producer commits and aborts over three partitions
+//! led by different brokers and a read_committed consumer sees exactly the committed
+//! records; after kill -9 of the coordinator, another broker leads the state partition,
+//! loads the id from its replica, and a new instance of the producer goes on (its epoch
+//! one higher).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::cluster::{agreed_cluster_with_topic, settled_topic_metadata};
+use common::*;
+use rdkafka::admin::{NewTopic, TopicReplication};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::Offset;
+use rill_net::kafka_protocol::messages::*;
+use rill_net::kafka_protocol::protocol::StrBytes;
+
+const HOSTS: [&str; 3] = ["127.0.0.171", "127.0.0.172", "127.0.0.173"];
+const CONFIG: &str = "metrics_listen = \"\"\nauto_create_topics = false\nbroker_heartbeat_interval_ms = 200\nbroker_session_timeout_ms = 2000\nreplica_lag_time_max_ms = 2000\ntransaction_state_partitions = 3\n";
+const TOPIC: &str = "txn-spread";
+const ID: &str = "cluster-app";
+
+fn bootstrap(brokers: &[Broker], alive: &[usize]) -> String {
+    alive
+        .iter()
+        .map(|&i| brokers[i].bootstrap())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn txn_producer(bootstrap: &str) -> BaseProducer {
+    let producer: BaseProducer = client_config(bootstrap)
+        .set("transactional.id", ID)
+        .create()
+        .expect("create a transactional producer");
+    producer
+        .init_transactions(Duration::from_secs(60))
+        .expect("init_transactions");
+    producer
+}
+
+/// One transaction: `values` spread over the three partitions, committed or aborted.
+fn transaction(producer: &BaseProducer, values: &[String], commit: bool) {
+    producer.begin_transaction().unwrap();
+    for (i, v) in values.iter().enumerate() {
+        producer
+            .send(
+                BaseRecord::<(), str>::to(TOPIC)
+                    .payload(v.as_str())
+                    .partition((i % 3) as i32),
+            )
+            .unwrap_or_else(|(e, _)| panic!("send {v}: {e}"));
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    if commit {
+        producer
+            .commit_transaction(Duration::from_secs(60))
+            .expect("commit");
+    } else {
+        producer
+            .abort_transaction(Duration::from_secs(60))
+            .expect("abort");
+    }
+}
+
+/// What a read_committed consumer of all three partitions gets, as a set.
+fn read_committed(bootstrap: &str, count: usize) -> BTreeSet<String> {
+    let consumer: rdkafka::consumer::BaseConsumer = client_config(bootstrap)
+        .set("group.id", format!("check-{}", now_ms()))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("create a consumer");
+    assign(&consumer, TOPIC, &[0, 1, 2], Offset::Beginning);
+    consume_exactly(&consumer, count, Duration::from_secs(60))
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
+        .collect()
+}
+
+/// The broker coordinating `ID` as `broker` answers FindCoordinator, once it is not
+/// `except` (a broker just killed, until the cluster moves the leadership).
+fn coordinator(broker: &Broker, except: i32) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = broker.net().send_at(
+            3,
+            &FindCoordinatorRequest::default()
+                .with_key(StrBytes::from_static_str(ID))
+                .with_key_type(1),
+        );
+        if r.error_code == 0 && r.node_id.0 != except {
+            return r.node_id.0;
+        }
+        assert!(Instant::now() < deadline, "no coordinator for {ID}: {r:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn values(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+#[test]
+fn transactions_span_brokers_and_survive_the_coordinators_death() {
+    let new = NewTopic::new(TOPIC, 3, TopicReplication::Fixed(2));
+    let mut brokers = agreed_cluster_with_topic("cluster-txn", &HOSTS, CONFIG, &new);
+    let t = settled_topic_metadata(&brokers[0], TOPIC, 3);
+    let leaders: BTreeSet<i32> = t.partitions.iter().map(|p| p.leader_id.0).collect();
+    assert!(leaders.len() >= 2, "partition leaders spread: {leaders:?}");
+    let all = bootstrap(&brokers, &[0, 1, 2]);
+
+    let producer = txn_producer(&all);
+    let coord = coordinator(&brokers[0], -1);
+    transaction(&producer, &values("one", 6), true);
+    transaction(&producer, &values("aborted", 6), false);
+    transaction(&producer, &values("two", 6), true);
+    let mut want: BTreeSet<String> = values("one", 6).into_iter().collect();
+    want.extend(values("two", 6));
+    assert_eq!(read_committed(&all, 12), want);
+    drop(producer);
+
+    // The coordinator dies; the state partition's other replica leads it and loads the id.
+    let dead = (coord - 1) as usize;
+    brokers[dead].kill9();
+    let alive: Vec<usize> = (0..3).filter(|i| *i != dead).collect();
+    let rest = bootstrap(&brokers, &alive);
+    let next = coordinator(&brokers[alive[0]], coord);
+    let producer = txn_producer(&rest);
+    transaction(&producer, &values("three", 6), true);
+    want.extend(values("three", 6));
+    assert_eq!(read_committed(&rest, 18), want);
+    let d = brokers[(next - 1) as usize].net().send_at(
+        0,
+        &DescribeTransactionsRequest::default()
+            .with_transactional_ids(vec![TransactionalId(StrBytes::from_static_str(ID))]),
+    );
+    let s = &d.transaction_states[0];
+    assert_eq!(
+        (s.error_code, &*s.transaction_state),
+        (0, "CompleteCommit"),
+        "{s:?}"
+    );
+    assert_eq!(
+        s.producer_epoch, 1,
+        "the second instance bumped the epoch the dead coordinator had written"
+    );
+    for (i, b) in brokers.iter_mut().enumerate() {
+        if i != dead {
+            b.terminate();
+        }
+    }
+}
