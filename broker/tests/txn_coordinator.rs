@@ -422,3 +422,118 @@ fn a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced() {
     );
     assert_eq!(ended.error_code, ErrorCode::ProducerFenced.code());
 }
+
+/// Consume-transform-produce with librdkafka: the input offsets go into the transaction
+/// (AddOffsetsToTxn, TxnOffsetCommit) and count only if it commits: an aborted
+/// transaction leaves the group's committed offset as it was, a committed one moves it,
+/// and offsets of a transaction still open when the broker is killed (-9) do not count
+/// after the restart (the next instance fences and aborts it).
+#[test]
+fn offsets_sent_to_a_transaction_count_only_when_it_commits() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::TopicPartitionList;
+    let mut broker = Broker::start_with("txn-offsets", BrokerOptions::with_config(CONFIG));
+    broker.create_topic("in", 1, &[]);
+    broker.create_topic("out", 1, &[]);
+    let mut net = broker.net();
+    for i in 0..6 {
+        let (code, _) = net.produce_values("in", 0, &[format!("in-{i}").as_bytes()]);
+        assert_eq!(code, 0);
+    }
+    let consumer: BaseConsumer = client_config(&broker.bootstrap())
+        .set("group.id", "eos-group")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("create a consumer");
+    assign(&consumer, "in", &[0], Offset::Beginning);
+    let input = consume_exactly(&consumer, 6, OP_TIMEOUT);
+    let committed = |consumer: &BaseConsumer| -> Offset {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("in", 0);
+        consumer
+            .committed_offsets(tpl, OP_TIMEOUT)
+            .expect("committed offsets")
+            .find_partition("in", 0)
+            .expect("in-0")
+            .offset()
+    };
+    let offsets_at = |at: i64| {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("in", 0, Offset::Offset(at))
+            .unwrap();
+        tpl
+    };
+    let producer = txn_producer(&broker, "eos-app");
+    let metadata = consumer.group_metadata().expect("group metadata");
+    let transform = |producer: &rdkafka::producer::BaseProducer, tag: &str| {
+        for r in &input {
+            let v = format!(
+                "{tag}:{}",
+                String::from_utf8_lossy(r.value.as_deref().unwrap())
+            );
+            producer
+                .send(
+                    BaseRecord::<(), str>::to("out")
+                        .payload(v.as_str())
+                        .partition(0),
+                )
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+    };
+
+    // Aborted: neither the output nor the offsets count.
+    producer.begin_transaction().unwrap();
+    transform(&producer, "aborted");
+    producer
+        .send_offsets_to_transaction(&offsets_at(6), &metadata, Duration::from_secs(30))
+        .expect("send offsets");
+    producer.abort_transaction(Duration::from_secs(30)).unwrap();
+    assert_eq!(
+        committed(&consumer),
+        Offset::Invalid,
+        "an aborted transaction's offsets"
+    );
+
+    // Committed: both count.
+    producer.begin_transaction().unwrap();
+    transform(&producer, "done");
+    producer
+        .send_offsets_to_transaction(&offsets_at(6), &metadata, Duration::from_secs(30))
+        .expect("send offsets");
+    producer
+        .commit_transaction(Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(committed(&consumer), Offset::Offset(6));
+    let out = broker.consumer(&[("isolation.level", "read_committed")]);
+    assign(&out, "out", &[0], Offset::Beginning);
+    let got = consume_exactly(&out, 6, OP_TIMEOUT);
+    assert!(
+        got.iter()
+            .all(|r| r.value.as_deref().unwrap().starts_with(b"done:")),
+        "read_committed sees the committed output only"
+    );
+
+    // Left open across kill -9: its offsets (4) do not count after the restart.
+    producer.begin_transaction().unwrap();
+    producer
+        .send_offsets_to_transaction(&offsets_at(4), &metadata, Duration::from_secs(30))
+        .expect("send offsets");
+    drop((producer, consumer, net));
+    broker.kill9();
+    broker.restart();
+    let consumer: BaseConsumer = client_config(&broker.bootstrap())
+        .set("group.id", "eos-group")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("create a consumer");
+    assert_eq!(committed(&consumer), Offset::Offset(6), "after kill -9");
+    let _next = txn_producer(&broker, "eos-app");
+    assert_eq!(
+        committed(&consumer),
+        Offset::Offset(6),
+        "after the next instance fenced the open transaction"
+    );
+    broker.terminate();
+}

@@ -71,6 +71,10 @@ pub(super) fn group_entry<'a>(
 pub struct Coordinator {
     /// Every group on this shard's offsets partitions, by id.
     pub(super) groups: RefCell<HashMap<String, Group>>,
+    /// Offsets committed inside transactions (TxnOffsetCommit), durable but waiting for
+    /// their transaction's end marker, by producer id (bounded by
+    /// `TXN_OFFSETS_PENDING_PER_SHARD_MAX` records).
+    pub(super) pending_txn: RefCell<HashMap<i64, Vec<StoredRecord>>>,
     /// The offsets partitions: which are loaded, and their writers.
     pub(super) log: Log,
     /// Numbers the member ids this shard hands out.
@@ -138,6 +142,7 @@ pub enum GroupOp {
     Heartbeat(HeartbeatRequest),
     Leave(LeaveGroupRequest, i16),
     Commit(OffsetCommitRequest, i16),
+    TxnCommit(TxnOffsetCommitRequest, i16),
     Fetch {
         group: String,
         topics: Option<Vec<(String, Vec<i32>)>>,
@@ -160,6 +165,7 @@ pub enum GroupReply {
     Heartbeat(HeartbeatResponse),
     Leave(LeaveGroupResponse),
     Commit(OffsetCommitResponse),
+    TxnCommit(TxnOffsetCommitResponse),
     Fetch(Result<Vec<(String, i32, Committed)>, KafkaError>),
     ConsumerHeartbeat(ConsumerGroupHeartbeatResponse),
     ConsumerDescribe(consumer_group_describe_response::DescribedGroup),
@@ -303,6 +309,18 @@ impl Groups {
             .unwrap_or_else(|_| Err(unavailable("the coordinator shard is stopping")))
     }
 
+    /// The offsets partition of `group` (creating the offsets topic on first use), for
+    /// AddOffsetsToTxn.
+    pub async fn offsets_partition_of(&self, group: &str) -> Result<i32, KafkaError> {
+        self.coordinator_of(group).await.map(|(_, p)| p)
+    }
+
+    /// An end marker of producer `pid` was written to offsets partition `p` here: its
+    /// transaction's offsets of groups on `p` take effect (commit) or are dropped.
+    pub fn end_txn_offsets(&self, p: i32, pid: i64, commit: bool) {
+        self.end_txn_offsets_in(p, pid, commit);
+    }
+
     /// The broker coordinating `group` (creating the offsets topic on first use): the
     /// leader of the group's offsets partition.
     pub async fn group_coordinator(&self, group: &str) -> Result<BrokerInfo, KafkaError> {
@@ -397,6 +415,9 @@ impl Groups {
             GroupOp::Heartbeat(r) => GroupReply::Heartbeat(self.heartbeat(r)),
             GroupOp::Leave(r, v) => GroupReply::Leave(self.leave(partition, r, v)),
             GroupOp::Commit(r, v) => GroupReply::Commit(self.commit(partition, r, v).await),
+            GroupOp::TxnCommit(r, v) => {
+                GroupReply::TxnCommit(self.txn_commit(partition, r, v).await)
+            }
             GroupOp::Fetch {
                 group,
                 topics,

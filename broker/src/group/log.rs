@@ -21,6 +21,8 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 use rill_net::client::{decode_record_batches, encode_record_batch, BatchOptions, ProduceRecord};
 use rill_net::ErrorCode;
+use rill_storage::batch::BatchHeader;
+use rill_storage::txn::{parse_marker, ControlKind};
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -44,6 +46,9 @@ struct PendingWrite {
     records: Vec<StoredRecord>,
     /// Records appended after `records` as they are (the tombstones of a migration).
     raw: Vec<KeyValue>,
+    /// TxnOffsetCommit: the producer id and epoch whose transaction the offsets belong to
+    /// (written as a transactional batch of that producer, pending until its end marker).
+    txn: Option<(i64, i16)>,
     /// The offset of the first record, once durable.
     reply: oneshot::Sender<Result<i64, ErrorCode>>,
 }
@@ -124,6 +129,9 @@ impl Groups {
             }
             keep
         });
+        for pending in self.state.pending_txn.borrow_mut().values_mut() {
+            pending.retain(|r| !resigned.contains(&offsets_partition(r.group(), partitions)));
+        }
         let mut loaded = self.state.log.loaded.borrow_mut();
         for p in &resigned {
             loaded.remove(p);
@@ -180,12 +188,35 @@ impl Groups {
             if data.is_empty() {
                 break;
             }
+            // Each record with the producer whose transaction it belongs to; the end
+            // markers, each with the number of records before it, settle the transactions'
+            // offsets in log order below.
             let mut decoded = Vec::new();
-            for batch in &data {
-                decoded.extend(decode_record_batches(batch).map_err(|e| {
-                    warn!(partition = p, error = %e, "damaged record in the offsets topic");
-                    ErrorCode::CoordinatorNotAvailable
-                })?);
+            let mut markers: Vec<(usize, i64, bool)> = Vec::new();
+            for chunk in &data {
+                let mut rest = chunk.clone();
+                while let Ok(len) = crate::partition::batch_len(&rest) {
+                    let batch = rest.split_to(len);
+                    let Ok(h) = BatchHeader::parse(&batch) else {
+                        continue;
+                    };
+                    if h.is_control() {
+                        if let Some(m) = parse_marker(&batch) {
+                            markers.push((
+                                decoded.len(),
+                                h.producer_id,
+                                m.kind == ControlKind::Commit,
+                            ));
+                        }
+                        continue;
+                    }
+                    let txn = h.is_transactional().then_some(h.producer_id);
+                    let records = decode_record_batches(&batch).map_err(|e| {
+                        warn!(partition = p, error = %e, "damaged record in the offsets topic");
+                        ErrorCode::CoordinatorNotAvailable
+                    })?;
+                    decoded.extend(records.into_iter().map(|r| (txn, r)));
+                }
             }
             // A batch the cleaner emptied (Kafka keeps such headers) holds no record: the
             // headers say where the next read starts.
@@ -194,7 +225,11 @@ impl Groups {
                 break;
             }
             offset = offset.max(next);
-            for rec in decoded {
+            let mut markers = markers.into_iter().peekable();
+            for (i, (txn, rec)) in decoded.into_iter().enumerate() {
+                while let Some((_, pid, commit)) = markers.next_if(|(at, _, _)| *at <= i) {
+                    self.end_txn_offsets_in(p, pid, commit);
+                }
                 let Some(key) = rec.key else {
                     skipped += 1;
                     continue;
@@ -219,6 +254,16 @@ impl Groups {
                     continue;
                 }
                 match wire::decode(&key, rec.value.as_deref()) {
+                    Ok(LogRecord::Stored(r @ StoredRecord::Offset { .. })) if txn.is_some() => {
+                        let pid = txn.expect("checked");
+                        self.state
+                            .pending_txn
+                            .borrow_mut()
+                            .entry(pid)
+                            .or_default()
+                            .push(r);
+                        records += 1;
+                    }
                     Ok(r) => {
                         self.replay_log_record(r, &mut members);
                         records += 1;
@@ -228,6 +273,9 @@ impl Groups {
                         warn!(partition = p, offset = rec.offset, error = %e, "skipping an unreadable group record")
                     }
                 }
+            }
+            for (_, pid, commit) in markers {
+                self.end_txn_offsets_in(p, pid, commit);
             }
         }
         for ((group, id), m) in members {
@@ -281,7 +329,7 @@ impl Groups {
             } else {
                 Vec::new()
             };
-            match self.enqueue(partition, chunk, raw) {
+            match self.enqueue(partition, chunk, raw, None) {
                 Ok(rx) => waits.push(rx),
                 Err(code) => {
                     warn!(partition, ?code, "cannot rewrite the consumer groups in Kafka's record formats now; the next load tries again");
@@ -301,6 +349,34 @@ impl Groups {
             old_keys = keys,
             "consumer groups rewritten in Kafka's record formats; the old records are compacted away"
         );
+    }
+
+    /// An end marker of producer `pid` in offsets partition `p`: its pending transactional
+    /// offsets of groups on `p` take effect (commit) or are dropped (abort).
+    pub(super) fn end_txn_offsets_in(&self, p: i32, pid: i64, commit: bool) {
+        let Some(partitions) = self.offsets_partitions() else {
+            return;
+        };
+        let settled: Vec<StoredRecord> = {
+            let mut pending = self.state.pending_txn.borrow_mut();
+            let Some(list) = pending.get_mut(&pid) else {
+                return;
+            };
+            let (here, rest): (Vec<StoredRecord>, Vec<StoredRecord>) = std::mem::take(list)
+                .into_iter()
+                .partition(|r| offsets_partition(r.group(), partitions) == p);
+            if rest.is_empty() {
+                pending.remove(&pid);
+            } else {
+                *list = rest;
+            }
+            here
+        };
+        if commit {
+            for r in settled {
+                self.replay(r);
+            }
+        }
     }
 
     /// Applies one record in Kafka's formats. KIP-848 members are gathered in `members` and
@@ -511,7 +587,24 @@ impl Groups {
         partition: i32,
         records: Vec<StoredRecord>,
     ) -> Result<oneshot::Receiver<Result<i64, ErrorCode>>, ErrorCode> {
-        self.enqueue(partition, records, Vec::new())
+        self.enqueue(partition, records, Vec::new(), None)
+    }
+
+    /// TxnOffsetCommit's offsets, written as producer `txn`'s transactional batch; once
+    /// durable they wait for the transaction's end marker ([`Groups::end_txn_offsets`]).
+    pub(super) async fn persist_txn(
+        &self,
+        partition: i32,
+        records: Vec<StoredRecord>,
+        txn: (i64, i16),
+    ) -> Result<(), ErrorCode> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let rx = self.enqueue(partition, records, Vec::new(), Some(txn))?;
+        rx.await
+            .unwrap_or(Err(ErrorCode::CoordinatorNotAvailable))
+            .map(|_| ())
     }
 
     fn enqueue(
@@ -519,6 +612,7 @@ impl Groups {
         partition: i32,
         records: Vec<StoredRecord>,
         raw: Vec<KeyValue>,
+        txn: Option<(i64, i16)>,
     ) -> Result<oneshot::Receiver<Result<i64, ErrorCode>>, ErrorCode> {
         let (tx, rx) = oneshot::channel();
         let start = {
@@ -535,6 +629,7 @@ impl Groups {
             w.queue.push_back(PendingWrite {
                 records,
                 raw,
+                txn,
                 reply: tx,
             });
             !std::mem::replace(&mut w.running, true)
@@ -553,11 +648,16 @@ impl Groups {
             let batch: Vec<PendingWrite> = {
                 let mut writers = self.state.log.writers.borrow_mut();
                 let w = writers.entry(partition).or_default();
-                let mut out = Vec::new();
+                let mut out: Vec<PendingWrite> = Vec::new();
                 let mut count = 0;
                 while let Some(next) = w.queue.front() {
                     let n = next.records.len() + next.raw.len();
                     if !out.is_empty() && count + n > WRITE_BATCH_RECORDS_MAX {
+                        break;
+                    }
+                    // One batch is one producer's (or none's): a transaction's offsets never
+                    // share a batch with plain records or another transaction's.
+                    if out.first().is_some_and(|first| first.txn != next.txn) {
                         break;
                     }
                     count += n;
@@ -584,11 +684,21 @@ impl Groups {
                 .find_map(|w| w.records.first())
                 .map(|r| r.group().to_string())
                 .unwrap_or_default();
-            match self.append_records(partition, &group, kvs).await {
+            let txn = batch.first().and_then(|w| w.txn);
+            match self.append_records(partition, &group, kvs, txn).await {
                 Ok(base) => {
                     // Offsets and deletions take effect once durable, here, before anything
-                    // else runs.
+                    // else runs; a transaction's offsets once its marker commits them.
                     for w in &batch {
+                        if let Some((pid, _)) = w.txn {
+                            self.state
+                                .pending_txn
+                                .borrow_mut()
+                                .entry(pid)
+                                .or_default()
+                                .extend(w.records.iter().cloned());
+                            continue;
+                        }
                         for r in &w.records {
                             if matches!(
                                 r,
@@ -620,6 +730,7 @@ impl Groups {
         partition: i32,
         group: &str,
         records: Vec<KeyValue>,
+        txn: Option<(i64, i16)>,
     ) -> Result<i64, ErrorCode> {
         let now = runtime::now_ms();
         let batch: Vec<ProduceRecord> = records
@@ -631,7 +742,16 @@ impl Groups {
                 timestamp_ms: now,
             })
             .collect();
-        let data = encode_record_batch(&batch, &BatchOptions::default()).map_err(|e| {
+        let options = match txn {
+            Some((producer_id, producer_epoch)) => BatchOptions {
+                producer_id,
+                producer_epoch,
+                transactional: true,
+                ..BatchOptions::default()
+            },
+            None => BatchOptions::default(),
+        };
+        let data = encode_record_batch(&batch, &options).map_err(|e| {
             warn!(error = %e, "cannot encode group records");
             ErrorCode::UnknownServerError
         })?;
@@ -647,7 +767,7 @@ impl Groups {
             warn!(error = ?e, "group records encoded into a bad batch");
             ErrorCode::UnknownServerError
         })?;
-        match log.produce(batches, -1, lag_max).await {
+        match log.produce_as_coordinator(batches, lag_max).await {
             Ok(produced) => Ok(produced.base_offset),
             Err(e) => {
                 warn!(group, error = ?e, "cannot persist group records");

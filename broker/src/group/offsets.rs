@@ -15,6 +15,9 @@ use crate::runtime;
 
 /// Largest offset metadata string accepted (Kafka's `offset.metadata.max.bytes`).
 const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+/// Transactional offsets one shard keeps waiting for their transactions' end markers; a
+/// TxnOffsetCommit beyond it is refused with COORDINATOR_NOT_AVAILABLE (and a warning).
+pub(super) const TXN_OFFSETS_PENDING_PER_SHARD_MAX: usize = 1_000_000;
 
 /// A committed offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +169,103 @@ impl Groups {
         }
         // The writer applies the offsets to the group once they are durable.
         let result = self.persist(partition, records).await;
+        respond(&|topic, p| {
+            if too_large.contains(&(topic.to_string(), p)) {
+                ErrorCode::OffsetMetadataTooLarge
+            } else {
+                result.err().unwrap_or(ErrorCode::None)
+            }
+        })
+    }
+
+    /// TxnOffsetCommit v0-3: the offsets are written as the producer's transactional batch
+    /// and take effect when its transaction commits. Members are checked as Kafka's
+    /// `validateTransactionalOffsetCommit` does: a producer naming no member and no
+    /// generation (v0-2, or a standalone consumer) is not checked.
+    pub(super) async fn txn_commit(
+        &self,
+        partition: i32,
+        r: TxnOffsetCommitRequest,
+        _version: i16,
+    ) -> TxnOffsetCommitResponse {
+        use txn_offset_commit_response::{
+            TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+        };
+        let group_id = r.group_id.0.to_string();
+        let member_id = r.member_id.to_string();
+        let generation = r.generation_id;
+        let respond = |codes: &dyn Fn(&str, i32) -> ErrorCode| {
+            TxnOffsetCommitResponse::default().with_topics(
+                r.topics
+                    .iter()
+                    .map(|t| {
+                        TxnOffsetCommitResponseTopic::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(
+                                t.partitions
+                                    .iter()
+                                    .map(|p| {
+                                        TxnOffsetCommitResponsePartition::default()
+                                            .with_partition_index(p.partition_index)
+                                            .with_error_code(
+                                                codes(&t.name.0, p.partition_index).code(),
+                                            )
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            )
+        };
+        let check = {
+            let mut groups = self.state.groups.borrow_mut();
+            let groups_max = self.config().limits.groups_per_shard_max;
+            group_entry(&mut groups, &group_id, groups_max).and_then(|g| {
+                if generation < 0 && member_id.is_empty() {
+                    return Ok(());
+                }
+                match &g.consumer {
+                    Some(c) => check_consumer_member(c, &member_id, generation, 9),
+                    None => g.classic.check_member(
+                        &member_id,
+                        generation,
+                        r.group_instance_id.as_deref(),
+                    ),
+                }
+            })
+        };
+        if let Err(code) = check {
+            return respond(&|_, _| code);
+        }
+        let pending: usize = self.state.pending_txn.borrow().values().map(Vec::len).sum();
+        if pending >= TXN_OFFSETS_PENDING_PER_SHARD_MAX {
+            tracing::warn!(group = %group_id, pending, limit = TXN_OFFSETS_PENDING_PER_SHARD_MAX,
+                "refusing transactional offsets: too many wait for their transactions to end on this shard");
+            return respond(&|_, _| ErrorCode::CoordinatorNotAvailable);
+        }
+        let now = runtime::now_ms();
+        let mut records = Vec::new();
+        let mut too_large: HashSet<(String, i32)> = HashSet::new();
+        for t in &r.topics {
+            for p in &t.partitions {
+                let metadata = p.committed_metadata.as_deref().unwrap_or("").to_string();
+                if metadata.len() > OFFSET_METADATA_BYTES_MAX {
+                    too_large.insert((t.name.0.to_string(), p.partition_index));
+                    continue;
+                }
+                records.push(StoredRecord::Offset {
+                    group: group_id.clone(),
+                    topic: t.name.0.to_string(),
+                    partition: p.partition_index,
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata,
+                    commit_ms: now,
+                });
+            }
+        }
+        let txn = (r.producer_id.0, r.producer_epoch);
+        let result = self.persist_txn(partition, records, txn).await;
         respond(&|topic, p| {
             if too_large.contains(&(topic.to_string(), p)) {
                 ErrorCode::OffsetMetadataTooLarge

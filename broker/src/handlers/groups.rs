@@ -419,3 +419,101 @@ pub async fn find_coordinator(
         response
     }
 }
+
+/// TxnOffsetCommit v0-3: offsets committed inside a transaction, written by the group's
+/// coordinator as the producer's transactional batch; they count once the transaction
+/// commits. A partition the cluster does not have is UNKNOWN_TOPIC_OR_PARTITION, as for
+/// OffsetCommit.
+pub async fn txn_commit(
+    shard: &Rc<Shard>,
+    mut r: TxnOffsetCommitRequest,
+    v: i16,
+) -> TxnOffsetCommitResponse {
+    use txn_offset_commit_response::{
+        TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+    };
+    let group = r.group_id.0.to_string();
+    let asked = r.topics.clone();
+    let image = shard.image();
+    let exists = |topic: &str, p: i32| image.placement(topic, p).is_some();
+    for t in &mut r.topics {
+        t.partitions
+            .retain(|p| exists(&t.name.0, p.partition_index));
+    }
+    r.topics.retain(|t| !t.partitions.is_empty());
+    let mut codes: HashMap<(String, i32), i16> = HashMap::new();
+    if !r.topics.is_empty() {
+        let reply = Groups::of(shard)
+            .group_op(&group, GroupOp::TxnCommit(r.clone(), v))
+            .await;
+        match reply {
+            Ok(GroupReply::TxnCommit(resp)) => {
+                for t in resp.topics {
+                    for p in t.partitions {
+                        codes.insert((t.name.0.to_string(), p.partition_index), p.error_code);
+                    }
+                }
+            }
+            other => {
+                let code = failed(other).code();
+                for t in &r.topics {
+                    for p in &t.partitions {
+                        codes.insert((t.name.0.to_string(), p.partition_index), code);
+                    }
+                }
+            }
+        }
+    }
+    let unknown = ErrorCode::UnknownTopicOrPartition.code();
+    TxnOffsetCommitResponse::default().with_topics(
+        asked
+            .iter()
+            .map(|t| {
+                TxnOffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                let code = codes
+                                    .get(&(t.name.0.to_string(), p.partition_index))
+                                    .copied()
+                                    .unwrap_or(unknown);
+                                TxnOffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(code)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    )
+}
+
+/// AddOffsetsToTxn v0-3: the group's offsets partition joins the transaction, so its
+/// TxnOffsetCommit offsets get the transaction's end marker.
+pub async fn add_offsets_to_txn(
+    shard: &Rc<Shard>,
+    r: AddOffsetsToTxnRequest,
+    v: i16,
+) -> AddOffsetsToTxnResponse {
+    use crate::metadata::OFFSETS_TOPIC;
+    use crate::txn::state::{error_for_version, TxnApi};
+    let outcome = match Groups::of(shard).offsets_partition_of(&r.group_id.0).await {
+        Ok(p) => Txns::of(shard)
+            .add_partitions(
+                r.transactional_id.0.to_string(),
+                r.producer_id.0,
+                r.producer_epoch,
+                [(OFFSETS_TOPIC.to_string(), p)].into_iter().collect(),
+            )
+            .await
+            .map_err(|code| error_for_version(code, TxnApi::AddOffsetsToTxn, v)),
+        Err(e) => Err(e.code),
+    };
+    let code = outcome.err().unwrap_or(ErrorCode::None);
+    if code != ErrorCode::None {
+        shard.metrics().error("AddOffsetsToTxn", code);
+    }
+    AddOffsetsToTxnResponse::default().with_error_code(code.code())
+}

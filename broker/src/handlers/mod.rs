@@ -63,12 +63,17 @@ pub enum Reply {
 /// Apis in the codec table that the broker does not serve; they are not advertised and a
 /// request for one is refused as an unsupported version before it reaches [`handle`].
 /// The transaction apis wait for the transaction coordinator (broker/docs/transactions.md).
-const NOT_SERVED: &[ApiKey] = &[ApiKey::AddOffsetsToTxn, ApiKey::TxnOffsetCommit];
+const NOT_SERVED: &[ApiKey] = &[];
 
 /// Apis served below the codec table's highest version: the batched broker-to-broker
 /// AddPartitionsToTxn (v4+) and transaction version 2 (AddPartitionsToTxn v4+, EndTxn v5)
 /// wait for their increments of the transactions design.
-const SERVED_MAX: &[(ApiKey, i16)] = &[(ApiKey::AddPartitionsToTxn, 3), (ApiKey::EndTxn, 4)];
+const SERVED_MAX: &[(ApiKey, i16)] = &[
+    (ApiKey::AddPartitionsToTxn, 3),
+    (ApiKey::AddOffsetsToTxn, 3),
+    (ApiKey::EndTxn, 4),
+    (ApiKey::TxnOffsetCommit, 3),
+];
 
 /// The apis and versions this broker advertises and accepts.
 pub fn api_table() -> Vec<ApiVersionRange> {
@@ -214,13 +219,9 @@ pub async fn handle(
             &transactions::add_partitions_to_txn(shard, r, v).await,
         ),
         Request::EndTxn(r) => frame(cid, v, &transactions::end_txn(shard, r, v).await),
-        not_served @ (Request::AddOffsetsToTxn(_) | Request::TxnOffsetCommit(_)) => {
-            // The decoder refuses these (NOT_SERVED), so this is a broken table.
-            error!(
-                api = not_served.api_name(),
-                "a request for an api this broker does not serve reached the handlers; closing the connection"
-            );
-            Reply::Close
+        Request::AddOffsetsToTxn(r) => {
+            frame(cid, v, &groups::add_offsets_to_txn(shard, r, v).await)
         }
+        Request::TxnOffsetCommit(r) => frame(cid, v, &groups::txn_commit(shard, r, v).await),
     }
 }

@@ -36,11 +36,8 @@ pub async fn write_txn_markers(
             for &index in &t.partition_indexes {
                 let topic = topic.clone();
                 work.push(async move {
-                    let written = shard
-                        .with_partition(&topic, index, move |p| async move {
-                            p.write_txn_marker(m, lag_max).await
-                        })
-                        .await;
+                    let written =
+                        crate::txn::write_marker_here(shard, &topic, index, m, lag_max).await;
                     (i, topic, index, written)
                 });
             }

@@ -369,6 +369,25 @@ impl<B: Backend> Partition<B> {
         }
     }
 
+    /// A coordinator's own records (a group coordinator's transactional offsets): appended
+    /// with acks=all like a produce, but as Kafka's coordinator origin, whose batches carry
+    /// a producer id and epoch without sequence numbers (only the epoch is checked).
+    pub fn produce_as_coordinator(
+        &self,
+        batches: Vec<CheckedBatch>,
+        replica_lag_max: Duration,
+    ) -> impl std::future::Future<Output = Result<Produced, KafkaError>> + '_ {
+        let appended = self.append_durably_from(batches, -1, true);
+        async move {
+            let (produced, last_offset, epoch) = appended.await?;
+            if last_offset >= 0 {
+                self.await_replication(last_offset, epoch, replica_lag_max)
+                    .await?;
+            }
+            Ok(produced)
+        }
+    }
+
     /// A produce up to acks=all's wait for the in-sync replicas: the appends, in turn, and
     /// this broker's part of the durability. Returns what was appended, the last offset
     /// acks=all waits for and the leader epoch it was appended (or found, for a duplicate)
@@ -378,11 +397,22 @@ impl<B: Backend> Partition<B> {
         batches: Vec<CheckedBatch>,
         acks: i16,
     ) -> impl std::future::Future<Output = Result<(Produced, i64, i32), KafkaError>> + '_ {
+        self.append_durably_from(batches, acks, false)
+    }
+
+    /// [`Partition::append_durably`] for a client's batches or (`coordinator`) a
+    /// coordinator's own.
+    fn append_durably_from(
+        &self,
+        batches: Vec<CheckedBatch>,
+        acks: i16,
+        coordinator: bool,
+    ) -> impl std::future::Future<Output = Result<(Produced, i64, i32), KafkaError>> + '_ {
         let turn = self.appends.lock();
         async move {
             let turn = turn.await;
             let (produced, last_offset, sync_due, epoch) =
-                self.append_in_turn(batches, acks).await?;
+                self.append_in_turn(batches, acks, coordinator).await?;
             drop(turn);
             // acks=all means durable here and on every in-sync replica; flush.messages /
             // flush.ms can ask for durability too. acks=1 waits until the bytes are in the
@@ -405,6 +435,7 @@ impl<B: Backend> Partition<B> {
         &self,
         batches: Vec<CheckedBatch>,
         acks: i16,
+        coordinator: bool,
     ) -> Result<(Produced, i64, bool, i32), KafkaError> {
         let settings = self.settings.borrow().clone();
         // Leadership and epoch are read here, in turn, so a batch is stamped with the
@@ -419,7 +450,11 @@ impl<B: Backend> Partition<B> {
             if self.append_needs_producers(&header) {
                 self.rebuild_producers().await;
             }
-            let check = self.producers.borrow().check(&header)?;
+            let check = if coordinator {
+                self.producers.borrow().check_coordinator(&header)?
+            } else {
+                self.producers.borrow().check(&header)?
+            };
             if let Check::Duplicate { base_offset } = check {
                 // A retry of a stored batch: answered with its offset once it is as durable
                 // as a new one would be.

@@ -274,6 +274,21 @@ impl ProducerTable {
         Err(out_of_order(h, expected))
     }
 
+    /// Decides what to do with a coordinator's own batch (Kafka's origin COORDINATOR): no
+    /// sequence to check, only that its producer epoch is not older than the producer's.
+    pub fn check_coordinator(&self, h: &BatchHeader) -> Result<Check, KafkaError> {
+        match self.entries.get(&h.producer_id) {
+            Some(e) if h.producer_id >= 0 && h.producer_epoch < e.epoch => Err(KafkaError::new(
+                ErrorCode::InvalidProducerEpoch,
+                format!(
+                    "producer {} epoch {} is older than the current epoch {}",
+                    h.producer_id, h.producer_epoch, e.epoch
+                ),
+            )),
+            _ => Ok(Check::Append),
+        }
+    }
+
     /// The table as a snapshot file's bytes, covering every batch below `offset`, with the
     /// log's active segment's aborted transactions.
     pub fn snapshot(&self, offset: i64, active: &ActiveAborted) -> Vec<u8> {

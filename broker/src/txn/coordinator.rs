@@ -804,12 +804,16 @@ impl Txns {
                         .placement(&topic, partition)
                         .map(|pl| pl.leader);
                     let written = match leader {
-                        Some(l) if l == self.shard.node_id() => self
-                            .shard
-                            .with_partition(&topic, partition, move |part| async move {
-                                part.write_txn_marker(marker, lag_max).await
-                            })
-                            .await,
+                        Some(l) if l == self.shard.node_id() => {
+                            super::write_marker_here(
+                                &self.shard,
+                                &topic,
+                                partition,
+                                marker,
+                                lag_max,
+                            )
+                            .await
+                        }
                         Some(l) if l >= 0 => self
                             .remote_marker(l, &topic, partition, marker)
                             .await

@@ -14,3 +14,49 @@ pub mod state;
 pub mod wire;
 
 pub use coordinator::{start, TxnView, Txns};
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rill_net::ErrorCode;
+
+use crate::errors::KafkaError;
+use crate::group::Groups;
+use crate::metadata::OFFSETS_TOPIC;
+use crate::partition::MarkerWrite;
+use crate::shard::{Lane, Shard};
+
+/// Writes end marker `m` to partition `topic`-`partition` of this broker, on its owner
+/// shard. For a `__consumer_offsets` partition the group coordinator there then settles the
+/// transaction's offsets (they count on commit, go on abort), as Kafka's group coordinator
+/// replays the marker.
+pub async fn write_marker_here(
+    shard: &Rc<Shard>,
+    topic: &Arc<str>,
+    partition: i32,
+    m: MarkerWrite,
+    lag_max: Duration,
+) -> Result<(), KafkaError> {
+    if &**topic != OFFSETS_TOPIC {
+        return shard
+            .with_partition(topic, partition, move |p| async move {
+                p.write_txn_marker(m, lag_max).await
+            })
+            .await;
+    }
+    let owner = shard.owner_of(topic, partition)?;
+    shard
+        .ask(owner, Lane::Data, move |s: Rc<Shard>| async move {
+            let Some(p) = s.partition(OFFSETS_TOPIC, partition) else {
+                return Err(KafkaError::new(
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("partition {OFFSETS_TOPIC}-{partition} is not open on its shard yet"),
+                ));
+            };
+            p.write_txn_marker(m, lag_max).await?;
+            Groups::of(&s).end_txn_offsets(partition, m.producer_id, m.commit);
+            Ok(())
+        })
+        .await?
+}
