@@ -2,8 +2,8 @@
 //! (`StreamsScenarios.java`): a stateless topology (filter + mapValues from one topic to
 //! another) and a stateful one (groupByKey().count() over a compacted changelog topic, run
 //! twice: the second run restores its counts from the changelog after the cleaner compacted
-//! it) run now; an exactly-once one (processing.guarantee=exactly_once_v2, transactions) is
-//! here ready and ignored until the broker has transactions.
+//! it), and an exactly-once one (processing.guarantee=exactly_once_v2: transactions with
+//! the input offsets sent to them).
 //!
 //! The input is produced with rdkafka; the output is read back by the Java side and checked
 //! here record by record, and the app's committed offsets are checked through OffsetFetch.
@@ -74,7 +74,6 @@ fn streams_stateless_filter_map() {
 }
 
 #[test]
-#[ignore = "waits for transactions (issue 17): exactly_once_v2 needs AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit, EndTxn and the markers (InitProducerId with a transactional.id is served)"]
 fn streams_exactly_once() {
     run_stateless("streams-eos", "streams-eos");
 }
