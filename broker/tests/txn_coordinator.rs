@@ -515,11 +515,33 @@ fn offsets_sent_to_a_transaction_count_only_when_it_commits() {
         "read_committed sees the committed output only"
     );
 
-    // Left open across kill -9: its offsets (4) do not count after the restart.
+    // Left open across kill -9: its offsets (4) do not count after the restart. While it
+    // is open, OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT (the client
+    // retries), and without it the committed offset.
     producer.begin_transaction().unwrap();
     producer
         .send_offsets_to_transaction(&offsets_at(4), &metadata, Duration::from_secs(30))
         .expect("send offsets");
+    let fetch_offset = |net: &mut NetClient, stable: bool| -> (i16, i64) {
+        let r = net.send_at(
+            7,
+            &OffsetFetchRequest::default()
+                .with_group_id(GroupId(sb("eos-group")))
+                .with_require_stable(stable)
+                .with_topics(Some(vec![
+                    offset_fetch_request::OffsetFetchRequestTopic::default()
+                        .with_name(topic_name("in"))
+                        .with_partition_indexes(vec![0]),
+                ])),
+        );
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.committed_offset)
+    };
+    assert_eq!(
+        fetch_offset(&mut net, true),
+        (ErrorCode::UnstableOffsetCommit.code(), -1)
+    );
+    assert_eq!(fetch_offset(&mut net, false), (0, 6));
     drop((producer, consumer, net));
     broker.kill9();
     broker.restart();
@@ -528,7 +550,13 @@ fn offsets_sent_to_a_transaction_count_only_when_it_commits() {
         .set("enable.auto.commit", "false")
         .create()
         .expect("create a consumer");
-    assert_eq!(committed(&consumer), Offset::Offset(6), "after kill -9");
+    let mut net = broker.net();
+    assert_eq!(fetch_offset(&mut net, false), (0, 6), "after kill -9");
+    assert_eq!(
+        fetch_offset(&mut net, true),
+        (ErrorCode::UnstableOffsetCommit.code(), -1),
+        "the transaction left open is still open after kill -9"
+    );
     let _next = txn_producer(&broker, "eos-app");
     assert_eq!(
         committed(&consumer),

@@ -26,7 +26,7 @@ use super::classic::{self, join_error, sync_error, ClassicGroup, Join, Output, S
 use super::consumer as cg;
 use super::consumer_glue::ConsumerGlue;
 use super::log::Log;
-use super::offsets::Committed;
+use super::offsets::{Committed, FetchedOffset};
 use super::records::{offsets_partition, StoredRecord};
 use crate::errors::KafkaError;
 use crate::metadata::{BrokerInfo, ConfigChange, ConfigEdit, ConfigOp, NewTopic, OFFSETS_TOPIC};
@@ -148,6 +148,9 @@ pub enum GroupOp {
         topics: Option<Vec<(String, Vec<i32>)>>,
         /// KIP-848 members fetch with their id and epoch (OffsetFetch v9).
         member: Option<(String, i32)>,
+        /// v7+: a partition with transactional offsets awaiting their transaction's end
+        /// answers UNSTABLE_OFFSET_COMMIT (the client retries) rather than the older offset.
+        require_stable: bool,
     },
     /// The request, its version, the client id and host.
     ConsumerHeartbeat(ConsumerGroupHeartbeatRequest, i16, String, String),
@@ -166,7 +169,8 @@ pub enum GroupReply {
     Leave(LeaveGroupResponse),
     Commit(OffsetCommitResponse),
     TxnCommit(TxnOffsetCommitResponse),
-    Fetch(Result<Vec<(String, i32, Committed)>, KafkaError>),
+    /// Each partition's committed offset, or its error (UNSTABLE_OFFSET_COMMIT).
+    Fetch(Result<Vec<FetchedOffset>, KafkaError>),
     ConsumerHeartbeat(ConsumerGroupHeartbeatResponse),
     ConsumerDescribe(consumer_group_describe_response::DescribedGroup),
     Describe(DescribedGroup),
@@ -422,8 +426,9 @@ impl Groups {
                 group,
                 topics,
                 member,
+                require_stable,
             } => GroupReply::Fetch(
-                self.fetch_offsets(&group, topics, member)
+                self.fetch_offsets(&group, topics, member, require_stable)
                     .map_err(KafkaError::code),
             ),
             GroupOp::ConsumerHeartbeat(r, v, client_id, host) => GroupReply::ConsumerHeartbeat(

@@ -19,6 +19,10 @@ const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 /// TxnOffsetCommit beyond it is refused with COORDINATOR_NOT_AVAILABLE (and a warning).
 pub(super) const TXN_OFFSETS_PENDING_PER_SHARD_MAX: usize = 1_000_000;
 
+/// What OffsetFetch answers for one partition: (topic, partition, the committed offset or
+/// the partition's error, UNSTABLE_OFFSET_COMMIT).
+pub type FetchedOffset = (String, i32, Result<Committed, ErrorCode>);
+
 /// A committed offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
@@ -276,47 +280,74 @@ impl Groups {
     }
 
     /// OffsetFetch of `topics` (None: every committed offset), by a KIP-848 `member` or
-    /// anyone.
+    /// anyone; with `require_stable`, a partition whose offset a transaction has not settled
+    /// yet answers UNSTABLE_OFFSET_COMMIT.
     pub(super) fn fetch_offsets(
         &self,
         group: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
         member: Option<(String, i32)>,
-    ) -> Result<Vec<(String, i32, Committed)>, ErrorCode> {
+        require_stable: bool,
+    ) -> Result<Vec<FetchedOffset>, ErrorCode> {
         let groups = self.state.groups.borrow();
         if let (Some((id, epoch)), Some(c)) =
             (&member, groups.get(group).and_then(|g| g.consumer.as_ref()))
         {
             check_consumer_member(c, id, *epoch, 9)?;
         }
+        let unstable: HashSet<(String, i32)> = if require_stable {
+            self.state
+                .pending_txn
+                .borrow()
+                .values()
+                .flatten()
+                .filter_map(|r| match r {
+                    StoredRecord::Offset {
+                        group: g,
+                        topic,
+                        partition,
+                        ..
+                    } if g == group => Some((topic.clone(), *partition)),
+                    _ => None,
+                })
+                .collect()
+        } else {
+            HashSet::new()
+        };
         let none = Committed {
             offset: -1,
             leader_epoch: -1,
             metadata: String::new(),
         };
         let g = groups.get(group);
+        let settled = |t: &str, p: i32, c: Committed| {
+            if unstable.contains(&(t.to_string(), p)) {
+                Err(ErrorCode::UnstableOffsetCommit)
+            } else {
+                Ok(c)
+            }
+        };
         Ok(match topics {
             None => g
                 .map(|g| {
                     g.offsets
                         .iter()
-                        .map(|((t, p), c)| (t.clone(), *p, c.clone()))
+                        .map(|((t, p), c)| (t.clone(), *p, settled(t, *p, c.clone())))
                         .collect()
                 })
                 .unwrap_or_default(),
             Some(topics) => topics
                 .into_iter()
                 .flat_map(|(t, parts)| {
-                    parts.into_iter().map({
-                        let t = t.clone();
-                        let none = none.clone();
-                        move |p| {
+                    parts
+                        .into_iter()
+                        .map(|p| {
                             let c = g
                                 .and_then(|g| g.offsets.get(&(t.clone(), p)).cloned())
                                 .unwrap_or_else(|| none.clone());
-                            (t.clone(), p, c)
-                        }
-                    })
+                            (t.clone(), p, settled(&t, p, c))
+                        })
+                        .collect::<Vec<_>>()
                 })
                 .collect(),
         })

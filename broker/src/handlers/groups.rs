@@ -142,13 +142,17 @@ pub async fn commit(shard: &Rc<Shard>, mut r: OffsetCommitRequest, v: i16) -> Of
     )
 }
 
+/// One group's offsets by topic: each partition's committed offset or its error.
+type OffsetsByTopic = Vec<(String, Vec<(i32, Result<Committed, ErrorCode>)>)>;
+
 /// Committed offsets of one group, by topic.
 async fn offsets_of(
     shard: &Rc<Shard>,
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
     member: Option<(String, i32)>,
-) -> Result<Vec<(String, Vec<(i32, Committed)>)>, ErrorCode> {
+    require_stable: bool,
+) -> Result<OffsetsByTopic, ErrorCode> {
     let reply = Groups::of(shard)
         .group_op(
             group,
@@ -156,6 +160,7 @@ async fn offsets_of(
                 group: group.to_string(),
                 topics,
                 member,
+                require_stable,
             },
         )
         .await;
@@ -163,7 +168,7 @@ async fn offsets_of(
         Ok(GroupReply::Fetch(r)) => r.map_err(|e| e.code)?,
         other => return Err(failed(other)),
     };
-    let mut out: Vec<(String, Vec<(i32, Committed)>)> = Vec::new();
+    let mut out: OffsetsByTopic = Vec::new();
     for (t, p, c) in flat {
         match out.last_mut() {
             Some((name, parts)) if *name == t => parts.push((p, c)),
@@ -189,7 +194,7 @@ pub async fn fetch(shard: &Rc<Shard>, r: OffsetFetchRequest, v: i16) -> OffsetFe
                 .as_ref()
                 .map(|id| (id.to_string(), g.member_epoch));
             groups.push(
-                match offsets_of(shard, &g.group_id.0, topics, member).await {
+                match offsets_of(shard, &g.group_id.0, topics, member, r.require_stable).await {
                     Ok(found) => result.with_topics(
                         found
                             .into_iter()
@@ -199,12 +204,18 @@ pub async fn fetch(shard: &Rc<Shard>, r: OffsetFetchRequest, v: i16) -> OffsetFe
                                     .with_partitions(
                                         parts
                                             .into_iter()
-                                            .map(|(p, c)| {
-                                                OffsetFetchResponsePartitions::default()
+                                            .map(|(p, c)| match c {
+                                                Ok(c) => OffsetFetchResponsePartitions::default()
                                                     .with_partition_index(p)
                                                     .with_committed_offset(c.offset)
                                                     .with_committed_leader_epoch(c.leader_epoch)
-                                                    .with_metadata(Some(s(&c.metadata)))
+                                                    .with_metadata(Some(s(&c.metadata))),
+                                                Err(code) => {
+                                                    OffsetFetchResponsePartitions::default()
+                                                        .with_partition_index(p)
+                                                        .with_committed_offset(-1)
+                                                        .with_error_code(code.code())
+                                                }
                                             })
                                             .collect(),
                                     )
@@ -222,7 +233,8 @@ pub async fn fetch(shard: &Rc<Shard>, r: OffsetFetchRequest, v: i16) -> OffsetFe
             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    match offsets_of(shard, &r.group_id.0, topics, None).await {
+    let require_stable = v >= 7 && r.require_stable;
+    match offsets_of(shard, &r.group_id.0, topics, None, require_stable).await {
         Ok(found) => OffsetFetchResponse::default().with_topics(
             found
                 .into_iter()
@@ -233,6 +245,15 @@ pub async fn fetch(shard: &Rc<Shard>, r: OffsetFetchRequest, v: i16) -> OffsetFe
                             parts
                                 .into_iter()
                                 .map(|(p, c)| {
+                                    let c = match c {
+                                        Ok(c) => c,
+                                        Err(code) => {
+                                            return OffsetFetchResponsePartition::default()
+                                                .with_partition_index(p)
+                                                .with_committed_offset(-1)
+                                                .with_error_code(code.code())
+                                        }
+                                    };
                                     let part = OffsetFetchResponsePartition::default()
                                         .with_partition_index(p)
                                         .with_committed_offset(c.offset)
