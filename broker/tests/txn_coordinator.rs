@@ -565,3 +565,44 @@ fn offsets_sent_to_a_transaction_count_only_when_it_commits() {
     );
     broker.terminate();
 }
+
+/// An idle transactional id expires (`transactional_id_expiration_ms`): a tombstone in
+/// `__transaction_state`, after which DescribeTransactions does not know it, a restart does
+/// not bring it back, and its next InitProducerId starts over with a new producer id.
+#[test]
+fn an_idle_transactional_id_expires_and_stays_expired_after_a_restart() {
+    let config = format!(
+        "{CONFIG}transactional_id_expiration_ms = 1000\ntransactional_id_expiry_check_ms = 200\n"
+    );
+    let mut broker = Broker::start_with("txn-expiry", BrokerOptions::with_config(&config));
+    let mut net = broker.net();
+    let (old_pid, _) = init_ok(&mut net, "short-lived");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let d = describe(&mut net, &["short-lived"]);
+        if d.transaction_states[0].error_code == ErrorCode::TransactionalIdNotFound.code() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle id did not expire: {d:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    broker.terminate();
+    broker.restart();
+    let mut net = broker.net();
+    let d = describe(&mut net, &["short-lived"]);
+    assert_eq!(
+        d.transaction_states[0].error_code,
+        ErrorCode::TransactionalIdNotFound.code(),
+        "the tombstone keeps it expired across a restart"
+    );
+    let (pid, epoch) = init_ok(&mut net, "short-lived");
+    assert_ne!(
+        pid, old_pid,
+        "an expired id starts over with a new producer id"
+    );
+    assert_eq!(epoch, 0);
+    broker.terminate();
+}

@@ -98,6 +98,12 @@ pub struct BrokerConfig {
     /// How often coordinators abort transactions past their timeout (Kafka's
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`).
     pub transaction_abort_check_ms: u64,
+    /// How long an idle transactional id (no transaction for that long) is kept before it
+    /// expires (Kafka's `transactional.id.expiration.ms`, 7 days).
+    pub transactional_id_expiration_ms: u64,
+    /// How often coordinators expire idle transactional ids (Kafka's
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`, 1 hour).
+    pub transactional_id_expiry_check_ms: u64,
     /// No longer used: `__consumer_offsets` is compacted instead of checkpointed. Accepted
     /// so that configuration files written for older Rill versions still start; a warning
     /// says it is ignored.
@@ -200,6 +206,8 @@ impl Default for BrokerConfig {
             transaction_state_segment_bytes: 16 << 20,
             transaction_max_timeout_ms: 900_000,
             transaction_abort_check_ms: 10_000,
+            transactional_id_expiration_ms: 604_800_000,
+            transactional_id_expiry_check_ms: 3_600_000,
             offsets_checkpoint_bytes: None,
             controller_quorum: String::new(),
             raft_listen: String::new(),
@@ -345,6 +353,12 @@ impl BrokerConfig {
         }
         if self.transaction_abort_check_ms == 0 {
             return bad("transaction_abort_check_ms", "must be at least 1");
+        }
+        if self.transactional_id_expiration_ms == 0 {
+            return bad("transactional_id_expiration_ms", "must be at least 1");
+        }
+        if self.transactional_id_expiry_check_ms == 0 {
+            return bad("transactional_id_expiry_check_ms", "must be at least 1");
         }
         if !(1..=1000).contains(&self.offsets_topic_partitions) {
             return bad("offsets_topic_partitions", "must be between 1 and 1000");

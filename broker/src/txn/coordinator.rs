@@ -122,7 +122,19 @@ pub fn start(shard: &Rc<Shard>) {
             txns.abort_timed_out();
         }
     });
+    let txns = Txns::of(shard);
+    let every = Duration::from_millis(shard.config().transactional_id_expiry_check_ms);
+    runtime::spawn(async move {
+        loop {
+            runtime::sleep(every).await;
+            txns.expire_ids().await;
+        }
+    });
 }
+
+/// Idle transactional ids expired per check at most (each is one tombstone written with
+/// acks=all, one after another); the rest wait for the next check.
+const EXPIRED_IDS_PER_CHECK_MAX: usize = 1000;
 
 /// Begins the fencing abort of `meta`'s open transaction: the epoch bumped (an older
 /// instance of the producer can no longer write or commit), then the abort at it, which
@@ -427,6 +439,13 @@ impl Txns {
             return Err(ErrorCode::NotCoordinator);
         };
         match written {
+            // An expired id's tombstone: the id is gone (Kafka never completes Dead).
+            Ok(()) if self.led_epoch(p) == Some(epoch) && t.is_tombstone() => {
+                if let Some(l) = parts.get_mut(&p) {
+                    l.txns.remove(id);
+                }
+                Ok(())
+            }
             Ok(()) if self.led_epoch(p) == Some(epoch) => {
                 meta.complete(t);
                 Ok(())
@@ -611,6 +630,43 @@ impl Txns {
                     }
                 }
             });
+        }
+    }
+
+    /// Expires transactional ids idle (Empty or Complete*, untouched) for
+    /// `transactional_id_expiration_ms`: a tombstone each, after which the id is unknown
+    /// and a new InitProducerId gets a new producer id (Kafka's
+    /// `removeExpiredTransactionalIds`).
+    async fn expire_ids(&self) {
+        let now = runtime::now_ms();
+        let expiration =
+            i64::try_from(self.shard.config().transactional_id_expiration_ms).unwrap_or(i64::MAX);
+        let mut begun = Vec::new();
+        {
+            let mut parts = self.state.partitions.borrow_mut();
+            'parts: for (&p, loaded) in parts.iter_mut() {
+                if self.led_epoch(p) != Some(loaded.epoch) {
+                    continue;
+                }
+                for meta in loaded.txns.values_mut() {
+                    if begun.len() >= EXPIRED_IDS_PER_CHECK_MAX {
+                        break 'parts;
+                    }
+                    if let Some(t) = state::prepare_dead(meta, now, expiration) {
+                        meta.begin(t.clone());
+                        begun.push((p, loaded.epoch, meta.transactional_id.clone(), t));
+                    }
+                }
+            }
+        }
+        let count = begun.len();
+        for (p, epoch, id, t) in begun {
+            if let Err(code) = self.write(p, epoch, &id, &t).await {
+                warn!(transactional_id = %id, ?code, "cannot expire a transactional id; the next check tries again");
+            }
+        }
+        if count > 0 {
+            info!(ids = count, "expired idle transactional ids");
         }
     }
 
