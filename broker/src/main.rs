@@ -78,6 +78,9 @@ enum Command {
     /// Cluster id, controller and brokers.
     #[command(subcommand)]
     Cluster(cli::ClusterCmd),
+    /// List and describe transactions; abort one left open in a partition.
+    #[command(subcommand)]
+    Txn(cli::TxnCmd),
 }
 
 #[derive(Args)]
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
         Command::Consume(args) => cli::consume(args),
         Command::Cluster(cmd) => cli::cluster(cmd),
         Command::Group(cmd) => cli::group(cmd),
+        Command::Txn(cmd) => cli::txn(cmd),
     };
     match client {
         Ok(()) => ExitCode::SUCCESS,

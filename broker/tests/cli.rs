@@ -646,3 +646,116 @@ fn consume_with_group_shares_partitions_and_resumes() {
         "{d}"
     );
 }
+
+/// `rill txn list`, `describe` and `abort`: a librdkafka transactional producer's id is
+/// listed and described as committed; a transaction left open by a raw client (no
+/// coordinator will end it) is aborted by its start offset, after which read_committed
+/// readers pass it.
+#[test]
+fn txn_subcommands_list_describe_and_abort() {
+    use common::txn::{values, TxnPartition};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let broker = Broker::start_with(
+        "cli-txn",
+        BrokerOptions::with_config("transaction_state_partitions = 2\nmetrics_listen = \"\"\n"),
+    );
+    let addr = broker.bootstrap();
+    broker.create_topic("cli-txn", 1, &[]);
+    let producer: BaseProducer = client_config(&addr)
+        .set("transactional.id", "cli-app")
+        .create()
+        .expect("create a transactional producer");
+    producer.init_transactions(OP_TIMEOUT).expect("init");
+    producer.begin_transaction().unwrap();
+    producer
+        .send(
+            BaseRecord::<(), str>::to("cli-txn")
+                .payload("v")
+                .partition(0),
+        )
+        .unwrap();
+    producer.commit_transaction(OP_TIMEOUT).expect("commit");
+
+    let listed = json(&ok(
+        rill(&addr, &["txn", "list", "--output", "json"], None),
+        "txn list",
+    ));
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["transactional_id"] == "cli-app")
+        .unwrap_or_else(|| panic!("cli-app not listed: {listed}"));
+    assert_eq!(row["state"], "CompleteCommit", "{row}");
+    let described = json(&ok(
+        rill(
+            &addr,
+            &["txn", "describe", "cli-app", "--output", "json"],
+            None,
+        ),
+        "txn describe",
+    ));
+    assert_eq!(
+        (
+            described["state"].as_str(),
+            described["producer_epoch"].as_i64()
+        ),
+        (Some("CompleteCommit"), Some(0)),
+        "{described}"
+    );
+    fails(
+        rill(&addr, &["txn", "describe", "nobody"], None),
+        1,
+        "TRANSACTIONAL_ID_NOT_FOUND",
+        "describe an unknown id",
+    );
+
+    // A transaction left open: abort it by its start offset.
+    let mut c = TxnPartition::new(broker.net(), "cli-txn");
+    let mut p = c.init_producer();
+    let start = c.txn_produce(&mut p, &values("open", 1));
+    assert_eq!(c.latest(1), start);
+    let out = ok(
+        rill(
+            &addr,
+            &[
+                "txn",
+                "abort",
+                "--topic",
+                "cli-txn",
+                "--partition",
+                "0",
+                "--start-offset",
+                &start.to_string(),
+            ],
+            None,
+        ),
+        "txn abort",
+    );
+    assert!(out.contains("aborted the transaction"), "{out}");
+    assert!(
+        c.latest(1) > start,
+        "read_committed readers pass the aborted transaction"
+    );
+    let seen = c.fetch_all(1);
+    assert_eq!(seen.aborted, Some(vec![(p.id, start)]));
+    fails(
+        rill(
+            &addr,
+            &[
+                "txn",
+                "abort",
+                "--topic",
+                "cli-txn",
+                "--partition",
+                "0",
+                "--start-offset",
+                &start.to_string(),
+            ],
+            None,
+        ),
+        4,
+        "no transaction starts at offset",
+        "abort it again",
+    );
+}

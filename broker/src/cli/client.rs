@@ -263,6 +263,16 @@ pub fn list_offsets(
 /// A client connected to `group`'s coordinator (FindCoordinator through `bootstrap`): in a
 /// cluster only that broker answers the group's requests.
 pub fn connect_coordinator(bootstrap: &str, group: &str) -> Result<Client, CliError> {
+    connect_coordinator_of(bootstrap, group, 0)
+}
+
+/// A connection to the coordinator of `key`: a consumer group (`key_type` 0) or a
+/// transactional id (1).
+pub fn connect_coordinator_of(
+    bootstrap: &str,
+    group: &str,
+    key_type: i8,
+) -> Result<Client, CliError> {
     use rill_net::kafka_protocol::messages::FindCoordinatorRequest;
     let mut c = Client::connect(bootstrap)?;
     let key = rill_net::kafka_protocol::protocol::StrBytes::from_string(group.to_string());
@@ -271,14 +281,24 @@ pub fn connect_coordinator(bootstrap: &str, group: &str) -> Result<Client, CliEr
         FindCoordinatorRequest::default().with_coordinator_keys(vec![key])
     } else {
         FindCoordinatorRequest::default().with_key(key)
-    };
+    }
+    .with_key_type(key_type);
     let r = c.send(&request)?;
     // v4 answers in `coordinators`, earlier versions in the top-level fields.
     let (code, host, port) = match r.coordinators.first() {
         Some(one) => (one.error_code, one.host.to_string(), one.port),
         None => (r.error_code, r.host.to_string(), r.port),
     };
-    check(format!("find the coordinator of group {group}"), code, None)?;
+    let what = if key_type == 1 {
+        "transactional id"
+    } else {
+        "group"
+    };
+    check(
+        format!("find the coordinator of {what} {group}"),
+        code,
+        None,
+    )?;
     let addr = format!("{host}:{port}");
     if addr == bootstrap {
         return Ok(c);

@@ -9,6 +9,7 @@ pub mod client;
 mod data;
 mod group;
 mod member;
+mod txn;
 
 use clap::{Args, Subcommand, ValueEnum};
 
@@ -209,6 +210,33 @@ pub enum GroupCmd {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum TxnCmd {
+    /// Transactional ids, their coordinators, producer ids and states.
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// One transactional id: producer id and epoch, state, timeout, partitions.
+    Describe {
+        transactional_id: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Abort a transaction left open in a partition (hanging: no coordinator will end it),
+    /// found by the offset it starts at (kafka-transactions find-hanging shows it).
+    Abort {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: i32,
+        #[arg(long)]
+        start_offset: i64,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum ClusterCmd {
     /// Cluster id, controller, brokers, topic and partition counts.
     Info {
@@ -257,6 +285,10 @@ pub fn cluster(cmd: ClusterCmd) -> Result<(), CliError> {
 
 pub fn group(cmd: GroupCmd) -> Result<(), CliError> {
     group::group(cmd)
+}
+
+pub fn txn(cmd: TxnCmd) -> Result<(), CliError> {
+    txn::txn(cmd)
 }
 
 pub fn produce(args: ProduceArgs) -> Result<(), CliError> {
