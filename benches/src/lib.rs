@@ -44,3 +44,15 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
     v[v.len() / 2]
 }
+
+/// A blocking connection to `addr` for the benchmark clients (no Nagle, a 2-minute read
+/// timeout so a stuck broker fails the run instead of hanging it).
+pub fn connect(addr: &str) -> rill_net::client::Connection<rill_net::client::BlockingStream> {
+    let stream =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .unwrap();
+    stream.set_nodelay(true).unwrap();
+    rill_net::client::Connection::new(rill_net::client::BlockingStream(stream))
+}

@@ -715,7 +715,8 @@ fn txn_subcommands_list_describe_and_abort() {
     let mut p = c.init_producer();
     let start = c.txn_produce(&mut p, &values("open", 1));
     assert_eq!(c.latest(1), start);
-    let out = ok(
+    let start_arg = start.to_string();
+    let abort = || {
         rill(
             &addr,
             &[
@@ -726,12 +727,12 @@ fn txn_subcommands_list_describe_and_abort() {
                 "--partition",
                 "0",
                 "--start-offset",
-                &start.to_string(),
+                &start_arg,
             ],
             None,
-        ),
-        "txn abort",
-    );
+        )
+    };
+    let out = ok(abort(), "txn abort");
     assert!(out.contains("aborted the transaction"), "{out}");
     assert!(
         c.latest(1) > start,
@@ -740,20 +741,7 @@ fn txn_subcommands_list_describe_and_abort() {
     let seen = c.fetch_all(1);
     assert_eq!(seen.aborted, Some(vec![(p.id, start)]));
     fails(
-        rill(
-            &addr,
-            &[
-                "txn",
-                "abort",
-                "--topic",
-                "cli-txn",
-                "--partition",
-                "0",
-                "--start-offset",
-                &start.to_string(),
-            ],
-            None,
-        ),
+        abort(),
         4,
         "no transaction starts at offset",
         "abort it again",

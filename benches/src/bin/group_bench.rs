@@ -14,13 +14,13 @@
 //!
 //! Output lines: `RESULT <name> <value>`, for benches/groups.sh.
 
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use futures_lite::future::block_on;
-use rill_net::client::{BlockingStream, Connection};
+
+use rill_benches::connect;
 use rill_net::kafka_protocol::messages::*;
 use rill_net::kafka_protocol::protocol::StrBytes;
 use rill_net::ErrorCode;
@@ -29,15 +29,6 @@ const COMMIT_INFLIGHT: usize = 64;
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
-}
-
-fn connect(addr: &str) -> Connection<BlockingStream> {
-    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    stream.set_nodelay(true).unwrap();
-    Connection::new(BlockingStream(stream))
 }
 
 /// One member: joins (twice with KIP-394), syncs; returns when it has its assignment.

@@ -13,11 +13,11 @@
 //!
 //! Output lines: `RESULT <name> <value>`, for benches/txn.sh.
 
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::future::block_on;
+use rill_benches::connect;
 use rill_net::client::{
     encode_record_batch, BatchOptions, BlockingStream, Connection, ProduceRecord,
 };
@@ -31,15 +31,6 @@ const RECORD_BYTES: usize = 1024;
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
-}
-
-fn connect(addr: &str) -> Connection<BlockingStream> {
-    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    stream.set_nodelay(true).unwrap();
-    Connection::new(BlockingStream(stream))
 }
 
 fn create_topic(addr: &str) {

@@ -31,6 +31,43 @@ pub struct Committed {
     pub metadata: String,
 }
 
+/// One offset an OffsetCommit or TxnOffsetCommit asks for.
+struct NewOffset<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: Option<&'a str>,
+}
+
+/// The records of the offsets a commit asks for, and the partitions refused because their
+/// metadata is over `OFFSET_METADATA_BYTES_MAX`.
+fn offset_records<'a>(
+    group: &str,
+    offsets: impl Iterator<Item = NewOffset<'a>>,
+) -> (Vec<StoredRecord>, HashSet<(String, i32)>) {
+    let now = runtime::now_ms();
+    let mut records = Vec::new();
+    let mut too_large = HashSet::new();
+    for o in offsets {
+        let metadata = o.metadata.unwrap_or("").to_string();
+        if metadata.len() > OFFSET_METADATA_BYTES_MAX {
+            too_large.insert((o.topic.to_string(), o.partition));
+            continue;
+        }
+        records.push(StoredRecord::Offset {
+            group: group.to_string(),
+            topic: o.topic.to_string(),
+            partition: o.partition,
+            offset: o.offset,
+            leader_epoch: o.leader_epoch,
+            metadata,
+            commit_ms: now,
+        });
+    }
+    (records, too_large)
+}
+
 /// Topics the members subscribe to, for OffsetDelete.
 fn subscribed_topics(g: &Group) -> HashSet<String> {
     let Some(c) = &g.consumer else {
@@ -150,27 +187,18 @@ impl Groups {
         if let Err(code) = check {
             return respond(&|_, _| code);
         }
-        let now = runtime::now_ms();
-        let mut records = Vec::new();
-        let mut too_large: HashSet<(String, i32)> = HashSet::new();
-        for t in &r.topics {
-            for p in &t.partitions {
-                let metadata = p.committed_metadata.as_deref().unwrap_or("").to_string();
-                if metadata.len() > OFFSET_METADATA_BYTES_MAX {
-                    too_large.insert((t.name.0.to_string(), p.partition_index));
-                    continue;
-                }
-                records.push(StoredRecord::Offset {
-                    group: group_id.clone(),
-                    topic: t.name.0.to_string(),
+        let (records, too_large) = offset_records(
+            &group_id,
+            r.topics.iter().flat_map(|t| {
+                t.partitions.iter().map(|p| NewOffset {
+                    topic: &t.name.0,
                     partition: p.partition_index,
                     offset: p.committed_offset,
                     leader_epoch: p.committed_leader_epoch,
-                    metadata,
-                    commit_ms: now,
-                });
-            }
-        }
+                    metadata: p.committed_metadata.as_deref(),
+                })
+            }),
+        );
         // The writer applies the offsets to the group once they are durable.
         let result = self.persist(partition, records).await;
         respond(&|topic, p| {
@@ -247,27 +275,18 @@ impl Groups {
                 "refusing transactional offsets: too many wait for their transactions to end on this shard");
             return respond(&|_, _| ErrorCode::CoordinatorNotAvailable);
         }
-        let now = runtime::now_ms();
-        let mut records = Vec::new();
-        let mut too_large: HashSet<(String, i32)> = HashSet::new();
-        for t in &r.topics {
-            for p in &t.partitions {
-                let metadata = p.committed_metadata.as_deref().unwrap_or("").to_string();
-                if metadata.len() > OFFSET_METADATA_BYTES_MAX {
-                    too_large.insert((t.name.0.to_string(), p.partition_index));
-                    continue;
-                }
-                records.push(StoredRecord::Offset {
-                    group: group_id.clone(),
-                    topic: t.name.0.to_string(),
+        let (records, too_large) = offset_records(
+            &group_id,
+            r.topics.iter().flat_map(|t| {
+                t.partitions.iter().map(|p| NewOffset {
+                    topic: &t.name.0,
                     partition: p.partition_index,
                     offset: p.committed_offset,
                     leader_epoch: p.committed_leader_epoch,
-                    metadata,
-                    commit_ms: now,
-                });
-            }
-        }
+                    metadata: p.committed_metadata.as_deref(),
+                })
+            }),
+        );
         let txn = (r.producer_id.0, r.producer_epoch);
         let result = self.persist_txn(partition, records, txn).await;
         respond(&|topic, p| {
