@@ -313,6 +313,59 @@ fn java_commit_for_an_unknown_topic_is_refused() {
     assert_eq!(committed.get(&0), Some(&-1), "{committed:?}");
 }
 
+/// A zombie: a transactional producer opens a transaction, a second instance with the same
+/// transactional.id starts and commits; the first is fenced (its commit fails with
+/// ProducerFencedException), its record is aborted, and a read_committed consumer sees the
+/// second instance's record only.
+#[test]
+fn java_transactional_zombie_is_fenced() {
+    let Some(mut c) = java("the Java transactional producer (zombie fencing)") else {
+        return;
+    };
+    let broker = Broker::start_with("java-txn-zombie", group_options(""));
+    broker.create_topic("java-zombie", 1, &[]);
+    let b = broker.bootstrap();
+    let out = c
+        .run(
+            &[
+                "produce-txn-zombie",
+                &b,
+                "java-zombie",
+                "0",
+                "java-zombie-id",
+            ],
+            COMMAND_TIMEOUT,
+        )
+        .ok();
+    assert_eq!(
+        out.line("fenced"),
+        vec!["ProducerFencedException"],
+        "{}",
+        out.report()
+    );
+    let out = c
+        .run(
+            &[
+                "consume",
+                &b,
+                "java-zombie",
+                "1",
+                "1",
+                "isolation.level=read_committed",
+            ],
+            COMMAND_TIMEOUT,
+        )
+        .ok();
+    let recs = out.records();
+    assert_eq!(recs.len(), 1, "{}", out.report());
+    assert!(
+        recs.values()
+            .all(|r| r.value.as_deref() == Some("successor")),
+        "{}",
+        out.report()
+    );
+}
+
 /// A transactional producer commits one transaction and aborts another; a read_committed
 /// consumer sees exactly the committed records.
 #[test]

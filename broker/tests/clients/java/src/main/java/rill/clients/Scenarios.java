@@ -50,6 +50,7 @@ import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.ElectionType;
+import org.apache.kafka.common.KafkaException;
 import org.apache.kafka.common.Node;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.TopicPartitionInfo;
@@ -87,6 +88,8 @@ final class Scenarios {
         return group(a);
       case "produce-txn":
         return produceTransactional(a);
+      case "produce-txn-zombie":
+        return produceTransactionalZombie(a);
       case "consume-truncation":
         return consumeTruncation(a);
       default:
@@ -184,6 +187,42 @@ final class Scenarios {
       }
       producer.abortTransaction();
       OUT.println("aborted " + count);
+    }
+    return 0;
+  }
+
+  /**
+   * produce-txn-zombie BOOTSTRAP TOPIC PARTITION LABEL: a transactional producer (the zombie)
+   * opens a transaction and sends one record; a second instance with the same
+   * transactional.id starts (initTransactions fences the first and aborts its transaction),
+   * commits a record of its own; the zombie's commit then fails. Prints {@code fenced
+   * EXCEPTION-CLASS} and {@code committed P OFFSET}.
+   */
+  static int produceTransactionalZombie(String[] a) throws Exception {
+    String topic = a[1];
+    int partition = Integer.parseInt(a[2]);
+    String label = a[3];
+    Properties p = props(a[0], a, 4);
+    p.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, label);
+    Properties p2 = new Properties();
+    p2.putAll(p);
+    try (KafkaProducer<String, String> zombie = producer(p);
+        KafkaProducer<String, String> successor = producer(p2)) {
+      zombie.initTransactions();
+      zombie.beginTransaction();
+      zombie.send(new ProducerRecord<>(topic, partition, label + "-zombie", "zombie")).get(30, TimeUnit.SECONDS);
+      successor.initTransactions();
+      successor.beginTransaction();
+      long offset = successor.send(new ProducerRecord<>(topic, partition, label + "-successor", "successor"))
+          .get(30, TimeUnit.SECONDS).offset();
+      successor.commitTransaction();
+      OUT.println("committed " + partition + " " + offset);
+      try {
+        zombie.commitTransaction();
+        OUT.println("fenced none");
+      } catch (KafkaException e) {
+        OUT.println("fenced " + e.getClass().getSimpleName());
+      }
     }
     return 0;
   }
