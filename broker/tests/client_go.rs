@@ -1,5 +1,6 @@
 //! franz-go (github.com/twmb/franz-go v1.22.3, kgo for producing and consuming, kadm for
 //! admin) against the real broker: an idempotent acks=all producer with every codec, a
+//! transactional producer (commit and abort, read back by a read_committed consumer), a
 //! consumer, consumer groups with the classic protocol and with KIP-848 (kgo's
 //! `ServerSideBalancer`), and the kadm calls. The program is `tests/clients/go` (one process
 //! per test serves every command; see `common/clients.rs`); what it did is checked through
@@ -27,6 +28,44 @@ fn go_idempotent_producer_every_codec() {
     };
     let broker = Broker::start("go-produce");
     check_produce_every_codec(&broker, &mut c, "go", &[]);
+}
+
+#[test]
+fn go_transactional_producer_commits_and_aborts() {
+    let Some(mut c) = go("the franz-go transactional producer") else {
+        return;
+    };
+    let broker = Broker::start_with("go-txn", group_options(""));
+    broker.create_topic("go-txn", 1, &[]);
+    let out = c
+        .run(
+            &[
+                "txn-produce",
+                &broker.bootstrap(),
+                "go-txn",
+                "0",
+                "10",
+                "go-txn-id",
+            ],
+            COMMAND_TIMEOUT,
+        )
+        .ok();
+    assert_eq!(
+        out.line("committed"),
+        vec!["0", "0", "9"],
+        "{}",
+        out.report()
+    );
+    assert_eq!(out.line("aborted"), vec!["10"], "{}", out.report());
+    // librdkafka's read_committed consumer: the ten committed records, none aborted.
+    let consumer = broker.consumer(&[("isolation.level", "read_committed")]);
+    common::assign(&consumer, "go-txn", &[0], rdkafka::Offset::Beginning);
+    let recs = common::consume_exactly(&consumer, 10, std::time::Duration::from_secs(30));
+    assert!(
+        recs.iter()
+            .all(|r| r.value.as_deref() == Some(&b"committed"[..])),
+        "{recs:?}"
+    );
 }
 
 #[test]

@@ -92,6 +92,8 @@ func run(name string, a []string) error {
 	switch name {
 	case "produce":
 		return produce(a)
+	case "txn-produce":
+		return txnProduce(a)
 	case "consume":
 		return consume(a)
 	case "group":
@@ -159,6 +161,59 @@ func produce(a []string) error {
 		}
 	}
 	fmt.Printf("produced %d %d %d\n", partition, recs[0].Offset, recs[count-1].Offset)
+	return nil
+}
+
+// txn-produce BOOTSTRAP TOPIC PARTITION COUNT LABEL: a transactional producer
+// (transactional id LABEL) commits one transaction of COUNT records and aborts one of COUNT
+// more; prints "committed P FIRST LAST" and "aborted N".
+func txnProduce(a []string) error {
+	topic, partition, count, label := a[1], int32(atoi(a[2])), atoi(a[3]), a[4]
+	cl, err := kgo.NewClient(opts(a[0],
+		kgo.TransactionalID(label),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.RecordDeliveryTimeout(30*time.Second),
+	)...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	records := func(kind string) []*kgo.Record {
+		recs := make([]*kgo.Record, count)
+		for i := range recs {
+			recs[i] = &kgo.Record{
+				Topic:     topic,
+				Partition: partition,
+				Key:       []byte(fmt.Sprintf("%s-%s-%d", label, kind, i)),
+				Value:     []byte(kind),
+			}
+		}
+		return recs
+	}
+	c1, cancel := ctx()
+	defer cancel()
+	if err := cl.BeginTransaction(); err != nil {
+		return err
+	}
+	committed := records("committed")
+	if err := cl.ProduceSync(c1, committed...).FirstErr(); err != nil {
+		return err
+	}
+	if err := cl.EndTransaction(c1, kgo.TryCommit); err != nil {
+		return err
+	}
+	fmt.Printf("committed %d %d %d\n", partition, committed[0].Offset, committed[count-1].Offset)
+	if err := cl.BeginTransaction(); err != nil {
+		return err
+	}
+	if err := cl.ProduceSync(c1, records("aborted")...).FirstErr(); err != nil {
+		return err
+	}
+	if err := cl.EndTransaction(c1, kgo.TryAbort); err != nil {
+		return err
+	}
+	fmt.Printf("aborted %d\n", count)
 	return nil
 }
 
