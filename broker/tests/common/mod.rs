@@ -110,6 +110,17 @@ pub fn test_base_dir() -> PathBuf {
     }
 }
 
+/// Whether something listens on `addr`. A connection to a loopback port nobody listens on
+/// can connect to itself (Linux picks the same ephemeral port as its source: TCP
+/// simultaneous open), which once made a broker look ready before it listened and its
+/// first client got "connection refused" (seen in CI); such a connection does not count.
+pub fn accepts(addr: SocketAddr, timeout: Duration) -> bool {
+    match TcpStream::connect_timeout(&addr, timeout) {
+        Ok(s) => s.local_addr().ok() != s.peer_addr().ok(),
+        Err(_) => false,
+    }
+}
+
 /// A loopback port nothing listens on right now.
 /// A port no listener holds now and that this test process has not handed out before: the
 /// kernel may give the same ephemeral port to two calls in a row once the probe is closed,
@@ -288,7 +299,7 @@ impl Broker {
     /// a restart that connected to it would think the new process was already serving.
     fn wait_port_closed(&self) {
         let deadline = Instant::now() + STOP_TIMEOUT;
-        while TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok() {
+        while accepts(self.addr(), Duration::from_millis(200)) {
             assert!(
                 Instant::now() < deadline,
                 "port {} still accepts connections {STOP_TIMEOUT:?} after the broker was killed",
@@ -376,7 +387,7 @@ impl Broker {
         self.child = Some(child);
         let deadline = Instant::now() + BOOT_TIMEOUT;
         loop {
-            if TcpStream::connect_timeout(&self.addr(), Duration::from_millis(500)).is_ok() {
+            if accepts(self.addr(), Duration::from_millis(500)) {
                 return;
             }
             let exited = self
