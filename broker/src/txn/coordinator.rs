@@ -92,6 +92,12 @@ struct Loaded {
     txns: HashMap<String, TxnMeta>,
 }
 
+/// State partition `p` if it is loaded at coordinator epoch `epoch` (else this broker
+/// stopped coordinating it at that epoch: NOT_COORDINATOR to the caller).
+fn loaded_at(parts: &mut HashMap<i32, Loaded>, p: i32, epoch: i32) -> Option<&mut Loaded> {
+    parts.get_mut(&p).filter(|l| l.epoch == epoch)
+}
+
 /// The coordinator state of one shard.
 #[derive(Default)]
 pub struct TxnCoordinator {
@@ -430,10 +436,7 @@ impl Txns {
             .then(|| wire::encode_value(&t.to_stored(), t.client_version.log_value_version()));
         let written = self.append(p, id, value).await;
         let mut parts = self.state.partitions.borrow_mut();
-        let meta = parts
-            .get_mut(&p)
-            .filter(|l| l.epoch == epoch)
-            .and_then(|l| l.txns.get_mut(id));
+        let meta = loaded_at(&mut parts, p, epoch).and_then(|l| l.txns.get_mut(id));
         let Some(meta) = meta else {
             // Unloaded (leadership moved) while the write was in flight.
             return Err(ErrorCode::NotCoordinator);
@@ -533,10 +536,7 @@ impl Txns {
             // meanwhile finds the transition pending (CONCURRENT_TRANSACTIONS).
             let transit = {
                 let mut parts = self.state.partitions.borrow_mut();
-                let loaded = parts
-                    .get_mut(&p)
-                    .filter(|l| l.epoch == epoch)
-                    .ok_or(ErrorCode::NotCoordinator)?;
+                let loaded = loaded_at(&mut parts, p, epoch).ok_or(ErrorCode::NotCoordinator)?;
                 let outcome = state::prepare_init(
                     loaded.txns.get(&id),
                     &id,
@@ -684,10 +684,7 @@ impl Txns {
             let e = txns.led_epoch(p).ok_or(ErrorCode::NotCoordinator)?;
             let transit = {
                 let mut parts = txns.state.partitions.borrow_mut();
-                let loaded = parts
-                    .get_mut(&p)
-                    .filter(|l| l.epoch == e)
-                    .ok_or(ErrorCode::NotCoordinator)?;
+                let loaded = loaded_at(&mut parts, p, e).ok_or(ErrorCode::NotCoordinator)?;
                 match state::prepare_add(
                     loaded.txns.get(&id),
                     pid,
@@ -733,9 +730,7 @@ impl Txns {
             };
             let transit = {
                 let mut parts = txns.state.partitions.borrow_mut();
-                let loaded = parts
-                    .get_mut(&p)
-                    .filter(|l| l.epoch == e)
+                let loaded = loaded_at(&mut parts, p, e)
                     .ok_or(ErrorCode::NotCoordinator)?;
                 match state::prepare_end(
                     loaded.txns.get(&id),
@@ -771,10 +766,7 @@ impl Txns {
     fn complete_transaction(&self, p: i32, epoch: i32, id: String) {
         let begun = {
             let mut parts = self.state.partitions.borrow_mut();
-            let Some(meta) = parts
-                .get_mut(&p)
-                .filter(|l| l.epoch == epoch)
-                .and_then(|l| l.txns.get_mut(&id))
+            let Some(meta) = loaded_at(&mut parts, p, epoch).and_then(|l| l.txns.get_mut(&id))
             else {
                 return;
             };
@@ -812,10 +804,7 @@ impl Txns {
                         // `write` dropped the pending transition: begin it again.
                         let again = {
                             let mut parts = me.state.partitions.borrow_mut();
-                            match parts
-                                .get_mut(&p)
-                                .filter(|l| l.epoch == epoch)
-                                .and_then(|l| l.txns.get_mut(&id))
+                            match loaded_at(&mut parts, p, epoch).and_then(|l| l.txns.get_mut(&id))
                             {
                                 Some(meta) if meta.pending.is_none() => {
                                     meta.begin(t.clone());
