@@ -106,6 +106,7 @@ pub struct CleanerCounters {
     pub bytes_read: u64,
     pub bytes_written: u64,
     pub records_removed: u64,
+    pub markers_removed: u64,
     pub seconds: f64,
 }
 
@@ -165,6 +166,7 @@ impl ShardMetrics {
         c.bytes_read += out.bytes_read;
         c.bytes_written += out.bytes_written;
         c.records_removed += out.records_removed + out.tombstones_removed;
+        c.markers_removed += out.markers_removed;
         c.seconds += elapsed.as_secs_f64();
     }
 
@@ -481,7 +483,7 @@ pub fn render(shards: &[MetricsSnapshot], host: &HostSample) -> String {
     read.render(&mut out, "rill_log_read_duration_seconds", "");
     // Per shard.
     type Gauge = fn(&MetricsSnapshot) -> f64;
-    let per_shard: [(&str, &str, &str, Gauge); 13] = [
+    let per_shard: [(&str, &str, &str, Gauge); 14] = [
         ("rill_shard_cross_shard_inflight", "gauge", "Messages from other shards being handled by the shard (each waits for a slot of limits.shard_queue_depth).", |s| s.cross_shard_inflight as f64),
         (
             "rill_shard_busy_seconds_total",
@@ -528,8 +530,14 @@ pub fn render(shards: &[MetricsSnapshot], host: &HostSample) -> String {
         (
             "rill_log_cleaner_removed_records_total",
             "counter",
-            "Records (superseded values, expired tombstones, keyless records) compaction removed.",
+            "Records (superseded values, expired tombstones, keyless records, aborted transactions' records) compaction removed.",
             |s| s.cleaner.records_removed as f64,
+        ),
+        (
+            "rill_log_cleaner_removed_markers_total",
+            "counter",
+            "Transaction markers compaction removed (no record of their transaction left, past delete.retention.ms).",
+            |s| s.cleaner.markers_removed as f64,
         ),
         (
             "rill_log_cleaner_seconds_total",

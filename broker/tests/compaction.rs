@@ -10,9 +10,10 @@ mod clients;
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::keyed::{latest, send, wait_compacted};
+use common::txn::TxnPartition;
 use common::{block_on, Broker, BrokerOptions};
 use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -426,11 +427,14 @@ fn keyless_records_are_refused_with_their_indexes_and_the_other_partition_is_ser
 }
 
 #[test]
-#[ignore = "waits for issue 17 (transactions): the cleaner must drop aborted transactional records and, once nothing of a transaction is left, its markers, as Kafka's cleaner does"]
 fn the_cleaner_drops_aborted_transactions_and_their_markers() {
     use rdkafka::producer::Producer;
 
-    let broker = broker("compaction-transactions");
+    let port = common::free_port();
+    let broker = broker_with(
+        "compaction-transactions",
+        &format!("metrics_listen = \"127.0.0.1:{port}\"\n"),
+    );
     broker.create_topic(
         TOPIC,
         1,
@@ -438,6 +442,7 @@ fn the_cleaner_drops_aborted_transactions_and_their_markers() {
             ("cleanup.policy", "compact"),
             ("segment.bytes", "16384"),
             ("min.cleanable.dirty.ratio", "0.01"),
+            ("delete.retention.ms", "0"),
         ],
     );
     let producer = broker.producer(
@@ -481,8 +486,53 @@ fn the_cleaner_drops_aborted_transactions_and_their_markers() {
         .commit_transaction(Duration::from_secs(30))
         .expect("commit");
     sent.extend(fillers.into_iter().zip(offsets));
-    // A read_committed consumer sees the committed values of every key, never the
-    // aborted ones, before and after the cleaner ran.
+    // Until the cleaner runs, a read_uncommitted reader sees the aborted values; once it
+    // has, nobody does (the aborted records are gone from the log).
+    let mut raw = TxnPartition::new(broker.net(), TOPIC);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = raw.fetch_all(0);
+        if !seen.values.iter().any(|v| v.starts_with("aborted-")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "aborted records still in the log after 60 s: {} values",
+            seen.values.len()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The aborted records never hid the committed values of their keys: a read_committed
+    // consumer (librdkafka's default) reads the latest committed record of every key.
     let expected = latest(&sent);
     wait_compacted(&broker, TOPIC, &expected, Duration::from_secs(60));
+    // The ABORT marker stays while its transaction's records are there; with them gone and
+    // delete.retention.ms at 0, the next pass (more segments to clean) removes it and its
+    // index entry, so read_committed fetches stop reporting the aborted transaction. (The
+    // storage tests show each pass's step; here the passes race the writes.)
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut round = 0;
+    loop {
+        producer.begin_transaction().expect("begin");
+        let more: Vec<(String, Option<String>)> = (0..20)
+            .map(|i| (format!("more-{round}-{i}"), Some("m".repeat(1000))))
+            .collect();
+        let offsets = send(&producer, TOPIC, &more);
+        producer
+            .commit_transaction(Duration::from_secs(30))
+            .expect("commit");
+        sent.extend(more.into_iter().zip(offsets));
+        round += 1;
+        let seen = raw.fetch_all(1);
+        if seen.aborted.as_deref() == Some(&[]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ABORT marker of a transaction with no record left was not removed within 60 s: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    wait_compacted(&broker, TOPIC, &latest(&sent), Duration::from_secs(60));
+    assert!(metric(port, "rill_log_cleaner_removed_markers_total").unwrap_or(0.0) >= 1.0);
 }

@@ -52,6 +52,10 @@ struct Entry {
     txn_first_offset: Option<i64>,
     /// The epoch of the transaction coordinator that wrote its last marker (-1: none).
     coordinator_epoch: i32,
+    /// The offset of its last marker, while no data batch of its epoch followed it (a
+    /// marker that bumped the epoch is then the only record of that epoch in the log). Not
+    /// in the snapshot: the snapshot keeps the epoch itself.
+    last_marker: Option<i64>,
 }
 
 impl Entry {
@@ -63,6 +67,7 @@ impl Entry {
             last_timestamp: -1,
             txn_first_offset: None,
             coordinator_epoch: -1,
+            last_marker: None,
         }
     }
 
@@ -374,6 +379,7 @@ impl ProducerTable {
                     last_timestamp: p.last_timestamp,
                     txn_first_offset: (p.txn_first_offset >= 0).then_some(p.txn_first_offset),
                     coordinator_epoch: p.coordinator_epoch,
+                    last_marker: None,
                 },
             );
         }
@@ -445,17 +451,21 @@ impl ProducerTable {
         });
         e.last_used = self.clock;
         e.last_timestamp = h.max_timestamp;
+        e.last_marker = None;
     }
 
     /// The last offset of each remembered producer's latest batch: the batches the log
     /// cleaner keeps even when compaction empties them, so that the producer's sequence and
     /// epoch stay in the log (a producer evicted from the table is no longer active, as in
-    /// Kafka once its id expires).
+    /// Kafka once its id expires). A producer with no data batch of its epoch is named by
+    /// its last marker, which holds that epoch (Kafka keeps it too).
     pub fn last_offsets(&self) -> rill_storage::ProducerLastOffsets {
         self.entries
             .iter()
             .filter_map(|(&id, e)| {
-                let r = e.recent.back()?;
+                let Some(r) = e.recent.back() else {
+                    return e.last_marker.map(|m| (id, m));
+                };
                 let span = (r.last_seq as i64 - r.first_seq as i64).rem_euclid(i32::MAX as i64 + 1);
                 Some((id, r.base_offset + span))
             })
@@ -523,6 +533,7 @@ impl ProducerTable {
         e.bump(m.producer_epoch);
         e.coordinator_epoch = m.coordinator_epoch;
         e.last_used = self.clock;
+        e.last_marker = Some(offset);
         let first_offset = e.txn_first_offset.take()?;
         self.ongoing.remove(&first_offset);
         // Kafka's lastStableOffset(completedTxn): the earliest open transaction of another
@@ -829,5 +840,20 @@ mod tests {
         let mut last: Vec<(i64, i64)> = t.last_offsets().into_iter().collect();
         last.sort();
         assert_eq!(last, vec![(1, 21), (2, 33), (3, 51)]);
+        // A marker that bumps producer 3's epoch leaves no data batch of the new epoch: the
+        // marker is its last record, until a batch of that epoch comes.
+        let bump = |commit| MarkerWrite {
+            producer_id: 3,
+            producer_epoch: 3,
+            coordinator_epoch: 0,
+            commit,
+        };
+        t.record_marker(&bump(false), 60);
+        assert_eq!(t.last_offsets().get(&3), Some(&60));
+        t.record(&header(3, 3, 0, 1), 61);
+        assert_eq!(t.last_offsets().get(&3), Some(&61));
+        // A marker of the same epoch after data leaves the data batch the last.
+        t.record_marker(&bump(true), 62);
+        assert_eq!(t.last_offsets().get(&3), Some(&61));
     }
 }

@@ -43,8 +43,10 @@
 //! (Kafka's RETAIN_EMPTY), so the producer's last sequence and epoch stay in the log and a
 //! replica or a restart that rebuilds producer state from the log still knows the producer.
 //!
-//! Control batches (transaction markers) are kept as they are; once transactions land,
-//! aborted records and markers are removed as Kafka's cleaner removes them.
+//! Transactions (see [`txn`]): the records of aborted transactions are not mapped and go;
+//! a transaction's end marker stays while any batch of the transaction does, and goes
+//! `delete.retention.ms` after it entered the clean section once none does. A cleaned
+//! segment's aborted-transaction index holds the entries of the ABORT markers it keeps.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -56,9 +58,15 @@ use super::*;
 use crate::backend::{align_down, align_up};
 use crate::batch::{self, BatchHeader, HEADER_BYTES};
 use crate::records::{self, RecordsCodec};
+use crate::txn::AbortedTxn;
+use txn::{TxnWalk, Walked};
+
+mod txn;
 
 /// The last offset of each active idempotent producer's latest batch, by producer id: the
-/// batches the cleaner keeps, at least as an empty header (see the module docs).
+/// batches the cleaner keeps, at least as an empty header (see the module docs). For a
+/// producer whose epoch no data batch holds, its last transaction marker's offset: that
+/// marker is kept whole.
 pub type ProducerLastOffsets = HashMap<i64, i64>;
 
 /// The cleaner's progress, beside the segments.
@@ -250,6 +258,10 @@ pub struct CleanOutcome {
     pub tombstones_removed: u64,
     /// Batches that lost every record but stay as an empty header (a producer's last).
     pub empty_batches_kept: u64,
+    /// Records of aborted transactions removed (counted in `records_removed` too).
+    pub aborted_records_removed: u64,
+    /// Transaction markers removed (no batch of their transaction left).
+    pub markers_removed: u64,
     /// The first dirty offset after the pass.
     pub first_dirty_offset: i64,
 }
@@ -631,20 +643,35 @@ impl<B: Backend> PartitionLog<B> {
             ..CleanOutcome::default()
         };
 
-        // 1. Map the dirty section's keys.
+        // The aborted transactions of everything below the bound, active segment included
+        // (a transaction in a closed segment may end in the active one). Collected after
+        // `generation` was read: a change of the segments since fails the swap.
+        let aborted = self
+            .collect_aborted_txns(self.log_start_offset(), upper_bound)
+            .await?;
+
+        // 1. Map the dirty section's keys, leaving out aborted records.
         let mut map = KeyMap::new(key_map_bytes_max);
         let mut mapped_end = first_dirty;
+        let walk_start = oldest_dirty.base;
+        let in_walk: Vec<AbortedTxn> = aborted
+            .iter()
+            .filter(|e| e.last_offset >= walk_start)
+            .copied()
+            .collect();
+        let mut txns = TxnWalk::new(&in_walk);
         'map: for g in &dirty {
             let mut rd = self.segment_batches(g).await?;
             while let Some((h, data)) = rd.next().await? {
                 outcome.bytes_read += data.len() as u64;
+                let walked = txns.walk(&h, &data);
                 if h.last_offset() < first_dirty {
                     continue;
                 }
                 if !map.has_room(h.record_count as usize + 1) {
                     break 'map;
                 }
-                if !h.is_control() {
+                if walked == (Walked::Data { aborted: false }) {
                     match records::records_section(&data, &h, codec, CLEANER_DECOMPRESSED_BYTES_MAX)
                     {
                         Ok(body) => {
@@ -690,12 +717,15 @@ impl<B: Backend> PartitionLog<B> {
             }
         }
         let horizon = now.saturating_sub(cfg.delete_retention_ms as i64);
+        // One walk over every group: a transaction may start in one and end in the next.
+        let mut txns = TxnWalk::new(&aborted);
         for group in &groups {
             if !self
                 .clean_group(
                     group,
                     &map,
                     producers,
+                    &mut txns,
                     horizon,
                     codec,
                     throttle,
@@ -719,6 +749,7 @@ impl<B: Backend> PartitionLog<B> {
         info!(dir = %self.dir.display(), segments_before = outcome.segments_before, segments_after = outcome.segments_after,
             bytes_read = outcome.bytes_read, bytes_written = outcome.bytes_written,
             records_removed = outcome.records_removed, tombstones_removed = outcome.tombstones_removed,
+            aborted_records_removed = outcome.aborted_records_removed, markers_removed = outcome.markers_removed,
             first_dirty_offset = mapped_end, "log compacted");
         Ok(Some(outcome))
     }
@@ -754,6 +785,7 @@ impl<B: Backend> PartitionLog<B> {
         group: &[SegInfo],
         map: &KeyMap,
         producers: &ProducerLastOffsets,
+        txns: &mut TxnWalk,
         horizon: i64,
         codec: &dyn RecordsCodec,
         throttle: &mut CleanerThrottle,
@@ -774,12 +806,34 @@ impl<B: Backend> PartitionLog<B> {
             interval: self.config.borrow().index_interval_bytes,
         };
         let cleaner = self.cleaner.borrow().clone();
+        // The entries of the ABORT markers kept, in order: the cleaned segment's index.
+        let mut aborted = Vec::new();
         for g in group {
             let mut rd = self.segment_batches(g).await?;
             while let Some((h, data)) = rd.next().await? {
                 outcome.bytes_read += data.len() as u64;
-                let kept = self
-                    .filter_batch(&h, &data, map, producers, &cleaner, horizon, codec, outcome)?;
+                let walked = txns.walk(&h, &data);
+                let kept = match walked {
+                    Walked::Marker { needed, entry } => {
+                        let expired = cleaner
+                            .cleaned_since(h.last_offset())
+                            .is_some_and(|t| t < horizon);
+                        // A producer's last record (a marker that bumped its epoch) stays.
+                        let last_of_producer =
+                            producers.get(&h.producer_id) == Some(&h.last_offset());
+                        if needed || !expired || last_of_producer {
+                            aborted.extend(entry);
+                            Some(data.clone())
+                        } else {
+                            outcome.markers_removed += 1;
+                            None
+                        }
+                    }
+                    Walked::OtherControl => Some(data.clone()),
+                    Walked::Data { aborted } => self.filter_batch(
+                        &h, &data, aborted, map, producers, &cleaner, horizon, codec, outcome,
+                    )?,
+                };
                 let mut io = data.len();
                 if let Some(b) = kept {
                     let h2 = if b.len() == data.len() {
@@ -810,12 +864,6 @@ impl<B: Backend> PartitionLog<B> {
         if !unchanged {
             self.backend.remove_file(&cleaned_path).await?;
             return Ok(false);
-        }
-        // The group's aborted transactions, in order, become the cleaned segment's. The
-        // layout lock keeps the group's indexes as they are until the swap is done.
-        let mut aborted = Vec::new();
-        for g in group {
-            aborted.extend(self.closed_aborted(g.base).await?);
         }
         let has_txn_index = !aborted.is_empty();
         let first_had_txn_index = self
@@ -893,13 +941,15 @@ impl<B: Backend> PartitionLog<B> {
         Ok(true)
     }
 
-    /// What of batch `data` stays: `None` drops it, otherwise the batch (itself when
-    /// every record stays).
+    /// What of data batch `data` stays: `None` drops it, otherwise the batch (itself when
+    /// every record stays). `aborted`: it belongs to an aborted transaction, so none of its
+    /// records does.
     #[allow(clippy::too_many_arguments)]
     fn filter_batch(
         &self,
         h: &BatchHeader,
         data: &Bytes,
+        aborted: bool,
         map: &KeyMap,
         producers: &ProducerLastOffsets,
         cleaner: &CleanerState,
@@ -907,14 +957,20 @@ impl<B: Backend> PartitionLog<B> {
         codec: &dyn RecordsCodec,
         outcome: &mut CleanOutcome,
     ) -> StorageResult<Option<Bytes>> {
-        if h.is_control() {
-            return Ok(Some(data.clone()));
-        }
-        let body = match records::records_section(data, h, codec, CLEANER_DECOMPRESSED_BYTES_MAX) {
-            Ok(b) => b,
-            Err(_) => return Ok(Some(data.clone())),
+        let body;
+        let recs = if aborted {
+            // Its records go whatever they hold; the header alone may stay (below).
+            let n = h.record_count.max(0) as u64;
+            outcome.records_removed += n;
+            outcome.aborted_records_removed += n;
+            Vec::new()
+        } else {
+            body = match records::records_section(data, h, codec, CLEANER_DECOMPRESSED_BYTES_MAX) {
+                Ok(b) => b,
+                Err(_) => return Ok(Some(data.clone())),
+            };
+            records::parse(h, &body)?
         };
-        let recs = records::parse(h, &body)?;
         let mut kept = Vec::with_capacity(recs.len());
         for r in &recs {
             let Some(k) = r.key else {
@@ -937,7 +993,7 @@ impl<B: Backend> PartitionLog<B> {
             // lost; the log is what a replica or a rebuild reads).
             let last_of_producer =
                 h.producer_id >= 0 && producers.get(&h.producer_id) == Some(&h.last_offset());
-            if last_of_producer && recs.is_empty() {
+            if last_of_producer && h.record_count == 0 {
                 return Ok(Some(data.clone())); // kept empty by an earlier pass
             }
             if last_of_producer {

@@ -47,6 +47,10 @@ fn read_all(log: &PartitionLog<MemoryBackend>) -> Vec<Rec> {
             assert!(!r.batches.is_empty(), "no batch at {at} below the log end");
             for b in &r.batches {
                 let h = batch::validate(b).unwrap();
+                if h.is_control() {
+                    at = h.last_offset() + 1;
+                    continue;
+                }
                 for rec in records::parse(&h, &b[HEADER_BYTES..]).unwrap() {
                     assert!(rec.offset >= at, "offsets go backwards");
                     let value = rec.has_value.then(|| value_of(rec.raw));
@@ -844,4 +848,215 @@ fn swap_files_of_both_versions_decode() {
     let mut bad = old.clone();
     bad[12] ^= 1;
     assert!(Swap::decode(&bad).is_err());
+}
+
+/// `batch` stamped as a transactional batch of producer `pid` (epoch 0), CRC redone.
+fn transactional(batch: Vec<u8>, pid: i64, seq: i32) -> Vec<u8> {
+    let mut b = idempotent(batch, pid, 0, seq);
+    let attrs = i16::from_be_bytes([b[21], b[22]]) | 0x10;
+    b[21..23].copy_from_slice(&attrs.to_be_bytes());
+    batch::set_crc(&mut b);
+    b
+}
+
+/// Every batch header of the log, in offset order.
+fn headers(log: &PartitionLog<MemoryBackend>) -> Vec<BatchHeader> {
+    block_on(async {
+        let mut out = Vec::new();
+        let mut at = log.log_start_offset();
+        while at < log.log_end_offset() {
+            let r = log.read(at, 1 << 20).await.unwrap();
+            for b in &r.batches {
+                let h = batch::validate(b).unwrap();
+                at = h.last_offset() + 1;
+                out.push(h);
+            }
+        }
+        out
+    })
+}
+
+/// A committed transaction of producer 1 over keys t-a, t-b, t-c (offsets 0..=2, COMMIT
+/// marker at 3), then an aborted one over the same keys (4..=6, ABORT marker at 7, its
+/// index entry), then closed segments of other keys. Returns the abort's entry.
+fn write_committed_then_aborted(log: &PartitionLog<MemoryBackend>, now: i64) -> AbortedTxn {
+    use crate::txn::{build_marker, ControlKind, EndTxnMarker};
+    let keyed = |value: &[u8]| {
+        let recs: Vec<build::Rec<'_>> = [&b"t-a"[..], b"t-b", b"t-c"]
+            .into_iter()
+            .map(|k| build::Rec {
+                key: Some(k),
+                value,
+                timestamp_ms: now,
+            })
+            .collect();
+        build::batch(&recs)
+    };
+    let commit = EndTxnMarker {
+        kind: ControlKind::Commit,
+        coordinator_epoch: 0,
+    };
+    block_on(async {
+        for b in [
+            transactional(keyed(b"committed"), 1, 0),
+            build_marker(1, 0, commit, now),
+            transactional(keyed(b"aborted"), 1, 3),
+        ] {
+            log.append(CheckedBatch::check(Bytes::from(b)).unwrap(), 0)
+                .await
+                .unwrap();
+        }
+    });
+    let entry = append_abort(log, 1, 4, None);
+    assert_eq!(entry.last_offset, 7);
+    write(log, &mut Rng(11), 40, 20, now, "f");
+    roll(log);
+    entry
+}
+
+#[test]
+fn aborted_records_are_never_mapped_and_go_and_their_marker_goes_a_pass_later() {
+    for keep_empty in [false, true] {
+        let clock = Rc::new(Cell::new(1_000_000_000));
+        let be = MemoryBackend::new();
+        let log = open_at(&be, &clock).unwrap();
+        let entry = write_committed_then_aborted(&log, clock.get());
+        // With `keep_empty`, producer 1 is active and its last batch is the aborted one.
+        let producers: ProducerLastOffsets = if keep_empty {
+            [(1, 6)].into_iter().collect()
+        } else {
+            HashMap::new()
+        };
+        let t = |log: &PartitionLog<MemoryBackend>| -> Vec<Rec> {
+            read_all(log)
+                .into_iter()
+                .filter(|(_, k, _)| k.starts_with(b"t-"))
+                .collect()
+        };
+        let committed: Vec<Rec> = [(0, "t-a"), (1, "t-b"), (2, "t-c")]
+            .into_iter()
+            .map(|(o, k)| (o, k.as_bytes().to_vec(), Some(b"committed".to_vec())))
+            .collect();
+        let out = clean_keeping(&log, log.log_end_offset(), &producers)
+            .unwrap()
+            .unwrap();
+        // The aborted records did not hide the committed ones, and are gone.
+        assert_eq!(t(&log), committed, "keep_empty {keep_empty}");
+        assert_eq!(out.aborted_records_removed, 3, "{out:?}");
+        assert_eq!(out.markers_removed, 0, "{out:?}");
+        let kinds = |log: &PartitionLog<MemoryBackend>| -> Vec<(i64, bool, i32)> {
+            headers(log)
+                .into_iter()
+                .filter(|h| h.producer_id == 1)
+                .map(|h| (h.base_offset, h.is_control(), h.record_count))
+                .collect()
+        };
+        let kept_empty = if keep_empty {
+            vec![(4, false, 0)]
+        } else {
+            vec![]
+        };
+        let mut want = vec![(0, false, 3), (3, true, 1)];
+        want.extend(kept_empty.clone());
+        want.push((7, true, 1));
+        assert_eq!(
+            kinds(&log),
+            want,
+            "keep_empty {keep_empty}: both markers stay a pass"
+        );
+        assert_eq!(all_aborted(&log), vec![entry]);
+
+        // A pass past delete.retention.ms: the COMMIT marker stays (its transaction's batch
+        // does), the ABORT marker and its entry go unless the empty batch is still there.
+        clock.set(clock.get() + 2 * DAY_MS);
+        write(&log, &mut Rng(12), 40, 20, clock.get(), "g");
+        roll(&log);
+        let out = clean_keeping(&log, log.log_end_offset(), &producers)
+            .unwrap()
+            .unwrap();
+        assert_eq!(t(&log), committed, "keep_empty {keep_empty}");
+        let mut want = vec![(0, false, 3), (3, true, 1)];
+        if keep_empty {
+            want.extend(kept_empty);
+            want.push((7, true, 1));
+            assert_eq!(all_aborted(&log), vec![entry]);
+            assert_eq!(out.markers_removed, 0, "{out:?}");
+        } else {
+            assert_eq!(all_aborted(&log), vec![], "the entry went with its marker");
+            assert_eq!(out.markers_removed, 1, "{out:?}");
+        }
+        assert_eq!(kinds(&log), want, "keep_empty {keep_empty}");
+        let names = be_names(&be);
+        assert_eq!(
+            names.iter().filter(|n| n.ends_with(".txnindex")).count(),
+            usize::from(keep_empty),
+            "{names:?}"
+        );
+        // It all reads back the same after a reopen.
+        block_on(log.close()).unwrap();
+        drop(log);
+        let log = open_at(&be, &clock).unwrap();
+        assert_eq!(t(&log), committed);
+        assert_eq!(kinds(&log), want);
+    }
+}
+
+#[test]
+fn a_commit_marker_goes_once_its_transactions_records_are_compacted_away() {
+    let clock = Rc::new(Cell::new(1_000_000_000));
+    let be = MemoryBackend::new();
+    let log = open_at(&be, &clock).unwrap();
+    write_committed_then_aborted(&log, clock.get());
+    // Newer plain records of t-a, t-b and t-c supersede the committed ones.
+    block_on(async {
+        let recs: Vec<build::Rec<'_>> = [&b"t-a"[..], b"t-b", b"t-c"]
+            .into_iter()
+            .map(|k| build::Rec {
+                key: Some(k),
+                value: b"newer",
+                timestamp_ms: clock.get(),
+            })
+            .collect();
+        log.append(
+            CheckedBatch::check(Bytes::from(build::batch(&recs))).unwrap(),
+            0,
+        )
+        .await
+        .unwrap();
+    });
+    roll(&log);
+    clean(&log, log.log_end_offset()).unwrap().unwrap();
+    let markers = |log: &PartitionLog<MemoryBackend>| -> Vec<i64> {
+        headers(log)
+            .into_iter()
+            .filter(|h| h.is_control())
+            .map(|h| h.base_offset)
+            .collect()
+    };
+    assert_eq!(
+        markers(&log),
+        vec![3, 7],
+        "the pass that removes the records keeps both markers"
+    );
+    // Within delete.retention.ms the markers stay; past it, both go.
+    clock.set(clock.get() + DAY_MS / 2);
+    write(&log, &mut Rng(13), 40, 20, clock.get(), "g");
+    roll(&log);
+    clean(&log, log.log_end_offset()).unwrap().unwrap();
+    assert_eq!(markers(&log), vec![3, 7]);
+    clock.set(clock.get() + DAY_MS);
+    write(&log, &mut Rng(14), 40, 20, clock.get(), "h");
+    roll(&log);
+    let out = clean(&log, log.log_end_offset()).unwrap().unwrap();
+    assert_eq!(markers(&log), Vec::<i64>::new(), "{out:?}");
+    assert_eq!(out.markers_removed, 2);
+    assert_eq!(all_aborted(&log), vec![]);
+    let newer: Vec<Rec> = read_all(&log)
+        .into_iter()
+        .filter(|(_, k, _)| k.starts_with(b"t-"))
+        .collect();
+    assert_eq!(newer.len(), 3);
+    assert!(newer
+        .iter()
+        .all(|(_, _, v)| v.as_deref() == Some(&b"newer"[..])));
 }
