@@ -7,12 +7,16 @@
 //!
 //! The input is produced with rdkafka; the output is read back by the Java side and checked
 //! here record by record, and the app's committed offsets are checked through OffsetFetch.
+//! A stateful exactly-once app is also killed (SIGKILL) at random points and started again
+//! while input keeps coming; its output, read by rdkafka at read_committed, must reflect each
+//! input record exactly once.
 
 #[path = "common/clients.rs"]
 mod clients;
 mod common;
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use clients::*;
 use common::groups::{committed_offsets, group_options, produce_spread};
@@ -171,4 +175,161 @@ fn streams_stateful_count() {
             out.report()
         );
     }
+}
+
+/// Kafka Streams exactly_once_v2 with state: a count per key, whose changelog, output and
+/// input offsets go in one transaction per commit. Input trickles in all along; the app is
+/// killed with SIGKILL at random points (while it restores and rebalances, and while it
+/// processes with a transaction open), `KILLS` times, and started again with the same state
+/// directory and group.instance.id. Every input record must be reflected exactly once: read
+/// at read_committed, the output holds per key the counts 1, 2, ..., n in order, n being that
+/// key's input records, none missing or repeated; read_uncommitted shows the records of the
+/// transactions the kills left open (so the kills did interrupt transactions). The kill
+/// points come from a seed printed at the start (`RILL_TEST_SEED` sets it).
+#[test]
+fn streams_exactly_once_stateful_survives_kill_9_at_random_points() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const KILLS: usize = 6;
+    const KEYS: usize = 12;
+    /// Input records a second, all along.
+    const RATE: u64 = 200;
+    if !java_available("the Kafka Streams exactly-once app killed at random points") {
+        return;
+    }
+    let broker = Broker::start_with("streams-eos-kill", group_options(""));
+    let (input, output, app) = ("eos-in", "eos-out", "streams-eos-kill-app");
+    broker.create_topic(input, 2, &[]);
+    broker.create_topic(output, 1, &[]);
+    let state_dir = broker.root().join("streams-state");
+    std::fs::create_dir_all(&state_dir).expect("state dir");
+    let state_dir = state_dir.to_str().expect("utf-8 path").to_string();
+    let seed: u64 = std::env::var("RILL_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| common::now_ms() as u64);
+    eprintln!("streams kill test: seed {seed} (RILL_TEST_SEED={seed} repeats the kill points)");
+    let mut rng = seed | 1;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let args = [
+        "streams-eos-count",
+        &broker.bootstrap(),
+        input,
+        output,
+        app,
+        &state_dir,
+    ];
+    let stop = AtomicBool::new(false);
+    let producer = broker.producer("all", &[]);
+    let mut log = Vec::new();
+    let sent: Vec<usize> = std::thread::scope(|scope| {
+        let feeder = scope.spawn(|| {
+            let mut sent = vec![0usize; KEYS];
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("k{}", i % KEYS);
+                let value = format!("v{i}");
+                let f = producer
+                    .send_result(
+                        rdkafka::producer::FutureRecord::to(input)
+                            .key(&key)
+                            .payload(&value),
+                    )
+                    .unwrap_or_else(|(e, _)| panic!("enqueue: {e}"));
+                assert!(
+                    matches!(common::block_on(f), Ok(Ok(_))),
+                    "input produce failed"
+                );
+                sent[i % KEYS] += 1;
+                i += 1;
+                std::thread::sleep(Duration::from_micros(1_000_000 / RATE));
+            }
+            sent
+        });
+        for round in 0..KILLS {
+            let mut c = java_proc("kafka streams (killed)");
+            c.start(&args);
+            // Half the kills come while the app starts (restore, rebalance, first
+            // transactions), half once it has been processing for a while.
+            if round % 2 == 1 {
+                let lines = c.wait_for("-> RUNNING", Duration::from_secs(90));
+                assert!(
+                    lines.is_ok(),
+                    "round {round}: the app never ran: {lines:?}\n{}",
+                    c.stderr_tail()
+                );
+            }
+            let delay = Duration::from_millis(200 + next(3000));
+            std::thread::sleep(delay);
+            log.push(format!(
+                "round {round}: killed {delay:?} after {}",
+                if round % 2 == 1 {
+                    "RUNNING"
+                } else {
+                    "its start"
+                }
+            ));
+            drop(c); // SIGKILL
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::Relaxed);
+        feeder.join().expect("input feeder")
+    });
+    let total: usize = sent.iter().sum();
+    let mut c = java_proc("kafka streams (last run)");
+    c.start(&args);
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let recs = loop {
+        let recs = common::keyed::read_partition_to_end(&broker, output, 0);
+        if recs.len() >= total {
+            break recs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the output holds {} of {total} counts after 150 s ({log:?})\n{}",
+            recs.len(),
+            c.stderr_tail()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    drop(c);
+    let mut counts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for r in &recs {
+        let key = String::from_utf8(r.key.clone().expect("a key")).unwrap();
+        let value = String::from_utf8(r.value.clone().expect("a value")).unwrap();
+        counts
+            .entry(key)
+            .or_default()
+            .push(value.parse().expect("a count"));
+    }
+    for (k, n) in sent.iter().enumerate() {
+        let key = format!("k{k}");
+        let want: Vec<u64> = (1..=*n as u64).collect();
+        assert_eq!(
+            counts.get(&key),
+            Some(&want),
+            "key {key}: each input record counted exactly once (seed {seed}, {log:?})"
+        );
+    }
+    assert_eq!(
+        recs.len(),
+        total,
+        "no output beyond one count per input record"
+    );
+    // The kills left transactions open, which were aborted: their records are in the log,
+    // seen by read_uncommitted only.
+    let uncommitted = common::txn::TxnPartition::new(broker.net(), output).fetch_all(0);
+    assert!(
+        uncommitted.values.len() > total,
+        "no kill interrupted a transaction: read_uncommitted sees {} records, read_committed {total} ({log:?})",
+        uncommitted.values.len()
+    );
+    eprintln!(
+        "streams kill test: {total} input records, {} output records aborted by the kills ({log:?})",
+        uncommitted.values.len() - total
+    );
 }

@@ -296,6 +296,36 @@ impl ClientProc {
             });
     }
 
+    /// Starts a command that runs until the client is killed (dropped): no wait for its end.
+    pub fn start(&mut self, args: &[&str]) {
+        for a in args {
+            assert!(
+                !a.contains('\t') && !a.contains('\n'),
+                "argument {a:?} has a tab or newline"
+            );
+        }
+        self.send_line(&args.join("\t"));
+    }
+
+    /// The lines the client writes until one contains `needle` (that one included), within
+    /// `timeout`; `Err` with the lines read when it does not come in time.
+    pub fn wait_for(
+        &mut self,
+        needle: &str,
+        timeout: Duration,
+    ) -> Result<Vec<String>, Vec<String>> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        while let Some(l) = self.next_line(deadline) {
+            let found = l.contains(needle);
+            seen.push(l);
+            if found {
+                return Ok(seen);
+            }
+        }
+        Err(seen)
+    }
+
     /// Runs one command (no pauses allowed) within `timeout`.
     pub fn run(&mut self, args: &[&str], timeout: Duration) -> Output {
         self.run_pausing(args, timeout, |label, _| panic!("unexpected pause {label}"))
