@@ -3,7 +3,9 @@
 //! and runs a consumer group of two members that split the topic, commit and resume
 //! (`tests/python/kafka_python_group_check.py`); kcat (Debian's, with an older librdkafka)
 //! produces lines and reads them back. What each wrote is then read with rdkafka (or the
-//! raw protocol client) too, so the clients agree with each other.
+//! raw protocol client) too, so the clients agree with each other. confluent-kafka (Python
+//! on librdkafka) runs transactions (`tests/python/confluent_txn_check.py`): commit, abort,
+//! consume-transform-produce with the offsets in the transaction, and a fenced zombie.
 //!
 //! When kafka-python or kcat is missing the test fails under CI (env CI set) with the install
 //! command, and otherwise prints a loud notice and passes without checking.
@@ -222,4 +224,60 @@ fn kcat_produces_and_consumes() {
     assert_eq!(r.key.as_deref(), Some(&b"key49"[..]));
     assert_eq!(r.value.as_deref(), Some(&b"kcat line 49"[..]));
     broker.assert_alive();
+}
+
+#[test]
+fn confluent_kafka_transactions_commit_abort_and_fence() {
+    if !tool_available(
+        "confluent-kafka (Python)",
+        Command::new("python3").args(["-c", "import confluent_kafka"]),
+        "pip install confluent-kafka==2.11.1",
+        "this test",
+    ) {
+        return;
+    }
+    let broker = Broker::start_with("confluent-txn", group_options(""));
+    let (topic, out_topic, group) = (
+        "confluent-txn-in",
+        "confluent-txn-out",
+        "confluent-txn-group",
+    );
+    broker.create_topic(topic, 1, &[]);
+    broker.create_topic(out_topic, 1, &[]);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/confluent_txn_check.py"
+    );
+    let out = run_bounded(
+        Command::new("python3").args([script, &broker.bootstrap(), topic, out_topic, group]),
+        Duration::from_secs(150),
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let steps = lines_containing(&stdout, "ok ");
+    assert!(
+        out.status.success() && steps.len() == 4,
+        "confluent-kafka transactions failed ({}): steps {steps:?}\nstdout:\n{stdout}\nstderr:\n{stderr}\n{}",
+        out.status,
+        broker.log_tail(broker.starts())
+    );
+    // The offsets sent to the transaction are the group's committed offsets: past all ten
+    // committed records (offsets 0-9), at most the log end (the commit marker at 10, the
+    // aborted records at 11-20 and their marker at 21: librdkafka may have stepped past
+    // them).
+    let mut net = broker.net();
+    let committed = committed_offsets(&mut net, group, topic, 1);
+    assert!(
+        committed.get(&0).is_some_and(|o| (10..=22).contains(o)),
+        "{committed:?}"
+    );
+    // rdkafka reads the output as the script did.
+    let recs = read_all(&broker, out_topic, &[0], 10);
+    let values: Vec<String> = recs
+        .values()
+        .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
+        .collect();
+    let want: Vec<String> = (0..10).map(|i| format!("COMMITTED-{i}")).collect();
+    assert_eq!(values, want);
 }
