@@ -35,7 +35,9 @@
 # Knobs (environment): RUNS (3), DURATION (10 s measured), WARMUP (2 s), SIZES ("1024 100"),
 # ACKS_LIST ("1 all"), NODES_LIST ("1 3": 1 node with RF 1, 3 nodes with RF 3), PARTITIONS (8),
 # KAFKA_FSYNC (1: also Kafka with flush.messages=1 for acks=all), PERF (1: the
-# kafka-producer-perf-test cases), AGREE_TOL (0.20), AGREE_RATE (20000), BROKER_WARMUP (15 s unmeasured after
+# kafka-producer-perf-test cases), AGREE_TOL (0.20), AGREE_RATE (20000), AGREE_LINGER_MS (5, the
+# Java producer's default linger.ms, for both tools in the agreement check), AGREE_ONLY (0; 1: only
+# the agreement check, no max-rate, half-rate or dry-run workloads), BROKER_WARMUP (15 s unmeasured after
 # every broker start), PERF_WARMUP (5 s of the perf test's records left out), BROKER_CPUS (0: every broker process,
 # Rill's or Kafka's, is pinned there), LOADGEN_CPU (1: rill-loadgen and the perf test),
 # RILL and LOADGEN (binaries; both unset: cargo build --release), RETENTION_BYTES and
@@ -51,7 +53,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 # The exact command, for the report: every knob set in the environment, then the script.
 KNOBS="SMOKE RUNS DURATION WARMUP SIZES ACKS_LIST NODES_LIST PARTITIONS BATCH_BYTES MAX_INFLIGHT LINGER_MS
-  PRODUCERS CONSUMERS KAFKA_FSYNC PERF PERF_SIZE AGREE_TOL AGREE_RATE DRY BROKER_WARMUP PERF_WARMUP BROKER_CPUS LOADGEN_CPU
+  PRODUCERS CONSUMERS KAFKA_FSYNC PERF PERF_SIZE AGREE_TOL AGREE_RATE AGREE_ONLY DRY BROKER_WARMUP PERF_WARMUP BROKER_CPUS LOADGEN_CPU
   RILL_PORT RETENTION_BYTES SEGMENT_BYTES RILL_TOML_EXTRA BENCH_DIR RESULTS OUT AGREE_LINGER_MS RILL LOADGEN KAFKA_VERSION KAFKA_LIB
   KAFKA_DIR KAFKA_PORT KAFKA_HOSTS KAFKA_HEAP_OPTS KAFKA_JVM_PERFORMANCE_OPTS KAFKA_PROPS_EXTRA JAVA"
 COMMAND=
@@ -86,8 +88,10 @@ PERF=${PERF:-1}
 PERF_SIZE=${PERF_SIZE:-1024}
 AGREE_TOL=${AGREE_TOL:-0.20}
 AGREE_RATE=${AGREE_RATE:-20000}
-AGREE_LINGER_MS=${AGREE_LINGER_MS:-0}
+AGREE_LINGER_MS=${AGREE_LINGER_MS:-5}
+AGREE_ONLY=${AGREE_ONLY:-0}
 DRY=${DRY:-1}
+[ "$AGREE_ONLY" = 1 ] && DRY=0 PERF=1
 BROKER_WARMUP=${BROKER_WARMUP:-15}
 PERF_WARMUP=${PERF_WARMUP:-5}
 BROKER_CPUS=${BROKER_CPUS:-0}
@@ -356,6 +360,7 @@ broker_warmup() {
 max_phase() {
   local n=$1 run=$2 size acks v name topic
   for size in $SIZES; do
+    [ "$AGREE_ONLY" != 1 ] || break
     for acks in $ACKS_LIST; do
       for v in $(variants_of "$SYSTEM" "$acks"); do
         name=max-$size-$acks-$n-$v-$run
@@ -370,23 +375,28 @@ max_phase() {
   [ "$PERF" = 1 ] || return 0
   for acks in $ACKS_LIST; do
     for v in $(variants_of "$SYSTEM" "$acks"); do
-      # rill-loadgen with the perf test's shape: one producer, no consumer.
-      name=lgm-$PERF_SIZE-$acks-$n-$v-$run
-      topic_create "$name" "$n" "$v"
-      loadgen "$name" --bootstrap "$BOOTSTRAP" --topic "$name" --record-bytes "$PERF_SIZE" --rate max \
-        --acks "$acks" "${PRODUCER_ONLY[@]}"
-      topic_delete "$name"
-      name=pp-$PERF_SIZE-$acks-$n-$v-$run
-      topic_create "$name" "$n" "$v"
-      perf_test "$name" "$name" "$acks" "$(rate_of "lgm-$PERF_SIZE-$acks-$n-$v-$run")"
-      topic_delete "$name"
+      if [ "$AGREE_ONLY" != 1 ]; then
+        # rill-loadgen with the perf test's shape: one producer, no consumer.
+        name=lgm-$PERF_SIZE-$acks-$n-$v-$run
+        topic_create "$name" "$n" "$v"
+        loadgen "$name" --bootstrap "$BOOTSTRAP" --topic "$name" --record-bytes "$PERF_SIZE" --rate max \
+          --acks "$acks" "${PRODUCER_ONLY[@]}"
+        topic_delete "$name"
+        name=pp-$PERF_SIZE-$acks-$n-$v-$run
+        topic_create "$name" "$n" "$v"
+        perf_test "$name" "$name" "$acks" "$(rate_of "lgm-$PERF_SIZE-$acks-$n-$v-$run")"
+        topic_delete "$name"
+      fi
       # The agreement check: both tools at one fixed rate, AGREE_RATE, on Kafka and on
       # Rill, compared by ack latency. The rate is fixed in records/s, the same for both
       # brokers whichever runs first, and low enough that the Java producer's own thread is
       # not the limit (at half its max it adds about 2 ms of its own, against either
-      # broker). Both without lingering (AGREE_LINGER_MS, default 0): how long each client
-      # holds a part-filled batch is its own policy (the Java producer waits out
-      # linger.ms, which would be measured as latency), not the broker's.
+      # broker). Both linger the same (AGREE_LINGER_MS, default 5, the Java producer's
+      # default): each holds a part-filled batch until linger.ms or batch.size, so both put
+      # the same requests on the broker. Without lingering they do not: rill-loadgen sends
+      # what is due every 100 us (about 10,000 small requests a second at 20k records/s)
+      # while the perf test's throttle sends in 2 ms bursts that the Java producer packs
+      # into a few requests, and a broker that pays per request answers the two differently.
       [ "$v" != kafkasync ] || continue
       local fixed=$AGREE_RATE
       name=lgf-$PERF_SIZE-$acks-$n-$v-$run
@@ -458,6 +468,7 @@ for run in $(seq "$RUNS"); do
       max_phase "$n" "$run"
       broker_stop
     done
+    [ "$AGREE_ONLY" != 1 ] || continue
     for system in $order; do
       broker_start "$system" "$n"
       broker_warmup "$n"
@@ -689,7 +700,8 @@ if pp_by or ppfail:
         "call to the acknowledgement, in whole milliseconds (its mean is not biased by that: both ends of each interval are cut to the "
         "millisecond); rill-loadgen from each record's intended send time, in microseconds. They agree on Kafka when their median ack "
         f"latencies differ by at most {tol:.0%} of the perf test's or 1 ms (its resolution), whichever is larger, and both held the rate "
-        f"(at least 95% of it). Both run with linger.ms={agree_linger} here: how long a client holds a part-filled batch is its own policy, not the broker's.",
+        f"(at least 95% of it); judged on one node only (three Kafka nodes share one core here, three JVMs on CPU {broker_cpus}: shown, not judged). Both run with linger.ms={agree_linger} here and hold a part-filled batch until linger.ms or batch.size, so both put "
+        "the same requests on the broker (without lingering they do not: rill-loadgen sends what is due every 100 us, the perf test in 2 ms bursts).",
         "",
         "| RF | acks | broker | perf-test rec/s | rill-loadgen rec/s | perf-test ack p50 / mean / p99 ms | rill-loadgen ack p50 / mean / p99 ms | p50 difference | runs | agreement |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -710,10 +722,14 @@ if pp_by or ppfail:
                 diff = abs(lq("p50") - pq("p50"))
                 held = pr >= 0.95 * agree_rate and lr >= 0.95 * agree_rate
                 ok = diff == diff and diff <= max(tol * pq("p50"), 1.0) and held and ppfail[key] == 0 and bool(pps)
-                if v == "kafka":
+                # The verdict is on one node. Three Kafka nodes share one core here (three
+                # JVMs on CPU 0, ack p99 several times one node's at this rate): an overloaded
+                # broker, where the tools are shown but not judged.
+                judged = v == "kafka" and nodes == "1"
+                if judged:
                     verdicts.append((f"RF {nodes} acks={acks}", ok, lq("p50"), pq("p50")))
                 failed = f", {ppfail[key]} failed" if ppfail[key] else ""
-                verdict = ("**PASS**" if ok else "**FAIL**") if v == "kafka" else ("(agrees)" if ok else "(differs)")
+                verdict = ("**PASS**" if ok else "**FAIL**") if judged else ("(agrees)" if ok else "(differs)")
                 lines.append(
                     f"| {nodes} | {acks} | {names[v]} | {fr(pr)} | {fr(lr)} | {ms(pq('p50'))} / {ms(pq('avg'))} / {ms(pq('p99'))} | "
                     f"{ms(lq('p50'))} / {ms(lq('mean'))} / {ms(lq('p99'))} | {ms(diff)} ms | {len(pps)}{failed} | {verdict} |")
