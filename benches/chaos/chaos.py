@@ -31,13 +31,18 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 
 import checker  # noqa: E402
 import replicas  # noqa: E402
+import txnwork  # noqa: E402
 from hosts import TestNet  # noqa: E402
 from kafkawire import describe_cluster, metadata  # noqa: E402
 from nemesis import Nemesis, describe, make_schedule  # noqa: E402
 
 TOPIC = "chaos"
-CRASH_PATTERN = re.compile(r"panicked|abort|double free|corrupted|SIGSEGV|segmentation fault",
-                           re.IGNORECASE)
+# What a broker's log shows when it dies of a bug: a Rust panic or runtime abort, glibc's
+# heap checks, a fatal signal. Not the word "abort" alone: the broker logs transactions it
+# aborts.
+CRASH_PATTERN = re.compile(r"panicked|fatal runtime error|memory allocation of|double free|"
+                           r"corrupted|malloc\(\)|free\(\)|abort\(\)|SIGABRT|SIGSEGV|"
+                           r"segmentation fault", re.IGNORECASE)
 
 
 def parse_args(argv):
@@ -52,6 +57,9 @@ def parse_args(argv):
     a.add_argument("--partitions", type=int, default=6)
     a.add_argument("--producers", type=int, default=3)
     a.add_argument("--consumers", type=int, default=2)
+    a.add_argument("--txn-workers", type=int, default=1,
+                   help="consume-transform-produce workers with exactly-once (transactions "
+                        "from the input topic to chaos-out); 0: none")
     a.add_argument("--rate", type=float, default=300, help="records/s over all producers")
     a.add_argument("--value-bytes", type=int, default=100)
     a.add_argument("--max-in-flight", type=int, default=5, choices=range(1, 6),
@@ -146,7 +154,8 @@ class Run:
                 "broker_heartbeat_interval_ms = 200\n"
                 "broker_session_timeout_ms = 2000\n"
                 "replica_lag_time_max_ms = 3000\n"
-                "offsets_topic_partitions = 3\n")
+                "offsets_topic_partitions = 3\n"
+                "transaction_state_partitions = 3\n")
         self.net = TestNet(a.tag, a.subnet, a.brokers)
         self.net.create()
         voters = min(3, a.brokers)
@@ -165,16 +174,19 @@ class Run:
                  f"quorum {quorum}")
         from confluent_kafka.admin import AdminClient, NewTopic
         admin = AdminClient({"bootstrap.servers": self.bootstrap()})
+        topics = [TOPIC] + ([txnwork.OUT_TOPIC] if a.txn_workers else [])
         fut = admin.create_topics(
-            [NewTopic(TOPIC, a.partitions, 3, config={"min.insync.replicas": "2",
-                                                       "segment.bytes": "1048576"})],
+            [NewTopic(t, a.partitions, 3, config={"min.insync.replicas": "2",
+                                                   "segment.bytes": "1048576"})
+             for t in topics],
             request_timeout=30, operation_timeout=30)
-        fut[TOPIC].result(timeout=60)
+        for t in topics:
+            fut[t].result(timeout=60)
         synced = self.wait_in_sync(60)
         if synced is None:
             raise SetupError("the new topic did not get leaders and full ISRs within 60 s")
-        self.log(f"topic {TOPIC}: {a.partitions} partitions, RF 3, min.insync.replicas 2; "
-                 f"in sync after {synced:.1f}s")
+        self.log(f"topics {', '.join(topics)}: {a.partitions} partitions, RF 3, "
+                 f"min.insync.replicas 2; {TOPIC} in sync after {synced:.1f}s")
 
     def bootstrap(self):
         return ",".join(b.bootstrap() for b in self.brokers)
@@ -312,7 +324,10 @@ class Run:
                                     debug="topic,metadata" + (",fetch" if a.fetch_debug else ""))
                      for k in range(a.consumers)]
         watcher = OffsetsWatcher(self.brokers, TOPIC, a.partitions, self.t0, cstop)
-        for w in consumers + producers + [watcher]:
+        tstop = threading.Event()
+        txns = [txnwork.TxnWorker(k, self.bootstrap(), TOPIC, a.partitions, self.t0, tstop,
+                                  logger, self.log) for k in range(a.txn_workers)]
+        for w in consumers + producers + [watcher] + txns:
             w.start()
         nem = Nemesis(a.seed, schedule, self.brokers, self.net, voters, TOPIC, self.t0,
                       self.log, self.stop)
@@ -369,9 +384,33 @@ class Run:
         cstop.set()
         for w in consumers + [watcher]:
             w.join(timeout=15)
+        # The transactional workers consume the whole input (bounded), then stop.
+        txn_drained = True
+        if txns:
+            self.log("transactional workers catch up (at most 60 s)")
+            for w in txns:
+                w.drain_to = dict(highs)
+            end = time.monotonic() + 60
+            for w in txns:
+                w.drained.wait(max(0.0, end - time.monotonic()))
+            txn_drained = all(w.drained.is_set() for w in txns)
+            if not txn_drained:
+                self.log("transactional workers not at the input's end after 60 s: "
+                         f"{[dict(w.position) for w in txns]} of {highs}")
+            tstop.set()
+            for w in txns:
+                w.join(timeout=45)
         nem.watch()
         self.log("final read: a fresh consumer reads every partition to its high watermark")
         final = final_read(self.bootstrap(), TOPIC, a.partitions, logger)
+        txn_out, txn_unread, txn_committed = {}, [], {}
+        if txns:
+            self.log(f"final read of {txnwork.OUT_TOPIC} at read_committed, and the "
+                     "transactional group's committed offsets")
+            txn_out, txn_unread = txnwork.read_committed_all(
+                self.bootstrap(), txnwork.OUT_TOPIC, a.partitions, logger)
+            txn_committed = txnwork.group_committed(self.bootstrap(), TOPIC, a.partitions,
+                                                    logger)
         final_view = self.cluster_view()
         self.observer_stop.set()
         observer.join(timeout=5)
@@ -392,6 +431,17 @@ class Run:
         self.save(producers, consumers, final, watcher.samples)
         violations, figures = checker.check(acks, cons, final, instances, watcher.samples,
                                             ack_times)
+        if txns:
+            self.save_txn(txn_out, txn_committed, txn_unread)
+            figures.update(txnwork.check({p: f["records"] for p, f in final.items()}, txn_out,
+                                         txn_committed, violations))
+            for p in txn_unread:
+                violations.add("t_output_not_readable_to_end", partition=p)
+            figures["txn_workers"] = [
+                {"committed": w.committed_txns, "aborted": w.aborted_txns,
+                 "instances": w.instances + 1, "errors": dict(sorted(w.errors.items())),
+                 "error_samples": w.samples[:10], "drained": w.drained.is_set()}
+                for w in txns]
         placement = {}
         ref = next((v for v in final_view.values() if "topics" in v), None)
         if ref is not None:
@@ -495,6 +545,15 @@ class Run:
             if lines:
                 out[b.id] = lines
         return out
+
+    def save_txn(self, out, committed, unread):
+        """The transactional workload's output and offsets, for `--check-only`."""
+        def hx(v):
+            return v.decode(errors="surrogateescape")
+        with open(os.path.join(self.run_dir, "txn.json"), "w") as fh:
+            json.dump({"committed": committed, "unread": unread,
+                       "out": {p: {o: hx(v) for o, v in sorted(r.items())}
+                               for p, r in out.items()}}, fh)
 
     def save(self, producers, consumers, final, latest):
         """What the checker reads, so `--check-only` can run it again on this directory."""
@@ -771,6 +830,16 @@ def main(argv):
     if args.check_only:
         acks, consumers, final, instances, extra = load_run(args.check_only)
         v, figures = checker.check(acks, consumers, final, instances, **extra)
+        tp = os.path.join(args.check_only, "txn.json")
+        if os.path.exists(tp):
+            with open(tp) as fh:
+                t = json.load(fh)
+            out = {int(p): {int(o): x.encode(errors="surrogateescape") for o, x in r.items()}
+                   for p, r in t["out"].items()}
+            figures.update(txnwork.check({p: f["records"] for p, f in final.items()}, out,
+                                         {int(p): o for p, o in t["committed"].items()}, v))
+            for p in t["unread"]:
+                v.add("t_output_not_readable_to_end", partition=p)
         print(json.dumps({"run_dir": args.check_only, **figures,
                           "violations_total": v.total(), "violations": v.summary()},
                          indent=1, default=str))

@@ -30,7 +30,8 @@ def classify(s):
     out = {"lost": sum(c for k, c in count.items() if k in LOST),
            "disagreements": sum(c for k, c in count.items() if k in DISAGREE),
            "crashes": sum(c for k, c in count.items() if k in CRASH),
-           "duplicates": count.get("c_duplicate", 0)}
+           "duplicates": count.get("c_duplicate", 0),
+           "txn_violations": sum(c for k, c in count.items() if k.startswith("t_"))}
     attr = s.get("duplicate_attribution", [])
     out["dup_client"] = sum(1 for d in attr if d["cause"].startswith("a later producer epoch"))
     out["dup_broker"] = sum(1 for d in attr if d["cause"].startswith("one producer epoch"))
@@ -77,7 +78,7 @@ def main():
         path = os.path.join(args.batch, f"seed-{seed}", "summary.json")
         if not os.path.exists(path):
             tot["no_summary"] += 1
-            rows.append(f"| {seed} | {n} | - | - | - | - | - | - | - | - | - | no summary (exit {rc}: "
+            rows.append(f"| {seed} | {n} | - | - | - | - | - | - | - | - | - | - | no summary (exit {rc}: "
                         f"`{args.batch}/seed-{seed}.out`) |")
             continue
         s = json.load(open(path))
@@ -97,11 +98,23 @@ def main():
         for key, val in cls.items():
             tot[key] += val
         sync = s["in_sync_after_heal_s"]
+        workers = s.get("txn_workers")
+        if workers is None:
+            txn = "-"
+        else:
+            committed = sum(w["committed"] for w in workers)
+            aborted = sum(w["aborted"] for w in workers)
+            tot["txn_committed"] += committed
+            tot["txn_aborted"] += aborted
+            tot["txn_inputs"] += s.get("txn_inputs_reflected", 0)
+            tot["txn_runs"] += 1
+            txn = (f"{committed} committed, {aborted} aborted; {s.get('txn_inputs_reflected', 0)} "
+                   f"inputs reflected; {cls['txn_violations']} violations")
         rows.append(f"| {seed} | {n} | {s['faults_applied']} | "
                     f"{', '.join(f'{x} {c}' for x, c in sorted(k.items()))} | {s['acked']} | "
                     f"{s['failed']} | {'-' if sync is None else f'{sync:.1f} s'} | "
                     f"{cls['lost']} | {cls['disagreements']} | {cls['crashes']} | "
-                    f"{dup_cell(cls)} | {viol} |")
+                    f"{dup_cell(cls)} | {txn} | {viol} |")
     by_kind = ", ".join(f"{x} {c}" for x, c in sorted(kinds.items())
                         if not x.startswith("target:"))
     targets = ", ".join(f"{x[7:]} {c}" for x, c in sorted(kinds.items())
@@ -122,13 +135,16 @@ def main():
         f"disagreements, {tot['crashes']} broker crashes, {tot['duplicates']} duplicates"
         + (f" ({tot['dup_client']} of them client re-sends after an epoch bump, "
            f"librdkafka#4953)" if tot["duplicates"] else "")
+        + (f"; transactional consume-transform-produce: {tot['txn_committed']} transactions "
+           f"committed, {tot['txn_aborted']} aborted, {tot['txn_inputs']} input records "
+           f"reflected, {tot['txn_violations']} output violations" if tot["txn_runs"] else "")
         + f"; {tot['violations']} violations in all**"
         + (f" ({tot['no_summary']} runs without a summary)" if tot["no_summary"] else "")
         + f". Faults by kind: {by_kind}; targets: {targets}.",
         "",
         "| seed | brokers | faults | by kind | acked | failed (not acked) | in sync after heal "
-        "| lost | disagreements | crashes | duplicates | violations |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| lost | disagreements | crashes | duplicates | transactions (t) | violations |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         "lost: acknowledged records not at their offset with their value (a); disagreements: "
@@ -136,7 +152,10 @@ def main():
         "latest offset below an earlier ack (b, e, f); "
         "crashes: a broker exiting on its own, a panic or abort in its log, an unclean stop; "
         "duplicates (c): a client re-send after an epoch bump (librdkafka#4953, see "
-        "[benches/chaos/README.md](chaos/README.md)) or the broker storing a batch twice.",
+        "[benches/chaos/README.md](chaos/README.md)) or the broker storing a batch twice; "
+        "transactions (t): the consume-transform-produce worker's transactions, the input records "
+        "its read_committed output reflects, and output violations (lost, duplicated, past the "
+        "committed offsets, not matching the input, not readable to its end).",
         "",
     ]
     anomalies = {k: v for k, v in anomalies.items() if v}

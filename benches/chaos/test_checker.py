@@ -8,6 +8,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import checker  # noqa: E402
+import txnwork  # noqa: E402
 from chaos import self_test  # noqa: E402
 
 
@@ -57,6 +58,10 @@ def main():
     v, _ = checker.check(acks, consumers, final, instances, **early)
     assert v.total() == 0, v.summary()
     print(f"checker: clean run passes; {len(tried)} corruptions flagged: {', '.join(tried)}")
+    tried, failures = txnwork.self_test(checker.Violations)
+    assert not failures, failures
+    print(f"transactional checker: clean run passes; {len(tried)} corruptions flagged: "
+          f"{', '.join(tried)}")
 
 
 if __name__ == "__main__":
