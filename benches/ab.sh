@@ -37,17 +37,8 @@ trap stop_broker EXIT
 RAW=$DIR/runs.txt
 : > "$RAW"
 one() { # name binary size
-  rm -rf "$DIR/data" "$DIR/report"
-  mkdir -p "$DIR/data"
-  taskset -c 0 "$2" broker --config "$DIR/rill.toml" --data-dir "$DIR/data" --listen 127.0.0.1:$PORT \
-    --shards 1 > "$DIR/broker-$1.log" 2>&1 &
-  BROKER_PID=$!
-  local up= rc=0
-  for _ in $(seq 200); do
-    (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && { up=1; break; }
-    sleep 0.1
-  done
-  [ -n "$up" ] || { cat "$DIR/broker-$1.log"; echo "broker $2 did not listen within 20 s" >&2; exit 1; }
+  start_shard0_broker "$2" "$DIR" "$PORT" "$1"
+  local rc=0
   timeout 60 taskset -c 1 "$LG" --cores 1 --report-dir "$DIR/report" --bootstrap 127.0.0.1:$PORT \
     --topic max-$3 --create-topic --record-bytes "$3" --rate max --partitions 8 --batch-bytes 131072 \
     --max-inflight 16 --linger-ms 5 --acks "$ACKS" --producers 2 --consumers 2 --duration 10 --warmup 2 \

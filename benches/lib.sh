@@ -65,6 +65,23 @@ metrics_listen = ""
 TOML
 }
 
+# start_shard0_broker BINARY DIR PORT NAME: a one-shard broker on CPU 0 with DIR/rill.toml and
+# a fresh DIR/data, listening on 127.0.0.1:PORT, its output in DIR/broker-NAME.log; sets
+# BROKER_PID. Exits the script when nothing listens within 20 s.
+start_shard0_broker() {
+  local bin=$1 dir=$2 port=$3 name=$4 up=
+  rm -rf "$dir/data" "$dir/report"
+  mkdir -p "$dir/data"
+  taskset -c 0 "$bin" broker --config "$dir/rill.toml" --data-dir "$dir/data" --listen 127.0.0.1:$port \
+    --shards 1 > "$dir/broker-$name.log" 2>&1 &
+  BROKER_PID=$!
+  for _ in $(seq 200); do
+    (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && { up=1; break; }
+    sleep 0.1
+  done
+  [ -n "$up" ] || { cat "$dir/broker-$name.log"; echo "broker $bin did not listen within 20 s" >&2; exit 1; }
+}
+
 # drop_caches: empty the page cache (as root; a no-op otherwise), so a read is cold.
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
 

@@ -34,6 +34,21 @@ fn produce_input(broker: &Broker, topic: &str) -> BTreeMap<(i32, i64), Vec<u8>> 
     all
 }
 
+/// One record to `topic`, acknowledged.
+fn send_keyed(producer: &rdkafka::producer::FutureProducer, topic: &str, key: &str, value: &str) {
+    let f = producer
+        .send_result(
+            rdkafka::producer::FutureRecord::to(topic)
+                .key(key)
+                .payload(value),
+        )
+        .unwrap_or_else(|(e, _)| panic!("enqueue: {e}"));
+    assert!(
+        matches!(common::block_on(f), Ok(Ok(_))),
+        "produce to {topic} failed"
+    );
+}
+
 fn run_stateless(name: &str, command: &str) {
     let Some(mut c) = java(&format!("the Kafka Streams {command} topology")) else {
         return;
@@ -110,16 +125,7 @@ fn streams_stateful_count() {
     let produce = |per_key: usize| {
         let producer = broker.producer("all", &[]);
         for i in 0..per_key * 3 {
-            let key = format!("k{}", i % 3);
-            let value = format!("v{i}");
-            let f = producer
-                .send_result(
-                    rdkafka::producer::FutureRecord::to(input)
-                        .key(&key)
-                        .payload(&value),
-                )
-                .unwrap_or_else(|(e, _)| panic!("enqueue: {e}"));
-            assert!(matches!(common::block_on(f), Ok(Ok(_))));
+            send_keyed(&producer, input, &format!("k{}", i % 3), &format!("v{i}"));
         }
     };
     let mut run = |expected: usize| {
@@ -231,18 +237,11 @@ fn streams_exactly_once_stateful_survives_kill_9_at_random_points() {
             let mut sent = vec![0usize; KEYS];
             let mut i = 0usize;
             while !stop.load(Ordering::Relaxed) {
-                let key = format!("k{}", i % KEYS);
-                let value = format!("v{i}");
-                let f = producer
-                    .send_result(
-                        rdkafka::producer::FutureRecord::to(input)
-                            .key(&key)
-                            .payload(&value),
-                    )
-                    .unwrap_or_else(|(e, _)| panic!("enqueue: {e}"));
-                assert!(
-                    matches!(common::block_on(f), Ok(Ok(_))),
-                    "input produce failed"
+                send_keyed(
+                    &producer,
+                    input,
+                    &format!("k{}", i % KEYS),
+                    &format!("v{i}"),
                 );
                 sent[i % KEYS] += 1;
                 i += 1;

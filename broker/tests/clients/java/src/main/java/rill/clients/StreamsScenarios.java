@@ -39,16 +39,8 @@ final class StreamsScenarios {
     String out = a[2];
     String app = a[3];
     int expected = Integer.parseInt(a[4]);
-    Properties p = new Properties();
-    p.put(StreamsConfig.APPLICATION_ID_CONFIG, app);
-    p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
-    p.put(StreamsConfig.DEFAULT_KEY_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
-    p.put(StreamsConfig.DEFAULT_VALUE_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
-    p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, "200");
     java.nio.file.Path stateDir = java.nio.file.Files.createTempDirectory("rill-streams");
-    p.put(StreamsConfig.STATE_DIR_CONFIG, stateDir.toString());
-    p.put(StreamsConfig.consumerPrefix("auto.offset.reset"), "earliest");
-    p.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, 1);
+    Properties p = base(bootstrap, app, stateDir.toString());
     StreamsBuilder b = new StreamsBuilder();
     switch (name) {
       case "streams-stateless":
@@ -122,17 +114,9 @@ final class StreamsScenarios {
     String out = a[2];
     String app = a[3];
     String stateDir = a[4];
-    Properties p = new Properties();
-    p.put(StreamsConfig.APPLICATION_ID_CONFIG, app);
-    p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
-    p.put(StreamsConfig.DEFAULT_KEY_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
-    p.put(StreamsConfig.DEFAULT_VALUE_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
-    p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, "200");
-    p.put(StreamsConfig.STATE_DIR_CONFIG, stateDir);
-    p.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, 1);
+    Properties p = base(bootstrap, app, stateDir);
     p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.EXACTLY_ONCE_V2);
     p.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, 0);
-    p.put(StreamsConfig.consumerPrefix("auto.offset.reset"), "earliest");
     p.put(StreamsConfig.consumerPrefix("group.instance.id"), app + "-instance");
     p.put(StreamsConfig.consumerPrefix("session.timeout.ms"), "10000");
     StreamsBuilder b = new StreamsBuilder();
@@ -165,6 +149,20 @@ final class StreamsScenarios {
     }
     streams.close(Duration.ofSeconds(30));
     return 0;
+  }
+
+  /** What every app here sets: string serdes, 200 ms commits, replication factor 1, from the start. */
+  static Properties base(String bootstrap, String app, String stateDir) {
+    Properties p = new Properties();
+    p.put(StreamsConfig.APPLICATION_ID_CONFIG, app);
+    p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+    p.put(StreamsConfig.DEFAULT_KEY_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
+    p.put(StreamsConfig.DEFAULT_VALUE_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
+    p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, "200");
+    p.put(StreamsConfig.STATE_DIR_CONFIG, stateDir);
+    p.put(StreamsConfig.consumerPrefix("auto.offset.reset"), "earliest");
+    p.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, 1);
+    return p;
   }
 
   static void stateless(StreamsBuilder b, String in, String out) {
