@@ -53,12 +53,7 @@ final class StreamsScenarios {
       case "streams-stateful":
         // No record cache: every count update is emitted, so the output is deterministic.
         p.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, 0);
-        b.stream(in, Consumed.with(Serdes.String(), Serdes.String()))
-            .groupByKey()
-            .count(Materialized.as("counts"))
-            .toStream()
-            .map((k, v) -> KeyValue.pair(k, Long.toString(v)))
-            .to(out, Produced.with(Serdes.String(), Serdes.String()));
+        count(b, in, out);
         break;
       default:
         throw new IllegalArgumentException("unknown command " + name);
@@ -120,12 +115,7 @@ final class StreamsScenarios {
     p.put(StreamsConfig.consumerPrefix("group.instance.id"), app + "-instance");
     p.put(StreamsConfig.consumerPrefix("session.timeout.ms"), "10000");
     StreamsBuilder b = new StreamsBuilder();
-    b.stream(in, Consumed.with(Serdes.String(), Serdes.String()))
-        .groupByKey()
-        .count(Materialized.as("counts"))
-        .toStream()
-        .map((k, v) -> KeyValue.pair(k, Long.toString(v)))
-        .to(out, Produced.with(Serdes.String(), Serdes.String()));
+    count(b, in, out);
     KafkaStreams streams = new KafkaStreams(b.build(), p);
     AtomicReference<Throwable> failure = new AtomicReference<>();
     streams.setUncaughtExceptionHandler(e -> {
@@ -163,6 +153,16 @@ final class StreamsScenarios {
     p.put(StreamsConfig.consumerPrefix("auto.offset.reset"), "earliest");
     p.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, 1);
     return p;
+  }
+
+  /** groupByKey().count() into store "counts" (a compacted changelog), each update to OUT. */
+  static void count(StreamsBuilder b, String in, String out) {
+    b.stream(in, Consumed.with(Serdes.String(), Serdes.String()))
+        .groupByKey()
+        .count(Materialized.as("counts"))
+        .toStream()
+        .map((k, v) -> KeyValue.pair(k, Long.toString(v)))
+        .to(out, Produced.with(Serdes.String(), Serdes.String()));
   }
 
   static void stateless(StreamsBuilder b, String in, String out) {
