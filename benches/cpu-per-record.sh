@@ -10,6 +10,7 @@
 #
 #   bash benches/cpu-per-record.sh OLD_BINARY NEW_BINARY     # PAIRS=3, 100 B at 2M rec/s and 1 KiB at 400k
 #   PAIRS=5 CASES="100:2000000" bash benches/cpu-per-record.sh /path/old target/release/rill
+#   READ_COMMITTED=1 bash benches/cpu-per-record.sh OLD NEW    # consumers at read_committed
 #
 # Prints every run and, per case, the medians and NEW/OLD. Each run is bounded by
 # rill-loadgen's duration and a 60 s timeout.
@@ -23,6 +24,9 @@ PAIRS=${PAIRS:-3}
 CASES=${CASES:-100:2000000 1024:400000}
 PORT=${PORT:-19494}
 MEASURE=${MEASURE:-8}
+READ_COMMITTED=${READ_COMMITTED:-0}
+ISOLATION=()
+[ "$READ_COMMITTED" = 1 ] && ISOLATION=(--read-committed)
 DIR=${BENCH_DIR:-$PWD/target/bench-cpu}
 LG=${LOADGEN:-target/release/rill-loadgen}
 for b in "$OLD" "$NEW" "$LG"; do [ -x "$b" ] || { echo "$b is not executable" >&2; exit 2; }; done
@@ -42,7 +46,7 @@ one() { # name binary size rate
   timeout 60 taskset -c 1 "$LG" --cores 1 --report-dir "$DIR/report" --bootstrap 127.0.0.1:$PORT \
     --topic fixed-$3 --create-topic --record-bytes "$3" --rate "$4" --partitions 8 --batch-bytes 131072 \
     --max-inflight 16 --linger-ms 5 --acks 1 --producers 2 --consumers 2 --duration $((MEASURE + 4)) \
-    --warmup 2 > "$DIR/loadgen.out" 2>&1 &
+    --warmup 2 "${ISOLATION[@]}" > "$DIR/loadgen.out" 2>&1 &
   LG_PID=$!
   sleep 4
   local t0 t1
@@ -70,14 +74,15 @@ for c in $CASES; do
     else one new "$NEW" "$size" "$rate"; one old "$OLD" "$size" "$rate"; fi
   done
 done
-python3 - "$RAW" "$PAIRS" "$OLD" "$NEW" "$CASES" <<'PY'
+python3 - "$RAW" "$PAIRS" "$OLD" "$NEW" "$CASES" "$READ_COMMITTED" <<'PY'
 import statistics, sys
 runs = {}
 for line in open(sys.argv[1]):
     size, name, ns, cores, achieved = line.split()
     runs.setdefault(size, {}).setdefault(name, []).append((int(ns), float(cores), int(achieved)))
 rates = dict(c.split(":") for c in sys.argv[5].split())
-print(f"{sys.argv[2]} pairs per case, alternating order; old={sys.argv[3]} new={sys.argv[4]}")
+print(f"{sys.argv[2]} pairs per case, alternating order; old={sys.argv[3]} new={sys.argv[4]}; "
+      f"consumers at {'read_committed' if sys.argv[6] == '1' else 'read_uncommitted'}")
 print("| records | rate | old ns CPU/record | new ns CPU/record | new / old | old runs | new runs |")
 print("|---|---|---|---|---|---|---|")
 for size, by in runs.items():

@@ -109,6 +109,9 @@ pub struct Workload {
     pub report_dir: Option<PathBuf>,
     /// Longest a consumer's fetch waits at the broker for data, in milliseconds.
     pub fetch_max_wait_ms: u64,
+    /// Consumers fetch at read_committed (Kafka's `isolation.level`): up to the last stable
+    /// offset, with the aborted transactions listed. Off: read_uncommitted.
+    pub read_committed: bool,
     /// Largest fetch response a consumer asks for, in bytes.
     pub fetch_bytes: usize,
     /// Largest share of one partition in a fetch response, in bytes.
@@ -180,6 +183,7 @@ impl Default for Workload {
             cores: 1,
             report_dir: None,
             fetch_max_wait_ms: 100,
+            read_committed: false,
             fetch_bytes: 16 << 20,
             partition_fetch_bytes: 1 << 20,
             drain_timeout: 30.0,

@@ -57,6 +57,8 @@ pub struct FetchSettings {
     pub max_bytes: i32,
     /// Largest share of one partition.
     pub partition_max_bytes: i32,
+    /// Kafka's isolation level: 0 read_uncommitted, 1 read_committed.
+    pub isolation_level: i8,
 }
 
 #[derive(Debug, Clone)]
@@ -124,7 +126,7 @@ impl ConsumerCore {
             .with_max_wait_ms(self.settings.max_wait_ms)
             .with_min_bytes(1)
             .with_max_bytes(self.settings.max_bytes)
-            .with_isolation_level(0)
+            .with_isolation_level(self.settings.isolation_level)
             .with_session_id(0)
             .with_session_epoch(-1)
             .with_topics(vec![FetchTopic::default()
@@ -301,8 +303,21 @@ mod tests {
             max_wait_ms: 100,
             max_bytes: 1 << 20,
             partition_max_bytes: 1 << 20,
+            isolation_level: 0,
         };
         (counters, stats, ConsumerCore::new("t", 7, settings, from))
+    }
+
+    #[test]
+    fn fetches_at_the_isolation_level_asked_for() {
+        let (_, _, c) = consumer(&[(0, 0)]);
+        assert_eq!(c.fetch_request().isolation_level, 0);
+        let settings = FetchSettings {
+            isolation_level: 1,
+            ..c.settings
+        };
+        let committed = ConsumerCore::new("t", 7, settings, &[(0, 0)]);
+        assert_eq!(committed.fetch_request().isolation_level, 1);
     }
 
     #[test]

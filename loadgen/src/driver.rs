@@ -749,6 +749,7 @@ fn fetch_settings(w: &Workload) -> FetchSettings {
         max_wait_ms: w.fetch_max_wait_ms as i32,
         max_bytes: w.fetch_bytes as i32,
         partition_max_bytes: w.partition_fetch_bytes as i32,
+        isolation_level: i8::from(w.read_committed),
     }
 }
 

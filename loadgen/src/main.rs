@@ -138,6 +138,9 @@ struct RunArgs {
     report_dir: Option<PathBuf>,
     #[arg(long)]
     fetch_max_wait_ms: Option<u64>,
+    /// Consumers fetch at read_committed (isolation.level) instead of read_uncommitted.
+    #[arg(long)]
+    read_committed: bool,
     #[arg(long)]
     fetch_bytes: Option<usize>,
     #[arg(long)]
@@ -257,6 +260,7 @@ impl RunArgs {
             w.report_dir = self.report_dir;
         }
         w.create_topic |= self.create_topic;
+        w.read_committed |= self.read_committed;
         w.dry_run |= self.dry_run;
         w.find_saturation |= self.find_saturation;
         Ok(w)
