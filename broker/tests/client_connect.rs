@@ -2,8 +2,10 @@
 //! (`ConnectDistributed`, from Maven Central's `connect-runtime`) creates its config, offsets
 //! and status topics (it refuses to start unless they are compacted), runs the test's own
 //! source connector (`SequenceSourceConnector`, writing seq-0, seq-1, ... with the next number
-//! as its source offset), is stopped and started again, and the connector goes on from the
-//! offset the offsets topic kept: the output is the sequence with no gap and no repeat.
+//! as its source offset); the connector is stopped (KIP-875's REST call: its task stops and
+//! commits its offsets), the worker stopped and started again, the connector resumed, and it
+//! goes on from the offset the offsets topic kept: the output is the sequence with no gap
+//! and no repeat.
 
 #[path = "common/clients.rs"]
 mod clients;
@@ -98,23 +100,58 @@ impl Worker {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
-    /// SIGTERM, as an operator stops a worker: it stops its tasks and commits their offsets.
-    /// Bounded by 150 s. Connect stops its REST server (Jetty, graceful stop bounded at
-    /// 60 s: `sto=60000` in the worker's log) before its tasks. Once in CI (2026-12-05)
-    /// Jetty's own shutdown thread raced Connect's hook ("Unable to destroy ... STARTED")
-    /// and the worker spent the whole of a 60 s bound there, its task still running.
+    /// SIGTERM, as an operator stops a worker, once its connector is stopped (so its task
+    /// has stopped and committed its offsets). Connect stops its REST server (Jetty) first;
+    /// twice in CI (2026-12-05) Jetty's own shutdown thread raced Connect's hook ("Unable to
+    /// destroy ... STARTED" in the worker's log) and the JVM never exited. So a worker still
+    /// running 30 s after SIGTERM is killed: with its connector stopped beforehand, nothing
+    /// it would have written is lost.
     fn stop(mut self) {
         // SAFETY: kill(2) on our own child, not yet reaped.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(150);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while self.child.try_wait().ok().flatten().is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "the worker did not stop within 150 s\n{}",
-                self.log_tail()
-            );
+            if Instant::now() >= deadline {
+                eprintln!("the Connect worker did not exit within 30 s of SIGTERM (its REST server's shutdown race); killing it");
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return;
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+/// Sets connector `seq` to `state` ("stop" or "resume", KIP-875's REST calls) and waits until
+/// its status says so (stopped: no task left, their offsets committed).
+fn set_connector(port: u16, state: &str, worker: &Worker) {
+    let (status, body) = http(port, "PUT", &format!("/connectors/seq/{state}"), "")
+        .unwrap_or_else(|| panic!("PUT /connectors/seq/{state}\n{}", worker.log_tail()));
+    assert!(
+        (200..300).contains(&status),
+        "PUT /connectors/seq/{state}: {status} {body}\n{}",
+        worker.log_tail()
+    );
+    let want = if state == "stop" {
+        "STOPPED"
+    } else {
+        "RUNNING"
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body = http(port, "GET", "/connectors/seq/status", "").map(|(_, b)| b);
+        if body.as_deref().is_some_and(|b| {
+            b.contains(&format!("\"connector\":{{\"state\":\"{want}\""))
+                && (want == "RUNNING" || b.contains("\"tasks\":[]"))
+        }) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "connector seq not {want} within 60 s: {body:?}\n{}",
+            worker.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(300));
     }
 }
 
@@ -178,14 +215,18 @@ fn a_distributed_worker_keeps_its_connector_and_offsets_across_a_restart() {
     .expect("POST /connectors");
     assert_eq!(status, 201, "{body}\n{}", worker.log_tail());
     wait_output(&broker, 200, &worker);
+    set_connector(port, "stop", &worker);
     worker.stop();
     let before = output(&broker).len();
 
     // A new worker process of the same group: the connector comes back from the config
-    // topic and goes on from the offset the offsets topic kept.
+    // topic (stopped, as it was left), and once resumed goes on from the offset the offsets
+    // topic kept.
     let worker = Worker::start(&broker, port, 2);
+    set_connector(port, "resume", &worker);
     wait_output(&broker, before as i64 + 200, &worker);
     let tail = worker.log_tail();
+    set_connector(port, "stop", &worker);
     worker.stop();
     let after = output(&broker);
     let want: Vec<String> = (0..after.len()).map(|i| format!("seq-{i}")).collect();
