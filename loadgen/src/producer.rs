@@ -366,7 +366,11 @@ impl ProducerCore {
         open.intended_ns.push(intended);
         open.bytes += bytes;
         self.buffered_bytes += open.size - before;
-        let closed_now = open.size >= batch_bytes;
+        // Full once another record like this one would not fit: a batch.size that is not a
+        // multiple of the record size never fills to the byte, and the sticky partitioner
+        // must still move on after each batch (KIP-794), or at max rate, where a backlog
+        // keeps the open batch from being sent, a producer writes to one partition forever.
+        let closed_now = open.size + estimate > batch_bytes;
         if closed_now {
             let full = p.open.take().expect("just inserted");
             p.closed.push_back(full);
@@ -792,6 +796,40 @@ mod tests {
             .next_request(0, 26 * MS, &mut s)
             .expect("second full batch");
         assert_eq!(count(&b.batches[0].1), 10);
+    }
+
+    #[test]
+    fn the_sticky_partitioner_moves_on_after_each_batch_at_max_rate() {
+        // Records that do not divide batch.size: 7 fit, an eighth would not.
+        let st = ProducerSettings {
+            batch_bytes: 7 * (100 + RECORD_OVERHEAD_BYTES) + BATCH_HEADER_BYTES + 50,
+            inflight_requests_max: 5,
+            ..settings()
+        };
+        let mut c = core(st, Schedule::max(0, None, Some(NANOS_PER_S)), 4);
+        let mut s = recorder(4);
+        // Max rate fills the whole budget (six batches) before anything is sent.
+        c.fill(MS, &mut s);
+        let batches: Vec<usize> = c
+            .parts
+            .iter()
+            .map(|p| p.closed.len() + usize::from(p.open.is_some()))
+            .collect();
+        assert!(
+            batches.iter().sum::<usize>() >= 5,
+            "batches per partition: {batches:?}"
+        );
+        // Each full batch moved the sticky partition on (never to the same one), so no
+        // partition holds them all.
+        assert!(
+            batches.iter().all(|&n| n <= 3),
+            "unkeyed records piled up in one partition: batches per partition {batches:?}"
+        );
+        for p in &c.parts {
+            for b in &p.closed {
+                assert_eq!(b.intended_ns.len(), 7, "a closed batch holds 7 records");
+            }
+        }
     }
 
     #[test]
