@@ -5,7 +5,8 @@
 //! led by different brokers and a read_committed consumer sees exactly the committed
 //! records; after kill -9 of the coordinator, another broker leads the state partition,
 //! loads the id from its replica, and a new instance of the producer goes on (its epoch
-//! one higher).
+//! one higher). A coordinator that loses the leadership without dying (paused) drops the
+//! ids it loaded once it runs again.
 
 mod common;
 
@@ -154,5 +155,78 @@ fn transactions_span_brokers_and_survive_the_coordinators_death() {
         if i != dead {
             b.terminate();
         }
+    }
+}
+
+/// A coordinator that loses its state partition's leadership without dying (paused past its
+/// session timeout) drops the transactional ids it loaded as soon as it runs again, instead of
+/// keeping a stale copy until it leads that partition again; the producer goes on with the
+/// broker that took over, and the resumed broker sends it there.
+#[test]
+fn a_coordinator_that_lost_its_leadership_unloads_its_transactional_ids() {
+    const HOSTS: [&str; 3] = ["127.0.0.174", "127.0.0.175", "127.0.0.176"];
+    let config = format!("{CONFIG}transaction_abort_check_ms = 300\n");
+    let new = NewTopic::new(TOPIC, 3, TopicReplication::Fixed(3));
+    let mut brokers = agreed_cluster_with_topic("cluster-txn-unload", &HOSTS, &config, &new);
+    let all = bootstrap(&brokers, &[0, 1, 2]);
+    let first = txn_producer(&all);
+    transaction(&first, &values("one", 6), true);
+    let coord = coordinator(&brokers[0], -1);
+    let c = (coord - 1) as usize;
+    let unloaded =
+        |b: &Broker| lines_containing(&b.stderr_of_start(b.starts()), "transactional ids unloaded");
+    assert!(unloaded(&brokers[c]).is_empty(), "nothing to unload yet");
+
+    // Paused past its session timeout: the controller fences it and another replica of the
+    // state partition leads it and loads the id. A new instance of the producer goes on there.
+    brokers[c].pause(true);
+    let alive: Vec<usize> = (0..3).filter(|i| *i != c).collect();
+    let rest = bootstrap(&brokers, &alive);
+    let next = coordinator(&brokers[alive[0]], coord);
+    let second = txn_producer(&rest);
+    transaction(&second, &values("two", 6), true);
+
+    // Running again, the old coordinator drops what it loaded within a check or two.
+    brokers[c].pause(false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while unloaded(&brokers[c]).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "broker {coord} kept the transactional ids of a state partition it no longer leads; its log:\n{}",
+            brokers[c].log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Transactions go on, through the new coordinator or through the old one again if the
+    // preferred-leader pass gave it the partition back (then it loaded the id afresh).
+    transaction(&second, &values("three", 6), true);
+    // The commit is answered once PrepareCommit is durable; the markers and CompleteCommit
+    // follow.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = coordinator(&brokers[c], -1);
+        let d = brokers[(now - 1) as usize].net().send_at(
+            0,
+            &DescribeTransactionsRequest::default()
+                .with_transactional_ids(vec![TransactionalId(StrBytes::from_static_str(ID))]),
+        );
+        let s = &d.transaction_states[0];
+        let got = (s.error_code, &*s.transaction_state, s.producer_epoch);
+        if got == (0, "CompleteCommit", 1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "broker {now} coordinates {ID} after {next} took over from {coord}: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut want: BTreeSet<String> = values("one", 6).into_iter().collect();
+    want.extend(values("two", 6));
+    want.extend(values("three", 6));
+    assert_eq!(read_committed(&all, 18), want);
+    drop(first);
+    for b in &mut brokers {
+        b.terminate();
     }
 }

@@ -115,9 +115,9 @@ pub struct Txns {
     state: Rc<TxnCoordinator>,
 }
 
-/// Gives `shard` its transaction coordinator.
-/// Gives `shard` its transaction coordinator and starts the abort of timed-out
-/// transactions (Kafka's `abortTimedOutTransactions`, every `transaction_abort_check_ms`).
+/// Gives `shard` its transaction coordinator and starts its periodic work, every
+/// `transaction_abort_check_ms`: dropping the state partitions it stopped coordinating,
+/// and the abort of timed-out transactions (Kafka's `abortTimedOutTransactions`).
 pub fn start(shard: &Rc<Shard>) {
     shard.provide(Rc::new(TxnCoordinator::default()));
     let txns = Txns::of(shard);
@@ -125,6 +125,7 @@ pub fn start(shard: &Rc<Shard>) {
     runtime::spawn(async move {
         loop {
             runtime::sleep(every).await;
+            txns.unload_resigned();
             txns.abort_timed_out();
         }
     });
@@ -340,6 +341,28 @@ impl Txns {
             .then_some(epoch)
     }
 
+    /// Drops the state partitions this shard no longer coordinates at the epoch it loaded
+    /// them at (leadership moved away; if it comes back, the next request loads the
+    /// partition afresh), so a broker that stopped coordinating keeps no copy of their
+    /// transactional ids. Work still running on one answers NOT_COORDINATOR
+    /// ([`loaded_at`]); the new coordinator completes what was decided.
+    fn unload_resigned(&self) {
+        let mut unloaded = Vec::new();
+        let mut ids = 0usize;
+        self.state.partitions.borrow_mut().retain(|&p, l| {
+            let keep = self.led_epoch(p) == Some(l.epoch);
+            if !keep {
+                unloaded.push(p);
+                ids += l.txns.len();
+            }
+            keep
+        });
+        if !unloaded.is_empty() {
+            info!(partitions = ?unloaded, ids,
+                "transactional ids unloaded: this broker no longer leads their state partitions at the epoch it loaded them at");
+        }
+    }
+
     /// Replays state partition `p` into its transactional ids, once per leadership: the
     /// latest record of each id is its state, a tombstone removes it.
     async fn load(&self, p: i32) -> Result<(), ErrorCode> {
@@ -352,6 +375,7 @@ impl Txns {
         if loaded_at(self) == Some(epoch) {
             return Ok(());
         }
+        self.unload_resigned();
         let Some(log) = self.shard.partition(TRANSACTION_STATE_TOPIC, p) else {
             return Err(ErrorCode::CoordinatorLoadInProgress);
         };
