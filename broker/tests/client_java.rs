@@ -390,12 +390,7 @@ fn java_transactional_producer() {
             COMMAND_TIMEOUT,
         )
         .ok();
-    assert_eq!(
-        out.line("committed"),
-        vec!["0", "0", "9"],
-        "{}",
-        out.report()
-    );
+    check_txn_produce(&out);
     let out = c
         .run(
             &[

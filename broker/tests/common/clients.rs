@@ -439,6 +439,20 @@ pub fn java_proc(name: &str) -> ClientProc {
 // ---------------------------------------------------------------------------------------
 // Checks every client runs.
 
+/// The answer of a client's transactional produce command (`produce-txn` in Java,
+/// `txn-produce` in Go): ten records committed at offsets 0..=9 of partition 0, then ten
+/// more aborted.
+#[allow(dead_code)]
+pub fn check_txn_produce(out: &Output) {
+    assert_eq!(
+        out.line("committed"),
+        vec!["0", "0", "9"],
+        "{}",
+        out.report()
+    );
+    assert_eq!(out.line("aborted"), vec!["10"], "{}", out.report());
+}
+
 /// `produce` with every codec, one partition per codec, `count` records each: the client's
 /// acknowledged offsets are dense from 0, the broker stored batches with that codec (raw
 /// fetch), and rdkafka reads back exactly the records (key, value, headers).
