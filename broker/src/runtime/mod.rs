@@ -9,6 +9,8 @@
 //! is completed on the shard itself.
 
 mod doorbell;
+#[cfg(test)]
+mod handoff_tests;
 mod mesh;
 mod net;
 
