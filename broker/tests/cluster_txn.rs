@@ -103,6 +103,19 @@ fn coordinator(broker: &Broker, except: i32) -> i32 {
     }
 }
 
+/// `ID`'s state as `broker` describes it (DescribeTransactions).
+fn describe(broker: &Broker) -> describe_transactions_response::TransactionState {
+    let d = broker.net().send_at(
+        0,
+        &DescribeTransactionsRequest::default()
+            .with_transactional_ids(vec![TransactionalId(StrBytes::from_static_str(ID))]),
+    );
+    d.transaction_states
+        .into_iter()
+        .next()
+        .expect("one state asked, one answered")
+}
+
 fn values(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
 }
@@ -136,12 +149,7 @@ fn transactions_span_brokers_and_survive_the_coordinators_death() {
     transaction(&producer, &values("three", 6), true);
     want.extend(values("three", 6));
     assert_eq!(read_committed(&rest, 18), want);
-    let d = brokers[(next - 1) as usize].net().send_at(
-        0,
-        &DescribeTransactionsRequest::default()
-            .with_transactional_ids(vec![TransactionalId(StrBytes::from_static_str(ID))]),
-    );
-    let s = &d.transaction_states[0];
+    let s = &describe(&brokers[(next - 1) as usize]);
     assert_eq!(
         (s.error_code, &*s.transaction_state),
         (0, "CompleteCommit"),
@@ -188,39 +196,37 @@ fn a_coordinator_that_lost_its_leadership_unloads_its_transactional_ids() {
 
     // Running again, the old coordinator drops what it loaded within a check or two.
     brokers[c].pause(false);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while unloaded(&brokers[c]).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "broker {coord} kept the transactional ids of a state partition it no longer leads; its log:\n{}",
-            brokers[c].log_tail(40)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_saying(
+        Duration::from_secs(20),
+        || (!unloaded(&brokers[c]).is_empty()).then_some(()),
+        || {
+            format!(
+                "broker {coord} kept the transactional ids of a state partition it no longer leads; its log:\n{}",
+                brokers[c].log_tail(40)
+            )
+        },
+    );
     // Transactions go on, through the new coordinator or through the old one again if the
     // preferred-leader pass gave it the partition back (then it loaded the id afresh).
     transaction(&second, &values("three", 6), true);
     // The commit is answered once PrepareCommit is durable; the markers and CompleteCommit
     // follow.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let at_coordinator = || {
         let now = coordinator(&brokers[c], -1);
-        let d = brokers[(now - 1) as usize].net().send_at(
-            0,
-            &DescribeTransactionsRequest::default()
-                .with_transactional_ids(vec![TransactionalId(StrBytes::from_static_str(ID))]),
-        );
-        let s = &d.transaction_states[0];
-        let got = (s.error_code, &*s.transaction_state, s.producer_epoch);
-        if got == (0, "CompleteCommit", 1) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "broker {now} coordinates {ID} after {next} took over from {coord}: {s:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        (now, describe(&brokers[(now - 1) as usize]))
+    };
+    wait_until_saying(
+        Duration::from_secs(20),
+        || {
+            let (_, s) = at_coordinator();
+            ((s.error_code, &*s.transaction_state, s.producer_epoch) == (0, "CompleteCommit", 1))
+                .then_some(())
+        },
+        || {
+            let (now, s) = at_coordinator();
+            format!("broker {now} coordinates {ID} after {next} took over from {coord}: {s:?}")
+        },
+    );
     let mut want: BTreeSet<String> = values("one", 6).into_iter().collect();
     want.extend(values("two", 6));
     want.extend(values("three", 6));

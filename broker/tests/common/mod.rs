@@ -1174,13 +1174,26 @@ pub fn acked_not_read_back(
 /// Calls `f` every 200 ms until it returns a value; panics saying `what` did not happen
 /// within `within`.
 #[allow(dead_code)]
-pub fn wait_until<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_until<T>(within: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    wait_until_saying(within, f, || what.to_string())
+}
+
+/// [`wait_until`] whose panic message `say` makes when the time is up (what it saw: a log
+/// tail, the last answer).
+#[allow(dead_code)]
+pub fn wait_until_saying<T>(
+    within: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    say: impl FnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + within;
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        if Instant::now() >= deadline {
+            panic!("{} within {within:?}", say());
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
