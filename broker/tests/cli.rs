@@ -655,9 +655,13 @@ fn consume_with_group_shares_partitions_and_resumes() {
 fn txn_subcommands_list_describe_and_abort() {
     use common::txn::{values, TxnPartition};
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    // The hanging transaction to abort is written by hand, without a coordinator, so
+    // partition verification is off (it exists to prevent exactly that transaction).
     let broker = Broker::start_with(
         "cli-txn",
-        BrokerOptions::with_config("transaction_state_partitions = 2\nmetrics_listen = \"\"\n"),
+        BrokerOptions::with_config(
+            "transaction_state_partitions = 2\nmetrics_listen = \"\"\ntransaction_partition_verification = false\n",
+        ),
     );
     let addr = broker.bootstrap();
     broker.create_topic("cli-txn", 1, &[]);

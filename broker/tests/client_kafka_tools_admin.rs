@@ -431,9 +431,13 @@ fn kafka_transactions_find_hanging_and_abort_end_an_open_transaction() {
         return;
     };
     let port = common::free_port();
+    // The hanging transaction is written by hand, without a coordinator, so partition
+    // verification (which exists to prevent it) is off.
     let broker = Broker::start_with(
         "tools-transactions-abort",
-        BrokerOptions::with_config(&format!("metrics_listen = \"127.0.0.1:{port}\"\n")),
+        BrokerOptions::with_config(&format!(
+            "metrics_listen = \"127.0.0.1:{port}\"\ntransaction_partition_verification = false\n"
+        )),
     );
     let b = broker.bootstrap();
     let t = "left-open";

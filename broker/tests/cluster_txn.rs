@@ -139,6 +139,31 @@ fn transactions_span_brokers_and_survive_the_coordinators_death() {
     assert_eq!(read_committed(&all, 12), want);
     drop(producer);
 
+    // A late batch of the committed transaction (its producer id and epoch), sent to a
+    // partition another broker leads: that leader asks the coordinator over the network
+    // and refuses it (KIP-890 part 1), so nothing is appended and nothing hangs.
+    let s = describe(&brokers[(coord - 1) as usize]);
+    let (p, leader) = t
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.leader_id.0))
+        .find(|(_, l)| *l != coord)
+        .expect("a partition another broker leads");
+    let mut raw = common::txn::TxnPartition::of(brokers[(leader - 1) as usize].net(), TOPIC, p);
+    let end = raw.latest(0);
+    let mut late = common::txn::Producer {
+        id: s.producer_id.0,
+        epoch: s.producer_epoch,
+        seq: 100,
+    };
+    let (code, _) = raw.produce(&mut late, &values("late", 1), true, Some(ID));
+    assert_eq!(
+        code,
+        rill_net::ErrorCode::TransactionAbortable,
+        "broker {leader} appended a late batch of a committed transaction"
+    );
+    assert_eq!((raw.latest(0), raw.latest(1)), (end, end));
+
     // The coordinator dies; the state partition's other replica leads it and loads the id.
     let dead = (coord - 1) as usize;
     brokers[dead].kill9();

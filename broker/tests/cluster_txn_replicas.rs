@@ -17,7 +17,9 @@ use rdkafka::admin::{NewTopic, TopicReplication};
 use rill_net::ErrorCode;
 
 const HOSTS: [&str; 3] = ["127.0.0.161", "127.0.0.162", "127.0.0.163"];
-const CONFIG: &str = "metrics_listen = \"\"\nauto_create_topics = false\nbroker_heartbeat_interval_ms = 200\nbroker_session_timeout_ms = 2000\nreplica_lag_time_max_ms = 2000\n";
+/// Transactions are written by hand, without a coordinator (WriteTxnMarkers ends them), so
+/// partition verification is off, as in Kafka's own tests of hanging transactions.
+const CONFIG: &str = "metrics_listen = \"\"\nauto_create_topics = false\nbroker_heartbeat_interval_ms = 200\nbroker_session_timeout_ms = 2000\nreplica_lag_time_max_ms = 2000\ntransaction_partition_verification = false\n";
 const TOPIC: &str = "txn-replicas";
 
 fn idx(node: i32) -> usize {

@@ -12,6 +12,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::txn::{init, init_ok};
 use common::*;
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::Offset;
@@ -23,32 +24,6 @@ const CONFIG: &str = "transaction_state_partitions = 4\ntransaction_max_timeout_
 
 fn sb(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
-}
-
-/// InitProducerId for `id` at `version` naming `expected` (v3+): (error, producer id, epoch).
-fn init(
-    net: &mut NetClient,
-    version: i16,
-    id: &str,
-    timeout_ms: i32,
-    expected: (i64, i16),
-) -> (ErrorCode, i64, i16) {
-    let r = net.send_at(
-        version,
-        &InitProducerIdRequest::default()
-            .with_transactional_id(Some(TransactionalId(sb(id))))
-            .with_transaction_timeout_ms(timeout_ms)
-            .with_producer_id(ProducerId(expected.0))
-            .with_producer_epoch(expected.1),
-    );
-    let code = ErrorCode::from_code(r.error_code).expect("a known error code");
-    (code, r.producer_id.0, r.producer_epoch)
-}
-
-fn init_ok(net: &mut NetClient, id: &str) -> (i64, i16) {
-    let (code, pid, epoch) = init(net, 4, id, 60_000, (-1, -1));
-    assert_eq!(code, ErrorCode::None, "InitProducerId {id}");
-    (pid, epoch)
 }
 
 fn describe(net: &mut NetClient, ids: &[&str]) -> DescribeTransactionsResponse {
@@ -373,7 +348,7 @@ fn a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced() {
         epoch: 0,
         seq: 0,
     };
-    let first = c.txn_produce(&mut zombie, &values("never", 1));
+    let first = c.txn_produce_as(&mut zombie, &values("never", 1), "slow-app");
     assert_eq!(c.produce_plain(&values("plain", 1)).0, ErrorCode::None);
     assert_eq!(
         c.latest(1),

@@ -65,10 +65,10 @@ pub const SUPPORTED_VERSIONS: &[ApiVersionRange] = &[
     (ApiKey::DeleteRecords, 0, 2),
     // v5 adds TRANSACTION_ABORTABLE (transactions v2).
     (ApiKey::InitProducerId, 0, 4),
-    // Transactions (issue 17): decoded and checked; the broker does not serve them until
-    // its coordinator does (`NOT_SERVED` in the broker's handlers). v4+ AddPartitionsToTxn is
-    // the batched broker-to-broker form (KIP-890); v5 of it, EndTxn and TxnOffsetCommit are
-    // transaction version 2. WriteTxnMarkers v1 is the only version Kafka 4 keeps that
+    // Transactions (issue 17): decoded and checked; the broker advertises what its
+    // coordinator serves (`SERVED_MAX` in the broker's handlers). v4+ AddPartitionsToTxn is
+    // the batched broker-to-broker form (KIP-890: partition leaders verify with it); EndTxn
+    // v5 and TxnOffsetCommit v5 are transaction version 2. WriteTxnMarkers v1 is the only version Kafka 4 keeps that
     // kafka-protocol 0.18 has.
     (ApiKey::AddPartitionsToTxn, 0, 5),
     (ApiKey::AddOffsetsToTxn, 0, 4),

@@ -104,6 +104,12 @@ pub struct BrokerConfig {
     /// How often coordinators expire idle transactional ids (Kafka's
     /// `transaction.remove.expired.transaction.cleanup.interval.ms`, 1 hour).
     pub transactional_id_expiry_check_ms: u64,
+    /// A partition leader asks the transaction coordinator before it appends a producer's
+    /// first transactional batch of a transaction (Kafka's
+    /// `transaction.partition.verification.enable`, KIP-890 part 1): a batch of a
+    /// transaction that already ended, or to a partition never added to it, is refused
+    /// instead of opening a transaction no marker will ever close.
+    pub transaction_partition_verification: bool,
     /// No longer used: `__consumer_offsets` is compacted instead of checkpointed. Accepted
     /// so that configuration files written for older Rill versions still start; a warning
     /// says it is ignored.
@@ -206,6 +212,7 @@ impl Default for BrokerConfig {
             transaction_state_segment_bytes: 16 << 20,
             transaction_max_timeout_ms: 900_000,
             transaction_abort_check_ms: 10_000,
+            transaction_partition_verification: true,
             transactional_id_expiration_ms: 604_800_000,
             transactional_id_expiry_check_ms: 3_600_000,
             offsets_checkpoint_bytes: None,

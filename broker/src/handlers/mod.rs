@@ -65,11 +65,10 @@ pub enum Reply {
 /// The transaction apis wait for the transaction coordinator (broker/docs/transactions.md).
 const NOT_SERVED: &[ApiKey] = &[];
 
-/// Apis served below the codec table's highest version: the batched broker-to-broker
-/// AddPartitionsToTxn (v4+) and transaction version 2 (AddPartitionsToTxn v4+, EndTxn v5)
-/// wait for their increments of the transactions design.
+/// Apis served below the codec table's highest version: transaction version 2 (EndTxn
+/// v5, TxnOffsetCommit v4+, AddOffsetsToTxn v4) waits for its increment of the
+/// transactions design. AddPartitionsToTxn v4-5 is served (partition leaders verify).
 const SERVED_MAX: &[(ApiKey, i16)] = &[
-    (ApiKey::AddPartitionsToTxn, 3),
     (ApiKey::AddOffsetsToTxn, 3),
     (ApiKey::EndTxn, 4),
     (ApiKey::TxnOffsetCommit, 3),
@@ -150,7 +149,7 @@ pub async fn handle(
         Request::DescribeCluster(r) => frame(cid, v, &metadata::describe_cluster(shard, r)),
         Request::Produce(r) => {
             let acks = r.acks;
-            let response = produce::produce(shard, r).await;
+            let response = produce::produce(shard, r, v).await;
             if acks == 0 {
                 return Reply::NoResponse;
             }

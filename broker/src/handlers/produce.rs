@@ -18,9 +18,10 @@ use crate::errors::KafkaError;
 use crate::metadata::{OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 use crate::partition::{client_batches, split_batches, transactional_batches, Produced};
 use crate::runtime;
-use crate::shard::Shard;
+use crate::shard::{Lane, Shard};
+use crate::txn::Txns;
 
-pub async fn produce(shard: &Rc<Shard>, r: ProduceRequest) -> ProduceResponse {
+pub async fn produce(shard: &Rc<Shard>, r: ProduceRequest, version: i16) -> ProduceResponse {
     let refuse = if !matches!(r.acks, -1..=1) {
         Some(KafkaError::new(
             ErrorCode::InvalidRequiredAcks,
@@ -31,6 +32,12 @@ pub async fn produce(shard: &Rc<Shard>, r: ProduceRequest) -> ProduceResponse {
     };
     // Kafka answers transactional batches without a transactional id as unauthorized.
     let transactional = r.transactional_id.is_some();
+    // KIP-890 part 1: the transactional id whose coordinator a leader asks first.
+    let verify_with = r
+        .transactional_id
+        .as_ref()
+        .filter(|_| shard.config().transaction_partition_verification)
+        .map(|id| id.0.to_string());
     let lag_max = Duration::from_millis(shard.config().replica_lag_time_max_ms);
     let acks = r.acks;
     let image = shard.image();
@@ -84,15 +91,19 @@ pub async fn produce(shard: &Rc<Shard>, r: ProduceRequest) -> ProduceResponse {
                     .map(|b| b.header().record_count.max(0) as u64)
                     .sum()
             });
+            let verify_with = verify_with.clone();
             work.push(async move {
-                let result: Result<Produced, KafkaError> = match batches {
-                    Err(e) => Err(e),
-                    Ok(batches) => {
+                let result: Result<Produced, KafkaError> = match (batches, verify_with) {
+                    (Err(e), _) => Err(e),
+                    (Ok(batches), None) => {
                         shard
                             .with_partition(&topic, index, move |p| async move {
                                 p.produce(batches, acks, lag_max).await
                             })
                             .await
+                    }
+                    (Ok(batches), Some(id)) => {
+                        verified(shard, &topic, index, id, batches, acks, lag_max, version).await
                     }
                 };
                 (topic, index, result, bytes, count, record_errors)
@@ -145,4 +156,39 @@ pub async fn produce(shard: &Rc<Shard>, r: ProduceRequest) -> ProduceResponse {
         }
     }
     ProduceResponse::default().with_responses(responses)
+}
+
+/// A transactional produce to `topic`-`index` on its owner shard, which asks the
+/// coordinator of transactional id `id` first when the producer's transaction is not open
+/// there yet ([`crate::partition::Partition::produce_verified`]).
+#[allow(clippy::too_many_arguments)]
+async fn verified(
+    shard: &Rc<Shard>,
+    topic: &Arc<str>,
+    index: i32,
+    id: String,
+    batches: Vec<rill_storage::batch::CheckedBatch>,
+    acks: i16,
+    lag_max: Duration,
+    version: i16,
+) -> Result<Produced, KafkaError> {
+    let owner = shard.owner_of(topic, index)?;
+    let topic = topic.clone();
+    shard
+        .ask(owner, Lane::Data, move |s: Rc<Shard>| async move {
+            let Some(p) = s.partition(&topic, index) else {
+                return Err(KafkaError::new(
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("partition {topic}-{index} is not open on its shard yet"),
+                ));
+            };
+            let txns = Txns::of(&s);
+            let name = topic.clone();
+            let verify = move |pid: i64, epoch: i16| async move {
+                txns.verify_for_produce(id, pid, epoch, &name, index, version)
+                    .await
+            };
+            p.produce_verified(batches, acks, lag_max, verify).await
+        })
+        .await?
 }

@@ -1,9 +1,12 @@
 //! The transaction apis producers and admins call, answered by the transaction coordinators
-//! ([`crate::txn::Txns`]): AddPartitionsToTxn and EndTxn (transaction version 1); DescribeTransactions asks each id's coordinator (this broker
+//! ([`crate::txn::Txns`]): AddPartitionsToTxn (v0-3 from producers, v4-5 from partition
+//! leaders verifying, KIP-890 part 1) and EndTxn (transaction version 1);
+//! DescribeTransactions asks each id's coordinator (this broker
 //! must lead its state partition: NOT_COORDINATOR otherwise, and the admin client asks
 //! the right broker); ListTransactions lists the ids of every state partition this broker
 //! leads, filtered as asked (states, producer ids, v1 duration, v2 id pattern).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use rill_net::kafka_protocol::messages::describe_transactions_response::{
@@ -145,6 +148,9 @@ pub async fn add_partitions_to_txn(
     use rill_net::kafka_protocol::messages::add_partitions_to_txn_response::{
         AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
     };
+    if v >= 4 {
+        return add_partitions_from_brokers(shard, r, v).await;
+    }
     let image = shard.image();
     let wanted: Vec<(String, i32)> = r
         .v3_and_below_topics
@@ -194,6 +200,80 @@ pub async fn add_partitions_to_txn(
         }
     }
     AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results)
+}
+
+/// AddPartitionsToTxn v4+ (from partition leaders, several transactions): each with
+/// VerifyOnly is answered from this coordinator's state, without a write (KIP-890 part 1);
+/// each without it adds its partitions as v0-3 does. A transaction whose coordinator is
+/// not this broker gets NOT_COORDINATOR for its partitions. v4 predates
+/// TRANSACTION_ABORTABLE: a partition not in the transaction is INVALID_TXN_STATE there.
+async fn add_partitions_from_brokers(
+    shard: &Rc<Shard>,
+    r: AddPartitionsToTxnRequest,
+    v: i16,
+) -> AddPartitionsToTxnResponse {
+    use rill_net::kafka_protocol::messages::add_partitions_to_txn_response::{
+        AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+    };
+    let txns = Txns::of(shard);
+    let mut results = Vec::new();
+    for t in r.transactions {
+        let wanted: BTreeSet<(String, i32)> = t
+            .topics
+            .iter()
+            .flat_map(|tp| {
+                tp.partitions
+                    .iter()
+                    .map(move |p| (tp.name.0.to_string(), *p))
+            })
+            .collect();
+        let id = t.transactional_id.0.to_string();
+        let (pid, epoch) = (t.producer_id.0, t.producer_epoch);
+        let codes: Result<BTreeMap<(String, i32), ErrorCode>, ErrorCode> = if t.verify_only {
+            txns.verify(id.clone(), pid, epoch, wanted.clone()).await
+        } else {
+            txns.add_partitions(id.clone(), pid, epoch, wanted.clone())
+                .await
+                .map(|()| {
+                    wanted
+                        .iter()
+                        .map(|tp| (tp.clone(), ErrorCode::None))
+                        .collect()
+                })
+        };
+        let mut topics: Vec<AddPartitionsToTxnTopicResult> = Vec::new();
+        for tp in &wanted {
+            let code = match &codes {
+                Ok(c) => c.get(tp).copied().unwrap_or(ErrorCode::UnknownServerError),
+                Err(code) => *code,
+            };
+            let code = match code {
+                ErrorCode::TransactionAbortable if v < 5 => ErrorCode::InvalidTxnState,
+                ErrorCode::ProducerFenced => error_for_version(code, TxnApi::AddPartitionsToTxn, v),
+                other => other,
+            };
+            if code != ErrorCode::None {
+                shard.metrics().error("AddPartitionsToTxn", code);
+            }
+            let part = AddPartitionsToTxnPartitionResult::default()
+                .with_partition_index(tp.1)
+                .with_partition_error_code(code.code());
+            match topics.iter_mut().find(|x| *x.name.0 == *tp.0) {
+                Some(x) => x.results_by_partition.push(part),
+                None => topics.push(
+                    AddPartitionsToTxnTopicResult::default()
+                        .with_name(topic_name(&tp.0))
+                        .with_results_by_partition(vec![part]),
+                ),
+            }
+        }
+        results.push(
+            AddPartitionsToTxnResult::default()
+                .with_transactional_id(t.transactional_id)
+                .with_topic_results(topics),
+        );
+    }
+    AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
 }
 
 /// EndTxn v0-4: commit or abort, decided by the coordinator; the markers follow.

@@ -39,7 +39,7 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 pub use follow::{FetchAsked, FetchedPartition};
-use producers::{ActiveAborted, Check, ProducerTable};
+use producers::{ActiveAborted, Check, Guard, ProducerTable};
 pub use producers::{ActiveProducer, MarkerWrite};
 pub use read::{FetchAt, Fetched};
 use replication::ReplicaState;
@@ -165,6 +165,10 @@ pub struct Partition<B: Backend = DmaBackend> {
     producer_snapshot_at: Cell<i64>,
     /// Appends in the order produces were called.
     appends: FifoLock,
+    /// Transactional produces of one producer id, in the order they were called, up to
+    /// taking their place in `appends` (a verification with the coordinator may come
+    /// first); removed when no produce of that producer holds or waits for it.
+    txn_lanes: RefCell<std::collections::HashMap<i64, Rc<FifoLock>>>,
     /// Notified on every append and high watermark move (long polls, acks=all waits).
     data: Event,
     /// A background write or sync is running (the tick does not pile up another).
@@ -229,6 +233,7 @@ impl<B: Backend> Partition<B> {
             producers_max: o.producers_max,
             producer_snapshot_at: Cell::new(0),
             appends: FifoLock::new(),
+            txn_lanes: RefCell::default(),
             data: Event::new(),
             io_running: Cell::new(false),
             metrics: o.metrics.clone(),
@@ -358,7 +363,19 @@ impl<B: Backend> Partition<B> {
         acks: i16,
         replica_lag_max: Duration,
     ) -> impl std::future::Future<Output = Result<Produced, KafkaError>> + '_ {
-        let appended = self.append_durably(batches, acks);
+        self.produce_guarded(batches, acks, replica_lag_max, None)
+    }
+
+    /// [`Partition::produce`] of batches verified with `guard` (KIP-890 part 1): appended
+    /// only if the guard still holds in their turn.
+    fn produce_guarded(
+        &self,
+        batches: Vec<CheckedBatch>,
+        acks: i16,
+        replica_lag_max: Duration,
+        guard: Option<Guard>,
+    ) -> impl std::future::Future<Output = Result<Produced, KafkaError>> + '_ {
+        let appended = self.append_durably_from(batches, acks, false, guard);
         async move {
             let (produced, last_offset, epoch) = appended.await?;
             if acks == -1 && last_offset >= 0 {
@@ -377,7 +394,7 @@ impl<B: Backend> Partition<B> {
         batches: Vec<CheckedBatch>,
         replica_lag_max: Duration,
     ) -> impl std::future::Future<Output = Result<Produced, KafkaError>> + '_ {
-        let appended = self.append_durably_from(batches, -1, true);
+        let appended = self.append_durably_from(batches, -1, true, None);
         async move {
             let (produced, last_offset, epoch) = appended.await?;
             if last_offset >= 0 {
@@ -388,31 +405,35 @@ impl<B: Backend> Partition<B> {
         }
     }
 
-    /// A produce up to acks=all's wait for the in-sync replicas: the appends, in turn, and
-    /// this broker's part of the durability. Returns what was appended, the last offset
-    /// acks=all waits for and the leader epoch it was appended (or found, for a duplicate)
-    /// under. The place in the append order is taken by this call.
+    /// A client's produce up to acks=all's wait (see [`Partition::append_durably_from`]).
+    #[cfg(test)]
     fn append_durably(
         &self,
         batches: Vec<CheckedBatch>,
         acks: i16,
     ) -> impl std::future::Future<Output = Result<(Produced, i64, i32), KafkaError>> + '_ {
-        self.append_durably_from(batches, acks, false)
+        self.append_durably_from(batches, acks, false, None)
     }
 
-    /// [`Partition::append_durably`] for a client's batches or (`coordinator`) a
-    /// coordinator's own.
+    /// A produce up to acks=all's wait for the in-sync replicas: the appends, in turn, and
+    /// this broker's part of the durability, for a client's batches (verified with
+    /// `guard` if they needed it) or (`coordinator`) a coordinator's own. Returns what was
+    /// appended, the last offset acks=all waits for and the leader epoch it was appended
+    /// (or found, for a duplicate) under. The place in the append order is taken by this
+    /// call.
     fn append_durably_from(
         &self,
         batches: Vec<CheckedBatch>,
         acks: i16,
         coordinator: bool,
+        guard: Option<Guard>,
     ) -> impl std::future::Future<Output = Result<(Produced, i64, i32), KafkaError>> + '_ {
         let turn = self.appends.lock();
         async move {
             let turn = turn.await;
-            let (produced, last_offset, sync_due, epoch) =
-                self.append_in_turn(batches, acks, coordinator).await?;
+            let (produced, last_offset, sync_due, epoch) = self
+                .append_in_turn(batches, acks, coordinator, guard)
+                .await?;
             drop(turn);
             // acks=all means durable here and on every in-sync replica; flush.messages /
             // flush.ms can ask for durability too. acks=1 waits until the bytes are in the
@@ -436,11 +457,15 @@ impl<B: Backend> Partition<B> {
         batches: Vec<CheckedBatch>,
         acks: i16,
         coordinator: bool,
+        guard: Option<Guard>,
     ) -> Result<(Produced, i64, bool, i32), KafkaError> {
         let settings = self.settings.borrow().clone();
         // Leadership and epoch are read here, in turn, so a batch is stamped with the
         // epoch it is appended under.
         let leader_epoch = self.leader_epoch_for_append(acks)?;
+        if let Some(g) = guard {
+            self.guard_holds(g)?;
+        }
         let mut first_offset = None;
         let mut last_offset = -1;
         let mut log_append_time = -1;

@@ -117,6 +117,29 @@ pub struct MarkerWrite {
     pub commit: bool,
 }
 
+/// A verification of a producer's transaction with its coordinator (KIP-890 part 1, Kafka's
+/// `VerificationGuard`): started when the producer has no open transaction here, gone
+/// when an end marker of the producer lands (its transaction ended meanwhile) or when the
+/// transaction opens. An append that needed one must still find it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Guard {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub id: u64,
+}
+
+/// What a transactional batch needs before it may be appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// The producer's transaction at this epoch is open here: append.
+    NotNeeded,
+    /// The coordinator already said this partition is in the transaction, and no marker
+    /// of the producer landed since: append with the guard.
+    Verified(Guard),
+    /// Ask the coordinator, then append with the guard.
+    Needed(Guard),
+}
+
 /// What to do with a batch.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Check {
@@ -138,6 +161,11 @@ pub struct ProducerTable {
     /// offset -> marker offset. Pruned as the high watermark passes their markers; at most
     /// one per producer entry's lifetime in flight, so bounded by the entries.
     unreplicated: BTreeMap<i64, i64>,
+    /// Verifications in progress (or done, `true`) by producer id: (epoch, guard id,
+    /// verified). At most `max`; the oldest goes first (its append is then refused and the
+    /// client retries). Not in the snapshot: a guard lives for one round trip.
+    verifying: HashMap<i64, (i16, u64, bool)>,
+    next_guard: u64,
 }
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"RILP";
@@ -202,7 +230,69 @@ impl ProducerTable {
             clock: 0,
             ongoing: BTreeMap::new(),
             unreplicated: BTreeMap::new(),
+            verifying: HashMap::new(),
+            next_guard: 0,
         }
+    }
+
+    /// Whether producer `producer_id`'s transaction at `epoch` is open here.
+    pub fn has_ongoing(&self, producer_id: i64, epoch: i16) -> bool {
+        self.entries
+            .get(&producer_id)
+            .is_some_and(|e| e.txn_first_offset.is_some() && e.epoch == epoch)
+    }
+
+    /// What a transactional batch of `producer_id` at `epoch` needs before it may be
+    /// appended ([`Verification`]); starts a verification (a new guard) when none runs
+    /// for that epoch.
+    pub fn verification(&mut self, producer_id: i64, epoch: i16) -> Verification {
+        if self.has_ongoing(producer_id, epoch) {
+            return Verification::NotNeeded;
+        }
+        if let Some(&(e, id, verified)) = self.verifying.get(&producer_id) {
+            if e == epoch {
+                let guard = Guard {
+                    producer_id,
+                    epoch,
+                    id,
+                };
+                return if verified {
+                    Verification::Verified(guard)
+                } else {
+                    Verification::Needed(guard)
+                };
+            }
+        }
+        if self.verifying.len() >= self.max && !self.verifying.contains_key(&producer_id) {
+            if let Some((&oldest, _)) = self.verifying.iter().min_by_key(|(_, v)| v.1) {
+                self.verifying.remove(&oldest);
+            }
+        }
+        self.next_guard += 1;
+        self.verifying
+            .insert(producer_id, (epoch, self.next_guard, false));
+        Verification::Needed(Guard {
+            producer_id,
+            epoch,
+            id: self.next_guard,
+        })
+    }
+
+    /// The coordinator answered that the partition is in `g`'s transaction: later batches
+    /// of that epoch need not ask again while the guard lasts.
+    pub fn mark_verified(&mut self, g: Guard) {
+        if let Some(v) = self.verifying.get_mut(&g.producer_id) {
+            if v.0 == g.epoch && v.1 == g.id {
+                v.2 = true;
+            }
+        }
+    }
+
+    /// Whether a batch verified with `g` may still be appended: its transaction is open
+    /// here, or the verified guard is still in place (no end marker landed since).
+    pub fn guard_holds(&self, g: Guard) -> bool {
+        self.has_ongoing(g.producer_id, g.epoch)
+            || self.verifying.get(&g.producer_id) == Some(&(g.epoch, g.id, true))
     }
 
     /// Decides what to do with a batch from a client (batches without a producer id always
@@ -406,6 +496,7 @@ impl ProducerTable {
         self.entries.clear();
         self.ongoing.clear();
         self.unreplicated.clear();
+        self.verifying.clear();
     }
 
     /// Makes room for one more producer: evicts the least recently used one without an
@@ -440,6 +531,7 @@ impl ProducerTable {
         if h.is_transactional() && e.txn_first_offset.is_none() {
             e.txn_first_offset = Some(base_offset);
             self.ongoing.insert(base_offset, h.producer_id);
+            self.verifying.remove(&h.producer_id);
         }
         if e.recent.len() == RECENT_BATCHES {
             e.recent.pop_front();
@@ -534,6 +626,8 @@ impl ProducerTable {
         e.coordinator_epoch = m.coordinator_epoch;
         e.last_used = self.clock;
         e.last_marker = Some(offset);
+        // The transaction a verification saw may be the one this marker ends.
+        self.verifying.remove(&m.producer_id);
         let first_offset = e.txn_first_offset.take()?;
         self.ongoing.remove(&first_offset);
         // Kafka's lastStableOffset(completedTxn): the earliest open transaction of another
@@ -649,6 +743,53 @@ mod tests {
         assert_eq!(t.last_stable_offset(12), 12);
         // A second marker (a coordinator's retry) closes nothing.
         assert_eq!(t.record_marker(&marker(7, 0, 3, true), 16), None);
+    }
+
+    #[test]
+    fn a_verification_guard_lasts_until_a_marker_of_its_producer() {
+        let mut t = ProducerTable::new(2);
+        // No open transaction: a guard is needed, and a second ask joins it.
+        let Verification::Needed(g) = t.verification(7, 0) else {
+            panic!("a producer with no open transaction needs a verification");
+        };
+        assert_eq!(t.verification(7, 0), Verification::Needed(g));
+        assert!(!t.guard_holds(g), "not verified yet");
+        t.mark_verified(g);
+        assert!(t.guard_holds(g));
+        assert_eq!(t.verification(7, 0), Verification::Verified(g));
+        // The transaction ended before the verified batch got its turn: the guard is gone.
+        t.record_marker(&marker(7, 0, 0, false), 5);
+        assert!(!t.guard_holds(g));
+        let Verification::Needed(g2) = t.verification(7, 0) else {
+            panic!("after a marker the producer is asked about again");
+        };
+        assert_ne!(g2.id, g.id);
+        t.mark_verified(g);
+        assert!(
+            !t.guard_holds(g2),
+            "an old guard's answer does not verify a new one"
+        );
+        t.mark_verified(g2);
+        t.record(&txn_header(7, 0, 0, 1), 6);
+        // Open now: later batches need nothing, and the guard still lets its batch in.
+        assert_eq!(t.verification(7, 0), Verification::NotNeeded);
+        assert!(t.guard_holds(g2));
+        // Another epoch is another transaction.
+        let Verification::Needed(old) = t.verification(7, 1) else {
+            panic!("a new epoch needs its own verification");
+        };
+        // Bounded (2 here): a third guard evicts the oldest.
+        let Verification::Needed(a) = t.verification(8, 0) else {
+            panic!()
+        };
+        let Verification::Needed(b) = t.verification(9, 0) else {
+            panic!()
+        };
+        for g in [old, a, b] {
+            t.mark_verified(g);
+        }
+        assert!(!t.guard_holds(old) && t.guard_holds(a) && t.guard_holds(b));
+        assert_eq!(t.verifying.len(), 2);
     }
 
     #[test]

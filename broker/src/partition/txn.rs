@@ -5,16 +5,22 @@
 //! records each transactional batch and marker in its producer table and each abort in its
 //! log's aborted-transaction index, so a new leader answers as the old one did.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rill_net::ErrorCode;
 use rill_storage::batch::{BatchHeader, CheckedBatch};
 use rill_storage::txn::{self as log_txn, AbortedTxn, ControlKind, EndTxnMarker};
 use rill_storage::Backend;
 
-use super::producers::{ActiveAborted, CompletedTxn, MarkerWrite};
-use super::Partition;
+use super::producers::{ActiveAborted, CompletedTxn, Guard, MarkerWrite, Verification};
+use super::{Partition, Produced};
 use crate::errors::KafkaError;
+use crate::fifo::FifoLock;
 use crate::runtime;
 
 impl From<CompletedTxn> for AbortedTxn {
@@ -40,7 +46,111 @@ pub(super) fn marker_of(h: &BatchHeader, batch: &[u8]) -> Option<MarkerWrite> {
     })
 }
 
+/// A produce's place in its producer's lane ([`Partition::produce_verified`]); the lane
+/// goes from the partition's map once no produce holds or waits for it.
+struct LaneHold<'a> {
+    lanes: &'a RefCell<HashMap<i64, Rc<FifoLock>>>,
+    producer_id: i64,
+    lane: Option<Rc<FifoLock>>,
+}
+
+impl Drop for LaneHold<'_> {
+    fn drop(&mut self) {
+        drop(self.lane.take());
+        let mut lanes = self.lanes.borrow_mut();
+        if lanes
+            .get(&self.producer_id)
+            .is_some_and(|l| Rc::strong_count(l) == 1)
+        {
+            lanes.remove(&self.producer_id);
+        }
+    }
+}
+
 impl<B: Backend> Partition<B> {
+    /// A client's produce of transactional batches with partition verification (KIP-890
+    /// part 1, Kafka's `transaction.partition.verification.enable`): when the producer's
+    /// transaction at the batches' epoch is not open here, `verify(producer_id, epoch)`
+    /// asks its coordinator whether this partition is in it before the append, and the
+    /// append happens only if no end marker of the producer landed meanwhile. So a late
+    /// batch of a transaction that ended (or one sent to a partition never added) is
+    /// refused instead of opening a transaction that no marker will ever close.
+    ///
+    /// The produces of one producer id keep the order they were called in (their place in
+    /// the append order is taken after the verification, one after another); other
+    /// producers' appends never wait for it.
+    pub fn produce_verified<F, Fut>(
+        &self,
+        batches: Vec<CheckedBatch>,
+        acks: i16,
+        replica_lag_max: Duration,
+        verify: F,
+    ) -> impl Future<Output = Result<Produced, KafkaError>> + '_
+    where
+        F: FnOnce(i64, i16) -> Fut + 'static,
+        Fut: Future<Output = Result<(), KafkaError>> + 'static,
+    {
+        let producer = batches
+            .iter()
+            .map(|b| b.header())
+            .find(|h| h.is_transactional() && h.producer_id >= 0)
+            .map(|h| (h.producer_id, h.producer_epoch));
+        // The place in the producer's lane is taken now, in call order.
+        let lane = producer.map(|(producer_id, _)| {
+            let lane = self
+                .txn_lanes
+                .borrow_mut()
+                .entry(producer_id)
+                .or_insert_with(|| Rc::new(FifoLock::new()))
+                .clone();
+            let place = lane.lock();
+            let hold = LaneHold {
+                lanes: &self.txn_lanes,
+                producer_id,
+                lane: Some(lane),
+            };
+            (hold, place)
+        });
+        async move {
+            let (Some((producer_id, epoch)), Some((hold, place))) = (producer, lane) else {
+                return self.produce(batches, acks, replica_lag_max).await;
+            };
+            let in_lane = place.await;
+            self.ensure_producers().await;
+            let v = self.producers.borrow_mut().verification(producer_id, epoch);
+            let guard = match v {
+                Verification::NotNeeded => None,
+                Verification::Verified(g) => Some(g),
+                Verification::Needed(g) => {
+                    verify(producer_id, epoch).await?;
+                    self.producers.borrow_mut().mark_verified(g);
+                    Some(g)
+                }
+            };
+            // The place in the append order is taken before the next produce of this
+            // producer leaves the lane.
+            let produced = self.produce_guarded(batches, acks, replica_lag_max, guard);
+            drop(in_lane);
+            drop(hold);
+            produced.await
+        }
+    }
+
+    /// In append turn: a verified batch may be appended only while its guard holds.
+    pub(super) fn guard_holds(&self, g: Guard) -> Result<(), KafkaError> {
+        if self.producers.borrow().guard_holds(g) {
+            return Ok(());
+        }
+        Err(KafkaError::new(
+            ErrorCode::InvalidTxnState,
+            format!(
+                "the transaction of producer {} at epoch {} ended while its batch to {}-{} \
+                 waited for its turn; the batch was not appended",
+                g.producer_id, g.epoch, self.topic, self.index
+            ),
+        ))
+    }
+
     /// Makes the producer table the log's state (a rebuild after a restart or truncation),
     /// in append order.
     pub(super) async fn ensure_producers(&self) {

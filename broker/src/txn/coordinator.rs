@@ -27,13 +27,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rill_net::client::{
-    decode_record_batches, encode_record_batch, BatchOptions, Connection, ConnectionOptions,
-    ProduceRecord,
+    decode_record_batches, encode_record_batch, BatchOptions, Connection, ProduceRecord,
 };
 use rill_net::kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
-use rill_net::kafka_protocol::messages::{ProducerId, TopicName, WriteTxnMarkersRequest};
+use rill_net::kafka_protocol::messages::{ApiKey, ProducerId, TopicName, WriteTxnMarkersRequest};
 use rill_net::kafka_protocol::protocol::StrBytes;
 use rill_net::ErrorCode;
 use tracing::{info, warn};
@@ -50,6 +49,8 @@ use crate::partition::{MarkerWrite, Reader};
 use crate::runtime;
 use crate::shard::{Lane, Shard};
 
+mod verify;
+
 /// The transaction version this coordinator serves (the finalized `transaction.version`
 /// it advertises): 0, so clients use AddPartitionsToTxn and EndTxn below v5.
 const SERVER_TXN_VERSION: TxnVersion = TxnVersion::V0;
@@ -57,10 +58,6 @@ const SERVER_TXN_VERSION: TxnVersion = TxnVersion::V0;
 /// too few in-sync replicas), doubling up to the max.
 const MARKER_RETRY_MIN: Duration = Duration::from_millis(100);
 const MARKER_RETRY_MAX: Duration = Duration::from_secs(2);
-/// Connecting to another broker to write a marker gives up after this long.
-const MARKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Largest WriteTxnMarkers response accepted (one marker, a few partitions).
-const MARKER_RESPONSE_BYTES_MAX: usize = 1 << 20;
 
 /// Transactional ids one shard coordinates at most; a new id beyond it is refused with
 /// COORDINATOR_NOT_AVAILABLE (and a warning), as Kafka has no limit to copy.
@@ -120,6 +117,7 @@ pub struct Txns {
 /// and the abort of timed-out transactions (Kafka's `abortTimedOutTransactions`).
 pub fn start(shard: &Rc<Shard>) {
     shard.provide(Rc::new(TxnCoordinator::default()));
+    verify::provide(shard);
     let txns = Txns::of(shard);
     let every = Duration::from_millis(shard.config().transaction_abort_check_ms);
     runtime::spawn(async move {
@@ -969,31 +967,8 @@ impl Txns {
 
     /// A new connection to broker `id` for end markers (ApiVersions done).
     async fn marker_connection(&self, id: i32) -> Result<Connection<runtime::Stream>, ErrorCode> {
-        let view = self.shard.image();
-        let b = view.broker(id).ok_or(ErrorCode::NotLeaderOrFollower)?;
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(b.host.as_str(), b.port as u16))
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or(ErrorCode::NetworkException)?;
-        let stream = runtime::connect(addr, MARKER_CONNECT_TIMEOUT)
-            .await
-            .map_err(|_| ErrorCode::NetworkException)?;
-        let mut c = Connection::with_options(
-            stream,
-            ConnectionOptions {
-                client_id: format!("rill-txn-coordinator-{}", self.shard.node_id()),
-                inflight_requests_max: 1,
-                response_frame_bytes_max: MARKER_RESPONSE_BYTES_MAX,
-            },
-        );
-        let versions = c
-            .api_versions()
-            .await
-            .map_err(|_| ErrorCode::NetworkException)?;
-        versions
-            .require(rill_net::kafka_protocol::messages::ApiKey::WriteTxnMarkers)
-            .map_err(|_| ErrorCode::UnsupportedVersion)?;
-        Ok(c)
+        let client_id = format!("rill-txn-coordinator-{}", self.shard.node_id());
+        verify::connect_peer(&self.shard, id, client_id, ApiKey::WriteTxnMarkers).await
     }
 
     /// DescribeTransactions of one id: its state, or the error its coordinator answers

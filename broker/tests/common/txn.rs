@@ -22,6 +22,33 @@ pub fn code_of(code: i16) -> ErrorCode {
     ErrorCode::from_code(code).unwrap_or_else(|| panic!("unknown error code {code}"))
 }
 
+/// InitProducerId for transactional id `id` at `version` naming `expected` (v3+):
+/// (error, producer id, epoch).
+pub fn init(
+    net: &mut NetClient,
+    version: i16,
+    id: &str,
+    timeout_ms: i32,
+    expected: (i64, i16),
+) -> (ErrorCode, i64, i16) {
+    let r = net.send_at(
+        version,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_string(id.into()))))
+            .with_transaction_timeout_ms(timeout_ms)
+            .with_producer_id(ProducerId(expected.0))
+            .with_producer_epoch(expected.1),
+    );
+    (code_of(r.error_code), r.producer_id.0, r.producer_epoch)
+}
+
+/// A new producer id or epoch for transactional id `id`, which must be given.
+pub fn init_ok(net: &mut NetClient, id: &str) -> (i64, i16) {
+    let (code, pid, epoch) = init(net, 4, id, 60_000, (-1, -1));
+    assert_eq!(code, ErrorCode::None, "InitProducerId {id}");
+    (pid, epoch)
+}
+
 /// A producer's identity and next sequence.
 #[derive(Debug, Clone, Copy)]
 pub struct Producer {
@@ -30,7 +57,7 @@ pub struct Producer {
     pub seq: i32,
 }
 
-/// What reading partition 0 at one isolation level answered: high watermark, last stable
+/// What reading the partition at one isolation level answered: high watermark, last stable
 /// offset, aborted transactions (producer id, first offset; None when not read_committed),
 /// record values, and the offset after the last batch returned.
 #[derive(Debug, PartialEq, Eq)]
@@ -42,17 +69,25 @@ pub struct Seen {
     pub next: Option<i64>,
 }
 
-/// Partition 0 of `topic`, through one connection to its leader.
+/// One partition of `topic` (0 unless made with [`TxnPartition::of`]), through one
+/// connection to its leader.
 pub struct TxnPartition {
     pub net: NetClient,
     pub topic: String,
+    pub partition: i32,
 }
 
 impl TxnPartition {
     pub fn new(net: NetClient, topic: &str) -> TxnPartition {
+        TxnPartition::of(net, topic, 0)
+    }
+
+    /// Partition `partition` of `topic` (through its leader's connection `net`).
+    pub fn of(net: NetClient, topic: &str, partition: i32) -> TxnPartition {
         TxnPartition {
             net,
             topic: topic.to_string(),
+            partition,
         }
     }
 
@@ -75,6 +110,18 @@ impl TxnPartition {
     /// without the request's transactional id: (error, base offset).
     pub fn produce(
         &mut self,
+        p: &mut Producer,
+        values: &[String],
+        transactional: bool,
+        transactional_id: Option<&str>,
+    ) -> (ErrorCode, i64) {
+        self.produce_at(None, p, values, transactional, transactional_id)
+    }
+
+    /// [`TxnPartition::produce`] at Produce `version` (None: the highest both speak).
+    pub fn produce_at(
+        &mut self,
+        version: Option<i16>,
         p: &mut Producer,
         values: &[String],
         transactional: bool,
@@ -108,9 +155,12 @@ impl TxnPartition {
             .with_topic_data(vec![TopicProduceData::default()
                 .with_name(topic_name(&self.topic))
                 .with_partition_data(vec![PartitionProduceData::default()
-                    .with_index(0)
+                    .with_index(self.partition)
                     .with_records(Some(batch))])]);
-        let response = self.net.send(&request);
+        let response = match version {
+            Some(v) => self.net.send_at(v, &request),
+            None => self.net.send(&request),
+        };
         let part = &response.responses[0].partition_responses[0];
         let code = code_of(part.error_code);
         if code == ErrorCode::None && p.id >= 0 {
@@ -131,12 +181,17 @@ impl TxnPartition {
 
     /// A transactional batch of `p` that must be accepted: its base offset.
     pub fn txn_produce(&mut self, p: &mut Producer, values: &[String]) -> i64 {
-        let (code, offset) = self.produce(p, values, true, Some("raw-txn"));
+        self.txn_produce_as(p, values, "raw-txn")
+    }
+
+    /// [`TxnPartition::txn_produce`] with transactional id `id`.
+    pub fn txn_produce_as(&mut self, p: &mut Producer, values: &[String], id: &str) -> i64 {
+        let (code, offset) = self.produce(p, values, true, Some(id));
         assert_eq!(code, ErrorCode::None, "transactional produce");
         offset
     }
 
-    /// WriteTxnMarkers for partition 0: the partition's error.
+    /// WriteTxnMarkers for the partition: the partition's error.
     pub fn marker(&mut self, p: &Producer, commit: bool, coordinator_epoch: i32) -> ErrorCode {
         let response = self
             .net
@@ -148,14 +203,14 @@ impl TxnPartition {
                 .with_coordinator_epoch(coordinator_epoch)
                 .with_topics(vec![WritableTxnMarkerTopic::default()
                     .with_name(topic_name(&self.topic))
-                    .with_partition_indexes(vec![0])])],
+                    .with_partition_indexes(vec![self.partition])])],
             ));
         let m = &response.markers[0];
         assert_eq!(m.producer_id.0, p.id);
         code_of(m.topics[0].partitions[0].error_code)
     }
 
-    /// One Fetch of partition 0 from `offset` at `isolation` (1: read_committed); the
+    /// One Fetch of the partition from `offset` at `isolation` (1: read_committed); the
     /// partition's error, or what it returned.
     pub fn try_fetch(&mut self, offset: i64, isolation: i8) -> Result<Seen, ErrorCode> {
         let response = self.net.send(
@@ -169,7 +224,7 @@ impl TxnPartition {
                 .with_topics(vec![FetchTopic::default()
                     .with_topic(topic_name(&self.topic))
                     .with_partitions(vec![FetchPartition::default()
-                        .with_partition(0)
+                        .with_partition(self.partition)
                         .with_fetch_offset(offset)
                         .with_partition_max_bytes(8 << 20)])]),
         );
@@ -250,7 +305,7 @@ impl TxnPartition {
                 .with_topics(vec![ListOffsetsTopic::default()
                     .with_name(topic_name(&self.topic))
                     .with_partitions(vec![ListOffsetsPartition::default()
-                        .with_partition_index(0)
+                        .with_partition_index(self.partition)
                         .with_timestamp(-1)])]),
         );
         let p = &response.topics[0].partitions[0];

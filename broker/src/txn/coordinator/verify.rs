@@ -1,0 +1,237 @@
+//! Partition verification (KIP-890 part 1): before a partition leader appends a producer's
+//! first transactional batch of a transaction, it asks the coordinator whether the
+//! partition is in that transaction (AddPartitionsToTxn v4+ with VerifyOnly). The
+//! coordinator answers from its state without a write ([`state::verify`]); a leader asks
+//! its own coordinator shard directly and another broker's over one connection per
+//! (shard, broker), one request at a time.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use rill_net::client::{Connection, ConnectionOptions};
+use rill_net::kafka_protocol::messages::add_partitions_to_txn_request::{
+    AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+};
+use rill_net::kafka_protocol::messages::{
+    AddPartitionsToTxnRequest, ApiKey, ProducerId, TopicName, TransactionalId,
+};
+use rill_net::kafka_protocol::protocol::StrBytes;
+use rill_net::ErrorCode;
+
+use super::{loaded_at, Txns};
+use crate::errors::KafkaError;
+use crate::fifo::FifoLock;
+use crate::runtime;
+use crate::shard::Shard;
+use crate::txn::state::{self, TxnPartition};
+
+/// Connecting to another broker (for markers or a verification) gives up after this long.
+pub(super) const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Largest response accepted from another broker's coordinator or partition (a few
+/// partitions' codes).
+pub(super) const PEER_RESPONSE_BYTES_MAX: usize = 1 << 20;
+/// A verification with another broker's coordinator that takes longer than this fails
+/// (the produce is answered NOT_ENOUGH_REPLICAS, which the client retries), so a stopped
+/// coordinator holds a producer's appends to a partition no longer than this.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The AddPartitionsToTxn version brokers verify with (v4 brought VerifyOnly, v5 the
+/// TRANSACTION_ABORTABLE answer).
+const VERIFY_VERSION: i16 = 5;
+
+/// A connection to another broker for requests between brokers (`api` must be served
+/// there; ApiVersions done).
+pub(super) async fn connect_peer(
+    shard: &Rc<Shard>,
+    id: i32,
+    client_id: String,
+    api: ApiKey,
+) -> Result<Connection<runtime::Stream>, ErrorCode> {
+    let view = shard.image();
+    let b = view.broker(id).ok_or(ErrorCode::NotLeaderOrFollower)?;
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(b.host.as_str(), b.port as u16))
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or(ErrorCode::NetworkException)?;
+    let stream = runtime::connect(addr, PEER_CONNECT_TIMEOUT)
+        .await
+        .map_err(|_| ErrorCode::NetworkException)?;
+    let mut c = Connection::with_options(
+        stream,
+        ConnectionOptions {
+            client_id,
+            inflight_requests_max: 1,
+            response_frame_bytes_max: PEER_RESPONSE_BYTES_MAX,
+        },
+    );
+    let versions = c
+        .api_versions()
+        .await
+        .map_err(|_| ErrorCode::NetworkException)?;
+    versions
+        .require(api)
+        .map_err(|_| ErrorCode::UnsupportedVersion)?;
+    Ok(c)
+}
+
+/// One other broker's coordinators, as this shard reaches them for verifications: one
+/// request at a time over one connection, in the order asked.
+#[derive(Default)]
+struct Peer {
+    turn: FifoLock,
+    conn: RefCell<Option<Connection<runtime::Stream>>>,
+}
+
+/// The verification connections of one shard, by broker id (at most one per broker).
+#[derive(Default)]
+pub(super) struct VerifyPeers {
+    peers: RefCell<HashMap<i32, Rc<Peer>>>,
+}
+
+impl Txns {
+    /// AddPartitionsToTxn v4+ with VerifyOnly, on this broker's coordinator of `id`: per
+    /// partition NONE when it is in producer `pid`'s transaction at `epoch`,
+    /// TRANSACTION_ABORTABLE when not; an error for the whole transaction otherwise
+    /// (NOT_COORDINATOR when another broker coordinates `id`).
+    pub async fn verify(
+        &self,
+        id: String,
+        pid: i64,
+        epoch: i16,
+        partitions: BTreeSet<TxnPartition>,
+    ) -> Result<BTreeMap<TxnPartition, ErrorCode>, ErrorCode> {
+        let key = id.clone();
+        self.on_coordinator(&key, move |txns, p| async move {
+            let e = txns.led_epoch(p).ok_or(ErrorCode::NotCoordinator)?;
+            let mut parts = txns.state.partitions.borrow_mut();
+            let loaded = loaded_at(&mut parts, p, e).ok_or(ErrorCode::NotCoordinator)?;
+            state::verify(loaded.txns.get(&id), pid, epoch, &partitions)
+        })
+        .await
+    }
+
+    /// Whether `topic`-`partition` is in producer `pid`'s transaction `id` at `epoch`,
+    /// asked of its coordinator wherever it is (a partition leader before the first
+    /// transactional batch of a transaction). The error is the one Produce answers
+    /// (Kafka's mapping): retriable coordinator errors → NOT_ENOUGH_REPLICAS; not in the
+    /// transaction → TRANSACTION_ABORTABLE for Produce v11+, INVALID_TXN_STATE before it;
+    /// a fenced producer → INVALID_PRODUCER_EPOCH.
+    pub async fn verify_for_produce(
+        &self,
+        id: String,
+        pid: i64,
+        epoch: i16,
+        topic: &str,
+        partition: i32,
+        produce_version: i16,
+    ) -> Result<(), KafkaError> {
+        let tp: TxnPartition = (topic.to_string(), partition);
+        let coordinator = self.coordinator(&id).await.map(|b| b.id);
+        let answer = match coordinator {
+            Err(e) => Err(e.code),
+            Ok(b) if b == self.shard.node_id() => self
+                .verify(id.clone(), pid, epoch, BTreeSet::from([tp.clone()]))
+                .await
+                .and_then(|codes| codes.get(&tp).copied().ok_or(ErrorCode::UnknownServerError)),
+            Ok(b) => self.verify_remote(b, &id, pid, epoch, &tp).await,
+        };
+        let code = match answer {
+            Ok(ErrorCode::None) => return Ok(()),
+            Ok(code) | Err(code) => code,
+        };
+        let (code, why) = match code {
+            ErrorCode::ConcurrentTransactions
+            | ErrorCode::CoordinatorNotAvailable
+            | ErrorCode::CoordinatorLoadInProgress
+            | ErrorCode::NotCoordinator
+            | ErrorCode::NetworkException
+            | ErrorCode::RequestTimedOut => (
+                ErrorCode::NotEnoughReplicas,
+                format!("the coordinator of transactional id {id} could not verify the partition now ({code:?}); retry"),
+            ),
+            ErrorCode::TransactionAbortable if produce_version < 11 => (
+                ErrorCode::InvalidTxnState,
+                format!("{topic}-{partition} is not in the open transaction of {id}"),
+            ),
+            ErrorCode::TransactionAbortable => (
+                code,
+                format!("{topic}-{partition} is not in the open transaction of {id}"),
+            ),
+            ErrorCode::ProducerFenced => (
+                ErrorCode::InvalidProducerEpoch,
+                format!("producer {pid} at epoch {epoch} was fenced by a newer instance of {id}"),
+            ),
+            other => (
+                other,
+                format!("the coordinator of {id} refused the partition's verification"),
+            ),
+        };
+        Err(KafkaError::new(code, why))
+    }
+
+    /// [`Txns::verify`] of one partition on broker `broker` (AddPartitionsToTxn v4,
+    /// VerifyOnly), bounded by [`VERIFY_TIMEOUT`].
+    async fn verify_remote(
+        &self,
+        broker: i32,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        tp: &TxnPartition,
+    ) -> Result<ErrorCode, ErrorCode> {
+        let peers = self.shard.service::<VerifyPeers>();
+        let peer = peers.peers.borrow_mut().entry(broker).or_default().clone();
+        let request = AddPartitionsToTxnRequest::default().with_transactions(vec![
+            AddPartitionsToTxnTransaction::default()
+                .with_transactional_id(TransactionalId(StrBytes::from_string(id.to_string())))
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch)
+                .with_verify_only(true)
+                .with_topics(vec![AddPartitionsToTxnTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(tp.0.clone())))
+                    .with_partitions(vec![tp.1])]),
+        ]);
+        let ask = async {
+            let _turn = peer.turn.lock().await;
+            let idle = peer.conn.borrow_mut().take();
+            let mut conn = match idle {
+                Some(c) => c,
+                None => {
+                    let client_id = format!("rill-txn-verify-{}", self.shard.node_id());
+                    connect_peer(&self.shard, broker, client_id, ApiKey::AddPartitionsToTxn).await?
+                }
+            };
+            let response = conn.send(VERIFY_VERSION, &request).await.map_err(|e| {
+                tracing::debug!(broker, error = %e, "AddPartitionsToTxn (verify) failed; the connection is dropped");
+                ErrorCode::NetworkException
+            })?;
+            *peer.conn.borrow_mut() = Some(conn);
+            if response.error_code != 0 {
+                return Err(ErrorCode::from_code(response.error_code)
+                    .unwrap_or(ErrorCode::UnknownServerError));
+            }
+            let code = response
+                .results_by_transaction
+                .iter()
+                .flat_map(|t| &t.topic_results)
+                .filter(|t| *t.name.0 == *tp.0)
+                .flat_map(|t| &t.results_by_partition)
+                .find(|p| p.partition_index == tp.1)
+                .map_or(ErrorCode::UnknownServerError.code(), |p| {
+                    p.partition_error_code
+                });
+            Ok(ErrorCode::from_code(code).unwrap_or(ErrorCode::UnknownServerError))
+        };
+        futures_lite::future::or(ask, async {
+            runtime::sleep(VERIFY_TIMEOUT).await;
+            Err(ErrorCode::RequestTimedOut)
+        })
+        .await
+    }
+}
+
+/// Gives `shard` its verification connections.
+pub(super) fn provide(shard: &Rc<Shard>) {
+    shard.provide(Rc::new(VerifyPeers::default()));
+}
