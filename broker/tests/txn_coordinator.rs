@@ -328,26 +328,16 @@ fn a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced() {
     let mut net = broker.net();
     let (code, pid, epoch) = init(&mut net, 4, "slow-app", 1000, (-1, -1));
     assert_eq!((code, epoch), (ErrorCode::None, 0));
-    let added = net.send_at(
-        3,
-        &AddPartitionsToTxnRequest::default()
-            .with_v3_and_below_transactional_id(TransactionalId(sb("slow-app")))
-            .with_v3_and_below_producer_id(ProducerId(pid))
-            .with_v3_and_below_producer_epoch(0)
-            .with_v3_and_below_topics(vec![
-                add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
-                    .with_name(topic_name("slow"))
-                    .with_partitions(vec![0]),
-            ]),
-    );
-    let code = added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code;
-    assert_eq!(code, 0, "{added:?}");
-    let mut c = TxnPartition::new(broker.net(), "slow");
     let mut zombie = Producer {
         id: pid,
         epoch: 0,
         seq: 0,
     };
+    assert_eq!(
+        common::txn::add_partitions(&mut net, "slow-app", &zombie, "slow", &[0]),
+        [ErrorCode::None]
+    );
+    let mut c = TxnPartition::new(broker.net(), "slow");
     let first = c.txn_produce_as(&mut zombie, &values("never", 1), "slow-app");
     assert_eq!(c.produce_plain(&values("plain", 1)).0, ErrorCode::None);
     assert_eq!(

@@ -28,32 +28,12 @@ fn sb(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
-/// AddPartitionsToTxn v3 (a producer's own) of partition `partition` of TOPIC.
 fn add(net: &mut NetClient, p: &Producer, partition: i32) -> ErrorCode {
-    let r = net.send_at(
-        3,
-        &AddPartitionsToTxnRequest::default()
-            .with_v3_and_below_transactional_id(TransactionalId(sb(ID)))
-            .with_v3_and_below_producer_id(ProducerId(p.id))
-            .with_v3_and_below_producer_epoch(p.epoch)
-            .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
-                .with_name(topic_name(TOPIC))
-                .with_partitions(vec![partition])]),
-    );
-    code_of(r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code)
+    add_partitions(net, ID, p, TOPIC, &[partition])[0]
 }
 
-/// EndTxn v3 for producer `p`.
 fn end(net: &mut NetClient, p: &Producer, commit: bool) -> ErrorCode {
-    let r = net.send_at(
-        3,
-        &EndTxnRequest::default()
-            .with_transactional_id(TransactionalId(sb(ID)))
-            .with_producer_id(ProducerId(p.id))
-            .with_producer_epoch(p.epoch)
-            .with_committed(commit),
-    );
-    code_of(r.error_code)
+    end_txn(net, ID, p, commit)
 }
 
 /// AddPartitionsToTxn v`version` with VerifyOnly, as a partition leader asks: the codes of
@@ -203,6 +183,57 @@ fn a_leader_appends_a_transactional_batch_only_to_a_partition_in_the_open_transa
         short(&[values("in", 2), values("in2", 1), values("new", 1)].concat())
     );
     assert_eq!(seen.aborted, Some(vec![(p.id, 0)]));
+}
+
+/// `limits.transaction_partitions_max` bounds what one transaction holds (its state record
+/// lists every partition): an AddPartitionsToTxn past it is refused and changes nothing.
+#[test]
+fn a_transaction_holds_at_most_its_partition_limit() {
+    let broker = Broker::start_with(
+        "txn-partitions-max",
+        BrokerOptions::with_config(&format!(
+            "{CONFIG}[limits]\ntransaction_partitions_max = 3\n"
+        )),
+    );
+    broker.create_topic(TOPIC, 5, &[]);
+    let mut net = broker.net();
+    let (id, epoch) = init_ok(&mut net, ID);
+    let p = Producer { id, epoch, seq: 0 };
+    let all = [ErrorCode::None; 3];
+    assert_eq!(add_partitions(&mut net, ID, &p, TOPIC, &[0, 1]), all[..2]);
+    assert_eq!(
+        add_partitions(&mut net, ID, &p, TOPIC, &[1, 2]),
+        all[..2],
+        "3 partitions in all"
+    );
+    assert_eq!(
+        add_partitions(&mut net, ID, &p, TOPIC, &[3]),
+        [ErrorCode::UnknownServerError],
+        "a 4th partition"
+    );
+    assert_eq!(
+        add_partitions(&mut net, ID, &p, TOPIC, &[0, 2]),
+        all[..2],
+        "partitions already in still are"
+    );
+    let d = net.send_at(
+        0,
+        &DescribeTransactionsRequest::default()
+            .with_transactional_ids(vec![TransactionalId(sb(ID))]),
+    );
+    let held: usize = d.transaction_states[0]
+        .topics
+        .iter()
+        .map(|t| t.partitions.len())
+        .sum();
+    assert_eq!(held, 3, "{d:?}");
+    // A new transaction starts from none again.
+    assert_eq!(end(&mut net, &p, true), ErrorCode::None);
+    wait_until_saying(
+        Duration::from_secs(20),
+        || (add_partitions(&mut net, ID, &p, TOPIC, &[2, 3, 4]) == all).then_some(()),
+        || "the next transaction could not take 3 other partitions".to_string(),
+    );
 }
 
 #[test]

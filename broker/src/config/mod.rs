@@ -168,6 +168,9 @@ pub struct Limits {
     /// Consumer groups one shard coordinates (new groups beyond it are refused with
     /// GROUP_MAX_SIZE_REACHED until DeleteGroups makes room).
     pub groups_per_shard_max: usize,
+    /// Partitions one transaction may hold (AddPartitionsToTxn beyond it is refused, and
+    /// the coordinator logs why): its state record lists them all.
+    pub transaction_partitions_max: usize,
 }
 
 /// Memory and I/O sizes of each partition log (see `rill_storage::LogConfig`).
@@ -254,6 +257,7 @@ impl Default for Limits {
             producers_per_partition_max: 1000,
             group_members_max: 10_000,
             groups_per_shard_max: 100_000,
+            transaction_partitions_max: 10_000,
         }
     }
 }
@@ -470,6 +474,10 @@ impl BrokerConfig {
             ("limits.open_files_max", l.open_files_max),
             ("limits.group_members_max", l.group_members_max),
             ("limits.groups_per_shard_max", l.groups_per_shard_max),
+            (
+                "limits.transaction_partitions_max",
+                l.transaction_partitions_max,
+            ),
             (
                 "limits.producers_per_partition_max",
                 l.producers_per_partition_max,

@@ -767,7 +767,9 @@ impl Groups {
             warn!(error = ?e, "group records encoded into a bad batch");
             ErrorCode::UnknownServerError
         })?;
-        match log.produce_as_coordinator(batches, lag_max).await {
+        // Only at the leader epoch the groups were loaded at (none before a load).
+        let epoch = self.state.log.loaded.borrow().get(&partition).copied();
+        match log.produce_as_coordinator(batches, lag_max, epoch).await {
             Ok(produced) => Ok(produced.base_offset),
             Err(e) => {
                 warn!(group, error = ?e, "cannot persist group records");

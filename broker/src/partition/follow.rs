@@ -427,6 +427,29 @@ mod tests {
     }
 
     #[test]
+    fn a_write_pinned_to_a_leader_epoch_is_refused_at_any_other() {
+        // A coordinator writes its state records at the leader epoch it loaded them at
+        // (`produce_at`): one that lost the leadership and leads again at a later epoch
+        // reloaded meanwhile, and a write decided from the old state must not land.
+        let (p, settings) = open(1, placement(1, 1));
+        let pinned = |epoch| super::super::AppendAs {
+            leader_epoch: Some(epoch),
+            ..Default::default()
+        };
+        let one = CheckedBatch::check(batch(0, 0, 3)).unwrap();
+        p.apply(&settings, &placement(1, 3), &StorageSettings::default());
+        let refused = block_on(p.append_durably_from(vec![one.clone()], -1, pinned(1)));
+        assert_eq!(
+            refused.map(|_| ()).map_err(|e| e.code),
+            Err(ErrorCode::NotLeaderOrFollower)
+        );
+        assert_eq!(p.log().log_end_offset(), 0, "nothing appended");
+        let (_, last, epoch) =
+            block_on(p.append_durably_from(vec![one], -1, pinned(3))).expect("appended");
+        assert_eq!((last, epoch), (2, 3));
+    }
+
+    #[test]
     fn a_late_answer_from_a_leader_no_longer_followed_is_dropped() {
         // The partition simulator found this too (seed 173): a follower of a new leader
         // applied a late answer of the old one (a diverging epoch) and cut its log below

@@ -147,6 +147,18 @@ pub struct Produced {
 }
 
 /// One partition, on its owner shard.
+/// How a produce is appended; checked in append turn.
+#[derive(Debug, Clone, Copy, Default)]
+struct AppendAs {
+    /// A coordinator's own batches (Kafka's coordinator origin: an epoch, no sequences).
+    coordinator: bool,
+    /// Transactional batches verified with their coordinator (KIP-890 part 1): appended
+    /// only while the guard holds.
+    guard: Option<Guard>,
+    /// Appended only while this broker leads at this epoch.
+    leader_epoch: Option<i32>,
+}
+
 pub struct Partition<B: Backend = DmaBackend> {
     topic: Arc<str>,
     index: i32,
@@ -363,41 +375,57 @@ impl<B: Backend> Partition<B> {
         acks: i16,
         replica_lag_max: Duration,
     ) -> impl std::future::Future<Output = Result<Produced, KafkaError>> + '_ {
-        self.produce_guarded(batches, acks, replica_lag_max, None)
-    }
-
-    /// [`Partition::produce`] of batches verified with `guard` (KIP-890 part 1): appended
-    /// only if the guard still holds in their turn.
-    fn produce_guarded(
-        &self,
-        batches: Vec<CheckedBatch>,
-        acks: i16,
-        replica_lag_max: Duration,
-        guard: Option<Guard>,
-    ) -> impl std::future::Future<Output = Result<Produced, KafkaError>> + '_ {
-        let appended = self.append_durably_from(batches, acks, false, guard);
-        async move {
-            let (produced, last_offset, epoch) = appended.await?;
-            if acks == -1 && last_offset >= 0 {
-                self.await_replication(last_offset, epoch, replica_lag_max)
-                    .await?;
-            }
-            Ok(produced)
-        }
+        self.produce_as(batches, acks, replica_lag_max, AppendAs::default())
     }
 
     /// A coordinator's own records (a group coordinator's transactional offsets): appended
     /// with acks=all like a produce, but as Kafka's coordinator origin, whose batches carry
-    /// a producer id and epoch without sequence numbers (only the epoch is checked).
+    /// a producer id and epoch without sequence numbers (only the epoch is checked). With
+    /// `leader_epoch`, only while this broker leads at that epoch (the one the coordinator
+    /// loaded its state at; NOT_LEADER_OR_FOLLOWER otherwise).
     pub fn produce_as_coordinator(
         &self,
         batches: Vec<CheckedBatch>,
         replica_lag_max: Duration,
+        leader_epoch: Option<i32>,
     ) -> impl std::future::Future<Output = Result<Produced, KafkaError>> + '_ {
-        let appended = self.append_durably_from(batches, -1, true, None);
+        let how = AppendAs {
+            coordinator: true,
+            leader_epoch,
+            ..AppendAs::default()
+        };
+        self.produce_as(batches, -1, replica_lag_max, how)
+    }
+
+    /// [`Partition::produce`] with acks=all, appended only while this broker leads at
+    /// `leader_epoch` (a coordinator's state records: a coordinator that lost the
+    /// leadership and leads again at a later epoch has loaded its state anew, and what it
+    /// decided from the old state must not reach the log).
+    pub fn produce_at(
+        &self,
+        batches: Vec<CheckedBatch>,
+        replica_lag_max: Duration,
+        leader_epoch: i32,
+    ) -> impl std::future::Future<Output = Result<Produced, KafkaError>> + '_ {
+        let how = AppendAs {
+            leader_epoch: Some(leader_epoch),
+            ..AppendAs::default()
+        };
+        self.produce_as(batches, -1, replica_lag_max, how)
+    }
+
+    /// A produce appended as `how` says, up to its acks.
+    fn produce_as(
+        &self,
+        batches: Vec<CheckedBatch>,
+        acks: i16,
+        replica_lag_max: Duration,
+        how: AppendAs,
+    ) -> impl std::future::Future<Output = Result<Produced, KafkaError>> + '_ {
+        let appended = self.append_durably_from(batches, acks, how);
         async move {
             let (produced, last_offset, epoch) = appended.await?;
-            if last_offset >= 0 {
+            if acks == -1 && last_offset >= 0 {
                 self.await_replication(last_offset, epoch, replica_lag_max)
                     .await?;
             }
@@ -412,12 +440,11 @@ impl<B: Backend> Partition<B> {
         batches: Vec<CheckedBatch>,
         acks: i16,
     ) -> impl std::future::Future<Output = Result<(Produced, i64, i32), KafkaError>> + '_ {
-        self.append_durably_from(batches, acks, false, None)
+        self.append_durably_from(batches, acks, AppendAs::default())
     }
 
     /// A produce up to acks=all's wait for the in-sync replicas: the appends, in turn, and
-    /// this broker's part of the durability, for a client's batches (verified with
-    /// `guard` if they needed it) or (`coordinator`) a coordinator's own. Returns what was
+    /// this broker's part of the durability, appended as `how` says. Returns what was
     /// appended, the last offset acks=all waits for and the leader epoch it was appended
     /// (or found, for a duplicate) under. The place in the append order is taken by this
     /// call.
@@ -425,15 +452,13 @@ impl<B: Backend> Partition<B> {
         &self,
         batches: Vec<CheckedBatch>,
         acks: i16,
-        coordinator: bool,
-        guard: Option<Guard>,
+        how: AppendAs,
     ) -> impl std::future::Future<Output = Result<(Produced, i64, i32), KafkaError>> + '_ {
         let turn = self.appends.lock();
         async move {
             let turn = turn.await;
-            let (produced, last_offset, sync_due, epoch) = self
-                .append_in_turn(batches, acks, coordinator, guard)
-                .await?;
+            let (produced, last_offset, sync_due, epoch) =
+                self.append_in_turn(batches, acks, how).await?;
             drop(turn);
             // acks=all means durable here and on every in-sync replica; flush.messages /
             // flush.ms can ask for durability too. acks=1 waits until the bytes are in the
@@ -456,14 +481,16 @@ impl<B: Backend> Partition<B> {
         &self,
         batches: Vec<CheckedBatch>,
         acks: i16,
-        coordinator: bool,
-        guard: Option<Guard>,
+        how: AppendAs,
     ) -> Result<(Produced, i64, bool, i32), KafkaError> {
         let settings = self.settings.borrow().clone();
         // Leadership and epoch are read here, in turn, so a batch is stamped with the
         // epoch it is appended under.
         let leader_epoch = self.leader_epoch_for_append(acks)?;
-        if let Some(g) = guard {
+        if how.leader_epoch.is_some_and(|e| e != leader_epoch) {
+            return Err(self.not_leader());
+        }
+        if let Some(g) = how.guard {
             self.guard_holds(g)?;
         }
         let mut first_offset = None;
@@ -475,7 +502,7 @@ impl<B: Backend> Partition<B> {
             if self.append_needs_producers(&header) {
                 self.rebuild_producers().await;
             }
-            let check = if coordinator {
+            let check = if how.coordinator {
                 self.producers.borrow().check_coordinator(&header)?
             } else {
                 self.producers.borrow().check(&header)?

@@ -129,7 +129,11 @@ impl<B: Backend> Partition<B> {
             };
             // The place in the append order is taken before the next produce of this
             // producer leaves the lane.
-            let produced = self.produce_guarded(batches, acks, replica_lag_max, guard);
+            let how = super::AppendAs {
+                guard,
+                ..super::AppendAs::default()
+            };
+            let produced = self.produce_as(batches, acks, replica_lag_max, how);
             drop(in_lane);
             drop(hold);
             produced.await

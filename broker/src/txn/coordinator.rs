@@ -456,7 +456,7 @@ impl Txns {
     async fn write(&self, p: i32, epoch: i32, id: &str, t: &Transit) -> Result<(), ErrorCode> {
         let value = (!t.is_tombstone())
             .then(|| wire::encode_value(&t.to_stored(), t.client_version.log_value_version()));
-        let written = self.append(p, id, value).await;
+        let written = self.append(p, epoch, id, value).await;
         let mut parts = self.state.partitions.borrow_mut();
         let meta = loaded_at(&mut parts, p, epoch).and_then(|l| l.txns.get_mut(id));
         let Some(meta) = meta else {
@@ -486,9 +486,16 @@ impl Txns {
         }
     }
 
-    /// Appends one record to state partition `p` with acks=all; Kafka's mapping of the
-    /// append's errors to what a transactional client retries.
-    async fn append(&self, p: i32, id: &str, value: Option<Bytes>) -> Result<(), ErrorCode> {
+    /// Appends one record to state partition `p` with acks=all, while this broker leads it
+    /// at `epoch` (the one the state was loaded at); Kafka's mapping of the append's errors
+    /// to what a transactional client retries.
+    async fn append(
+        &self,
+        p: i32,
+        epoch: i32,
+        id: &str,
+        value: Option<Bytes>,
+    ) -> Result<(), ErrorCode> {
         let record = ProduceRecord {
             key: Some(wire::encode_key(id)),
             value,
@@ -505,7 +512,7 @@ impl Txns {
             .ok_or(ErrorCode::NotCoordinator)?;
         let batches = crate::partition::split_batches(data).map_err(|e| e.code)?;
         let lag_max = Duration::from_millis(self.shard.config().replica_lag_time_max_ms);
-        match log.produce(batches, -1, lag_max).await {
+        match log.produce_at(batches, lag_max, epoch).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 warn!(partition = p, transactional_id = id, error = ?e, "cannot write a transaction state record");
@@ -707,6 +714,18 @@ impl Txns {
             let transit = {
                 let mut parts = txns.state.partitions.borrow_mut();
                 let loaded = loaded_at(&mut parts, p, e).ok_or(ErrorCode::NotCoordinator)?;
+                let max = txns.shard.config().limits.transaction_partitions_max;
+                let held = loaded.txns.get(&id).map_or(0, |m| {
+                    if m.state == TxnStatus::Ongoing {
+                        m.partitions.union(&partitions).count()
+                    } else {
+                        partitions.len()
+                    }
+                });
+                if held > max {
+                    warn!(transactional_id = %id, partitions = held, max, "AddPartitionsToTxn refused: the transaction would hold more partitions than limits.transaction_partitions_max");
+                    return Err(ErrorCode::UnknownServerError);
+                }
                 match state::prepare_add(
                     loaded.txns.get(&id),
                     pid,

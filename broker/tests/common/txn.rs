@@ -49,6 +49,52 @@ pub fn init_ok(net: &mut NetClient, id: &str) -> (i64, i16) {
     (pid, epoch)
 }
 
+/// AddPartitionsToTxn v3 (a producer's own) of `partitions` of `topic` to `p`'s
+/// transaction `id`: each partition's code, in the order asked.
+pub fn add_partitions(
+    net: &mut NetClient,
+    id: &str,
+    p: &Producer,
+    topic: &str,
+    partitions: &[i32],
+) -> Vec<ErrorCode> {
+    use rill_net::kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    let r = net.send_at(
+        3,
+        &AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_string(id.into())))
+            .with_v3_and_below_producer_id(ProducerId(p.id))
+            .with_v3_and_below_producer_epoch(p.epoch)
+            .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                .with_name(topic_name(topic))
+                .with_partitions(partitions.to_vec())]),
+    );
+    partitions
+        .iter()
+        .map(|want| {
+            let part = r.results_by_topic_v3_and_below[0]
+                .results_by_partition
+                .iter()
+                .find(|x| x.partition_index == *want)
+                .unwrap_or_else(|| panic!("no answer for partition {want}: {r:?}"));
+            code_of(part.partition_error_code)
+        })
+        .collect()
+}
+
+/// EndTxn v3 of `p`'s transaction `id`.
+pub fn end_txn(net: &mut NetClient, id: &str, p: &Producer, commit: bool) -> ErrorCode {
+    let r = net.send_at(
+        3,
+        &EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_string(id.into())))
+            .with_producer_id(ProducerId(p.id))
+            .with_producer_epoch(p.epoch)
+            .with_committed(commit),
+    );
+    code_of(r.error_code)
+}
+
 /// A producer's identity and next sequence.
 #[derive(Debug, Clone, Copy)]
 pub struct Producer {
