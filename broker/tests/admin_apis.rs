@@ -310,7 +310,8 @@ fn api_versions_reports_features_only_where_each_version_can_carry_them() {
         finalized,
         vec![
             ("metadata.version".to_string(), 25),
-            ("group.version".to_string(), 1)
+            ("group.version".to_string(), 1),
+            ("transaction.version".to_string(), 2)
         ]
     );
     // Every new api is advertised.

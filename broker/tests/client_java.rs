@@ -370,10 +370,26 @@ fn java_transactional_zombie_is_fenced() {
 /// consumer sees exactly the committed records.
 #[test]
 fn java_transactional_producer() {
+    // Transactions v2 (the default `transaction_version`): each EndTxn bumps the epoch,
+    // so after InitProducerId (epoch 0), a commit and an abort it is 2.
+    java_transactions("", 2);
+}
+
+#[test]
+fn java_transactional_producer_on_transactions_v1() {
+    // With `transaction.version` finalized at 1 the same client speaks the classic
+    // protocol (AddPartitionsToTxn, EndTxn v4): the epoch stays where InitProducerId put it.
+    java_transactions("transaction_version = 1\n", 0);
+}
+
+/// The Java transactional producer commits 10 records and aborts one on a broker with
+/// `config`; a read_committed consumer sees exactly the 10; the id's epoch is then
+/// `epoch`.
+fn java_transactions(config: &str, epoch: i16) {
     let Some(mut c) = java("the Java transactional producer") else {
         return;
     };
-    let broker = Broker::start_with("java-txn", group_options(""));
+    let broker = Broker::start_with("java-txn", group_options(config));
     broker.create_topic("java-txn", 1, &[]);
     let b = broker.bootstrap();
     let out = c
@@ -410,5 +426,11 @@ fn java_transactional_producer() {
         recs.values().all(|r| r.value.as_deref() != Some("aborted")),
         "{}",
         out.report()
+    );
+    let t = common::txn::describe_txn(&mut broker.net(), "java-txn-id");
+    assert_eq!(
+        (&*t.transaction_state, t.producer_epoch),
+        ("CompleteAbort", epoch),
+        "{t:?}"
     );
 }

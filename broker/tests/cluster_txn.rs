@@ -156,7 +156,9 @@ fn transactions_span_brokers_and_survive_the_coordinators_death() {
         epoch: s.producer_epoch,
         seq: 100,
     };
-    let (code, _) = raw.produce(&mut late, &values("late", 1), true, Some(ID));
+    // Produce v11, as librdkafka (transactions v1) sends it: v12 would be a transactions v2
+    // client starting its next transaction, which adds the partition.
+    let (code, _) = raw.produce_at(Some(11), &mut late, &values("late", 1), true, Some(ID));
     assert_eq!(
         code,
         rill_net::ErrorCode::TransactionAbortable,

@@ -31,8 +31,9 @@ pub type ApiVersionRange = (ApiKey, i16, i16);
 /// (topic ids in Fetch/Produce, transactions, KIP-848 consumer groups, tiered storage):
 /// librdkafka 2.x, kafka-python and the Java 3.x/4.x clients all negotiate down to these.
 pub const SUPPORTED_VERSIONS: &[ApiVersionRange] = &[
-    // v9+ is flexible; v12 adds transactions v2 (KIP-890), v13 topic ids.
-    (ApiKey::Produce, 3, 11),
+    // v9+ is flexible; v12 is transactions v2 (KIP-890: a transactional batch adds its
+    // partition to the transaction), v13 identifies topics by id.
+    (ApiKey::Produce, 3, 12),
     // v13+ identifies topics by id only.
     (ApiKey::Fetch, 4, 12),
     // v8 adds earliest-local (-4), v9 latest-tiered (-5) timestamps for tiered storage.

@@ -163,7 +163,7 @@ fn negotiate_pipeline_produce_and_fetch_over_tcp() {
     let mut conn = Connection::new(AssertAsync::new(stream));
     block_on(async {
         let versions = conn.api_versions().await.unwrap();
-        assert_eq!(versions.version(ApiKey::Produce), Some(11));
+        assert_eq!(versions.version(ApiKey::Produce), Some(12));
         assert_eq!(versions.version(ApiKey::Fetch), Some(12));
         assert_eq!(versions.broker.len(), SUPPORTED_VERSIONS.len());
 

@@ -110,6 +110,11 @@ pub struct BrokerConfig {
     /// transaction that already ended, or to a partition never added to it, is refused
     /// instead of opening a transaction no marker will ever close.
     pub transaction_partition_verification: bool,
+    /// The `transaction.version` feature level this broker finalizes (0-2; Kafka's
+    /// default for a new 4.x cluster is 2): at 2, Kafka 4 clients use transactions v2
+    /// (KIP-890 part 2: no AddPartitionsToTxn, the epoch bumped by every EndTxn); below, the
+    /// classic protocol. Every version stays served whatever the level.
+    pub transaction_version: i16,
     /// No longer used: `__consumer_offsets` is compacted instead of checkpointed. Accepted
     /// so that configuration files written for older Rill versions still start; a warning
     /// says it is ignored.
@@ -216,6 +221,7 @@ impl Default for BrokerConfig {
             transaction_max_timeout_ms: 900_000,
             transaction_abort_check_ms: 10_000,
             transaction_partition_verification: true,
+            transaction_version: 2,
             transactional_id_expiration_ms: 604_800_000,
             transactional_id_expiry_check_ms: 3_600_000,
             offsets_checkpoint_bytes: None,
@@ -361,6 +367,9 @@ impl BrokerConfig {
                 "transaction_max_timeout_ms",
                 "must be between 1 and 2147483647",
             );
+        }
+        if !(0..=2).contains(&self.transaction_version) {
+            return bad("transaction_version", "must be 0, 1 or 2");
         }
         if self.transaction_abort_check_ms == 0 {
             return bad("transaction_abort_check_ms", "must be at least 1");

@@ -3,8 +3,8 @@
 //!
 //! Features say which cluster-wide protocol levels are on. Rill reports `metadata.version`
 //! (the Kafka 4.0 level whose apis it serves), `group.version` 1 (KIP-848 consumer groups
-//! are served) and `transaction.version` 0 (no transactions yet, so producers use neither
-//! transactions v2 nor anything newer). Kafka omits features whose lowest version is 0 from
+//! are served) and `transaction.version` up to 2 (KIP-890 transactions v2), finalized at
+//! the broker's `transaction_version`. Kafka omits features whose lowest version is 0 from
 //! v0-v3 responses (their parsers reject a 0 minimum, KAFKA-17011); v4 lists them. Finalized
 //! features at level 0 are not listed, as in Kafka.
 
@@ -23,6 +23,8 @@ use crate::shard::Shard;
 pub const METADATA_VERSION_LEVEL: i16 = 25;
 /// `metadata.version` 3.3-IV3, the lowest level Kafka 4.x supports.
 const METADATA_VERSION_MIN: i16 = 7;
+
+const TRANSACTION_VERSION: &str = "transaction.version";
 
 /// A feature: name, the versions this broker supports, the level finalized cluster-wide.
 struct Feature {
@@ -46,10 +48,11 @@ const FEATURES: &[Feature] = &[
         finalized: 1,
     },
     Feature {
-        name: "transaction.version",
+        name: TRANSACTION_VERSION,
         min: 0,
-        max: 0,
-        finalized: 0,
+        max: 2,
+        // The broker's `transaction_version` (see `finalized`).
+        finalized: 2,
     },
 ];
 
@@ -71,15 +74,22 @@ pub fn api_versions(shard: &Rc<Shard>, v: i16) -> ApiVersionsResponse {
                 .with_max_version(f.max)
         })
         .collect();
+    let level = |f: &Feature| {
+        if f.name == TRANSACTION_VERSION {
+            shard.config().transaction_version
+        } else {
+            f.finalized
+        }
+    };
     let finalized = FEATURES
         .iter()
         .filter(listed)
-        .filter(|f| f.finalized > 0)
+        .filter(|f| level(f) > 0)
         .map(|f| {
             FinalizedFeatureKey::default()
                 .with_name(s(f.name))
-                .with_min_version_level(f.finalized)
-                .with_max_version_level(f.finalized)
+                .with_min_version_level(level(f))
+                .with_max_version_level(level(f))
         })
         .collect();
     // The epoch of the finalized levels: they never change, so any version of the image

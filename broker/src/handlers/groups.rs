@@ -441,10 +441,12 @@ pub async fn find_coordinator(
     }
 }
 
-/// TxnOffsetCommit v0-3: offsets committed inside a transaction, written by the group's
+/// TxnOffsetCommit: offsets committed inside a transaction, written by the group's
 /// coordinator as the producer's transactional batch; they count once the transaction
-/// commits. A partition the cluster does not have is UNKNOWN_TOPIC_OR_PARTITION, as for
-/// OffsetCommit.
+/// commits. The group's offsets partition must be in the transaction first: v5
+/// (transactions v2) adds it, older versions are verified (KIP-890 part 1, after
+/// AddOffsetsToTxn added it). A partition the cluster does not have is
+/// UNKNOWN_TOPIC_OR_PARTITION, as for OffsetCommit.
 pub async fn txn_commit(
     shard: &Rc<Shard>,
     mut r: TxnOffsetCommitRequest,
@@ -464,9 +466,36 @@ pub async fn txn_commit(
     r.topics.retain(|t| !t.partitions.is_empty());
     let mut codes: HashMap<(String, i32), i16> = HashMap::new();
     if !r.topics.is_empty() {
-        let reply = Groups::of(shard)
-            .group_op(&group, GroupOp::TxnCommit(r.clone(), v))
-            .await;
+        let joined = match Groups::of(shard).offsets_partition_of(&group).await {
+            Ok(p) => {
+                Txns::of(shard)
+                    .join_for_offsets(
+                        &r.transactional_id.0,
+                        r.producer_id.0,
+                        r.producer_epoch,
+                        p,
+                        v,
+                    )
+                    .await
+            }
+            Err(e) => Err(e.code),
+        };
+        let reply = match joined {
+            Ok(()) => {
+                Groups::of(shard)
+                    .group_op(&group, GroupOp::TxnCommit(r.clone(), v))
+                    .await
+            }
+            Err(code) => {
+                shard.metrics().error("TxnOffsetCommit", code);
+                Err(KafkaError::new(
+                    code,
+                    format!(
+                        "the offsets partition of group {group} could not join the transaction"
+                    ),
+                ))
+            }
+        };
         match reply {
             Ok(GroupReply::TxnCommit(resp)) => {
                 for t in resp.topics {
@@ -519,7 +548,7 @@ pub async fn add_offsets_to_txn(
     v: i16,
 ) -> AddOffsetsToTxnResponse {
     use crate::metadata::OFFSETS_TOPIC;
-    use crate::txn::state::{error_for_version, TxnApi};
+    use crate::txn::state::{error_for_version, TxnApi, TxnVersion};
     let outcome = match Groups::of(shard).offsets_partition_of(&r.group_id.0).await {
         Ok(p) => Txns::of(shard)
             .add_partitions(
@@ -527,6 +556,7 @@ pub async fn add_offsets_to_txn(
                 r.producer_id.0,
                 r.producer_epoch,
                 [(OFFSETS_TOPIC.to_string(), p)].into_iter().collect(),
+                TxnVersion::V0,
             )
             .await
             .map_err(|code| error_for_version(code, TxnApi::AddOffsetsToTxn, v)),

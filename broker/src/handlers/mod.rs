@@ -65,14 +65,9 @@ pub enum Reply {
 /// The transaction apis wait for the transaction coordinator (broker/docs/transactions.md).
 const NOT_SERVED: &[ApiKey] = &[];
 
-/// Apis served below the codec table's highest version: transaction version 2 (EndTxn
-/// v5, TxnOffsetCommit v4+, AddOffsetsToTxn v4) waits for its increment of the
-/// transactions design. AddPartitionsToTxn v4-5 is served (partition leaders verify).
-const SERVED_MAX: &[(ApiKey, i16)] = &[
-    (ApiKey::AddOffsetsToTxn, 3),
-    (ApiKey::EndTxn, 4),
-    (ApiKey::TxnOffsetCommit, 3),
-];
+/// Apis served below the codec table's highest version (none now: transactions v2 is
+/// served).
+const SERVED_MAX: &[(ApiKey, i16)] = &[];
 
 /// The apis and versions this broker advertises and accepts.
 pub fn api_table() -> Vec<ApiVersionRange> {

@@ -32,11 +32,13 @@ pub async fn produce(shard: &Rc<Shard>, r: ProduceRequest, version: i16) -> Prod
     };
     // Kafka answers transactional batches without a transactional id as unauthorized.
     let transactional = r.transactional_id.is_some();
-    // KIP-890 part 1: the transactional id whose coordinator a leader asks first.
+    // KIP-890: the transactional id whose coordinator a leader asks first, to verify the
+    // partition is in the transaction (part 1, when configured) or, from Produce v12
+    // (transactions v2, always), to add it.
     let verify_with = r
         .transactional_id
         .as_ref()
-        .filter(|_| shard.config().transaction_partition_verification)
+        .filter(|_| version >= 12 || shard.config().transaction_partition_verification)
         .map(|id| id.0.to_string());
     let lag_max = Duration::from_millis(shard.config().replica_lag_time_max_ms);
     let acks = r.acks;
@@ -185,7 +187,7 @@ async fn verified(
             let txns = Txns::of(&s);
             let name = topic.clone();
             let verify = move |pid: i64, epoch: i16| async move {
-                txns.verify_for_produce(id, pid, epoch, &name, index, version)
+                txns.join_for_produce(id, pid, epoch, &name, index, version)
                     .await
             };
             p.produce_verified(batches, acks, lag_max, verify).await

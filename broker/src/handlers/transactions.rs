@@ -20,7 +20,7 @@ use rill_net::ErrorCode;
 use super::topic_name;
 use crate::runtime;
 use crate::shard::Shard;
-use crate::txn::state::{error_for_version, TxnApi};
+use crate::txn::state::{error_for_version, TxnApi, TxnVersion};
 use crate::txn::wire::TxnStatus;
 use crate::txn::{TxnView, Txns};
 
@@ -169,6 +169,7 @@ pub async fn add_partitions_to_txn(
                 r.v3_and_below_producer_id.0,
                 r.v3_and_below_producer_epoch,
                 wanted.iter().cloned().collect(),
+                TxnVersion::for_add_partitions(v),
             )
             .await
             .map_err(|code| error_for_version(code, TxnApi::AddPartitionsToTxn, v))
@@ -232,7 +233,7 @@ async fn add_partitions_from_brokers(
         let codes: Result<BTreeMap<(String, i32), ErrorCode>, ErrorCode> = if t.verify_only {
             txns.verify(id.clone(), pid, epoch, wanted.clone()).await
         } else {
-            txns.add_partitions(id.clone(), pid, epoch, wanted.clone())
+            txns.add_partitions(id.clone(), pid, epoch, wanted.clone(), TxnVersion::V2)
                 .await
                 .map(|()| {
                     wanted
@@ -276,25 +277,28 @@ async fn add_partitions_from_brokers(
     AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
 }
 
-/// EndTxn v0-4: commit or abort, decided by the coordinator; the markers follow.
+/// EndTxn: commit or abort, decided by the coordinator; the markers follow. v5 is
+/// transactions v2: the epoch is bumped and the answer names the producer id and epoch the
+/// client goes on with.
 pub async fn end_txn(shard: &Rc<Shard>, r: EndTxnRequest, v: i16) -> EndTxnResponse {
-    let code = match Txns::of(shard)
+    let (code, (pid, epoch)) = match Txns::of(shard)
         .end_transaction(
             r.transactional_id.0.to_string(),
             r.producer_id.0,
             r.producer_epoch,
             r.committed,
+            TxnVersion::for_end_txn(v),
         )
         .await
     {
-        Ok(()) => ErrorCode::None,
+        Ok(next) => (ErrorCode::None, next),
         Err(code) => {
             shard.metrics().error("EndTxn", code);
-            error_for_version(code, TxnApi::EndTxn, v)
+            (error_for_version(code, TxnApi::EndTxn, v), (-1, -1))
         }
     };
     EndTxnResponse::default()
         .with_error_code(code.code())
-        .with_producer_id(ProducerId(-1))
-        .with_producer_epoch(-1)
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
 }

@@ -51,9 +51,6 @@ use crate::shard::{Lane, Shard};
 
 mod verify;
 
-/// The transaction version this coordinator serves (the finalized `transaction.version`
-/// it advertises): 0, so clients use AddPartitionsToTxn and EndTxn below v5.
-const SERVER_TXN_VERSION: TxnVersion = TxnVersion::V0;
 /// Back-off between tries of an end marker that could not be written (no leader here yet,
 /// too few in-sync replicas), doubling up to the max.
 const MARKER_RETRY_MIN: Duration = Duration::from_millis(100);
@@ -144,7 +141,7 @@ const EXPIRED_IDS_PER_CHECK_MAX: usize = 1000;
 /// Begins the fencing abort of `meta`'s open transaction: the epoch bumped (an older
 /// instance of the producer can no longer write or commit), then the abort at it, which
 /// the caller writes. None (the fence abandoned) when the rules refuse.
-fn begin_fencing_abort(meta: &mut TxnMeta, fence: Transit) -> Option<Transit> {
+fn begin_fencing_abort(meta: &mut TxnMeta, fence: Transit, server: TxnVersion) -> Option<Transit> {
     meta.begin(fence.clone());
     let abort = EndRequest {
         producer_id: fence.producer_id,
@@ -152,13 +149,7 @@ fn begin_fencing_abort(meta: &mut TxnMeta, fence: Transit) -> Option<Transit> {
         result: TxnResult::Abort,
         origin: EndOrigin::Coordinator,
     };
-    match state::prepare_end(
-        Some(meta),
-        &abort,
-        SERVER_TXN_VERSION,
-        None,
-        runtime::now_ms(),
-    ) {
+    match state::prepare_end(Some(meta), &abort, server, None, runtime::now_ms()) {
         Ok(EndOutcome::Write(t)) => {
             meta.begin(t.clone());
             Some(t)
@@ -212,6 +203,12 @@ impl Txns {
             shard: shard.clone(),
             state: shard.service::<TxnCoordinator>(),
         }
+    }
+
+    /// The transaction version this coordinator serves itself (its own aborts of fenced
+    /// and timed-out producers): the finalized `transaction.version` it advertises.
+    fn server_version(&self) -> TxnVersion {
+        TxnVersion::from_level(self.shard.config().transaction_version).unwrap_or(TxnVersion::V0)
     }
 
     /// How many partitions `__transaction_state` has, once it exists.
@@ -595,7 +592,7 @@ impl Txns {
                         // epoch (fencing the older instance), and this client retries
                         // (CONCURRENT_TRANSACTIONS) until the abort completed.
                         let meta = loaded.txns.get_mut(&id).expect("prepare_init saw it");
-                        match begin_fencing_abort(meta, fence) {
+                        match begin_fencing_abort(meta, fence, self.server_version()) {
                             Some(t) => Some(Step::Fence(t)),
                             None => return Err(ErrorCode::ConcurrentTransactions),
                         }
@@ -643,7 +640,7 @@ impl Txns {
                     };
                     info!(transactional_id = %meta.transactional_id, producer_id = meta.producer_id,
                         timeout_ms = meta.timeout_ms, "aborting a transaction past its timeout");
-                    if let Some(t) = begin_fencing_abort(meta, fence) {
+                    if let Some(t) = begin_fencing_abort(meta, fence, self.server_version()) {
                         begun.push((p, loaded.epoch, meta.transactional_id.clone(), t));
                     }
                 }
@@ -699,14 +696,17 @@ impl Txns {
         }
     }
 
-    /// AddPartitionsToTxn v0-3 (and AddOffsetsToTxn's offsets partition): the partitions
-    /// join producer `pid`'s transaction at `epoch`, written before the answer.
+    /// AddPartitionsToTxn (and AddOffsetsToTxn's offsets partition, and the implicit add
+    /// of transactions v2 by a partition leader or group coordinator): the partitions join
+    /// producer `pid`'s transaction at `epoch`, written before the answer; `version` is the
+    /// client's transaction version as the request tells it.
     pub async fn add_partitions(
         &self,
         id: String,
         pid: i64,
         epoch: i16,
         partitions: BTreeSet<TxnPartition>,
+        version: TxnVersion,
     ) -> Result<(), ErrorCode> {
         let key = id.clone();
         self.on_coordinator(&key, move |txns, p| async move {
@@ -731,7 +731,7 @@ impl Txns {
                     pid,
                     epoch,
                     &partitions,
-                    SERVER_TXN_VERSION,
+                    version,
                     runtime::now_ms(),
                 )? {
                     AddOutcome::AlreadyIn => return Ok(()),
@@ -747,18 +747,21 @@ impl Txns {
         .await
     }
 
-    /// EndTxn v0-4 (transaction version 1): the decision (Prepare*) is written and
-    /// answered; the markers and the Complete* record follow.
+    /// EndTxn: the decision (Prepare*) is written and answered; the markers and the
+    /// Complete* record follow. `version` is the client's transaction version (EndTxn v5:
+    /// 2, which bumps the epoch); the answer is the producer id and epoch the client goes
+    /// on with under transactions v2 (a new producer id at epoch 0 once the epoch is
+    /// exhausted), -1 and -1 before.
     pub async fn end_transaction(
         &self,
         id: String,
         pid: i64,
         epoch: i16,
         commit: bool,
-    ) -> Result<(), ErrorCode> {
+        version: TxnVersion,
+    ) -> Result<(i64, i16), ErrorCode> {
         let key = id.clone();
         self.on_coordinator(&key, move |txns, p| async move {
-            let e = txns.led_epoch(p).ok_or(ErrorCode::NotCoordinator)?;
             let request = EndRequest {
                 producer_id: pid,
                 producer_epoch: epoch,
@@ -769,33 +772,55 @@ impl Txns {
                 },
                 origin: EndOrigin::Client,
             };
-            let transit = {
-                let mut parts = txns.state.partitions.borrow_mut();
-                let loaded = loaded_at(&mut parts, p, e)
-                    .ok_or(ErrorCode::NotCoordinator)?;
-                match state::prepare_end(
-                    loaded.txns.get(&id),
-                    &request,
-                    SERVER_TXN_VERSION,
-                    None,
-                    runtime::now_ms(),
-                )? {
-                    EndOutcome::Done { .. } => return Ok(()),
-                    EndOutcome::NeedProducerId => {
-                        // Only transaction version 2 rotates producer ids at EndTxn.
-                        warn!(transactional_id = %id, "EndTxn asked for a new producer id under transaction version 1");
-                        return Err(ErrorCode::UnknownServerError);
+            let none = (state::NO_PRODUCER_ID, -1);
+            let mut new_producer_id = None;
+            loop {
+                let e = txns.led_epoch(p).ok_or(ErrorCode::NotCoordinator)?;
+                // Computed and begun with no await in between, as InitProducerId.
+                let transit = {
+                    let mut parts = txns.state.partitions.borrow_mut();
+                    let loaded = loaded_at(&mut parts, p, e).ok_or(ErrorCode::NotCoordinator)?;
+                    match state::prepare_end(
+                        loaded.txns.get(&id),
+                        &request,
+                        version,
+                        new_producer_id,
+                        runtime::now_ms(),
+                    )? {
+                        EndOutcome::Done {
+                            producer_id,
+                            producer_epoch,
+                        } => {
+                            return Ok(if version.bumps_epoch() {
+                                (producer_id, producer_epoch)
+                            } else {
+                                none
+                            })
+                        }
+                        EndOutcome::NeedProducerId => None,
+                        EndOutcome::Write(t) => {
+                            let meta = loaded.txns.get_mut(&id).expect("prepare_end saw it");
+                            meta.begin(t.clone());
+                            Some(t)
+                        }
                     }
-                    EndOutcome::Write(t) => {
-                        let meta = loaded.txns.get_mut(&id).expect("prepare_end saw it");
-                        meta.begin(t.clone());
-                        t
-                    }
-                }
-            };
-            txns.write(p, e, &id, &transit).await?;
-            txns.complete_transaction(p, e, id);
-            Ok(())
+                };
+                let Some(t) = transit else {
+                    // Transactions v2 with the epoch exhausted: the Prepare* names the
+                    // producer id the client goes on with.
+                    let next = txns.shard.authority().producer_id().await;
+                    new_producer_id = Some(next.map_err(|e| e.code)?);
+                    continue;
+                };
+                txns.write(p, e, &id, &t).await?;
+                txns.complete_transaction(p, e, id);
+                // What Complete* installs: the bumped epoch, or the next producer id at 0.
+                return Ok(match (version.bumps_epoch(), t.next_producer_id >= 0) {
+                    (false, _) => none,
+                    (true, true) => (t.next_producer_id, 0),
+                    (true, false) => (t.producer_id, t.producer_epoch),
+                });
+            }
         })
         .await
     }

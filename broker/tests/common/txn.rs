@@ -84,15 +84,43 @@ pub fn add_partitions(
 
 /// EndTxn v3 of `p`'s transaction `id`.
 pub fn end_txn(net: &mut NetClient, id: &str, p: &Producer, commit: bool) -> ErrorCode {
+    end_txn_at(net, 3, id, p, commit).0
+}
+
+/// EndTxn v`version` of `p`'s transaction `id`: the error, and the producer id and epoch
+/// the answer names (v5, transactions v2: the ones to go on with).
+pub fn end_txn_at(
+    net: &mut NetClient,
+    version: i16,
+    id: &str,
+    p: &Producer,
+    commit: bool,
+) -> (ErrorCode, i64, i16) {
     let r = net.send_at(
-        3,
+        version,
         &EndTxnRequest::default()
             .with_transactional_id(TransactionalId(StrBytes::from_string(id.into())))
             .with_producer_id(ProducerId(p.id))
             .with_producer_epoch(p.epoch)
             .with_committed(commit),
     );
-    code_of(r.error_code)
+    (code_of(r.error_code), r.producer_id.0, r.producer_epoch)
+}
+
+/// Transactional id `id` as DescribeTransactions answers it through `net`.
+pub fn describe_txn(
+    net: &mut NetClient,
+    id: &str,
+) -> describe_transactions_response::TransactionState {
+    let d = net.send_at(
+        0,
+        &DescribeTransactionsRequest::default()
+            .with_transactional_ids(vec![TransactionalId(StrBytes::from_string(id.into()))]),
+    );
+    d.transaction_states
+        .into_iter()
+        .next()
+        .expect("one id asked, one answered")
 }
 
 /// A producer's identity and next sequence.
@@ -153,7 +181,9 @@ impl TxnPartition {
     }
 
     /// Produces `values` as one batch of `p` (acks=all), transactional or not, with or
-    /// without the request's transactional id: (error, base offset).
+    /// without the request's transactional id: (error, base offset). Produce v11, the
+    /// classic transaction protocol (from v12, transactions v2, the leader itself adds the
+    /// partition to the transaction at its coordinator).
     pub fn produce(
         &mut self,
         p: &mut Producer,
@@ -161,7 +191,7 @@ impl TxnPartition {
         transactional: bool,
         transactional_id: Option<&str>,
     ) -> (ErrorCode, i64) {
-        self.produce_at(None, p, values, transactional, transactional_id)
+        self.produce_at(Some(11), p, values, transactional, transactional_id)
     }
 
     /// [`TxnPartition::produce`] at Produce `version` (None: the highest both speak).

@@ -9,7 +9,7 @@ use super::{Field, Message, Ty, FLEX_NONE, MAX};
 /// Produce request (api key 0).
 pub(crate) static PRODUCE: Message = Message {
     api_key: 0,
-    version_max: 11,
+    version_max: 12,
     flexible_min: 9,
     fields: &[
         Field::inline(Ty::Str, 3, MAX),

@@ -3,7 +3,8 @@
 //! partition is in that transaction (AddPartitionsToTxn v4+ with VerifyOnly). The
 //! coordinator answers from its state without a write ([`state::verify`]); a leader asks
 //! its own coordinator shard directly and another broker's over one connection per
-//! (shard, broker), one request at a time.
+//! (shard, broker), one request at a time. Under transactions v2 (Produce v12,
+//! TxnOffsetCommit v5) the same path adds the partition instead (VerifyOnly false).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -23,9 +24,10 @@ use rill_net::ErrorCode;
 use super::{loaded_at, Txns};
 use crate::errors::KafkaError;
 use crate::fifo::FifoLock;
+use crate::metadata::OFFSETS_TOPIC;
 use crate::runtime;
 use crate::shard::Shard;
-use crate::txn::state::{self, TxnPartition};
+use crate::txn::state::{self, TxnPartition, TxnVersion};
 
 /// Connecting to another broker (for markers or a verification) gives up after this long.
 pub(super) const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -36,6 +38,21 @@ pub(super) const PEER_RESPONSE_BYTES_MAX: usize = 1 << 20;
 /// (the produce is answered NOT_ENOUGH_REPLICAS, which the client retries), so a stopped
 /// coordinator holds a producer's appends to a partition no longer than this.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a transactions v2 add is retried while the coordinator still completes the
+/// producer's previous transaction (CONCURRENT_TRANSACTIONS; Kafka retries it on the
+/// broker too, KAFKA-18810), and how often.
+const ADD_RETRY_FOR: Duration = Duration::from_secs(2);
+const ADD_RETRY_BACKOFF: Duration = Duration::from_millis(20);
+
+/// How a partition joins a transaction when a leader or group coordinator asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Join {
+    /// KIP-890 part 1: only whether it is in the open transaction.
+    Verify,
+    /// Transactions v2: added by the producer's first write to it.
+    Add,
+}
+
 /// The AddPartitionsToTxn version brokers verify with (v4 brought VerifyOnly, v5 the
 /// TRANSACTION_ABORTABLE answer).
 const VERIFY_VERSION: i16 = 5;
@@ -111,13 +128,74 @@ impl Txns {
         .await
     }
 
-    /// Whether `topic`-`partition` is in producer `pid`'s transaction `id` at `epoch`,
-    /// asked of its coordinator wherever it is (a partition leader before the first
-    /// transactional batch of a transaction). The error is the one Produce answers
-    /// (Kafka's mapping): retriable coordinator errors → NOT_ENOUGH_REPLICAS; not in the
-    /// transaction → TRANSACTION_ABORTABLE for Produce v11+, INVALID_TXN_STATE before it;
-    /// a fenced producer → INVALID_PRODUCER_EPOCH.
-    pub async fn verify_for_produce(
+    /// What the coordinator of `id` (wherever it is) answers for `topic`-`partition` and
+    /// producer `pid` at `epoch`: [`Join::Verify`] whether the partition is in the open
+    /// transaction, [`Join::Add`] (transactions v2) adds it, retried while the coordinator
+    /// still completes the previous transaction (CONCURRENT_TRANSACTIONS) for up to
+    /// [`ADD_RETRY_FOR`]. The coordinator's code as it is (NONE when it is in).
+    pub async fn join_partition(
+        &self,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        tp: TxnPartition,
+        join: Join,
+    ) -> ErrorCode {
+        let deadline = std::time::Instant::now() + ADD_RETRY_FOR;
+        loop {
+            let code = self.join_once(id, pid, epoch, &tp, join).await;
+            if code != ErrorCode::ConcurrentTransactions
+                || join == Join::Verify
+                || std::time::Instant::now() >= deadline
+            {
+                return code;
+            }
+            runtime::sleep(ADD_RETRY_BACKOFF).await;
+        }
+    }
+
+    async fn join_once(
+        &self,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        tp: &TxnPartition,
+        join: Join,
+    ) -> ErrorCode {
+        let coordinator = self.coordinator(id).await.map(|b| b.id);
+        let answer = match coordinator {
+            Err(e) => Err(e.code),
+            Ok(b) if b != self.shard.node_id() => {
+                self.join_remote(b, id, pid, epoch, tp, join).await
+            }
+            Ok(_) => {
+                let asked = BTreeSet::from([tp.clone()]);
+                match join {
+                    Join::Verify => self
+                        .verify(id.to_string(), pid, epoch, asked)
+                        .await
+                        .and_then(|codes| {
+                            codes.get(tp).copied().ok_or(ErrorCode::UnknownServerError)
+                        }),
+                    Join::Add => self
+                        .add_partitions(id.to_string(), pid, epoch, asked, TxnVersion::V2)
+                        .await
+                        .map(|()| ErrorCode::None),
+                }
+            }
+        };
+        match answer {
+            Ok(code) | Err(code) => code,
+        }
+    }
+
+    /// [`Txns::join_partition`] for a transactional Produce at `produce_version` (v12 is
+    /// transactions v2: the partition is added; before, verified), its refusal as Produce
+    /// answers it (Kafka's mapping): CONCURRENT_TRANSACTIONS stays for v12 (the client
+    /// retries it), other retriable coordinator errors → NOT_ENOUGH_REPLICAS; not in the
+    /// transaction → TRANSACTION_ABORTABLE for v11+, INVALID_TXN_STATE before; a fenced
+    /// producer → INVALID_PRODUCER_EPOCH.
+    pub async fn join_for_produce(
         &self,
         id: String,
         pid: i64,
@@ -126,29 +204,22 @@ impl Txns {
         partition: i32,
         produce_version: i16,
     ) -> Result<(), KafkaError> {
+        let join = if produce_version >= 12 {
+            Join::Add
+        } else {
+            Join::Verify
+        };
         let tp: TxnPartition = (topic.to_string(), partition);
-        let coordinator = self.coordinator(&id).await.map(|b| b.id);
-        let answer = match coordinator {
-            Err(e) => Err(e.code),
-            Ok(b) if b == self.shard.node_id() => self
-                .verify(id.clone(), pid, epoch, BTreeSet::from([tp.clone()]))
-                .await
-                .and_then(|codes| codes.get(&tp).copied().ok_or(ErrorCode::UnknownServerError)),
-            Ok(b) => self.verify_remote(b, &id, pid, epoch, &tp).await,
-        };
-        let code = match answer {
-            Ok(ErrorCode::None) => return Ok(()),
-            Ok(code) | Err(code) => code,
-        };
+        let code = self.join_partition(&id, pid, epoch, tp, join).await;
         let (code, why) = match code {
-            ErrorCode::ConcurrentTransactions
-            | ErrorCode::CoordinatorNotAvailable
-            | ErrorCode::CoordinatorLoadInProgress
-            | ErrorCode::NotCoordinator
-            | ErrorCode::NetworkException
-            | ErrorCode::RequestTimedOut => (
+            ErrorCode::None => return Ok(()),
+            ErrorCode::ConcurrentTransactions if join == Join::Add => (
+                code,
+                format!("the coordinator of {id} is still ending the previous transaction; retry"),
+            ),
+            c if retriable(c) => (
                 ErrorCode::NotEnoughReplicas,
-                format!("the coordinator of transactional id {id} could not verify the partition now ({code:?}); retry"),
+                format!("the coordinator of transactional id {id} could not take {topic}-{partition} now ({c:?}); retry"),
             ),
             ErrorCode::TransactionAbortable if produce_version < 11 => (
                 ErrorCode::InvalidTxnState,
@@ -164,21 +235,53 @@ impl Txns {
             ),
             other => (
                 other,
-                format!("the coordinator of {id} refused the partition's verification"),
+                format!("the coordinator of {id} refused {topic}-{partition} for the transaction"),
             ),
         };
         Err(KafkaError::new(code, why))
     }
 
-    /// [`Txns::verify`] of one partition on broker `broker` (AddPartitionsToTxn v4,
-    /// VerifyOnly), bounded by [`VERIFY_TIMEOUT`].
-    async fn verify_remote(
+    /// [`Txns::join_partition`] of a group's offsets partition `partition` for
+    /// TxnOffsetCommit at `version` (v5 is transactions v2: added; before, verified when
+    /// `transaction_partition_verification` is on), its refusal as TxnOffsetCommit answers
+    /// it: retriable coordinator errors → COORDINATOR_NOT_AVAILABLE (the client looks the
+    /// coordinator up again and retries); TRANSACTION_ABORTABLE → INVALID_TXN_STATE before
+    /// v4; a fenced producer → INVALID_PRODUCER_EPOCH.
+    pub async fn join_for_offsets(
+        &self,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        partition: i32,
+        version: i16,
+    ) -> Result<(), ErrorCode> {
+        let join = if version >= 5 {
+            Join::Add
+        } else if self.shard.config().transaction_partition_verification {
+            Join::Verify
+        } else {
+            return Ok(());
+        };
+        let tp: TxnPartition = (OFFSETS_TOPIC.to_string(), partition);
+        match self.join_partition(id, pid, epoch, tp, join).await {
+            ErrorCode::None => Ok(()),
+            c if retriable(c) => Err(ErrorCode::CoordinatorNotAvailable),
+            ErrorCode::TransactionAbortable if version < 4 => Err(ErrorCode::InvalidTxnState),
+            ErrorCode::ProducerFenced => Err(ErrorCode::InvalidProducerEpoch),
+            other => Err(other),
+        }
+    }
+
+    /// [`Txns::join_partition`] once, on broker `broker` (AddPartitionsToTxn v5, VerifyOnly
+    /// unless adding), bounded by [`VERIFY_TIMEOUT`].
+    async fn join_remote(
         &self,
         broker: i32,
         id: &str,
         pid: i64,
         epoch: i16,
         tp: &TxnPartition,
+        join: Join,
     ) -> Result<ErrorCode, ErrorCode> {
         let peers = self.shard.service::<VerifyPeers>();
         let peer = peers.peers.borrow_mut().entry(broker).or_default().clone();
@@ -187,7 +290,7 @@ impl Txns {
                 .with_transactional_id(TransactionalId(StrBytes::from_string(id.to_string())))
                 .with_producer_id(ProducerId(pid))
                 .with_producer_epoch(epoch)
-                .with_verify_only(true)
+                .with_verify_only(join == Join::Verify)
                 .with_topics(vec![AddPartitionsToTxnTopic::default()
                     .with_name(TopicName(StrBytes::from_string(tp.0.clone())))
                     .with_partitions(vec![tp.1])]),
@@ -229,6 +332,19 @@ impl Txns {
         })
         .await
     }
+}
+
+/// Coordinator answers a leader retries or passes on as retriable.
+fn retriable(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::ConcurrentTransactions
+            | ErrorCode::CoordinatorNotAvailable
+            | ErrorCode::CoordinatorLoadInProgress
+            | ErrorCode::NotCoordinator
+            | ErrorCode::NetworkException
+            | ErrorCode::RequestTimedOut
+    )
 }
 
 /// Gives `shard` its verification connections.
