@@ -2,9 +2,10 @@
 # Transaction benchmark (issue 17): one broker shard, PRODUCERS=4 producers of Rill's own
 # client (benches/src/bin/txn_bench.rs), acks=all, 1 KiB records in batches of 100, one
 # request at a time per producer. Per run: transactional produce (transactions of 1,000
-# records) against idempotent produce of the same batches, and committed transactions per
-# second with transactions of one record, against the disk's write + fdatasync rate (fio,
-# 4 KiB, queue depth 1) measured in the same run. Medians of RUNS runs to
+# records, the classic protocol and transactions v2) against idempotent produce of the same
+# batches, and committed transactions per second with transactions of one record (both
+# protocols), against the disk's write + fdatasync rate (fio, 4 KiB, queue depth 1)
+# measured in the same run. Medians of RUNS runs to
 # benches/results/transactions.md (pasted into RESULTS.md).
 #
 #   bash benches/txn.sh             # RUNS=3 SECONDS=10, data under target/bench-data/txn
@@ -40,12 +41,14 @@ start_broker() {
 for run in $(seq "$RUNS"); do
   echo "== run $run/$RUNS"
   fio_sync "$DIR" >> "$RAW"
-  for mode in idempotent transactional; do
+  for mode in idempotent transactional transactional-v2; do
     start_broker
     $BENCH 127.0.0.1:$PORT produce $mode "$SECS" 1000 | tee -a "$RAW"
   done
-  start_broker
-  $BENCH 127.0.0.1:$PORT commits "$SECS" | tee -a "$RAW"
+  for v in v1 v2; do
+    start_broker
+    $BENCH 127.0.0.1:$PORT commits "$SECS" $v | tee -a "$RAW"
+  done
   stop_broker
 done
 
@@ -62,13 +65,16 @@ for line in open(raw):
 med = {k: statistics.median(v) for k, v in vals.items()}
 runs_of = lambda k: ", ".join(f"{x:.0f}" for x in vals[k])
 idem, txn = med["idempotent_records_per_s"], med["transactional_records_per_s"]
-commits, fio = med["commits_per_s"], med["fio_sync_iops"]
+txn2 = med["transactional_v2_records_per_s"]
+commits, commits2, fio = med["commits_per_s"], med["commits_v2_per_s"], med["fio_sync_iops"]
 rows = [
     "| figure | median | runs | ratio |",
     "|---|---|---|---|",
     f"| idempotent produce, records/s | {idem:.0f} | {runs_of('idempotent_records_per_s')} | |",
     f"| transactional produce (1,000-record transactions), records/s | {txn:.0f} | {runs_of('transactional_records_per_s')} | **{txn/idem:.2f}x** idempotent |",
+    f"| the same, transactions v2 (KIP-890), records/s | {txn2:.0f} | {runs_of('transactional_v2_records_per_s')} | **{txn2/idem:.2f}x** idempotent |",
     f"| committed transactions/s (1 record each) | {commits:.0f} | {runs_of('commits_per_s')} | **{commits/fio:.2f}x** fio write+fdatasync |",
+    f"| the same, transactions v2, transactions/s | {commits2:.0f} | {runs_of('commits_v2_per_s')} | **{commits2/fio:.2f}x** fio write+fdatasync |",
     f"| fio write+fdatasync (4 KiB, depth 1), IOPS | {fio:.0f} | {runs_of('fio_sync_iops')} | |",
 ]
 text = (f"### Transactions, {runs} runs of {secs} s per case, {rev}\n\n"

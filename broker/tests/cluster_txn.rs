@@ -87,18 +87,23 @@ fn read_committed(bootstrap: &str, count: usize) -> BTreeSet<String> {
 /// The broker coordinating `ID` as `broker` answers FindCoordinator, once it is not
 /// `except` (a broker just killed, until the cluster moves the leadership).
 fn coordinator(broker: &Broker, except: i32) -> i32 {
+    coordinator_of(broker, ID, except)
+}
+
+/// [`coordinator`] of transactional id `id`.
+fn coordinator_of(broker: &Broker, id: &str, except: i32) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let r = broker.net().send_at(
             3,
             &FindCoordinatorRequest::default()
-                .with_key(StrBytes::from_static_str(ID))
+                .with_key(StrBytes::from_string(id.to_string()))
                 .with_key_type(1),
         );
         if r.error_code == 0 && r.node_id.0 != except {
             return r.node_id.0;
         }
-        assert!(Instant::now() < deadline, "no coordinator for {ID}: {r:?}");
+        assert!(Instant::now() < deadline, "no coordinator for {id}: {r:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -260,6 +265,88 @@ fn a_coordinator_that_lost_its_leadership_unloads_its_transactional_ids() {
     assert_eq!(read_committed(&all, 18), want);
     drop(first);
     for b in &mut brokers {
+        b.terminate();
+    }
+}
+
+/// Transactions v2 across brokers, as a Kafka 4 producer speaks it (raw client): each
+/// partition's first Produce v12 makes its leader add it at the coordinator, on another
+/// broker for most of them (AddPartitionsToTxn v5 between brokers); EndTxn v5 commits and
+/// bumps the epoch, the coordinator's markers reach every leader, and a late batch of the
+/// old epoch is fenced on a leader that is not the coordinator.
+#[test]
+fn transactions_v2_add_partitions_that_other_brokers_lead() {
+    use common::txn::{describe_txn, end_txn_at, init_ok, Producer, TxnPartition};
+    const HOSTS: [&str; 3] = ["127.0.0.177", "127.0.0.178", "127.0.0.179"];
+    const V2: &str = "cluster-v2-app";
+    let new = NewTopic::new(TOPIC, 3, TopicReplication::Fixed(2));
+    let mut brokers = agreed_cluster_with_topic("cluster-txn-v2", &HOSTS, CONFIG, &new);
+    let t = settled_topic_metadata(&brokers[0], TOPIC, 3);
+    let coord = coordinator_of(&brokers[0], V2, -1);
+    let mut net = brokers[(coord - 1) as usize].net();
+    let (id, epoch) = init_ok(&mut net, V2);
+    let mut p = Producer { id, epoch, seq: 0 };
+    let leader_of = |i: i32| t.partitions[i as usize].leader_id.0;
+    assert!(
+        (0..3).any(|i| leader_of(i) != coord),
+        "some partition is led by a broker that does not coordinate {V2}"
+    );
+    let mut parts: Vec<TxnPartition> = (0..3)
+        .map(|i| TxnPartition::of(brokers[(leader_of(i) - 1) as usize].net(), TOPIC, i))
+        .collect();
+    for (i, c) in parts.iter_mut().enumerate() {
+        p.seq = 0;
+        let (code, _) = c.produce_at(
+            Some(12),
+            &mut p,
+            &values(&format!("v2-{i}"), 2),
+            true,
+            Some(V2),
+        );
+        assert_eq!(
+            code,
+            rill_net::ErrorCode::None,
+            "partition {i} led by {}",
+            leader_of(i as i32)
+        );
+    }
+    let s = describe_txn(&mut net, V2);
+    assert_eq!(&*s.transaction_state, "Ongoing", "{s:?}");
+    assert_eq!(
+        s.topics.iter().map(|x| x.partitions.len()).sum::<usize>(),
+        3,
+        "{s:?}"
+    );
+    assert_eq!(
+        end_txn_at(&mut net, 5, V2, &p, true),
+        (rill_net::ErrorCode::None, id, epoch + 1)
+    );
+    for c in parts.iter_mut() {
+        let partition = c.partition;
+        wait_until_saying(
+            Duration::from_secs(20),
+            || {
+                let (hw, lso) = (c.latest(0), c.latest(1));
+                (hw == lso && hw > 0).then_some(())
+            },
+            || format!("partition {partition} never got its commit marker"),
+        );
+    }
+    let (i, _) = (0..3)
+        .map(|i| (i, leader_of(i)))
+        .find(|(_, l)| *l != coord)
+        .expect("a partition another broker leads");
+    let c = &mut parts[i as usize];
+    let end = c.latest(0);
+    p.seq = 2;
+    let (code, _) = c.produce_at(Some(12), &mut p, &values("late", 1), true, Some(V2));
+    assert_eq!(
+        code,
+        rill_net::ErrorCode::InvalidProducerEpoch,
+        "a batch of the old epoch"
+    );
+    assert_eq!(c.latest(0), end, "nothing appended");
+    for b in brokers.iter_mut() {
         b.terminate();
     }
 }

@@ -1,15 +1,19 @@
 //! Transaction benchmark (issue 17), against a running broker, with Rill's own client (the
 //! same for both sides of each comparison):
 //!
-//! - `produce BOOTSTRAP idempotent|transactional SECONDS RECORDS_PER_TXN`: `PRODUCERS`
-//!   producers (one connection and thread each, one partition each) send batches of
-//!   `BATCH_RECORDS` records of `RECORD_BYTES` with acks=all, one request at a time.
-//!   Idempotent: sequenced batches, no transaction. Transactional: a transactional id
-//!   each; every `RECORDS_PER_TXN` records are one transaction (AddPartitionsToTxn, the
-//!   batches, EndTxn commit). Prints records per second.
-//! - `commits BOOTSTRAP SECONDS`: the same producers run transactions of one record each
-//!   (AddPartitionsToTxn, one batch, EndTxn commit); prints committed transactions per
-//!   second. Each commit writes the coordinator's state twice and a marker, each synced.
+//! - `produce BOOTSTRAP idempotent|transactional|transactional-v2 SECONDS RECORDS_PER_TXN`:
+//!   `PRODUCERS` producers (one connection and thread each, one partition each) send
+//!   batches of `BATCH_RECORDS` records of `RECORD_BYTES` with acks=all, one request at a
+//!   time. Idempotent: sequenced batches, no transaction. Transactional: a transactional
+//!   id each; every `RECORDS_PER_TXN` records are one transaction (AddPartitionsToTxn, the
+//!   batches at Produce v9, EndTxn commit). Transactional-v2: transactions v2 (KIP-890) as a
+//!   Kafka 4 client speaks it: no AddPartitionsToTxn, Produce v12 (the leader adds the
+//!   partition), EndTxn v5 (the epoch bumped, sequences from 0 again). Prints records per
+//!   second.
+//! - `commits BOOTSTRAP SECONDS [v2]`: the same producers run transactions of one record
+//!   each (AddPartitionsToTxn, one batch, EndTxn commit; with `v2`, transactions v2);
+//!   prints committed transactions per second. Each commit writes the coordinator's state
+//!   twice and a marker, each synced.
 //!
 //! Output lines: `RESULT <name> <value>`, for benches/txn.sh.
 
@@ -59,10 +63,12 @@ struct Producer {
     pid: i64,
     epoch: i16,
     seq: i32,
+    /// Transactions v2 (KIP-890 part 2).
+    v2: bool,
 }
 
 impl Producer {
-    fn new(addr: &str, partition: i32, txn_id: Option<String>) -> Producer {
+    fn new(addr: &str, partition: i32, txn_id: Option<String>, v2: bool) -> Producer {
         let mut c = connect(addr);
         let init = block_on(
             c.send(
@@ -85,12 +91,13 @@ impl Producer {
             pid: init.producer_id.0,
             epoch: init.producer_epoch,
             seq: 0,
+            v2,
         }
     }
 
     /// AddPartitionsToTxn for this producer's partition: the partition's error code.
     fn begin(&mut self) -> i16 {
-        let Some(id) = self.txn_id.clone() else {
+        let Some(id) = self.txn_id.clone().filter(|_| !self.v2) else {
             return 0;
         };
         let r = block_on(
@@ -132,7 +139,7 @@ impl Producer {
         .expect("encode");
         let r = block_on(
             self.c.send(
-                9,
+                if self.v2 { 12 } else { 9 },
                 &ProduceRequest::default()
                     .with_acks(-1)
                     .with_timeout_ms(30_000)
@@ -158,7 +165,7 @@ impl Producer {
         };
         let r = block_on(
             self.c.send(
-                3,
+                if self.v2 { 5 } else { 3 },
                 &EndTxnRequest::default()
                     .with_transactional_id(TransactionalId(s(&id)))
                     .with_producer_id(ProducerId(self.pid))
@@ -170,6 +177,13 @@ impl Producer {
         // The coordinator completes the last transaction in the background: a new one may
         // meet CONCURRENT_TRANSACTIONS at its AddPartitionsToTxn; EndTxn itself is done.
         assert_eq!(r.error_code, 0, "EndTxn error {}", r.error_code);
+        if self.v2 {
+            // The next transaction goes on at the epoch (and producer id) EndTxn named,
+            // its sequences from 0.
+            self.pid = r.producer_id.0;
+            self.epoch = r.producer_epoch;
+            self.seq = 0;
+        }
     }
 }
 
@@ -204,12 +218,13 @@ fn begin_retrying(p: &mut Producer) {
     }
 }
 
-fn produce(addr: &str, transactional: bool, seconds: u64, per_txn: usize) {
+fn produce(addr: &str, mode: &str, seconds: u64, per_txn: usize) {
     create_topic(addr);
+    let transactional = mode != "idempotent";
     let value = Bytes::from(vec![0x5a; RECORD_BYTES]);
     let rate = spread(seconds, |i, deadline| {
         let id = transactional.then(|| format!("txn-bench-{i}-{}", std::process::id()));
-        let mut p = Producer::new(addr, i as i32, id);
+        let mut p = Producer::new(addr, i as i32, id, mode == "transactional-v2");
         let mut sent = 0u64;
         while Instant::now() < deadline {
             begin_retrying(&mut p);
@@ -224,20 +239,16 @@ fn produce(addr: &str, transactional: bool, seconds: u64, per_txn: usize) {
         }
         sent
     });
-    let name = if transactional {
-        "transactional"
-    } else {
-        "idempotent"
-    };
+    let name = mode.replace('-', "_");
     println!("RESULT {name}_records_per_s {rate:.0}");
 }
 
-fn commits(addr: &str, seconds: u64) {
+fn commits(addr: &str, seconds: u64, v2: bool) {
     create_topic(addr);
     let value = Bytes::from(vec![0x5a; 100]);
     let rate = spread(seconds, |i, deadline| {
         let id = format!("txn-bench-small-{i}-{}", std::process::id());
-        let mut p = Producer::new(addr, i as i32, Some(id));
+        let mut p = Producer::new(addr, i as i32, Some(id), v2);
         let mut done = 0u64;
         while Instant::now() < deadline {
             begin_retrying(&mut p);
@@ -247,21 +258,26 @@ fn commits(addr: &str, seconds: u64) {
         }
         done
     });
-    println!("RESULT commits_per_s {rate:.0}");
+    let name = if v2 { "commits_v2" } else { "commits" };
+    println!("RESULT {name}_per_s {rate:.0}");
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: txn_bench BOOTSTRAP produce idempotent|transactional SECONDS RECORDS_PER_TXN | BOOTSTRAP commits SECONDS";
+    let usage = "usage: txn_bench BOOTSTRAP produce idempotent|transactional|transactional-v2 SECONDS RECORDS_PER_TXN | BOOTSTRAP commits SECONDS [v2]";
     let addr = args.get(1).expect(usage);
     match args.get(2).map(String::as_str) {
         Some("produce") => produce(
             addr,
-            args.get(3).expect(usage) == "transactional",
+            args.get(3).expect(usage),
             args.get(4).expect(usage).parse().expect(usage),
             args.get(5).expect(usage).parse().expect(usage),
         ),
-        Some("commits") => commits(addr, args.get(3).expect(usage).parse().expect(usage)),
+        Some("commits") => commits(
+            addr,
+            args.get(3).expect(usage).parse().expect(usage),
+            args.get(4).is_some_and(|a| a == "v2"),
+        ),
         _ => panic!("{usage}"),
     }
 }
