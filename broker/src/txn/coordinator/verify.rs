@@ -40,9 +40,13 @@ pub(super) const PEER_RESPONSE_BYTES_MAX: usize = 1 << 20;
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a transactions v2 add is retried while the coordinator still completes the
 /// producer's previous transaction (CONCURRENT_TRANSACTIONS; Kafka retries it on the
-/// broker too, KAFKA-18810), and how often.
+/// broker too, KAFKA-18810), and how often: from 1 ms, doubling up to Kafka's 20 ms
+/// (`add.partitions.to.txn.retry.backoff.ms`). A v2 client starts its next transaction as
+/// soon as EndTxn answers, while the markers and the Complete record are still being
+/// written (a few milliseconds), so a fixed 20 ms wait would dominate small transactions.
 const ADD_RETRY_FOR: Duration = Duration::from_secs(2);
-const ADD_RETRY_BACKOFF: Duration = Duration::from_millis(20);
+const ADD_RETRY_BACKOFF_MIN: Duration = Duration::from_millis(1);
+const ADD_RETRY_BACKOFF_MAX: Duration = Duration::from_millis(20);
 
 /// How a partition joins a transaction when a leader or group coordinator asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +146,7 @@ impl Txns {
         join: Join,
     ) -> ErrorCode {
         let deadline = std::time::Instant::now() + ADD_RETRY_FOR;
+        let mut backoff = ADD_RETRY_BACKOFF_MIN;
         loop {
             let code = self.join_once(id, pid, epoch, &tp, join).await;
             if code != ErrorCode::ConcurrentTransactions
@@ -150,7 +155,8 @@ impl Txns {
             {
                 return code;
             }
-            runtime::sleep(ADD_RETRY_BACKOFF).await;
+            runtime::sleep(backoff).await;
+            backoff = (backoff * 2).min(ADD_RETRY_BACKOFF_MAX);
         }
     }
 
