@@ -322,14 +322,11 @@ fn transactions_v2_add_partitions_that_other_brokers_lead() {
         (rill_net::ErrorCode::None, id, epoch + 1)
     );
     for c in parts.iter_mut() {
-        let partition = c.partition;
-        wait_until_saying(
-            Duration::from_secs(20),
-            || {
-                let (hw, lso) = (c.latest(0), c.latest(1));
-                (hw == lso && hw > 0).then_some(())
-            },
-            || format!("partition {partition} never got its commit marker"),
+        assert_eq!(
+            c.settled(),
+            3,
+            "partition {}: two records and the commit marker",
+            c.partition
         );
     }
     let (i, _) = (0..3)

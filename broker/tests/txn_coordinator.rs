@@ -573,3 +573,89 @@ fn an_idle_transactional_id_expires_and_stays_expired_after_a_restart() {
     assert_eq!(epoch, 0);
     broker.terminate();
 }
+
+/// A group's offset committed inside a transaction takes effect when the transaction
+/// commits only over an offset committed by an earlier record (Kafka's rule): a plain
+/// OffsetCommit written while the transaction was open stays, also after a restart
+/// reloads the group from its offsets partition.
+#[test]
+fn a_plain_commit_made_while_a_transaction_was_open_outlives_the_transactions_offset() {
+    use common::txn::{end_txn, Producer};
+    use offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    use offset_fetch_request::OffsetFetchRequestTopic;
+    use txn_offset_commit_request::{TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic};
+    const GROUP: &str = "rule-group";
+    let mut broker = Broker::start_with("txn-offset-rule", BrokerOptions::with_config(CONFIG));
+    broker.create_topic("ruled", 1, &[]);
+    let mut net = broker.net();
+    let (id, epoch) = init_ok(&mut net, "rule-app");
+    let p = Producer { id, epoch, seq: 0 };
+    let added = net.send_at(
+        3,
+        &AddOffsetsToTxnRequest::default()
+            .with_transactional_id(TransactionalId(sb("rule-app")))
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(epoch)
+            .with_group_id(GroupId(sb(GROUP))),
+    );
+    assert_eq!(added.error_code, 0, "{added:?}");
+    let txn = net.send_at(
+        3,
+        &TxnOffsetCommitRequest::default()
+            .with_transactional_id(TransactionalId(sb("rule-app")))
+            .with_group_id(GroupId(sb(GROUP)))
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(epoch)
+            .with_generation_id(-1)
+            .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                .with_name(topic_name("ruled"))
+                .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(10)])]),
+    );
+    assert_eq!(txn.topics[0].partitions[0].error_code, 0, "{txn:?}");
+    let plain = net.send_at(
+        8,
+        &OffsetCommitRequest::default()
+            .with_group_id(GroupId(sb(GROUP)))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(topic_name("ruled"))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(5)])]),
+    );
+    assert_eq!(plain.topics[0].partitions[0].error_code, 0, "{plain:?}");
+    assert_eq!(end_txn(&mut net, "rule-app", &p, true), ErrorCode::None);
+    let fetch = |net: &mut NetClient| {
+        let r = net.send_at(
+            7,
+            &OffsetFetchRequest::default()
+                .with_group_id(GroupId(sb(GROUP)))
+                .with_require_stable(true)
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(topic_name("ruled"))
+                    .with_partition_indexes(vec![0])])),
+        );
+        let part = &r.topics[0].partitions[0];
+        (part.error_code == 0).then_some(part.committed_offset)
+    };
+    let settled = wait_until_saying(
+        Duration::from_secs(20),
+        || fetch(&mut net),
+        || "the transaction's offsets never settled".to_string(),
+    );
+    assert_eq!(
+        settled, 5,
+        "the plain commit came after the transaction's record"
+    );
+    broker.terminate();
+    broker.restart();
+    let mut net = broker.net();
+    let reloaded = wait_until_saying(
+        Duration::from_secs(20),
+        || fetch(&mut net),
+        || "no offset after the restart".to_string(),
+    );
+    assert_eq!(reloaded, 5, "reloaded from the offsets partition");
+}

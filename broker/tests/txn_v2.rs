@@ -17,26 +17,6 @@ const TOPIC: &str = "tv2";
 const ID: &str = "tv2-app";
 const CONFIG: &str = "transaction_state_partitions = 2\nmetrics_listen = \"\"\n";
 
-/// Waits until the partition's last stable offset reaches its high watermark (an ended
-/// transaction's marker is in); returns it.
-fn settled(c: &mut TxnPartition) -> i64 {
-    let last = std::cell::Cell::new((0, 0));
-    wait_until_saying(
-        Duration::from_secs(20),
-        || {
-            last.set((c.latest(0), c.latest(1)));
-            let (hw, lso) = last.get();
-            (hw == lso).then_some(hw)
-        },
-        || {
-            format!(
-                "high watermark and last stable offset stayed {:?}",
-                last.get()
-            )
-        },
-    )
-}
-
 #[test]
 fn a_produce_adds_its_partition_and_every_end_bumps_the_epoch() {
     let broker = Broker::start_with("txn-v2", BrokerOptions::with_config(CONFIG));
@@ -66,7 +46,7 @@ fn a_produce_adds_its_partition_and_every_end_bumps_the_epoch() {
         end_txn_at(&mut net, 5, ID, &p, true),
         (ErrorCode::None, id, 1)
     );
-    assert_eq!(settled(&mut c), 3, "two records and the commit marker");
+    assert_eq!(c.settled(), 3, "two records and the commit marker");
 
     // A late batch of the committed transaction, at its old epoch, is fenced.
     let (code, _) = c.produce_at(Some(12), &mut p, &values("late", 1), true, Some(ID));
@@ -89,7 +69,7 @@ fn a_produce_adds_its_partition_and_every_end_bumps_the_epoch() {
         end_txn_at(&mut net, 5, ID, &q, false),
         (ErrorCode::None, id, 2)
     );
-    assert_eq!(settled(&mut c), 5, "one record and the abort marker");
+    assert_eq!(c.settled(), 5, "one record and the abort marker");
     // The client retries an EndTxn it got no answer for: while the markers go out that is
     // CONCURRENT_TRANSACTIONS (retried), then the first answer again, nothing written.
     let retried = wait_until_saying(

@@ -64,26 +64,6 @@ fn verify_only(net: &mut NetClient, version: i16, p: &Producer) -> Vec<ErrorCode
     parts.into_iter().map(|(_, c)| code_of(c)).collect()
 }
 
-/// Waits until partition 0's last stable offset reaches its high watermark (the markers
-/// of an ended transaction are in); returns it.
-fn settled(c: &mut TxnPartition) -> i64 {
-    let last = std::cell::Cell::new((0, 0));
-    wait_until_saying(
-        Duration::from_secs(20),
-        || {
-            last.set((c.latest(0), c.latest(1)));
-            let (hw, lso) = last.get();
-            (hw == lso).then_some(hw)
-        },
-        || {
-            format!(
-                "high watermark and last stable offset stayed {:?}",
-                last.get()
-            )
-        },
-    )
-}
-
 #[test]
 fn a_leader_appends_a_transactional_batch_only_to_a_partition_in_the_open_transaction() {
     let broker = Broker::start_with("txn-verify", BrokerOptions::with_config(CONFIG));
@@ -128,7 +108,7 @@ fn a_leader_appends_a_transactional_batch_only_to_a_partition_in_the_open_transa
     // Aborted: the marker lands, and a late batch of that transaction (same producer id
     // and epoch, as a transaction version 1 client keeps them) opens nothing.
     assert_eq!(end(&mut net, &p, false), ErrorCode::None);
-    let end_offset = settled(&mut c);
+    let end_offset = c.settled();
     assert_eq!(
         end_offset, 4,
         "two batches of 3 records and the abort marker"
@@ -171,7 +151,7 @@ fn a_leader_appends_a_transactional_batch_only_to_a_partition_in_the_open_transa
     let at = c.txn_produce_as(&mut q, &values("new", 1), ID);
     assert_eq!(end(&mut net, &q, true), ErrorCode::None);
     assert_eq!(
-        settled(&mut c),
+        c.settled(),
         at + 2,
         "the new instance's transaction committed"
     );
@@ -252,7 +232,7 @@ fn without_verification_a_late_batch_opens_a_transaction_that_never_ends() {
     assert_eq!(add(&mut net, &p, 0), ErrorCode::None);
     c.txn_produce_as(&mut p, &values("in", 1), ID);
     assert_eq!(end(&mut net, &p, false), ErrorCode::None);
-    let end_offset = settled(&mut c);
+    let end_offset = c.settled();
     // The setting off, the leader does not ask: the late batch is appended and its
     // transaction stays open (until the producer's next transaction or a manual abort).
     let (code, at) = c.produce_at(Some(10), &mut p, &values("late", 1), true, Some(ID));

@@ -74,7 +74,7 @@ pub struct Coordinator {
     /// Offsets committed inside transactions (TxnOffsetCommit), durable but waiting for
     /// their transaction's end marker, by producer id (bounded by
     /// `TXN_OFFSETS_PENDING_PER_SHARD_MAX` records).
-    pub(super) pending_txn: RefCell<HashMap<i64, Vec<StoredRecord>>>,
+    pub(super) pending_txn: RefCell<HashMap<i64, Vec<(StoredRecord, i64)>>>,
     /// The offsets partitions: which are loaded, and their writers.
     pub(super) log: Log,
     /// Numbers the member ids this shard hands out.

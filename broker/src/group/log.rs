@@ -130,7 +130,7 @@ impl Groups {
             keep
         });
         for pending in self.state.pending_txn.borrow_mut().values_mut() {
-            pending.retain(|r| !resigned.contains(&offsets_partition(r.group(), partitions)));
+            pending.retain(|(r, _)| !resigned.contains(&offsets_partition(r.group(), partitions)));
         }
         let mut loaded = self.state.log.loaded.borrow_mut();
         for p in &resigned {
@@ -243,7 +243,7 @@ impl Groups {
                     legacy.insert(key);
                     match StoredRecord::decode(&value) {
                         Ok(r) => {
-                            self.replay(r);
+                            self.replay_at(r, rec.offset);
                             records += 1;
                         }
                         Err(e) => {
@@ -261,11 +261,11 @@ impl Groups {
                             .borrow_mut()
                             .entry(pid)
                             .or_default()
-                            .push(r);
+                            .push((r, rec.offset));
                         records += 1;
                     }
                     Ok(r) => {
-                        self.replay_log_record(r, &mut members);
+                        self.replay_log_record(r, rec.offset, &mut members);
                         records += 1;
                     }
                     Err(e) => {
@@ -357,14 +357,14 @@ impl Groups {
         let Some(partitions) = self.offsets_partitions() else {
             return;
         };
-        let settled: Vec<StoredRecord> = {
+        let settled: Vec<(StoredRecord, i64)> = {
             let mut pending = self.state.pending_txn.borrow_mut();
             let Some(list) = pending.get_mut(&pid) else {
                 return;
             };
-            let (here, rest): (Vec<StoredRecord>, Vec<StoredRecord>) = std::mem::take(list)
+            let (here, rest): (Vec<_>, Vec<_>) = std::mem::take(list)
                 .into_iter()
-                .partition(|r| offsets_partition(r.group(), partitions) == p);
+                .partition(|(r, _)| offsets_partition(r.group(), partitions) == p);
             if rest.is_empty() {
                 pending.remove(&pid);
             } else {
@@ -373,8 +373,28 @@ impl Groups {
             here
         };
         if commit {
-            for r in settled {
-                self.replay(r);
+            for (r, at) in settled {
+                // Kafka's rule: the transaction's offset replaces only one committed by an
+                // earlier record (a plain commit written after it, while the transaction
+                // was open, stays).
+                let older = match &r {
+                    StoredRecord::Offset {
+                        group,
+                        topic,
+                        partition,
+                        ..
+                    } => self
+                        .state
+                        .groups
+                        .borrow()
+                        .get(group)
+                        .and_then(|g| g.offsets.get(&(topic.clone(), *partition)))
+                        .is_none_or(|c| c.record_offset < at),
+                    _ => true,
+                };
+                if older {
+                    self.replay_at(r, at);
+                }
             }
         }
     }
@@ -384,6 +404,7 @@ impl Groups {
     fn replay_log_record(
         &self,
         r: LogRecord,
+        record_offset: i64,
         members: &mut HashMap<(String, String), PartialMember>,
     ) {
         let consumer = |group: String, f: &dyn Fn(&mut cg::ConsumerGroup)| {
@@ -396,7 +417,7 @@ impl Groups {
                 if let StoredRecord::GroupDeleted { group } = &r {
                     members.retain(|(g, _), _| g != group);
                 }
-                self.replay(r)
+                self.replay_at(r, record_offset)
             }
             LogRecord::ConsumerGroup {
                 group,
@@ -466,9 +487,15 @@ impl Groups {
         }
     }
 
-    /// Applies a stored record to the group state. Requests parked in a classic group that
-    /// the record replaces or deletes are dropped (they answer as on a coordinator move).
+    /// Applies a stored record to the group state, as if written at no known offset.
     fn replay(&self, r: StoredRecord) {
+        self.replay_at(r, -1)
+    }
+
+    /// Applies a stored record written at `record_offset` of its offsets partition to the
+    /// group state. Requests parked in a classic group that the record replaces or deletes
+    /// are dropped (they answer as on a coordinator move).
+    fn replay_at(&self, r: StoredRecord, record_offset: i64) {
         let mut abandoned = Vec::new();
         let mut groups = self.state.groups.borrow_mut();
         match r {
@@ -487,6 +514,7 @@ impl Groups {
                         offset,
                         leader_epoch,
                         metadata,
+                        record_offset,
                     },
                 );
             }
@@ -672,11 +700,16 @@ impl Groups {
             let now = runtime::now_ms();
             let mut kvs: Vec<KeyValue> = Vec::new();
             let mut firsts = Vec::with_capacity(batch.len());
+            // Each record's place in the batch (its offset once the batch's base is known).
+            let mut at: Vec<Vec<i64>> = Vec::with_capacity(batch.len());
             for w in &batch {
                 firsts.push(kvs.len() as i64);
+                let mut places = Vec::with_capacity(w.records.len());
                 for r in &w.records {
+                    places.push(kvs.len() as i64);
                     kvs.extend(wire::encode(r, now));
                 }
+                at.push(places);
                 kvs.extend(w.raw.iter().cloned());
             }
             let group = batch
@@ -689,24 +722,25 @@ impl Groups {
                 Ok(base) => {
                     // Offsets and deletions take effect once durable, here, before anything
                     // else runs; a transaction's offsets once its marker commits them.
-                    for w in &batch {
+                    for (w, places) in batch.iter().zip(&at) {
+                        let placed = w.records.iter().zip(places.iter().map(|i| base + i));
                         if let Some((pid, _)) = w.txn {
                             self.state
                                 .pending_txn
                                 .borrow_mut()
                                 .entry(pid)
                                 .or_default()
-                                .extend(w.records.iter().cloned());
+                                .extend(placed.map(|(r, at)| (r.clone(), at)));
                             continue;
                         }
-                        for r in &w.records {
+                        for (r, at) in placed {
                             if matches!(
                                 r,
                                 StoredRecord::Offset { .. }
                                     | StoredRecord::OffsetDeleted { .. }
                                     | StoredRecord::GroupDeleted { .. }
                             ) {
-                                self.replay(r.clone());
+                                self.replay_at(r.clone(), at);
                             }
                         }
                     }

@@ -29,6 +29,10 @@ pub struct Committed {
     pub offset: i64,
     pub leader_epoch: i32,
     pub metadata: String,
+    /// Where in the offsets partition the record that committed it is (-1: unknown, a
+    /// record in Rill's older format). A transaction's offset that commits later still
+    /// takes effect only over one written before it (Kafka's `olderThan`).
+    pub record_offset: i64,
 }
 
 /// One offset an OffsetCommit or TxnOffsetCommit asks for.
@@ -320,7 +324,7 @@ impl Groups {
                 .borrow()
                 .values()
                 .flatten()
-                .filter_map(|r| match r {
+                .filter_map(|(r, _)| match r {
                     StoredRecord::Offset {
                         group: g,
                         topic,
@@ -337,6 +341,7 @@ impl Groups {
             offset: -1,
             leader_epoch: -1,
             metadata: String::new(),
+            record_offset: -1,
         };
         let g = groups.get(group);
         let settled = |t: &str, p: i32, c: Committed| {

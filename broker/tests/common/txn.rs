@@ -358,6 +358,26 @@ impl TxnPartition {
             .unwrap_or_else(|e| panic!("fetch at isolation {isolation}: {e}"))
     }
 
+    /// Waits (up to 20 s) until the last stable offset reaches the high watermark (an
+    /// ended transaction's marker is in and replicated); returns it.
+    pub fn settled(&mut self) -> i64 {
+        let last = std::cell::Cell::new((0, 0));
+        super::wait_until_saying(
+            std::time::Duration::from_secs(20),
+            || {
+                last.set((self.latest(0), self.latest(1)));
+                let (hw, lso) = last.get();
+                (hw == lso).then_some(hw)
+            },
+            || {
+                format!(
+                    "high watermark and last stable offset stayed {:?}",
+                    last.get()
+                )
+            },
+        )
+    }
+
     /// ListOffsets latest at `isolation`, retried while a new leader does not know its high
     /// watermark yet (OFFSET_NOT_AVAILABLE, which clients retry).
     pub fn latest(&mut self, isolation: i8) -> i64 {
