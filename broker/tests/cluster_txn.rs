@@ -8,6 +8,8 @@
 //! one higher). A coordinator that loses the leadership without dying (paused) drops the
 //! ids it loaded once it runs again.
 
+#[path = "common/clients.rs"]
+mod clients;
 mod common;
 
 use std::collections::BTreeSet;
@@ -345,5 +347,99 @@ fn transactions_v2_add_partitions_that_other_brokers_lead() {
     assert_eq!(c.latest(0), end, "nothing appended");
     for b in brokers.iter_mut() {
         b.terminate();
+    }
+}
+
+/// The Java client (4.4, transactions v2) across the death of its coordinator: a commit
+/// and an abort, kill -9 of the broker coordinating the id, then a new instance on the
+/// other brokers commits and aborts again. The new coordinator loaded the id as a v2
+/// transaction (epoch 2 after the first instance: one bump per EndTxn; then InitProducerId,
+/// a commit and an abort give 5), and a read_committed consumer sees exactly both commits.
+#[test]
+fn java_transactions_v2_survive_the_coordinators_death() {
+    use clients::{java_available, java_proc};
+    use common::txn::describe_txn;
+    const HOSTS: [&str; 3] = ["127.0.0.181", "127.0.0.182", "127.0.0.183"];
+    const JAVA_ID: &str = "java-v2-app";
+    const JAVA_TOPIC: &str = "java-v2";
+    if !java_available("the Java transactional producer in a cluster") {
+        return;
+    }
+    let mut java = java_proc("java kafka-clients");
+    let new = NewTopic::new(JAVA_TOPIC, 1, TopicReplication::Fixed(3));
+    let mut brokers = agreed_cluster_with_topic("cluster-txn-java", &HOSTS, CONFIG, &new);
+    let all = bootstrap(&brokers, &[0, 1, 2]);
+    let run = |java: &mut clients::ClientProc, bootstrap: &str| {
+        let out = java
+            .run(
+                &[
+                    "produce-txn",
+                    bootstrap,
+                    JAVA_TOPIC,
+                    "0",
+                    "10",
+                    JAVA_ID,
+                    "max.block.ms=60000",
+                ],
+                Duration::from_secs(120),
+            )
+            .ok();
+        assert_eq!(out.line("aborted"), vec!["10"], "{}", out.report());
+        out.line("committed")
+    };
+    assert_eq!(run(&mut java, &all), vec!["0", "0", "9"]);
+    let coord = coordinator_of(&brokers[0], JAVA_ID, -1);
+    let s = describe_txn(&mut brokers[(coord - 1) as usize].net(), JAVA_ID);
+    assert_eq!(
+        (&*s.transaction_state, s.producer_epoch),
+        ("CompleteAbort", 2),
+        "transactions v2: one bump per EndTxn; {s:?}"
+    );
+
+    let dead = (coord - 1) as usize;
+    brokers[dead].kill9();
+    let alive: Vec<usize> = (0..3).filter(|i| *i != dead).collect();
+    let rest = bootstrap(&brokers, &alive);
+    let next = coordinator_of(&brokers[alive[0]], JAVA_ID, coord);
+    // After the first commit (0-9) and its marker (10); the aborted records may never have
+    // been sent (abortTransaction drops what the producer still holds).
+    let second: Vec<i64> = run(&mut java, &rest)
+        .iter()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert!(
+        second[0] == 0 && second[1] >= 11 && second[2] == second[1] + 9,
+        "the second instance's commit: {second:?}"
+    );
+    let s = describe_txn(&mut brokers[(next - 1) as usize].net(), JAVA_ID);
+    assert_eq!(
+        (&*s.transaction_state, s.producer_epoch),
+        ("CompleteAbort", 5),
+        "the new coordinator went on from the dead one's epoch; {s:?}"
+    );
+    let out = java
+        .run(
+            &[
+                "consume",
+                &rest,
+                JAVA_TOPIC,
+                "1",
+                "20",
+                "isolation.level=read_committed",
+            ],
+            Duration::from_secs(120),
+        )
+        .ok();
+    let recs = out.records();
+    assert_eq!(recs.len(), 20, "{}", out.report());
+    assert!(
+        recs.values().all(|r| r.value.as_deref() != Some("aborted")),
+        "{}",
+        out.report()
+    );
+    for (i, b) in brokers.iter_mut().enumerate() {
+        if i != dead {
+            b.terminate();
+        }
     }
 }

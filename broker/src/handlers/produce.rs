@@ -117,7 +117,10 @@ pub async fn produce(shard: &Rc<Shard>, r: ProduceRequest, version: i16) -> Prod
     for (topic, index, result, bytes, records, record_errors) in results {
         match &result {
             Ok(_) => shard.metrics().produced(&topic, bytes, records),
-            Err(e) => shard.metrics().error("Produce", e.code),
+            Err(e) => {
+                tracing::debug!(topic = %topic, partition = index, code = ?e.code, error = %e.message_str().unwrap_or_default(), "produce refused");
+                shard.metrics().error("Produce", e.code)
+            }
         }
         let mut part = PartitionProduceResponse::default().with_index(index);
         match result {

@@ -293,6 +293,7 @@ pub async fn end_txn(shard: &Rc<Shard>, r: EndTxnRequest, v: i16) -> EndTxnRespo
     {
         Ok(next) => (ErrorCode::None, next),
         Err(code) => {
+            tracing::debug!(transactional_id = %r.transactional_id.0, producer_id = r.producer_id.0, epoch = r.producer_epoch, version = v, ?code, "EndTxn refused");
             shard.metrics().error("EndTxn", code);
             (error_for_version(code, TxnApi::EndTxn, v), (-1, -1))
         }

@@ -145,6 +145,7 @@ impl<B: Backend> Partition<B> {
         if self.producers.borrow().guard_holds(g) {
             return Ok(());
         }
+        tracing::debug!(topic = %self.topic, partition = self.index, producer_id = g.producer_id, epoch = g.epoch, "a verified transactional batch lost its guard before its turn");
         Err(KafkaError::new(
             ErrorCode::InvalidTxnState,
             format!(

@@ -44,7 +44,12 @@ const VERIFY_TIMEOUT: Duration = Duration::from_secs(5);
 /// (`add.partitions.to.txn.retry.backoff.ms`). A v2 client starts its next transaction as
 /// soon as EndTxn answers, while the markers and the Complete record are still being
 /// written (a few milliseconds), so a fixed 20 ms wait would dominate small transactions.
-const ADD_RETRY_FOR: Duration = Duration::from_secs(2);
+/// The bound is long because the client must not see the produce fail meanwhile: one that
+/// gives up and aborts sends EndTxn at the new epoch while the coordinator still completes
+/// the old transaction, which it must answer PRODUCER_FENCED (Kafka's rule). Completing
+/// can take seconds when a partition's leader dies (its marker waits for the next leader),
+/// so it is kept under Java's default request timeout (30 s), not a few seconds.
+const ADD_RETRY_FOR: Duration = Duration::from_secs(20);
 const ADD_RETRY_BACKOFF_MIN: Duration = Duration::from_millis(1);
 const ADD_RETRY_BACKOFF_MAX: Duration = Duration::from_millis(20);
 
@@ -217,6 +222,9 @@ impl Txns {
         };
         let tp: TxnPartition = (topic.to_string(), partition);
         let code = self.join_partition(&id, pid, epoch, tp, join).await;
+        if code != ErrorCode::None {
+            tracing::debug!(transactional_id = %id, producer_id = pid, epoch, topic, partition, ?join, ?code, "the coordinator refused a transactional produce's partition");
+        }
         let (code, why) = match code {
             ErrorCode::None => return Ok(()),
             ErrorCode::ConcurrentTransactions if join == Join::Add => (

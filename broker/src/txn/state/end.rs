@@ -169,7 +169,8 @@ pub fn prepare_end_v1(
 /// | CompleteCommit | ITS         | EB            | NONE         | ITS            |
 ///
 /// Ongoing → EB; PrepareCommit + commit retry, PrepareAbort + abort retry →
-/// CONCURRENT_TRANSACTIONS, the other mix ITS (and the current epoch PF). An exhausted
+/// CONCURRENT_TRANSACTIONS, the other mix ITS, and the current epoch (the next
+/// transaction's end, early) CONCURRENT_TRANSACTIONS where Kafka answers PF. An exhausted
 /// epoch makes the Prepare* carry a new producer id ([`EndOutcome::NeedProducerId`] until
 /// one is given), installed at epoch 0 by Complete*. A fencing abort bumps from the
 /// fencing epoch and allocates nothing.
@@ -205,6 +206,21 @@ pub fn prepare_end_v2(
     let retry = retry_on_bump || retry_on_overflow;
     if meta.producer_id != request.producer_id && !retry_on_overflow {
         return Err(ErrorCode::InvalidProducerIdMapping);
+    }
+    // Rill, unlike Kafka (which fences it): the current epoch while Prepare* is the client
+    // ending its next transaction before the coordinator completed this one (the EndTxn
+    // answer named that epoch, and the client started at once). It is no zombie (those
+    // have older epochs, and a newer instance cannot exist while Prepare*: InitProducerId
+    // waits), so it waits too. Seen with the Java client: commit, then abort an empty
+    // transaction right away, in a cluster where the markers take a few milliseconds.
+    if !fencing
+        && epoch == current
+        && matches!(
+            meta.state,
+            TxnStatus::PrepareCommit | TxnStatus::PrepareAbort
+        )
+    {
+        return Err(ErrorCode::ConcurrentTransactions);
     }
     if !valid_epoch {
         return Err(ErrorCode::ProducerFenced);

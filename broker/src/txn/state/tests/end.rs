@@ -221,10 +221,11 @@ fn end_v2_bumps_at_prepare_and_answers_retries() {
             prepare_end_v2(Some(&m), &end(8, other), None, NOW),
             Err(ErrorCode::InvalidTxnState)
         );
-        // The bumped epoch is not a retry of anything in Prepare*.
+        // The bumped epoch in Prepare* is the client ending its next transaction before
+        // this one completed: it waits (Kafka fences it; see prepare_end_v2).
         assert_eq!(
             prepare_end_v2(Some(&m), &end(9, result), None, NOW),
-            Err(ErrorCode::ProducerFenced)
+            Err(ErrorCode::ConcurrentTransactions)
         );
         let c = prepare_complete(&m, NOW).unwrap();
         assert_eq!(
