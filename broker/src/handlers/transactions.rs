@@ -145,9 +145,6 @@ pub async fn add_partitions_to_txn(
     r: AddPartitionsToTxnRequest,
     v: i16,
 ) -> AddPartitionsToTxnResponse {
-    use rill_net::kafka_protocol::messages::add_partitions_to_txn_response::{
-        AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
-    };
     if v >= 4 {
         return add_partitions_from_brokers(shard, r, v).await;
     }
@@ -176,8 +173,7 @@ pub async fn add_partitions_to_txn(
     } else {
         Err(ErrorCode::OperationNotAttempted)
     };
-    let mut results: Vec<AddPartitionsToTxnTopicResult> = Vec::new();
-    for tp in &wanted {
+    let codes = wanted.iter().map(|tp| {
         let code = match &outcome {
             Ok(()) => ErrorCode::None,
             Err(ErrorCode::OperationNotAttempted) if !exists(tp) => {
@@ -185,21 +181,9 @@ pub async fn add_partitions_to_txn(
             }
             Err(code) => *code,
         };
-        if code != ErrorCode::None {
-            shard.metrics().error("AddPartitionsToTxn", code);
-        }
-        let part = AddPartitionsToTxnPartitionResult::default()
-            .with_partition_index(tp.1)
-            .with_partition_error_code(code.code());
-        match results.iter_mut().find(|t| *t.name.0 == *tp.0) {
-            Some(t) => t.results_by_partition.push(part),
-            None => results.push(
-                AddPartitionsToTxnTopicResult::default()
-                    .with_name(topic_name(&tp.0))
-                    .with_results_by_partition(vec![part]),
-            ),
-        }
-    }
+        (tp, code)
+    });
+    let results = topic_results(shard, codes);
     AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results)
 }
 
@@ -213,9 +197,7 @@ async fn add_partitions_from_brokers(
     r: AddPartitionsToTxnRequest,
     v: i16,
 ) -> AddPartitionsToTxnResponse {
-    use rill_net::kafka_protocol::messages::add_partitions_to_txn_response::{
-        AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
-    };
+    use rill_net::kafka_protocol::messages::add_partitions_to_txn_response::AddPartitionsToTxnResult;
     let txns = Txns::of(shard);
     let mut results = Vec::new();
     for t in r.transactions {
@@ -242,8 +224,7 @@ async fn add_partitions_from_brokers(
                         .collect()
                 })
         };
-        let mut topics: Vec<AddPartitionsToTxnTopicResult> = Vec::new();
-        for tp in &wanted {
+        let codes = wanted.iter().map(|tp| {
             let code = match &codes {
                 Ok(c) => c.get(tp).copied().unwrap_or(ErrorCode::UnknownServerError),
                 Err(code) => *code,
@@ -253,21 +234,9 @@ async fn add_partitions_from_brokers(
                 ErrorCode::ProducerFenced => error_for_version(code, TxnApi::AddPartitionsToTxn, v),
                 other => other,
             };
-            if code != ErrorCode::None {
-                shard.metrics().error("AddPartitionsToTxn", code);
-            }
-            let part = AddPartitionsToTxnPartitionResult::default()
-                .with_partition_index(tp.1)
-                .with_partition_error_code(code.code());
-            match topics.iter_mut().find(|x| *x.name.0 == *tp.0) {
-                Some(x) => x.results_by_partition.push(part),
-                None => topics.push(
-                    AddPartitionsToTxnTopicResult::default()
-                        .with_name(topic_name(&tp.0))
-                        .with_results_by_partition(vec![part]),
-                ),
-            }
-        }
+            (tp, code)
+        });
+        let topics = topic_results(shard, codes);
         results.push(
             AddPartitionsToTxnResult::default()
                 .with_transactional_id(t.transactional_id)
@@ -275,6 +244,35 @@ async fn add_partitions_from_brokers(
         );
     }
     AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
+}
+
+/// AddPartitionsToTxn's per-partition answers grouped by topic, in the order given; each
+/// error counted in the metrics.
+fn topic_results<'a>(
+    shard: &Rc<Shard>,
+    codes: impl Iterator<Item = (&'a (String, i32), ErrorCode)>,
+) -> Vec<add_partitions_to_txn_response::AddPartitionsToTxnTopicResult> {
+    use add_partitions_to_txn_response::{
+        AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    };
+    let mut topics: Vec<AddPartitionsToTxnTopicResult> = Vec::new();
+    for ((topic, partition), code) in codes {
+        if code != ErrorCode::None {
+            shard.metrics().error("AddPartitionsToTxn", code);
+        }
+        let part = AddPartitionsToTxnPartitionResult::default()
+            .with_partition_index(*partition)
+            .with_partition_error_code(code.code());
+        match topics.iter_mut().find(|t| *t.name.0 == **topic) {
+            Some(t) => t.results_by_partition.push(part),
+            None => topics.push(
+                AddPartitionsToTxnTopicResult::default()
+                    .with_name(topic_name(topic))
+                    .with_results_by_partition(vec![part]),
+            ),
+        }
+    }
+    topics
 }
 
 /// EndTxn: commit or abort, decided by the coordinator; the markers follow. v5 is
