@@ -453,6 +453,40 @@ pub fn check_txn_produce(out: &Output) {
     assert_eq!(out.line("aborted"), vec!["10"], "{}", out.report());
 }
 
+/// The Java client's read_committed consumer of partition 0 of `topic` through
+/// `bootstrap` gets exactly `count` records, none of them an aborted one (`produce-txn`
+/// writes the value "aborted" in the transactions it aborts).
+#[allow(dead_code)]
+pub fn check_java_read_committed(
+    java: &mut ClientProc,
+    bootstrap: &str,
+    topic: &str,
+    count: usize,
+    timeout: Duration,
+) {
+    let n = count.to_string();
+    let out = java
+        .run(
+            &[
+                "consume",
+                bootstrap,
+                topic,
+                "1",
+                &n,
+                "isolation.level=read_committed",
+            ],
+            timeout,
+        )
+        .ok();
+    let recs = out.records();
+    assert_eq!(recs.len(), count, "{}", out.report());
+    assert!(
+        recs.values().all(|r| r.value.as_deref() != Some("aborted")),
+        "{}",
+        out.report()
+    );
+}
+
 /// `produce` with every codec, one partition per codec, `count` records each: the client's
 /// acknowledged offsets are dense from 0, the broker stored batches with that codec (raw
 /// fetch), and rdkafka reads back exactly the records (key, value, headers).
