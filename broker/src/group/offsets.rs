@@ -214,7 +214,8 @@ impl Groups {
         })
     }
 
-    /// TxnOffsetCommit v0-3: the offsets are written as the producer's transactional batch
+    /// TxnOffsetCommit (the handler has the offsets partition joined to the transaction
+    /// first): the offsets are written as the producer's transactional batch
     /// and take effect when its transaction commits. Members are checked as Kafka's
     /// `validateTransactionalOffsetCommit` does: a producer naming no member and no
     /// generation (v0-2, or a standalone consumer) is not checked.

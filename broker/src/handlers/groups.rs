@@ -540,7 +540,8 @@ pub async fn txn_commit(
     )
 }
 
-/// AddOffsetsToTxn v0-3: the group's offsets partition joins the transaction, so its
+/// AddOffsetsToTxn (the classic protocol; transactions v2 clients send none): the group's
+/// offsets partition joins the transaction, so its
 /// TxnOffsetCommit offsets get the transaction's end marker.
 pub async fn add_offsets_to_txn(
     shard: &Rc<Shard>,

@@ -62,7 +62,7 @@ pub enum Reply {
 
 /// Apis in the codec table that the broker does not serve; they are not advertised and a
 /// request for one is refused as an unsupported version before it reaches [`handle`].
-/// The transaction apis wait for the transaction coordinator (broker/docs/transactions.md).
+/// None now (the transaction apis are all served).
 const NOT_SERVED: &[ApiKey] = &[];
 
 /// Apis served below the codec table's highest version (none now: transactions v2 is

@@ -1,6 +1,6 @@
 //! The transaction apis producers and admins call, answered by the transaction coordinators
 //! ([`crate::txn::Txns`]): AddPartitionsToTxn (v0-3 from producers, v4-5 from partition
-//! leaders verifying, KIP-890 part 1) and EndTxn (transaction version 1);
+//! leaders verifying or adding, KIP-890) and EndTxn (v5: transactions v2);
 //! DescribeTransactions asks each id's coordinator (this broker
 //! must lead its state partition: NOT_COORDINATOR otherwise, and the admin client asks
 //! the right broker); ListTransactions lists the ids of every state partition this broker

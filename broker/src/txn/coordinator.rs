@@ -1,4 +1,4 @@
-//! The transaction coordinator as a shard service (issue 17, increment 3 so far): the
+//! The transaction coordinator as a shard service (issue 17): the
 //! transactional ids whose `__transaction_state` partitions this shard owns and this broker
 //! leads, routing a request to its id's coordinator shard, loading a partition's ids from
 //! the log when first used at a leadership, and writing each transition (acks=all) before it
@@ -7,10 +7,12 @@
 //! Served: FindCoordinator for transactional ids, InitProducerId with a transactional id
 //! (a new producer id at epoch 0, the next epoch at each later call, a new producer id once
 //! the epoch is exhausted, an older producer fenced by PRODUCER_FENCED, an Ongoing
-//! transaction of an older instance aborted first), AddPartitionsToTxn v0-3, EndTxn v0-4
-//! (transaction version 1: PrepareCommit/PrepareAbort written, answered, then the end
-//! markers written to every partition of the transaction and CompleteCommit/CompleteAbort
-//! written), DescribeTransactions and ListTransactions. A partition loaded with a
+//! transaction of an older instance aborted first), AddPartitionsToTxn (v0-3 from
+//! producers; v4-5 from partition leaders, which verify or, under transactions v2, add a
+//! partition: `verify`), EndTxn (PrepareCommit/PrepareAbort written, answered, then the
+//! end markers written to every partition of the transaction and
+//! CompleteCommit/CompleteAbort written; v5 bumps the epoch and answers it),
+//! DescribeTransactions and ListTransactions. A partition loaded with a
 //! transaction in Prepare* completes it. Markers go straight to the partitions this broker
 //! leads, and as WriteTxnMarkers to the leaders of the others.
 //!

@@ -1,9 +1,10 @@
 //! Transactions (issue 17; the design and its increments are in `broker/docs/transactions.md`).
 //!
-//! So far: partitions hold transactions (`crate::partition`, WriteTxnMarkers), and the
-//! coordinator registers transactional ids (FindCoordinator, InitProducerId,
-//! DescribeTransactions, ListTransactions); AddPartitionsToTxn, EndTxn and the markers it
-//! sends come next.
+//! Partitions hold transactions (`crate::partition`, WriteTxnMarkers); the coordinator
+//! serves transactional ids (FindCoordinator, InitProducerId, AddPartitionsToTxn,
+//! AddOffsetsToTxn, EndTxn, DescribeTransactions, ListTransactions), both the classic
+//! protocol and transactions v2 (KIP-890 part 2), writes the end markers, and answers the
+//! partition leaders that verify or add a partition before a transactional append (KIP-890).
 //!
 //! Layout: `coordinator` (the shard service: routing, load, writes) → `state`; `wire` (the `__transaction_state` key and value, bytes in, values out) uses
 //! `coordinator_wire`, the writer and reader shared with `group::wire`; `state` is the
